@@ -97,8 +97,8 @@ def test_supplement_pauses_the_clock() -> None:
     plain_due = due_at(accepted, 5)
     paused_due = due_at(accepted, 5, pauses=[paused])
     assert plain_due == at(2026, 12, 1)
-    # 1.5 days used before the pause, 3.5 left from Wednesday 2 Dec noon: due Monday 7 Dec noon.
-    assert paused_due == at(2026, 12, 7, 12)
+    # 1.5 days used before the pause; 3.5 left from Wednesday 2 Dec noon run out at the end of Monday 7 Dec.
+    assert paused_due == at(2026, 12, 8)
     assert elapsed_working_days(accepted, at(2026, 12, 2, 12), pauses=[paused]) == pytest.approx(1.5)
     # Still paused (no resume yet): no due date, and the clock stands still.
     open_pause = (at(2026, 11, 25, 12), None)
