@@ -1,0 +1,68 @@
+"""Settings of the identity package (prefix ``WOJIA_IDENTITY_``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal, Self
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from app_api.settings import WojiaSettings, get_settings
+
+DEV_REAL_PERSON_SECRET = "dev-real-person-secret"
+
+
+class IdentitySettings(WojiaSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="WOJIA_IDENTITY_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # Face distance (dlib 128-d, Euclidean) at or under which the best frame matches the ID photo.
+    # 0.5, stricter than dlib's 0.6: see docs/identity.md for the evidence and its limits.
+    face_tolerance: float = Field(default=0.5, gt=0, lt=1)
+    # Every frame of one challenge must lie within this distance of the best frame.
+    frame_tolerance: float = Field(default=0.5, gt=0, lt=1)
+
+    # Upload limits, checked before any decoding work.
+    max_image_bytes: int = 4 * 1024 * 1024
+    # Checked from the image header, before the pixels are decoded: a 12 MP phone photo passes,
+    # a 50 MP one is refused.
+    max_image_pixels: int = 16_000_000
+    min_frames: int = 4
+    max_frames: int = 16
+    max_frames_total_bytes: int = 16 * 1024 * 1024
+    # HOG detection runs on frames downscaled so that the longer side is at most this.
+    detect_max_side: int = 640
+    detect_upsample: int = 1
+
+    # Face work runs in a process pool: workers, in-flight jobs allowed, seconds per job.
+    face_workers: int = 2
+    face_max_inflight: int = 8
+    face_job_timeout_s: float = 20.0
+
+    # Liveness from landmarks (see identity.face.liveness).
+    blink_closed_ratio: float = 0.6
+    blink_open_ratio: float = 0.85
+    turn_threshold: float = 0.25
+
+    verifier: Literal["local", "remote"] = "local"
+    real_person_url: str = "http://127.0.0.1:8000/sandbox/realperson"
+    real_person_app_id: str = "wojia-dev"
+    real_person_secret: SecretStr = SecretStr(DEV_REAL_PERSON_SECRET)
+    # The remote service answers with a similarity score 0-100; at or above this it is a match.
+    real_person_min_similarity: float = 80.0
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.verifier == "remote":
+            self.refuse_dev_secrets(
+                get_settings().environment,
+                {"WOJIA_IDENTITY_REAL_PERSON_SECRET": (self.real_person_secret, DEV_REAL_PERSON_SECRET)},
+            )
+        return self
+
+
+@lru_cache
+def get_identity_settings() -> IdentitySettings:
+    return IdentitySettings()
