@@ -113,53 +113,77 @@ def check_liveness(
     baseline = float(np.percentile([ears[i] for i in frontal or range(len(frames))], 75))
     result.baseline_ear, result.neutral_yaw = baseline, neutral
 
-    pos = 0  # steps happen in order: each one is searched after the previous one completed
+    events = motion_events(ears, yaws, baseline, neutral, cfg)
+    # Steps must appear in the asked order. Turns must match exactly (a recording that turns
+    # left, right and left again would otherwise satisfy both orders); a blink the challenge did
+    # not ask for is tolerated, since people blink without thinking about it.
+    k = 0
     for step in steps:
-        done = (
-            _find_blink(ears, pos, baseline, cfg)
-            if step is Step.BLINK
-            else _find_turn(yaws, pos, neutral, +1 if step is Step.TURN_LEFT else -1, cfg)
-        )
-        if done is None:
+        while k < len(events) and events[k][0] is not step and events[k][0] is Step.BLINK:
+            k += 1
+        if k >= len(events) or events[k][0] is not step:
             result.failed_step = step
-            result.reason = f"{step.value} not seen after frame {pos}"
+            seen = ", ".join(f"{e.value}@{i}" for e, i in events) or "none"
+            result.reason = f"expected {step.value}; motions seen: {seen}"
             return result
-        result.step_frames.append(done)
-        pos = done + 1 if step is not Step.BLINK else done
+        result.step_frames.append(events[k][1])
+        k += 1
+    extra_turns = [e for e, _i in events[k:] if e is not Step.BLINK]
+    if extra_turns:
+        result.reason = f"unexpected {extra_turns[0].value} after the challenge"
+        return result
     result.passed = True
     result.best_frame = best_frame(ears, yaws, neutral, baseline, cfg)
     return result
 
 
-def _find_blink(ears: list[float], start: int, baseline: float, cfg: LivenessConfig) -> int | None:
-    """Index of the reopened frame of the first open -> closed -> open run at or after ``start``."""
-    if baseline <= 0:
-        return None
-    open_level, closed_level = cfg.blink_open_ratio * baseline, cfg.blink_closed_ratio * baseline
-    seen_open = seen_closed = False
-    for i in range(start, len(ears)):
-        e = ears[i]
-        if not seen_closed:
-            if e >= open_level:
-                seen_open = True
-            elif e <= closed_level and seen_open:
-                seen_closed = True
-        elif e >= open_level:
-            return i
-    return None
+def motion_events(
+    ears: list[float], yaws: list[float], baseline: float, neutral: float, cfg: LivenessConfig
+) -> list[tuple[Step, int]]:
+    """The motions in a sequence, in order, each with the frame where it starts.
 
-
-def _find_turn(yaws: list[float], start: int, neutral: float, sign: int, cfg: LivenessConfig) -> int | None:
-    """First frame at or after ``start`` turned past the threshold in direction ``sign``.
-
-    Relative to the upload's neutral yaw, and also past half the threshold in absolute terms, so
-    that an upload held turned throughout cannot redefine "neutral".
+    A turn is a run of frames turned past the threshold one way (relative to the neutral yaw, and
+    past half the threshold absolutely, so that an upload held turned throughout cannot redefine
+    "neutral"). A blink is a run of closed-eye frames (EAR at or under ``blink_closed_ratio`` of
+    the open-eye baseline, on frames that are not turned) with an open frame (at or over
+    ``blink_open_ratio``) somewhere before it and after it, half-closed frames allowed between.
     """
-    for i in range(start, len(yaws)):
-        rel = (yaws[i] - neutral) * sign
-        if rel >= cfg.turn_threshold and yaws[i] * sign >= cfg.turn_threshold / 2:
-            return i
-    return None
+    n = len(ears)
+    turn: list[Step | None] = []
+    for y in yaws:
+        rel = y - neutral
+        if rel >= cfg.turn_threshold and y >= cfg.turn_threshold / 2:
+            turn.append(Step.TURN_LEFT)
+        elif -rel >= cfg.turn_threshold and -y >= cfg.turn_threshold / 2:
+            turn.append(Step.TURN_RIGHT)
+        else:
+            turn.append(None)
+    open_level, closed_level = cfg.blink_open_ratio * baseline, cfg.blink_closed_ratio * baseline
+    closed = [turn[i] is None and baseline > 0 and ears[i] <= closed_level for i in range(n)]
+    is_open = [ears[i] >= open_level for i in range(n)]
+
+    events: list[tuple[Step, int]] = []
+    i = 0
+    while i < n:
+        t = turn[i]
+        if t is not None:
+            if i == 0 or turn[i - 1] is not t:
+                events.append((t, i))
+            i += 1
+            continue
+        if closed[i]:
+            j = i - 1
+            while j >= 0 and not is_open[j] and turn[j] is None:
+                j -= 1
+            k = i + 1
+            while k < n and not is_open[k] and turn[k] is None:
+                k += 1
+            if j >= 0 and is_open[j] and k < n and is_open[k]:
+                events.append((Step.BLINK, i))
+                i = k
+                continue
+        i += 1
+    return events
 
 
 def best_frame(
