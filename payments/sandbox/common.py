@@ -163,6 +163,17 @@ class Notifier:
 
             return list(await asyncio.gather(*(one() for _ in range(max(1, note.delivery.copies)))))
 
+    def later(self, delay_s: float, factory: Callable[[], Awaitable[Any]]) -> None:
+        """Run ``factory()`` after ``delay_s`` in the background (e.g. settle a refund after answering)."""
+
+        async def run() -> None:
+            await asyncio.sleep(delay_s)
+            await factory()
+
+        task = asyncio.create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def drain(self) -> None:
         """Wait for delayed notifications (tests)."""
         while self._tasks:

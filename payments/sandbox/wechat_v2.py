@@ -66,6 +66,7 @@ class V2Refund:
     status: str = "PROCESSING"
     notify_url: str | None = None
     success_time: dt.datetime | None = None
+    scheduled: bool = False
 
 
 @dataclass
@@ -98,6 +99,7 @@ class WeChatPayV2Sandbox:
         self.notifier = Notifier()
         self.extra_bill_rows: dict[dt.date, list[BillRow]] = {}
         self.auto_settle_refunds = auto_settle_refunds
+        self.refund_delay_s = 0.05
         self.requests_seen = 0
         self.app = Starlette(
             routes=[
@@ -291,8 +293,10 @@ class WeChatPayV2Sandbox:
             order.state = "REFUND"
         elif refund.refund_fee != refund_fee:
             return self._answer(data, merchant, {}, err_code="INVALID_REQUEST", err_code_des="退款单号已用于其他金额")
-        if self.auto_settle_refunds and refund.status == "PROCESSING":
-            await self.settle_refund(order, refund, Delivery())
+        if self.auto_settle_refunds and refund.status == "PROCESSING" and not refund.scheduled:
+            # Like the real gateway: the answer first, the refund result (and its notification) shortly after.
+            refund.scheduled = True
+            self.notifier.later(self.refund_delay_s, lambda: self.settle_refund(order, refund, Delivery()))
         return self._answer(
             data,
             merchant,

@@ -3,7 +3,6 @@ merchant-side receiver that verifies notifications with our providers (the real 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,7 +90,3 @@ def alipay_sandbox() -> Iterator[tuple[Any, ThreadServer]]:
 @pytest.fixture
 def replay_guard() -> MemoryReplayGuard:
     return MemoryReplayGuard()
-
-
-async def settle(seconds: float = 0.05) -> None:
-    await asyncio.sleep(seconds)

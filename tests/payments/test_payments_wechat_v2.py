@@ -20,6 +20,7 @@ from payments.providers.base import (
     TradeState,
 )
 from payments.providers.wechat_v2 import WeChatPayV2Provider, WeChatV2Config
+from payments_helpers import control, order_no, wait_for
 
 
 @pytest.fixture(params=["HMAC-SHA256", "MD5"])
@@ -35,10 +36,6 @@ def v2(request, v2_sandbox, receiver):
     return provider, sandbox, server
 
 
-def order_no() -> str:
-    return "T" + secrets.token_hex(10)
-
-
 async def create(provider, receiver, amount=1234, channel=Channel.MINIPROGRAM, **kw):
     out = order_no()
     created = await provider.create(CreatePayment(
@@ -46,13 +43,6 @@ async def create(provider, receiver, amount=1234, channel=Channel.MINIPROGRAM, *
         notify_url=receiver.notify_url("wechat_v2"), payer_id="oUser123" if channel is Channel.MINIPROGRAM else None,
         client_ip="10.1.2.3", **kw))
     return out, created
-
-
-async def control(server, path, **payload):
-    async with httpx.AsyncClient(base_url=server.url) as client:
-        response = await client.post(path, json=payload)
-        response.raise_for_status()
-        return response.json()
 
 
 async def test_pay_notify_query_refund(v2, receiver):
@@ -80,6 +70,7 @@ async def test_pay_notify_query_refund(v2, receiver):
     refund = await provider.refund(RefundRequest(out_trade_no=out, out_refund_no="R" + out, total_fen=1234,
                                                  refund_fen=234, notify_url=receiver.notify_url("wechat_v2")))
     assert refund.refund_fen == 234 and refund.refund_id
+    await wait_for(lambda: len(receiver.accepted) == 2)
     refund_note = receiver.accepted[-1]
     assert refund_note.kind is NotificationKind.REFUND
     assert refund_note.refund_fen == 234 and refund_note.refund_state is RefundState.SUCCEEDED
