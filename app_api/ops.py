@@ -1,0 +1,68 @@
+"""Health, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends, Response
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import multiprocess as prom_mp
+
+from app_api.access import public
+from app_api.db import get_engine
+from app_api.errors import ServiceUnavailable
+from app_api.redis import get_redis
+
+router = APIRouter(tags=["ops"])
+
+REQUESTS = Counter("wojia_http_requests_total", "HTTP requests", ["method", "route", "status"])
+LATENCY = Histogram(
+    "wojia_http_request_seconds", "HTTP request latency", ["method", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+
+class NotReady(ServiceUnavailable):
+    code = "ops.not_ready"
+    title = "服务尚未就绪"
+
+
+@router.get("/healthz", dependencies=[Depends(public)])
+async def healthz() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", dependencies=[Depends(public)])
+async def readyz() -> dict[str, Any]:
+    """Readiness: the database and Redis answer."""
+    checks: dict[str, Any] = {}
+    t = time.perf_counter()
+    try:
+        async with get_engine().connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as e:
+        checks["database"] = f"error: {type(e).__name__}"
+    try:
+        await (await get_redis()).ping()
+        checks["redis"] = "ok"
+    except Exception as e:
+        checks["redis"] = f"error: {type(e).__name__}"
+    if any(v != "ok" for v in checks.values()):
+        raise NotReady(checks=checks)
+    return {"status": "ready", "checks": checks, "ms": round((time.perf_counter() - t) * 1000, 2)}
+
+
+@router.get("/metrics", dependencies=[Depends(public)], include_in_schema=False)
+async def metrics() -> Response:
+    """Prometheus metrics (aggregated across workers when PROMETHEUS_MULTIPROC_DIR is set)."""
+    import os
+
+    registry: CollectorRegistry = REGISTRY
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        prom_mp.MultiProcessCollector(registry)
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

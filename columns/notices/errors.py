@@ -1,0 +1,7 @@
+from app_api.errors import AppError
+
+
+class NoticeNotFound(AppError):
+    code = "notices.not_found"
+    title = "公告不存在或已撤回"
+    status = 404

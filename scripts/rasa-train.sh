@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Train the assistant's Rasa model, only when its inputs changed.
+#
+# 1. Generates the catalogue-dependent training inputs (item lookup table and synonyms, bare-name
+#    examples, the jieba user dictionary) from the service catalogue's seed file
+#    (bot/tools/gen_catalogue.py).
+# 2. Hashes every input (config, domain, data, generated files, pinned requirements) and trains into
+#    bot/models/wojia-<hash>.tar.gz unless that model already exists.
+# Prints the model's path on stdout (progress goes to stderr).
+#
+# Usage:  scripts/rasa-train.sh            # generate, train if needed
+#         scripts/rasa-train.sh --force    # train even if the model exists
+#         scripts/rasa-train.sh --generate # only regenerate the catalogue-dependent inputs
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+project="$root/bot/rasa"
+models="$root/bot/models"
+
+venv="$("$root/scripts/rasa-env.sh")"
+py="$venv/bin/python"
+
+"$py" "$root/bot/tools/gen_catalogue.py" >&2
+if [[ "${1:-}" == "--generate" ]]; then
+    exit 0
+fi
+
+inputs_hash="$(
+    cd "$project"
+    {
+        find config.yml domain.yml data dictionary -type f | LC_ALL=C sort | xargs sha256sum
+        sha256sum "$root/bot/requirements-rasa.txt"
+    } | sha256sum | cut -c1-16
+)"
+model="$models/wojia-$inputs_hash.tar.gz"
+
+if [[ -f "$model" && "${1:-}" != "--force" ]]; then
+    echo "rasa-train: inputs unchanged, reusing $(basename "$model")" >&2
+    echo "$model"
+    exit 0
+fi
+
+mkdir -p "$models"
+echo "rasa-train: training $(basename "$model") (about a minute or two)" >&2
+start=$(date +%s)
+(
+    cd "$project"
+    # Telemetry off: nothing leaves the machine.
+    RASA_TELEMETRY_ENABLED=false SQLALCHEMY_SILENCE_UBER_WARNING=1 \
+        "$venv/bin/rasa" train --quiet \
+        --config config.yml --domain domain.yml --data data \
+        --out "$models" --fixed-model-name "wojia-$inputs_hash" >&2
+)
+echo "rasa-train: trained in $(( $(date +%s) - start )) s" >&2
+# Keep the new model and the one before it.
+ls -1t "$models"/wojia-*.tar.gz 2>/dev/null | tail -n +3 | xargs -r rm -f
+echo "$model"
