@@ -158,8 +158,12 @@ async def test_stored_template_can_stand_in_for_the_photo(verifier: LocalFaceVer
 
 
 async def test_engine_times_out_and_stays_bounded() -> None:
-    eng = FaceEngine(limits=ImageLimits(LIMITS.max_bytes, LIMITS.max_pixels, 640), workers=1, max_inflight=1,
-                     timeout_s=0.05)
+    eng = FaceEngine(
+        limits=ImageLimits(LIMITS.max_bytes, LIMITS.max_pixels, 640),
+        workers=1,
+        max_inflight=1,
+        timeout_s=0.05,
+    )
     try:
         with pytest.raises(errors.FaceEngineTimeout):
             # The first job also pays for starting the worker and loading the models: over 50 ms.
