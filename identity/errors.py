@@ -87,3 +87,9 @@ class ReferencePhotoUnusable(AppError):
     code = "identity.reference_photo_unusable"
     title = "登记照片无法用于比对，请到服务站办理"
     status = 422
+
+
+class RealPersonNoRecord(AppError):
+    code = "identity.real_person_no_record"
+    title = "实人认证服务未查到您的身份信息"
+    status = 422

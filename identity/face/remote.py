@@ -1,0 +1,167 @@
+"""Adapter for a licensed remote real-person service (CTID-style 实人认证).
+
+Such a service holds (or reaches) the authoritative ID photo itself: we send the name, the ID
+number, the challenge asked and the frames; it checks liveness and compares, and answers with a
+similarity score (0-100). The protocol, as this adapter and its sandbox
+(:mod:`identity.sandbox`) speak it:
+
+``POST {base}/v1/liveness/verify`` with JSON
+``{"biz_no", "name", "id_number", "actions": ["blink", "turn_left", ...], "frames": [base64, ...]}``
+and headers ``x-rp-app-id``, ``x-rp-timestamp`` (unix seconds, within 300 s), ``x-rp-nonce``
+(single use) and ``x-rp-signature`` = base64 HMAC-SHA256(secret,
+``"POST\\n{path}\\n{timestamp}\\n{nonce}\\n{sha256 hex of body}"``).
+
+The answer ``{"code": "0", "message", "biz_no", "result": {"liveness": "pass"|"fail",
+"failed_action", "similarity"}}`` carries ``x-rp-signature`` = base64 HMAC-SHA256(secret,
+``"{timestamp}\\n{nonce}\\n{sha256 hex of body}"``) with the request's timestamp and nonce, which
+binds the answer to our request: an answer that fails it is not believed. Error codes: ``1001``
+bad signature, ``1002`` stale timestamp, ``1003`` nonce reused, ``2001`` bad request, ``2002``
+unusable frame (``face_problem``: ``image_invalid`` | ``no_face`` | ``multiple_faces``, ``frame``),
+``3001`` no such person.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from identity import errors
+from identity.face.liveness import Step
+from identity.face.verifier import Reference, VerificationResult, check_frame_count
+
+VERIFY_PATH = "/v1/liveness/verify"
+MAX_SKEW_S = 300
+
+
+def body_digest(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+def sign_request(secret: str, path: str, ts: str, nonce: str, body: bytes) -> str:
+    msg = f"POST\n{path}\n{ts}\n{nonce}\n{body_digest(body)}".encode()
+    return base64.b64encode(hmac.new(secret.encode(), msg, hashlib.sha256).digest()).decode()
+
+
+def sign_response(secret: str, ts: str, nonce: str, body: bytes) -> str:
+    msg = f"{ts}\n{nonce}\n{body_digest(body)}".encode()
+    return base64.b64encode(hmac.new(secret.encode(), msg, hashlib.sha256).digest()).decode()
+
+
+_FACE_PROBLEMS: dict[str, type[errors.AppError]] = {
+    "image_invalid": errors.ImageInvalid,
+    "image_too_large": errors.ImageTooLarge,
+    "image_too_many_pixels": errors.ImageTooManyPixels,
+    "no_face": errors.NoFace,
+    "multiple_faces": errors.MultipleFaces,
+}
+
+
+class RemoteRealPersonVerifier:
+    name = "remote"
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        app_id: str,
+        secret: str,
+        min_similarity: float,
+        client: httpx.AsyncClient | None = None,
+        timeout_s: float = 15.0,
+        min_frames: int = 4,
+        max_frames: int = 16,
+        max_total_bytes: int = 16 * 1024 * 1024,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.app_id, self.secret, self.min_similarity = app_id, secret, min_similarity
+        self.client = client
+        self.timeout_s = timeout_s
+        self.min_frames, self.max_frames, self.max_total_bytes = min_frames, max_frames, max_total_bytes
+
+    async def _post(self, body: bytes, ts: str, nonce: str) -> httpx.Response:
+        headers = {
+            "content-type": "application/json",
+            "x-rp-app-id": self.app_id,
+            "x-rp-timestamp": ts,
+            "x-rp-nonce": nonce,
+            "x-rp-signature": sign_request(self.secret, VERIFY_PATH, ts, nonce, body),
+        }
+        url = self.base_url + VERIFY_PATH
+        if self.client is not None:
+            return await self.client.post(url, content=body, headers=headers, timeout=self.timeout_s)
+        async with httpx.AsyncClient(timeout=self.timeout_s) as c:
+            return await c.post(url, content=body, headers=headers)
+
+    async def verify(
+        self, *, steps: Sequence[Step], frames: Sequence[bytes], reference: Reference
+    ) -> VerificationResult:
+        t0 = time.perf_counter()
+        check_frame_count(
+            frames,
+            min_frames=self.min_frames,
+            max_frames=self.max_frames,
+            max_total_bytes=self.max_total_bytes,
+        )
+        biz_no = secrets.token_hex(16)
+        payload = {
+            "biz_no": biz_no,
+            "name": reference.name,
+            "id_number": reference.id_number,
+            "actions": [s.value for s in steps],
+            "frames": [base64.b64encode(f).decode() for f in frames],
+        }
+        body = json.dumps(payload, ensure_ascii=False).encode()
+        ts, nonce = str(int(time.time())), secrets.token_hex(12)
+        try:
+            resp = await self._post(body, ts, nonce)
+        except httpx.HTTPError as e:
+            raise errors.RealPersonServiceError("实人认证服务连接失败") from e
+        expected = sign_response(self.secret, ts, nonce, resp.content)
+        if not hmac.compare_digest(expected, resp.headers.get("x-rp-signature", "")):
+            raise errors.RealPersonServiceError("实人认证服务应答签名无效", upstream_status=resp.status_code)
+        try:
+            data: dict[str, Any] = json.loads(resp.content)
+        except ValueError:
+            raise errors.RealPersonServiceError("实人认证服务应答无法解析") from None
+        code = str(data.get("code"))
+        if code == "2002":
+            problem = str(data.get("face_problem"))
+            frame = int(data.get("frame", 0))
+            cls = _FACE_PROBLEMS.get(problem, errors.ImageInvalid)
+            raise cls(f"第 {frame + 1} 帧：{cls.title}", frame=frame)
+        if code == "3001":
+            raise errors.RealPersonNoRecord()
+        if code != "0" or data.get("biz_no") != biz_no:
+            raise errors.RealPersonServiceError(
+                "实人认证服务返回错误",
+                upstream_code=code,
+                upstream_message=str(data.get("message", ""))[:200],
+            )
+        result = data.get("result") or {}
+        live = result.get("liveness") == "pass"
+        sim = result.get("similarity")
+        similarity = float(sim) if isinstance(sim, int | float) else None
+        res = VerificationResult(
+            passed=False,
+            verifier=self.name,
+            similarity=similarity,
+            liveness_passed=live,
+            failed_step=result.get("failed_action"),
+            figures={"biz_no": biz_no, "min_similarity": self.min_similarity},
+        )
+        if not live:
+            res.code, res.detail = errors.LivenessFailed.code, "活体检测未通过"
+        elif similarity is None or similarity < self.min_similarity:
+            res.code, res.detail = errors.FaceMismatch.code, "人脸与登记照片不一致"
+        else:
+            res.passed = True
+        res.elapsed_ms = (time.perf_counter() - t0) * 1e3
+        return res
