@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 from fastapi.dependencies.models import Dependant
 
 
@@ -25,3 +28,13 @@ def is_open(kinds: set[str]) -> bool:
     return bool(kinds & {"public", "optional"}) and not any(
         k == "authenticated" or k.startswith(("roles:", "level:")) for k in kinds
     )
+
+
+def iter_api_routes(app: Any) -> Iterator[tuple[str, set[str], Dependant]]:
+    """(path, methods, dependant) of every API route, through included routers, with their dependencies."""
+    from fastapi.routing import iter_route_contexts
+
+    for ctx in iter_route_contexts(app.routes):
+        dependant = getattr(ctx, "dependant", None)
+        if isinstance(dependant, Dependant):
+            yield str(ctx.path), set(ctx.methods or ()), dependant

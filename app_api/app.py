@@ -9,7 +9,8 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
+from fastapi.routing import APIRoute
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -103,15 +104,11 @@ def mount_columns(app: FastAPI, settings: Settings) -> Registry:
     loaded = discover(strict=settings.strict_columns)
     for slug, router in loaded.routers.items():
         prefix = f"{API}/columns/{slug}"
-        open_routes = set()
-        for route in router.routes:
-            dependant = getattr(route, "dependant", None)
-            if dependant is not None and is_open(access_kinds(dependant)):
-                methods = ",".join(sorted(getattr(route, "methods", None) or []))
-                open_routes.add(f"{methods} {prefix}{route.path}")  # type: ignore[attr-defined]
-        from fastapi import Depends
-
-        gate = column_gate(slug, open_routes, loaded.columns[slug].manifest.identity_level)
+        open_endpoints = {
+            route.endpoint for route in router.routes
+            if isinstance(route, APIRoute) and is_open(access_kinds(route.dependant))
+        }
+        gate = column_gate(slug, open_endpoints, loaded.columns[slug].manifest.identity_level)
         app.include_router(router, prefix=prefix, dependencies=[Depends(gate)],
                            tags=[f"column:{slug}"])
     return Registry(loaded.columns, loaded.broken)

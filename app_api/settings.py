@@ -7,6 +7,7 @@ Packages and columns own their own settings classes (``payments/config.py``,
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal, Self
@@ -15,7 +16,8 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent.parent
-VAR_DIR = ROOT / "var"
+# Local state for the embedded default (SQLite file, uploads); WOJIA_VAR_DIR moves it.
+VAR_DIR = Path(os.environ.get("WOJIA_VAR_DIR") or ROOT / "var")
 
 # Development secrets: accepted only when environment == "development" (or "test").
 DEV_SECRET_KEY = "dev-secret-key-change-me-0123456789abcdef"

@@ -68,7 +68,7 @@ async def put_order(body: ColumnOrder, admin: Admin, session: SessionDep, reg: R
     return {"order": body.slugs}
 
 
-def column_gate(slug: str, open_routes: set[str], level: int) -> Any:
+def column_gate(slug: str, open_endpoints: set[Any], level: int) -> Any:
     """Router-level dependency for a column: refuse when disabled; enforce the manifest's level.
 
     Routes that declare themselves open (``public`` or ``OptionalAccount``) are exempt from the
@@ -81,10 +81,7 @@ def column_gate(slug: str, open_routes: set[str], level: int) -> Any:
         view = await reg.view(slug)
         if not view.enabled:
             raise ColumnDisabled(slug=slug)
-        route = request.scope.get("route")
-        path = getattr(route, "path", None)
-        key = f"{','.join(sorted(getattr(route, 'methods', None) or []))} {path}"
-        if key in open_routes:
+        if request.scope.get("endpoint") in open_endpoints:
             return
         if principal is not None and principal.identity_level < level:
             raise IdentityLevelRequired(level, principal.identity_level)

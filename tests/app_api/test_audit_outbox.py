@@ -1,0 +1,129 @@
+"""The audit chain catches tampering; the outbox sends a job only when its transaction commits."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from app_api import audit
+from app_api.audit.models import AuditEvent
+from app_api.db import session_scope, sessionmaker
+from app_api.jobs import broker, outbox
+from tests.conftest import LoginFn
+
+RAN: list[str] = []
+
+
+@broker.task(task_name="tests.record_run")
+async def record_run(marker: str, outbox_id: str | None = None) -> None:
+    RAN.append(marker)
+
+
+async def wait_for(cond, timeout: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while loop.time() < end:
+        if cond():
+            return True
+        await asyncio.sleep(0.02)
+    return cond()
+
+
+async def test_outbox_sends_on_commit_only() -> None:
+    async with session_scope() as s:
+        await outbox.enqueue(s, "tests.record_run", marker="committed")
+        await asyncio.sleep(0.05)
+        assert "committed" not in RAN, "must not run before the commit"
+    assert await wait_for(lambda: "committed" in RAN)
+
+    with pytest.raises(RuntimeError):
+        async with session_scope() as s:
+            await outbox.enqueue(s, "tests.record_run", marker="rolled-back")
+            raise RuntimeError("business failure")
+    await asyncio.sleep(0.2)
+    assert "rolled-back" not in RAN
+    async with sessionmaker()() as s:
+        from sqlmodel import select
+
+        from app_api.jobs.models import OutboxMessage
+
+        rows = (await s.exec(select(OutboxMessage).where(OutboxMessage.task_name == "tests.record_run"))).all()
+        assert [r.kwargs["marker"] for r in rows] == ["committed"]
+        assert rows[0].dispatched_at is not None
+
+
+async def test_outbox_relay_sends_rows_left_behind() -> None:
+    """A crash between commit and dispatch: the relay finds the row and sends it once."""
+    from app_api.jobs.models import OutboxMessage
+
+    async with sessionmaker()() as s:
+        s.add(OutboxMessage(task_name="tests.record_run", kwargs={"marker": "orphan"}))
+        await s.commit()  # committed without dispatch, as if the process died here
+    assert await outbox.relay(older_than_s=0) >= 1
+    assert await wait_for(lambda: "orphan" in RAN)
+    assert await outbox.relay(older_than_s=0) == 0
+    await asyncio.sleep(0.1)
+    assert RAN.count("orphan") == 1
+
+
+async def test_audit_chain_detects_tampering(client: httpx.AsyncClient, login: LoginFn, is_postgres: bool) -> None:
+    await login()  # logins are audited
+    async with session_scope() as s:
+        for i in range(3):
+            await audit.record(s, action="tests.event", subject_id=f"t{i}", data={"i": i})
+    async with sessionmaker()() as s:
+        rep = await audit.verify_chain(s)
+        assert rep.ok and rep.checked >= 4
+        victim = (await s.exec(sa.select(AuditEvent.seq).where(AuditEvent.subject_id == "t1"))).one()[0]  # type: ignore[call-overload]
+    admin = await login(roles=["admin"])
+    assert (await client.get("/api/v1/admin/audit/verify", headers=admin)).json()["ok"] is True
+
+    async with sessionmaker()() as s:
+        if is_postgres:
+            # The database itself refuses to rewrite history...
+            with pytest.raises(sa.exc.DBAPIError, match="append-only"):
+                await s.exec(sa.update(AuditEvent).where(AuditEvent.seq == victim).values(data={"i": 99}))  # type: ignore[call-overload]
+            await s.rollback()
+            # ...so a tamperer with superuser rights must first disable the trigger.
+            await s.exec(sa.text("ALTER TABLE app_audit_event DISABLE TRIGGER app_audit_event_append_only"))  # type: ignore[call-overload]
+        await s.exec(sa.update(AuditEvent).where(AuditEvent.seq == victim).values(data={"i": 99}))  # type: ignore[call-overload]
+        await s.commit()
+    try:
+        async with sessionmaker()() as s:
+            rep = await audit.verify_chain(s)
+        assert not rep.ok and rep.first_broken_seq == victim
+        r = (await client.get("/api/v1/admin/audit/verify", headers=admin)).json()
+        assert r["ok"] is False and r["first_broken_seq"] == victim
+    finally:
+        async with sessionmaker()() as s:
+            await s.exec(sa.update(AuditEvent).where(AuditEvent.seq == victim).values(data={"i": 1}))  # type: ignore[call-overload]
+            if is_postgres:
+                await s.exec(sa.text("ALTER TABLE app_audit_event ENABLE TRIGGER app_audit_event_append_only"))  # type: ignore[call-overload]
+            await s.commit()
+        async with sessionmaker()() as s:
+            assert (await audit.verify_chain(s)).ok
+
+
+async def test_audit_of_rolled_back_transaction_is_not_chained() -> None:
+    with pytest.raises(RuntimeError):
+        async with session_scope() as s:
+            await audit.record(s, action="tests.never", subject_id="rb")
+            raise RuntimeError
+    async with sessionmaker()() as s:
+        n = (await s.exec(sa.select(sa.func.count()).select_from(AuditEvent).where(AuditEvent.action == "tests.never"))).one()[0]  # type: ignore[call-overload]
+        assert n == 0
+        assert (await audit.verify_chain(s)).ok
+
+
+def test_cli_verify_names_first_broken_row() -> None:
+    import os
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "app_api.cli", "audit", "verify"], capture_output=True, text=True,
+                         env={**os.environ}, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "audit chain intact" in out.stdout

@@ -1,0 +1,199 @@
+"""Test harness: a real app with its lifespan, a fresh database built from the migrations.
+
+Default: a temporary SQLite file and the in-process Redis stand-in. With ``WOJIA_DATABASE_URL``
+(PostgreSQL) and ``WOJIA_REDIS_URL`` set, a fresh PostgreSQL database is created for the run and
+dropped after it, and a Redis database is flushed at the start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# Settings are read at import time by some modules (the job broker): set the environment first.
+# This module may be imported twice (as ``conftest`` and as ``tests.conftest``): configure once.
+if not os.environ.get("_WOJIA_TEST_DB"):
+    os.environ["WOJIA_ENVIRONMENT"] = "test"
+    os.environ.setdefault("WOJIA_SMS_PER_IP_PER_HOUR", "1000000")
+    os.environ.setdefault("WOJIA_SMS_PER_PHONE_PER_DAY", "1000")
+    os.environ["WOJIA_JOBS_EMBEDDED"] = "true"
+    os.environ["WOJIA_LOG_JSON"] = "false"
+    _tmp = Path(tempfile.mkdtemp(prefix="wojia-test-"))
+    os.environ.setdefault("WOJIA_VAR_DIR", str(_tmp))
+    _base = os.environ.get("WOJIA_DATABASE_URL", "")
+    os.environ["_WOJIA_PG_BASE"] = _base
+    if _base.startswith("postgresql"):
+        _db = f"wojia_test_{uuid.uuid4().hex[:10]}"
+        os.environ["WOJIA_DATABASE_URL"] = _base.rsplit("/", 1)[0] + f"/{_db}"
+        os.environ["_WOJIA_TEST_DB"] = _db
+    else:
+        os.environ["WOJIA_DATABASE_URL"] = f"sqlite+aiosqlite:///{_tmp / 'test.db'}"
+        os.environ["_WOJIA_TEST_DB"] = "sqlite"
+_PG_BASE = os.environ["_WOJIA_PG_BASE"]
+_PG_DB: str | None = None if os.environ["_WOJIA_TEST_DB"] == "sqlite" else os.environ["_WOJIA_TEST_DB"]
+
+import httpx  # noqa: E402
+from asgi_lifespan import LifespanManager  # noqa: E402
+
+SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
+FACES = SHARED / "faces"
+
+
+def _admin_dsn() -> str:
+    return _PG_BASE.replace("postgresql+asyncpg://", "postgresql://")
+
+
+async def _pg(sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(_admin_dsn())
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if _PG_DB:
+        asyncio.run(_pg(f'CREATE DATABASE "{_PG_DB}"'))
+    from app_api.migrate import upgrade
+
+    upgrade()
+    redis_url = os.environ.get("WOJIA_REDIS_URL", "")
+    if redis_url and not redis_url.startswith("memory://"):
+        import redis
+
+        redis.Redis.from_url(redis_url).flushdb()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _PG_DB:
+        try:
+            asyncio.run(_pg(f'DROP DATABASE IF EXISTS "{_PG_DB}" WITH (FORCE)'))
+        except Exception as e:  # a failed drop must not hide the test result
+            print(f"could not drop {_PG_DB}: {e}")
+
+
+@pytest.fixture(scope="session")
+def is_postgres() -> bool:
+    return _PG_DB is not None
+
+
+@pytest.fixture(scope="session")
+async def app() -> AsyncIterator[Any]:
+    from app_api.app import create_app
+
+    application = create_app()
+    async with LifespanManager(application, startup_timeout=60):
+        yield application
+
+
+@pytest.fixture(scope="session")
+async def client(app: Any) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        yield c
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[Any]:
+    from app_api.db import sessionmaker
+
+    async with sessionmaker()() as s:
+        yield s
+
+
+def new_phone() -> str:
+    return "139" + f"{secrets.randbelow(10**8):08d}"
+
+
+@pytest.fixture
+def phone() -> str:
+    return new_phone()
+
+
+async def sms_code(client: httpx.AsyncClient, phone: str) -> str:
+    r = await client.get("/api/v1/dev/sms", params={"phone": phone})
+    assert r.status_code == 200, r.text
+    import re
+
+    text = r.json()["messages"][0]["text"]
+    m = re.search(r"验证码为(\d{6})", text)
+    assert m, text
+    return m.group(1)
+
+
+LoginFn = Callable[..., Awaitable[dict[str, str]]]
+
+
+@pytest.fixture
+def login(client: httpx.AsyncClient) -> LoginFn:
+    """``await login(phone=None, roles=None, **staff_fields)`` → Authorization headers, via the real SMS flow."""
+
+    async def _login(phone: str | None = None, roles: list[str] | None = None, level: int | None = None,
+                     **staff: Any) -> dict[str, str]:
+        phone = phone or new_phone()
+        password = None
+        if roles and roles != ["resident"]:
+            from app_api.accounts.service import create_staff
+            from app_api.db import session_scope
+
+            password = "Test-" + secrets.token_hex(6)
+            async with session_scope() as s:
+                await create_staff(s, phone=phone, password=password, roles=roles, **staff)
+        r = await client.post("/api/v1/auth/sms-codes", json={"phone": phone})
+        assert r.status_code == 202, r.text
+        code = await sms_code(client, phone)
+        if password:
+            r = await client.post("/api/v1/auth/staff/login", json={"phone": phone, "code": code, "password": password})
+        else:
+            r = await client.post("/api/v1/auth/login", json={"phone": phone, "code": code})
+        assert r.status_code == 200, r.text
+        headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
+        if level is not None:
+            await set_level(client, headers, level)
+        return headers
+
+    return _login
+
+
+async def set_level(client: httpx.AsyncClient, headers: dict[str, str], level: int) -> None:
+    """Raise an account's identity level directly (for tests of other features than identity itself)."""
+    from app_api.accounts.service import raise_level
+    from app_api.db import session_scope
+
+    me = (await client.get("/api/v1/me", headers=headers)).json()
+    async with session_scope() as s:
+        await raise_level(s, me["id"], level, reason="test")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+async def live_url(app: Any) -> AsyncIterator[str]:
+    """The same app served over real HTTP on loopback (same event loop; lifespan already running)."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None,
+                                           access_log=False))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    await task
