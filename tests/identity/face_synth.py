@@ -65,11 +65,11 @@ def paint_closed_eyes(image_bytes: bytes, points: list[Point], scale: float) -> 
         band = arr[max(0, y0) : max(1, y1), int(min(xs)) : int(max(xs))]
         skin = tuple(int(c) for c in band.reshape(-1, 3).mean(axis=0))
         cx, cy = sum(xs) / 6, sum(ys) / 6
-        grown = [(cx + (x - cx) * 1.15, cy + (y - cy) * 1.6) for x, y in pts]
+        grown = [(cx + (x - cx) * 1.15, cy + (y - cy) * 1.8) for x, y in pts]
         draw.polygon(grown, fill=skin)
         # A closed eye shows as one dark curve where the lower lid was.
         lash = [pts[0], pts[5], pts[4], pts[3]]
-        draw.line(lash, fill=(25, 18, 18), width=max(2, int(w / 10)), joint="curve")
+        draw.line(lash, fill=(25, 18, 18), width=max(2, int(w / 7)), joint="curve")
     im = im.filter(ImageFilter.GaussianBlur(0.6 / scale))
     buf = io.BytesIO()
     im.save(buf, format="JPEG", quality=92)
