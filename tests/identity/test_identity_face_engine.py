@@ -11,7 +11,7 @@ from typing import TypeAlias
 
 import numpy as np
 import pytest
-from conftest import LIMITS, face_bytes
+from identity_helpers import LIMITS, face_bytes
 from PIL import Image
 
 from identity.face.engine import Detection, FaceAnalysis, analyse_image, choose_face, face_distance

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import LIMITS, LoopbackServer, face_bytes
+from identity_helpers import LIMITS, LoopbackServer, face_bytes
 
 from identity import errors
 from identity.face.liveness import Step

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import LIMITS, face_bytes
+from identity_helpers import LIMITS, face_bytes
 
 from identity import errors
 from identity.face.image import ImageLimits

@@ -1,0 +1,49 @@
+"""Helpers shared by the identity tests (a uniquely named module: tests/ has several conftest.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from identity.face.image import ImageLimits
+
+FACES = Path(__file__).resolve().parents[2].parent / "shared" / "faces"
+LIMITS = ImageLimits(max_bytes=4 * 1024 * 1024, max_pixels=16_000_000, max_side=640)
+
+
+def face_bytes(name: str) -> bytes:
+    return (FACES / name).read_bytes()
+
+
+class LoopbackServer:
+    """uvicorn serving an ASGI app on a free 127.0.0.1 port, in a thread."""
+
+    def __init__(self, app: object) -> None:
+        import socket
+        import threading
+
+        import uvicorn
+
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        sock.close()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> LoopbackServer:
+        import time
+
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("sandbox server did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
