@@ -1,0 +1,55 @@
+"""Identity tables: every verification attempt, and the face data a resident agreed to keep."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+from app_api.db import created_at_field, new_id
+
+
+class IdentityAttempt(SQLModel, table=True):
+    """One attempt to prove identity: real-name (L2), face (L3 or step-up), or an agent's attestation.
+
+    Kept for the resident's history and for review; never holds images, templates or raw ID numbers.
+    """
+
+    __tablename__ = "identity_attempt"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    account_id: str = Field(foreign_key="app_account.id", index=True, max_length=32)
+    kind: str = Field(max_length=30)  # real_name | face | agent_attestation
+    purpose: str | None = Field(default=None, max_length=60)
+    outcome: str = Field(max_length=10)  # passed | failed | refused
+    code: str | None = Field(default=None, max_length=60)
+    verifier: str | None = Field(default=None, max_length=20)
+    distance: float | None = None
+    tolerance: float | None = None
+    similarity: float | None = None
+    # The agent who attested in person, and their liaison station.
+    actor_id: str | None = Field(default=None, max_length=32)
+    station_id: str | None = Field(default=None, max_length=64)
+    data: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON)
+    created_at: dt.datetime = created_at_field()
+
+
+class IdentityFaceProfile(SQLModel, table=True):
+    """Face data kept under the resident's face consent, encrypted (AES-GCM, app_api.crypto).
+
+    Deleted when the resident deletes their face data or withdraws the consent.
+    """
+
+    __tablename__ = "identity_face_profile"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    account_id: str = Field(foreign_key="app_account.id", unique=True, max_length=32)
+    consent_id: str = Field(max_length=32)
+    # float32 x 128, encrypted; None when a remote service did the comparison.
+    template_enc: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
+    id_photo_enc: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
+    verifier: str = Field(max_length=20)
+    created_at: dt.datetime = created_at_field()
+    updated_at: dt.datetime = created_at_field()
