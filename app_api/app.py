@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.routing import APIRoute
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app_api.access_walk import access_kinds, is_open
@@ -80,7 +80,8 @@ def install_error_handlers(app: FastAPI) -> None:
         if any(e.get("type") == "json_invalid" for e in errs):
             return _problem(BadRequest("请求内容不是有效的 JSON", code_detail="json_invalid"), request)
         fields = [
-            {"loc": [str(x) for x in e.get("loc", ())], "type": e.get("type"), "msg": e.get("msg")} for e in errs
+            {"loc": [str(x) for x in e.get("loc", ())], "type": e.get("type"), "msg": e.get("msg")}
+            for e in errs
         ]
         return _problem(ValidationFailed(errors=fields), request)
 
@@ -105,12 +106,12 @@ def mount_columns(app: FastAPI, settings: Settings) -> Registry:
     for slug, router in loaded.routers.items():
         prefix = f"{API}/columns/{slug}"
         open_endpoints = {
-            route.endpoint for route in router.routes
+            route.endpoint
+            for route in router.routes
             if isinstance(route, APIRoute) and is_open(access_kinds(route.dependant))
         }
         gate = column_gate(slug, open_endpoints, loaded.columns[slug].manifest.identity_level)
-        app.include_router(router, prefix=prefix, dependencies=[Depends(gate)],
-                           tags=[f"column:{slug}"])
+        app.include_router(router, prefix=prefix, dependencies=[Depends(gate)], tags=[f"column:{slug}"])
     return Registry(loaded.columns, loaded.broken)
 
 
@@ -157,8 +158,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json",
     )
     install_error_handlers(app)
-    app.add_middleware(RequestContextMiddleware, max_body=settings.max_body_bytes,
-                       max_upload=settings.max_upload_bytes)
+    app.add_middleware(
+        RequestContextMiddleware, max_body=settings.max_body_bytes, max_upload=settings.max_upload_bytes
+    )
     routers = PLATFORM_ROUTERS + (DEV_ROUTERS if settings.is_dev else [])
     for ref, prefix in routers:
         app.include_router(_import(ref), prefix=prefix)

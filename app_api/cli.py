@@ -40,10 +40,30 @@ def db_check() -> None:
             url = f"sqlite+aiosqlite:///{tmp}/check.db"
             upgrade(url)
             check(url)
-    else:
-        upgrade(url)
-        check(url)
-    typer.echo("migrations match the models")
+        typer.echo("migrations match the models (SQLite)")
+        return
+    import secrets
+
+    import asyncpg
+
+    scratch = f"wojia_check_{secrets.token_hex(4)}"
+    admin_dsn = url.replace("postgresql+asyncpg://", "postgresql://")
+
+    async def pg(sql: str) -> None:
+        conn = await asyncpg.connect(admin_dsn)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(pg(f'CREATE DATABASE "{scratch}"'))
+    try:
+        scratch_url = url.rsplit("/", 1)[0] + f"/{scratch}"
+        upgrade(scratch_url)
+        check(scratch_url)
+    finally:
+        asyncio.run(pg(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)'))
+    typer.echo("migrations match the models (PostgreSQL)")
 
 
 @db_app.command("revision")
@@ -70,8 +90,16 @@ def staff_create(
 
     async def run() -> str:
         async with session_scope() as s:
-            a = await create_staff(s, phone=phone, password=password, roles=role, department=department,
-                                   institution_id=institution, station_id=station, supervisor_of=supervisor_of)
+            a = await create_staff(
+                s,
+                phone=phone,
+                password=password,
+                roles=role,
+                department=department,
+                institution_id=institution,
+                station_id=station,
+                supervisor_of=supervisor_of,
+            )
             return a.id
 
     typer.echo(f"staff account {asyncio.run(run())} has roles {', '.join(role)}")
@@ -92,7 +120,9 @@ def audit_verify() -> None:
     if ok:
         typer.echo(f"audit chain intact: {checked} entries")
         return
-    typer.echo(f"audit chain BROKEN at entry {broken}: {reason} ({checked} entries verified before it)", err=True)
+    typer.echo(
+        f"audit chain BROKEN at entry {broken}: {reason} ({checked} entries verified before it)", err=True
+    )
     raise typer.Exit(1)
 
 
@@ -106,7 +136,9 @@ def seed() -> None:
 
 @app.command("serve")
 def serve(
-    host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
     migrate: Annotated[bool, typer.Option(help="apply migrations first")] = True,
 ) -> None:
     """Serve the API with uvicorn."""
@@ -116,8 +148,15 @@ def serve(
         from app_api.migrate import upgrade
 
         upgrade()
-    uvicorn.run("app_api.main:app", host=host, port=port, workers=workers, proxy_headers=True, log_config=None,
-                access_log=False)
+    uvicorn.run(
+        "app_api.main:app",
+        host=host,
+        port=port,
+        workers=workers,
+        proxy_headers=True,
+        log_config=None,
+        access_log=False,
+    )
 
 
 @app.command("worker")

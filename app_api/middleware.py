@@ -80,8 +80,16 @@ class RequestContextMiddleware:
     async def _too_large(self, send: Send, limit: int, rid: str) -> None:
         err = PayloadTooLarge(f"请求内容超过 {limit // 1024} KB 的上限", limit_bytes=limit)
         body = json.dumps(err.to_problem(request_id=rid), ensure_ascii=False).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", PROBLEM_JSON.encode()),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 

@@ -107,8 +107,15 @@ def revision(package: str, message: str) -> None:
         else:
             depends = None if package == "app_api" else "app_api@head"
             depends_rev = script.get_revision(depends).revision if depends else None  # type: ignore[union-attr]
-            command.revision(cfg, message=message, autogenerate=True, head="base", branch_label=package,
-                             version_path=str(vdir), depends_on=depends_rev)
+            command.revision(
+                cfg,
+                message=message,
+                autogenerate=True,
+                head="base",
+                branch_label=package,
+                version_path=str(vdir),
+                depends_on=depends_rev,
+            )
 
 
 def run_upgrade_in_thread(url: str | None = None) -> None:
@@ -128,5 +135,3 @@ def run_upgrade_in_thread(url: str | None = None) -> None:
     t.join()
     if err:
         raise err[0]
-
-

@@ -63,11 +63,18 @@ def render(template: str, params: dict[str, Any]) -> str:
     return f"【我家{city}】" + string.Template(_templates[template]).safe_substitute(params)
 
 
-async def send(session: AsyncSession, *, account_id: str, template: str, params: dict[str, Any] | None = None,
-               urgent: bool = False) -> Notification:
+async def send(
+    session: AsyncSession,
+    *,
+    account_id: str,
+    template: str,
+    params: dict[str, Any] | None = None,
+    urgent: bool = False,
+) -> Notification:
     params = params or {}
-    n = Notification(account_id=account_id, template=template, params=params, text=render(template, params),
-                     urgent=urgent)
+    n = Notification(
+        account_id=account_id, template=template, params=params, text=render(template, params), urgent=urgent
+    )
     session.add(n)
     await session.flush()
     await outbox.enqueue(session, "app.notify_deliver", notification_id=n.id)
@@ -90,7 +97,9 @@ async def deliver(notification_id: str, outbox_id: str | None = None) -> str:
             return "failed"
         n.attempts += 1
         try:
-            await get_sms().send(account.phone, n.text, template=n.template, params=[str(v) for v in n.params.values()])
+            await get_sms().send(
+                account.phone, n.text, template=n.template, params=[str(v) for v in n.params.values()]
+            )
         except Exception as e:
             n.last_error = f"{type(e).__name__}: {e}"[:300]
             s.add(n)
@@ -109,9 +118,22 @@ async def my_notifications(principal: CurrentAccount, session: SessionDep, limit
     """Messages sent to this resident, newest first."""
     rows = (
         await session.exec(
-            select(Notification).where(Notification.account_id == principal.id)
-            .order_by(col(Notification.created_at).desc()).limit(min(max(limit, 1), 200))
+            select(Notification)
+            .where(Notification.account_id == principal.id)
+            .order_by(col(Notification.created_at).desc())
+            .limit(min(max(limit, 1), 200))
         )
     ).all()
-    return {"items": [{"id": n.id, "template": n.template, "text": n.text, "status": n.status,
-                       "created_at": n.created_at, "sent_at": n.sent_at} for n in rows]}
+    return {
+        "items": [
+            {
+                "id": n.id,
+                "template": n.template,
+                "text": n.text,
+                "status": n.status,
+                "created_at": n.created_at,
+                "sent_at": n.sent_at,
+            }
+            for n in rows
+        ]
+    }

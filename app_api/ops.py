@@ -7,7 +7,14 @@ from typing import Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Response
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client import multiprocess as prom_mp
 
 from app_api.access import public
@@ -19,7 +26,9 @@ router = APIRouter(tags=["ops"])
 
 REQUESTS = Counter("wojia_http_requests_total", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram(
-    "wojia_http_request_seconds", "HTTP request latency", ["method", "route"],
+    "wojia_http_request_seconds",
+    "HTTP request latency",
+    ["method", "route"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 
@@ -64,5 +73,5 @@ async def metrics() -> Response:
     registry: CollectorRegistry = REGISTRY
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
-        prom_mp.MultiProcessCollector(registry)
+        prom_mp.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

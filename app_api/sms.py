@@ -28,8 +28,10 @@ class SandboxSms:
         r = await get_redis()
         msg_id = f"sbx-{time.time_ns()}"
         key = f"sms:sandbox:{phone}"
-        entry = json.dumps({"id": msg_id, "text": text, "template": template, "params": params, "at": time.time()},
-                           ensure_ascii=False)
+        entry = json.dumps(
+            {"id": msg_id, "text": text, "template": template, "params": params, "at": time.time()},
+            ensure_ascii=False,
+        )
         async with r.pipeline(transaction=True) as p:
             p.lpush(key, entry)
             p.ltrim(key, 0, SANDBOX_KEEP - 1)
@@ -52,7 +54,9 @@ class TencentSms:
         from tencentcloud.common import credential
         from tencentcloud.sms.v20210111 import sms_client
 
-        cred = credential.Credential(s.tencent_sms_secret_id.get_secret_value(), s.tencent_sms_secret_key.get_secret_value())
+        cred = credential.Credential(
+            s.tencent_sms_secret_id.get_secret_value(), s.tencent_sms_secret_key.get_secret_value()
+        )
         self._client = sms_client.SmsClient(cred, s.tencent_sms_region)
         self._s = s
 

@@ -28,7 +28,9 @@ CATEGORIES: tuple[str, ...] = (
     "教育培训",
     "城市资讯",
 )
-Category = Literal["查询缴费", "政务服务", "金融服务", "交通出行", "居家生活", "医疗卫生", "教育培训", "城市资讯"]
+Category = Literal[
+    "查询缴费", "政务服务", "金融服务", "交通出行", "居家生活", "医疗卫生", "教育培训", "城市资讯"
+]
 
 
 class ColumnManifest(BaseModel):

@@ -138,8 +138,9 @@ LoginFn = Callable[..., Awaitable[dict[str, str]]]
 def login(client: httpx.AsyncClient) -> LoginFn:
     """``await login(phone=None, roles=None, **staff_fields)`` → Authorization headers, via the real SMS flow."""
 
-    async def _login(phone: str | None = None, roles: list[str] | None = None, level: int | None = None,
-                     **staff: Any) -> dict[str, str]:
+    async def _login(
+        phone: str | None = None, roles: list[str] | None = None, level: int | None = None, **staff: Any
+    ) -> dict[str, str]:
         phone = phone or new_phone()
         password = None
         if roles and roles != ["resident"]:
@@ -153,7 +154,9 @@ def login(client: httpx.AsyncClient) -> LoginFn:
         assert r.status_code == 202, r.text
         code = await sms_code(client, phone)
         if password:
-            r = await client.post("/api/v1/auth/staff/login", json={"phone": phone, "code": code, "password": password})
+            r = await client.post(
+                "/api/v1/auth/staff/login", json={"phone": phone, "code": code, "password": password}
+            )
         else:
             r = await client.post("/api/v1/auth/login", json={"phone": phone, "code": code})
         assert r.status_code == 200, r.text
@@ -189,8 +192,9 @@ async def live_url(app: Any) -> AsyncIterator[str]:
     import uvicorn
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None,
-                                           access_log=False))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None, access_log=False)
+    )
     task = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.02)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from typing import cast
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -69,12 +70,14 @@ def family_key(family_id: str) -> str:
     return f"fam:revoked:{family_id}"
 
 
-async def load(session: AsyncSession | None, account_id: str, family_id: str) -> tuple[Principal | None, bool]:
+async def load(
+    session: AsyncSession | None, account_id: str, family_id: str
+) -> tuple[Principal | None, bool]:
     """Return (principal, family_revoked)."""
     r = await get_redis()
     cached, revoked = await r.mget(_key(account_id), family_key(family_id))
     if cached is not None:
-        return Principal.loads(cached), revoked is not None
+        return Principal.loads(cast(bytes, cached)), revoked is not None
     if session is None:
         from app_api.db import sessionmaker
 

@@ -33,7 +33,9 @@ def _client_ip(request: Request) -> str:
 
 
 def _out(pair: TokenPair) -> TokenOut:
-    return TokenOut(access_token=pair.access_token, refresh_token=pair.refresh_token, expires_in=pair.expires_in)
+    return TokenOut(
+        access_token=pair.access_token, refresh_token=pair.refresh_token, expires_in=pair.expires_in
+    )
 
 
 @router.post("/auth/sms-codes", dependencies=[Depends(public)], status_code=202)
@@ -71,8 +73,9 @@ async def logout(principal: CurrentAccount, request: Request, session: SessionDe
     auth = request.headers.get("authorization", "")
     claims = decode_access(auth.split(" ", 1)[1])
     await revoke_family(session, claims.family_id)
-    await audit.record(session, action="auth.logout", actor_id=principal.id, subject_type="account",
-                       subject_id=principal.id)
+    await audit.record(
+        session, action="auth.logout", actor_id=principal.id, subject_type="account", subject_id=principal.id
+    )
 
 
 async def _me(session: SessionDep, principal: CurrentAccount) -> MeOut:
@@ -81,10 +84,15 @@ async def _me(session: SessionDep, principal: CurrentAccount) -> MeOut:
         raise NotFound()
     name = account.real_name
     return MeOut(
-        id=account.id, phone=mask_phone(account.phone), roles=list(account.roles),
-        identity_level=account.identity_level, real_name=mask_name(name) if name else None,
-        elderly_mode=account.elderly_mode, department=account.department,
-        institution_id=account.institution_id, station_id=account.station_id,
+        id=account.id,
+        phone=mask_phone(account.phone),
+        roles=list(account.roles),
+        identity_level=account.identity_level,
+        real_name=mask_name(name) if name else None,
+        elderly_mode=account.elderly_mode,
+        department=account.department,
+        institution_id=account.institution_id,
+        station_id=account.station_id,
     )
 
 

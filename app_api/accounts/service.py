@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from typing import cast
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerifyMismatchError
@@ -74,7 +75,7 @@ async def check_code(*, phone: str, code: str) -> None:
     stored = await r.get(f"sms:code:{phone}")
     if stored is None:
         raise errors.CodeInvalid("验证码已失效，请重新获取")
-    if not hmac.compare_digest(stored, _code_hash(phone, code)):
+    if not hmac.compare_digest(cast(bytes, stored), _code_hash(phone, code)):
         wrong = await r.incr(f"sms:wrong:{phone}")
         await r.expire(f"sms:wrong:{phone}", s.sms_code_ttl_s)
         if wrong >= s.sms_max_wrong:
@@ -83,7 +84,9 @@ async def check_code(*, phone: str, code: str) -> None:
                 p.delete(f"sms:code:{phone}", f"sms:wrong:{phone}")
                 await p.execute()
             raise errors.LoginLocked()
-        raise errors.CodeInvalid(f"验证码错误，还可尝试{s.sms_max_wrong - wrong}次", tries_left=s.sms_max_wrong - wrong)
+        raise errors.CodeInvalid(
+            f"验证码错误，还可尝试{s.sms_max_wrong - wrong}次", tries_left=s.sms_max_wrong - wrong
+        )
     # DEL tells who consumed it first: two concurrent logins with one code cannot both pass.
     if await r.delete(f"sms:code:{phone}") != 1:
         raise errors.CodeInvalid("验证码已失效，请重新获取")
@@ -98,12 +101,22 @@ async def get_or_create_resident(session: AsyncSession, *, phone: str) -> tuple[
     account = await find_by_phone(session, phone)
     if account is not None:
         return account, False
-    account = Account(phone_hash=phone_hash(phone), phone_enc=encrypt_str(phone, aad="phone"),
-                      roles=[Role.resident.value], identity_level=1)
+    account = Account(
+        phone_hash=phone_hash(phone),
+        phone_enc=encrypt_str(phone, aad="phone"),
+        roles=[Role.resident.value],
+        identity_level=1,
+    )
     session.add(account)
     await session.flush()
-    await audit.record(session, action="account.created", actor_id=account.id, subject_type="account",
-                       subject_id=account.id, data={"phone": mask_phone(phone)})
+    await audit.record(
+        session,
+        action="account.created",
+        actor_id=account.id,
+        subject_type="account",
+        subject_id=account.id,
+        data={"phone": mask_phone(phone)},
+    )
     return account, True
 
 
@@ -136,14 +149,27 @@ async def _finish_login(session: AsyncSession, account: Account, *, method: str)
     account.last_login_at = utcnow()
     session.add(account)
     pair = await issue_pair(session, account.id)
-    await audit.record(session, action="auth.login", actor_id=account.id, subject_type="account",
-                       subject_id=account.id, data={"method": method})
+    await audit.record(
+        session,
+        action="auth.login",
+        actor_id=account.id,
+        subject_type="account",
+        subject_id=account.id,
+        data={"method": method},
+    )
     return pair
 
 
 async def create_staff(
-    session: AsyncSession, *, phone: str, password: str, roles: list[str], actor_id: str | None = None,
-    department: str | None = None, institution_id: str | None = None, station_id: str | None = None,
+    session: AsyncSession,
+    *,
+    phone: str,
+    password: str,
+    roles: list[str],
+    actor_id: str | None = None,
+    department: str | None = None,
+    institution_id: str | None = None,
+    station_id: str | None = None,
     supervisor_of: str | None = None,
 ) -> Account:
     valid = {r.value for r in Role}
@@ -164,14 +190,21 @@ async def create_staff(
     account.supervisor_of = supervisor_of or account.supervisor_of
     session.add(account)
     await session.flush()
-    await audit.record(session, action="account.roles_changed", actor_id=actor_id, subject_type="account",
-                       subject_id=account.id, data={"before": before, "after": account.roles})
+    await audit.record(
+        session,
+        action="account.roles_changed",
+        actor_id=actor_id,
+        subject_type="account",
+        subject_id=account.id,
+        data={"before": before, "after": account.roles},
+    )
     await invalidate(account.id)
     return account
 
 
-async def raise_level(session: AsyncSession, account_id: str, level: int, *, reason: str,
-                      actor_id: str | None = None) -> Account:
+async def raise_level(
+    session: AsyncSession, account_id: str, level: int, *, reason: str, actor_id: str | None = None
+) -> Account:
     """Raise an account's identity level (never lowers it) and audit the change."""
     account = await session.get(Account, account_id)
     if account is None:
@@ -181,9 +214,14 @@ async def raise_level(session: AsyncSession, account_id: str, level: int, *, rea
         account.identity_level = level
         session.add(account)
         await session.flush()
-        await audit.record(session, action="identity.level_raised", actor_id=actor_id or account_id,
-                           subject_type="account", subject_id=account_id,
-                           data={"from": before, "to": level, "reason": reason})
+        await audit.record(
+            session,
+            action="identity.level_raised",
+            actor_id=actor_id or account_id,
+            subject_type="account",
+            subject_id=account_id,
+            data={"from": before, "to": level, "reason": reason},
+        )
         await invalidate(account_id)
     return account
 

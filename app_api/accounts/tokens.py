@@ -109,8 +109,11 @@ async def rotate(session: AsyncSession, raw: str) -> tuple[TokenPair, str]:
             # A spent token presented again: someone holds a copy. Revoke the whole family.
             await revoke_family(session, token.family_id)
             await audit.record(
-                session, action="auth.refresh_reused", actor_id=token.account_id,
-                subject_type="token_family", subject_id=token.family_id,
+                session,
+                action="auth.refresh_reused",
+                actor_id=token.account_id,
+                subject_type="token_family",
+                subject_id=token.family_id,
             )
             # The revocation must survive the error response, so it is committed here.
             await session.commit()

@@ -14,8 +14,14 @@ router = APIRouter(tags=["admin"])
 
 
 @router.get("/admin/audit")
-async def list_audit(_: Admin, session: SessionDep, action: str | None = None, subject_id: str | None = None,
-                     before_seq: int | None = None, limit: int = 100) -> dict[str, Any]:
+async def list_audit(
+    _: Admin,
+    session: SessionDep,
+    action: str | None = None,
+    subject_id: str | None = None,
+    before_seq: int | None = None,
+    limit: int = 100,
+) -> dict[str, Any]:
     """Audit entries, newest first."""
     q = select(AuditEvent)
     if action:
@@ -32,4 +38,9 @@ async def list_audit(_: Admin, session: SessionDep, action: str | None = None, s
 async def verify(_: Admin, session: SessionDep) -> dict[str, Any]:
     """Check the whole hash chain and name the first broken entry."""
     rep = await verify_chain(session)
-    return {"ok": rep.ok, "checked": rep.checked, "first_broken_seq": rep.first_broken_seq, "reason": rep.reason}
+    return {
+        "ok": rep.ok,
+        "checked": rep.checked,
+        "first_broken_seq": rep.first_broken_seq,
+        "reason": rep.reason,
+    }

@@ -19,12 +19,31 @@ from app_api.logging import request_id_var
 _PENDING = "audit_pending"
 
 
-def _digest(prev_hash: str, seq: int, at: dt.datetime, action: str, actor_id: str | None,
-            subject_type: str | None, subject_id: str | None, data: dict[str, Any]) -> str:
+def _digest(
+    prev_hash: str,
+    seq: int,
+    at: dt.datetime,
+    action: str,
+    actor_id: str | None,
+    subject_type: str | None,
+    subject_id: str | None,
+    data: dict[str, Any],
+) -> str:
     payload = json.dumps(
-        [prev_hash, seq, at.astimezone(dt.UTC).isoformat(timespec="microseconds"), action, actor_id,
-         subject_type, subject_id, data],
-        ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str,
+        [
+            prev_hash,
+            seq,
+            at.astimezone(dt.UTC).isoformat(timespec="microseconds"),
+            action,
+            actor_id,
+            subject_type,
+            subject_id,
+            data,
+        ],
+        ensure_ascii=False,
+        sort_keys=True,
+        separators=(",", ":"),
+        default=str,
     )
     return hashlib.sha256(payload.encode()).hexdigest()
 
@@ -62,7 +81,7 @@ def _append_pending(session: Session) -> None:
         sa.update(AuditHead)
         .where(col(AuditHead.id) == 1)
         .values(seq=AuditHead.seq + n, updated_at=utcnow())
-        .returning(AuditHead.seq, AuditHead.hash)
+        .returning(col(AuditHead.seq), col(AuditHead.hash))
     ).first()
     if row is None:
         raise RuntimeError("audit head row missing: run the migrations")
@@ -70,7 +89,9 @@ def _append_pending(session: Session) -> None:
     events = []
     for i, e in enumerate(pending, start=1):
         seq = last_seq + i
-        h = _digest(prev, seq, e["at"], e["action"], e["actor_id"], e["subject_type"], e["subject_id"], e["data"])
+        h = _digest(
+            prev, seq, e["at"], e["action"], e["actor_id"], e["subject_type"], e["subject_id"], e["data"]
+        )
         events.append(AuditEvent(seq=seq, prev_hash=prev, hash=h, **e))
         prev = h
     session.add_all(events)
@@ -100,7 +121,10 @@ async def verify_chain(session: AsyncSession, *, batch: int = 5000) -> ChainRepo
     while True:
         rows = (
             await session.exec(
-                select(AuditEvent).where(col(AuditEvent.seq) > last).order_by(col(AuditEvent.seq)).limit(batch)
+                select(AuditEvent)
+                .where(col(AuditEvent.seq) > last)
+                .order_by(col(AuditEvent.seq))
+                .limit(batch)
             )
         ).all()
         if not rows:
@@ -110,11 +134,15 @@ async def verify_chain(session: AsyncSession, *, batch: int = 5000) -> ChainRepo
                 return ChainReport(checked, expected_seq, f"第 {expected_seq} 条记录缺失")
             if ev.prev_hash != prev:
                 return ChainReport(checked, ev.seq, "与上一条记录的链接不符")
-            h = _digest(ev.prev_hash, ev.seq, ev.at, ev.action, ev.actor_id, ev.subject_type, ev.subject_id, ev.data)
+            h = _digest(
+                ev.prev_hash, ev.seq, ev.at, ev.action, ev.actor_id, ev.subject_type, ev.subject_id, ev.data
+            )
             if h != ev.hash:
                 return ChainReport(checked, ev.seq, "记录内容与哈希不符（已被篡改）")
             prev, expected_seq, checked, last = ev.hash, ev.seq + 1, checked + 1, ev.seq
     head = await session.get(AuditHead, 1)
     if head is not None and (head.seq != checked or head.hash != prev):
-        return ChainReport(checked, checked + 1 if head.seq > checked else head.seq, "链尾与记录不符（记录被删除）")
+        return ChainReport(
+            checked, checked + 1 if head.seq > checked else head.seq, "链尾与记录不符（记录被删除）"
+        )
     return ChainReport(checked, None, None)

@@ -14,8 +14,15 @@ router = APIRouter(tags=["consent"])
 
 def _out(c: Consent) -> dict[str, Any]:
     return {
-        "id": c.id, "purpose": c.purpose, "scopes": c.scopes, "grantee": c.grantee, "granted_via": c.granted_via,
-        "text": c.text, "granted_at": c.granted_at, "expires_at": c.expires_at, "withdrawn_at": c.withdrawn_at,
+        "id": c.id,
+        "purpose": c.purpose,
+        "scopes": c.scopes,
+        "grantee": c.grantee,
+        "granted_via": c.granted_via,
+        "text": c.text,
+        "granted_at": c.granted_at,
+        "expires_at": c.expires_at,
+        "withdrawn_at": c.withdrawn_at,
         "active": service.is_valid(c),
     }
 

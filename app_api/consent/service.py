@@ -18,17 +18,36 @@ class ConsentRequired(AppError):
 
 
 async def grant(
-    session: AsyncSession, *, account_id: str, purpose: str, scopes: list[str], text: str = "",
-    grantee: str | None = None, granted_via: str = "self", ttl: dt.timedelta | None = None,
+    session: AsyncSession,
+    *,
+    account_id: str,
+    purpose: str,
+    scopes: list[str],
+    text: str = "",
+    grantee: str | None = None,
+    granted_via: str = "self",
+    ttl: dt.timedelta | None = None,
     actor_id: str | None = None,
 ) -> Consent:
-    c = Consent(account_id=account_id, purpose=purpose, scopes=sorted(set(scopes)), text=text, grantee=grantee,
-                granted_via=granted_via, expires_at=utcnow() + ttl if ttl else None)
+    c = Consent(
+        account_id=account_id,
+        purpose=purpose,
+        scopes=sorted(set(scopes)),
+        text=text,
+        grantee=grantee,
+        granted_via=granted_via,
+        expires_at=utcnow() + ttl if ttl else None,
+    )
     session.add(c)
     await session.flush()
-    await audit.record(session, action="consent.granted", actor_id=actor_id or account_id, subject_type="consent",
-                       subject_id=c.id, data={"purpose": purpose, "scopes": c.scopes, "grantee": grantee,
-                                              "via": granted_via})
+    await audit.record(
+        session,
+        action="consent.granted",
+        actor_id=actor_id or account_id,
+        subject_type="consent",
+        subject_id=c.id,
+        data={"purpose": purpose, "scopes": c.scopes, "grantee": grantee, "via": granted_via},
+    )
     return c
 
 
@@ -40,8 +59,14 @@ async def withdraw(session: AsyncSession, *, account_id: str, consent_id: str) -
         c.withdrawn_at = utcnow()
         session.add(c)
         await session.flush()
-        await audit.record(session, action="consent.withdrawn", actor_id=account_id, subject_type="consent",
-                           subject_id=c.id, data={"purpose": c.purpose})
+        await audit.record(
+            session,
+            action="consent.withdrawn",
+            actor_id=account_id,
+            subject_type="consent",
+            subject_id=c.id,
+            data={"purpose": c.purpose},
+        )
     return c
 
 
@@ -51,8 +76,13 @@ def is_valid(c: Consent, *, now: dt.datetime | None = None) -> bool:
 
 
 async def require(
-    session: AsyncSession, *, consent_id: str | None, account_id: str, purpose: str,
-    scopes: list[str] | None = None, grantee: str | None = None,
+    session: AsyncSession,
+    *,
+    consent_id: str | None,
+    account_id: str,
+    purpose: str,
+    scopes: list[str] | None = None,
+    grantee: str | None = None,
 ) -> Consent:
     """The consent must exist, belong to this resident, be live, and cover the purpose and scopes."""
     c = await session.get(Consent, consent_id) if consent_id else None
@@ -68,6 +98,11 @@ async def require(
 
 async def list_for(session: AsyncSession, account_id: str) -> list[Consent]:
     return list(
-        (await session.exec(select(Consent).where(Consent.account_id == account_id)
-                            .order_by(col(Consent.granted_at).desc()))).all()
+        (
+            await session.exec(
+                select(Consent)
+                .where(Consent.account_id == account_id)
+                .order_by(col(Consent.granted_at).desc())
+            )
+        ).all()
     )

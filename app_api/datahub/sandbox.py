@@ -76,8 +76,11 @@ async def certificate(request: Request) -> JSONResponse:
     async with sessionmaker()() as s:
         recs = await LocalDatahub().certificates(s, str(p.get("holder_id_number", "")))
     items = [
-        {**asdict(r), "issued_on": r.issued_on.isoformat(),
-         "valid_until": r.valid_until.isoformat() if r.valid_until else None}
+        {
+            **asdict(r),
+            "issued_on": r.issued_on.isoformat(),
+            "valid_until": r.valid_until.isoformat() if r.valid_until else None,
+        }
         for r in recs
     ]
     return _answer("0", "ok", {"items": items})

@@ -84,37 +84,65 @@ class Adapter(Protocol):
 
 def _person_of(r: PopulationRecord) -> PersonRecord:
     return PersonRecord(
-        name=decrypt_str(r.name_enc, aad="name"), id_number=decrypt_str(r.id_number_enc, aad="id_number"),
-        gender=r.gender, birth_date=r.birth_date, ethnicity=r.ethnicity,
-        address=decrypt_str(r.address_enc, aad="address"), household=r.household,
+        name=decrypt_str(r.name_enc, aad="name"),
+        id_number=decrypt_str(r.id_number_enc, aad="id_number"),
+        gender=r.gender,
+        birth_date=r.birth_date,
+        ethnicity=r.ethnicity,
+        address=decrypt_str(r.address_enc, aad="address"),
+        household=r.household,
         marital_status=r.marital_status,
         photo=decrypt_bytes(r.photo_enc, aad="id_photo") if r.photo_enc else None,
     )
 
 
 def _legal_of(r: LegalPersonRecord) -> LegalPerson:
-    return LegalPerson(uscc=r.uscc, name=r.name, kind=r.kind, legal_rep_name=decrypt_str(r.legal_rep_name_enc, aad="name"),
-                       address=r.address, business_scope=r.business_scope,
-                       registered_capital_fen=r.registered_capital_fen, established_on=r.established_on)
+    return LegalPerson(
+        uscc=r.uscc,
+        name=r.name,
+        kind=r.kind,
+        legal_rep_name=decrypt_str(r.legal_rep_name_enc, aad="name"),
+        address=r.address,
+        business_scope=r.business_scope,
+        registered_capital_fen=r.registered_capital_fen,
+        established_on=r.established_on,
+    )
 
 
 def _cert_of(r: ECertificate) -> Certificate:
-    return Certificate(id=r.id, cert_type=r.cert_type, cert_no=r.cert_no, title=r.title, issuer=r.issuer,
-                       issued_on=r.issued_on, valid_until=r.valid_until, data=r.data)
+    return Certificate(
+        id=r.id,
+        cert_type=r.cert_type,
+        cert_no=r.cert_no,
+        title=r.title,
+        issuer=r.issuer,
+        issued_on=r.issued_on,
+        valid_until=r.valid_until,
+        data=r.data,
+    )
 
 
 class LocalDatahub:
     async def person(self, session: AsyncSession, id_number: str) -> PersonRecord | None:
-        r = (await session.exec(select(PopulationRecord).where(PopulationRecord.id_number_hash == id_hash(id_number)))).first()
+        r = (
+            await session.exec(
+                select(PopulationRecord).where(PopulationRecord.id_number_hash == id_hash(id_number))
+            )
+        ).first()
         return _person_of(r) if r else None
 
     async def legal_persons(self, session: AsyncSession, rep_id_number: str) -> list[LegalPerson]:
-        rows = (await session.exec(select(LegalPersonRecord)
-                                   .where(LegalPersonRecord.legal_rep_id_hash == id_hash(rep_id_number)))).all()
+        rows = (
+            await session.exec(
+                select(LegalPersonRecord).where(LegalPersonRecord.legal_rep_id_hash == id_hash(rep_id_number))
+            )
+        ).all()
         return [_legal_of(r) for r in rows]
 
     async def certificates(self, session: AsyncSession, id_number: str) -> list[Certificate]:
-        rows = (await session.exec(select(ECertificate).where(ECertificate.holder_id_hash == id_hash(id_number)))).all()
+        rows = (
+            await session.exec(select(ECertificate).where(ECertificate.holder_id_hash == id_hash(id_number)))
+        ).all()
         return [_cert_of(r) for r in rows]
 
 
@@ -181,59 +209,150 @@ class Datahub:
     def __init__(self, adapter: Adapter) -> None:
         self.adapter = adapter
 
-    async def _log(self, session: AsyncSession, *, accessor_id: str, subject_account_id: str | None, id_number: str,
-                   record_type: str, purpose: str, consent_id: str | None, fields: list[str], found: bool) -> None:
-        session.add(DataAccessLog(accessor_id=accessor_id, subject_account_id=subject_account_id,
-                                  subject_hash=id_hash(id_number), record_type=record_type, purpose=purpose,
-                                  consent_id=consent_id, fields=fields, found=found))
+    async def _log(
+        self,
+        session: AsyncSession,
+        *,
+        accessor_id: str,
+        subject_account_id: str | None,
+        id_number: str,
+        record_type: str,
+        purpose: str,
+        consent_id: str | None,
+        fields: list[str],
+        found: bool,
+    ) -> None:
+        session.add(
+            DataAccessLog(
+                accessor_id=accessor_id,
+                subject_account_id=subject_account_id,
+                subject_hash=id_hash(id_number),
+                record_type=record_type,
+                purpose=purpose,
+                consent_id=consent_id,
+                fields=fields,
+                found=found,
+            )
+        )
         await session.flush()
 
-    async def _consent(self, session: AsyncSession, consent_id: str | None, subject_account_id: str | None,
-                       purpose: str, scopes: list[str], accessor_id: str) -> None:
+    async def _consent(
+        self,
+        session: AsyncSession,
+        consent_id: str | None,
+        subject_account_id: str | None,
+        purpose: str,
+        scopes: list[str],
+        accessor_id: str,
+    ) -> None:
         if subject_account_id is None:
             raise AppError("subject account required")
-        await require_consent(session, consent_id=consent_id, account_id=subject_account_id, purpose=purpose,
-                              scopes=scopes)
+        await require_consent(
+            session, consent_id=consent_id, account_id=subject_account_id, purpose=purpose, scopes=scopes
+        )
 
-    async def person(self, session: AsyncSession, *, id_number: str, accessor_id: str, purpose: str,
-                     consent_id: str | None, subject_account_id: str, scopes: list[str] | None = None) -> PersonRecord:
+    async def person(
+        self,
+        session: AsyncSession,
+        *,
+        id_number: str,
+        accessor_id: str,
+        purpose: str,
+        consent_id: str | None,
+        subject_account_id: str,
+        scopes: list[str] | None = None,
+    ) -> PersonRecord:
         scopes = scopes or ["population.basic"]
         await self._consent(session, consent_id, subject_account_id, purpose, scopes, accessor_id)
         rec = await self.adapter.person(session, id_number)
-        await self._log(session, accessor_id=accessor_id, subject_account_id=subject_account_id, id_number=id_number,
-                        record_type="population", purpose=purpose, consent_id=consent_id, fields=scopes,
-                        found=rec is not None)
+        await self._log(
+            session,
+            accessor_id=accessor_id,
+            subject_account_id=subject_account_id,
+            id_number=id_number,
+            record_type="population",
+            purpose=purpose,
+            consent_id=consent_id,
+            fields=scopes,
+            found=rec is not None,
+        )
         if rec is None:
             raise RecordNotFound()
         return rec
 
-    async def legal_persons(self, session: AsyncSession, *, rep_id_number: str, accessor_id: str, purpose: str,
-                            consent_id: str | None, subject_account_id: str) -> list[LegalPerson]:
+    async def legal_persons(
+        self,
+        session: AsyncSession,
+        *,
+        rep_id_number: str,
+        accessor_id: str,
+        purpose: str,
+        consent_id: str | None,
+        subject_account_id: str,
+    ) -> list[LegalPerson]:
         await self._consent(session, consent_id, subject_account_id, purpose, ["legal_person"], accessor_id)
         recs = await self.adapter.legal_persons(session, rep_id_number)
-        await self._log(session, accessor_id=accessor_id, subject_account_id=subject_account_id,
-                        id_number=rep_id_number, record_type="legal_person", purpose=purpose, consent_id=consent_id,
-                        fields=["legal_person"], found=bool(recs))
+        await self._log(
+            session,
+            accessor_id=accessor_id,
+            subject_account_id=subject_account_id,
+            id_number=rep_id_number,
+            record_type="legal_person",
+            purpose=purpose,
+            consent_id=consent_id,
+            fields=["legal_person"],
+            found=bool(recs),
+        )
         return recs
 
-    async def certificates(self, session: AsyncSession, *, id_number: str, accessor_id: str, purpose: str,
-                           consent_id: str | None, subject_account_id: str) -> list[Certificate]:
+    async def certificates(
+        self,
+        session: AsyncSession,
+        *,
+        id_number: str,
+        accessor_id: str,
+        purpose: str,
+        consent_id: str | None,
+        subject_account_id: str,
+    ) -> list[Certificate]:
         await self._consent(session, consent_id, subject_account_id, purpose, ["certificates"], accessor_id)
         recs = await self.adapter.certificates(session, id_number)
-        await self._log(session, accessor_id=accessor_id, subject_account_id=subject_account_id, id_number=id_number,
-                        record_type="certificate", purpose=purpose, consent_id=consent_id, fields=["certificates"],
-                        found=bool(recs))
+        await self._log(
+            session,
+            accessor_id=accessor_id,
+            subject_account_id=subject_account_id,
+            id_number=id_number,
+            record_type="certificate",
+            purpose=purpose,
+            consent_id=consent_id,
+            fields=["certificates"],
+            found=bool(recs),
+        )
         return recs
 
-    async def issue_certificate(self, session: AsyncSession, *, holder_id_number: str, cert_type: str, title: str,
-                                issuer: str, data: dict[str, Any], source_ref: str,
-                                valid_years: int | None = None) -> Certificate:
+    async def issue_certificate(
+        self,
+        session: AsyncSession,
+        *,
+        holder_id_number: str,
+        cert_type: str,
+        title: str,
+        issuer: str,
+        data: dict[str, Any],
+        source_ref: str,
+        valid_years: int | None = None,
+    ) -> Certificate:
         """Write a new e-certificate into the records (the result of an approved application)."""
         today = dt.date.today()
         cert = ECertificate(
-            holder_id_hash=id_hash(holder_id_number), cert_type=cert_type, title=title, issuer=issuer,
-            cert_no=f"{today:%Y%m%d}{secrets.token_hex(5).upper()}", issued_on=today,
-            valid_until=today.replace(year=today.year + valid_years) if valid_years else None, data=data,
+            holder_id_hash=id_hash(holder_id_number),
+            cert_type=cert_type,
+            title=title,
+            issuer=issuer,
+            cert_no=f"{today:%Y%m%d}{secrets.token_hex(5).upper()}",
+            issued_on=today,
+            valid_until=today.replace(year=today.year + valid_years) if valid_years else None,
+            data=data,
             source_ref=source_ref,
         )
         session.add(cert)

@@ -51,10 +51,13 @@ async def list_columns(_: Admin, reg: RegistryDep) -> dict[str, Any]:
 
 
 @admin_router.patch("/admin/columns/{slug}")
-async def patch_column(slug: str, body: ColumnPatch, admin: Admin, session: SessionDep,
-                       reg: RegistryDep) -> dict[str, Any]:
+async def patch_column(
+    slug: str, body: ColumnPatch, admin: Admin, session: SessionDep, reg: RegistryDep
+) -> dict[str, Any]:
     """Enable, disable, move or recategorise a column."""
-    st = await update_column(session, reg, slug=slug, actor_id=admin.id, **body.model_dump(exclude_unset=True))
+    st = await update_column(
+        session, reg, slug=slug, actor_id=admin.id, **body.model_dump(exclude_unset=True)
+    )
     await reg.invalidate()
     on_commit(session, reg.invalidate)
     return {"slug": st.slug, "enabled": st.enabled, "category": st.category, "position": st.position}

@@ -60,9 +60,15 @@ class Registry:
             st = settings.get(slug)
             views.append(
                 ColumnView(
-                    slug=slug, name=m.name, icon=m.icon, category=(st.category if st and st.category else m.category),
-                    identity_level=m.identity_level, position=st.position if st else m.order,
-                    enabled=st.enabled if st else True, elderly=m.elderly, description=m.description,
+                    slug=slug,
+                    name=m.name,
+                    icon=m.icon,
+                    category=(st.category if st and st.category else m.category),
+                    identity_level=m.identity_level,
+                    position=st.position if st else m.order,
+                    enabled=st.enabled if st else True,
+                    elderly=m.elderly,
+                    description=m.description,
                     version=m.version,
                 )
             )
@@ -86,7 +92,10 @@ def home_screen(views: list[ColumnView], *, level: int | None, elderly: bool) ->
 
     def item(v: ColumnView) -> dict[str, Any]:
         return {
-            "slug": v.slug, "name": v.name, "icon": v.icon, "description": v.description,
+            "slug": v.slug,
+            "name": v.name,
+            "icon": v.icon,
+            "description": v.description,
             "identity_level": v.identity_level,
             "available": level is not None and level >= v.identity_level,
             "path": f"/api/v1/columns/{v.slug}",
@@ -105,8 +114,14 @@ def home_screen(views: list[ColumnView], *, level: int | None, elderly: bool) ->
 
 
 async def update_column(
-    session: AsyncSession, registry: Registry, *, slug: str, actor_id: str,
-    enabled: bool | None = None, category: str | None = None, position: int | None = None,
+    session: AsyncSession,
+    registry: Registry,
+    *,
+    slug: str,
+    actor_id: str,
+    enabled: bool | None = None,
+    category: str | None = None,
+    position: int | None = None,
 ) -> ColumnSetting:
     if slug not in registry.columns:
         raise NotFound("未找到该栏目", slug=slug)
@@ -126,9 +141,17 @@ async def update_column(
     st.updated_at, st.updated_by = utcnow(), actor_id
     session.add(st)
     await session.flush()
-    await audit.record(session, action="columns.changed", actor_id=actor_id, subject_type="column", subject_id=slug,
-                       data={"before": before, "after": {"enabled": st.enabled, "category": st.category,
-                                                         "position": st.position}})
+    await audit.record(
+        session,
+        action="columns.changed",
+        actor_id=actor_id,
+        subject_type="column",
+        subject_id=slug,
+        data={
+            "before": before,
+            "after": {"enabled": st.enabled, "category": st.category, "position": st.position},
+        },
+    )
     return st
 
 

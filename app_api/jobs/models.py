@@ -16,7 +16,7 @@ class OutboxMessage(SQLModel, table=True):
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
     task_name: str = Field(max_length=120)
-    kwargs: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON)
+    arguments: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON)
     created_at: dt.datetime = created_at_field()
     dispatched_at: dt.datetime | None = datetime_field(index=True)
     attempts: int = 0

@@ -29,7 +29,7 @@ _READY = "outbox_ready"
 
 
 async def enqueue(session: AsyncSession, task_name: str, /, **kwargs: Any) -> str:
-    msg = OutboxMessage(task_name=task_name, kwargs=kwargs)
+    msg = OutboxMessage(task_name=task_name, arguments=kwargs)
     session.add(msg)
     session.sync_session.info.setdefault(_KEY, []).append(msg.id)
     return msg.id
@@ -55,7 +55,7 @@ async def _send(rows: list[OutboxMessage]) -> list[str]:
             log.error("outbox: no task named %s (message %s)", row.task_name, row.id)
             continue
         try:
-            await task.kicker().with_labels(outbox_id=row.id).kiq(outbox_id=row.id, **row.kwargs)
+            await task.kicker().with_labels(outbox_id=row.id).kiq(outbox_id=row.id, **row.arguments)
             sent.append(row.id)
         except Exception:
             log.exception("outbox: sending %s failed; the relay will retry", row.id)
@@ -69,7 +69,9 @@ async def dispatch(ids: list[str]) -> int:
         rows = list(
             (
                 await s.exec(
-                    select(OutboxMessage).where(col(OutboxMessage.id).in_(ids), col(OutboxMessage.dispatched_at).is_(None))
+                    select(OutboxMessage).where(
+                        col(OutboxMessage.id).in_(ids), col(OutboxMessage.dispatched_at).is_(None)
+                    )
                 )
             ).all()
         )

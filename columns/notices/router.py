@@ -22,8 +22,9 @@ async def list_notices(
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
 ) -> NoticePage:
     """Published announcements, pinned first, newest first."""
-    rows, total = await service.list_notices(session, kind=kind, offset=offset,
-                                             limit=min(limit, get_config().page_size_max))
+    rows, total = await service.list_notices(
+        session, kind=kind, offset=offset, limit=min(limit, get_config().page_size_max)
+    )
     return NoticePage(items=[NoticePublic.model_validate(r, from_attributes=True) for r in rows], total=total)
 
 
@@ -36,8 +37,9 @@ async def get_notice(notice: PublishedNotice) -> NoticePublic:
 @router.post("/notices", status_code=201)
 async def publish(body: NoticeCreate, admin: Admin, session: SessionDep) -> NoticePublic:
     """Publish an announcement (administrators)."""
-    return NoticePublic.model_validate(await service.publish(session, data=body, actor_id=admin.id),
-                                       from_attributes=True)
+    return NoticePublic.model_validate(
+        await service.publish(session, data=body, actor_id=admin.id), from_attributes=True
+    )
 
 
 @router.delete("/notices/{notice_id}", status_code=204)

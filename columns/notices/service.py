@@ -11,13 +11,18 @@ from columns.notices.models import Notice
 from columns.notices.schemas import NoticeCreate
 
 
-async def list_notices(session: AsyncSession, *, kind: str | None, offset: int, limit: int) -> tuple[list[Notice], int]:
+async def list_notices(
+    session: AsyncSession, *, kind: str | None, offset: int, limit: int
+) -> tuple[list[Notice], int]:
     q = select(Notice).where(col(Notice.withdrawn_at).is_(None))
     if kind:
         q = q.where(Notice.kind == kind)
     total = (await session.exec(select(sa.func.count()).select_from(q.subquery()))).one()
-    rows = (await session.exec(q.order_by(col(Notice.pinned).desc(), col(Notice.published_at).desc())
-                               .offset(offset).limit(limit))).all()
+    rows = (
+        await session.exec(
+            q.order_by(col(Notice.pinned).desc(), col(Notice.published_at).desc()).offset(offset).limit(limit)
+        )
+    ).all()
     return list(rows), int(total)
 
 
@@ -32,8 +37,14 @@ async def publish(session: AsyncSession, *, data: NoticeCreate, actor_id: str) -
     n = Notice(**data.model_dump(), created_by=actor_id)
     session.add(n)
     await session.flush()
-    await audit.record(session, action="notices.published", actor_id=actor_id, subject_type="notice",
-                       subject_id=n.id, data={"title": n.title})
+    await audit.record(
+        session,
+        action="notices.published",
+        actor_id=actor_id,
+        subject_type="notice",
+        subject_id=n.id,
+        data={"title": n.title},
+    )
     return n
 
 
@@ -42,5 +53,7 @@ async def withdraw(session: AsyncSession, *, notice_id: str, actor_id: str) -> N
     n.withdrawn_at = utcnow()
     session.add(n)
     await session.flush()
-    await audit.record(session, action="notices.withdrawn", actor_id=actor_id, subject_type="notice", subject_id=n.id)
+    await audit.record(
+        session, action="notices.withdrawn", actor_id=actor_id, subject_type="notice", subject_id=n.id
+    )
     return n

@@ -69,7 +69,8 @@ async def test_logs_mask_personal_numbers(caplog: pytest.LogCaptureFixture) -> N
 
     from app_api.logging import MaskingFilter
 
-    rec = logging.LogRecord("t", logging.INFO, __file__, 1, "login %s id %s", ("13912345678", "34160219900101123X"),
-                            None)
+    rec = logging.LogRecord(
+        "t", logging.INFO, __file__, 1, "login %s id %s", ("13912345678", "34160219900101123X"), None
+    )
     MaskingFilter().filter(rec)
     assert rec.getMessage() == "login 139****5678 id 341***********123X"

@@ -50,8 +50,10 @@ async def test_outbox_sends_on_commit_only() -> None:
 
         from app_api.jobs.models import OutboxMessage
 
-        rows = (await s.exec(select(OutboxMessage).where(OutboxMessage.task_name == "tests.record_run"))).all()
-        assert [r.kwargs["marker"] for r in rows] == ["committed"]
+        rows = (
+            await s.exec(select(OutboxMessage).where(OutboxMessage.task_name == "tests.record_run"))
+        ).all()
+        assert [r.arguments["marker"] for r in rows] == ["committed"]
         assert rows[0].dispatched_at is not None
 
 
@@ -60,7 +62,7 @@ async def test_outbox_relay_sends_rows_left_behind() -> None:
     from app_api.jobs.models import OutboxMessage
 
     async with sessionmaker()() as s:
-        s.add(OutboxMessage(task_name="tests.record_run", kwargs={"marker": "orphan"}))
+        s.add(OutboxMessage(task_name="tests.record_run", arguments={"marker": "orphan"}))
         await s.commit()  # committed without dispatch, as if the process died here
     assert await outbox.relay(older_than_s=0) >= 1
     assert await wait_for(lambda: "orphan" in RAN)
@@ -69,7 +71,9 @@ async def test_outbox_relay_sends_rows_left_behind() -> None:
     assert RAN.count("orphan") == 1
 
 
-async def test_audit_chain_detects_tampering(client: httpx.AsyncClient, login: LoginFn, is_postgres: bool) -> None:
+async def test_audit_chain_detects_tampering(
+    client: httpx.AsyncClient, login: LoginFn, is_postgres: bool
+) -> None:
     await login()  # logins are audited
     async with session_scope() as s:
         for i in range(3):
@@ -101,7 +105,9 @@ async def test_audit_chain_detects_tampering(client: httpx.AsyncClient, login: L
         async with sessionmaker()() as s:
             await s.exec(sa.update(AuditEvent).where(AuditEvent.seq == victim).values(data={"i": 1}))  # type: ignore[call-overload]
             if is_postgres:
-                await s.exec(sa.text("ALTER TABLE app_audit_event ENABLE TRIGGER app_audit_event_append_only"))  # type: ignore[call-overload]
+                await s.exec(
+                    sa.text("ALTER TABLE app_audit_event ENABLE TRIGGER app_audit_event_append_only")
+                )  # type: ignore[call-overload]
             await s.commit()
         async with sessionmaker()() as s:
             assert (await audit.verify_chain(s)).ok
@@ -113,7 +119,11 @@ async def test_audit_of_rolled_back_transaction_is_not_chained() -> None:
             await audit.record(s, action="tests.never", subject_id="rb")
             raise RuntimeError
     async with sessionmaker()() as s:
-        n = (await s.exec(sa.select(sa.func.count()).select_from(AuditEvent).where(AuditEvent.action == "tests.never"))).one()[0]  # type: ignore[call-overload]
+        n = (
+            await s.exec(
+                sa.select(sa.func.count()).select_from(AuditEvent).where(AuditEvent.action == "tests.never")
+            )
+        ).one()[0]  # type: ignore[call-overload]
         assert n == 0
         assert (await audit.verify_chain(s)).ok
 
@@ -123,7 +133,12 @@ def test_cli_verify_names_first_broken_row() -> None:
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "app_api.cli", "audit", "verify"], capture_output=True, text=True,
-                         env={**os.environ}, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "app_api.cli", "audit", "verify"],
+        capture_output=True,
+        text=True,
+        env={**os.environ},
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert "audit chain intact" in out.stdout

@@ -27,7 +27,9 @@ async def test_first_login_creates_resident_and_me_masks_phone(client: httpx.Asy
     assert r.status_code == 200
     tokens = r.json()
     assert tokens["token_type"] == "bearer" and tokens["refresh_token"]
-    me = (await client.get("/api/v1/me", headers={"Authorization": f"Bearer {tokens['access_token']}"})).json()
+    me = (
+        await client.get("/api/v1/me", headers={"Authorization": f"Bearer {tokens['access_token']}"})
+    ).json()
     assert me["phone"] == phone[:3] + "****" + phone[-4:]
     assert me["roles"] == ["resident"]
     assert me["identity_level"] == 1
@@ -90,13 +92,17 @@ async def test_per_ip_limit(client: httpx.AsyncClient, app: object) -> None:
 
 async def test_refresh_rotates_and_reuse_revokes_family(client: httpx.AsyncClient, phone: str) -> None:
     await request_code(client, phone)
-    tokens = (await client.post("/api/v1/auth/login", json={"phone": phone, "code": await sms_code(client, phone)})).json()
+    tokens = (
+        await client.post("/api/v1/auth/login", json={"phone": phone, "code": await sms_code(client, phone)})
+    ).json()
     r1 = await client.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
     assert r1.status_code == 200
     new = r1.json()
     assert new["refresh_token"] != tokens["refresh_token"]
     # The new access token works.
-    assert (await client.get("/api/v1/me", headers={"Authorization": f"Bearer {new['access_token']}"})).status_code == 200
+    assert (
+        await client.get("/api/v1/me", headers={"Authorization": f"Bearer {new['access_token']}"})
+    ).status_code == 200
     # The spent refresh token comes back: the whole family is revoked.
     r2 = await client.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
     assert r2.status_code == 401 and r2.json()["code"] == "auth.refresh_reused"
@@ -108,7 +114,9 @@ async def test_refresh_rotates_and_reuse_revokes_family(client: httpx.AsyncClien
 
 async def test_logout_revokes_access_and_refresh(client: httpx.AsyncClient, phone: str) -> None:
     await request_code(client, phone)
-    tokens = (await client.post("/api/v1/auth/login", json={"phone": phone, "code": await sms_code(client, phone)})).json()
+    tokens = (
+        await client.post("/api/v1/auth/login", json={"phone": phone, "code": await sms_code(client, phone)})
+    ).json()
     h = {"Authorization": f"Bearer {tokens['access_token']}"}
     assert (await client.post("/api/v1/auth/logout", headers=h)).status_code == 204
     assert (await client.get("/api/v1/me", headers=h)).status_code == 401
@@ -121,14 +129,17 @@ async def test_forged_and_expired_tokens(client: httpx.AsyncClient, phone: str) 
 
     import jwt
 
-    forged = jwt.encode({"sub": "x", "fam": "y", "iss": "wojia", "exp": 9999999999}, "not-the-key", algorithm="HS256")
+    forged = jwt.encode(
+        {"sub": "x", "fam": "y", "iss": "wojia", "exp": 9999999999}, "not-the-key", algorithm="HS256"
+    )
     r = await client.get("/api/v1/me", headers={"Authorization": f"Bearer {forged}"})
     assert r.status_code == 401 and r.json()["code"] == "auth.token_invalid"
     from app_api.settings import get_settings
 
     expired = jwt.encode(
         {"sub": "x", "fam": "y", "iss": "wojia", "exp": dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)},
-        get_settings().secret_key.get_secret_value(), algorithm="HS256",
+        get_settings().secret_key.get_secret_value(),
+        algorithm="HS256",
     )
     r = await client.get("/api/v1/me", headers={"Authorization": f"Bearer {expired}"})
     assert r.status_code == 401 and r.json()["code"] == "auth.token_expired"
@@ -155,7 +166,9 @@ async def test_staff_wrong_password(client: httpx.AsyncClient, login: LoginFn) -
     await clear_cooldown(phone)
     await client.post("/api/v1/auth/sms-codes", json={"phone": phone})
     code = await sms_code(client, phone)
-    r = await client.post("/api/v1/auth/staff/login", json={"phone": phone, "code": code, "password": "wrong-password"})
+    r = await client.post(
+        "/api/v1/auth/staff/login", json={"phone": phone, "code": code, "password": "wrong-password"}
+    )
     assert r.status_code == 401 and r.json()["code"] == "auth.bad_credentials"
     assert r.json()["title"] == "账号或密码错误"
 
@@ -166,15 +179,20 @@ async def test_bad_phone_and_malformed_json(client: httpx.AsyncClient) -> None:
     body = r.json()
     assert body["code"] == "app.validation_failed" and body["errors"][0]["loc"][-1] == "phone"
     assert body["title"] == "提交的信息有误，请检查后重试"
-    r = await client.post("/api/v1/auth/sms-codes", content=b"{not json", headers={"content-type": "application/json"})
+    r = await client.post(
+        "/api/v1/auth/sms-codes", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert r.status_code == 400 and r.json()["code"] == "app.bad_request"
     r = await client.post("/api/v1/auth/login", json={"phone": 13800000000, "code": ["1"]})
     assert r.status_code == 422
 
 
 async def test_oversized_body_is_413(client: httpx.AsyncClient) -> None:
-    r = await client.post("/api/v1/auth/sms-codes", content=b"{" + b" " * (2 * 1024 * 1024) + b"}",
-                          headers={"content-type": "application/json"})
+    r = await client.post(
+        "/api/v1/auth/sms-codes",
+        content=b"{" + b" " * (2 * 1024 * 1024) + b"}",
+        headers={"content-type": "application/json"},
+    )
     assert r.status_code == 413 and r.json()["code"] == "app.payload_too_large"
 
 

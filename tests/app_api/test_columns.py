@@ -35,20 +35,37 @@ def test_column_contract(slug: str) -> None:
     assert router_mod is not None and router_mod.router.routes, "a column serves at least one route"
     models = col.submodule("models")
     if models is not None:
-        tables = [t for t in SQLModel.metadata.tables.values()
-                  if any(getattr(v, "__tablename__", None) == t.name and getattr(v, "__module__", "").startswith(col.package)
-                         for v in vars(models).values())]
+        tables = [
+            t
+            for t in SQLModel.metadata.tables.values()
+            if any(
+                getattr(v, "__tablename__", None) == t.name
+                and getattr(v, "__module__", "").startswith(col.package)
+                for v in vars(models).values()
+            )
+        ]
         for t in tables:
             assert t.name.startswith(f"{slug}_"), f"table {t.name} must be prefixed with {slug}_"
     assert (ROOT / "columns" / slug / "manifest.toml").exists() or col.package != f"columns.{slug}"
 
 
 def test_manifest_is_strict() -> None:
-    good = {"slug": "water", "name": "水费", "version": "1.0.0", "category": "查询缴费", "identity_level": 1,
-            "icon": "drop"}
+    good = {
+        "slug": "water",
+        "name": "水费",
+        "version": "1.0.0",
+        "category": "查询缴费",
+        "identity_level": 1,
+        "icon": "drop",
+    }
     assert ColumnManifest.model_validate(good).slug == "water"
-    for bad in ({**good, "category": "购物"}, {**good, "identity_level": 5}, {**good, "slug": "Water!"},
-                {**good, "colour": "red"}, {**good, "version": "one"}):
+    for bad in (
+        {**good, "category": "购物"},
+        {**good, "identity_level": 5},
+        {**good, "slug": "Water!"},
+        {**good, "colour": "red"},
+        {**good, "version": "one"},
+    ):
         with pytest.raises(ValidationError):
             ColumnManifest.model_validate(bad)
 
@@ -92,15 +109,18 @@ async def test_admin_disable_enable_reorder_recategorise(client: httpx.AsyncClie
     r = await client.get("/api/v1/columns/notices/notices")
     assert r.status_code == 404 and r.json()["code"] == "columns.disabled"
 
-    r = await client.patch("/api/v1/admin/columns/notices", json={"enabled": True, "category": "居家生活"},
-                           headers=admin)
+    r = await client.patch(
+        "/api/v1/admin/columns/notices", json={"enabled": True, "category": "居家生活"}, headers=admin
+    )
     assert r.status_code == 200
     home = (await client.get("/api/v1/home", headers=resident)).json()
     cat = next(c for c in home["categories"] if any(x["slug"] == "notices" for x in c["columns"]))
     assert cat["name"] == "居家生活"
     assert (await client.get("/api/v1/columns/notices/notices")).status_code == 200
 
-    all_slugs = [c["slug"] for c in (await client.get("/api/v1/admin/columns", headers=admin)).json()["columns"]]
+    all_slugs = [
+        c["slug"] for c in (await client.get("/api/v1/admin/columns", headers=admin)).json()["columns"]
+    ]
     new_order = list(reversed(all_slugs))
     r = await client.put("/api/v1/admin/columns/order", json={"slugs": new_order}, headers=admin)
     assert r.status_code == 200
@@ -115,14 +135,22 @@ async def test_admin_disable_enable_reorder_recategorise(client: httpx.AsyncClie
     assert r.status_code == 422
     await client.patch("/api/v1/admin/columns/notices", json={"category": "城市资讯"}, headers=admin)
 
-    audit = (await client.get("/api/v1/admin/audit", params={"action": "columns.changed"}, headers=admin)).json()
-    assert any(e["subject_id"] == "notices" and e["data"]["after"]["enabled"] is False for e in audit["items"])
+    audit = (
+        await client.get("/api/v1/admin/audit", params={"action": "columns.changed"}, headers=admin)
+    ).json()
+    assert any(
+        e["subject_id"] == "notices" and e["data"]["after"]["enabled"] is False for e in audit["items"]
+    )
 
 
 async def test_notices_column_publish_and_read(client: httpx.AsyncClient, login: LoginFn) -> None:
     admin = await login(roles=["admin"])
-    body = {"title": "城区部分路段停水通知", "body": "因管网维修，11月25日8时至18时停水。", "department": "市自来水公司",
-            "kind": "停水预告"}
+    body = {
+        "title": "城区部分路段停水通知",
+        "body": "因管网维修，11月25日8时至18时停水。",
+        "department": "市自来水公司",
+        "kind": "停水预告",
+    }
     r = await client.post("/api/v1/columns/notices/notices", json=body, headers=admin)
     assert r.status_code == 201
     nid = r.json()["id"]
@@ -138,7 +166,9 @@ async def test_notices_column_publish_and_read(client: httpx.AsyncClient, login:
     assert r.status_code == 404 and r.json()["code"] == "notices.not_found"
 
 
-async def test_column_level_gate(client: httpx.AsyncClient, login: LoginFn, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_column_level_gate(
+    client: httpx.AsyncClient, login: LoginFn, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A column needing L2 refuses an L1 caller on its non-open routes with the level needed."""
     from fastapi import APIRouter, FastAPI
 
@@ -148,8 +178,18 @@ async def test_column_level_gate(client: httpx.AsyncClient, login: LoginFn, monk
 
     class FakeRegistry:
         async def view(self, slug: str) -> ColumnView:
-            return ColumnView(slug=slug, name="公积金", icon="x", category="查询缴费", identity_level=2, position=1,
-                              enabled=True, elderly=False, description="", version="1.0.0")
+            return ColumnView(
+                slug=slug,
+                name="公积金",
+                icon="x",
+                category="查询缴费",
+                identity_level=2,
+                position=1,
+                enabled=True,
+                elderly=False,
+                description="",
+                version="1.0.0",
+            )
 
     probe = FastAPI()
     from app_api.app import install_error_handlers

@@ -1,0 +1,66 @@
+# Wojia: the two commands of the README are `make run` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+UV_VERSION := 0.13.8
+PY := .venv/bin/python
+UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+HOST ?= 127.0.0.1
+PORT ?= 8000
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: help venv run test test-pg lint check bench system-deps rasa-env rasa-train clean
+
+help:
+	@echo "make run    - set up, migrate, seed demo data and serve on http://$(HOST):$(PORT)"
+	@echo "make test   - set up and run the whole test suite (SQLite + in-process Redis by default)"
+	@echo "make lint   - ruff, mypy, import-linter and the Alembic check"
+	@echo "make bench  - benchmarks (figures, not pass/fail)"
+
+$(UV):
+	python3 -m pip install --quiet "uv==$(UV_VERSION)" || python3 -m pip install --quiet --user "uv==$(UV_VERSION)"
+
+.venv/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --python 3.11
+	@touch $@
+
+venv: .venv/.synced
+
+# Debian packages the tests need: chromium for the finance console's browser test.
+system-deps:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  echo "installing Debian's chromium (browser tests)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; \
+	fi
+
+rasa-env:
+	@if [ -x scripts/rasa-env.sh ]; then scripts/rasa-env.sh; fi
+
+rasa-train: rasa-env venv
+	@if [ -x scripts/rasa-train.sh ]; then scripts/rasa-train.sh; fi
+
+run: venv
+	$(PY) -m app_api.cli db upgrade
+	$(PY) -m app_api.cli seed
+	@if [ -x scripts/rasa-serve.sh ]; then scripts/rasa-serve.sh start; fi
+	@echo ""
+	@echo "Wojia API on http://$(HOST):$(PORT)  -  docs: http://$(HOST):$(PORT)/docs"
+	$(PY) -m app_api.cli serve --host $(HOST) --port $(PORT) --no-migrate
+
+test: venv system-deps rasa-train
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy app_api columns payments identity miniprogram_bridge bot
+	.venv/bin/lint-imports
+	$(PY) -m app_api.cli db check
+
+check: lint test
+
+bench: venv
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf .venv var .pytest_cache .mypy_cache .ruff_cache
