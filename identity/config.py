@@ -46,6 +46,14 @@ class IdentitySettings(WojiaSettings):
     blink_open_ratio: float = 0.85
     turn_threshold: float = 0.25
 
+    # Real-name (L2) lookups per account per day; face verification failures per account per day
+    # before face verification locks until the day's counter expires; challenges per day.
+    real_name_attempts_per_day: int = 5
+    face_failures_per_day: int = 5
+    challenges_per_day: int = 30
+    challenge_ttl_s: int = 120
+    step_up_ttl_s: int = 300
+
     verifier: Literal["local", "remote"] = "local"
     real_person_url: str = "http://127.0.0.1:8000/sandbox/realperson"
     real_person_app_id: str = "wojia-dev"

@@ -93,3 +93,111 @@ class RealPersonNoRecord(AppError):
     code = "identity.real_person_no_record"
     title = "实人认证服务未查到您的身份信息"
     status = 422
+
+
+class IdNumberInvalid(AppError):
+    code = "identity.id_number_invalid"
+    title = "身份证号码格式不正确"
+    status = 422
+
+
+class RealNameMismatch(AppError):
+    code = "identity.real_name_mismatch"
+    title = "姓名与身份证号码不匹配"
+    status = 422
+
+
+class IdNumberTaken(AppError):
+    code = "identity.id_number_taken"
+    title = "该身份证号码已被其他账号实名认证"
+    status = 409
+
+
+class RealNameAlreadyVerified(AppError):
+    code = "identity.real_name_already_verified"
+    title = "您已完成实名认证"
+    status = 409
+
+
+class RealNameRateLimited(AppError):
+    code = "identity.real_name_rate_limited"
+    title = "今日实名认证次数已用完，请明天再试"
+    status = 429
+
+
+class FaceConsentRequired(AppError):
+    code = "identity.face_consent_required"
+    title = "人脸识别需要您的单独授权同意"
+    status = 403
+
+
+class ChallengeExpired(AppError):
+    code = "identity.challenge_expired"
+    title = "动作验证已过期，请重新开始"
+    status = 410
+
+
+class ChallengeUsed(AppError):
+    code = "identity.challenge_used"
+    title = "该动作验证已使用过，请重新开始"
+    status = 409
+
+
+class ChallengeLimit(AppError):
+    code = "identity.challenge_limit"
+    title = "今日人脸认证发起次数过多，请明天再试"
+    status = 429
+
+
+class FaceLocked(AppError):
+    code = "identity.face_locked"
+    title = "人脸认证失败次数过多，已暂时锁定，可到服务站由代办员核验"
+    status = 429
+
+
+class StepUpRequired(AppError):
+    code = "identity.step_up_required"
+    title = "此操作需要再次进行人脸认证"
+    status = 403
+
+
+class StepUpInvalid(AppError):
+    code = "identity.step_up_invalid"
+    title = "人脸认证凭证无效或已使用，请重新认证"
+    status = 403
+
+
+class PurposeInvalid(AppError):
+    code = "identity.purpose_invalid"
+    title = "不支持的认证用途"
+    status = 422
+
+
+class ResidentNotFound(AppError):
+    code = "identity.resident_not_found"
+    title = "未找到该居民账号"
+    status = 404
+
+
+class ResidentNotRealName(AppError):
+    code = "identity.resident_not_real_name"
+    title = "该居民尚未完成实名认证（L2）"
+    status = 422
+
+
+class AttestationMismatch(AppError):
+    code = "identity.attestation_mismatch"
+    title = "证件信息与该居民的实名信息不一致"
+    status = 422
+
+
+class AgentStationRequired(AppError):
+    code = "identity.agent_station_required"
+    title = "只有服务站代办员可以现场核验"
+    status = 403
+
+
+class ConsentNotGiven(AppError):
+    code = "identity.consent_not_given"
+    title = "请先阅读并同意授权说明"
+    status = 422

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 import sqlmodel
 from alembic import op
+
 import app_api.db
 
 revision: str = "20c8ffaf8218"

@@ -1,0 +1,128 @@
+"""Identity endpoints (mounted by the app under /api/v1): real-name, face consent, liveness
+challenges and face verification, agent attestation, and the resident's own view."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi.responses import JSONResponse
+
+from app_api.access import CurrentAccount, require_roles
+from app_api.accounts.principal import Principal
+from app_api.crypto import mask_id_number, mask_name
+from app_api.db import SessionDep
+from app_api.errors import PROBLEM_JSON, AppError
+from app_api.logging import request_id_var
+from identity import service
+from identity.config import get_identity_settings
+from identity.schemas import AttestationIn, ChallengeIn, ConsentIn, RealNameIn
+
+router = APIRouter(prefix="/identity", tags=["identity"])
+Agent = Annotated[Principal, Depends(require_roles("agent"))]
+
+
+def _problem(err: AppError, request: Request) -> JSONResponse:
+    # Returned, not raised: the request's session then commits the attempt's record and audit line.
+    return JSONResponse(
+        err.to_problem(instance=request.url.path, request_id=request_id_var.get()),
+        status_code=err.status,
+        media_type=PROBLEM_JSON,
+        headers={"retry-after": str(err.extra["retry_after"])} if "retry_after" in err.extra else None,
+    )
+
+
+@router.post("/real-name")
+async def real_name(
+    body: RealNameIn, principal: CurrentAccount, session: SessionDep, request: Request
+) -> Any:
+    """Real-name check (L2): name and citizen ID number against the population records."""
+    try:
+        account = await service.verify_real_name(
+            session, account_id=principal.id, name=body.name, id_number=body.id_number, agree=body.agree
+        )
+    except service.AttemptRecorded as e:
+        return _problem(e.error, request)
+    return {
+        "identity_level": max(2, account.identity_level),
+        "real_name": mask_name(account.real_name or ""),
+        "id_number": mask_id_number(account.id_number or ""),
+    }
+
+
+@router.post("/face/consent")
+async def face_consent(body: ConsentIn, principal: CurrentAccount, session: SessionDep) -> dict[str, Any]:
+    """Consent to face processing (separate from every other consent); needed before face checks."""
+    c = await service.grant_face_consent(session, account_id=principal.id, agree=body.agree)
+    return {
+        "consent_id": c.id,
+        "purpose": c.purpose,
+        "scopes": c.scopes,
+        "text": c.text,
+        "granted_at": c.granted_at,
+    }
+
+
+@router.delete("/face/consent")
+async def withdraw_face_consent(principal: CurrentAccount, session: SessionDep) -> dict[str, Any]:
+    """Withdraw the face consent: the stored face template and ID photo are deleted at once."""
+    return await service.withdraw_face_consent(session, account_id=principal.id)
+
+
+@router.post("/face/challenges", status_code=201)
+async def face_challenge(body: ChallengeIn, principal: CurrentAccount, session: SessionDep) -> dict[str, Any]:
+    """Start a face check: a random order of blink / turn left / turn right, valid 2 minutes, once."""
+    return await service.issue_challenge(session, principal=principal, purpose=body.purpose)
+
+
+@router.post("/face/verifications")
+async def face_verification(
+    principal: CurrentAccount,
+    session: SessionDep,
+    request: Request,
+    challenge_id: Annotated[str, Form(min_length=10, max_length=100)],
+    frames: Annotated[list[UploadFile], File(description="按时间顺序的画面（JPEG/PNG/WebP）")],
+) -> Any:
+    """Upload the challenge's frames; on success the account is L3 and gets a step-up token."""
+    s = get_identity_settings()
+    data: list[bytes] = []
+    # Read at most one frame past the limit, and at most one byte past each frame's limit: the
+    # service refuses both, and nothing larger is held in memory.
+    for f in frames[: s.max_frames + 1]:
+        data.append(await f.read(s.max_image_bytes + 1))
+    if len(frames) > s.max_frames:
+        data.extend(b"" for _ in range(len(frames) - len(data)))
+    try:
+        return await service.verify_face(session, principal=principal, challenge_id=challenge_id, frames=data)
+    except service.AttemptRecorded as e:
+        return _problem(e.error, request)
+
+
+@router.post("/agent/attestations", status_code=201)
+async def agent_attestation(body: AttestationIn, agent: Agent, session: SessionDep, request: Request) -> Any:
+    """An agent at a liaison station attests the resident's identity in person (L3 without a face)."""
+    try:
+        attempt = await service.attest_in_person(
+            session,
+            agent=agent,
+            resident_phone=body.resident_phone,
+            id_number=body.id_number,
+            name=body.name,
+            document=body.document,
+            resident_agreed=body.resident_agreed,
+        )
+    except service.AttemptRecorded as e:
+        return _problem(e.error, request)
+    return {"attestation_id": attempt.id, "identity_level": 3, "station_id": attempt.station_id}
+
+
+@router.get("/me")
+async def my_identity(principal: CurrentAccount, session: SessionDep) -> dict[str, Any]:
+    """The resident's level, identity consents, face-data status and verification history."""
+    return await service.overview(session, account_id=principal.id)
+
+
+@router.delete("/me/face-data")
+async def delete_my_face_data(principal: CurrentAccount, session: SessionDep) -> dict[str, Any]:
+    """Delete my face data (template and ID photo) and withdraw the face consent."""
+    return await service.withdraw_face_consent(session, account_id=principal.id)
