@@ -1,0 +1,86 @@
+"""Payments settings (prefix ``WOJIA_PAYMENTS_``; nested provider blocks with ``__``).
+
+``mode = "sandbox"`` (the embedded default and the tests) runs the three protocol sandboxes in the
+api process with keys generated at start, and points the real SDKs at them. ``mode = "live"``
+builds each configured provider from its block, e.g.::
+
+    WOJIA_PAYMENTS_MODE=live
+    WOJIA_PAYMENTS_WECHAT_V2__APPID=wx...
+    WOJIA_PAYMENTS_WECHAT_V2__MCH_ID=19...
+    WOJIA_PAYMENTS_WECHAT_V2__API_KEY=...
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal, Self
+
+from pydantic import BaseModel, SecretStr, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from app_api.settings import WojiaSettings, get_settings
+
+
+class WeChatV2Block(BaseModel):
+    appid: str
+    mch_id: str
+    api_key: SecretStr
+    sign_type: Literal["MD5", "HMAC-SHA256"] = "HMAC-SHA256"
+    base_url: str = "https://api.mch.weixin.qq.com/"
+    mch_cert_path: str | None = None
+    mch_key_path: str | None = None
+
+
+class WeChatV3Block(BaseModel):
+    appid: str
+    mchid: str
+    private_key: SecretStr
+    cert_serial_no: str
+    apiv3_key: SecretStr
+    public_key: str
+    public_key_id: str
+    base_url: str = "https://api.mch.weixin.qq.com"
+
+
+class AlipayBlock(BaseModel):
+    app_id: str
+    app_private_key: SecretStr  # PKCS#1
+    alipay_public_key: str
+    seller_id: str
+    server_url: str = "https://openapi.alipay.com/gateway.do"
+
+
+class PaymentsSettings(WojiaSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="WOJIA_PAYMENTS_", env_nested_delimiter="__", env_file=".env", env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    mode: Literal["sandbox", "live"] = "sandbox"
+    # Base URL the providers call back (notify URLs); defaults to the platform's public_base_url.
+    notify_base_url: str | None = None
+    order_ttl_s: int = 30 * 60  # an unpaid order expires (and is closed at the provider) after this
+    pending_query_after_s: int = 15 * 60  # pending orders older than this are queried by the sweep
+    notification_max_skew_s: int = 300
+    reconcile_cron: str = "30 2 * * *"  # UTC: 10:30 China time, after bills are published
+    wechat_v2: WeChatV2Block | None = None
+    wechat_v3: WeChatV3Block | None = None
+    alipay: AlipayBlock | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        env = get_settings().environment
+        if self.mode == "sandbox" and env not in {"development", "test"}:
+            raise ValueError("WOJIA_PAYMENTS_MODE=sandbox is refused outside development and test")
+        if self.mode == "live" and not (self.wechat_v2 or self.wechat_v3 or self.alipay):
+            raise ValueError("WOJIA_PAYMENTS_MODE=live needs at least one provider block")
+        return self
+
+    @property
+    def notify_base(self) -> str:
+        return (self.notify_base_url or get_settings().public_base_url).rstrip("/")
+
+
+@lru_cache
+def get_payments_settings() -> PaymentsSettings:
+    return PaymentsSettings()

@@ -1,0 +1,324 @@
+"""Payments HTTP API.
+
+Routers for the app factory (all under ``/api/v1``):
+- ``notify_router``: ``POST /payments/notify/{wechat_v2|wechat_v3|alipay}`` (public; signatures verified);
+- ``router``: residents' own orders (pay, close, read);
+- ``finance_router``: all orders, refunds, reconciliation runs, discrepancies, exports, the console page.
+``router_all`` bundles the three; :func:`mount_sandboxes` serves the protocol sandboxes in sandbox mode.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlmodel import col, func, select
+
+from app_api.access import CurrentAccount, Finance, public
+from app_api.db import SessionDep
+from payments import reconcile, service
+from payments.errors import OrderNotFound, RunNotFound
+from payments.models import (
+    DISCREPANCY_NAMES,
+    Discrepancy,
+    PaymentEvent,
+    PaymentOrder,
+    PaymentRefund,
+    ReconciliationItem,
+    ReconciliationRun,
+)
+from payments.providers.base import (
+    CHINA_TZ,
+    ForeignNotification,
+    InvalidNotification,
+    ProviderName,
+    ReplayedNotification,
+    fen_to_yuan,
+)
+from payments.registry import get_provider
+from payments.schemas import (
+    EventPublic,
+    ItemPublic,
+    OrderFinance,
+    OrderPublic,
+    PayRequest,
+    PayResponse,
+    RefundCreate,
+    RefundPublic,
+    ResolveRequest,
+    RunCreate,
+    RunPublic,
+)
+
+log = logging.getLogger(__name__)
+
+notify_router = APIRouter(prefix="/payments/notify", tags=["payments"])
+router = APIRouter(prefix="/payments", tags=["payments"])
+finance_router = APIRouter(prefix="/payments/finance", tags=["payments-finance"])
+
+
+# -- notify endpoints ---------------------------------------------------------------------------
+
+
+@notify_router.post("/{provider}", dependencies=[Depends(public)], include_in_schema=True)
+async def notify(provider: ProviderName, request: Request, session: SessionDep) -> Response:
+    """Provider notifications: verified, stored once per transaction, applied, acknowledged as documented."""
+    impl = get_provider(provider.value)
+    body = await request.body()
+    try:
+        note = await impl.parse_notification(request.headers, body)
+    except ReplayedNotification:
+        # Exactly this signed message was handled already: success stops the provider's retries.
+        ack = impl.acknowledge(True)
+        return Response(ack.body, status_code=ack.status_code, media_type=ack.media_type)
+    except ForeignNotification as exc:
+        from app_api import audit
+
+        await audit.record(session, action="payments.notification_flagged", subject_type="payments_notification",
+                           data={"reason": "foreign_merchant", "provider": provider.value, "detail": str(exc)[:200]})
+        ack = impl.acknowledge(False, "foreign merchant")
+        return Response(ack.body, status_code=ack.status_code, media_type=ack.media_type)
+    except InvalidNotification as exc:
+        log.warning("payments: %s notification refused (%s): %s", provider.value, exc.reason, exc)
+        ack = impl.acknowledge(False, exc.reason)
+        return Response(ack.body, status_code=ack.status_code, media_type=ack.media_type)
+    await service.apply_notification(session, note=note, body=body, headers=request.headers)
+    ack = impl.acknowledge(True)
+    return Response(ack.body, status_code=ack.status_code, media_type=ack.media_type)
+
+
+# -- residents ----------------------------------------------------------------------------------
+
+
+async def owned_order(order_id: str, principal: CurrentAccount, session: SessionDep) -> PaymentOrder:
+    """The order, if the caller owns it (finance may read any). Others get 404, not 403."""
+    order = await session.get(PaymentOrder, order_id)
+    if order is None or (order.account_id != principal.id and not principal.has("finance")):
+        raise OrderNotFound(order_id=order_id)
+    return order
+
+
+OwnedOrder = Annotated[PaymentOrder, Depends(owned_order)]
+
+
+@router.get("/orders", response_model=list[OrderPublic])
+async def my_orders(principal: CurrentAccount, session: SessionDep,
+                    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+                    offset: Annotated[int, Query(ge=0)] = 0) -> Any:
+    """My payment orders, newest first."""
+    rows = await session.exec(select(PaymentOrder).where(PaymentOrder.account_id == principal.id)
+                              .order_by(col(PaymentOrder.created_at).desc()).limit(limit).offset(offset))
+    return rows.all()
+
+
+@router.get("/orders/{order_id}", response_model=OrderPublic)
+async def my_order(order: OwnedOrder) -> Any:
+    """One of my orders."""
+    return order
+
+
+@router.post("/orders/{order_id}/pay", response_model=PayResponse)
+async def pay(order: OwnedOrder, payload: PayRequest, principal: CurrentAccount, request: Request,
+              session: SessionDep) -> Any:
+    """Place my order at its provider; returns what the mini-program or app hands to the wallet."""
+    if order.account_id != principal.id:
+        raise OrderNotFound(order_id=order.id)
+    client_ip = request.client.host if request.client else "127.0.0.1"
+    started = await service.start_payment(session, order=order, payer_id=payload.payer_id, client_ip=client_ip)
+    return PayResponse(order=OrderPublic.model_validate(started.order), client_params=started.client_params)
+
+
+@router.post("/orders/{order_id}/close", response_model=OrderPublic)
+async def close(order: OwnedOrder, principal: CurrentAccount, session: SessionDep) -> Any:
+    """Abandon my unpaid order (closed at the provider too)."""
+    if order.account_id != principal.id:
+        raise OrderNotFound(order_id=order.id)
+    return await service.close_order(session, order_id=order.id, source="resident", actor_id=principal.id)
+
+
+# -- finance ------------------------------------------------------------------------------------
+
+
+@finance_router.get("/orders", response_model=list[OrderFinance])
+async def all_orders(principal: Finance, session: SessionDep, status: str | None = None,
+                     provider: ProviderName | None = None, out_trade_no: str | None = None,
+                     limit: Annotated[int, Query(ge=1, le=500)] = 50,
+                     offset: Annotated[int, Query(ge=0)] = 0) -> Any:
+    """All payment orders (finance)."""
+    stmt = select(PaymentOrder)
+    if status:
+        stmt = stmt.where(PaymentOrder.status == status)
+    if provider:
+        stmt = stmt.where(PaymentOrder.provider == provider.value)
+    if out_trade_no:
+        stmt = stmt.where(PaymentOrder.out_trade_no == out_trade_no)
+    rows = await session.exec(stmt.order_by(col(PaymentOrder.created_at).desc()).limit(limit).offset(offset))
+    return rows.all()
+
+
+@finance_router.get("/orders/{order_id}/events", response_model=list[EventPublic])
+async def order_events(order_id: str, principal: Finance, session: SessionDep) -> Any:
+    """An order's event log, oldest first (finance)."""
+    rows = await session.exec(select(PaymentEvent).where(PaymentEvent.order_id == order_id)
+                              .order_by(col(PaymentEvent.created_at)))
+    return rows.all()
+
+
+@finance_router.post("/orders/{order_id}/refunds", response_model=RefundPublic, status_code=202)
+async def refund(order_id: str, payload: RefundCreate, principal: Finance, session: SessionDep) -> Any:
+    """Refund all or part of a paid order; repeating the same refund number changes nothing."""
+    created, _ = await service.request_refund(session, order_id=order_id, amount_fen=payload.amount_fen,
+                                              out_refund_no=payload.out_refund_no, reason=payload.reason,
+                                              source="finance", actor_id=principal.id)
+    return created
+
+
+@finance_router.get("/orders/{order_id}/refunds", response_model=list[RefundPublic])
+async def refunds(order_id: str, principal: Finance, session: SessionDep) -> Any:
+    """Refunds of an order (finance)."""
+    rows = await session.exec(select(PaymentRefund).where(PaymentRefund.order_id == order_id)
+                              .order_by(col(PaymentRefund.created_at)))
+    return rows.all()
+
+
+@finance_router.get("/reconciliation/runs", response_model=list[RunPublic])
+async def runs(principal: Finance, session: SessionDep, bill_date: dt.date | None = None,
+               provider: ProviderName | None = None, limit: Annotated[int, Query(ge=1, le=200)] = 50) -> Any:
+    """Reconciliation runs, newest first."""
+    stmt = select(ReconciliationRun)
+    if bill_date:
+        stmt = stmt.where(ReconciliationRun.bill_date == bill_date)
+    if provider:
+        stmt = stmt.where(ReconciliationRun.provider == provider.value)
+    return (await session.exec(stmt.order_by(col(ReconciliationRun.started_at).desc()).limit(limit))).all()
+
+
+@finance_router.post("/reconciliation/runs", response_model=RunPublic, status_code=202)
+async def start_run(payload: RunCreate, principal: Finance, session: SessionDep) -> Any:
+    """Reconcile one provider for any date; runs in the background (poll the run for progress)."""
+    get_provider(payload.provider.value)
+    return await reconcile.start_run(session, provider=payload.provider.value, bill_date=payload.bill_date,
+                                     actor_id=principal.id)
+
+
+async def _run(session: SessionDep, run_id: str) -> ReconciliationRun:
+    run = await session.get(ReconciliationRun, run_id)
+    if run is None:
+        raise RunNotFound(run_id=run_id)
+    return run
+
+
+@finance_router.get("/reconciliation/runs/{run_id}", response_model=RunPublic)
+async def run_detail(run_id: str, principal: Finance, session: SessionDep) -> Any:
+    """One run: stage, progress, totals."""
+    return await _run(session, run_id)
+
+
+@finance_router.get("/reconciliation/runs/{run_id}/items", response_model=list[ItemPublic])
+async def run_items(run_id: str, principal: Finance, session: SessionDep, category: Discrepancy | None = None,
+                    unresolved: bool = False, limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+                    offset: Annotated[int, Query(ge=0)] = 0) -> Any:
+    """A run's discrepancies."""
+    await _run(session, run_id)
+    stmt = select(ReconciliationItem).where(ReconciliationItem.run_id == run_id)
+    if category:
+        stmt = stmt.where(ReconciliationItem.category == category.value)
+    if unresolved:
+        stmt = stmt.where(col(ReconciliationItem.resolved_at).is_(None))
+    return (await session.exec(stmt.order_by(col(ReconciliationItem.category), col(ReconciliationItem.id))
+                               .limit(limit).offset(offset))).all()
+
+
+@finance_router.post("/reconciliation/items/{item_id}/resolve", response_model=ItemPublic)
+async def resolve(item_id: str, payload: ResolveRequest, principal: Finance, session: SessionDep) -> Any:
+    """Resolve a discrepancy with a note (audited)."""
+    return await reconcile.resolve_item(session, item_id=item_id, note=payload.note, actor_id=principal.id)
+
+
+@finance_router.get("/reconciliation/runs/{run_id}/export")
+async def export(run_id: str, principal: Finance, session: SessionDep,
+                 format: Annotated[str, Query(pattern="^(csv|xlsx)$")] = "csv") -> Response:  # noqa: A002
+    """Download a run's discrepancies as CSV or XLSX."""
+    run = await _run(session, run_id)
+    items = list((await session.exec(select(ReconciliationItem).where(ReconciliationItem.run_id == run_id)
+                                     .order_by(col(ReconciliationItem.category)))).all())
+    name = f"reconciliation-{run.provider}-{run.bill_date.isoformat()}"
+    if format == "xlsx":
+        return Response(reconcile.export_xlsx(run, items),
+                        media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                        headers={"Content-Disposition": f'attachment; filename="{name}.xlsx"'})
+    return Response(reconcile.export_csv(items), media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
+
+
+# -- the console page (server-rendered) ---------------------------------------------------------
+
+_templates = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
+                         autoescape=select_autoescape(["html"]))
+_templates.filters["yuan"] = lambda fen: "" if fen is None else fen_to_yuan(int(fen))
+_templates.filters["china"] = lambda t: t.astimezone(CHINA_TZ).strftime("%Y-%m-%d %H:%M:%S") if t else ""
+
+
+def _html(name: str, **context: Any) -> HTMLResponse:
+    return HTMLResponse(_templates.get_template(name).render(names=DISCREPANCY_NAMES, **context))
+
+
+@finance_router.get("/console", response_class=HTMLResponse)
+async def console(principal: Finance, session: SessionDep) -> HTMLResponse:
+    """Finance console: recent runs, start a run."""
+    recent = (await session.exec(select(ReconciliationRun).order_by(col(ReconciliationRun.started_at).desc())
+                                 .limit(50))).all()
+    yesterday = dt.datetime.now(CHINA_TZ).date() - dt.timedelta(days=1)
+    return _html("console_runs.html", runs=recent, providers=[p.value for p in ProviderName], yesterday=yesterday)
+
+
+@finance_router.post("/console/runs")
+async def console_start(principal: Finance, session: SessionDep, provider: Annotated[ProviderName, Form()],
+                        bill_date: Annotated[dt.date, Form()]) -> RedirectResponse:
+    """Console form: start a run, then show it."""
+    get_provider(provider.value)
+    run = await reconcile.start_run(session, provider=provider.value, bill_date=bill_date, actor_id=principal.id)
+    return RedirectResponse(f"{finance_router.prefix}/console/runs/{run.id}", status_code=303)
+
+
+@finance_router.get("/console/runs/{run_id}", response_class=HTMLResponse)
+async def console_run(run_id: str, principal: Finance, session: SessionDep) -> HTMLResponse:
+    """Console: one run's totals and discrepancies, with resolve forms and export links."""
+    run = await _run(session, run_id)
+    items = (await session.exec(select(ReconciliationItem).where(ReconciliationItem.run_id == run_id)
+                                .order_by(col(ReconciliationItem.category)).limit(1000))).all()
+    unresolved = (await session.exec(select(func.count()).select_from(ReconciliationItem).where(
+        ReconciliationItem.run_id == run_id, col(ReconciliationItem.resolved_at).is_(None)))).one()
+    return _html("console_run.html", run=run, items=items, unresolved=unresolved,
+                 categories=[c for c in Discrepancy])
+
+
+@finance_router.post("/console/items/{item_id}/resolve")
+async def console_resolve(item_id: str, principal: Finance, session: SessionDep,
+                          note: Annotated[str, Form(min_length=2, max_length=500)]) -> RedirectResponse:
+    """Console form: resolve a discrepancy, back to its run."""
+    item = await reconcile.resolve_item(session, item_id=item_id, note=note, actor_id=principal.id)
+    return RedirectResponse(f"{finance_router.prefix}/console/runs/{item.run_id}", status_code=303)
+
+
+router_all = APIRouter()
+router_all.include_router(notify_router)
+router_all.include_router(router)
+router_all.include_router(finance_router)
+
+
+def mount_sandboxes(app: Any) -> None:
+    """Serve the three protocol sandboxes under /sandbox/payments (sandbox mode only)."""
+    from payments.config import get_payments_settings
+    from payments.registry import SANDBOX_PREFIX, sandboxes
+
+    if get_payments_settings().mode != "sandbox":
+        return
+    boxes = sandboxes()
+    if boxes is not None:
+        app.mount(SANDBOX_PREFIX, boxes.asgi_app())

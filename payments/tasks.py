@@ -1,0 +1,70 @@
+"""Payments jobs (register ``payments.tasks`` in ``app_api.jobs.TASK_MODULES``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from app_api.db import session_scope, utcnow
+from app_api.jobs import broker
+from payments import service
+from payments.config import get_payments_settings
+from payments.providers.base import CHINA_TZ, ProviderError
+
+log = logging.getLogger(__name__)
+
+
+@broker.task(task_name="payments.notify_column", retry_on_error=True, max_retries=20)
+async def notify_column(order_id: str, outbox_id: str | None = None) -> bool:
+    """Tell the owning column that its purpose was paid (once: see ``payments.hooks``)."""
+    async with session_scope() as session:
+        return await service.notify_column(session, order_id=order_id)
+
+
+@broker.task(task_name="payments.submit_refund", retry_on_error=True, max_retries=10)
+async def submit_refund(refund_id: str, outbox_id: str | None = None) -> str:
+    async with session_scope() as session:
+        return await service.submit_refund(session, refund_id=refund_id)
+
+
+@broker.task(task_name="payments.sweep_pending", schedule=[{"cron": "*/5 * * * *"}])
+async def sweep_pending() -> dict[str, int]:
+    """Query orders pending for more than 15 minutes; close expired unpaid ones there and here."""
+    settings = get_payments_settings()
+    async with session_scope() as session:
+        ids = await service.pending_order_ids(
+            session, older_than=utcnow() - dt.timedelta(seconds=settings.pending_query_after_s))
+    counts: dict[str, int] = {}
+    for order_id in ids:
+        try:
+            async with session_scope() as session:
+                outcome = await service.sweep_order(session, order_id=order_id)
+        except ProviderError as exc:
+            log.warning("payments sweep: order %s: provider error %s", order_id, exc)
+            outcome = "provider_error"
+        counts[outcome] = counts.get(outcome, 0) + 1
+    return counts
+
+
+@broker.task(task_name="payments.reconcile_run", retry_on_error=False)
+async def reconcile_run(run_id: str, outbox_id: str | None = None) -> dict[str, Any]:
+    from payments.reconcile import execute_run
+
+    return await execute_run(run_id)
+
+
+@broker.task(task_name="payments.reconcile_daily", schedule=[{"cron": get_payments_settings().reconcile_cron}])
+async def reconcile_daily(bill_date: str | None = None) -> list[str]:
+    """Reconcile every configured provider for yesterday (China time)."""
+    from payments.reconcile import execute_run, start_run
+    from payments.registry import get_providers
+
+    day = dt.date.fromisoformat(bill_date) if bill_date else dt.datetime.now(CHINA_TZ).date() - dt.timedelta(days=1)
+    run_ids = []
+    for name in get_providers():
+        async with session_scope() as session:
+            run = await start_run(session, provider=name, bill_date=day, actor_id=None, enqueue=False)
+            run_ids.append(run.id)
+        await execute_run(run.id)
+    return run_ids
