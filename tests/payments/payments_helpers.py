@@ -9,6 +9,10 @@ from typing import Any
 import httpx
 
 
+# (order_id, purpose_ref) each time the test column's paid handler ran.
+PAID_CALLS: list[tuple[str, str]] = []
+
+
 async def wait_for(predicate: Any, timeout: float = 5.0) -> None:
     """Poll until ``predicate()`` holds (notifications arrive on the sandbox's own schedule)."""
     loop = asyncio.get_running_loop()
