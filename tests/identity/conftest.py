@@ -6,8 +6,9 @@ Face work is slow on the shared cores, so every image is analysed at most once p
 from __future__ import annotations
 
 import warnings
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from identity_helpers import FACES, LIMITS, face_bytes
@@ -53,3 +54,75 @@ async def engine(faces_dir: Path) -> AsyncIterator[FaceEngine]:
     await eng.start()
     yield eng
     await eng.close()
+
+
+@pytest.fixture(scope="session")
+async def app(faces_dir: Path, engine: FaceEngine) -> AsyncIterator[Any]:
+    """The real app with the identity router included (as the lead mounts it, under /api/v1) and
+    a test-only endpoint guarded by ``require_step_up("loan.apply")``; the face engine is the
+    session's pool, shared with the engine tests."""
+    from asgi_lifespan import LifespanManager
+    from fastapi import APIRouter, Depends
+
+    import identity
+    import identity.face.pool as pool
+    from app_api.app import create_app
+    from identity.dependencies import require_step_up
+
+    application = create_app()
+    if not any(getattr(r, "path", "").startswith("/api/v1/identity/") for r in application.routes):
+        application.include_router(identity.router, prefix="/api/v1")
+    guarded = APIRouter()
+
+    @guarded.post("/api/v1/test-only/loan-apply")
+    async def loan_apply(principal: Any = Depends(require_step_up("loan.apply"))) -> dict[str, str]:
+        return {"applied_by": principal.id}
+
+    application.include_router(guarded)
+    previous, pool._engine = pool._engine, engine
+    async with LifespanManager(application, startup_timeout=60):
+        yield application
+    pool._engine = previous
+
+
+@pytest.fixture(scope="session")
+async def person_factory(app: Any) -> Callable[..., Awaitable[tuple[str, str]]]:
+    """``await person(name, photo="obama_3.jpg")`` → (name, id_number): a population record in the
+    local data center, with an ID photo from ../shared/faces (or none)."""
+    import datetime as dt
+    import secrets
+
+    from app_api.crypto import encrypt_bytes, encrypt_str
+    from app_api.datahub.citizen_id import make
+    from app_api.datahub.models import PopulationRecord
+    from app_api.datahub.service import id_hash
+    from app_api.db import session_scope
+
+    async def person(name: str, photo: str | None = "obama_3.jpg") -> tuple[str, str]:
+        birth = dt.date(1950 + secrets.randbelow(50), 1 + secrets.randbelow(12), 1 + secrets.randbelow(28))
+        number = make("341602", birth, secrets.randbelow(1000))
+        async with session_scope() as s:
+            s.add(
+                PopulationRecord(
+                    id_number_hash=id_hash(number),
+                    id_number_enc=encrypt_str(number, aad="id_number"),
+                    name_enc=encrypt_str(name, aad="name"),
+                    gender="男",
+                    birth_date=birth,
+                    address_enc=encrypt_str("安徽省亳州市谯城区测试路1号", aad="address"),
+                    photo_enc=encrypt_bytes(face_bytes(photo), aad="id_photo") if photo else None,
+                )
+            )
+        return name, number
+
+    return person
+
+
+@pytest.fixture(scope="session")
+def motion_frames(closed_eyes_obama: bytes) -> dict[str, bytes]:
+    return {
+        "front": face_bytes("obama_1.jpg"),
+        "closed": closed_eyes_obama,
+        "left": face_bytes("obama_4.jpg"),
+        "right": face_bytes("obama_2.jpg"),
+    }

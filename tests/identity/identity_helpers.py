@@ -47,3 +47,14 @@ class LoopbackServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+def challenge_frames(frames: dict[str, bytes], steps: list[str]) -> list[bytes]:
+    """Frames that perform ``steps`` (blink / turn_left / turn_right) in order, from real photos:
+    obama_1 frontal between the moves, obama_1 with eyes painted shut, obama_4 (turned to his
+    left), obama_2 (turned to his right)."""
+    moves = {"blink": "closed", "turn_left": "left", "turn_right": "right", "left": "left", "right": "right"}
+    out = [frames["front"]]
+    for step in steps:
+        out += [frames[moves[step]], frames["front"]]
+    return out
