@@ -135,6 +135,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         background.append(asyncio.create_task(SchedulerLoop(scheduler).run(skip_first_run=True)))
     elif not broker.is_worker_process:
         await broker.startup()
+    from app_api.cache import listen_forever
+
+    background.append(asyncio.create_task(listen_forever()))
     try:
         yield
     finally:

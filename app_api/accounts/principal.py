@@ -14,6 +14,8 @@ from typing import cast
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_api.accounts.models import STAFF_ROLES, Account
+from app_api.cache import invalidate as invalidate_local
+from app_api.cache import local_cache
 from app_api.redis import get_redis
 
 CACHE_TTL_S = 600
@@ -70,10 +72,26 @@ def family_key(family_id: str) -> str:
     return f"fam:revoked:{family_id}"
 
 
+_local = local_cache("principal", ttl_s=5.0)
+
+
 async def load(
     session: AsyncSession | None, account_id: str, family_id: str
 ) -> tuple[Principal | None, bool]:
-    """Return (principal, family_revoked)."""
+    """Return (principal, family_revoked): from this worker's memory, else Redis, else the database."""
+    key = f"{account_id}|{family_id}"
+    hit = _local.get(key)
+    if hit is not None:
+        return hit  # type: ignore[no-any-return]
+    result = await _load(session, account_id, family_id)
+    if result[0] is not None:
+        _local.set(key, result)
+    return result
+
+
+async def _load(
+    session: AsyncSession | None, account_id: str, family_id: str
+) -> tuple[Principal | None, bool]:
     r = await get_redis()
     cached, revoked = await r.mget(_key(account_id), family_key(family_id))
     if cached is not None:
@@ -95,3 +113,8 @@ async def load(
 async def invalidate(account_id: str) -> None:
     r = await get_redis()
     await r.delete(_key(account_id))
+    await invalidate_local("principal", account_id)
+
+
+async def family_revoked(family_id: str) -> None:
+    await invalidate_local("principal", family_id)

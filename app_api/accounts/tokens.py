@@ -15,7 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app_api import audit
 from app_api.accounts.errors import RefreshReused, TokenExpired, TokenInvalid
 from app_api.accounts.models import RefreshToken
-from app_api.accounts.principal import family_key
+from app_api.accounts.principal import family_key, family_revoked
 from app_api.db import new_id, utcnow
 from app_api.redis import get_redis
 from app_api.settings import get_settings
@@ -97,6 +97,7 @@ async def revoke_family(session: AsyncSession, family_id: str) -> None:
     r = await get_redis()
     # Access tokens of the family die at once: the flag outlives the longest access token.
     await r.set(family_key(family_id), b"1", ex=get_settings().access_token_ttl_s + 60)
+    await family_revoked(family_id)
 
 
 async def rotate(session: AsyncSession, raw: str) -> tuple[TokenPair, str]:

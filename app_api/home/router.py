@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from app_api.access import Admin, OptionalAccount
+from app_api.cache import local_cache
 from app_api.db import SessionDep, on_commit
 from app_api.home.service import Registry, home_screen, reorder, update_column
 
@@ -21,15 +23,23 @@ def registry(request: Request) -> Registry:
 RegistryDep = Annotated[Registry, Depends(registry)]
 
 
-@router.get("/home")
-async def home(principal: OptionalAccount, reg: RegistryDep) -> dict[str, Any]:
+_home_local = local_cache("columns", ttl_s=30.0)
+
+
+@router.get("/home", response_class=Response, responses={200: {"content": {"application/json": {}}}})
+async def home(principal: OptionalAccount, reg: RegistryDep) -> Response:
     """The home screen: categories with their enabled columns and whether this resident may use each."""
-    views = await reg.views()
-    return home_screen(
-        views,
-        level=principal.identity_level if principal else None,
-        elderly=bool(principal and principal.elderly_mode),
-    )
+    level = principal.identity_level if principal else None
+    elderly = bool(principal and principal.elderly_mode)
+    # The screen depends only on the column settings, the level and the mode: serve it from memory.
+    key = f"home|{level}|{elderly}"
+    body = _home_local.get(key)
+    if body is None:
+        body = json.dumps(
+            home_screen(await reg.views(), level=level, elderly=elderly), ensure_ascii=False
+        ).encode()
+        _home_local.set(key, body)
+    return Response(body, media_type="application/json")
 
 
 class ColumnPatch(BaseModel):

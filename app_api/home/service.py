@@ -10,6 +10,8 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_api import audit
+from app_api.cache import invalidate as invalidate_local
+from app_api.cache import local_cache
 from app_api.db import sessionmaker, utcnow
 from app_api.errors import AppError, NotFound, ValidationFailed
 from app_api.home.models import ColumnSetting
@@ -17,6 +19,8 @@ from app_api.redis import get_redis
 from columns.base import CATEGORIES, Column
 
 CACHE_KEY = "columns:config:v1"
+# Column settings change rarely and every change is broadcast; 30 s bounds a missed broadcast.
+_views_local = local_cache("columns", ttl_s=30.0)
 ELDERLY_MAX = 6
 
 
@@ -48,6 +52,14 @@ class Registry:
         self.broken = broken
 
     async def views(self) -> list[ColumnView]:
+        hit = _views_local.get("views")
+        if hit is not None:
+            return hit  # type: ignore[no-any-return]
+        views = await self._views_shared()
+        _views_local.set("views", views)
+        return views
+
+    async def _views_shared(self) -> list[ColumnView]:
         r = await get_redis()
         raw = await r.get(CACHE_KEY)
         if raw is not None:
@@ -85,6 +97,7 @@ class Registry:
     async def invalidate(self) -> None:
         r = await get_redis()
         await r.delete(CACHE_KEY)
+        await invalidate_local("columns", "*")
 
 
 def home_screen(views: list[ColumnView], *, level: int | None, elderly: bool) -> dict[str, Any]:
