@@ -9,6 +9,7 @@ Errors are returned, not raised, so nothing but plain data crosses the process b
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -176,6 +177,6 @@ def analyse_image(
     return out
 
 
-def face_distance(a: list[float] | np.ndarray, b: list[float] | np.ndarray) -> float:
+def face_distance(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> float:
     """Euclidean distance between two 128-d encodings (face_recognition.face_distance)."""
     return float(np.linalg.norm(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)))

@@ -33,6 +33,7 @@ from typing import Any
 
 import httpx
 
+from app_api.errors import AppError
 from identity import errors
 from identity.face.liveness import Step
 from identity.face.verifier import Reference, VerificationResult, check_frame_count
@@ -55,7 +56,7 @@ def sign_response(secret: str, ts: str, nonce: str, body: bytes) -> str:
     return base64.b64encode(hmac.new(secret.encode(), msg, hashlib.sha256).digest()).decode()
 
 
-_FACE_PROBLEMS: dict[str, type[errors.AppError]] = {
+_FACE_PROBLEMS: dict[str, type[AppError]] = {
     "image_invalid": errors.ImageInvalid,
     "image_too_large": errors.ImageTooLarge,
     "image_too_many_pixels": errors.ImageTooManyPixels,

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from app_api.errors import AppError
 from identity import errors
 from identity.face.engine import FaceAnalysis, face_distance
 from identity.face.liveness import LivenessConfig, Step, check_liveness
@@ -100,7 +101,7 @@ def check_frame_count(
         )
 
 
-_PROBLEMS: dict[str, type[errors.AppError]] = {
+_PROBLEMS: dict[str, type[AppError]] = {
     "image_invalid": errors.ImageInvalid,
     "image_too_large": errors.ImageTooLarge,
     "image_too_many_pixels": errors.ImageTooManyPixels,
