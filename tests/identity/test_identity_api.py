@@ -529,3 +529,26 @@ async def test_attestation_only_by_station_agents_for_l2_residents(client, login
         422,
         "identity.consent_not_given",
     )
+
+
+async def test_sweep_deletes_face_data_of_consents_withdrawn_elsewhere(
+    client, login, person_factory, motion_frames, session
+) -> None:
+    from app_api.consent import service as consent_service
+    from app_api.db import session_scope
+    from identity.tasks import sweep_withdrawn_face_consents
+
+    headers = await l2_resident(client, login, person_factory)
+    await consented(client, headers)
+    c = await challenge(client, headers)
+    assert (
+        await upload(client, headers, c["challenge_id"], challenge_frames(motion_frames, c["steps"]))
+    ).status_code == 200
+    aid = await account_id(client, headers)
+    consent = next(x for x in (await me(client, headers))["consents"] if x["purpose"] == "identity.face")
+    async with session_scope() as s:  # withdrawn by some other path than identity's own
+        await consent_service.withdraw(s, account_id=aid, consent_id=consent["id"])
+    assert await sweep_withdrawn_face_consents() >= 1
+    assert (
+        await session.exec(select(IdentityFaceProfile).where(IdentityFaceProfile.account_id == aid))
+    ).first() is None

@@ -1,0 +1,35 @@
+"""Identity jobs. Register with the worker by adding ``"identity.tasks"`` to ``app_api.jobs.TASK_MODULES``."""
+
+from __future__ import annotations
+
+from sqlmodel import select
+
+from app_api.consent import service as consent_service
+from app_api.consent.models import Consent
+from app_api.db import session_scope
+from app_api.jobs import broker
+from identity.models import IdentityFaceProfile
+from identity.service import delete_face_data
+
+
+async def sweep_withdrawn_face_consents() -> int:
+    """Delete face data whose consent was withdrawn (or expired) elsewhere, e.g. through the
+    platform's own consent endpoint. Returns the number of profiles deleted."""
+    deleted = 0
+    async with session_scope() as session:
+        rows = (
+            await session.exec(
+                select(IdentityFaceProfile.account_id, Consent).join(
+                    Consent, Consent.id == IdentityFaceProfile.consent_id, isouter=True
+                )
+            )
+        ).all()
+        for account_id, consent in rows:
+            if consent is None or not consent_service.is_valid(consent):
+                deleted += await delete_face_data(session, account_id=account_id, reason="consent_withdrawn")
+    return deleted
+
+
+@broker.task(task_name="identity.sweep_face_data", schedule=[{"cron": "*/10 * * * *"}])
+async def sweep_face_data() -> int:
+    return await sweep_withdrawn_face_consents()
