@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlmodel import select
+from sqlmodel import col, select
 
 from app_api.consent import service as consent_service
 from app_api.consent.models import Consent
@@ -20,7 +20,7 @@ async def sweep_withdrawn_face_consents() -> int:
         rows = (
             await session.exec(
                 select(IdentityFaceProfile.account_id, Consent).join(
-                    Consent, Consent.id == IdentityFaceProfile.consent_id, isouter=True
+                    Consent, col(Consent.id) == col(IdentityFaceProfile.consent_id), isouter=True
                 )
             )
         ).all()
