@@ -1,0 +1,161 @@
+"""The data center gateway: consent first, every read logged, local and HTTP adapters agree."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import httpx
+import pytest
+from sqlmodel import select
+
+from app_api.consent import service as consent
+from app_api.crypto import encrypt_bytes, encrypt_str
+from app_api.datahub.citizen_id import make, problem
+from app_api.datahub.models import PopulationRecord
+from app_api.datahub.service import Datahub, HttpDatahub, LocalDatahub, RecordNotFound, id_hash
+from app_api.db import session_scope
+from tests.conftest import LoginFn
+
+
+async def make_person(photo: bytes | None = b"\xff\xd8fakejpeg") -> str:
+    import secrets
+
+    idn = make("341602", dt.date(1960, 1, 1), secrets.randbelow(999))
+    async with session_scope() as s:
+        existing = (
+            await s.exec(select(PopulationRecord).where(PopulationRecord.id_number_hash == id_hash(idn)))
+        ).first()
+        if existing is None:
+            s.add(
+                PopulationRecord(
+                    id_number_hash=id_hash(idn),
+                    id_number_enc=encrypt_str(idn, aad="id_number"),
+                    name_enc=encrypt_str("赵测试", aad="name"),
+                    gender="男",
+                    birth_date=dt.date(1960, 1, 1),
+                    address_enc=encrypt_str("亳州市谯城区测试路1号", aad="address"),
+                    household="谯城区",
+                    photo_enc=encrypt_bytes(photo, aad="id_photo") if photo else None,
+                )
+            )
+    return idn
+
+
+def test_citizen_id_rules() -> None:
+    good = make("341602", dt.date(1990, 1, 1), 123)
+    assert problem(good) is None
+    assert "校验位" in (problem(good[:17] + ("0" if good[17] != "0" else "1")) or "")
+    assert "出生日期" in (problem("341602199002301234") or "")
+    assert "地区码" in (problem("991602199001011234") or "")
+    assert "18位" in (problem("34160219900101") or "")
+
+
+async def test_read_requires_live_consent_and_is_logged(client: httpx.AsyncClient, login: LoginFn) -> None:
+    h = await login()
+    me = (await client.get("/api/v1/me", headers=h)).json()
+    idn = await make_person()
+    hub = Datahub(LocalDatahub())
+    async with session_scope() as s:
+        with pytest.raises(consent.ConsentRequired):
+            await hub.person(
+                s,
+                id_number=idn,
+                accessor_id=me["id"],
+                purpose="gov.prefill",
+                consent_id=None,
+                subject_account_id=me["id"],
+            )
+    async with session_scope() as s:
+        c = await consent.grant(s, account_id=me["id"], purpose="gov.prefill", scopes=["population.basic"])
+        cid = c.id
+    async with session_scope() as s:
+        rec = await hub.person(
+            s,
+            id_number=idn,
+            accessor_id=me["id"],
+            purpose="gov.prefill",
+            consent_id=cid,
+            subject_account_id=me["id"],
+        )
+        assert rec.name == "赵测试" and rec.address.startswith("亳州市")
+        # A consent for one purpose does not cover another.
+        with pytest.raises(consent.ConsentRequired):
+            await hub.person(
+                s,
+                id_number=idn,
+                accessor_id=me["id"],
+                purpose="loan.share",
+                consent_id=cid,
+                subject_account_id=me["id"],
+            )
+    log = (await client.get("/api/v1/me/data-access", headers=h)).json()["items"]
+    assert log[0]["purpose"] == "gov.prefill" and log[0]["consent_id"] == cid and log[0]["by_self"]
+    # Withdrawn: no more reads.
+    r = await client.delete(f"/api/v1/me/consents/{cid}", headers=h)
+    assert r.status_code == 200 and r.json()["active"] is False
+    async with session_scope() as s:
+        with pytest.raises(consent.ConsentRequired):
+            await hub.person(
+                s,
+                id_number=idn,
+                accessor_id=me["id"],
+                purpose="gov.prefill",
+                consent_id=cid,
+                subject_account_id=me["id"],
+            )
+    # Another resident cannot withdraw (or see) this consent.
+    other = await login()
+    assert (await client.delete(f"/api/v1/me/consents/{cid}", headers=other)).status_code == 404
+    assert all(
+        x["id"] != cid for x in (await client.get("/api/v1/me/consents", headers=other)).json()["consents"]
+    )
+
+
+async def test_http_adapter_against_the_exchange_sandbox(
+    live_url: str, client: httpx.AsyncClient, login: LoginFn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app_api.settings import get_settings
+
+    monkeypatch.setattr(get_settings(), "datahub_url", f"{live_url}/sandbox/datahub")
+    idn = await make_person(photo=b"photo-bytes")
+    async with session_scope() as s:
+        via_http = await HttpDatahub().person(s, idn)
+        local = await LocalDatahub().person(s, idn)
+        assert via_http == local and via_http is not None and via_http.photo == b"photo-bytes"
+        assert await HttpDatahub().person(s, make("341602", dt.date(1999, 9, 9), 999)) is None
+        assert await HttpDatahub().certificates(s, idn) == []
+
+
+async def test_exchange_sandbox_refuses_bad_signature(live_url: str) -> None:
+    import time
+
+    async with httpx.AsyncClient() as c:
+        r = await c.post(
+            f"{live_url}/sandbox/datahub/v1/population/query",
+            json={"id_number": "x"},
+            headers={"x-timestamp": str(int(time.time())), "x-nonce": "n", "x-signature": "forged"},
+        )
+        assert r.status_code == 401 and r.json()["code"] == "40102"
+        r = await c.post(
+            f"{live_url}/sandbox/datahub/v1/population/query",
+            json={"id_number": "x"},
+            headers={"x-timestamp": "1", "x-nonce": "n", "x-signature": "forged"},
+        )
+        assert r.status_code == 401 and r.json()["code"] == "40101"
+
+
+async def test_unknown_person_is_a_clear_error(login: LoginFn, client: httpx.AsyncClient) -> None:
+    h = await login()
+    me = (await client.get("/api/v1/me", headers=h)).json()
+    async with session_scope() as s:
+        c = await consent.grant(s, account_id=me["id"], purpose="identity.l2", scopes=["population.basic"])
+    async with session_scope() as s:
+        with pytest.raises(RecordNotFound):
+            await Datahub(LocalDatahub()).person(
+                s,
+                id_number=make("341602", dt.date(1998, 8, 8), 1),
+                accessor_id=me["id"],
+                purpose="identity.l2",
+                consent_id=c.id,
+                subject_account_id=me["id"],
+            )
