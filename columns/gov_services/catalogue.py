@@ -95,6 +95,44 @@ ECERT_TYPES: tuple[str, ...] = (
     "生育服务登记证明",
 )
 
+# The data center's e-certificate type codes, by the Chinese name the catalogue uses.
+ECERT_CODES: dict[str, str] = {
+    "居民身份证": "resident_id_card",
+    "居民户口簿": "household_register",
+    "结婚证": "marriage_certificate",
+    "离婚证": "divorce_certificate",
+    "出生医学证明": "birth_certificate",
+    "营业执照": "business_license",
+    "食品经营许可证": "food_business_license",
+    "不动产权证书": "real_estate_certificate",
+    "不动产登记证明": "real_estate_registration_proof",
+    "残疾人证": "disability_certificate",
+    "社会保障卡": "social_security_card",
+    "机动车驾驶证": "driving_license",
+    "机动车行驶证": "vehicle_license",
+    "居住证": "residence_permit",
+    "老年人优待证": "senior_citizen_card",
+    "无犯罪记录证明": "no_criminal_record",
+    "教师资格证书": "teacher_qualification",
+    "退役军人优待证": "veteran_card",
+    "就业创业证": "employment_card",
+    "毕业证书": "graduation_certificate",
+    "药品经营许可证": "drug_business_license",
+    "排污许可证": "pollutant_discharge_permit",
+    "道路运输经营许可证": "road_transport_license",
+    "建设工程规划许可证": "construction_planning_permit",
+    "建筑工程施工许可证": "construction_permit",
+    "特种设备使用登记证": "special_equipment_registration",
+    "流动人口婚育证明": "migrant_marital_fertility_proof",
+    "生育服务登记证明": "birth_service_registration",
+}
+# Consent scopes of the data center gateway, per consent group.
+CONSENT_SCOPES: dict[str, str] = {
+    "person": "population.basic",
+    "legal_person": "legal_person",
+    "certificate": "certificates",
+}
+
 CODE_RE = re.compile(r"^[A-Z0-9][A-Z0-9-]{3,39}$")
 PHONE_RE = re.compile(r"^(0\d{2,3}-\d{7,8}|1\d{10}|\d{5})$")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app_api.errors import ValidationFailed
+from app_api.errors import AppError, Conflict, Forbidden, NotFound, ValidationFailed
 
 
 class CatalogueFileInvalid(ValidationFailed):
@@ -10,3 +10,63 @@ class CatalogueFileInvalid(ValidationFailed):
 
     code = "gov_services.catalogue_file_invalid"
     title = "事项目录文件有误，未导入任何事项"
+
+
+class ItemNotFound(NotFound):
+    code = "gov_services.item_not_found"
+    title = "未找到该办事事项"
+
+
+class ApplicationNotFound(NotFound):
+    # Also raised for someone else's application, so its existence does not leak.
+    code = "gov_services.application_not_found"
+    title = "未找到该申请"
+
+
+class OutsideDepartment(Forbidden):
+    code = "gov_services.outside_department"
+    title = "该申请不属于您所在部门，无权办理"
+
+
+class InvalidTransition(Conflict):
+    code = "gov_services.invalid_state"
+    title = "申请当前状态不允许此操作"
+
+
+class MaterialsMissing(ValidationFailed):
+    code = "gov_services.materials_missing"
+    title = "申请材料不齐全"
+
+
+class UploadRejected(AppError):
+    code = "gov_services.upload_rejected"
+    title = "上传的文件不符合要求"
+    status = 422
+
+
+class UploadTooLarge(AppError):
+    code = "gov_services.upload_too_large"
+    title = "上传的文件过大"
+    status = 413
+
+
+class IdentityRecordMissing(AppError):
+    code = "gov_services.real_name_required"
+    title = "请先完成实名认证"
+    status = 403
+
+
+class DeliveryInvalid(ValidationFailed):
+    code = "gov_services.delivery_invalid"
+    title = "送达方式或邮寄地址有误"
+
+
+class AlreadyRated(Conflict):
+    code = "gov_services.already_rated"
+    title = "您已评价过该申请"
+
+
+class PostalError(AppError):
+    code = "gov_services.postal_unavailable"
+    title = "邮政寄递服务暂时不可用"
+    status = 502

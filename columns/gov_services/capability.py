@@ -1,0 +1,160 @@
+"""The ``service_catalogue`` capability: what the assistant (bot/) may ask the catalogue.
+
+Everything answers from the same database catalogue and search index residents use; calls take an
+optional session (the assistant's webhook has one) and otherwise open their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from columns.gov_services import service
+from columns.gov_services.catalogue import CatalogueItem
+from columns.gov_services.models import STATUS_NAMES
+
+API = "/api/v1/columns/gov_services"
+
+
+def _fee(item: CatalogueItem) -> dict[str, Any]:
+    return {
+        "fee_fen": item.fee_fen,
+        "free": item.fee_fen == 0,
+        "text": "免费" if item.fee_fen == 0 else f"{item.fee_fen / 100:.2f}元",
+        "basis": item.fee_basis,
+    }
+
+
+class ServiceCatalogue:
+    """Search, guides, and a resident's applications, for the assistant."""
+
+    @asynccontextmanager
+    async def _session(self, session: AsyncSession | None) -> AsyncIterator[AsyncSession]:
+        if session is not None:
+            yield session
+            return
+        from app_api.db import session_scope
+
+        async with session_scope() as s:
+            yield s
+
+    async def search(
+        self,
+        query: str,
+        *,
+        department: str | None = None,
+        item_type: str | None = None,
+        limit: int = 5,
+        session: AsyncSession | None = None,
+    ) -> list[dict[str, Any]]:
+        async with self._session(session) as s:
+            index, items = await service.catalogue_snapshot(s)
+        return [
+            {
+                "code": h.code,
+                "name": h.name,
+                "score": h.score,
+                "department": items[h.code].department,
+                "fully_online": items[h.code].fully_online,
+            }
+            for h in index.search(query, department=department, item_type=item_type, limit=limit)
+        ]
+
+    async def fits(self, need: str, *, session: AsyncSession | None = None) -> dict[str, Any] | None:
+        """The item that best fits a need in the resident's words ("我退休了想取公积金"), if any fits."""
+        hits = await self.search(need, limit=3, session=session)
+        if not hits or hits[0]["score"] < 75:
+            return None
+        best = await self.item(hits[0]["code"], session=session)
+        return {**(best or {}), "alternatives": hits[1:]}
+
+    async def item(self, code: str, *, session: AsyncSession | None = None) -> dict[str, Any] | None:
+        """The guide in short: materials, fee, time limit, where to go, fully online, deep link."""
+        async with self._session(session) as s:
+            _, items = await service.catalogue_snapshot(s)
+        item = items.get(code)
+        if item is None:
+            return None
+        return {
+            "code": item.code,
+            "name": item.name,
+            "department": item.department,
+            "item_type": item.item_type,
+            "summary": item.summary,
+            "conditions": list(item.conditions),
+            "materials": [
+                {
+                    "name": m.name,
+                    "required": m.required and not m.condition,
+                    "condition": m.condition,
+                    "ecert": m.ecert,
+                    "auto_filled": bool(m.fill_fields),
+                }
+                for m in item.materials
+            ],
+            "fee": _fee(item),
+            "time_limit": {"promised_days": item.promised_days, "statutory_days": item.statutory_days},
+            "fully_online": item.fully_online,
+            "handling_mode": item.handling_mode,
+            "max_visits": item.max_visits,
+            "where_to_go": item.where_to_go,
+            "office_hours": item.office_hours,
+            "delivery": list(item.delivery),
+            "phone": item.consult_phone,
+            "identity_level": item.identity_level,
+            "start": self.start_link(code),
+        }
+
+    async def materials(
+        self, code: str, *, session: AsyncSession | None = None
+    ) -> list[dict[str, Any]] | None:
+        found = await self.item(code, session=session)
+        return found["materials"] if found else None
+
+    async def fee(self, code: str, *, session: AsyncSession | None = None) -> dict[str, Any] | None:
+        found = await self.item(code, session=session)
+        return found["fee"] if found else None
+
+    async def time_limit(self, code: str, *, session: AsyncSession | None = None) -> dict[str, Any] | None:
+        found = await self.item(code, session=session)
+        return found["time_limit"] if found else None
+
+    async def where_to_go(self, code: str, *, session: AsyncSession | None = None) -> dict[str, Any] | None:
+        found = await self.item(code, session=session)
+        if found is None:
+            return None
+        return {
+            k: found[k]
+            for k in ("fully_online", "handling_mode", "max_visits", "where_to_go", "office_hours")
+        }
+
+    def start_link(self, code: str) -> dict[str, str]:
+        """Where the app starts a one-tap application of this item."""
+        return {
+            "deep_link": f"wojia://columns/gov_services/apply?item={code}",
+            "api": f"{API}/applications",
+            "guide": f"{API}/items/{code}",
+        }
+
+    async def my_applications(
+        self, account_id: str, *, session: AsyncSession | None = None, limit: int = 10
+    ) -> list[dict[str, Any]]:
+        """The resident's applications and their status (only the asking resident's own)."""
+        async with self._session(session) as s:
+            apps = await service.my_applications(s, account_id=account_id, limit=limit)
+        return [
+            {
+                "id": a.id,
+                "number": a.number,
+                "item": a.item_name,
+                "status": a.status,
+                "status_name": STATUS_NAMES[a.status],
+                "submitted_at": a.submitted_at.isoformat() if a.submitted_at else None,
+                "due_at": a.due_at.isoformat() if a.due_at else None,
+                "tracking_no": a.tracking_no,
+            }
+            for a in apps
+        ]

@@ -1,0 +1,28 @@
+"""Loading and authorising once: a resident's own application, a reviewer's department's one."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends
+
+from app_api.access import CurrentAccount, require_roles
+from app_api.accounts.principal import Principal
+from app_api.db import SessionDep
+from columns.gov_services import service
+from columns.gov_services.models import Application
+
+Reviewer = Annotated[Principal, Depends(require_roles("reviewer"))]
+StaffOrAdmin = Annotated[Principal, Depends(require_roles("reviewer", "admin"))]
+
+
+async def _owned(app_id: str, principal: CurrentAccount, session: SessionDep) -> Application:
+    return await service.owned_application(session, app_id=app_id, principal=principal)
+
+
+async def _reviewable(app_id: str, principal: Reviewer, session: SessionDep) -> Application:
+    return await service.reviewable(session, app_id=app_id, principal=principal)
+
+
+OwnedApplication = Annotated[Application, Depends(_owned)]
+ReviewableApplication = Annotated[Application, Depends(_reviewable)]

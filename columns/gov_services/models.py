@@ -1,0 +1,204 @@
+"""Tables of the government services column (prefix ``gov_services_``).
+
+Items are versioned: every change an administrator makes writes a new ``ItemVersion`` holding the
+whole guide, and an application points at the version it was filed under, so a later edit never
+changes what a resident applied for. Personal data on applications (filled form, postal address)
+is encrypted at rest.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+from app_api.db import created_at_field, datetime_field, new_id
+
+# Application states. ``decided_at`` is set on approved/rejected: the clock stops there (办结).
+DRAFT = "draft"
+SUBMITTED = "submitted"
+ACCEPTED = "accepted"
+SUPPLEMENT = "supplement"
+APPROVED = "approved"
+REJECTED = "rejected"
+POSTED = "posted"
+DELIVERED = "delivered"
+OPEN_STATES = (SUBMITTED, ACCEPTED, SUPPLEMENT)
+DECIDED_STATES = (APPROVED, REJECTED, POSTED, DELIVERED)
+STATUS_NAMES = {
+    DRAFT: "草稿",
+    SUBMITTED: "已提交",
+    ACCEPTED: "已受理",
+    SUPPLEMENT: "待补正",
+    APPROVED: "已办结",
+    REJECTED: "不予办理",
+    POSTED: "结果已寄出",
+    DELIVERED: "结果已送达",
+}
+
+
+class Department(SQLModel, table=True):
+    __tablename__ = "gov_services_department"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    name: str = Field(max_length=60, unique=True)
+    level: str = Field(max_length=10)
+    address: str = Field(max_length=200)
+    phone: str = Field(max_length=20)
+    supervisor_phone: str = Field(max_length=20)
+
+
+class Item(SQLModel, table=True):
+    """The current version of an item, with the fields lists and filters need."""
+
+    __tablename__ = "gov_services_item"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    code: str = Field(max_length=40, unique=True)
+    name: str = Field(max_length=80)
+    item_type: str = Field(max_length=10, index=True)
+    department: str = Field(max_length=60, index=True)
+    identity_level: int = 0
+    promised_days: int = 0
+    fully_online: bool = False
+    version: int = 1
+    current_version_id: str = Field(max_length=32)
+    active: bool = True
+    updated_at: dt.datetime = created_at_field()
+
+
+class ItemVersion(SQLModel, table=True):
+    __tablename__ = "gov_services_item_version"
+    __table_args__ = (sa.UniqueConstraint("code", "version"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    code: str = Field(max_length=40, index=True)
+    version: int
+    data: dict[str, Any] = Field(sa_type=sa.JSON)
+    created_by: str | None = Field(default=None, max_length=32)
+    created_at: dt.datetime = created_at_field()
+
+
+class Application(SQLModel, table=True):
+    __tablename__ = "gov_services_application"
+    __table_args__ = (sa.UniqueConstraint("applicant_id", "client_key"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    number: str = Field(max_length=24, unique=True)
+    client_key: str = Field(max_length=64)
+    applicant_id: str = Field(max_length=32, index=True)
+    agent_id: str | None = Field(default=None, max_length=32)
+    item_code: str = Field(max_length=40, index=True)
+    item_version_id: str = Field(foreign_key="gov_services_item_version.id", max_length=32)
+    item_version: int
+    item_name: str = Field(max_length=80)
+    department: str = Field(max_length=60, index=True)
+    status: str = Field(default=DRAFT, max_length=20, index=True)
+    # Filled form fields (from records or typed), JSON encrypted with the application id as AAD.
+    form_enc: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
+    # Consents used for prefill, by group.
+    consents: dict[str, str] = Field(default_factory=dict, sa_type=sa.JSON)
+    # E-certificates attached by reference: material name -> {id, cert_no, title, cert_type}.
+    ecerts: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON)
+    delivery: str | None = Field(default=None, max_length=10)
+    # Recipient, phone and address for a posted result, JSON encrypted.
+    address_enc: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
+    reviewer_id: str | None = Field(default=None, max_length=32)
+    # Supervision: limits copied from the version; pauses as [[from, to|null, reason], ...] ISO strings.
+    limit_days: int = 0
+    accept_limit_days: int = 1
+    pauses: list[list[Any]] = Field(default_factory=list, sa_type=sa.JSON)
+    due_at: dt.datetime | None = datetime_field(index=True)
+    decision_reason: str | None = Field(default=None, max_length=500)
+    result_cert_no: str | None = Field(default=None, max_length=60)
+    tracking_no: str | None = Field(default=None, max_length=40)
+    created_at: dt.datetime = created_at_field()
+    submitted_at: dt.datetime | None = datetime_field(index=True)
+    accepted_at: dt.datetime | None = datetime_field()
+    decided_at: dt.datetime | None = datetime_field()
+    updated_at: dt.datetime = created_at_field()
+
+
+class Upload(SQLModel, table=True):
+    """An uploaded material, checked by content and stored encrypted."""
+
+    __tablename__ = "gov_services_upload"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    application_id: str = Field(foreign_key="gov_services_application.id", index=True, max_length=32)
+    owner_id: str = Field(max_length=32)
+    material: str = Field(max_length=100)
+    filename: str = Field(max_length=200)
+    kind: str = Field(max_length=10)  # pdf, jpeg, png, ofd
+    size: int
+    sha256: str = Field(max_length=64)
+    storage_key: str = Field(max_length=200)
+    created_at: dt.datetime = created_at_field()
+
+
+class Event(SQLModel, table=True):
+    """The resident-visible timeline of an application (the audit log keeps the tamper-proof copy)."""
+
+    __tablename__ = "gov_services_event"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    application_id: str = Field(foreign_key="gov_services_application.id", index=True, max_length=32)
+    kind: str = Field(max_length=30)
+    title: str = Field(max_length=100)
+    note: str | None = Field(default=None, max_length=500)
+    actor_id: str | None = Field(default=None, max_length=32)
+    actor_role: str = Field(max_length=20)
+    data: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON)
+    at: dt.datetime = created_at_field()
+
+
+class Warning_(SQLModel, table=True):
+    """A supervision warning, sent once per application, scope and level."""
+
+    __tablename__ = "gov_services_warning"
+    __table_args__ = (sa.UniqueConstraint("application_id", "scope", "level"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    application_id: str = Field(foreign_key="gov_services_application.id", index=True, max_length=32)
+    department: str = Field(max_length=60, index=True)
+    scope: str = Field(max_length=20)  # total, accept
+    level: str = Field(max_length=10)  # yellow, red
+    elapsed_days: float
+    limit_days: int
+    notified: list[str] = Field(default_factory=list, sa_type=sa.JSON)
+    at: dt.datetime = created_at_field()
+
+
+class Waybill(SQLModel, table=True):
+    __tablename__ = "gov_services_waybill"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    application_id: str = Field(foreign_key="gov_services_application.id", unique=True, max_length=32)
+    tracking_no: str = Field(max_length=40, unique=True)
+    carrier: str = Field(default="EMS", max_length=20)
+    status: str = Field(default="created", max_length=20)  # created, in_transit, delivered
+    fee_fen: int = 0
+    paid_by: str = Field(default="government", max_length=20)
+    created_at: dt.datetime = created_at_field()
+    delivered_at: dt.datetime | None = datetime_field()
+
+
+class Rating(SQLModel, table=True):
+    """好差评: one per application; 1-2 opens a follow-up the department must answer."""
+
+    __tablename__ = "gov_services_rating"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    application_id: str = Field(foreign_key="gov_services_application.id", unique=True, max_length=32)
+    item_code: str = Field(max_length=40, index=True)
+    department: str = Field(max_length=60, index=True)
+    rater_id: str = Field(max_length=32)
+    score: int
+    text: str | None = Field(default=None, max_length=500)
+    follow_up: str = Field(default="none", max_length=10)  # none, open, answered
+    answer: str | None = Field(default=None, max_length=1000)
+    answered_by: str | None = Field(default=None, max_length=32)
+    answered_at: dt.datetime | None = datetime_field()
+    created_at: dt.datetime = created_at_field()

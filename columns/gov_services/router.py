@@ -1,0 +1,400 @@
+"""HTTP API of the government services column, mounted at ``/api/v1/columns/gov_services``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile
+from sqlmodel import col, select
+
+from app_api.access import Admin, CurrentAccount, public
+from app_api.db import SessionDep, utcnow
+from app_api.errors import Forbidden
+from app_api.settings import get_settings
+from columns.gov_services import catalogue_io, service, supervision, workdays
+from columns.gov_services.catalogue import CatalogueItem
+from columns.gov_services.config import get_config
+from columns.gov_services.dependencies import OwnedApplication, ReviewableApplication, Reviewer, StaffOrAdmin
+from columns.gov_services.errors import UploadTooLarge
+from columns.gov_services.models import STATUS_NAMES, SUPPLEMENT, Application, Department, Rating, Upload
+from columns.gov_services.schemas import (
+    AnswerIn,
+    ApplicationCreate,
+    ApplicationOut,
+    DecisionIn,
+    EventOut,
+    PrefillIn,
+    RatingIn,
+    RatingOut,
+    RejectIn,
+    SearchHitOut,
+    SearchOut,
+    SubmitIn,
+    SupplementIn,
+    UploadOut,
+)
+
+router = APIRouter(tags=["gov_services"])
+
+
+def _out(app: Application, **extra: Any) -> ApplicationOut:
+    elapsed = None
+    if app.submitted_at is not None:
+        elapsed = round(
+            workdays.elapsed_working_days(
+                app.submitted_at, app.decided_at or utcnow(), pauses=service.pauses_of(app)
+            ),
+            2,
+        )
+    return ApplicationOut(
+        id=app.id,
+        number=app.number,
+        item_code=app.item_code,
+        item_name=app.item_name,
+        item_version=app.item_version,
+        department=app.department,
+        status=app.status,
+        status_name=STATUS_NAMES[app.status],
+        delivery=app.delivery,
+        limit_days=app.limit_days,
+        due_at=app.due_at,
+        elapsed_days=elapsed,
+        paused=app.status == SUPPLEMENT,
+        decision_reason=app.decision_reason,
+        result_cert_no=app.result_cert_no,
+        tracking_no=app.tracking_no,
+        created_at=app.created_at,
+        submitted_at=app.submitted_at,
+        decided_at=app.decided_at,
+        **extra,
+    )
+
+
+async def _full(session: SessionDep, app: Application) -> ApplicationOut:
+    item = await service.version_of(session, app)
+    uploads = (await session.exec(select(Upload).where(Upload.application_id == app.id))).all()
+    events = await service.timeline(session, app)
+    return _out(
+        app,
+        form=service.application_form_view(app, item),
+        uploads=[UploadOut.model_validate(u, from_attributes=True) for u in uploads],
+        timeline=[EventOut.model_validate(e, from_attributes=True) for e in events],
+        missing_materials=await service.missing_materials(session, app, item),
+    )
+
+
+# ---------------------------------------------------------------- catalogue (public)
+
+
+@router.get("/items", dependencies=[Depends(public)])
+async def search_items(
+    session: SessionDep,
+    q: Annotated[str, Query(max_length=100)] = "",
+    department: str | None = None,
+    item_type: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=50)] = 10,
+) -> SearchOut:
+    """Fuzzy search of service items: names, everyday words, pinyin initials, typos."""
+    index, items = await service.catalogue_snapshot(session)
+    hits = index.search(q, department=department, item_type=item_type, limit=limit)
+    return SearchOut(
+        query=q,
+        items=[
+            SearchHitOut(
+                code=h.code,
+                name=h.name,
+                score=h.score,
+                matched=h.matched,
+                department=items[h.code].department,
+                item_type=items[h.code].item_type,
+                fully_online=items[h.code].fully_online,
+                promised_days=items[h.code].promised_days,
+            )
+            for h in hits
+        ],
+    )
+
+
+@router.get("/items/{code}", dependencies=[Depends(public)])
+async def item_detail(code: str, session: SessionDep) -> dict[str, Any]:
+    """The full guide of an item (办事指南), current version."""
+    row, item = await service.get_item(session, code=code)
+    dept = (await session.exec(select(Department).where(Department.name == item.department))).first()
+    return {
+        "version": row.version,
+        "fully_online": item.fully_online,
+        "department_info": dept.model_dump(exclude={"id"}) if dept else None,
+        **item.model_dump(mode="json"),
+    }
+
+
+@router.get("/items/{code}/prefill", dependencies=[Depends(public)])
+async def prefill_preview(code: str, session: SessionDep) -> dict[str, Any]:
+    """What one-tap application would fill from the records, per consent group."""
+    _, item = await service.get_item(session, code=code)
+    return {"code": code, "groups": service.prefill_preview(item)}
+
+
+@router.get("/departments", dependencies=[Depends(public)])
+async def departments(session: SessionDep) -> dict[str, Any]:
+    """Departments with their window address and phones."""
+    rows = (await session.exec(select(Department).order_by(col(Department.name)))).all()
+    return {"departments": [d.model_dump(exclude={"id"}) for d in rows]}
+
+
+# ---------------------------------------------------------------- catalogue (admin)
+
+
+@router.post("/admin/catalogue/import")
+async def import_catalogue(
+    admin: Admin, session: SessionDep, file: Annotated[UploadFile, File()]
+) -> dict[str, Any]:
+    """Import items from XLSX or CSV: all rows or none, with row-level errors."""
+    data = await file.read(catalogue_io.MAX_FILE_BYTES + 1)
+    if len(data) > catalogue_io.MAX_FILE_BYTES:
+        raise UploadTooLarge("目录文件不能超过 20MB")
+    counts = await service.import_catalogue_file(
+        session, data=data, filename=file.filename or "", actor_id=admin.id
+    )
+    return {"imported": counts}
+
+
+@router.get("/admin/catalogue/export")
+async def export_catalogue(
+    admin: Admin, session: SessionDep, format: Literal["xlsx", "csv"] = "xlsx"
+) -> Response:
+    """The current catalogue as a spreadsheet."""
+    items = await service.current_items(session)
+    if format == "csv":
+        body, media = catalogue_io.write_csv(items), "text/csv; charset=utf-8"
+    else:
+        body = catalogue_io.write_xlsx(items)
+        media = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    return Response(
+        body, media_type=media, headers={"content-disposition": f'attachment; filename="catalogue.{format}"'}
+    )
+
+
+@router.put("/admin/items/{code}")
+async def edit_item(code: str, body: CatalogueItem, admin: Admin, session: SessionDep) -> dict[str, Any]:
+    """Change an item's guide: a new version; filed applications keep theirs."""
+    if body.code != code:
+        raise Forbidden("不能修改事项编码")
+    item = await service.edit_item(session, data=body, actor_id=admin.id)
+    return {"code": item.code, "version": item.version}
+
+
+@router.post("/admin/catalogue/seed")
+async def seed_catalogue(admin: Admin, session: SessionDep) -> dict[str, str]:
+    """Load the shipped departments and items (idempotent)."""
+    return {"result": await service.seed(session)}
+
+
+# ---------------------------------------------------------------- applications (resident)
+
+
+@router.post("/applications", status_code=201)
+async def create_application(
+    body: ApplicationCreate, principal: CurrentAccount, session: SessionDep, response: Response
+) -> ApplicationOut:
+    """Start an application (draft); the same client key returns the same application."""
+    app, created = await service.create_application(
+        session, principal=principal, item_code=body.item_code, client_key=body.client_key
+    )
+    if not created:
+        response.status_code = 200
+    return await _full(session, app)
+
+
+@router.get("/applications")
+async def list_my_applications(principal: CurrentAccount, session: SessionDep) -> dict[str, Any]:
+    """This resident's applications, newest first."""
+    apps = await service.my_applications(session, account_id=principal.id)
+    return {"applications": [_out(a) for a in apps]}
+
+
+@router.get("/applications/{app_id}")
+async def get_application(app: OwnedApplication, session: SessionDep) -> ApplicationOut:
+    """One of this resident's applications, with its timeline."""
+    return await _full(session, app)
+
+
+@router.post("/applications/{app_id}/prefill")
+async def prefill(
+    body: PrefillIn, app: OwnedApplication, principal: CurrentAccount, session: SessionDep
+) -> dict[str, Any]:
+    """Consent per group of fields and fill them from the data center."""
+    return await service.prefill(session, app=app, principal=principal, groups=body.groups)
+
+
+@router.post("/applications/{app_id}/uploads", status_code=201)
+async def upload_material(
+    app: OwnedApplication,
+    principal: CurrentAccount,
+    session: SessionDep,
+    material: Annotated[str, Form(max_length=100)],
+    file: Annotated[UploadFile, File()],
+) -> UploadOut:
+    """Attach a material (PDF, JPEG, PNG or OFD; checked by content)."""
+    limit = get_config().upload_max_bytes
+    data = await file.read(limit + 1)
+    upload = await service.add_upload(
+        session,
+        app=app,
+        principal=principal,
+        material=material,
+        filename=file.filename or "",
+        content_type=file.content_type,
+        data=data,
+    )
+    return UploadOut.model_validate(upload, from_attributes=True)
+
+
+@router.post("/applications/{app_id}/submit")
+async def submit(
+    body: SubmitIn, app: OwnedApplication, principal: CurrentAccount, session: SessionDep
+) -> ApplicationOut:
+    """Submit; submitting again changes nothing."""
+    done = await service.submit(
+        session,
+        app_id=app.id,
+        principal=principal,
+        delivery=body.delivery,
+        address=body.address.model_dump() if body.address else None,
+    )
+    return await _full(session, done)
+
+
+@router.post("/applications/{app_id}/supplement")
+async def supply(app: OwnedApplication, principal: CurrentAccount, session: SessionDep) -> ApplicationOut:
+    """Tell the department the requested materials are supplied: the clock runs again."""
+    return await _full(session, await service.supply_supplement(session, app_id=app.id, principal=principal))
+
+
+@router.post("/applications/{app_id}/rating", status_code=201)
+async def rate(
+    body: RatingIn, app: OwnedApplication, principal: CurrentAccount, session: SessionDep
+) -> RatingOut:
+    """Rate a completed application (好差评); 1-2 stars open a follow-up."""
+    r = await service.rate(session, app=app, principal=principal, score=body.score, text=body.text)
+    return RatingOut.model_validate(r, from_attributes=True)
+
+
+# ---------------------------------------------------------------- review (department staff)
+
+
+@router.get("/review/queue")
+async def review_queue(principal: Reviewer, session: SessionDep, status: str | None = None) -> dict[str, Any]:
+    """Open applications of the reviewer's department, most urgent first."""
+    apps = await service.queue(session, principal=principal, status=status)
+    return {"department": principal.department, "applications": [_out(a) for a in apps]}
+
+
+@router.get("/review/applications/{app_id}")
+async def review_detail(app: ReviewableApplication, session: SessionDep) -> ApplicationOut:
+    """An application of the reviewer's department, with form, materials and timeline."""
+    return await _full(session, app)
+
+
+@router.post("/review/applications/{app_id}/accept")
+async def accept(app: ReviewableApplication, principal: Reviewer, session: SessionDep) -> ApplicationOut:
+    """受理."""
+    return _out(await service.accept(session, app=app, principal=principal))
+
+
+@router.post("/review/applications/{app_id}/supplement")
+async def request_supplement(
+    body: SupplementIn, app: ReviewableApplication, principal: Reviewer, session: SessionDep
+) -> ApplicationOut:
+    """Ask the resident for a supplement (补正); the clock pauses."""
+    return _out(
+        await service.request_supplement(
+            session, app=app, principal=principal, reason=body.reason, materials=body.materials
+        )
+    )
+
+
+@router.post("/review/applications/{app_id}/approve")
+async def approve(
+    body: DecisionIn, app: ReviewableApplication, principal: Reviewer, session: SessionDep
+) -> ApplicationOut:
+    """Approve: the result becomes an e-certificate and/or a paper certificate posted for free."""
+    return _out(await service.approve(session, app=app, principal=principal, note=body.note))
+
+
+@router.post("/review/applications/{app_id}/reject")
+async def reject(
+    body: RejectIn, app: ReviewableApplication, principal: Reviewer, session: SessionDep
+) -> ApplicationOut:
+    """Reject with a reason the resident sees."""
+    return _out(await service.reject(session, app=app, principal=principal, reason=body.reason))
+
+
+@router.get("/review/follow-ups")
+async def follow_ups(principal: Reviewer, session: SessionDep) -> dict[str, Any]:
+    """Ratings of 1-2 stars of the reviewer's department still awaiting an answer."""
+    rows = (
+        await session.exec(
+            select(Rating).where(
+                Rating.department == (principal.department or ""), Rating.follow_up == "open"
+            )
+        )
+    ).all()
+    return {"ratings": [RatingOut.model_validate(r, from_attributes=True) for r in rows]}
+
+
+@router.post("/review/ratings/{rating_id}/answer")
+async def answer(rating_id: str, body: AnswerIn, principal: Reviewer, session: SessionDep) -> RatingOut:
+    """Answer a bad rating's follow-up (回访)."""
+    r = await service.answer_follow_up(session, rating_id=rating_id, principal=principal, answer=body.answer)
+    return RatingOut.model_validate(r, from_attributes=True)
+
+
+# ---------------------------------------------------------------- supervision and figures
+
+
+def _scope(principal: Any, department: str | None) -> str | None:
+    """Admins see every department; supervisors and reviewers only their own."""
+    if principal.has("admin"):
+        return department
+    own = principal.supervisor_of or principal.department
+    if department and department != own:
+        raise Forbidden("只能查看本部门的监察数据")
+    return own
+
+
+@router.get("/supervision/departments")
+async def supervision_figures(
+    principal: StaffOrAdmin, session: SessionDep, department: str | None = None
+) -> dict[str, Any]:
+    """Per department: on-time rate, same-day completion rate, average working days, open and overdue."""
+    return {
+        "departments": await supervision.department_figures(session, department=_scope(principal, department))
+    }
+
+
+@router.get("/supervision/overdue")
+async def supervision_overdue(
+    principal: StaffOrAdmin, session: SessionDep, department: str | None = None
+) -> dict[str, Any]:
+    """Open applications past their time limit."""
+    return {"overdue": await supervision.overdue(session, department=_scope(principal, department))}
+
+
+@router.get("/ratings/summary")
+async def ratings_summary(
+    principal: StaffOrAdmin, session: SessionDep, by: Literal["department", "item"] = "department"
+) -> dict[str, Any]:
+    """好差评 figures per department or per item."""
+    return {
+        "by": by,
+        "figures": await service.rating_figures(
+            session, by="department" if by == "department" else "item_code"
+        ),
+    }
+
+
+if get_settings().is_dev:
+    from columns.gov_services.sandbox import router as _sandbox
+
+    router.include_router(_sandbox, prefix="/sandbox/postal")

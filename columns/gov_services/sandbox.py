@@ -1,0 +1,102 @@
+"""Protocol sandbox of the postal waybill API (served by the column in development and tests).
+
+It verifies the caller's app id, timestamp and HMAC signature as the carrier would, creates
+waybills idempotently on the order id, and reports tracking. ``POST .../deliver`` is the sandbox's
+own control to simulate the courier handing the parcel over.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import secrets
+import time
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+
+from app_api.access import public
+from columns.gov_services.config import get_config
+from columns.gov_services.postal import sign
+
+router = APIRouter(include_in_schema=False, dependencies=[Depends(public)])
+MAX_SKEW_S = 300
+_waybills: dict[str, dict[str, Any]] = {}
+_by_order: dict[str, str] = {}
+
+
+def _answer(code: str, msg: str, data: Any = None, status: int = 200) -> JSONResponse:
+    return JSONResponse({"code": code, "msg": msg, "data": data}, status_code=status)
+
+
+async def _verify(request: Request) -> JSONResponse | None:
+    cfg = get_config()
+    h = request.headers
+    if h.get("x-app-id") != cfg.postal_app_id:
+        return _answer("40001", "unknown app id", status=401)
+    try:
+        ts = int(h.get("x-timestamp", ""))
+    except ValueError:
+        return _answer("40002", "bad timestamp", status=401)
+    if abs(time.time() - ts) > MAX_SKEW_S:
+        return _answer("40002", "stale timestamp", status=401)
+    body = await request.body()
+    want = sign(
+        cfg.postal_secret.get_secret_value(),
+        request.method,
+        request.url.path,
+        body,
+        h.get("x-timestamp", ""),
+        h.get("x-nonce", ""),
+    )
+    if not hmac.compare_digest(want, h.get("x-signature", "")):
+        return _answer("40003", "bad signature", status=401)
+    return None
+
+
+@router.post("/v1/waybills")
+async def create_waybill(request: Request) -> JSONResponse:
+    if (bad := await _verify(request)) is not None:
+        return bad
+    payload = json.loads(await request.body())
+    receiver = payload.get("receiver") or {}
+    if not all(receiver.get(k) for k in ("name", "phone", "address")):
+        return _answer("40010", "receiver name, phone and address are required", status=400)
+    order_id = str(payload.get("order_id") or "")
+    if not order_id:
+        return _answer("40011", "order_id required", status=400)
+    if order_id in _by_order:
+        wb = _waybills[_by_order[order_id]]
+    else:
+        tracking_no = f"11{secrets.randbelow(10**11):011d}"
+        wb = {
+            "tracking_no": tracking_no,
+            "order_id": order_id,
+            "fee_fen": 1200,
+            "status": "created",
+            "events": [{"at": int(time.time()), "status": "created", "text": "已揽收"}],
+        }
+        _waybills[tracking_no] = wb
+        _by_order[order_id] = tracking_no
+    return _answer("0", "ok", {"tracking_no": wb["tracking_no"], "fee_fen": wb["fee_fen"]})
+
+
+@router.get("/v1/waybills/{tracking_no}")
+async def track(tracking_no: str, request: Request) -> JSONResponse:
+    if (bad := await _verify(request)) is not None:
+        return bad
+    wb = _waybills.get(tracking_no)
+    if wb is None:
+        return _answer("40400", "no such waybill", status=404)
+    return _answer("0", "ok", {"status": wb["status"], "events": wb["events"]})
+
+
+@router.post("/v1/waybills/{tracking_no}/deliver")
+async def deliver(tracking_no: str) -> JSONResponse:
+    wb = _waybills.get(tracking_no)
+    if wb is None:
+        return _answer("40400", "no such waybill", status=404)
+    wb["status"] = "delivered"
+    wb["events"].append({"at": int(time.time()), "status": "delivered", "text": "已签收"})
+    return _answer("0", "ok", {"status": "delivered"})

@@ -1,0 +1,209 @@
+"""Electronic supervision (电子监察): working-day clocks on every open application.
+
+The total clock starts at submission and pauses while a supplement is awaited; the acceptance step
+has its own limit. A yellow warning goes out at 80% of a limit and a red one at 100%, each once,
+to the application's reviewer (or the department's reviewers before anyone took it) and the
+department's supervisors. Figures per department: on-time rate, same-day completion rate,
+average working days, overdue list.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app_api import audit, notify
+from app_api.accounts.models import Account
+from app_api.db import utcnow
+from columns.gov_services import workdays
+from columns.gov_services.models import (
+    ACCEPTED,
+    DRAFT,
+    OPEN_STATES,
+    SUBMITTED,
+    SUPPLEMENT,
+    Application,
+    Warning_,
+)
+from columns.gov_services.service import pauses_of
+
+LEVEL_NAMES = {"yellow": "黄牌预警", "red": "红牌超期"}
+
+
+def clocks(app: Application, now: dt.datetime) -> dict[str, tuple[float, int]]:
+    """Elapsed working days and limit of each running clock: ``total`` and, before acceptance, ``accept``."""
+    if app.submitted_at is None:
+        return {}
+    end = app.decided_at or now
+    out = {
+        "total": (workdays.elapsed_working_days(app.submitted_at, end, pauses=pauses_of(app)), app.limit_days)
+    }
+    if app.status == SUBMITTED:
+        out["accept"] = (workdays.elapsed_working_days(app.submitted_at, now), app.accept_limit_days)
+    return out
+
+
+async def _recipients(session: AsyncSession, app: Application) -> list[str]:
+    staff = (
+        await session.exec(
+            select(Account).where(
+                col(Account.is_active).is_(True),
+                sa.or_(Account.department == app.department, Account.supervisor_of == app.department),
+            )
+        )
+    ).all()
+    supervisors = [a.id for a in staff if a.supervisor_of == app.department]
+    if app.reviewer_id:
+        reviewers = [app.reviewer_id]
+    else:
+        reviewers = [a.id for a in staff if a.department == app.department and "reviewer" in a.roles]
+    return list(dict.fromkeys(reviewers + supervisors))
+
+
+async def supervise(session: AsyncSession, *, now: dt.datetime | None = None) -> list[Warning_]:
+    """Issue the warnings due at ``now``; running it again issues nothing new."""
+    now = now or utcnow()
+    apps = (
+        await session.exec(
+            select(Application).where(col(Application.status).in_([SUBMITTED, ACCEPTED, SUPPLEMENT]))
+        )
+    ).all()
+    if not apps:
+        return []
+    sent = {
+        (w.application_id, w.scope, w.level)
+        for w in (
+            await session.exec(select(Warning_).where(col(Warning_.application_id).in_([a.id for a in apps])))
+        ).all()
+    }
+    issued: list[Warning_] = []
+    for app in apps:
+        for scope, (elapsed, limit) in clocks(app, now).items():
+            level = workdays.clock_level(elapsed, limit)
+            levels = {"green": [], "yellow": ["yellow"], "red": ["yellow", "red"]}[level]
+            for lv in levels:
+                if (app.id, scope, lv) in sent or (lv == "yellow" and "red" in levels):
+                    continue
+                w = Warning_(
+                    application_id=app.id,
+                    department=app.department,
+                    scope=scope,
+                    level=lv,
+                    elapsed_days=round(elapsed, 2),
+                    limit_days=limit,
+                )
+                try:
+                    async with session.begin_nested():
+                        session.add(w)
+                        await session.flush()
+                except sa.exc.IntegrityError:
+                    continue  # another worker issued it
+                who = await _recipients(session, app)
+                w.notified = who
+                session.add(w)
+                for account_id in who:
+                    await notify.send(
+                        session,
+                        account_id=account_id,
+                        template="gov.warning",
+                        params={
+                            "level": LEVEL_NAMES[lv],
+                            "department": app.department,
+                            "number": app.number,
+                            "item": app.item_name,
+                            "elapsed": f"{elapsed:.1f}",
+                            "limit": limit,
+                        },
+                        urgent=lv == "red",
+                    )
+                await audit.record(
+                    session,
+                    action=f"gov_services.warning_{lv}",
+                    subject_type="gov_services_application",
+                    subject_id=app.id,
+                    data={"scope": scope, "elapsed": round(elapsed, 2), "limit": limit, "notified": len(who)},
+                )
+                issued.append(w)
+    await session.flush()
+    return issued
+
+
+async def department_figures(
+    session: AsyncSession, *, now: dt.datetime | None = None, department: str | None = None
+) -> list[dict[str, Any]]:
+    now = now or utcnow()
+    q = select(Application).where(Application.status != DRAFT, col(Application.submitted_at).is_not(None))
+    if department:
+        q = q.where(Application.department == department)
+    per: dict[str, dict[str, Any]] = {}
+    for app in (await session.exec(q)).all():
+        f = per.setdefault(
+            app.department,
+            {
+                "department": app.department,
+                "submitted": 0,
+                "decided": 0,
+                "on_time": 0,
+                "same_day": 0,
+                "days": 0.0,
+                "open": 0,
+                "overdue": 0,
+            },
+        )
+        f["submitted"] += 1
+        elapsed, limit = clocks(app, now)["total"]
+        if app.decided_at is not None:
+            f["decided"] += 1
+            f["days"] += elapsed
+            f["on_time"] += elapsed <= limit
+            assert app.submitted_at is not None
+            f["same_day"] += workdays.same_day(app.submitted_at, app.decided_at)
+        elif app.status in OPEN_STATES:
+            f["open"] += 1
+            f["overdue"] += elapsed >= limit
+    out = []
+    for f in sorted(per.values(), key=lambda x: x["department"]):
+        decided = f["decided"]
+        out.append(
+            {
+                "department": f["department"],
+                "submitted": f["submitted"],
+                "decided": decided,
+                "open": f["open"],
+                "overdue": f["overdue"],
+                "on_time_rate": round(f["on_time"] / decided, 4) if decided else None,
+                "same_day_rate": round(f["same_day"] / decided, 4) if decided else None,
+                "average_days": round(f["days"] / decided, 2) if decided else None,
+            }
+        )
+    return out
+
+
+async def overdue(
+    session: AsyncSession, *, now: dt.datetime | None = None, department: str | None = None
+) -> list[dict[str, Any]]:
+    now = now or utcnow()
+    q = select(Application).where(col(Application.status).in_(list(OPEN_STATES)))
+    if department:
+        q = q.where(Application.department == department)
+    out = []
+    for app in (await session.exec(q)).all():
+        elapsed, limit = clocks(app, now)["total"]
+        if elapsed >= limit:
+            out.append(
+                {
+                    "id": app.id,
+                    "number": app.number,
+                    "item": app.item_name,
+                    "department": app.department,
+                    "status": app.status,
+                    "elapsed_days": round(elapsed, 2),
+                    "limit_days": limit,
+                    "reviewer_id": app.reviewer_id,
+                }
+            )
+    return sorted(out, key=lambda x: -x["elapsed_days"] / max(x["limit_days"], 1))

@@ -1,0 +1,30 @@
+"""Jobs of the government services column."""
+
+from __future__ import annotations
+
+from app_api.db import session_scope
+from app_api.jobs import broker
+from columns.gov_services import service, supervision
+from columns.gov_services.config import get_config
+
+
+@broker.task(task_name="gov_services.post_result")
+async def post_result(application_id: str, outbox_id: str | None = None) -> str:
+    """Create the waybill of an approved result to post (retried by the outbox relay if it fails)."""
+    async with session_scope() as s:
+        wb = await service.post_result(s, app_id=application_id)
+    return wb.tracking_no if wb else "skipped"
+
+
+@broker.task(task_name="gov_services.supervise", schedule=[{"cron": get_config().supervise_cron}])
+async def supervise() -> int:
+    async with session_scope() as s:
+        return len(await supervision.supervise(s))
+
+
+@broker.task(task_name="gov_services.track_waybills", schedule=[{"cron": "*/30 * * * *"}])
+async def track_waybills() -> int:
+    async with session_scope() as s:
+        await service.post_pending(s)
+    async with session_scope() as s:
+        return await service.track_waybills(s)
