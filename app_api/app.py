@@ -46,6 +46,9 @@ PLATFORM_ROUTERS: list[tuple[str, str]] = [
     ("app_api.audit.router:router", API),
     ("app_api.consent.router:router", API),
     ("app_api.ops:router", ""),
+    ("payments.router:router_all", API),
+    ("identity.router:router", API),
+    ("miniprogram_bridge.router:router", API),
 ]
 DEV_ROUTERS: list[tuple[str, str]] = [
     ("app_api.accounts.router:dev_router", API),

@@ -11,6 +11,8 @@ from app_api.jobs.broker import broker, scheduler
 TASK_MODULES: list[str] = [
     "app_api.jobs.outbox",
     "app_api.notify",
+    "payments.tasks",
+    "identity.tasks",
 ]
 
 __all__ = ["TASK_MODULES", "broker", "scheduler"]
