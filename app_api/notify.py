@@ -32,13 +32,22 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field as PField, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import Field as PField
 from pydantic_settings import SettingsConfigDict
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_api.access import CurrentAccount
-from app_api.db import SessionDep, UTCDateTime, created_at_field, datetime_field, new_id, session_scope, utcnow
+from app_api.db import (
+    SessionDep,
+    UTCDateTime,
+    created_at_field,
+    datetime_field,
+    new_id,
+    session_scope,
+    utcnow,
+)
 from app_api.errors import NotFound, UpstreamError, ValidationFailed
 from app_api.jobs import broker, outbox
 from app_api.settings import WojiaSettings, get_settings
@@ -54,14 +63,14 @@ class NotifySettings(WojiaSettings):
     )
 
     # Seconds to wait before attempt 2, 3, ...; the last figure repeats.
-    retry_backoff_s: list[float] = [60, 300, 900, 3600]
+    retry_backoff_s: list[float] = PField(default_factory=lambda: [60, 300, 900, 3600])
     max_attempts: int = 5
     # A delivery claimed by a worker is not taken by another for this long (longer than any send).
     claim_s: float = 120
     default_quiet_start: str = "22:00"
     default_quiet_end: str = "07:00"
     # Channels tried first to last; a channel that cannot reach the resident is skipped.
-    channel_order: list[str] = ["wechat", "sms"]
+    channel_order: list[str] = PField(default_factory=lambda: ["wechat", "sms"])
     sweep_batch: int = 500
 
 

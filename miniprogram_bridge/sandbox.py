@@ -1,0 +1,465 @@
+"""Loopback sandboxes of the WeChat server API and of Alipay's OAuth gateway.
+
+They speak the real protocols, so wechatpy and the official Alipay SDK talk to them unchanged:
+
+WeChat (``WeChatSandbox``): ``GET /cgi-bin/token`` (app id and secret checked), ``GET
+/sns/jscode2session`` (single-use login codes that expire after 5 minutes: 40029 unknown, 40163
+used), ``POST /wxa/business/getuserphonenumber`` and ``POST /cgi-bin/message/subscribe/send``
+(access token checked, 40001 otherwise; one-time subscribe grants consumed per message, 43101
+without one; keywords checked against the template, 47003 on a mismatch or an over-long value).
+Control endpoints under ``/_sandbox`` play the phone: ``wx.login`` (``/_sandbox/login``), the phone
+button (``/_sandbox/phone-code``), the subscribe prompt (``/_sandbox/subscribe``), and inject
+failures (``/_sandbox/fail``), expire tokens, list delivered messages.
+
+Alipay (``AlipayOAuthSandbox``): ``/gateway.do`` for ``alipay.system.oauth.token``. Key pairs are
+generated at start: the app's private key is handed out in PKCS#1 form (what the SDK needs), the
+sandbox keeps its public half and refuses requests whose RSA2 signature does not verify; answers
+are signed with the sandbox's "Alipay" key.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import secrets
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
+from cryptography.hazmat.primitives.hashes import SHA256
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+CODE_TTL_S = 300
+TOKEN_TTL_S = 7200
+# Keyword kinds and their maximum lengths, as WeChat checks them.
+KEYWORD_LIMITS = {
+    "thing": 20,
+    "phrase": 5,
+    "name": 10,
+    "character_string": 32,
+    "number": 32,
+    "time": 64,
+    "date": 64,
+    "amount": 16,
+    "phone_number": 17,
+    "letter": 32,
+    "symbol": 5,
+    "car_number": 8,
+}
+
+
+def _err(code: int, msg: str) -> JSONResponse:
+    return JSONResponse({"errcode": code, "errmsg": msg})
+
+
+@dataclass
+class _Code:
+    appid: str
+    openid: str
+    unionid: str | None
+    issued: float
+    used: bool = False
+
+
+@dataclass
+class _PhoneCode:
+    appid: str
+    phone: str
+    country: str
+    issued: float
+    used: bool = False
+
+
+@dataclass
+class WeChatSandbox:
+    apps: dict[str, str] = field(default_factory=dict)  # appid -> secret
+    templates: dict[str, list[str]] = field(default_factory=dict)  # template id -> keywords
+    codes: dict[str, _Code] = field(default_factory=dict)
+    phone_codes: dict[str, _PhoneCode] = field(default_factory=dict)
+    tokens: dict[str, tuple[str, float]] = field(default_factory=dict)  # token -> (appid, expires)
+    grants: dict[tuple[str, str], int] = field(default_factory=dict)  # (openid, template id) -> count
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    calls: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.app = Starlette(
+            routes=[
+                Route("/cgi-bin/token", self._token, methods=["GET"]),
+                Route("/sns/jscode2session", self._jscode2session, methods=["GET"]),
+                Route("/wxa/business/getuserphonenumber", self._phone, methods=["POST"]),
+                Route("/cgi-bin/message/subscribe/send", self._subscribe_send, methods=["POST"]),
+                Route("/_sandbox/login", self._c_login, methods=["POST"]),
+                Route("/_sandbox/phone-code", self._c_phone_code, methods=["POST"]),
+                Route("/_sandbox/subscribe", self._c_subscribe, methods=["POST"]),
+                Route("/_sandbox/fail", self._c_fail, methods=["POST"]),
+                Route("/_sandbox/expire-tokens", self._c_expire, methods=["POST"]),
+                Route("/_sandbox/messages", self._c_messages, methods=["GET"]),
+            ]
+        )
+
+    # -- set-up (also reachable over HTTP for a dev deployment) ---------------------------------
+
+    def add_app(self, appid: str, secret: str) -> None:
+        self.apps[appid] = secret
+
+    def add_template(self, template_id: str, keywords: list[str]) -> None:
+        self.templates[template_id] = list(keywords)
+
+    def login_code(self, appid: str, openid: str | None = None, unionid: str | None = None) -> str:
+        """What ``wx.login()`` hands the mini-program for one user."""
+        code = secrets.token_hex(16)
+        self.codes[code] = _Code(appid, openid or "o" + secrets.token_urlsafe(20), unionid, time.time())
+        return code
+
+    def phone_code(self, appid: str, phone: str, country: str = "86") -> str:
+        code = secrets.token_hex(16)
+        self.phone_codes[code] = _PhoneCode(appid, phone, country, time.time())
+        return code
+
+    def subscribe(self, openid: str, template_id: str, accept: bool = True) -> None:
+        if accept:
+            self.grants[(openid, template_id)] = self.grants.get((openid, template_id), 0) + 1
+
+    def fail(self, path: str, errcode: int, times: int = 1, openid: str | None = None) -> None:
+        """The next ``times`` calls to ``path`` (for ``openid`` if given) answer ``errcode``."""
+        self.failures.append({"path": path, "errcode": errcode, "times": times, "openid": openid})
+
+    def delivered(self, openid: str) -> list[dict[str, Any]]:
+        return [m for m in self.messages if m["touser"] == openid]
+
+    # -- protocol ------------------------------------------------------------------------------
+
+    def _count(self, path: str) -> None:
+        self.calls[path] = self.calls.get(path, 0) + 1
+
+    def _injected(self, path: str, openid: str | None = None) -> JSONResponse | None:
+        for f in self.failures:
+            if f["path"] == path and f["times"] > 0 and f["openid"] in (None, openid):
+                f["times"] -= 1
+                return _err(f["errcode"], "system error" if f["errcode"] == -1 else "injected failure")
+        return None
+
+    def _app_of_token(self, request: Request) -> str | None:
+        tok = request.query_params.get("access_token", "")
+        entry = self.tokens.get(tok)
+        if entry is None or entry[1] < time.time():
+            return None
+        return entry[0]
+
+    async def _token(self, request: Request) -> Response:
+        self._count("token")
+        q = request.query_params
+        if q.get("grant_type") != "client_credential":
+            return _err(40002, "invalid grant_type")
+        appid = q.get("appid", "")
+        if appid not in self.apps:
+            return _err(40013, "invalid appid")
+        if q.get("secret") != self.apps[appid]:
+            return _err(40125, "invalid appsecret")
+        token = secrets.token_urlsafe(32)
+        self.tokens[token] = (appid, time.time() + TOKEN_TTL_S)
+        return JSONResponse({"access_token": token, "expires_in": TOKEN_TTL_S})
+
+    async def _jscode2session(self, request: Request) -> Response:
+        self._count("jscode2session")
+        injected = self._injected("jscode2session")
+        if injected is not None:
+            return injected
+        q = request.query_params
+        appid = q.get("appid", "")
+        if appid not in self.apps:
+            return _err(40013, "invalid appid")
+        if q.get("secret") != self.apps[appid]:
+            return _err(40125, "invalid appsecret")
+        if q.get("grant_type") != "authorization_code":
+            return _err(40002, "invalid grant_type")
+        c = self.codes.get(q.get("js_code", ""))
+        if c is None or c.appid != appid or time.time() - c.issued > CODE_TTL_S:
+            return _err(40029, "invalid code")
+        if c.used:
+            return _err(40163, "code been used")
+        c.used = True
+        body: dict[str, Any] = {
+            "openid": c.openid,
+            "session_key": base64.b64encode(secrets.token_bytes(16)).decode(),
+        }
+        if c.unionid:
+            body["unionid"] = c.unionid
+        return JSONResponse(body)
+
+    async def _json(self, request: Request) -> dict[str, Any] | None:
+        try:
+            data = json.loads(await request.body())
+        except ValueError:
+            return None
+        return data if isinstance(data, dict) else None
+
+    async def _phone(self, request: Request) -> Response:
+        self._count("getuserphonenumber")
+        appid = self._app_of_token(request)
+        if appid is None:
+            return _err(40001, "invalid credential, access_token is invalid or not latest")
+        injected = self._injected("getuserphonenumber")
+        if injected is not None:
+            return injected
+        data = await self._json(request)
+        c = self.phone_codes.get(str((data or {}).get("code", "")))
+        if c is None or c.appid != appid or time.time() - c.issued > CODE_TTL_S:
+            return _err(40029, "invalid code")
+        if c.used:
+            return _err(40163, "code been used")
+        c.used = True
+        pure = c.phone
+        return JSONResponse(
+            {
+                "errcode": 0,
+                "errmsg": "ok",
+                "phone_info": {
+                    "phoneNumber": pure if c.country == "86" else f"+{c.country}{pure}",
+                    "purePhoneNumber": pure,
+                    "countryCode": c.country,
+                    "watermark": {"timestamp": int(time.time()), "appid": appid},
+                },
+            }
+        )
+
+    async def _subscribe_send(self, request: Request) -> Response:
+        self._count("subscribe_send")
+        appid = self._app_of_token(request)
+        if appid is None:
+            return _err(40001, "invalid credential, access_token is invalid or not latest")
+        data = await self._json(request)
+        if data is None:
+            return _err(47001, "data format error")
+        openid = str(data.get("touser", ""))
+        injected = self._injected("subscribe_send", openid)
+        if injected is not None:
+            return injected
+        if not openid.startswith("o"):
+            return _err(40003, "invalid openid")
+        tid = str(data.get("template_id", ""))
+        keywords = self.templates.get(tid)
+        if keywords is None:
+            return _err(40037, "invalid template_id")
+        payload = data.get("data")
+        if not isinstance(payload, dict) or set(payload) != set(keywords):
+            return _err(47003, "argument invalid! data keywords do not match the template")
+        for kw, v in payload.items():
+            value = v.get("value") if isinstance(v, dict) else None
+            kind = kw.rstrip("0123456789")
+            if not isinstance(value, str) or not value or len(value) > KEYWORD_LIMITS.get(kind, 20):
+                return _err(47003, f"argument invalid! data.{kw}.value invalid")
+        if self.grants.get((openid, tid), 0) <= 0:
+            return _err(43101, "user refuse to accept the msg")
+        self.grants[(openid, tid)] -= 1
+        msgid = secrets.randbelow(10**18)
+        self.messages.append(
+            {
+                "msgid": msgid,
+                "appid": appid,
+                "touser": openid,
+                "template_id": tid,
+                "data": payload,
+                "page": data.get("page"),
+                "at": time.time(),
+            }
+        )
+        return JSONResponse({"errcode": 0, "errmsg": "ok", "msgid": msgid})
+
+    # -- control ---------------------------------------------------------------------------------
+
+    async def _c_login(self, request: Request) -> Response:
+        d = await self._json(request) or {}
+        code = self.login_code(str(d.get("appid", "")), d.get("openid"), d.get("unionid"))
+        return JSONResponse({"code": code, "openid": self.codes[code].openid})
+
+    async def _c_phone_code(self, request: Request) -> Response:
+        d = await self._json(request) or {}
+        return JSONResponse(
+            {
+                "code": self.phone_code(
+                    str(d.get("appid", "")), str(d.get("phone", "")), str(d.get("country", "86"))
+                )
+            }
+        )
+
+    async def _c_subscribe(self, request: Request) -> Response:
+        d = await self._json(request) or {}
+        self.subscribe(str(d.get("openid", "")), str(d.get("template_id", "")), bool(d.get("accept", True)))
+        return JSONResponse({"ok": True})
+
+    async def _c_fail(self, request: Request) -> Response:
+        d = await self._json(request) or {}
+        self.fail(str(d.get("path", "")), int(d.get("errcode", -1)), int(d.get("times", 1)), d.get("openid"))
+        return JSONResponse({"ok": True})
+
+    async def _c_expire(self, request: Request) -> Response:
+        self.tokens.clear()
+        return JSONResponse({"ok": True})
+
+    async def _c_messages(self, request: Request) -> Response:
+        return JSONResponse({"messages": self.delivered(request.query_params.get("openid", ""))})
+
+
+# ---------------------------------------------------------------------------------------------
+# Alipay
+
+
+def _pkcs1(key: rsa.RSAPrivateKey) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    ).decode()
+
+
+def _public(key: rsa.RSAPrivateKey) -> str:
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+
+
+def sign_content(params: dict[str, str]) -> str:
+    """The SDK's canonical form (``get_sign_content``): sorted ``k=v`` joined by ``&``."""
+    return "&".join(f"{k}={params[k]}" for k in sorted(params))
+
+
+@dataclass
+class AlipayApp:
+    app_id: str
+    key: rsa.RSAPrivateKey
+
+    @property
+    def private_key_pkcs1(self) -> str:
+        return _pkcs1(self.key)
+
+
+@dataclass
+class _AuthCode:
+    app_id: str
+    open_id: str
+    user_id: str
+    issued: float
+    used: bool = False
+
+
+class AlipayOAuthSandbox:
+    def __init__(self) -> None:
+        self.alipay_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.apps: dict[str, AlipayApp] = {}
+        self.codes: dict[str, _AuthCode] = {}
+        self.rejected: list[str] = []  # sub_codes answered, newest last
+        self.sign_with_wrong_key = False
+        self.app = Starlette(
+            routes=[
+                Route("/gateway.do", self._gateway, methods=["POST", "GET"]),
+                Route("/_sandbox/auth-code", self._c_auth_code, methods=["POST"]),
+            ]
+        )
+
+    @property
+    def alipay_public_key_pem(self) -> str:
+        return _public(self.alipay_key)
+
+    def add_app(self, app_id: str | None = None) -> AlipayApp:
+        app = AlipayApp(
+            app_id or "2021" + f"{secrets.randbelow(10**12):012d}",
+            rsa.generate_private_key(public_exponent=65537, key_size=2048),
+        )
+        self.apps[app.app_id] = app
+        return app
+
+    def auth_code(self, app_id: str, open_id: str | None = None) -> str:
+        """What ``my.getAuthCode()`` hands the mini-program for one user."""
+        code = secrets.token_hex(16)
+        self.codes[code] = _AuthCode(
+            app_id,
+            open_id or "0" + secrets.token_hex(16),
+            "2088" + f"{secrets.randbelow(10**12):012d}",
+            time.time(),
+        )
+        return code
+
+    def _respond(self, key: str, payload: dict[str, Any]) -> Response:
+        content = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+        signer = (
+            rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            if self.sign_with_wrong_key
+            else self.alipay_key
+        )
+        sig = base64.b64encode(signer.sign(content.encode(), PKCS1v15(), SHA256())).decode()
+        return Response(
+            f'{{"{key}":{content},"sign":"{sig}"}}'.encode(), media_type="text/html;charset=utf-8"
+        )
+
+    def _error(
+        self, sub_code: str, sub_msg: str, code: str = "40002", msg: str = "Invalid Arguments"
+    ) -> Response:
+        self.rejected.append(sub_code)
+        return self._respond(
+            "error_response", {"code": code, "msg": msg, "sub_code": sub_code, "sub_msg": sub_msg}
+        )
+
+    async def _gateway(self, request: Request) -> Response:
+        params = dict(urllib.parse.parse_qsl(request.url.query, keep_blank_values=True))
+        body = await request.body()
+        if body:
+            params.update(urllib.parse.parse_qsl(body.decode("ascii", "replace"), keep_blank_values=True))
+        app = self.apps.get(params.get("app_id", ""))
+        if app is None:
+            return self._error("isv.invalid-app-id", "无效的AppID参数")
+        if params.get("sign_type") != "RSA2":
+            return self._error("isv.invalid-signature-type", "无效的签名类型")
+        unsigned = {k: v for k, v in params.items() if k != "sign"}
+        try:
+            app.key.public_key().verify(
+                base64.b64decode(params.get("sign", "")),
+                sign_content(unsigned).encode(),
+                PKCS1v15(),
+                SHA256(),
+            )
+        except (InvalidSignature, ValueError):
+            return self._error("isv.invalid-signature", "验签出错")
+        try:
+            ts = dt.datetime.strptime(params.get("timestamp", ""), "%Y-%m-%d %H:%M:%S")
+        except ValueError:
+            return self._error("isv.invalid-timestamp", "非法的时间戳参数")
+        # The SDK stamps local time; accept a day either way (machines here run in UTC).
+        if abs((ts - dt.datetime.now()).total_seconds()) > 86400:
+            return self._error("isv.invalid-timestamp", "时间戳已过期")
+        if params.get("method") != "alipay.system.oauth.token":
+            return self._error("isv.invalid-method", "不存在的方法名", code="40004", msg="Business Failed")
+        if params.get("grant_type") != "authorization_code":
+            return self._error("isv.grant-type-invalid", "grant_type参数不正确")
+        c = self.codes.get(params.get("code", ""))
+        if c is None or c.app_id != app.app_id or c.used or time.time() - c.issued > CODE_TTL_S:
+            return self._error("isv.code-invalid", "授权码code无效")
+        c.used = True
+        return self._respond(
+            "alipay_system_oauth_token_response",
+            {
+                "user_id": c.user_id,
+                "open_id": c.open_id,
+                "access_token": "authusrB" + secrets.token_hex(16),
+                "expires_in": 1296000,
+                "refresh_token": "authusrB" + secrets.token_hex(16),
+                "re_expires_in": 2592000,
+                "auth_start": dt.datetime.now().strftime("%Y-%m-%d %H:%M:%S"),
+            },
+        )
+
+    async def _c_auth_code(self, request: Request) -> Response:
+        d = json.loads(await request.body() or b"{}")
+        return JSONResponse({"auth_code": self.auth_code(str(d.get("app_id", "")), d.get("open_id"))})

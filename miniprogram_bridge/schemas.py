@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from app_api.accounts.schemas import Code, Phone
+
+LoginCode = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
+Ticket = Annotated[str, StringConstraints(strip_whitespace=True, min_length=10, max_length=100)]
+
+
+class WeChatLoginRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    code: LoginCode = Field(description="wx.login() 返回的 code")
+
+
+class AlipayLoginRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    auth_code: LoginCode = Field(description="my.getAuthCode() 返回的 authCode")
+
+
+class PhoneByWeChatRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    bind_ticket: Ticket
+    phone_code: LoginCode = Field(description="getPhoneNumber 按钮回调中的 code")
+
+
+class PhoneBySmsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    bind_ticket: Ticket
+    phone: Phone
+    code: Code
+
+
+class BindRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    code: LoginCode
+
+
+class LoginOut(BaseModel):
+    """Either tokens (``status`` = ``ok``), or a ticket to bind a phone with (``phone_required``)."""
+
+    status: Literal["ok", "phone_required"]
+    access_token: str | None = None
+    refresh_token: str | None = None
+    token_type: str = "bearer"
+    expires_in: int | None = None
+    new_account: bool = False
+    elderly_mode: bool = False
+    bind_ticket: str | None = None
+    ticket_expires_in: int | None = None
+
+
+class SubscribeResults(BaseModel):
+    """What ``wx.requestSubscribeMessage`` answered: template id → accept / reject / ban / filter."""
+
+    model_config = ConfigDict(extra="forbid")
+    results: dict[
+        Annotated[str, StringConstraints(min_length=1, max_length=128)],
+        Literal["accept", "reject", "ban", "filter"],
+    ] = Field(min_length=1, max_length=20)
