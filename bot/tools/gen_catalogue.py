@@ -180,6 +180,23 @@ def _tokenisable(word: str) -> bool:
     return re.fullmatch(r"[\u4E00-\u9FD5a-zA-Z0-9+#&._%-]+", word) is not None
 
 
+_VERB_PREFIXES = ("申请", "申领", "补办", "办理", "办", "开", "领", "交", "请")
+_VERB_SUFFIXES = ("申请", "申领", "补办", "办理")
+
+
+def _core(word: str) -> str:
+    """The noun part of an everyday name: 办居住证 -> 居住证, 社保卡补办 -> 社保卡."""
+    for p in _VERB_PREFIXES:
+        if word.startswith(p) and len(word) - len(p) >= 2:
+            word = word[len(p) :]
+            break
+    for s in _VERB_SUFFIXES:
+        if word.endswith(s) and len(word) - len(s) >= 2:
+            word = word[: -len(s)]
+            break
+    return word
+
+
 def render(items: dict[str, list[str]]) -> tuple[str, str]:
     words = sorted({w for n, al in items.items() for w in (n, *al)}, key=lambda w: (-len(w), w))
     synonyms = _unambiguous(items)
@@ -203,7 +220,9 @@ def render(items: dict[str, list[str]]) -> tuple[str, str]:
     nlu = "\n".join(lines) + "\n"
 
     # jieba user dictionary: "word freq tag"; a high frequency makes the name win over splits.
-    jieba = "".join(f"{w} {3000 + 100 * len(w)} nz\n" for w in words if _tokenisable(w))
+    # Verbs are cut off first, so 能办居住证吗 tokenises as 能/办/居住证/吗, not 能/办居住证/吗.
+    dict_words = sorted({_core(w) for w in words if _tokenisable(w)}, key=lambda w: (-len(w), w))
+    jieba = "".join(f"{w} {3000 + 100 * len(w)} nz\n" for w in dict_words)
     return nlu, jieba
 
 

@@ -1,0 +1,52 @@
+"""Settings of the assistant (prefix ``WOJIA_BOT_``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Self
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from app_api.settings import WojiaSettings, get_settings
+
+DEV_ACTION_TOKEN = "dev-bot-action-token"
+DEV_SENDER_KEY = "dev-bot-sender-key"
+
+
+class BotSettings(WojiaSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="WOJIA_BOT_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # Rasa's HTTP server (`rasa run --enable-api`), bound to loopback.
+    rasa_url: str = "http://127.0.0.1:5005"
+    # One chat turn: NLU, policies and our own action calls. Rasa answers in well under a second.
+    rasa_timeout_s: float = Field(default=10.0, gt=0)
+    # Rasa calls the action webhook with "Authorization: Bearer <token>" (bot/rasa/endpoints.yml).
+    action_token: SecretStr = SecretStr(DEV_ACTION_TOKEN)
+    # Keyed hash that turns an account id into Rasa's sender id (Rasa never sees phone numbers).
+    sender_key: SecretStr = SecretStr(DEV_SENDER_KEY)
+    hotline: str = "12345"
+    # Deep links back into the app, filled with the item code.
+    apply_link: str = "wojia://gov_services/items/{code}/apply"
+    item_link: str = "wojia://gov_services/items/{code}"
+    login_link: str = "wojia://login"
+    # Elderly mode: at most this many list entries and buttons in one reply.
+    elderly_max_entries: int = Field(default=3, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        self.refuse_dev_secrets(
+            get_settings().environment,
+            {
+                "WOJIA_BOT_ACTION_TOKEN": (self.action_token, DEV_ACTION_TOKEN),
+                "WOJIA_BOT_SENDER_KEY": (self.sender_key, DEV_SENDER_KEY),
+            },
+        )
+        return self
+
+
+@lru_cache
+def get_bot_settings() -> BotSettings:
+    return BotSettings()

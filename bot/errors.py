@@ -1,0 +1,23 @@
+"""Errors of the assistant."""
+
+from __future__ import annotations
+
+from app_api.errors import AppError
+
+
+class AssistantUnavailable(AppError):
+    code = "bot.unavailable"
+    title = "智能助手暂时无法使用，请稍后再试，或拨打 12345 政务服务便民热线"
+    status = 503
+
+
+class ActionTokenInvalid(AppError):
+    code = "bot.action_token_invalid"
+    title = "助手动作调用未授权"
+    status = 401
+
+
+class UnknownAction(AppError):
+    code = "bot.unknown_action"
+    title = "未知的助手动作"
+    status = 404

@@ -1,0 +1,104 @@
+"""The assistant's HTTP endpoints: the chat API for residents and the action webhook for Rasa.
+
+The lead includes ``router`` under ``/api/v1``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+import secrets
+from typing import Annotated, Any
+
+import httpx
+from fastapi import APIRouter, Body, Depends, Header
+from fastapi.responses import JSONResponse
+
+from app_api.access import OptionalAccount, public
+from app_api.db import SessionDep
+from app_api.http import http_client
+from bot.actions import Rejected, run_action
+from bot.config import BotSettings, get_bot_settings
+from bot.errors import ActionTokenInvalid, AssistantUnavailable, UnknownAction
+from bot.schemas import ChatReply, ChatRequest, ReplyButton, ReplyMessage
+from bot.sender import account_sender_id, anonymous_sender_id
+from bot.sources import Sources
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/bot", tags=["assistant"])
+
+Settings = Annotated[BotSettings, Depends(get_bot_settings)]
+_SPACES = re.compile(r"\s+")
+# Spaces between two Chinese characters (老年 证) split what jieba would keep as one word.
+_CJK_SPACE = re.compile(r"(?<=[\u4e00-\u9fff])\s+(?=[\u4e00-\u9fff])")
+
+
+def normalize_message(text: str) -> str:
+    """Collapse whitespace; drop spaces between Chinese characters (a phone keyboard's habit)."""
+    return _CJK_SPACE.sub("", _SPACES.sub(" ", text).strip())
+
+
+@router.post("/messages", response_model=ChatReply, response_model_exclude_none=True)
+async def send_message(body: ChatRequest, principal: OptionalAccount, settings: Settings) -> ChatReply:
+    """Send one message to the assistant and get its replies (logged in or anonymous)."""
+    conversation_id: str | None = None
+    metadata: dict[str, Any] = {}
+    if principal is not None:
+        sender = account_sender_id(principal.id, settings)
+        metadata = {"account_id": principal.id, "elderly": principal.elderly_mode}
+    else:
+        conversation_id = body.conversation_id or secrets.token_urlsafe(16)
+        sender = anonymous_sender_id(conversation_id, settings)
+        metadata = {"elderly": bool(body.elderly)}
+    payload = {"sender": sender, "message": normalize_message(body.message), "metadata": metadata}
+    url = settings.rasa_url.rstrip("/") + "/webhooks/rest/webhook"
+    try:
+        r = await http_client().post(url, json=payload, timeout=settings.rasa_timeout_s)
+    except httpx.HTTPError as e:
+        log.warning("bot: Rasa unreachable at %s: %s", settings.rasa_url, type(e).__name__)
+        raise AssistantUnavailable() from e
+    if r.status_code != 200:
+        log.warning("bot: Rasa answered %s", r.status_code)
+        raise AssistantUnavailable()
+    try:
+        raw = r.json()
+    except ValueError as e:
+        raise AssistantUnavailable() from e
+    messages: list[ReplyMessage] = []
+    for m in raw if isinstance(raw, list) else []:
+        text = m.get("text")
+        buttons = [
+            ReplyButton(title=str(b.get("title", "")), payload=str(b.get("payload", "")))
+            for b in m.get("buttons") or []
+        ]
+        if text or buttons:
+            messages.append(ReplyMessage(text=text or "", buttons=buttons or None))
+    return ChatReply(messages=messages, conversation_id=conversation_id)
+
+
+def _check_token(authorization: str | None, settings: BotSettings) -> None:
+    expected = "Bearer " + settings.action_token.get_secret_value()
+    if not authorization or not hmac.compare_digest(authorization.encode(), expected.encode()):
+        raise ActionTokenInvalid()
+
+
+@router.post("/actions", dependencies=[Depends(public)], include_in_schema=False)
+async def run_bot_action(
+    body: Annotated[dict[str, Any], Body()],
+    session: SessionDep,
+    settings: Settings,
+    authorization: Annotated[str | None, Header()] = None,
+) -> JSONResponse:
+    """Rasa's action-server protocol; Rasa authenticates with the shared bearer token."""
+    _check_token(authorization, settings)
+    name = str(body.get("next_action") or "")
+    try:
+        result = await run_action(body, Sources(session), settings)
+    except KeyError as e:
+        if e.args and e.args[0] == name:
+            raise UnknownAction(f"未知的助手动作：{name}") from e
+        raise
+    except Rejected as e:
+        return JSONResponse({"action_name": e.action_name, "error": e.error}, status_code=400)
+    return JSONResponse(result)

@@ -1,0 +1,133 @@
+"""The chat API with the trained model running: what a resident sees, turn by turn.
+
+Marked ``rasa``: they start ``rasa run`` with the model from ``scripts/rasa-train.sh`` (30-40 s once
+per session). The last test stops Rasa, so it must stay last in this module.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+pytestmark = [pytest.mark.rasa, pytest.mark.slow]
+
+URL = "/api/v1/bot/messages"
+
+
+class Chat:
+    """One resident's conversation (logged in with headers, or anonymous with a conversation id)."""
+
+    def __init__(self, client: httpx.AsyncClient, headers: dict[str, str] | None = None) -> None:
+        self.client = client
+        self.headers = headers or {}
+        self.conversation_id: str | None = None
+
+    async def say(self, message: str) -> list[dict[str, Any]]:
+        body: dict[str, Any] = {"message": message}
+        if self.conversation_id:
+            body["conversation_id"] = self.conversation_id
+        r = await self.client.post(URL, json=body, headers=self.headers)
+        assert r.status_code == 200, r.text
+        data = r.json()
+        self.conversation_id = data.get("conversation_id") or self.conversation_id
+        return list(data["messages"])
+
+    async def text(self, message: str) -> str:
+        return "\n".join(m["text"] for m in await self.say(message))
+
+
+@pytest.fixture
+async def chat(client: httpx.AsyncClient, rasa_url_configured: str) -> Chat:
+    return Chat(client)
+
+
+def catalogue_item(name: str) -> Any:
+    from columns.base import get_capability
+
+    cat = get_capability("service_catalogue")
+    hit = cat.search(name, limit=1)[0]
+    return cat.get(hit.code)
+
+
+async def test_materials_for_the_elderly_card(chat: Chat) -> None:
+    item = catalogue_item("老年证")
+    text = await chat.text("老年证要带什么材料？")
+    assert item.name in text
+    required = [m.name for m in item.materials if m.required]
+    assert required and all(name in text for name in required)
+
+
+async def test_fee_for_a_sole_trader_licence(chat: Chat) -> None:
+    item = catalogue_item("个体工商户营业执照")
+    text = await chat.text("办个体工商户营业执照要多少钱")
+    assert item.name in text
+    assert ("不收费" in text) if item.fee_fen == 0 else (f"{item.fee_fen // 100}" in text)
+
+
+async def test_a_form_started_and_finished(client: httpx.AsyncClient, login: Any, rasa_url_configured: str) -> None:
+    chat = Chat(client, await login())
+    asked = await chat.text("我要一键申报")
+    assert "哪个事项" in asked
+    confirm = await chat.say("老年证")
+    assert "确认为您发起" in confirm[-1]["text"] and "老年人优待证" in confirm[-1]["text"]
+    assert [b["payload"] for b in confirm[-1]["buttons"]] == ["/affirm", "/deny"]
+    done = await chat.say("确认")
+    link = [b["payload"] for m in done for b in m.get("buttons") or []]
+    item = catalogue_item("老年证")
+    assert any(item.code in p for p in link), done
+    # The form is over: the next question is answered normally.
+    assert "不收费" in await chat.text("老年证收费吗") or item.fee_fen > 0
+
+
+async def test_the_item_form_asks_which_item_and_answers(chat: Chat) -> None:
+    asked = await chat.text("要多长时间能办好？")
+    assert "哪个事项" in asked
+    item = catalogue_item("居住证")
+    answer = await chat.text("居住证")
+    assert item.name in answer and f"{item.promised_days}个工作日" in answer
+
+
+async def test_status_query(client: httpx.AsyncClient, login: Any, rasa_url_configured: str) -> None:
+    anonymous = Chat(client)
+    assert "需要先登录" in await anonymous.text("我的申请办到哪一步了")
+    resident = Chat(client, await login())
+    text = await resident.text("查一下我的办件进度")
+    assert "需要先登录" not in text
+    assert "办件" in text or "申请" in text
+
+
+async def test_which_item_fits_a_need(chat: Chat) -> None:
+    text = await chat.text("我要开个小吃店")
+    assert "个体工商户设立登记" in text and "食品经营许可" in text
+
+
+async def test_out_of_scope_then_the_hotline(chat: Chat) -> None:
+    first = await chat.text("今天天气怎么样")
+    assert "回答不了" in first and "12345" not in first
+    second = await chat.text("给我讲个笑话吧")
+    assert "12345" in second
+
+
+async def test_elderly_mode_replies_are_shorter(client: httpx.AsyncClient, login: Any,
+                                                rasa_url_configured: str) -> None:  # fmt: skip
+    headers = await login()
+    normal = await Chat(client, headers).text("老年证要带什么材料")
+    r = await client.patch("/api/v1/me", json={"elderly_mode": True}, headers=headers)
+    assert r.status_code == 200, r.text
+    elderly = Chat(client, headers)
+    short = await elderly.text("老年证要带什么材料")
+    assert catalogue_item("老年证").name in short
+    assert len(short) < len(normal)
+
+
+async def test_rasa_stopped(client: httpx.AsyncClient, chat: Chat, rasa_server: Any) -> None:
+    """Keep last: stops the session's Rasa server."""
+    rasa_server.stop()
+    r = await client.post(URL, json={"message": "老年证要带什么材料"})
+    assert r.status_code == 503
+    assert r.json()["code"] == "bot.unavailable"
+    assert "12345" in r.json()["title"]
+    # The rest of the app does not notice.
+    assert (await client.get("/healthz")).status_code == 200
