@@ -99,6 +99,7 @@ class WeChatPayV2Sandbox:
         self.notifier = Notifier()
         self.extra_bill_rows: dict[dt.date, list[BillRow]] = {}
         self.auto_settle_refunds = auto_settle_refunds
+        self.bill_tamper: str | None = None  # "drop_row": a detail row missing, the summary unchanged
         self.refund_delay_s = 0.05
         self.requests_seen = 0
         self.app = Starlette(
@@ -370,7 +371,11 @@ class WeChatPayV2Sandbox:
         if not rows:
             # The real gateway answers an unsigned FAIL document for empty days.
             return self._fail("No Bill Exist")
-        return Response(render_wechat_csv(rows), media_type="text/plain; charset=utf-8")
+        text = render_wechat_csv(rows)
+        if self.bill_tamper == "drop_row":
+            lines = text.split("\r\n")
+            text = "\r\n".join(lines[:1] + lines[2:])
+        return Response(text, media_type="text/plain; charset=utf-8")
 
     # -- payer simulation and notifications -----------------------------------------------------
 
