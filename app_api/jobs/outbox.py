@@ -107,3 +107,12 @@ async def relay(older_than_s: int = 30) -> int:
             ).all()
         )
     return await dispatch(ids)
+
+
+@broker.task(task_name="app.ping")
+async def ping(token: str) -> str:
+    """Liveness probe of the job pipeline: a worker that runs it leaves ``jobs:pong:<token>`` in Redis."""
+    from app_api.redis import get_redis
+
+    await (await get_redis()).set(f"jobs:pong:{token}", b"1", ex=300)
+    return token

@@ -1,0 +1,51 @@
+"""The production job path: taskiq on Redis streams, consumed by the `wojia worker` process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import subprocess
+import sys
+
+import pytest
+
+REDIS_URL = os.environ.get("WOJIA_REDIS_URL", "")
+pytestmark = pytest.mark.skipif(
+    not REDIS_URL or REDIS_URL.startswith("memory://"), reason="needs a real Redis (WOJIA_REDIS_URL)"
+)
+
+
+async def test_worker_process_runs_jobs_sent_through_redis() -> None:
+    import redis.asyncio as aioredis
+    from taskiq.kicker import AsyncKicker
+    from taskiq_redis import RedisStreamBroker
+
+    env = {**os.environ, "WOJIA_JOBS_EMBEDDED": "false"}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "app_api.cli", "worker"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    sender = RedisStreamBroker(url=REDIS_URL, queue_name="wojia:jobs", consumer_group_name="wojia")
+    await sender.startup()
+    r = aioredis.Redis.from_url(REDIS_URL)
+    token = secrets.token_hex(8)
+    try:
+        await AsyncKicker(task_name="app.ping", broker=sender, labels={}).kiq(token=token)
+        for _ in range(300):
+            if await r.get(f"jobs:pong:{token}"):
+                break
+            assert worker.poll() is None, worker.stderr.read().decode()[-2000:] if worker.stderr else ""
+            await asyncio.sleep(0.1)
+        assert await r.get(f"jobs:pong:{token}") == b"1"
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(15)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        await sender.shutdown()
+        await r.aclose()
