@@ -54,6 +54,7 @@ from columns.gov_services.models import (
     DRAFT,
     POSTED,
     REJECTED,
+    STATUS_NAMES,
     SUBMITTED,
     SUPPLEMENT,
     Application,
@@ -213,7 +214,7 @@ async def get_item(session: AsyncSession, *, code: str) -> tuple[Item, Catalogue
         )
     ).first()
     if row is None:
-        raise ItemNotFound(code=code)
+        raise ItemNotFound(item_code=code)
     return row[0], _version_item(row[1])
 
 
@@ -603,12 +604,13 @@ async def submit(
     missing = await missing_materials(session, app, item)
     if missing:
         raise MaterialsMissing(f"还缺少：{'、'.join(missing)}", missing=missing)
+    if not await _claim(session, app, [DRAFT], SUBMITTED):
+        return app  # a concurrent submit of the same draft won; same outcome
     now = utcnow()
     app.delivery = choice
     if choice == "免费邮寄" and address:
         clean = {k: address[k].strip() for k in ("name", "phone", "address")}
         app.address_enc = encrypt_str(json.dumps(clean, ensure_ascii=False), aad=f"gov_addr:{app.id}")
-    app.status = SUBMITTED
     app.submitted_at = now
     app.due_at = workdays.due_at(now, app.limit_days)
     app.updated_at = now
@@ -643,9 +645,9 @@ async def supply_supplement(session: AsyncSession, *, app_id: str, principal: Pr
     missing = await missing_materials(session, app, item)
     if missing:
         raise MaterialsMissing(f"还缺少：{'、'.join(missing)}", missing=missing)
+    await _transition(session, app, [SUPPLEMENT], ACCEPTED)
     now = utcnow()
     _close_pause(app, now)
-    app.status = ACCEPTED
     app.due_at = workdays.due_at(_start(app), app.limit_days, pauses=pauses_of(app))
     app.updated_at = now
     session.add(app)
@@ -697,9 +699,27 @@ async def queue(session: AsyncSession, *, principal: Principal, status: str | No
     return list((await session.exec(q.order_by(col(Application.due_at).asc()).limit(200))).all())
 
 
-def _require(app: Application, *states: str) -> None:
-    if app.status not in states:
-        raise InvalidTransition(f"申请当前为“{app.status}”状态，不能执行此操作", status=app.status)
+async def _claim(session: AsyncSession, app: Application, allowed: Sequence[str], to: str) -> bool:
+    """Move ``app`` to ``to`` only if it is still in one of ``allowed``: a compare-and-set in the
+    database, so two concurrent requests (double taps, two reviewers) cannot both act. SQLite has no
+    row locks; this works the same there and on PostgreSQL."""
+    conn = await session.connection()
+    result = await conn.execute(
+        sa.update(Application)
+        .where(col(Application.id) == app.id, col(Application.status).in_(list(allowed)))
+        .values(status=to, updated_at=utcnow())
+    )
+    if result.rowcount != 1:
+        await session.refresh(app)
+        return False
+    app.status = to
+    return True
+
+
+async def _transition(session: AsyncSession, app: Application, allowed: Sequence[str], to: str) -> None:
+    if app.status not in allowed or not await _claim(session, app, allowed, to):
+        state = STATUS_NAMES[app.status]
+        raise InvalidTransition(f"申请当前为“{state}”状态，不能执行此操作", status=app.status)
 
 
 async def _tell(session: AsyncSession, app: Application, status: str, note: str = "") -> None:
@@ -712,9 +732,9 @@ async def _tell(session: AsyncSession, app: Application, status: str, note: str 
 
 
 async def accept(session: AsyncSession, *, app: Application, principal: Principal) -> Application:
-    _require(app, SUBMITTED)
+    await _transition(session, app, [SUBMITTED], ACCEPTED)
     now = utcnow()
-    app.status, app.accepted_at, app.reviewer_id, app.updated_at = ACCEPTED, now, principal.id, now
+    app.accepted_at, app.reviewer_id, app.updated_at = now, principal.id, now
     session.add(app)
     await session.flush()
     await _event(session, app, kind="accepted", title="已受理", actor=principal, role="reviewer")
@@ -725,15 +745,15 @@ async def accept(session: AsyncSession, *, app: Application, principal: Principa
 async def request_supplement(
     session: AsyncSession, *, app: Application, principal: Principal, reason: str, materials: list[str]
 ) -> Application:
-    _require(app, ACCEPTED)
     item = await version_of(session, app)
     names = {m.name for m in item.materials}
     bad = [m for m in materials if m not in names]
     if bad:
         raise ValidationFailed(f"本事项没有这些材料：{'、'.join(bad)}")
+    await _transition(session, app, [ACCEPTED], SUPPLEMENT)
     now = utcnow()
     app.pauses = [*app.pauses, [now.isoformat(), None, reason]]
-    app.status, app.due_at, app.updated_at = SUPPLEMENT, None, now
+    app.due_at, app.updated_at = None, now
     app.reviewer_id = app.reviewer_id or principal.id
     session.add(app)
     await session.flush()
@@ -759,10 +779,10 @@ async def request_supplement(
 async def approve(
     session: AsyncSession, *, app: Application, principal: Principal, note: str | None
 ) -> Application:
-    _require(app, ACCEPTED)
+    await _transition(session, app, [ACCEPTED], APPROVED)
     item = await version_of(session, app)
     now = utcnow()
-    app.status, app.decided_at, app.updated_at = APPROVED, now, now
+    app.decided_at, app.updated_at = now, now
     app.reviewer_id = app.reviewer_id or principal.id
     if item.result.ecert:
         applicant = await session.get(Account, app.applicant_id)
@@ -803,11 +823,12 @@ async def approve(
 async def reject(
     session: AsyncSession, *, app: Application, principal: Principal, reason: str
 ) -> Application:
-    _require(app, SUBMITTED, ACCEPTED, SUPPLEMENT)
+    was = app.status
+    await _transition(session, app, [SUBMITTED, ACCEPTED, SUPPLEMENT], REJECTED)
     now = utcnow()
-    if app.status == SUPPLEMENT:
+    if was == SUPPLEMENT:
         _close_pause(app, now)
-    app.status, app.decided_at, app.decision_reason, app.updated_at = REJECTED, now, reason, now
+    app.decided_at, app.decision_reason, app.updated_at = now, reason, now
     app.reviewer_id = app.reviewer_id or principal.id
     session.add(app)
     await session.flush()
