@@ -1,0 +1,85 @@
+"""Settings of the utilities column (prefix ``WOJIA_COLUMN_UTILITIES_``).
+
+Billers are configuration: each names the adapter that speaks its protocol (``http_json`` is built
+in; others are installed under the entry-point group ``wojia.utilities.biller_adapters``), its kind
+(water, power, gas, or any new kind such as heating) and its endpoint and credentials. Adding a
+biller, or a kind of biller, does not touch the column's code.
+
+``WOJIA_COLUMN_UTILITIES_BILLERS='[{"code": "bz_water", "kind": "water", ...}]'``
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Self
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from app_api.settings import WojiaSettings, get_settings
+
+DEV_BILLER_SECRET = "dev-biller-secret-change-me"
+SANDBOX_PATH = "/sandbox/utilities"
+
+KIND_NAMES = {"water": "水费", "power": "电费", "gas": "燃气费", "heating": "暖气费"}
+
+
+class BillerConfig(BaseModel):
+    code: str = Field(pattern=r"^[a-z][a-z0-9_]{1,31}$")
+    kind: str = Field(pattern=r"^[a-z][a-z0-9_]{1,19}$")
+    name: str = Field(min_length=2, max_length=40)
+    adapter: str = "http_json"
+    base_url: str
+    app_id: str = "wojia"
+    secret: SecretStr = SecretStr(DEV_BILLER_SECRET)
+    timeout_s: float = Field(default=5.0, gt=0, le=60)
+    # Account numbers as the biller prints them on paper bills (checked before any call).
+    account_no_pattern: str = r"^[0-9A-Za-z-]{6,32}$"
+
+
+def _dev_billers() -> list[BillerConfig]:
+    base = get_settings().public_base_url.rstrip("/") + SANDBOX_PATH
+    city = get_settings().city_name
+    return [
+        BillerConfig(code="water", kind="water", name=f"{city}市自来水公司", base_url=f"{base}/water"),
+        BillerConfig(code="power", kind="power", name=f"国网{city}供电公司", base_url=f"{base}/power"),
+        BillerConfig(code="gas", kind="gas", name=f"{city}港华燃气", base_url=f"{base}/gas"),
+    ]
+
+
+class UtilitiesSettings(WojiaSettings):
+    model_config = SettingsConfigDict(env_prefix="WOJIA_COLUMN_UTILITIES_", extra="ignore")
+
+    billers: list[BillerConfig] = Field(default_factory=list)
+    max_bound_accounts: int = 20
+    max_bills_per_payment: int = 20
+    # Failed binding attempts (unknown account or wrong name) per resident per day: stops guessing
+    # holder names account by account.
+    bind_failures_per_day: int = 10
+    # Biller notification: first try right after the payment, then backoff base * 2^(n-1) up to max.
+    notice_backoff_base_s: int = 30
+    notice_backoff_max_s: int = 3600
+    notice_max_attempts: int = 12
+    notice_lease_s: int = 120
+    reminder_days_before: int = 3
+    payment_ttl_s: int = 15 * 60
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if not self.billers:
+            self.billers = _dev_billers()
+        env = get_settings().environment
+        for b in self.billers:
+            self.refuse_dev_secrets(env, {f"biller {b.code} secret": (b.secret, DEV_BILLER_SECRET)})
+        codes = [b.code for b in self.billers]
+        if len(set(codes)) != len(codes):
+            raise ValueError("biller codes must be unique")
+        return self
+
+    def biller(self, code: str) -> BillerConfig | None:
+        return next((b for b in self.billers if b.code == code), None)
+
+
+@lru_cache
+def get_config() -> UtilitiesSettings:
+    return UtilitiesSettings()

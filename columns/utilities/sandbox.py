@@ -1,0 +1,318 @@
+"""A loopback biller speaking the ``http_json`` protocol, for development, tests and benchmarks.
+
+Each :class:`BillerSandbox` is one company (water, power or gas) with its own accounts, bills and
+shared secret. It verifies signatures and timestamps like the real platform, checks holder names,
+records payments once per ``payment_ref`` (a repeated post answers ``duplicate: true`` with the same
+receipt), and can be told to misbehave for the next N calls: answer 503, answer garbage, or time
+out — for a payment, after recording it, which is the case that tests exactly-once delivery.
+
+Control endpoints under ``/_sandbox`` (never in production): add accounts and bills, set faults,
+read what was posted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hmac
+import itertools
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route
+
+from app_api.crypto import mask_name
+from columns.utilities.adapters import sign
+
+Fault = Literal["error", "garbage", "timeout"]
+MAX_SKEW_S = 300
+
+
+@dataclass
+class SandboxBill:
+    bill_no: str
+    period: str
+    amount_fen: int
+    due_date: dt.date
+    usage: str = ""
+    paid_ref: str | None = None
+
+
+@dataclass
+class SandboxAccount:
+    account_no: str
+    holder_name: str
+    address: str
+    bills: list[SandboxBill] = field(default_factory=list)
+
+
+@dataclass
+class PostedPayment:
+    payment_ref: str
+    account_no: str
+    bill_no: str
+    amount_fen: int
+    receipt_no: str
+    paid_at: str
+    channel: str
+    times_posted: int = 1
+
+
+class BillerSandbox:
+    def __init__(self, code: str, secret: str, *, unit: str = "吨", timeout_sleep_s: float = 10.0) -> None:
+        self.code = code
+        self.secret = secret
+        self.unit = unit
+        self.timeout_sleep_s = timeout_sleep_s
+        self.accounts: dict[str, SandboxAccount] = {}
+        self.payments: dict[str, PostedPayment] = {}
+        self.calls: list[tuple[str, str]] = []  # (path, outcome)
+        self._faults: list[tuple[Fault, str | None]] = []
+        self._lock = threading.Lock()
+        self._receipts = itertools.count(1)
+        self.app = Starlette(
+            routes=[
+                Route("/v1/accounts/verify", self._verify, methods=["POST"]),
+                Route("/v1/bills/query", self._bills, methods=["POST"]),
+                Route("/v1/payments", self._pay, methods=["POST"]),
+                Route("/_sandbox/accounts", self._control_account, methods=["POST"]),
+                Route("/_sandbox/faults", self._control_faults, methods=["POST"]),
+                Route("/_sandbox/payments", self._control_payments, methods=["GET"]),
+            ]
+        )
+
+    # -- set-up (Python API; the control endpoints call the same) ----------------------------------
+
+    def add_account(
+        self, account_no: str, holder_name: str, address: str = "", bills: list[SandboxBill] | None = None
+    ) -> SandboxAccount:
+        with self._lock:
+            acct = SandboxAccount(account_no, holder_name, address, list(bills or []))
+            self.accounts[account_no] = acct
+            return acct
+
+    def add_bill(self, account_no: str, bill: SandboxBill) -> None:
+        with self._lock:
+            self.accounts[account_no].bills.append(bill)
+
+    def fail_next(self, count: int, fault: Fault = "error", path: str | None = None) -> None:
+        """The next ``count`` calls (to ``path`` only, if given) misbehave in the chosen way."""
+        with self._lock:
+            self._faults.extend([(fault, path)] * count)
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def payments_for(self, bill_no: str) -> list[PostedPayment]:
+        return [p for p in self.payments.values() if p.bill_no == bill_no]
+
+    # -- protocol ------------------------------------------------------------------------------------
+
+    def _take_fault(self, path: str) -> Fault | None:
+        with self._lock:
+            for i, (fault, p) in enumerate(self._faults):
+                if p is None or p == path:
+                    del self._faults[i]
+                    return fault
+        return None
+
+    @staticmethod
+    def _answer(code: int, msg: str, data: Any = None, status: int = 200) -> JSONResponse:
+        return JSONResponse({"code": code, "msg": msg, "data": data}, status_code=status)
+
+    async def _read(self, request: Request) -> dict[str, Any] | Response:
+        body = await request.body()
+        h = request.headers
+        ts, nonce, sig = h.get("x-timestamp", ""), h.get("x-nonce", ""), h.get("x-signature", "")
+        if not ts.isdigit() or abs(time.time() - int(ts)) > MAX_SKEW_S:
+            return self._answer(40101, "timestamp expired", status=401)
+        if not hmac.compare_digest(sign(self.secret, ts, nonce, body), sig):
+            return self._answer(40102, "bad signature", status=401)
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            return self._answer(40001, "bad json", status=400)
+        if not isinstance(payload, dict):
+            return self._answer(40001, "bad json", status=400)
+        return payload
+
+    async def _faulty(self, path: str) -> Response | None:
+        fault = self._take_fault(path)
+        if fault is None:
+            return None
+        return await self._fault_response(fault, path)
+
+    async def _fault_response(self, fault: Fault, path: str) -> Response:
+        self.calls.append((path, fault))
+        if fault == "error":
+            return self._answer(50001, "system busy", status=503)
+        if fault == "garbage":
+            return PlainTextResponse("<html><body>502 Bad Gateway</body></html>", status_code=200)
+        await asyncio.sleep(self.timeout_sleep_s)
+        return self._answer(50002, "late")
+
+    async def _verify(self, request: Request) -> Response:
+        p = await self._read(request)
+        if isinstance(p, Response):
+            return p
+        if (f := await self._faulty("/v1/accounts/verify")) is not None:
+            return f
+        acct = self.accounts.get(str(p.get("account_no", "")))
+        if acct is None:
+            return self._answer(40401, "account not found")
+        if str(p.get("holder_name", "")).strip() != acct.holder_name:
+            return self._answer(40901, "holder name mismatch")
+        self.calls.append(("/v1/accounts/verify", "ok"))
+        address = acct.address[:6] + "****" if acct.address else ""
+        return self._answer(
+            0,
+            "ok",
+            {
+                "account_no": acct.account_no,
+                "holder_masked": mask_name(acct.holder_name),
+                "address_masked": address,
+            },
+        )
+
+    async def _bills(self, request: Request) -> Response:
+        p = await self._read(request)
+        if isinstance(p, Response):
+            return p
+        if (f := await self._faulty("/v1/bills/query")) is not None:
+            return f
+        acct = self.accounts.get(str(p.get("account_no", "")))
+        if acct is None:
+            return self._answer(40401, "account not found")
+        self.calls.append(("/v1/bills/query", "ok"))
+        return self._answer(
+            0,
+            "ok",
+            {
+                "bills": [
+                    {
+                        "bill_no": b.bill_no,
+                        "period": b.period,
+                        "amount_fen": b.amount_fen,
+                        "due_date": b.due_date.isoformat(),
+                        "usage": b.usage,
+                    }
+                    for b in acct.bills
+                    if b.paid_ref is None
+                ]
+            },
+        )
+
+    async def _pay(self, request: Request) -> Response:
+        p = await self._read(request)
+        if isinstance(p, Response):
+            return p
+        fault = self._take_fault("/v1/payments")
+        if fault in ("error", "garbage"):
+            return await self._fault_response(fault, "/v1/payments")
+        ref = str(p.get("payment_ref", ""))
+        with self._lock:
+            existing = self.payments.get(ref)
+            if existing is not None:
+                existing.times_posted += 1
+                answer = self._answer(0, "ok", {"receipt_no": existing.receipt_no, "duplicate": True})
+            else:
+                acct = self.accounts.get(str(p.get("account_no", "")))
+                if acct is None:
+                    return self._answer(40401, "account not found")
+                bill = next((b for b in acct.bills if b.bill_no == p.get("bill_no")), None)
+                if bill is None:
+                    return self._answer(40402, "bill not found")
+                if bill.paid_ref is not None:
+                    return self._answer(40903, "bill already settled by another payment")
+                if int(p.get("amount_fen", -1)) != bill.amount_fen:
+                    return self._answer(42201, "amount differs from the bill")
+                bill.paid_ref = ref
+                receipt = f"{self.code.upper()}{dt.date.today():%Y%m%d}{next(self._receipts):06d}"
+                self.payments[ref] = PostedPayment(
+                    ref,
+                    acct.account_no,
+                    bill.bill_no,
+                    bill.amount_fen,
+                    receipt,
+                    str(p.get("paid_at", "")),
+                    str(p.get("channel", "")),
+                )
+                answer = self._answer(0, "ok", {"receipt_no": receipt, "duplicate": False})
+        self.calls.append(("/v1/payments", "ok" if fault is None else fault))
+        if fault == "timeout":
+            # Recorded, but the answer is lost: the caller times out and will post again.
+            await asyncio.sleep(self.timeout_sleep_s)
+        return answer
+
+    # -- control -------------------------------------------------------------------------------------
+
+    async def _control_account(self, request: Request) -> Response:
+        p = await request.json()
+        bills = [
+            SandboxBill(
+                b["bill_no"],
+                b["period"],
+                int(b["amount_fen"]),
+                dt.date.fromisoformat(b["due_date"]),
+                b.get("usage", ""),
+            )
+            for b in p.get("bills", [])
+        ]
+        self.add_account(p["account_no"], p["holder_name"], p.get("address", ""), bills)
+        return JSONResponse({"ok": True})
+
+    async def _control_faults(self, request: Request) -> Response:
+        p = await request.json()
+        self.fail_next(int(p.get("count", 1)), p.get("fault", "error"), p.get("path"))
+        return JSONResponse({"ok": True})
+
+    async def _control_payments(self, request: Request) -> Response:
+        return JSONResponse({"payments": [vars(x) for x in self.payments.values()]})
+
+
+def sandbox_app(sandboxes: dict[str, BillerSandbox]) -> Starlette:
+    """Several billers behind one server: ``/<code>/v1/...``."""
+    return Starlette(routes=[Mount(f"/{code}", app=s.app) for code, s in sandboxes.items()])
+
+
+def demo_sandboxes(secret: str) -> dict[str, BillerSandbox]:
+    """The development billers with a few demo households (the seed binds them)."""
+    today = dt.date.today()
+    units = {"water": "吨", "power": "度", "gas": "立方米"}
+    out: dict[str, BillerSandbox] = {}
+    for n, (code, unit) in enumerate(units.items()):
+        s = BillerSandbox(code, secret, unit=unit)
+        for i, (holder, address) in enumerate(
+            [("张建国", "谯城区薛阁街道光明路18号"), ("李秀英", "涡阳县城关镇向阳路6号")]
+        ):
+            acct = f"{code[0].upper()}3416{n}{i:05d}"
+            s.add_account(
+                acct,
+                holder,
+                address,
+                [
+                    SandboxBill(
+                        f"{acct}-2610",
+                        "2026-10",
+                        3650 + 1130 * n + 7 * i,
+                        today + dt.timedelta(days=2),
+                        f"{14 + i} {unit}",
+                    ),
+                    SandboxBill(
+                        f"{acct}-2611",
+                        "2026-11",
+                        4120 + 980 * n + 5 * i,
+                        today + dt.timedelta(days=20),
+                        f"{16 + i} {unit}",
+                    ),
+                ],
+            )
+        out[code] = s
+    return out
