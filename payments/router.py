@@ -264,46 +264,48 @@ _templates.filters["yuan"] = lambda fen: "" if fen is None else fen_to_yuan(int(
 _templates.filters["china"] = lambda t: t.astimezone(CHINA_TZ).strftime("%Y-%m-%d %H:%M:%S") if t else ""
 
 
-def _html(name: str, **context: Any) -> HTMLResponse:
-    return HTMLResponse(_templates.get_template(name).render(names=DISCREPANCY_NAMES, **context))
+def _html(request: Request, name: str, **context: Any) -> HTMLResponse:
+    # Links are built from where the router is actually mounted (``/api/v1`` in the app).
+    prefix = request.url_for("console").path.rsplit("/console", 1)[0]
+    return HTMLResponse(_templates.get_template(name).render(names=DISCREPANCY_NAMES, prefix=prefix, **context))
 
 
 @finance_router.get("/console", response_class=HTMLResponse)
-async def console(principal: Finance, session: SessionDep) -> HTMLResponse:
+async def console(request: Request, principal: Finance, session: SessionDep) -> HTMLResponse:
     """Finance console: recent runs, start a run."""
     recent = (await session.exec(select(ReconciliationRun).order_by(col(ReconciliationRun.started_at).desc())
                                  .limit(50))).all()
     yesterday = dt.datetime.now(CHINA_TZ).date() - dt.timedelta(days=1)
-    return _html("console_runs.html", runs=recent, providers=[p.value for p in ProviderName], yesterday=yesterday)
+    return _html(request, "console_runs.html", runs=recent, providers=[p.value for p in ProviderName], yesterday=yesterday)
 
 
 @finance_router.post("/console/runs")
-async def console_start(principal: Finance, session: SessionDep, provider: Annotated[ProviderName, Form()],
+async def console_start(request: Request, principal: Finance, session: SessionDep, provider: Annotated[ProviderName, Form()],
                         bill_date: Annotated[dt.date, Form()]) -> RedirectResponse:
     """Console form: start a run, then show it."""
     get_provider(provider.value)
     run = await reconcile.start_run(session, provider=provider.value, bill_date=bill_date, actor_id=principal.id)
-    return RedirectResponse(f"{finance_router.prefix}/console/runs/{run.id}", status_code=303)
+    return RedirectResponse(request.url_for("console_run", run_id=run.id).path, status_code=303)
 
 
 @finance_router.get("/console/runs/{run_id}", response_class=HTMLResponse)
-async def console_run(run_id: str, principal: Finance, session: SessionDep) -> HTMLResponse:
+async def console_run(request: Request, run_id: str, principal: Finance, session: SessionDep) -> HTMLResponse:
     """Console: one run's totals and discrepancies, with resolve forms and export links."""
     run = await _run(session, run_id)
     items = (await session.exec(select(ReconciliationItem).where(ReconciliationItem.run_id == run_id)
                                 .order_by(col(ReconciliationItem.category)).limit(1000))).all()
     unresolved = (await session.exec(select(func.count()).select_from(ReconciliationItem).where(
         ReconciliationItem.run_id == run_id, col(ReconciliationItem.resolved_at).is_(None)))).one()
-    return _html("console_run.html", run=run, items=items, unresolved=unresolved,
+    return _html(request, "console_run.html", run=run, items=items, unresolved=unresolved,
                  categories=[c for c in Discrepancy])
 
 
 @finance_router.post("/console/items/{item_id}/resolve")
-async def console_resolve(item_id: str, principal: Finance, session: SessionDep,
+async def console_resolve(request: Request, item_id: str, principal: Finance, session: SessionDep,
                           note: Annotated[str, Form(min_length=2, max_length=500)]) -> RedirectResponse:
     """Console form: resolve a discrepancy, back to its run."""
     item = await reconcile.resolve_item(session, item_id=item_id, note=note, actor_id=principal.id)
-    return RedirectResponse(f"{finance_router.prefix}/console/runs/{item.run_id}", status_code=303)
+    return RedirectResponse(request.url_for("console_run", run_id=item.run_id).path, status_code=303)
 
 
 router_all = APIRouter()

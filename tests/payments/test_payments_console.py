@@ -1,0 +1,94 @@
+"""The finance console in a real browser (Debian's chromium driven by Playwright)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import secrets
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from app_api.db import session_scope
+from payments import service
+from payments.models import PaymentOrder
+from payments.providers.base import CHINA_TZ
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")]
+
+
+async def test_console_start_run_resolve_export(ledger, client, login, tmp_path):
+    from playwright.async_api import async_playwright
+
+    from test_payments_reconcile import fresh_merchant
+
+    finance = await login(roles=["finance"])
+    resident = await login()
+    account = (await client.get("/api/v1/me", headers=resident)).json()["id"]
+    day = dt.date(2023, 6, 1) + dt.timedelta(days=secrets.randbelow(300))
+    async with fresh_merchant(ledger, "wechat_v2"):
+        async with session_scope() as s:
+            order = await service.create_order(s, account_id=account, purpose="testcol.bill",
+                                               purpose_ref="CON" + secrets.token_hex(4), amount_fen=4560,
+                                               description="水费", provider="wechat_v2", channel="app")
+            await s.exec(sa.update(PaymentOrder).where(PaymentOrder.id == order.id).values(
+                status="paid", paid_at=dt.datetime.combine(day, dt.time(10), tzinfo=CHINA_TZ),
+                provider_txn_id="CONSOLE1"))
+
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+            try:
+                context = await browser.new_context(base_url=ledger.url, extra_http_headers=finance,
+                                                    accept_downloads=True)
+                page = await context.new_page()
+                await page.goto("/api/v1/payments/finance/console")
+                assert await page.title() == "财务对账 · 我家"
+                await page.select_option("select[name=provider]", "wechat_v2")
+                await page.fill("input[name=bill_date]", day.isoformat())
+                await page.click("#start-run button[type=submit]")
+                await page.wait_for_url("**/console/runs/*")
+                run_url = page.url
+                for _ in range(100):  # the page refreshes itself while the run is in progress
+                    status = page.locator("#status")
+                    if await status.count() and "已完成" in await status.inner_text():
+                        break
+                    await asyncio.sleep(0.1)
+                    await page.goto(run_url)
+                assert "已完成" in await page.inner_text("#status")
+                assert "45.60" in await page.inner_text("#totals")
+                row = page.locator(f"tr[data-category=missing_at_provider]:has-text('{order.out_trade_no}')")
+                assert await row.count() == 1
+                assert await page.inner_text("#unresolved") == "1"
+
+                await row.locator("input[name=note]").fill("渠道延迟入账，已人工核实")
+                await row.locator("button").click()
+                await page.wait_for_load_state()
+                assert await page.inner_text("#unresolved") == "0"
+                assert "已处理：渠道延迟入账，已人工核实" in await page.inner_text("#items")
+
+                async with page.expect_download() as info:
+                    await page.click("#export-csv")
+                download = await info.value
+                target = tmp_path / "export.csv"
+                await download.save_as(target)
+                text = target.read_text(encoding="utf-8-sig")
+                assert order.out_trade_no in text and "账本有、渠道无" in text and "45.60" in text
+
+                await page.goto("/api/v1/payments/finance/console")
+                assert day.isoformat() in await page.inner_text("#runs")
+            finally:
+                await browser.close()
+
+        # Without the finance role the console is not served.
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+            try:
+                context = await browser.new_context(base_url=ledger.url, extra_http_headers=resident)
+                page = await context.new_page()
+                response = await page.goto("/api/v1/payments/finance/console")
+                assert response is not None and response.status == 403
+            finally:
+                await browser.close()
