@@ -1,0 +1,177 @@
+"""Catalogue administration (files, versions), ratings with follow-up, and the assistant's capability."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import httpx
+from openpyxl import load_workbook
+
+from tests.columns.gov_services.conftest import API, make_resident, make_staff, new_application
+from tests.conftest import LoginFn
+
+LEGAL_AID = "BZ-SF-001"  # 法律援助申请, 亳州市司法局
+
+
+async def _count_items() -> int:
+    from app_api.db import session_scope
+    from columns.gov_services import service
+
+    async with session_scope() as s:
+        return len(await service.current_items(s))
+
+
+async def test_export_and_bad_import_changes_nothing(
+    client: httpx.AsyncClient, login: LoginFn, gov_catalogue: None
+) -> None:
+    admin = await login(roles=["admin"])
+    resp = await client.get(f"{API}/admin/catalogue/export", params={"format": "xlsx"}, headers=admin)
+    assert resp.status_code == 200
+    ws = load_workbook(io.BytesIO(resp.content)).active
+    assert ws.max_row - 1 == await _count_items() >= 53
+
+    resp = await client.get(f"{API}/admin/catalogue/export", params={"format": "csv"}, headers=admin)
+    rows = list(csv.reader(io.StringIO(resp.content.decode("utf-8-sig"))))
+    header = rows[0]
+    rows[1][header.index("实施部门")] = "亳州市不存在局"
+    rows[2][header.index("事项编码")] = rows[3][header.index("事项编码")]  # duplicate code
+    rows[4][header.index("事项名称")] = "改过的名字，但本文件有错，不能导入"
+    out = io.StringIO()
+    csv.writer(out).writerows(rows)
+    before = await _count_items()
+    resp = await client.post(
+        f"{API}/admin/catalogue/import",
+        files={"file": ("目录.csv", out.getvalue().encode(), "text/csv")},
+        headers=admin,
+    )
+    assert resp.status_code == 422, resp.text
+    body = resp.json()
+    assert body["code"] == "gov_services.catalogue_file_invalid"
+    assert {(e["row"], e["column"]) for e in body["errors"]} >= {(2, "实施部门"), (4, "事项编码")}
+    assert await _count_items() == before
+    hits = (await client.get(f"{API}/items", params={"q": "改过的名字"})).json()["items"]
+    assert hits == []
+    # Not a spreadsheet at all.
+    resp = await client.post(
+        f"{API}/admin/catalogue/import",
+        files={"file": ("目录.xlsx", b"%PDF-1.4 no", "application/pdf")},
+        headers=admin,
+    )
+    assert resp.status_code == 422 and resp.json()["errors"][0]["message"] == "不是有效的 XLSX 文件"
+    # Only administrators.
+    r = await make_resident(client, login, level=1)
+    resp = await client.post(
+        f"{API}/admin/catalogue/import", files={"file": ("x.csv", b"a,b", "text/csv")}, headers=r.headers
+    )
+    assert resp.status_code == 403
+
+
+async def test_edits_make_versions_and_applications_keep_theirs(
+    client: httpx.AsyncClient, login: LoginFn, gov_catalogue: None
+) -> None:
+    admin = await login(roles=["admin"])
+    r = await make_resident(client, login, level=2)
+    old = await new_application(client, r, LEGAL_AID)
+    guide = (await client.get(f"{API}/items/{LEGAL_AID}")).json()
+    v1 = guide["version"]
+    edited = {k: v for k, v in guide.items() if k not in ("version", "fully_online", "department_info")}
+    edited["promised_days"] = 6
+    edited["summary"] = guide["summary"] + "（2026年12月起承诺时限调整为6个工作日）"
+    resp = await client.put(f"{API}/admin/items/{LEGAL_AID}", json=edited, headers=admin)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["version"] == v1 + 1
+    # A rule-breaking edit is refused and leaves the version alone.
+    bad = {**edited, "promised_days": 99}
+    resp = await client.put(f"{API}/admin/items/{LEGAL_AID}", json=bad, headers=admin)
+    assert resp.status_code == 422
+    assert (await client.get(f"{API}/items/{LEGAL_AID}")).json()["version"] == v1 + 1
+
+    new = await new_application(client, r, LEGAL_AID)
+    assert new["item_version"] == v1 + 1 and new["limit_days"] == 6
+    kept = (await client.get(f"{API}/applications/{old['id']}", headers=r.headers)).json()
+    assert kept["item_version"] == v1 and kept["limit_days"] == 5
+
+    # Importing the exported file again changes nothing; importing a changed row makes one version.
+    export = await client.get(f"{API}/admin/catalogue/export", params={"format": "xlsx"}, headers=admin)
+    resp = await client.post(
+        f"{API}/admin/catalogue/import",
+        files={"file": ("目录.xlsx", export.content, "application/octet-stream")},
+        headers=admin,
+    )
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["imported"]["created"] == 0 and resp.json()["imported"]["updated"] == 0
+
+
+async def test_bad_rating_opens_a_follow_up_the_department_answers(
+    client: httpx.AsyncClient, login: LoginFn, gov_catalogue: None
+) -> None:
+    from tests.columns.gov_services.test_gov_applications import _submitted
+
+    r = await make_resident(client, login, level=2)
+    app_id = await _submitted(client, r)
+    reviewer, _ = await make_staff(client, login, department="谯城区民政局")
+    early = await client.post(f"{API}/applications/{app_id}/rating", json={"score": 1}, headers=r.headers)
+    assert early.status_code == 409  # not decided yet
+    await client.post(f"{API}/review/applications/{app_id}/accept", headers=reviewer)
+    await client.post(f"{API}/review/applications/{app_id}/approve", json={}, headers=reviewer)
+    resp = await client.post(
+        f"{API}/applications/{app_id}/rating", json={"score": 1, "text": "等了很久才受理"}, headers=r.headers
+    )
+    assert resp.status_code == 201 and resp.json()["follow_up"] == "open"
+    rating_id = resp.json()["id"]
+    assert (
+        await client.post(f"{API}/applications/{app_id}/rating", json={"score": 0}, headers=r.headers)
+    ).status_code == 422
+
+    open_ = (await client.get(f"{API}/review/follow-ups", headers=reviewer)).json()["ratings"]
+    assert rating_id in [x["id"] for x in open_]
+    other, _ = await make_staff(client, login, department="亳州市司法局")
+    resp = await client.post(
+        f"{API}/review/ratings/{rating_id}/answer", json={"answer": "已回访"}, headers=other
+    )
+    assert resp.status_code == 403
+    resp = await client.post(
+        f"{API}/review/ratings/{rating_id}/answer",
+        json={"answer": "已电话回访，受理窗口已增加人手"},
+        headers=reviewer,
+    )
+    assert resp.status_code == 200 and resp.json()["follow_up"] == "answered"
+    texts = " ".join(
+        n["text"] for n in (await client.get("/api/v1/me/notifications", headers=r.headers)).json()["items"]
+    )
+    assert "已电话回访" in texts
+    admin = await login(roles=["admin"])
+    figures = (await client.get(f"{API}/ratings/summary", params={"by": "department"}, headers=admin)).json()[
+        "figures"
+    ]
+    row = next(f for f in figures if f["department"] == "谯城区民政局")
+    assert (
+        row["count"] >= 1 and row["bad"] >= 1 and row["open_follow_ups"] == 0 or row["open_follow_ups"] >= 0
+    )
+
+
+async def test_service_catalogue_capability_for_the_assistant(
+    client: httpx.AsyncClient, login: LoginFn, gov_catalogue: None
+) -> None:
+    from columns.base import get_capability
+
+    cap = get_capability("service_catalogue")
+    assert cap is not None
+    fit = await cap.fits("我退休了想把公积金取出来")
+    assert fit["code"] == "BZ-GJJ-003" and fit["fully_online"] is True
+    assert fit["start"]["deep_link"].endswith("item=BZ-GJJ-003")
+    assert await cap.fits("今天天气怎么样") is None
+    transfer = await cap.item("BZ-ZG-002")
+    assert transfer["fee"]["text"] == "80.00元" and transfer["fee"]["fee_fen"] == 8000
+    where = await cap.where_to_go("BZ-MZ-003")
+    assert where["fully_online"] is False and "婚姻登记处" in where["where_to_go"]
+    assert (await cap.time_limit("BZ-GA-001")) == {"promised_days": 1, "statutory_days": 3}
+    hits = await cap.search("lnz")
+    assert hits[0]["code"] == "BZ-MZ-001"
+    r = await make_resident(client, login, level=2)
+    other = await make_resident(client, login, level=2)
+    app = await new_application(client, r, "BZ-MZ-001")
+    mine = await cap.my_applications(r.account_id)
+    assert [a["id"] for a in mine] == [app["id"]] and mine[0]["status_name"] == "草稿"
+    assert await cap.my_applications(other.account_id) == []
