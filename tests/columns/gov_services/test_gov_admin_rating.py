@@ -147,7 +147,7 @@ async def test_bad_rating_opens_a_follow_up_the_department_answers(
     ]
     row = next(f for f in figures if f["department"] == "谯城区民政局")
     assert (
-        row["count"] >= 1 and row["bad"] >= 1 and row["open_follow_ups"] == 0 or row["open_follow_ups"] >= 0
+        (row["count"] >= 1 and row["bad"] >= 1 and row["open_follow_ups"] == 0) or row["open_follow_ups"] >= 0
     )
 
 
