@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile
 from sqlmodel import col, select
 
 from app_api.access import Admin, CurrentAccount, public
+from app_api.accounts.principal import Principal
 from app_api.db import SessionDep, utcnow
 from app_api.errors import Forbidden
 from app_api.settings import get_settings
@@ -353,7 +354,7 @@ async def answer(rating_id: str, body: AnswerIn, principal: Reviewer, session: S
 # ---------------------------------------------------------------- supervision and figures
 
 
-def _scope(principal: Any, department: str | None) -> str | None:
+def _scope(principal: Principal, department: str | None) -> str | None:
     """Admins see every department; supervisors and reviewers only their own."""
     if principal.has("admin"):
         return department

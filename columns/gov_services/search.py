@@ -307,10 +307,10 @@ class CatalogueIndex:
             contained = 0
             for ti in self._item_terms[item]:
                 term = self.terms[ti]
-                scored = memo.get(term.text)
-                if scored is None:
-                    scored = memo[term.text] = _fuzzy_score(q, q_pinyin, term)
-                score, inside = scored
+                cached = memo.get(term.text)
+                if cached is None:
+                    cached = memo[term.text] = _fuzzy_score(q, q_pinyin, term)
+                score, inside = cached
                 contained += inside
                 self._offer(best, ti, score)
             if contained > 1:

@@ -148,7 +148,13 @@ async def upsert_items(
         )
         session.add(version)
         if found is None:
-            item = Item(code=data.code, current_version_id=version.id, name=data.name)
+            item = Item(
+                code=data.code,
+                current_version_id=version.id,
+                name=data.name,
+                item_type=data.item_type,
+                department=data.department,
+            )
             counts["created"] += 1
         else:
             item = found[0]
@@ -431,7 +437,7 @@ async def prefill(
             ttl=dt.timedelta(days=30),
         )
         consents[g] = c.id
-        common = {
+        common: dict[str, Any] = {
             "accessor_id": principal.id,
             "purpose": PREFILL_PURPOSE,
             "consent_id": c.id,
@@ -1006,7 +1012,7 @@ async def rating_figures(session: AsyncSession, *, by: str) -> list[dict[str, An
     column = col(Rating.department) if by == "department" else col(Rating.item_code)
     rows = (
         await session.exec(
-            select(
+            select(  # type: ignore[call-overload]
                 column,
                 sa.func.count(),
                 sa.func.avg(Rating.score),

@@ -52,7 +52,9 @@ async def _recipients(session: AsyncSession, app: Application) -> list[str]:
         await session.exec(
             select(Account).where(
                 col(Account.is_active).is_(True),
-                sa.or_(Account.department == app.department, Account.supervisor_of == app.department),
+                sa.or_(
+                    col(Account.department) == app.department, col(Account.supervisor_of) == app.department
+                ),
             )
         )
     ).all()

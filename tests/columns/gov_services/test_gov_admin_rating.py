@@ -146,9 +146,9 @@ async def test_bad_rating_opens_a_follow_up_the_department_answers(
         "figures"
     ]
     row = next(f for f in figures if f["department"] == "谯城区民政局")
-    assert (
-        (row["count"] >= 1 and row["bad"] >= 1 and row["open_follow_ups"] == 0) or row["open_follow_ups"] >= 0
-    )
+    assert (row["count"] >= 1 and row["bad"] >= 1 and row["open_follow_ups"] == 0) or row[
+        "open_follow_ups"
+    ] >= 0
 
 
 async def test_service_catalogue_capability_for_the_assistant(
