@@ -19,17 +19,39 @@ from payments.providers.base import BillFile, BillFormat, BillIntegrityError
 from payments.providers.base import yuan_to_fen as _yuan_to_fen
 
 WECHAT_COLUMNS = {
-    "交易时间": "traded_at", "公众账号ID": "app_id", "商户号": "mch_id", "微信订单号": "txn_id",
-    "商户订单号": "out_trade_no", "交易状态": "status", "应结订单金额": "amount", "商户退款单号": "out_refund_no",
-    "退款金额": "refund", "手续费": "fee",
+    "交易时间": "traded_at",
+    "公众账号ID": "app_id",
+    "商户号": "mch_id",
+    "微信订单号": "txn_id",
+    "商户订单号": "out_trade_no",
+    "交易状态": "status",
+    "应结订单金额": "amount",
+    "商户退款单号": "out_refund_no",
+    "退款金额": "refund",
+    "手续费": "fee",
 }
 ALIPAY_COLUMNS = {
-    "支付宝交易号": "txn_id", "商户订单号": "out_trade_no", "业务类型": "status", "完成时间": "traded_at",
-    "订单金额（元）": "amount", "商家实收（元）": "received", "退款批次号/请求号": "out_refund_no", "服务费（元）": "fee",
+    "支付宝交易号": "txn_id",
+    "商户订单号": "out_trade_no",
+    "业务类型": "status",
+    "完成时间": "traded_at",
+    "订单金额（元）": "amount",
+    "商家实收（元）": "received",
+    "退款批次号/请求号": "out_refund_no",
+    "服务费（元）": "fee",
 }
-SCHEMA = {"kind": pl.Utf8, "app_id": pl.Utf8, "mch_id": pl.Utf8, "out_trade_no": pl.Utf8, "txn_id": pl.Utf8,
-          "amount_fen": pl.Int64, "refund_fen": pl.Int64, "out_refund_no": pl.Utf8, "fee_fen": pl.Int64,
-          "traded_at": pl.Utf8}
+SCHEMA = {
+    "kind": pl.Utf8,
+    "app_id": pl.Utf8,
+    "mch_id": pl.Utf8,
+    "out_trade_no": pl.Utf8,
+    "txn_id": pl.Utf8,
+    "amount_fen": pl.Int64,
+    "refund_fen": pl.Int64,
+    "out_refund_no": pl.Utf8,
+    "fee_fen": pl.Int64,
+    "traded_at": pl.Utf8,
+}
 
 
 @dataclass
@@ -46,7 +68,13 @@ def fen_expr(name: str) -> pl.Expr:
     digits = text.str.strip_prefix("-").str.strip_prefix("+")
     parts = digits.str.split_exact(".", 1)
     whole = parts.struct.field("field_0").cast(pl.Int64, strict=True)
-    frac = parts.struct.field("field_1").fill_null("").str.pad_end(2, "0").str.slice(0, 2).cast(pl.Int64, strict=True)
+    frac = (
+        parts.struct.field("field_1")
+        .fill_null("")
+        .str.pad_end(2, "0")
+        .str.slice(0, 2)
+        .cast(pl.Int64, strict=True)
+    )
     value = whole * 100 + frac
     return pl.when(negative).then(-value).otherwise(value)
 
@@ -82,7 +110,11 @@ def parse_wechat(content: bytes) -> ParsedBill:
         raise BillIntegrityError("账单汇总行格式不正确")
     totals = [cell.strip().lstrip("`") for cell in summary_lines[1].split(",")]
     try:
-        summary = {"count": int(totals[0]), "paid_fen": _yuan_to_fen(totals[1]), "refund_fen": _yuan_to_fen(totals[2])}
+        summary = {
+            "count": int(totals[0]),
+            "paid_fen": _yuan_to_fen(totals[1]),
+            "refund_fen": _yuan_to_fen(totals[2]),
+        }
     except (ValueError, IndexError) as exc:
         raise BillIntegrityError(f"账单汇总行无法解析: {exc}") from exc
     raw = pl.read_csv(io.BytesIO(detail), infer_schema=False, has_header=True, truncate_ragged_lines=False)
@@ -91,11 +123,20 @@ def parse_wechat(content: bytes) -> ParsedBill:
         raise BillIntegrityError(f"账单缺少列: {', '.join(missing)}")
     raw = raw.select([pl.col(src).str.strip_prefix("`").alias(dst) for src, dst in WECHAT_COLUMNS.items()])
     frame = raw.select(
-        pl.when(pl.col("status") == "REFUND").then(pl.lit("refund")).otherwise(pl.lit("payment")).alias("kind"),
-        "app_id", "mch_id", "out_trade_no", "txn_id",
+        pl.when(pl.col("status") == "REFUND")
+        .then(pl.lit("refund"))
+        .otherwise(pl.lit("payment"))
+        .alias("kind"),
+        "app_id",
+        "mch_id",
+        "out_trade_no",
+        "txn_id",
         fen_expr("amount").alias("amount_fen"),
         fen_expr("refund").alias("refund_fen"),
-        pl.when(pl.col("status") == "REFUND").then(pl.col("out_refund_no")).otherwise(None).alias("out_refund_no"),
+        pl.when(pl.col("status") == "REFUND")
+        .then(pl.col("out_refund_no"))
+        .otherwise(None)
+        .alias("out_refund_no"),
         fee_fen_expr("fee").alias("fee_fen"),
         "traded_at",
     )
@@ -122,8 +163,11 @@ def parse_alipay(content: bytes) -> ParsedBill:
     refunds = next((m for line in lines if (m := _REFUNDS_RE.search(line))), None)
     if trades is None or refunds is None:
         raise BillIntegrityError("账单缺少合计行（文件可能被截断）")
-    summary = {"count": int(trades.group(1)) + int(refunds.group(1)), "paid_fen": _yuan_to_fen(trades.group(2)),
-               "refund_fen": -_yuan_to_fen(refunds.group(2))}
+    summary = {
+        "count": int(trades.group(1)) + int(refunds.group(1)),
+        "paid_fen": _yuan_to_fen(trades.group(2)),
+        "refund_fen": -_yuan_to_fen(refunds.group(2)),
+    }
     body = "\n".join(line for line in lines if line and not line.startswith("#"))
     raw = pl.read_csv(io.BytesIO(body.encode()), infer_schema=False, has_header=True)
     missing = [c for c in ALIPAY_COLUMNS if c not in raw.columns]
@@ -135,7 +179,8 @@ def parse_alipay(content: bytes) -> ParsedBill:
         pl.when(refund).then(pl.lit("refund")).otherwise(pl.lit("payment")).alias("kind"),
         pl.lit(None, dtype=pl.Utf8).alias("app_id"),
         pl.lit(account, dtype=pl.Utf8).alias("mch_id"),
-        "out_trade_no", "txn_id",
+        "out_trade_no",
+        "txn_id",
         fen_expr("amount").alias("amount_fen"),
         pl.when(refund).then(-fen_expr("received")).otherwise(0).alias("refund_fen"),
         pl.when(refund).then(pl.col("out_refund_no")).otherwise(None).alias("out_refund_no"),

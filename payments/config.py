@@ -52,7 +52,10 @@ class AlipayBlock(BaseModel):
 
 class PaymentsSettings(WojiaSettings):
     model_config = SettingsConfigDict(
-        env_prefix="WOJIA_PAYMENTS_", env_nested_delimiter="__", env_file=".env", env_file_encoding="utf-8",
+        env_prefix="WOJIA_PAYMENTS_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
         extra="ignore",
     )
 

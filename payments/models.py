@@ -27,7 +27,9 @@ class OrderStatus(enum.StrEnum):
 # received wins: a payment completed just before we closed the order is still money in the account
 # (the event records it as a late payment and reconciliation shows it).
 TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
-    OrderStatus.CREATED: frozenset({OrderStatus.PAYING, OrderStatus.PAID, OrderStatus.CLOSED, OrderStatus.FAILED}),
+    OrderStatus.CREATED: frozenset(
+        {OrderStatus.PAYING, OrderStatus.PAID, OrderStatus.CLOSED, OrderStatus.FAILED}
+    ),
     OrderStatus.PAYING: frozenset({OrderStatus.PAID, OrderStatus.CLOSED, OrderStatus.FAILED}),
     OrderStatus.PAID: frozenset({OrderStatus.PARTIALLY_REFUNDED, OrderStatus.REFUNDED}),
     OrderStatus.PARTIALLY_REFUNDED: frozenset({OrderStatus.PARTIALLY_REFUNDED, OrderStatus.REFUNDED}),

@@ -46,19 +46,29 @@ def china_day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
     return start.astimezone(dt.UTC), (start + dt.timedelta(days=1)).astimezone(dt.UTC)
 
 
-async def start_run(session: AsyncSession, *, provider: str, bill_date: dt.date, actor_id: str | None,
-                    enqueue: bool = True) -> ReconciliationRun:
-    running = await session.exec(select(ReconciliationRun.id).where(
-        ReconciliationRun.provider == provider, ReconciliationRun.bill_date == bill_date,
-        ReconciliationRun.status == "running"))
+async def start_run(
+    session: AsyncSession, *, provider: str, bill_date: dt.date, actor_id: str | None, enqueue: bool = True
+) -> ReconciliationRun:
+    running = await session.exec(
+        select(ReconciliationRun.id).where(
+            ReconciliationRun.provider == provider,
+            ReconciliationRun.bill_date == bill_date,
+            ReconciliationRun.status == "running",
+        )
+    )
     if running.first() is not None:
         raise RunInProgress(provider=provider, bill_date=bill_date.isoformat())
     run = ReconciliationRun(provider=provider, bill_date=bill_date, triggered_by=actor_id)
     session.add(run)
     await session.flush()
-    await audit.record(session, action="payments.reconciliation_started", actor_id=actor_id,
-                       subject_type="payments_recon_run", subject_id=run.id,
-                       data={"provider": provider, "bill_date": bill_date.isoformat()})
+    await audit.record(
+        session,
+        action="payments.reconciliation_started",
+        actor_id=actor_id,
+        subject_type="payments_recon_run",
+        subject_id=run.id,
+        data={"provider": provider, "bill_date": bill_date.isoformat()},
+    )
     if enqueue:
         await outbox.enqueue(session, "payments.reconcile_run", run_id=run.id)
     return run
@@ -66,8 +76,11 @@ async def start_run(session: AsyncSession, *, provider: str, bill_date: dt.date,
 
 async def _stage(run_id: str, stage: str, **values: Any) -> None:
     async with session_scope() as session:
-        await session.exec(sa.update(ReconciliationRun).where(col(ReconciliationRun.id) == run_id)  # type: ignore[call-overload]
-                           .values(stage=stage, **values))
+        await session.exec(
+            sa.update(ReconciliationRun)
+            .where(col(ReconciliationRun.id) == run_id)  # type: ignore[call-overload]
+            .values(stage=stage, **values)
+        )
 
 
 async def execute_run(run_id: str, *, bill: BillFile | None = None) -> dict[str, Any]:
@@ -101,17 +114,38 @@ async def execute_run(run_id: str, *, bill: BillFile | None = None) -> dict[str,
         message = str(exc)[:500]
         log.warning("reconciliation %s failed: %s", run_id, message)
         async with session_scope() as session:
-            await session.exec(sa.update(ReconciliationRun).where(col(ReconciliationRun.id) == run_id)  # type: ignore[call-overload]
-                               .values(status="failed", stage="failed", error=message, finished_at=utcnow()))
-            await audit.record(session, action="payments.reconciliation_failed", subject_type="payments_recon_run",
-                               subject_id=run_id, data={"error": message[:200]})
+            await session.exec(
+                sa.update(ReconciliationRun)
+                .where(col(ReconciliationRun.id) == run_id)  # type: ignore[call-overload]
+                .values(status="failed", stage="failed", error=message, finished_at=utcnow())
+            )
+            await audit.record(
+                session,
+                action="payments.reconciliation_failed",
+                subject_type="payments_recon_run",
+                subject_id=run_id,
+                data={"error": message[:200]},
+            )
         return {"status": "failed", "error": message}
     async with session_scope() as session:
-        await session.exec(sa.update(ReconciliationRun).where(col(ReconciliationRun.id) == run_id)  # type: ignore[call-overload]
-                           .values(status="done", stage="done", totals=result.totals, finished_at=utcnow(),
-                                   progress_rows=len(result.items)))
-        await audit.record(session, action="payments.reconciliation_done", subject_type="payments_recon_run",
-                           subject_id=run_id, data={"discrepancies": len(result.items)})
+        await session.exec(
+            sa.update(ReconciliationRun)
+            .where(col(ReconciliationRun.id) == run_id)  # type: ignore[call-overload]
+            .values(
+                status="done",
+                stage="done",
+                totals=result.totals,
+                finished_at=utcnow(),
+                progress_rows=len(result.items),
+            )
+        )
+        await audit.record(
+            session,
+            action="payments.reconciliation_done",
+            subject_type="payments_recon_run",
+            subject_id=run_id,
+            data={"discrepancies": len(result.items)},
+        )
     return {"status": "done", "totals": result.totals}
 
 
@@ -121,9 +155,16 @@ class MatchResult:
     totals: dict[str, Any]
 
 
-async def _ledger_payments(session: AsyncSession, provider: str, start: dt.datetime, end: dt.datetime) -> pl.DataFrame:
-    schema = {"order_id": pl.Utf8, "out_trade_no": pl.Utf8, "ledger_fen": pl.Int64, "status": pl.Utf8,
-              "ledger_txn": pl.Utf8}
+async def _ledger_payments(
+    session: AsyncSession, provider: str, start: dt.datetime, end: dt.datetime
+) -> pl.DataFrame:
+    schema = {
+        "order_id": pl.Utf8,
+        "out_trade_no": pl.Utf8,
+        "ledger_fen": pl.Int64,
+        "status": pl.Utf8,
+        "ledger_txn": pl.Utf8,
+    }
     bind = session.get_bind()
     if bind.dialect.name == "postgresql":
         # COPY is an order of magnitude faster than row fetching for a million orders.
@@ -133,15 +174,33 @@ async def _ledger_payments(session: AsyncSession, provider: str, start: dt.datet
         await raw.driver_connection.copy_from_query(  # type: ignore[union-attr]
             "SELECT id, out_trade_no, amount_fen, status, coalesce(provider_txn_id, '') FROM payments_order "
             "WHERE provider = $1 AND paid_at >= $2 AND paid_at < $3 AND status = ANY($4::text[])",
-            provider, start, end, [s.value for s in PAID_LIKE], output=buffer, format="csv")
+            provider,
+            start,
+            end,
+            [s.value for s in PAID_LIKE],
+            output=buffer,
+            format="csv",
+        )
         if buffer.tell() == 0:
             return pl.DataFrame(schema=schema)
         buffer.seek(0)
         return pl.read_csv(buffer, has_header=False, new_columns=list(schema), schema_overrides=schema)
-    rows = (await session.exec(select(PaymentOrder.id, PaymentOrder.out_trade_no, PaymentOrder.amount_fen,
-                                      PaymentOrder.status, PaymentOrder.provider_txn_id).where(
-        PaymentOrder.provider == provider, col(PaymentOrder.paid_at) >= start, col(PaymentOrder.paid_at) < end,
-        col(PaymentOrder.status).in_([s.value for s in PAID_LIKE])))).all()
+    rows = (
+        await session.exec(  # type: ignore[call-overload]
+            sa.select(
+                col(PaymentOrder.id),
+                col(PaymentOrder.out_trade_no),
+                col(PaymentOrder.amount_fen),
+                col(PaymentOrder.status),
+                col(PaymentOrder.provider_txn_id),
+            ).where(
+                col(PaymentOrder.provider) == provider,
+                col(PaymentOrder.paid_at) >= start,
+                col(PaymentOrder.paid_at) < end,
+                col(PaymentOrder.status).in_([s.value for s in PAID_LIKE]),
+            )
+        )
+    ).all()
     return pl.DataFrame([tuple(r) for r in rows], schema=schema, orient="row")
 
 
@@ -158,84 +217,168 @@ async def match(provider: PaymentProvider, parsed: ParsedBill, bill_date: dt.dat
     foreign = frame.filter(~ours)
     frame = frame.filter(ours)
     for row in foreign.iter_rows(named=True):
-        items.append(_item(Discrepancy.FOREIGN_ROW, out_trade_no=row["out_trade_no"], provider_txn_id=row["txn_id"],
-                           provider_fen=row["amount_fen"],
-                           detail=f"应用 {row['app_id'] or '-'} / 商户 {row['mch_id']}"))
+        items.append(
+            _item(
+                Discrepancy.FOREIGN_ROW,
+                out_trade_no=row["out_trade_no"],
+                provider_txn_id=row["txn_id"],
+                provider_fen=row["amount_fen"],
+                detail=f"应用 {row['app_id'] or '-'} / 商户 {row['mch_id']}",
+            )
+        )
 
     payments = frame.filter(pl.col("kind") == "payment")
     refunds = frame.filter(pl.col("kind") == "refund")
     async with session_scope() as session:
         ledger = await _ledger_payments(session, name, start, end)
-        refund_rows = (await session.exec(
-            select(PaymentRefund.out_refund_no, PaymentRefund.amount_fen, PaymentRefund.order_id)
-            .join(PaymentOrder, col(PaymentOrder.id) == col(PaymentRefund.order_id))
-            .where(PaymentOrder.provider == name, PaymentRefund.status == RefundStatus.SUCCEEDED.value,
-                   col(PaymentRefund.succeeded_at) >= start, col(PaymentRefund.succeeded_at) < end))).all()
-        duplicates = (await session.exec(
-            select(PaymentOrder.purpose_key, sa.func.count()).where(
-                col(PaymentOrder.status).in_([s.value for s in PAID_LIKE]),
-                col(PaymentOrder.purpose_key).in_(
-                    select(PaymentOrder.purpose_key).where(PaymentOrder.provider == name,
-                                                           col(PaymentOrder.paid_at) >= start,
-                                                           col(PaymentOrder.paid_at) < end)))
-            .group_by(col(PaymentOrder.purpose_key)).having(sa.func.count() > 1))).all()
+        refund_rows = (
+            await session.exec(
+                select(PaymentRefund.out_refund_no, PaymentRefund.amount_fen, PaymentRefund.order_id)
+                .join(PaymentOrder, col(PaymentOrder.id) == col(PaymentRefund.order_id))
+                .where(
+                    PaymentOrder.provider == name,
+                    PaymentRefund.status == RefundStatus.SUCCEEDED.value,
+                    col(PaymentRefund.succeeded_at) >= start,
+                    col(PaymentRefund.succeeded_at) < end,
+                )
+            )
+        ).all()
+        duplicates = (
+            await session.exec(
+                select(PaymentOrder.purpose_key, sa.func.count())
+                .where(
+                    col(PaymentOrder.status).in_([s.value for s in PAID_LIKE]),
+                    col(PaymentOrder.purpose_key).in_(
+                        select(PaymentOrder.purpose_key).where(
+                            PaymentOrder.provider == name,
+                            col(PaymentOrder.paid_at) >= start,
+                            col(PaymentOrder.paid_at) < end,
+                        )
+                    ),
+                )
+                .group_by(col(PaymentOrder.purpose_key))
+                .having(sa.func.count() > 1)
+            )
+        ).all()
 
     joined = payments.join(ledger, on="out_trade_no", how="full", coalesce=True)
     both = joined.filter(pl.col("order_id").is_not_null() & pl.col("amount_fen").is_not_null())
     for row in both.filter(pl.col("amount_fen") != pl.col("ledger_fen")).iter_rows(named=True):
-        items.append(_item(Discrepancy.AMOUNT_MISMATCH, out_trade_no=row["out_trade_no"], order_id=row["order_id"],
-                           provider_txn_id=row["txn_id"], ledger_fen=row["ledger_fen"],
-                           provider_fen=row["amount_fen"], detail="渠道金额与账本金额不同"))
+        items.append(
+            _item(
+                Discrepancy.AMOUNT_MISMATCH,
+                out_trade_no=row["out_trade_no"],
+                order_id=row["order_id"],
+                provider_txn_id=row["txn_id"],
+                ledger_fen=row["ledger_fen"],
+                provider_fen=row["amount_fen"],
+                detail="渠道金额与账本金额不同",
+            )
+        )
     for row in joined.filter(pl.col("amount_fen").is_null()).iter_rows(named=True):
-        items.append(_item(Discrepancy.MISSING_AT_PROVIDER, out_trade_no=row["out_trade_no"],
-                           order_id=row["order_id"], provider_txn_id=row["ledger_txn"] or None,
-                           ledger_fen=row["ledger_fen"], detail="账本已入账，渠道账单中没有"))
+        items.append(
+            _item(
+                Discrepancy.MISSING_AT_PROVIDER,
+                out_trade_no=row["out_trade_no"],
+                order_id=row["order_id"],
+                provider_txn_id=row["ledger_txn"] or None,
+                ledger_fen=row["ledger_fen"],
+                detail="账本已入账，渠道账单中没有",
+            )
+        )
     bill_only = joined.filter(pl.col("order_id").is_null())
     if bill_only.height:
         known = await _orders_by_no(name, bill_only["out_trade_no"].to_list())
         for row in bill_only.iter_rows(named=True):
             order = known.get(row["out_trade_no"])
             if order is None:
-                items.append(_item(Discrepancy.MISSING_IN_LEDGER, out_trade_no=row["out_trade_no"],
-                                   provider_txn_id=row["txn_id"], provider_fen=row["amount_fen"],
-                                   detail="渠道已收款，账本中没有该订单"))
+                items.append(
+                    _item(
+                        Discrepancy.MISSING_IN_LEDGER,
+                        out_trade_no=row["out_trade_no"],
+                        provider_txn_id=row["txn_id"],
+                        provider_fen=row["amount_fen"],
+                        detail="渠道已收款，账本中没有该订单",
+                    )
+                )
             else:
                 paid_at = order["paid_at"]
-                detail = (f"账本状态为 {order['status']}" if order["status"] not in {s.value for s in PAID_LIKE}
-                          else f"账本入账日期为 {paid_at.astimezone(CHINA_TZ).date() if paid_at else '-'}")
-                items.append(_item(Discrepancy.STATUS_MISMATCH, out_trade_no=row["out_trade_no"],
-                                   order_id=order["id"], provider_txn_id=row["txn_id"],
-                                   ledger_fen=order["amount_fen"], provider_fen=row["amount_fen"],
-                                   detail="渠道已收款；" + detail))
+                detail = (
+                    f"账本状态为 {order['status']}"
+                    if order["status"] not in {s.value for s in PAID_LIKE}
+                    else f"账本入账日期为 {paid_at.astimezone(CHINA_TZ).date() if paid_at else '-'}"
+                )
+                items.append(
+                    _item(
+                        Discrepancy.STATUS_MISMATCH,
+                        out_trade_no=row["out_trade_no"],
+                        order_id=order["id"],
+                        provider_txn_id=row["txn_id"],
+                        ledger_fen=order["amount_fen"],
+                        provider_fen=row["amount_fen"],
+                        detail="渠道已收款；" + detail,
+                    )
+                )
 
-    ledger_refunds = pl.DataFrame([tuple(r) for r in refund_rows], orient="row",
-                                  schema={"out_refund_no": pl.Utf8, "ledger_refund_fen": pl.Int64,
-                                          "order_id": pl.Utf8})
+    ledger_refunds = pl.DataFrame(
+        [tuple(r) for r in refund_rows],
+        orient="row",
+        schema={"out_refund_no": pl.Utf8, "ledger_refund_fen": pl.Int64, "order_id": pl.Utf8},
+    )
     refund_join = refunds.join(ledger_refunds, on="out_refund_no", how="full", coalesce=True)
-    for row in refund_join.filter(pl.col("refund_fen").is_null() | pl.col("ledger_refund_fen").is_null()
-                                  | (pl.col("refund_fen") != pl.col("ledger_refund_fen"))).iter_rows(named=True):
-        detail = ("账本有退款，渠道没有" if row["refund_fen"] is None else
-                  "渠道有退款，账本没有" if row["ledger_refund_fen"] is None else "退款金额不同")
-        items.append(_item(Discrepancy.REFUND_MISMATCH, out_trade_no=row["out_trade_no"],
-                           out_refund_no=row["out_refund_no"], order_id=row["order_id"],
-                           ledger_fen=row["ledger_refund_fen"], provider_fen=row["refund_fen"], detail=detail))
+    for row in refund_join.filter(
+        pl.col("refund_fen").is_null()
+        | pl.col("ledger_refund_fen").is_null()
+        | (pl.col("refund_fen") != pl.col("ledger_refund_fen"))
+    ).iter_rows(named=True):
+        detail = (
+            "账本有退款，渠道没有"
+            if row["refund_fen"] is None
+            else "渠道有退款，账本没有"
+            if row["ledger_refund_fen"] is None
+            else "退款金额不同"
+        )
+        items.append(
+            _item(
+                Discrepancy.REFUND_MISMATCH,
+                out_trade_no=row["out_trade_no"],
+                out_refund_no=row["out_refund_no"],
+                order_id=row["order_id"],
+                ledger_fen=row["ledger_refund_fen"],
+                provider_fen=row["refund_fen"],
+                detail=detail,
+            )
+        )
 
     if duplicates:
         async with session_scope() as session:
-            dup_orders = (await session.exec(select(PaymentOrder).where(
-                col(PaymentOrder.purpose_key).in_([d[0] for d in duplicates]),
-                col(PaymentOrder.status).in_([s.value for s in PAID_LIKE])).order_by(
-                col(PaymentOrder.paid_at)))).all()
+            dup_orders = (
+                await session.exec(
+                    select(PaymentOrder)
+                    .where(
+                        col(PaymentOrder.purpose_key).in_([d[0] for d in duplicates]),
+                        col(PaymentOrder.status).in_([s.value for s in PAID_LIKE]),
+                    )
+                    .order_by(col(PaymentOrder.paid_at))
+                )
+            ).all()
         first: dict[str, str] = {}
-        for order in dup_orders:
-            if order.purpose_key not in first:
-                first[order.purpose_key] = order.out_trade_no
+        for dup in dup_orders:
+            if dup.purpose_key not in first:
+                first[dup.purpose_key] = dup.out_trade_no
                 continue
-            if order.provider != name or not (order.paid_at and start <= order.paid_at < end):
+            if dup.provider != name or not (dup.paid_at and start <= dup.paid_at < end):
                 continue
-            items.append(_item(Discrepancy.DUPLICATE_PURPOSE, out_trade_no=order.out_trade_no, order_id=order.id,
-                               provider_txn_id=order.provider_txn_id, ledger_fen=order.amount_fen,
-                               detail=f"与订单 {first[order.purpose_key]} 为同一事项（{order.purpose}）"))
+            items.append(
+                _item(
+                    Discrepancy.DUPLICATE_PURPOSE,
+                    out_trade_no=dup.out_trade_no,
+                    order_id=dup.id,
+                    provider_txn_id=dup.provider_txn_id,
+                    ledger_fen=dup.amount_fen,
+                    detail=f"与订单 {first[dup.purpose_key]} 为同一事项（{dup.purpose}）",
+                )
+            )
 
     counts: dict[str, int] = {c.value: 0 for c in Discrepancy}
     for item in items:
@@ -261,11 +404,18 @@ async def _orders_by_no(provider: str, numbers: list[str]) -> dict[str, dict[str
     found: dict[str, dict[str, Any]] = {}
     async with session_scope() as session:
         for i in range(0, len(numbers), 1000):
-            chunk = [n for n in numbers[i:i + 1000] if n]
-            rows = (await session.exec(select(PaymentOrder).where(col(PaymentOrder.out_trade_no).in_(chunk)))).all()
+            chunk = [n for n in numbers[i : i + 1000] if n]
+            rows = (
+                await session.exec(select(PaymentOrder).where(col(PaymentOrder.out_trade_no).in_(chunk)))
+            ).all()
             for order in rows:
-                found[order.out_trade_no] = {"id": order.id, "status": order.status, "amount_fen": order.amount_fen,
-                                             "paid_at": order.paid_at, "provider": order.provider}
+                found[order.out_trade_no] = {
+                    "id": order.id,
+                    "status": order.status,
+                    "amount_fen": order.amount_fen,
+                    "paid_at": order.paid_at,
+                    "provider": order.provider,
+                }
     return found
 
 
@@ -277,20 +427,42 @@ async def save_items(run_id: str, items: list[dict[str, Any]]) -> None:
     from app_api.db import new_id
 
     table = ReconciliationItem.__table__  # type: ignore[attr-defined]
-    columns = ("out_trade_no", "provider_txn_id", "out_refund_no", "order_id", "ledger_fen", "provider_fen", "detail")
+    columns = (
+        "out_trade_no",
+        "provider_txn_id",
+        "out_refund_no",
+        "order_id",
+        "ledger_fen",
+        "provider_fen",
+        "detail",
+    )
     for i in range(0, len(items), SAVE_CHUNK):
-        chunk = [{"id": new_id(), "run_id": run_id, "category": it["category"],
-                  **{c: it.get(c) if c != "detail" else (it.get("detail") or "")[:300] for c in columns}}
-                 for it in items[i:i + SAVE_CHUNK]]
+        chunk = [
+            {
+                "id": new_id(),
+                "run_id": run_id,
+                "category": it["category"],
+                **{c: it.get(c) if c != "detail" else (it.get("detail") or "")[:300] for c in columns},
+            }
+            for it in items[i : i + SAVE_CHUNK]
+        ]
         async with session_scope() as session:
             await session.exec(sa.insert(table), params=chunk)  # type: ignore[call-overload]
-            await session.exec(sa.update(ReconciliationRun).where(col(ReconciliationRun.id) == run_id)  # type: ignore[call-overload]
-                               .values(progress_rows=i + len(chunk)))
+            await session.exec(
+                sa.update(ReconciliationRun)
+                .where(col(ReconciliationRun.id) == run_id)  # type: ignore[call-overload]
+                .values(progress_rows=i + len(chunk))
+            )
 
 
-async def resolve_item(session: AsyncSession, *, item_id: str, note: str, actor_id: str) -> ReconciliationItem:
-    item = (await session.exec(select(ReconciliationItem).where(ReconciliationItem.id == item_id)
-                               .with_for_update())).first()
+async def resolve_item(
+    session: AsyncSession, *, item_id: str, note: str, actor_id: str
+) -> ReconciliationItem:
+    item = (
+        await session.exec(
+            select(ReconciliationItem).where(ReconciliationItem.id == item_id).with_for_update()
+        )
+    ).first()
     if item is None:
         raise ItemNotFound(item_id=item_id)
     if item.resolved_at is not None:
@@ -299,14 +471,28 @@ async def resolve_item(session: AsyncSession, *, item_id: str, note: str, actor_
     item.resolved_by = actor_id
     item.resolution_note = note
     session.add(item)
-    await audit.record(session, action="payments.discrepancy_resolved", actor_id=actor_id,
-                       subject_type="payments_recon_item", subject_id=item.id,
-                       data={"run_id": item.run_id, "category": item.category, "note": note[:200]})
+    await audit.record(
+        session,
+        action="payments.discrepancy_resolved",
+        actor_id=actor_id,
+        subject_type="payments_recon_item",
+        subject_id=item.id,
+        data={"run_id": item.run_id, "category": item.category, "note": note[:200]},
+    )
     return item
 
 
-EXPORT_HEADER = ["差错类型", "商户订单号", "渠道交易号", "退款单号", "账本金额(元)", "渠道金额(元)", "说明", "处理时间",
-                 "处理说明"]
+EXPORT_HEADER = [
+    "差错类型",
+    "商户订单号",
+    "渠道交易号",
+    "退款单号",
+    "账本金额(元)",
+    "渠道金额(元)",
+    "说明",
+    "处理时间",
+    "处理说明",
+]
 
 
 def _yuan(fen: int | None) -> str:
@@ -316,10 +502,20 @@ def _yuan(fen: int | None) -> str:
 
 
 def export_rows(items: list[ReconciliationItem]) -> list[list[str]]:
-    return [[DISCREPANCY_NAMES.get(Discrepancy(i.category), i.category), i.out_trade_no or "", i.provider_txn_id or "",
-             i.out_refund_no or "", _yuan(i.ledger_fen), _yuan(i.provider_fen), i.detail,
-             i.resolved_at.astimezone(CHINA_TZ).strftime("%Y-%m-%d %H:%M") if i.resolved_at else "",
-             i.resolution_note or ""] for i in items]
+    return [
+        [
+            DISCREPANCY_NAMES.get(Discrepancy(i.category), i.category),
+            i.out_trade_no or "",
+            i.provider_txn_id or "",
+            i.out_refund_no or "",
+            _yuan(i.ledger_fen),
+            _yuan(i.provider_fen),
+            i.detail,
+            i.resolved_at.astimezone(CHINA_TZ).strftime("%Y-%m-%d %H:%M") if i.resolved_at else "",
+            i.resolution_note or "",
+        ]
+        for i in items
+    ]
 
 
 def export_csv(items: list[ReconciliationItem]) -> bytes:

@@ -41,9 +41,13 @@ class Sandboxes:
         from starlette.applications import Starlette
         from starlette.routing import Mount
 
-        return Starlette(routes=[Mount("/wechat_v2", app=self.wechat_v2.app),
-                                 Mount("/wechat_v3", app=self.wechat_v3.app),
-                                 Mount("/alipay", app=self.alipay.app)])
+        return Starlette(
+            routes=[
+                Mount("/wechat_v2", app=self.wechat_v2.app),
+                Mount("/wechat_v3", app=self.wechat_v3.app),
+                Mount("/alipay", app=self.alipay.app),
+            ]
+        )
 
 
 _lock = threading.Lock()
@@ -65,15 +69,33 @@ def build_sandbox_providers(base_url: str) -> tuple[dict[str, PaymentProvider], 
     v2, v3, ali = WeChatPayV2Sandbox(), WeChatPayV3Sandbox(), AlipaySandbox()
     m2, m3, app = v2.add_merchant(), v3.add_merchant(), ali.add_app()
     providers: dict[str, PaymentProvider] = {
-        ProviderName.WECHAT_V2: WeChatPayV2Provider(WeChatV2Config(
-            appid=m2.appid, mch_id=m2.mch_id, api_key=m2.api_key, base_url=f"{base}/wechat_v2/")),
-        ProviderName.WECHAT_V3: WeChatPayV3Provider(WeChatV3Config(
-            appid=m3.appid, mchid=m3.mchid, private_key=m3.private_key_pem, cert_serial_no=m3.cert_serial_no,
-            apiv3_key=m3.apiv3_key, public_key=v3.platform_public_key_pem, public_key_id=v3.public_key_id,
-            base_url=f"{base}/wechat_v3"), replay_guard=PlatformReplayGuard()),
-        ProviderName.ALIPAY: AlipayProvider(AlipayConfig(
-            app_id=app.app_id, app_private_key=app.private_key_pkcs1, alipay_public_key=ali.alipay_public_key_pem,
-            seller_id=app.pid, server_url=f"{base}/alipay/gateway.do")),
+        ProviderName.WECHAT_V2: WeChatPayV2Provider(
+            WeChatV2Config(
+                appid=m2.appid, mch_id=m2.mch_id, api_key=m2.api_key, base_url=f"{base}/wechat_v2/"
+            )
+        ),
+        ProviderName.WECHAT_V3: WeChatPayV3Provider(
+            WeChatV3Config(
+                appid=m3.appid,
+                mchid=m3.mchid,
+                private_key=m3.private_key_pem,
+                cert_serial_no=m3.cert_serial_no,
+                apiv3_key=m3.apiv3_key,
+                public_key=v3.platform_public_key_pem,
+                public_key_id=v3.public_key_id,
+                base_url=f"{base}/wechat_v3",
+            ),
+            replay_guard=PlatformReplayGuard(),
+        ),
+        ProviderName.ALIPAY: AlipayProvider(
+            AlipayConfig(
+                app_id=app.app_id,
+                app_private_key=app.private_key_pkcs1,
+                alipay_public_key=ali.alipay_public_key_pem,
+                seller_id=app.pid,
+                server_url=f"{base}/alipay/gateway.do",
+            )
+        ),
     }
     return providers, Sandboxes(wechat_v2=v2, wechat_v3=v3, alipay=ali)
 
@@ -85,25 +107,48 @@ def _build_live() -> dict[str, PaymentProvider]:
         from payments.providers.wechat_v2 import WeChatPayV2Provider, WeChatV2Config
 
         b2 = settings.wechat_v2
-        providers[ProviderName.WECHAT_V2] = WeChatPayV2Provider(WeChatV2Config(
-            appid=b2.appid, mch_id=b2.mch_id, api_key=b2.api_key.get_secret_value(), sign_type=b2.sign_type,
-            base_url=b2.base_url, mch_cert=b2.mch_cert_path, mch_key=b2.mch_key_path))
+        providers[ProviderName.WECHAT_V2] = WeChatPayV2Provider(
+            WeChatV2Config(
+                appid=b2.appid,
+                mch_id=b2.mch_id,
+                api_key=b2.api_key.get_secret_value(),
+                sign_type=b2.sign_type,
+                base_url=b2.base_url,
+                mch_cert=b2.mch_cert_path,
+                mch_key=b2.mch_key_path,
+            )
+        )
     if settings.wechat_v3:
         from payments.providers.wechat_v3 import WeChatPayV3Provider, WeChatV3Config
 
         b3 = settings.wechat_v3
-        providers[ProviderName.WECHAT_V3] = WeChatPayV3Provider(WeChatV3Config(
-            appid=b3.appid, mchid=b3.mchid, private_key=b3.private_key.get_secret_value(),
-            cert_serial_no=b3.cert_serial_no, apiv3_key=b3.apiv3_key.get_secret_value(), public_key=b3.public_key,
-            public_key_id=b3.public_key_id, base_url=b3.base_url, max_skew_s=settings.notification_max_skew_s),
-            replay_guard=PlatformReplayGuard())
+        providers[ProviderName.WECHAT_V3] = WeChatPayV3Provider(
+            WeChatV3Config(
+                appid=b3.appid,
+                mchid=b3.mchid,
+                private_key=b3.private_key.get_secret_value(),
+                cert_serial_no=b3.cert_serial_no,
+                apiv3_key=b3.apiv3_key.get_secret_value(),
+                public_key=b3.public_key,
+                public_key_id=b3.public_key_id,
+                base_url=b3.base_url,
+                max_skew_s=settings.notification_max_skew_s,
+            ),
+            replay_guard=PlatformReplayGuard(),
+        )
     if settings.alipay:
         from payments.providers.alipay import AlipayConfig, AlipayProvider
 
         ba = settings.alipay
-        providers[ProviderName.ALIPAY] = AlipayProvider(AlipayConfig(
-            app_id=ba.app_id, app_private_key=ba.app_private_key.get_secret_value(),
-            alipay_public_key=ba.alipay_public_key, seller_id=ba.seller_id, server_url=ba.server_url))
+        providers[ProviderName.ALIPAY] = AlipayProvider(
+            AlipayConfig(
+                app_id=ba.app_id,
+                app_private_key=ba.app_private_key.get_secret_value(),
+                alipay_public_key=ba.alipay_public_key,
+                seller_id=ba.seller_id,
+                server_url=ba.server_url,
+            )
+        )
     return providers
 
 
@@ -143,8 +188,12 @@ def notify_url(provider: str) -> str:
     return f"{base}{NOTIFY_PATH}/{provider}"
 
 
-def configure(providers: dict[str, PaymentProvider], *, notify_base: str | None = None,
-              sandbox_set: Sandboxes | None = None) -> None:
+def configure(
+    providers: dict[str, PaymentProvider],
+    *,
+    notify_base: str | None = None,
+    sandbox_set: Sandboxes | None = None,
+) -> None:
     """Replace the providers (tests, benchmarks, a deployment that builds its own)."""
     global _providers, _sandboxes, _notify_base
     with _lock:

@@ -79,8 +79,12 @@ async def notify(provider: ProviderName, request: Request, session: SessionDep) 
     except ForeignNotification as exc:
         from app_api import audit
 
-        await audit.record(session, action="payments.notification_flagged", subject_type="payments_notification",
-                           data={"reason": "foreign_merchant", "provider": provider.value, "detail": str(exc)[:200]})
+        await audit.record(
+            session,
+            action="payments.notification_flagged",
+            subject_type="payments_notification",
+            data={"reason": "foreign_merchant", "provider": provider.value, "detail": str(exc)[:200]},
+        )
         ack = impl.acknowledge(False, "foreign merchant")
         return Response(ack.body, status_code=ack.status_code, media_type=ack.media_type)
     except InvalidNotification as exc:
@@ -107,12 +111,20 @@ OwnedOrder = Annotated[PaymentOrder, Depends(owned_order)]
 
 
 @router.get("/orders", response_model=list[OrderPublic])
-async def my_orders(principal: CurrentAccount, session: SessionDep,
-                    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-                    offset: Annotated[int, Query(ge=0)] = 0) -> Any:
+async def my_orders(
+    principal: CurrentAccount,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Any:
     """My payment orders, newest first."""
-    rows = await session.exec(select(PaymentOrder).where(PaymentOrder.account_id == principal.id)
-                              .order_by(col(PaymentOrder.created_at).desc()).limit(limit).offset(offset))
+    rows = await session.exec(
+        select(PaymentOrder)
+        .where(PaymentOrder.account_id == principal.id)
+        .order_by(col(PaymentOrder.created_at).desc())
+        .limit(limit)
+        .offset(offset)
+    )
     return rows.all()
 
 
@@ -123,13 +135,16 @@ async def my_order(order: OwnedOrder) -> Any:
 
 
 @router.post("/orders/{order_id}/pay", response_model=PayResponse)
-async def pay(order: OwnedOrder, payload: PayRequest, principal: CurrentAccount, request: Request,
-              session: SessionDep) -> Any:
+async def pay(
+    order: OwnedOrder, payload: PayRequest, principal: CurrentAccount, request: Request, session: SessionDep
+) -> Any:
     """Place my order at its provider; returns what the mini-program or app hands to the wallet."""
     if order.account_id != principal.id:
         raise OrderNotFound(order_id=order.id)
     client_ip = request.client.host if request.client else "127.0.0.1"
-    started = await service.start_payment(session, order=order, payer_id=payload.payer_id, client_ip=client_ip)
+    started = await service.start_payment(
+        session, order=order, payer_id=payload.payer_id, client_ip=client_ip
+    )
     return PayResponse(order=OrderPublic.model_validate(started.order), client_params=started.client_params)
 
 
@@ -145,10 +160,15 @@ async def close(order: OwnedOrder, principal: CurrentAccount, session: SessionDe
 
 
 @finance_router.get("/orders", response_model=list[OrderFinance])
-async def all_orders(principal: Finance, session: SessionDep, status: str | None = None,
-                     provider: ProviderName | None = None, out_trade_no: str | None = None,
-                     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-                     offset: Annotated[int, Query(ge=0)] = 0) -> Any:
+async def all_orders(
+    principal: Finance,
+    session: SessionDep,
+    status: str | None = None,
+    provider: ProviderName | None = None,
+    out_trade_no: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Any:
     """All payment orders (finance)."""
     stmt = select(PaymentOrder)
     if status:
@@ -164,31 +184,46 @@ async def all_orders(principal: Finance, session: SessionDep, status: str | None
 @finance_router.get("/orders/{order_id}/events", response_model=list[EventPublic])
 async def order_events(order_id: str, principal: Finance, session: SessionDep) -> Any:
     """An order's event log, oldest first (finance)."""
-    rows = await session.exec(select(PaymentEvent).where(PaymentEvent.order_id == order_id)
-                              .order_by(col(PaymentEvent.created_at)))
+    rows = await session.exec(
+        select(PaymentEvent).where(PaymentEvent.order_id == order_id).order_by(col(PaymentEvent.created_at))
+    )
     return rows.all()
 
 
 @finance_router.post("/orders/{order_id}/refunds", response_model=RefundPublic, status_code=202)
 async def refund(order_id: str, payload: RefundCreate, principal: Finance, session: SessionDep) -> Any:
     """Refund all or part of a paid order; repeating the same refund number changes nothing."""
-    created, _ = await service.request_refund(session, order_id=order_id, amount_fen=payload.amount_fen,
-                                              out_refund_no=payload.out_refund_no, reason=payload.reason,
-                                              source="finance", actor_id=principal.id)
+    created, _ = await service.request_refund(
+        session,
+        order_id=order_id,
+        amount_fen=payload.amount_fen,
+        out_refund_no=payload.out_refund_no,
+        reason=payload.reason,
+        source="finance",
+        actor_id=principal.id,
+    )
     return created
 
 
 @finance_router.get("/orders/{order_id}/refunds", response_model=list[RefundPublic])
 async def refunds(order_id: str, principal: Finance, session: SessionDep) -> Any:
     """Refunds of an order (finance)."""
-    rows = await session.exec(select(PaymentRefund).where(PaymentRefund.order_id == order_id)
-                              .order_by(col(PaymentRefund.created_at)))
+    rows = await session.exec(
+        select(PaymentRefund)
+        .where(PaymentRefund.order_id == order_id)
+        .order_by(col(PaymentRefund.created_at))
+    )
     return rows.all()
 
 
 @finance_router.get("/reconciliation/runs", response_model=list[RunPublic])
-async def runs(principal: Finance, session: SessionDep, bill_date: dt.date | None = None,
-               provider: ProviderName | None = None, limit: Annotated[int, Query(ge=1, le=200)] = 50) -> Any:
+async def runs(
+    principal: Finance,
+    session: SessionDep,
+    bill_date: dt.date | None = None,
+    provider: ProviderName | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> Any:
     """Reconciliation runs, newest first."""
     stmt = select(ReconciliationRun)
     if bill_date:
@@ -202,8 +237,9 @@ async def runs(principal: Finance, session: SessionDep, bill_date: dt.date | Non
 async def start_run(payload: RunCreate, principal: Finance, session: SessionDep) -> Any:
     """Reconcile one provider for any date; runs in the background (poll the run for progress)."""
     get_provider(payload.provider.value)
-    return await reconcile.start_run(session, provider=payload.provider.value, bill_date=payload.bill_date,
-                                     actor_id=principal.id)
+    return await reconcile.start_run(
+        session, provider=payload.provider.value, bill_date=payload.bill_date, actor_id=principal.id
+    )
 
 
 async def _run(session: SessionDep, run_id: str) -> ReconciliationRun:
@@ -220,9 +256,15 @@ async def run_detail(run_id: str, principal: Finance, session: SessionDep) -> An
 
 
 @finance_router.get("/reconciliation/runs/{run_id}/items", response_model=list[ItemPublic])
-async def run_items(run_id: str, principal: Finance, session: SessionDep, category: Discrepancy | None = None,
-                    unresolved: bool = False, limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-                    offset: Annotated[int, Query(ge=0)] = 0) -> Any:
+async def run_items(
+    run_id: str,
+    principal: Finance,
+    session: SessionDep,
+    category: Discrepancy | None = None,
+    unresolved: bool = False,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Any:
     """A run's discrepancies."""
     await _run(session, run_id)
     stmt = select(ReconciliationItem).where(ReconciliationItem.run_id == run_id)
@@ -230,8 +272,13 @@ async def run_items(run_id: str, principal: Finance, session: SessionDep, catego
         stmt = stmt.where(ReconciliationItem.category == category.value)
     if unresolved:
         stmt = stmt.where(col(ReconciliationItem.resolved_at).is_(None))
-    return (await session.exec(stmt.order_by(col(ReconciliationItem.category), col(ReconciliationItem.id))
-                               .limit(limit).offset(offset))).all()
+    return (
+        await session.exec(
+            stmt.order_by(col(ReconciliationItem.category), col(ReconciliationItem.id))
+            .limit(limit)
+            .offset(offset)
+        )
+    ).all()
 
 
 @finance_router.post("/reconciliation/items/{item_id}/resolve", response_model=ItemPublic)
@@ -241,25 +288,42 @@ async def resolve(item_id: str, payload: ResolveRequest, principal: Finance, ses
 
 
 @finance_router.get("/reconciliation/runs/{run_id}/export")
-async def export(run_id: str, principal: Finance, session: SessionDep,
-                 format: Annotated[str, Query(pattern="^(csv|xlsx)$")] = "csv") -> Response:  # noqa: A002
+async def export(
+    run_id: str,
+    principal: Finance,
+    session: SessionDep,
+    format: Annotated[str, Query(pattern="^(csv|xlsx)$")] = "csv",
+) -> Response:
     """Download a run's discrepancies as CSV or XLSX."""
     run = await _run(session, run_id)
-    items = list((await session.exec(select(ReconciliationItem).where(ReconciliationItem.run_id == run_id)
-                                     .order_by(col(ReconciliationItem.category)))).all())
+    items = list(
+        (
+            await session.exec(
+                select(ReconciliationItem)
+                .where(ReconciliationItem.run_id == run_id)
+                .order_by(col(ReconciliationItem.category))
+            )
+        ).all()
+    )
     name = f"reconciliation-{run.provider}-{run.bill_date.isoformat()}"
     if format == "xlsx":
-        return Response(reconcile.export_xlsx(run, items),
-                        media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-                        headers={"Content-Disposition": f'attachment; filename="{name}.xlsx"'})
-    return Response(reconcile.export_csv(items), media_type="text/csv; charset=utf-8",
-                    headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
+        return Response(
+            reconcile.export_xlsx(run, items),
+            media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            headers={"Content-Disposition": f'attachment; filename="{name}.xlsx"'},
+        )
+    return Response(
+        reconcile.export_csv(items),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
+    )
 
 
 # -- the console page (server-rendered) ---------------------------------------------------------
 
-_templates = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
-                         autoescape=select_autoescape(["html"]))
+_templates = Environment(
+    loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape(["html"])
+)
 _templates.filters["yuan"] = lambda fen: "" if fen is None else fen_to_yuan(int(fen))
 _templates.filters["china"] = lambda t: t.astimezone(CHINA_TZ).strftime("%Y-%m-%d %H:%M:%S") if t else ""
 
@@ -267,24 +331,42 @@ _templates.filters["china"] = lambda t: t.astimezone(CHINA_TZ).strftime("%Y-%m-%
 def _html(request: Request, name: str, **context: Any) -> HTMLResponse:
     # Links are built from where the router is actually mounted (``/api/v1`` in the app).
     prefix = request.url_for("console").path.rsplit("/console", 1)[0]
-    return HTMLResponse(_templates.get_template(name).render(names=DISCREPANCY_NAMES, prefix=prefix, **context))
+    return HTMLResponse(
+        _templates.get_template(name).render(names=DISCREPANCY_NAMES, prefix=prefix, **context)
+    )
 
 
 @finance_router.get("/console", response_class=HTMLResponse)
 async def console(request: Request, principal: Finance, session: SessionDep) -> HTMLResponse:
     """Finance console: recent runs, start a run."""
-    recent = (await session.exec(select(ReconciliationRun).order_by(col(ReconciliationRun.started_at).desc())
-                                 .limit(50))).all()
+    recent = (
+        await session.exec(
+            select(ReconciliationRun).order_by(col(ReconciliationRun.started_at).desc()).limit(50)
+        )
+    ).all()
     yesterday = dt.datetime.now(CHINA_TZ).date() - dt.timedelta(days=1)
-    return _html(request, "console_runs.html", runs=recent, providers=[p.value for p in ProviderName], yesterday=yesterday)
+    return _html(
+        request,
+        "console_runs.html",
+        runs=recent,
+        providers=[p.value for p in ProviderName],
+        yesterday=yesterday,
+    )
 
 
 @finance_router.post("/console/runs")
-async def console_start(request: Request, principal: Finance, session: SessionDep, provider: Annotated[ProviderName, Form()],
-                        bill_date: Annotated[dt.date, Form()]) -> RedirectResponse:
+async def console_start(
+    request: Request,
+    principal: Finance,
+    session: SessionDep,
+    provider: Annotated[ProviderName, Form()],
+    bill_date: Annotated[dt.date, Form()],
+) -> RedirectResponse:
     """Console form: start a run, then show it."""
     get_provider(provider.value)
-    run = await reconcile.start_run(session, provider=provider.value, bill_date=bill_date, actor_id=principal.id)
+    run = await reconcile.start_run(
+        session, provider=provider.value, bill_date=bill_date, actor_id=principal.id
+    )
     return RedirectResponse(request.url_for("console_run", run_id=run.id).path, status_code=303)
 
 
@@ -292,17 +374,39 @@ async def console_start(request: Request, principal: Finance, session: SessionDe
 async def console_run(request: Request, run_id: str, principal: Finance, session: SessionDep) -> HTMLResponse:
     """Console: one run's totals and discrepancies, with resolve forms and export links."""
     run = await _run(session, run_id)
-    items = (await session.exec(select(ReconciliationItem).where(ReconciliationItem.run_id == run_id)
-                                .order_by(col(ReconciliationItem.category)).limit(1000))).all()
-    unresolved = (await session.exec(select(func.count()).select_from(ReconciliationItem).where(
-        ReconciliationItem.run_id == run_id, col(ReconciliationItem.resolved_at).is_(None)))).one()
-    return _html(request, "console_run.html", run=run, items=items, unresolved=unresolved,
-                 categories=[c for c in Discrepancy])
+    items = (
+        await session.exec(
+            select(ReconciliationItem)
+            .where(ReconciliationItem.run_id == run_id)
+            .order_by(col(ReconciliationItem.category))
+            .limit(1000)
+        )
+    ).all()
+    unresolved = (
+        await session.exec(
+            select(func.count())
+            .select_from(ReconciliationItem)
+            .where(ReconciliationItem.run_id == run_id, col(ReconciliationItem.resolved_at).is_(None))
+        )
+    ).one()
+    return _html(
+        request,
+        "console_run.html",
+        run=run,
+        items=items,
+        unresolved=unresolved,
+        categories=[c for c in Discrepancy],
+    )
 
 
 @finance_router.post("/console/items/{item_id}/resolve")
-async def console_resolve(request: Request, item_id: str, principal: Finance, session: SessionDep,
-                          note: Annotated[str, Form(min_length=2, max_length=500)]) -> RedirectResponse:
+async def console_resolve(
+    request: Request,
+    item_id: str,
+    principal: Finance,
+    session: SessionDep,
+    note: Annotated[str, Form(min_length=2, max_length=500)],
+) -> RedirectResponse:
     """Console form: resolve a discrepancy, back to its run."""
     item = await reconcile.resolve_item(session, item_id=item_id, note=note, actor_id=principal.id)
     return RedirectResponse(request.url_for("console_run", run_id=item.run_id).path, status_code=303)

@@ -35,7 +35,9 @@ class OrderFinance(OrderPublic):
 class PayRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    payer_id: str | None = Field(default=None, max_length=64, description="小程序支付时的 openid / 支付宝用户 ID")
+    payer_id: str | None = Field(
+        default=None, max_length=64, description="小程序支付时的 openid / 支付宝用户 ID"
+    )
 
 
 class PayResponse(BaseModel):

@@ -70,8 +70,9 @@ def new_out_trade_no() -> str:
     return "WJ" + dt.datetime.now(CHINA_TZ).strftime("%y%m%d%H%M%S") + secrets.token_hex(6).upper()
 
 
-async def _locked_order(session: AsyncSession, *, order_id: str | None = None,
-                        out_trade_no: str | None = None) -> PaymentOrder | None:
+async def _locked_order(
+    session: AsyncSession, *, order_id: str | None = None, out_trade_no: str | None = None
+) -> PaymentOrder | None:
     stmt = select(PaymentOrder).with_for_update()
     if order_id is not None:
         stmt = stmt.where(PaymentOrder.id == order_id)
@@ -82,38 +83,93 @@ async def _locked_order(session: AsyncSession, *, order_id: str | None = None,
     return result.first()
 
 
-async def _event(session: AsyncSession, order: PaymentOrder, *, kind: str, source: str,
-                 from_status: str | None = None, to_status: str | None = None, actor_id: str | None = None,
-                 data: dict[str, Any] | None = None) -> None:
-    session.add(PaymentEvent(order_id=order.id, kind=kind, from_status=from_status, to_status=to_status,
-                             actor_id=actor_id, source=source, data=data or {}))
+async def _event(
+    session: AsyncSession,
+    order: PaymentOrder,
+    *,
+    kind: str,
+    source: str,
+    from_status: str | None = None,
+    to_status: str | None = None,
+    actor_id: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> None:
+    session.add(
+        PaymentEvent(
+            order_id=order.id,
+            kind=kind,
+            from_status=from_status,
+            to_status=to_status,
+            actor_id=actor_id,
+            source=source,
+            data=data or {},
+        )
+    )
 
 
-async def transition(session: AsyncSession, order: PaymentOrder, to: OrderStatus, *, source: str,
-                     actor_id: str | None = None, data: dict[str, Any] | None = None) -> None:
+async def transition(
+    session: AsyncSession,
+    order: PaymentOrder,
+    to: OrderStatus,
+    *,
+    source: str,
+    actor_id: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> None:
     """Move ``order`` to ``to`` if the state machine allows it; append the event; audit it."""
     current = OrderStatus(order.status)
     if to not in TRANSITIONS[current]:
-        await _event(session, order, kind="refused_transition", source=source, from_status=current,
-                     to_status=to, actor_id=actor_id, data=data)
-        raise IllegalTransition(f"订单状态为「{current.value}」，不能变为「{to.value}」", order_id=order.id,
-                                status=current.value)
+        await _event(
+            session,
+            order,
+            kind="refused_transition",
+            source=source,
+            from_status=current,
+            to_status=to,
+            actor_id=actor_id,
+            data=data,
+        )
+        raise IllegalTransition(
+            f"订单状态为「{current.value}」，不能变为「{to.value}」", order_id=order.id, status=current.value
+        )
     order.status = to.value
     order.updated_at = utcnow()
     session.add(order)
-    await _event(session, order, kind="transition", source=source, from_status=current, to_status=to,
-                 actor_id=actor_id, data=data)
-    await audit.record(session, action=f"payments.order_{to.value}", actor_id=actor_id,
-                       subject_type="payments_order", subject_id=order.id,
-                       data={"from": current.value, "source": source, "amount_fen": order.amount_fen})
+    await _event(
+        session,
+        order,
+        kind="transition",
+        source=source,
+        from_status=current,
+        to_status=to,
+        actor_id=actor_id,
+        data=data,
+    )
+    await audit.record(
+        session,
+        action=f"payments.order_{to.value}",
+        actor_id=actor_id,
+        subject_type="payments_order",
+        subject_id=order.id,
+        data={"from": current.value, "source": source, "amount_fen": order.amount_fen},
+    )
 
 
 # -- orders -------------------------------------------------------------------------------------
 
 
-async def create_order(session: AsyncSession, *, account_id: str, purpose: str, purpose_ref: str,
-                       amount_fen: int, description: str, provider: str, channel: Channel | str,
-                       ttl_s: int | None = None) -> PaymentOrder:
+async def create_order(
+    session: AsyncSession,
+    *,
+    account_id: str,
+    purpose: str,
+    purpose_ref: str,
+    amount_fen: int,
+    description: str,
+    provider: str,
+    channel: Channel | str,
+    ttl_s: int | None = None,
+) -> PaymentOrder:
     """Open an order for a column's purpose. Refused when that purpose is already paid."""
     from payments.registry import get_provider
 
@@ -122,25 +178,44 @@ async def create_order(session: AsyncSession, *, account_id: str, purpose: str, 
         raise IllegalTransition("金额必须大于零")
     key = purpose_key(purpose, purpose_ref)
     paid = await session.exec(
-        select(PaymentOrder.id).where(PaymentOrder.purpose_key == key,
-                                      col(PaymentOrder.status).in_([s.value for s in PAID_LIKE]))
+        select(PaymentOrder.id).where(
+            PaymentOrder.purpose_key == key, col(PaymentOrder.status).in_([s.value for s in PAID_LIKE])
+        )
     )
     if paid.first() is not None:
         raise PurposeAlreadyPaid(purpose=purpose)
     now = utcnow()
     order = PaymentOrder(
-        out_trade_no=new_out_trade_no(), account_id=account_id, purpose=purpose, purpose_ref=purpose_ref,
-        purpose_key=key, description=description[:128], amount_fen=amount_fen, provider=provider,
+        out_trade_no=new_out_trade_no(),
+        account_id=account_id,
+        purpose=purpose,
+        purpose_ref=purpose_ref,
+        purpose_key=key,
+        description=description[:128],
+        amount_fen=amount_fen,
+        provider=provider,
         channel=Channel(channel).value,
         expires_at=now + dt.timedelta(seconds=ttl_s or get_payments_settings().order_ttl_s),
     )
     session.add(order)
     await session.flush()
-    await _event(session, order, kind="created", source=f"column:{purpose.split('.')[0]}", to_status="created",
-                 actor_id=account_id, data={"amount_fen": amount_fen})
-    await audit.record(session, action="payments.order_created", actor_id=account_id,
-                       subject_type="payments_order", subject_id=order.id,
-                       data={"purpose": purpose, "amount_fen": amount_fen, "provider": provider})
+    await _event(
+        session,
+        order,
+        kind="created",
+        source=f"column:{purpose.split('.')[0]}",
+        to_status="created",
+        actor_id=account_id,
+        data={"amount_fen": amount_fen},
+    )
+    await audit.record(
+        session,
+        action="payments.order_created",
+        actor_id=account_id,
+        subject_type="payments_order",
+        subject_id=order.id,
+        data={"purpose": purpose, "amount_fen": amount_fen, "provider": provider},
+    )
     return order
 
 
@@ -150,8 +225,9 @@ class PaymentStart:
     client_params: dict[str, str]
 
 
-async def start_payment(session: AsyncSession, *, order: PaymentOrder, payer_id: str | None,
-                        client_ip: str) -> PaymentStart:
+async def start_payment(
+    session: AsyncSession, *, order: PaymentOrder, payer_id: str | None, client_ip: str
+) -> PaymentStart:
     """Place the order at its provider; the client hands ``client_params`` to the wallet."""
     from payments.registry import get_provider, notify_url
 
@@ -161,10 +237,18 @@ async def start_payment(session: AsyncSession, *, order: PaymentOrder, payer_id:
         raise IllegalTransition("订单已过期，请重新下单", status=order.status)
     provider = get_provider(order.provider)
     try:
-        created = await provider.create(CreatePayment(
-            out_trade_no=order.out_trade_no, amount_fen=order.amount_fen, description=order.description,
-            channel=Channel(order.channel), notify_url=notify_url(order.provider), client_ip=client_ip,
-            payer_id=payer_id, expire_at=order.expires_at))
+        created = await provider.create(
+            CreatePayment(
+                out_trade_no=order.out_trade_no,
+                amount_fen=order.amount_fen,
+                description=order.description,
+                channel=Channel(order.channel),
+                notify_url=notify_url(order.provider),
+                client_ip=client_ip,
+                payer_id=payer_id,
+                expire_at=order.expires_at,
+            )
+        )
     except ProviderError as exc:
         if exc.retryable:
             raise ProviderUnavailable(detail=None, provider=order.provider) from exc
@@ -174,8 +258,14 @@ async def start_payment(session: AsyncSession, *, order: PaymentOrder, payer_id:
     locked = await _locked_order(session, order_id=order.id)
     assert locked is not None
     if locked.status == OrderStatus.CREATED:
-        await transition(session, locked, OrderStatus.PAYING, source="resident", actor_id=locked.account_id,
-                         data={"prepay_id": created.prepay_id})
+        await transition(
+            session,
+            locked,
+            OrderStatus.PAYING,
+            source="resident",
+            actor_id=locked.account_id,
+            data={"prepay_id": created.prepay_id},
+        )
     return PaymentStart(order=locked, client_params=created.client_params)
 
 
@@ -198,8 +288,9 @@ class NotificationOutcome:
         return True
 
 
-async def _store_notification(session: AsyncSession, note: Notification, body: bytes,
-                              headers: Mapping[str, str]) -> tuple[str, int, str]:
+async def _store_notification(
+    session: AsyncSession, note: Notification, body: bytes, headers: Mapping[str, str]
+) -> tuple[str, int, str]:
     """Upsert the raw notification; returns (id, times_received, outcome so far)."""
     table = PaymentNotification.__table__  # type: ignore[attr-defined]
     bind = session.get_bind()
@@ -210,16 +301,23 @@ async def _store_notification(session: AsyncSession, note: Notification, body: b
     now = utcnow()
     keep = {k: v for k, v in headers.items() if k.lower().startswith(("wechatpay-", "content-type"))}
     stmt = insert(table).values(
-        id=secrets.token_hex(16), provider=note.provider.value, dedupe_key=note.dedupe_key, kind=note.kind.value,
-        out_trade_no=note.out_trade_no, outcome="received", body=body.decode("utf-8", "surrogateescape")
-        if _is_utf8(body) else body.decode("latin-1"), headers=keep, times_received=1, received_at=now,
+        id=secrets.token_hex(16),
+        provider=note.provider.value,
+        dedupe_key=note.dedupe_key,
+        kind=note.kind.value,
+        out_trade_no=note.out_trade_no,
+        outcome="received",
+        body=body.decode("utf-8", "surrogateescape") if _is_utf8(body) else body.decode("latin-1"),
+        headers=keep,
+        times_received=1,
+        received_at=now,
         last_received_at=now,
     )
-    stmt = stmt.on_conflict_do_update(
+    upsert = stmt.on_conflict_do_update(
         index_elements=["provider", "dedupe_key"],
         set_={"times_received": table.c.times_received + 1, "last_received_at": now},
     ).returning(table.c.id, table.c.times_received, table.c.outcome)
-    row = (await session.exec(stmt)).one()  # type: ignore[call-overload]
+    row = (await session.exec(upsert)).one()  # type: ignore[call-overload]
     return str(row[0]), int(row[1]), str(row[2])
 
 
@@ -231,48 +329,82 @@ def _is_utf8(body: bytes) -> bool:
     return True
 
 
-async def _set_outcome(session: AsyncSession, notification_id: str, outcome: str, order_id: str | None) -> None:
+async def _set_outcome(
+    session: AsyncSession, notification_id: str, outcome: str, order_id: str | None
+) -> None:
     await session.exec(  # type: ignore[call-overload]
-        sa.update(PaymentNotification).where(col(PaymentNotification.id) == notification_id)
+        sa.update(PaymentNotification)
+        .where(col(PaymentNotification.id) == notification_id)
         .values(outcome=outcome, order_id=order_id)
     )
 
 
-async def apply_notification(session: AsyncSession, *, note: Notification, body: bytes,
-                             headers: Mapping[str, str]) -> NotificationOutcome:
+async def apply_notification(
+    session: AsyncSession, *, note: Notification, body: bytes, headers: Mapping[str, str]
+) -> NotificationOutcome:
     """Store a verified notification once and apply it to the ledger (idempotent)."""
-    notification_id, times, stored_outcome = await _store_notification(session, note, body, headers)
+    notification_id, times, _stored_outcome = await _store_notification(session, note, body, headers)
     if times > 1:
         return NotificationOutcome(outcome="duplicate", order_id=None, first_seen=False)
     order = await _locked_order(session, out_trade_no=note.out_trade_no)
     if order is None:
-        await audit.record(session, action="payments.notification_flagged", subject_type="payments_notification",
-                           subject_id=notification_id,
-                           data={"reason": "unknown_order", "provider": note.provider.value,
-                                 "out_trade_no": note.out_trade_no, "amount_fen": note.amount_fen})
+        await audit.record(
+            session,
+            action="payments.notification_flagged",
+            subject_type="payments_notification",
+            subject_id=notification_id,
+            data={
+                "reason": "unknown_order",
+                "provider": note.provider.value,
+                "out_trade_no": note.out_trade_no,
+                "amount_fen": note.amount_fen,
+            },
+        )
         await _set_outcome(session, notification_id, "unknown_order", None)
         return NotificationOutcome(outcome="unknown_order", order_id=None, first_seen=True)
     if note.kind is NotificationKind.REFUND:
         outcome = await _apply_refund_notification(session, order, note)
     else:
-        outcome = await _apply_payment(session, order, source=f"notification:{note.provider.value}",
-                                       provider=note.provider.value, txn_id=note.transaction_id,
-                                       amount_fen=note.amount_fen, state=note.trade_state, paid_at=note.paid_at)
+        outcome = await _apply_payment(
+            session,
+            order,
+            source=f"notification:{note.provider.value}",
+            provider=note.provider.value,
+            txn_id=note.transaction_id,
+            amount_fen=note.amount_fen,
+            state=note.trade_state,
+            paid_at=note.paid_at,
+        )
     await _set_outcome(session, notification_id, outcome, order.id)
     return NotificationOutcome(outcome=outcome, order_id=order.id, first_seen=True)
 
 
-async def _flag(session: AsyncSession, order: PaymentOrder, reason: str, source: str, data: dict[str, Any]) -> str:
+async def _flag(
+    session: AsyncSession, order: PaymentOrder, reason: str, source: str, data: dict[str, Any]
+) -> str:
     await _event(session, order, kind="flagged", source=source, data={"reason": reason, **data})
-    await audit.record(session, action="payments.notification_flagged", subject_type="payments_order",
-                       subject_id=order.id, data={"reason": reason, **data})
+    await audit.record(
+        session,
+        action="payments.notification_flagged",
+        subject_type="payments_order",
+        subject_id=order.id,
+        data={"reason": reason, **data},
+    )
     log.warning("payments: order %s flagged (%s) %s", order.id, reason, data)
     return f"flagged_{reason}"
 
 
-async def _apply_payment(session: AsyncSession, order: PaymentOrder, *, source: str, provider: str,
-                         txn_id: str | None, amount_fen: int | None, state: TradeState,
-                         paid_at: dt.datetime | None) -> str:
+async def _apply_payment(
+    session: AsyncSession,
+    order: PaymentOrder,
+    *,
+    source: str,
+    provider: str,
+    txn_id: str | None,
+    amount_fen: int | None,
+    state: TradeState,
+    paid_at: dt.datetime | None,
+) -> str:
     """The one place an order becomes paid. ``order`` is locked."""
     if provider != order.provider:
         return await _flag(session, order, "provider", source, {"provider": provider})
@@ -284,23 +416,37 @@ async def _apply_payment(session: AsyncSession, order: PaymentOrder, *, source: 
     if state not in (TradeState.PAID, TradeState.REFUNDED):
         return "ignored"
     if amount_fen != order.amount_fen:
-        return await _flag(session, order, "amount", source,
-                           {"expected_fen": order.amount_fen, "notified_fen": amount_fen, "txn": txn_id})
+        return await _flag(
+            session,
+            order,
+            "amount",
+            source,
+            {"expected_fen": order.amount_fen, "notified_fen": amount_fen, "txn": txn_id},
+        )
     if OrderStatus(order.status) in PAID_LIKE:
         if order.provider_txn_id == txn_id:
             return "duplicate"
-        return await _flag(session, order, "second_transaction", source, {"txn": txn_id,
-                                                                          "known_txn": order.provider_txn_id})
+        return await _flag(
+            session, order, "second_transaction", source, {"txn": txn_id, "known_txn": order.provider_txn_id}
+        )
     late = OrderStatus(order.status) in (OrderStatus.CLOSED, OrderStatus.FAILED)
     order.provider_txn_id = txn_id
     order.paid_at = paid_at or utcnow()
-    await transition(session, order, OrderStatus.PAID, source=source,
-                     data={"txn": txn_id, "amount_fen": amount_fen, "late": late})
+    await transition(
+        session,
+        order,
+        OrderStatus.PAID,
+        source=source,
+        data={"txn": txn_id, "amount_fen": amount_fen, "late": late},
+    )
     await outbox.enqueue(session, "payments.notify_column", order_id=order.id)
     # Two payments for one purpose: both are real money; flag for finance (reconciliation lists it too).
     others = await session.exec(
-        select(PaymentOrder.id).where(PaymentOrder.purpose_key == order.purpose_key, PaymentOrder.id != order.id,
-                                      col(PaymentOrder.status).in_([s.value for s in PAID_LIKE]))
+        select(PaymentOrder.id).where(
+            PaymentOrder.purpose_key == order.purpose_key,
+            PaymentOrder.id != order.id,
+            col(PaymentOrder.status).in_([s.value for s in PAID_LIKE]),
+        )
     )
     other = others.first()
     if other is not None:
@@ -324,10 +470,19 @@ async def notify_column(session: AsyncSession, *, order_id: str) -> bool:
         # A column that is not installed (yet): fail so the job retries and the relay keeps it.
         raise LookupError(f"no paid handler for purpose {order.purpose!r}")
     assert order.paid_at is not None
-    await handler(session, PaidPurpose(order_id=order.id, out_trade_no=order.out_trade_no,
-                                       account_id=order.account_id, purpose=order.purpose,
-                                       purpose_ref=order.purpose_ref, amount_fen=order.amount_fen,
-                                       provider=order.provider, paid_at=order.paid_at))
+    await handler(
+        session,
+        PaidPurpose(
+            order_id=order.id,
+            out_trade_no=order.out_trade_no,
+            account_id=order.account_id,
+            purpose=order.purpose,
+            purpose_ref=order.purpose_ref,
+            amount_fen=order.amount_fen,
+            provider=order.provider,
+            paid_at=order.paid_at,
+        ),
+    )
     order.column_notified_at = utcnow()
     session.add(order)
     await _event(session, order, kind="column_notified", source="outbox", data={"purpose": order.purpose})
@@ -337,10 +492,20 @@ async def notify_column(session: AsyncSession, *, order_id: str) -> bool:
 # -- refunds ------------------------------------------------------------------------------------
 
 
-async def request_refund(session: AsyncSession, *, order_id: str, amount_fen: int, out_refund_no: str,
-                         reason: str | None, source: str, actor_id: str | None) -> tuple[PaymentRefund, bool]:
+async def request_refund(
+    session: AsyncSession,
+    *,
+    order_id: str,
+    amount_fen: int,
+    out_refund_no: str,
+    reason: str | None,
+    source: str,
+    actor_id: str | None,
+) -> tuple[PaymentRefund, bool]:
     """Record a refund and queue its submission. Idempotent by ``out_refund_no``: (refund, created)."""
-    existing = (await session.exec(select(PaymentRefund).where(PaymentRefund.out_refund_no == out_refund_no))).first()
+    existing = (
+        await session.exec(select(PaymentRefund).where(PaymentRefund.out_refund_no == out_refund_no))
+    ).first()
     if existing is not None:
         if existing.order_id != order_id or existing.amount_fen != amount_fen:
             raise RefundNumberConflict(out_refund_no=out_refund_no)
@@ -352,20 +517,38 @@ async def request_refund(session: AsyncSession, *, order_id: str, amount_fen: in
         raise IllegalTransition("只有已支付的订单可以退款", status=order.status)
     outstanding = await session.exec(
         select(sa.func.coalesce(sa.func.sum(PaymentRefund.amount_fen), 0)).where(
-            PaymentRefund.order_id == order.id, PaymentRefund.status != RefundStatus.FAILED.value)
+            PaymentRefund.order_id == order.id, PaymentRefund.status != RefundStatus.FAILED.value
+        )
     )
     committed = int(outstanding.one())
     if amount_fen <= 0 or committed + amount_fen > order.amount_fen:
         raise RefundExceedsPaid(refundable_fen=order.amount_fen - committed)
-    refund = PaymentRefund(order_id=order.id, out_refund_no=out_refund_no, amount_fen=amount_fen, reason=reason,
-                           requested_by=actor_id, source=source)
+    refund = PaymentRefund(
+        order_id=order.id,
+        out_refund_no=out_refund_no,
+        amount_fen=amount_fen,
+        reason=reason,
+        requested_by=actor_id,
+        source=source,
+    )
     session.add(refund)
     await session.flush()
-    await _event(session, order, kind="refund_requested", source=source, actor_id=actor_id,
-                 data={"out_refund_no": out_refund_no, "amount_fen": amount_fen, "reason": reason})
-    await audit.record(session, action="payments.refund_requested", actor_id=actor_id,
-                       subject_type="payments_order", subject_id=order.id,
-                       data={"out_refund_no": out_refund_no, "amount_fen": amount_fen, "source": source})
+    await _event(
+        session,
+        order,
+        kind="refund_requested",
+        source=source,
+        actor_id=actor_id,
+        data={"out_refund_no": out_refund_no, "amount_fen": amount_fen, "reason": reason},
+    )
+    await audit.record(
+        session,
+        action="payments.refund_requested",
+        actor_id=actor_id,
+        subject_type="payments_order",
+        subject_id=order.id,
+        data={"out_refund_no": out_refund_no, "amount_fen": amount_fen, "source": source},
+    )
     await outbox.enqueue(session, "payments.submit_refund", refund_id=refund.id)
     return refund, True
 
@@ -377,8 +560,9 @@ async def _locked_refund(session: AsyncSession, **where: str) -> PaymentRefund |
     return (await session.exec(stmt)).first()
 
 
-async def refund_succeeded(session: AsyncSession, refund: PaymentRefund, *, source: str,
-                           provider_refund_id: str | None) -> bool:
+async def refund_succeeded(
+    session: AsyncSession, refund: PaymentRefund, *, source: str, provider_refund_id: str | None
+) -> bool:
     """Apply a succeeded refund to its order exactly once (``refund`` locked). True if applied now."""
     if refund.status == RefundStatus.SUCCEEDED:
         return False
@@ -389,10 +573,20 @@ async def refund_succeeded(session: AsyncSession, refund: PaymentRefund, *, sour
     refund.provider_refund_id = provider_refund_id or refund.provider_refund_id
     session.add(refund)
     order.refunded_fen += refund.amount_fen
-    target = OrderStatus.REFUNDED if order.refunded_fen >= order.amount_fen else OrderStatus.PARTIALLY_REFUNDED
-    await transition(session, order, target, source=source,
-                     data={"out_refund_no": refund.out_refund_no, "amount_fen": refund.amount_fen,
-                           "refunded_fen": order.refunded_fen})
+    target = (
+        OrderStatus.REFUNDED if order.refunded_fen >= order.amount_fen else OrderStatus.PARTIALLY_REFUNDED
+    )
+    await transition(
+        session,
+        order,
+        target,
+        source=source,
+        data={
+            "out_refund_no": refund.out_refund_no,
+            "amount_fen": refund.amount_fen,
+            "refunded_fen": order.refunded_fen,
+        },
+    )
     return True
 
 
@@ -406,25 +600,43 @@ async def submit_refund(session: AsyncSession, *, refund_id: str) -> str:
     order = (await session.exec(select(PaymentOrder).where(PaymentOrder.id == refund.order_id))).one()
     provider = get_provider(order.provider)
     try:
-        result = await provider.refund(RefundRequest(
-            out_trade_no=order.out_trade_no, out_refund_no=refund.out_refund_no, total_fen=order.amount_fen,
-            refund_fen=refund.amount_fen, reason=refund.reason, notify_url=notify_url(order.provider),
-            transaction_id=order.provider_txn_id))
+        result = await provider.refund(
+            RefundRequest(
+                out_trade_no=order.out_trade_no,
+                out_refund_no=refund.out_refund_no,
+                total_fen=order.amount_fen,
+                refund_fen=refund.amount_fen,
+                reason=refund.reason,
+                notify_url=notify_url(order.provider),
+                transaction_id=order.provider_txn_id,
+            )
+        )
     except ProviderError as exc:
         if exc.retryable:
             raise
         refund.status = RefundStatus.FAILED.value
         refund.last_error = str(exc)[:300]
         session.add(refund)
-        await _event(session, order, kind="refund_failed", source="provider",
-                     data={"out_refund_no": refund.out_refund_no, "error": str(exc)[:200]})
-        await audit.record(session, action="payments.refund_failed", subject_type="payments_order",
-                           subject_id=order.id, data={"out_refund_no": refund.out_refund_no, "code": exc.code})
+        await _event(
+            session,
+            order,
+            kind="refund_failed",
+            source="provider",
+            data={"out_refund_no": refund.out_refund_no, "error": str(exc)[:200]},
+        )
+        await audit.record(
+            session,
+            action="payments.refund_failed",
+            subject_type="payments_order",
+            subject_id=order.id,
+            data={"out_refund_no": refund.out_refund_no, "code": exc.code},
+        )
         return "failed"
     refund.provider_refund_id = result.refund_id
     if result.state is RefundState.SUCCEEDED:
-        await refund_succeeded(session, refund, source=f"refund:{order.provider}",
-                               provider_refund_id=result.refund_id)
+        await refund_succeeded(
+            session, refund, source=f"refund:{order.provider}", provider_refund_id=result.refund_id
+        )
         return "succeeded"
     refund.status = RefundStatus.PROCESSING.value
     session.add(refund)
@@ -435,21 +647,38 @@ async def _apply_refund_notification(session: AsyncSession, order: PaymentOrder,
     source = f"notification:{note.provider.value}"
     refund = await _locked_refund(session, out_refund_no=note.out_refund_no or "")
     if refund is None or refund.order_id != order.id:
-        return await _flag(session, order, "unknown_refund", source, {"out_refund_no": note.out_refund_no,
-                                                                      "refund_fen": note.refund_fen})
+        return await _flag(
+            session,
+            order,
+            "unknown_refund",
+            source,
+            {"out_refund_no": note.out_refund_no, "refund_fen": note.refund_fen},
+        )
     if note.refund_fen is not None and note.refund_fen != refund.amount_fen:
-        return await _flag(session, order, "refund_amount", source,
-                           {"out_refund_no": refund.out_refund_no, "expected_fen": refund.amount_fen,
-                            "notified_fen": note.refund_fen})
+        return await _flag(
+            session,
+            order,
+            "refund_amount",
+            source,
+            {
+                "out_refund_no": refund.out_refund_no,
+                "expected_fen": refund.amount_fen,
+                "notified_fen": note.refund_fen,
+            },
+        )
     if note.refund_state is RefundState.SUCCEEDED:
         applied = await refund_succeeded(session, refund, source=source, provider_refund_id=note.refund_id)
         return "applied" if applied else "duplicate"
-    if note.refund_state in (RefundState.FAILED, RefundState.CLOSED) and refund.status != RefundStatus.SUCCEEDED:
+    if (
+        note.refund_state in (RefundState.FAILED, RefundState.CLOSED)
+        and refund.status != RefundStatus.SUCCEEDED
+    ):
         refund.status = RefundStatus.FAILED.value
         refund.last_error = f"provider reported {note.refund_state}"
         session.add(refund)
-        await _event(session, order, kind="refund_failed", source=source,
-                     data={"out_refund_no": refund.out_refund_no})
+        await _event(
+            session, order, kind="refund_failed", source=source, data={"out_refund_no": refund.out_refund_no}
+        )
         return "refund_failed"
     return "ignored"
 
@@ -467,9 +696,16 @@ async def sweep_order(session: AsyncSession, *, order_id: str) -> str:
     provider = get_provider(order.provider)
     status = await provider.query(order.out_trade_no)
     if status.state in (TradeState.PAID, TradeState.REFUNDED):
-        return await _apply_payment(session, order, source="sweep", provider=order.provider,
-                                    txn_id=status.transaction_id, amount_fen=status.amount_fen,
-                                    state=TradeState.PAID, paid_at=status.paid_at)
+        return await _apply_payment(
+            session,
+            order,
+            source="sweep",
+            provider=order.provider,
+            txn_id=status.transaction_id,
+            amount_fen=status.amount_fen,
+            state=TradeState.PAID,
+            paid_at=status.paid_at,
+        )
     if order.expires_at > utcnow():
         return "waiting"
     if status.state in (TradeState.NOT_PAID, TradeState.PAYING):
@@ -478,26 +714,37 @@ async def sweep_order(session: AsyncSession, *, order_id: str) -> str:
         except ProviderError as exc:
             if exc.code == "ORDERPAID":
                 again = await provider.query(order.out_trade_no)
-                return await _apply_payment(session, order, source="sweep", provider=order.provider,
-                                            txn_id=again.transaction_id, amount_fen=again.amount_fen,
-                                            state=again.state, paid_at=again.paid_at)
+                return await _apply_payment(
+                    session,
+                    order,
+                    source="sweep",
+                    provider=order.provider,
+                    txn_id=again.transaction_id,
+                    amount_fen=again.amount_fen,
+                    state=again.state,
+                    paid_at=again.paid_at,
+                )
             raise
     order.closed_at = utcnow()
-    await transition(session, order, OrderStatus.CLOSED, source="sweep",
-                     data={"provider_state": status.state.value})
+    await transition(
+        session, order, OrderStatus.CLOSED, source="sweep", data={"provider_state": status.state.value}
+    )
     return "closed"
 
 
 async def pending_order_ids(session: AsyncSession, *, older_than: dt.datetime, limit: int = 500) -> list[str]:
     rows = await session.exec(
-        select(PaymentOrder.id).where(col(PaymentOrder.status).in_([s.value for s in PENDING]),
-                                      PaymentOrder.created_at < older_than)
-        .order_by(col(PaymentOrder.created_at)).limit(limit)
+        select(PaymentOrder.id)
+        .where(col(PaymentOrder.status).in_([s.value for s in PENDING]), PaymentOrder.created_at < older_than)
+        .order_by(col(PaymentOrder.created_at))
+        .limit(limit)
     )
     return list(rows.all())
 
 
-async def close_order(session: AsyncSession, *, order_id: str, source: str, actor_id: str | None) -> PaymentOrder:
+async def close_order(
+    session: AsyncSession, *, order_id: str, source: str, actor_id: str | None
+) -> PaymentOrder:
     """Close an unpaid order here and at its provider (a resident abandoning it, or finance)."""
     from payments.registry import get_provider
 

@@ -34,7 +34,8 @@ async def sweep_pending() -> dict[str, int]:
     settings = get_payments_settings()
     async with session_scope() as session:
         ids = await service.pending_order_ids(
-            session, older_than=utcnow() - dt.timedelta(seconds=settings.pending_query_after_s))
+            session, older_than=utcnow() - dt.timedelta(seconds=settings.pending_query_after_s)
+        )
     counts: dict[str, int] = {}
     for order_id in ids:
         try:
@@ -54,13 +55,19 @@ async def reconcile_run(run_id: str, outbox_id: str | None = None) -> dict[str, 
     return await execute_run(run_id)
 
 
-@broker.task(task_name="payments.reconcile_daily", schedule=[{"cron": get_payments_settings().reconcile_cron}])
+@broker.task(
+    task_name="payments.reconcile_daily", schedule=[{"cron": get_payments_settings().reconcile_cron}]
+)
 async def reconcile_daily(bill_date: str | None = None) -> list[str]:
     """Reconcile every configured provider for yesterday (China time)."""
     from payments.reconcile import execute_run, start_run
     from payments.registry import get_providers
 
-    day = dt.date.fromisoformat(bill_date) if bill_date else dt.datetime.now(CHINA_TZ).date() - dt.timedelta(days=1)
+    day = (
+        dt.date.fromisoformat(bill_date)
+        if bill_date
+        else dt.datetime.now(CHINA_TZ).date() - dt.timedelta(days=1)
+    )
     run_ids = []
     for name in get_providers():
         async with session_scope() as session:

@@ -16,6 +16,7 @@ Quirks handled here:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
 import json
@@ -114,10 +115,8 @@ def zip_names(archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
     for info in archive.infolist():
         name = info.filename
         if not info.flag_bits & 0x800:
-            try:
+            with contextlib.suppress(UnicodeEncodeError, UnicodeDecodeError):
                 name = name.encode("cp437").decode("gbk")
-            except (UnicodeEncodeError, UnicodeDecodeError):
-                pass
         names[name] = info
     return names
 
@@ -144,8 +143,9 @@ def decode_form(body: bytes) -> dict[str, str]:
     if charset not in SUPPORTED_CHARSETS:
         raise MalformedNotification(f"unsupported charset {charset!r}")
     try:
-        pairs = urllib.parse.parse_qsl(text, keep_blank_values=True, strict_parsing=True, encoding=charset,
-                                       errors="strict")
+        pairs = urllib.parse.parse_qsl(
+            text, keep_blank_values=True, strict_parsing=True, encoding=charset, errors="strict"
+        )
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedNotification(f"not a form in {charset}: {exc}") from exc
     data: dict[str, str] = {}
@@ -194,8 +194,11 @@ class AlipayProvider:
             content = self._sdk_client().execute(request)
         except (AopException, RequestException, ResponseException) as exc:
             text = str(exc)
-            raise ProviderError(f"支付宝请求失败: {text[:300]}", code="SIGNERROR" if "verify" in text else None,
-                                retryable="verify" not in text) from exc
+            raise ProviderError(
+                f"支付宝请求失败: {text[:300]}",
+                code="SIGNERROR" if "verify" in text else None,
+                retryable="verify" not in text,
+            ) from exc
         except OSError as exc:
             raise ProviderError(f"支付宝不可达: {exc}", retryable=True) from exc
         try:
@@ -209,8 +212,11 @@ class AlipayProvider:
     @staticmethod
     def _failed(data: dict[str, Any]) -> ProviderError:
         sub = str(data.get("sub_code") or data.get("code") or "")
-        return ProviderError(f"支付宝返回错误: {sub} {data.get('sub_msg') or data.get('msg') or ''}",
-                             code=sub, retryable=str(data.get("code")) == "20000")
+        return ProviderError(
+            f"支付宝返回错误: {sub} {data.get('sub_msg') or data.get('msg') or ''}",
+            code=sub,
+            retryable=str(data.get("code")) == "20000",
+        )
 
     # -- contract -------------------------------------------------------------------------------
 
@@ -236,8 +242,11 @@ class AlipayProvider:
                 return str(self._sdk_client().sdk_execute(req))
 
             order_string = await run_blocking(sign)
-            return CreatedPayment(provider=self.name, out_trade_no=request.out_trade_no,
-                                  client_params={"orderStr": order_string})
+            return CreatedPayment(
+                provider=self.name,
+                out_trade_no=request.out_trade_no,
+                client_params={"orderStr": order_string},
+            )
 
         from alipay.aop.api.request.AlipayTradeCreateRequest import AlipayTradeCreateRequest
 
@@ -252,21 +261,35 @@ class AlipayProvider:
             raise self._failed(data)
         if data.get("out_trade_no") != request.out_trade_no:
             raise ProviderError("支付宝返回的商户订单号不一致")
-        return CreatedPayment(provider=self.name, out_trade_no=request.out_trade_no, prepay_id=data["trade_no"],
-                              client_params={"tradeNO": data["trade_no"]})
+        return CreatedPayment(
+            provider=self.name,
+            out_trade_no=request.out_trade_no,
+            prepay_id=data["trade_no"],
+            client_params={"tradeNO": data["trade_no"]},
+        )
 
     async def parse_notification(self, headers: Mapping[str, str], body: bytes) -> Notification:
         data = decode_form(body)
-        for key in ("sign", "sign_type", "app_id", "trade_no", "out_trade_no", "trade_status", "total_amount",
-                    "notify_id"):
+        for key in (
+            "sign",
+            "sign_type",
+            "app_id",
+            "trade_no",
+            "out_trade_no",
+            "trade_status",
+            "total_amount",
+            "notify_id",
+        ):
             if not data.get(key):
                 raise MalformedNotification(f"missing field {key}")
         if data["sign_type"] != "RSA2":
             raise BadSignature(f"sign_type {data['sign_type']} refused (RSA2 only)")
         if not await run_blocking(self.verify, data):
             raise BadSignature("signature does not match")
-        if data["app_id"] != self.config.app_id or data.get("seller_id", self.config.seller_id) != \
-                self.config.seller_id:
+        if (
+            data["app_id"] != self.config.app_id
+            or data.get("seller_id", self.config.seller_id) != self.config.seller_id
+        ):
             raise ForeignNotification(f"for app_id={data['app_id']} seller_id={data.get('seller_id')}")
         try:
             total = yuan_to_fen(data["total_amount"])
@@ -314,7 +337,7 @@ class AlipayProvider:
         content = get_sign_content(params).encode(charset)
         try:
             return bool(verify_with_rsa(_pem_body(self.config.alipay_public_key), content, data["sign"]))
-        except Exception:  # noqa: BLE001 - rsa.VerificationError, bad base64: all mean "not verified"
+        except Exception:
             return False
 
     async def query(self, out_trade_no: str) -> TradeStatus:
@@ -388,11 +411,10 @@ class AlipayProvider:
         )
 
     async def download_bill(self, bill_date: dt.date) -> BillFile:
+        import httpx
         from alipay.aop.api.request.AlipayDataDataserviceBillDownloadurlQueryRequest import (
             AlipayDataDataserviceBillDownloadurlQueryRequest,
         )
-
-        import httpx
 
         req = AlipayDataDataserviceBillDownloadurlQueryRequest()
         req.biz_content = {"bill_type": "trade", "bill_date": bill_date.isoformat()}
@@ -420,7 +442,9 @@ class AlipayProvider:
             raise BillIntegrityError(f"账单压缩包内文件校验失败: {bad}")
         if not any(n.endswith("_业务明细.csv") for n in names):
             raise BillIntegrityError("账单压缩包中没有业务明细文件")
-        return BillFile(provider=self.name, bill_date=bill_date, format=BillFormat.ALIPAY_ZIP, content=content)
+        return BillFile(
+            provider=self.name, bill_date=bill_date, format=BillFormat.ALIPAY_ZIP, content=content
+        )
 
     def acknowledge(self, ok: bool, message: str = "") -> Ack:
         # Alipay retries until it reads exactly "success"; anything else counts as failure.

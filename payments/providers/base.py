@@ -74,7 +74,7 @@ class ProviderError(Exception):
         self.retryable = retryable
 
 
-class InvalidNotification(Exception):  # noqa: N818 - it names the thing refused
+class InvalidNotification(Exception):
     """A notification that must not be credited: bad signature, malformed, stale, wrong merchant."""
 
     reason: ClassVar[str] = "invalid"
@@ -334,7 +334,7 @@ def fen_to_yuan(fen: int) -> str:
 
 
 def yuan_to_fen(value: str) -> int:
-    """"12.34" -> 1234, exactly. Refuses more than two decimals that are not zeros."""
+    """ "12.34" -> 1234, exactly. Refuses more than two decimals that are not zeros."""
     text = value.strip().lstrip("`").strip()
     if not text:
         raise ValueError("empty amount")

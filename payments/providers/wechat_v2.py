@@ -276,7 +276,7 @@ class WeChatPayV2Provider:
             info = WeChatRefundCrypto(self.config.api_key).decrypt_message(
                 data, self.config.appid, self.config.mch_id
             )
-        except Exception as exc:  # noqa: BLE001 - any decryption failure means not from WeChat
+        except Exception as exc:
             raise BadSignature("req_info does not decrypt with our key") from exc
         if not isinstance(info, dict):
             raise MalformedNotification("req_info is not a <root> document")
@@ -356,9 +356,7 @@ class WeChatPayV2Provider:
         )
 
     async def query_refund(self, out_refund_no: str) -> RefundResult:
-        data = await run_blocking(
-            self._call, self._client.refund.query, "MD5", out_refund_no=out_refund_no
-        )
+        data = await run_blocking(self._call, self._client.refund.query, "MD5", out_refund_no=out_refund_no)
         return RefundResult(
             provider=self.name,
             out_trade_no=data.get("out_trade_no", ""),
@@ -388,15 +386,18 @@ class WeChatPayV2Provider:
             # An XML answer that wechatpy parsed as success cannot be a bill.
             raise BillUnavailable(f"微信支付 {bill_date} 未返回账单", code="NO_BILL")
         return BillFile(
-            provider=self.name, bill_date=bill_date, format=BillFormat.WECHAT_CSV, content=text.encode("utf-8")
+            provider=self.name,
+            bill_date=bill_date,
+            format=BillFormat.WECHAT_CSV,
+            content=text.encode("utf-8"),
         )
 
     def acknowledge(self, ok: bool, message: str = "") -> Ack:
-        if ok:
-            body = "<xml><return_code><![CDATA[SUCCESS]]></return_code><return_msg><![CDATA[OK]]></return_msg></xml>"
-        else:
-            safe = (message or "FAIL").replace("]]>", "")
-            body = f"<xml><return_code><![CDATA[FAIL]]></return_code><return_msg><![CDATA[{safe}]]></return_msg></xml>"
+        code, text = ("SUCCESS", "OK") if ok else ("FAIL", (message or "FAIL").replace("]]>", ""))
+        body = (
+            f"<xml><return_code><![CDATA[{code}]]></return_code>"
+            f"<return_msg><![CDATA[{text}]]></return_msg></xml>"
+        )
         return Ack(status_code=200, body=body.encode("utf-8"), media_type="application/xml")
 
 

@@ -71,9 +71,14 @@ REFUND_STATES: dict[str, RefundState] = {
     "CLOSED": RefundState.CLOSED,
 }
 # Error codes normalised across providers.
-ERROR_CODES = {"ORDER_PAID": "ORDERPAID", "ORDERPAID": "ORDERPAID", "NOT_ENOUGH": "NOTENOUGH",
-               "ORDER_NOT_EXIST": "ORDERNOTEXIST", "RESOURCE_NOT_EXISTS": "ORDERNOTEXIST",
-               "ORDER_CLOSED": "ORDERCLOSED"}
+ERROR_CODES = {
+    "ORDER_PAID": "ORDERPAID",
+    "ORDERPAID": "ORDERPAID",
+    "NOT_ENOUGH": "NOTENOUGH",
+    "ORDER_NOT_EXIST": "ORDERNOTEXIST",
+    "RESOURCE_NOT_EXISTS": "ORDERNOTEXIST",
+    "ORDER_CLOSED": "ORDERCLOSED",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,10 +135,13 @@ class WeChatPayV3Provider:
     def _request(self, func: Any, /, *args: Any, **kwargs: Any) -> tuple[int, Any]:
         try:
             code, message = func(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - the SDK raises bare Exception for everything
+        except Exception as exc:
             text = str(exc)
-            raise ProviderError(f"微信支付(v3)请求失败: {text}", code="SIGNERROR" if "signature" in text else None,
-                                retryable="signature" not in text) from exc
+            raise ProviderError(
+                f"微信支付(v3)请求失败: {text}",
+                code="SIGNERROR" if "signature" in text else None,
+                retryable="signature" not in text,
+            ) from exc
         return int(code), message
 
     @staticmethod
@@ -194,12 +202,25 @@ class WeChatPayV3Provider:
         timestamp, nonce = str(int(time.time())), secrets.token_hex(16)
         if channel is Channel.APP:
             sign = self._client.sign([self.config.appid, timestamp, nonce, prepay_id])
-            return {"appid": self.config.appid, "partnerid": self.config.mchid, "prepayid": prepay_id,
-                    "package": "Sign=WXPay", "noncestr": nonce, "timestamp": timestamp, "sign": sign}
+            return {
+                "appid": self.config.appid,
+                "partnerid": self.config.mchid,
+                "prepayid": prepay_id,
+                "package": "Sign=WXPay",
+                "noncestr": nonce,
+                "timestamp": timestamp,
+                "sign": sign,
+            }
         package = f"prepay_id={prepay_id}"
         sign = self._client.sign([self.config.appid, timestamp, nonce, package])
-        return {"appId": self.config.appid, "timeStamp": timestamp, "nonceStr": nonce, "package": package,
-                "signType": "RSA", "paySign": sign}
+        return {
+            "appId": self.config.appid,
+            "timeStamp": timestamp,
+            "nonceStr": nonce,
+            "package": package,
+            "signType": "RSA",
+            "paySign": sign,
+        }
 
     async def parse_notification(self, headers: Mapping[str, str], body: bytes) -> Notification:
         from wechatpayv3.utils import rsa_verify
@@ -228,12 +249,19 @@ class WeChatPayV3Provider:
             raise ReplayedNotification("this signed notification was already received")
         try:
             envelope = json.loads(text)
-            result = self._client.callback(headers={
-                "Wechatpay-Signature": signature, "Wechatpay-Timestamp": timestamp, "Wechatpay-Nonce": nonce,
-                "Wechatpay-Serial": serial, "Wechatpay-Signature-Type": SIGNATURE_TYPE}, body=text)
+            result = self._client.callback(
+                headers={
+                    "Wechatpay-Signature": signature,
+                    "Wechatpay-Timestamp": timestamp,
+                    "Wechatpay-Nonce": nonce,
+                    "Wechatpay-Serial": serial,
+                    "Wechatpay-Signature-Type": SIGNATURE_TYPE,
+                },
+                body=text,
+            )
         except (ValueError, TypeError) as exc:
             raise MalformedNotification(f"not JSON: {exc}") from exc
-        except Exception as exc:  # noqa: BLE001 - e.g. an unsupported algorithm
+        except Exception as exc:
             raise MalformedNotification(str(exc)) from exc
         if not isinstance(envelope, dict) or not result or not isinstance(result.get("resource"), dict):
             raise BadSignature("resource does not decrypt with our APIv3 key")
@@ -356,7 +384,9 @@ class WeChatPayV3Provider:
         )
 
     async def query_refund(self, out_refund_no: str) -> RefundResult:
-        code, message = await run_blocking(self._request, self._client.query_refund, out_refund_no=out_refund_no)
+        code, message = await run_blocking(
+            self._request, self._client.query_refund, out_refund_no=out_refund_no
+        )
         data = self._json(message)
         if code != 200:
             self._raise(code, data)
@@ -372,7 +402,11 @@ class WeChatPayV3Provider:
 
     async def download_bill(self, bill_date: dt.date) -> BillFile:
         code, message = await run_blocking(
-            self._request, self._client.trade_bill, bill_date=bill_date.isoformat(), bill_type="ALL", tar_type="GZIP"
+            self._request,
+            self._client.trade_bill,
+            bill_date=bill_date.isoformat(),
+            bill_type="ALL",
+            tar_type="GZIP",
         )
         data = self._json(message)
         if code != 200:
@@ -392,8 +426,9 @@ class WeChatPayV3Provider:
         actual = hashlib.sha1(text).hexdigest()  # noqa: S324 - the provider's chosen digest
         if not hmac.compare_digest(actual.lower(), str(hash_value).lower()):
             raise BillIntegrityError(f"账单 SHA1 不符: 应为 {hash_value}, 实为 {actual}")
-        return BillFile(provider=self.name, bill_date=bill_date, format=BillFormat.WECHAT_CSV, content=text,
-                        sha1=actual)
+        return BillFile(
+            provider=self.name, bill_date=bill_date, format=BillFormat.WECHAT_CSV, content=text, sha1=actual
+        )
 
     def acknowledge(self, ok: bool, message: str = "") -> Ack:
         if ok:

@@ -124,29 +124,50 @@ class AlipaySandbox:
     def _verify_request(self, params: dict[str, str]) -> tuple[AlipayApp | None, dict[str, Any] | None]:
         app = self.apps.get(params.get("app_id", ""))
         if app is None:
-            return None, {"code": "40002", "msg": "Invalid Arguments", "sub_code": "isv.invalid-app-id",
-                          "sub_msg": "无效的AppID参数"}
+            return None, {
+                "code": "40002",
+                "msg": "Invalid Arguments",
+                "sub_code": "isv.invalid-app-id",
+                "sub_msg": "无效的AppID参数",
+            }
         if params.get("sign_type") != "RSA2":
-            return None, {"code": "40002", "msg": "Invalid Arguments", "sub_code": "isv.invalid-signature-type",
-                          "sub_msg": "无效的签名类型"}
+            return None, {
+                "code": "40002",
+                "msg": "Invalid Arguments",
+                "sub_code": "isv.invalid-signature-type",
+                "sub_msg": "无效的签名类型",
+            }
         signature = params.get("sign", "")
         unsigned = {k: v for k, v in params.items() if k != "sign"}
         charset = params.get("charset", "utf-8")
         try:
-            app.key.public_key().verify(base64.b64decode(signature), sign_content(unsigned).encode(charset),
-                                        PKCS1v15(), SHA256())
+            app.key.public_key().verify(
+                base64.b64decode(signature), sign_content(unsigned).encode(charset), PKCS1v15(), SHA256()
+            )
         except (InvalidSignature, ValueError):
-            return None, {"code": "40002", "msg": "Invalid Arguments", "sub_code": "isv.invalid-signature",
-                          "sub_msg": "验签出错"}
+            return None, {
+                "code": "40002",
+                "msg": "Invalid Arguments",
+                "sub_code": "isv.invalid-signature",
+                "sub_msg": "验签出错",
+            }
         try:
             ts = dt.datetime.strptime(params.get("timestamp", ""), "%Y-%m-%d %H:%M:%S")
         except ValueError:
-            return None, {"code": "40002", "msg": "Invalid Arguments", "sub_code": "isv.invalid-timestamp",
-                          "sub_msg": "非法的时间戳参数"}
+            return None, {
+                "code": "40002",
+                "msg": "Invalid Arguments",
+                "sub_code": "isv.invalid-timestamp",
+                "sub_msg": "非法的时间戳参数",
+            }
         # The SDK stamps local time; accept within a day either way (machines here run in UTC).
-        if abs((ts - dt.datetime.now()).total_seconds()) > 86400:  # noqa: DTZ005
-            return None, {"code": "40002", "msg": "Invalid Arguments", "sub_code": "isv.invalid-timestamp",
-                          "sub_msg": "时间戳已过期"}
+        if abs((ts - dt.datetime.now()).total_seconds()) > 86400:
+            return None, {
+                "code": "40002",
+                "msg": "Invalid Arguments",
+                "sub_code": "isv.invalid-timestamp",
+                "sub_msg": "时间戳已过期",
+            }
         return app, None
 
     def _respond(self, method: str, payload: dict[str, Any], charset: str = "utf-8") -> Response:
@@ -163,8 +184,11 @@ class AlipaySandbox:
         params = dict(urllib.parse.parse_qsl(raw_query, keep_blank_values=True, encoding=charset))
         body = await request.body()
         if body:
-            params.update(urllib.parse.parse_qsl(body.decode("ascii", "replace"), keep_blank_values=True,
-                                                 encoding=charset))
+            params.update(
+                urllib.parse.parse_qsl(
+                    body.decode("ascii", "replace"), keep_blank_values=True, encoding=charset
+                )
+            )
         method = params.get("method", "")
         app, error = self._verify_request(params)
         if error is not None or app is None:
@@ -172,8 +196,15 @@ class AlipaySandbox:
         try:
             biz = json.loads(params.get("biz_content") or "{}")
         except ValueError:
-            return self._respond(method, {"code": "40002", "msg": "Invalid Arguments",
-                                          "sub_code": "isv.invalid-biz-content", "sub_msg": "biz_content 格式错误"})
+            return self._respond(
+                method,
+                {
+                    "code": "40002",
+                    "msg": "Invalid Arguments",
+                    "sub_code": "isv.invalid-biz-content",
+                    "sub_msg": "biz_content 格式错误",
+                },
+            )
         handler = {
             "alipay.trade.create": self._trade_create,
             "alipay.trade.query": self._trade_query,
@@ -183,8 +214,15 @@ class AlipaySandbox:
             "alipay.data.dataservice.bill.downloadurl.query": self._bill_url,
         }.get(method)
         if handler is None:
-            return self._respond(method or "error", {"code": "40004", "msg": "Business Failed",
-                                                     "sub_code": "isv.invalid-method", "sub_msg": "不存在的方法名"})
+            return self._respond(
+                method or "error",
+                {
+                    "code": "40004",
+                    "msg": "Business Failed",
+                    "sub_code": "isv.invalid-method",
+                    "sub_msg": "不存在的方法名",
+                },
+            )
         result = await handler(app, biz, params, request)
         return self._respond(method, result, charset)
 
@@ -196,8 +234,9 @@ class AlipaySandbox:
     def _biz_error(sub_code: str, sub_msg: str) -> dict[str, Any]:
         return {"code": "40004", "msg": "Business Failed", "sub_code": sub_code, "sub_msg": sub_msg}
 
-    def _open_trade(self, app: AlipayApp, biz: dict[str, Any], params: dict[str, str],
-                    product_code: str) -> AlipayTrade | dict[str, Any]:
+    def _open_trade(
+        self, app: AlipayApp, biz: dict[str, Any], params: dict[str, str], product_code: str
+    ) -> AlipayTrade | dict[str, Any]:
         try:
             total = yuan_to_fen(str(biz["total_amount"]))
             out_trade_no, subject = str(biz["out_trade_no"]), str(biz["subject"])
@@ -208,23 +247,34 @@ class AlipaySandbox:
         existing = self.trades.get((app.app_id, out_trade_no))
         if existing is not None:
             if existing.status != "WAIT_BUYER_PAY":
-                return self._biz_error("ACQ.TRADE_HAS_SUCCESS" if existing.status == "TRADE_SUCCESS"
-                                       else "ACQ.TRADE_HAS_CLOSE", "交易状态不允许")
+                return self._biz_error(
+                    "ACQ.TRADE_HAS_SUCCESS" if existing.status == "TRADE_SUCCESS" else "ACQ.TRADE_HAS_CLOSE",
+                    "交易状态不允许",
+                )
             if existing.total_fen != total:
                 return self._biz_error("ACQ.CONTEXT_INCONSISTENT", "交易信息被篡改")
             return existing
         expire = None
         if biz.get("time_expire"):
             expire = dt.datetime.strptime(biz["time_expire"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=CHINA_TZ)
-        trade = AlipayTrade(app=app, out_trade_no=out_trade_no, trade_no=provider_id("2025", 28), total_fen=total,
-                            subject=subject, notify_url=params.get("notify_url"), product_code=product_code,
-                            charset=params.get("charset", "utf-8"),
-                            buyer_id=biz.get("buyer_id") or biz.get("buyer_open_id"), time_expire=expire)
+        trade = AlipayTrade(
+            app=app,
+            out_trade_no=out_trade_no,
+            trade_no=provider_id("2025", 28),
+            total_fen=total,
+            subject=subject,
+            notify_url=params.get("notify_url"),
+            product_code=product_code,
+            charset=params.get("charset", "utf-8"),
+            buyer_id=biz.get("buyer_id") or biz.get("buyer_open_id"),
+            time_expire=expire,
+        )
         self.trades[(app.app_id, out_trade_no)] = trade
         return trade
 
-    async def _trade_create(self, app: AlipayApp, biz: dict[str, Any], params: dict[str, str],
-                            request: Request) -> dict[str, Any]:
+    async def _trade_create(
+        self, app: AlipayApp, biz: dict[str, Any], params: dict[str, str], request: Request
+    ) -> dict[str, Any]:
         if not (biz.get("buyer_id") or biz.get("buyer_open_id")):
             return self._biz_error("ACQ.INVALID_PARAMETER", "缺少买家ID")
         trade = self._open_trade(app, biz, params, str(biz.get("product_code", "JSAPI_PAY")))
@@ -244,22 +294,28 @@ class AlipaySandbox:
         if trade.status == "WAIT_BUYER_PAY" and trade.time_expire and china_now() > trade.time_expire:
             trade.status = "TRADE_CLOSED"
 
-    async def _trade_query(self, app: AlipayApp, biz: dict[str, Any], params: dict[str, str],
-                           request: Request) -> dict[str, Any]:
+    async def _trade_query(
+        self, app: AlipayApp, biz: dict[str, Any], params: dict[str, str], request: Request
+    ) -> dict[str, Any]:
         trade = self._trade(app, biz)
         if trade is None:
             return self._biz_error("ACQ.TRADE_NOT_EXIST", "交易不存在")
         self._expire(trade)
-        fields: dict[str, Any] = {"trade_no": trade.trade_no, "out_trade_no": trade.out_trade_no,
-                                  "trade_status": trade.status, "total_amount": fen_to_yuan(trade.total_fen),
-                                  "buyer_logon_id": "159****0000"}
+        fields: dict[str, Any] = {
+            "trade_no": trade.trade_no,
+            "out_trade_no": trade.out_trade_no,
+            "trade_status": trade.status,
+            "total_amount": fen_to_yuan(trade.total_fen),
+            "buyer_logon_id": "159****0000",
+        }
         if trade.gmt_payment:
             fields["send_pay_date"] = trade.gmt_payment.strftime("%Y-%m-%d %H:%M:%S")
             fields["buyer_pay_amount"] = fen_to_yuan(trade.total_fen)
         return self._ok(**fields)
 
-    async def _trade_close(self, app: AlipayApp, biz: dict[str, Any], params: dict[str, str],
-                           request: Request) -> dict[str, Any]:
+    async def _trade_close(
+        self, app: AlipayApp, biz: dict[str, Any], params: dict[str, str], request: Request
+    ) -> dict[str, Any]:
         trade = self._trade(app, biz)
         if trade is None:
             return self._biz_error("ACQ.TRADE_NOT_EXIST", "交易不存在")
@@ -268,8 +324,9 @@ class AlipaySandbox:
         trade.status = "TRADE_CLOSED"
         return self._ok(trade_no=trade.trade_no, out_trade_no=trade.out_trade_no)
 
-    async def _trade_refund(self, app: AlipayApp, biz: dict[str, Any], params: dict[str, str],
-                            request: Request) -> dict[str, Any]:
+    async def _trade_refund(
+        self, app: AlipayApp, biz: dict[str, Any], params: dict[str, str], request: Request
+    ) -> dict[str, Any]:
         trade = self._trade(app, biz)
         if trade is None:
             return self._biz_error("ACQ.TRADE_NOT_EXIST", "交易不存在")
@@ -292,44 +349,80 @@ class AlipaySandbox:
             if trade.refunded == trade.total_fen:
                 trade.status = "TRADE_CLOSED"
             if trade.notify_url:
-                self.notifier.later(0.05, lambda: self.send_refund_notification(trade, request_no, Delivery()))
-        return self._ok(trade_no=trade.trade_no, out_trade_no=trade.out_trade_no, buyer_logon_id="159****0000",
-                        fund_change=fund_change, refund_fee=fen_to_yuan(trade.refunded),
-                        gmt_refund_pay=trade.refunds[request_no][1].strftime("%Y-%m-%d %H:%M:%S"))
+                self.notifier.later(
+                    0.05, lambda: self.send_refund_notification(trade, request_no, Delivery())
+                )
+        return self._ok(
+            trade_no=trade.trade_no,
+            out_trade_no=trade.out_trade_no,
+            buyer_logon_id="159****0000",
+            fund_change=fund_change,
+            refund_fee=fen_to_yuan(trade.refunded),
+            gmt_refund_pay=trade.refunds[request_no][1].strftime("%Y-%m-%d %H:%M:%S"),
+        )
 
-    async def _refund_query(self, app: AlipayApp, biz: dict[str, Any], params: dict[str, str],
-                            request: Request) -> dict[str, Any]:
+    async def _refund_query(
+        self, app: AlipayApp, biz: dict[str, Any], params: dict[str, str], request: Request
+    ) -> dict[str, Any]:
         trade = self._trade(app, biz)
         request_no = str(biz.get("out_request_no", ""))
         if trade is None or request_no not in trade.refunds:
             return self._ok()  # Alipay answers success with no refund fields for unknown refunds
         fen, at = trade.refunds[request_no]
-        return self._ok(trade_no=trade.trade_no, out_trade_no=trade.out_trade_no, out_request_no=request_no,
-                        refund_amount=fen_to_yuan(fen), total_amount=fen_to_yuan(trade.total_fen),
-                        refund_status="REFUND_SUCCESS", gmt_refund_pay=at.strftime("%Y-%m-%d %H:%M:%S"))
+        return self._ok(
+            trade_no=trade.trade_no,
+            out_trade_no=trade.out_trade_no,
+            out_request_no=request_no,
+            refund_amount=fen_to_yuan(fen),
+            total_amount=fen_to_yuan(trade.total_fen),
+            refund_status="REFUND_SUCCESS",
+            gmt_refund_pay=at.strftime("%Y-%m-%d %H:%M:%S"),
+        )
 
     def bill_rows(self, app: AlipayApp, bill_date: dt.date) -> list[BillRow]:
         rows: list[BillRow] = []
         for trade in self.trades.values():
             if trade.app.pid != app.pid or trade.gmt_payment is None:
                 continue
-            base = dict(app_id=trade.app.app_id, mch_id=app.pid, transaction_id=trade.trade_no,
-                        out_trade_no=trade.out_trade_no, payer=trade.buyer_id or "159****0000",
-                        trade_type=trade.product_code, amount_fen=trade.total_fen, body=trade.subject)
+            base: dict[str, Any] = dict(
+                app_id=trade.app.app_id,
+                mch_id=app.pid,
+                transaction_id=trade.trade_no,
+                out_trade_no=trade.out_trade_no,
+                payer=trade.buyer_id or "159****0000",
+                trade_type=trade.product_code,
+                amount_fen=trade.total_fen,
+                body=trade.subject,
+            )
             if trade.gmt_payment.date() == bill_date:
-                rows.append(BillRow(traded_at=trade.gmt_payment, status="SUCCESS", fee_fen=fee_for(trade.total_fen),
-                                    **base))  # type: ignore[arg-type]
+                rows.append(
+                    BillRow(
+                        traded_at=trade.gmt_payment,
+                        status="SUCCESS",
+                        fee_fen=fee_for(trade.total_fen),
+                        **base,
+                    )
+                )
             for request_no, (fen, at) in trade.refunds.items():
                 if at.date() == bill_date:
-                    rows.append(BillRow(traded_at=at, status="REFUND", fee_fen=-fee_for(fen),
-                                        out_refund_no=request_no, refund_fen=fen, refund_status="SUCCESS",
-                                        **base))  # type: ignore[arg-type]
+                    rows.append(
+                        BillRow(
+                            traded_at=at,
+                            status="REFUND",
+                            fee_fen=-fee_for(fen),
+                            out_refund_no=request_no,
+                            refund_fen=fen,
+                            refund_status="SUCCESS",
+                            **base,
+                        )
+                    )
         rows.extend(self.extra_bill_rows.get(bill_date, []))
         rows.sort(key=lambda r: r.traded_at)
         return rows
 
-    async def _bill_url(self, app: AlipayApp, biz: dict[str, Any], params: dict[str, str],
-                        request: Request) -> dict[str, Any]:
+    async def _bill_url(
+        self, app: AlipayApp, biz: dict[str, Any], params: dict[str, str], request: Request
+    ) -> dict[str, Any]:
         try:
             bill_date = dt.date.fromisoformat(str(biz.get("bill_date")))
         except ValueError:
@@ -351,12 +444,17 @@ class AlipaySandbox:
         expires, content = self._bills.pop(request.path_params["token"], (0.0, b""))
         if time.monotonic() > expires:
             return Response("链接已过期", status_code=404)
-        return Response(content, media_type="application/oct-stream",
-                        headers={"Content-Disposition": "attachment; filename=bill.csv.zip"})
+        return Response(
+            content,
+            media_type="application/oct-stream",
+            headers={"Content-Disposition": "attachment; filename=bill.csv.zip"},
+        )
 
     # -- notifications --------------------------------------------------------------------------
 
-    def _notification(self, trade: AlipayTrade, fields: dict[str, str], delivery: Delivery) -> OutgoingNotification:
+    def _notification(
+        self, trade: AlipayTrade, fields: dict[str, str], delivery: Delivery
+    ) -> OutgoingNotification:
         charset = self.notify_charset or trade.charset
         now = china_now().strftime("%Y-%m-%d %H:%M:%S")
         params: dict[str, str] = {
@@ -389,11 +487,16 @@ class AlipaySandbox:
             params["total_amount"] = fen_to_yuan(trade.total_fen * 100)
         body = urllib.parse.urlencode(params, encoding=charset).encode("ascii")
         return OutgoingNotification(
-            url=trade.notify_url or "", body=body,
+            url=trade.notify_url or "",
+            body=body,
             headers={"Content-Type": f"application/x-www-form-urlencoded; charset={charset}"},
-            label=f"{'refund' if 'out_biz_no' in fields else 'pay'}:{trade.out_trade_no}", delivery=delivery)
+            label=f"{'refund' if 'out_biz_no' in fields else 'pay'}:{trade.out_trade_no}",
+            delivery=delivery,
+        )
 
-    async def pay(self, trade: AlipayTrade, delivery: Delivery, *, paid_at: dt.datetime | None = None) -> list[Any]:
+    async def pay(
+        self, trade: AlipayTrade, delivery: Delivery, *, paid_at: dt.datetime | None = None
+    ) -> list[Any]:
         self._expire(trade)
         if trade.status == "WAIT_BUYER_PAY":
             trade.status = "TRADE_SUCCESS"
@@ -401,28 +504,46 @@ class AlipaySandbox:
         if trade.status != "TRADE_SUCCESS" or not trade.notify_url or trade.gmt_payment is None:
             return []
         amount = fen_to_yuan(trade.total_fen)
-        note = self._notification(trade, {
-            "trade_status": "TRADE_SUCCESS", "gmt_payment": trade.gmt_payment.strftime("%Y-%m-%d %H:%M:%S"),
-            "receipt_amount": amount, "invoice_amount": amount, "buyer_pay_amount": amount, "point_amount": "0.00",
-            "fund_bill_list": json.dumps([{"amount": amount, "fundChannel": "ALIPAYACCOUNT"}]),
-        }, delivery)
+        note = self._notification(
+            trade,
+            {
+                "trade_status": "TRADE_SUCCESS",
+                "gmt_payment": trade.gmt_payment.strftime("%Y-%m-%d %H:%M:%S"),
+                "receipt_amount": amount,
+                "invoice_amount": amount,
+                "buyer_pay_amount": amount,
+                "point_amount": "0.00",
+                "fund_bill_list": json.dumps([{"amount": amount, "fundChannel": "ALIPAYACCOUNT"}]),
+            },
+            delivery,
+        )
         return await self.notifier.submit(note)
 
-    async def send_refund_notification(self, trade: AlipayTrade, request_no: str, delivery: Delivery) -> list[Any]:
-        fen, at = trade.refunds[request_no]
-        note = self._notification(trade, {
-            "trade_status": "TRADE_CLOSED" if trade.refunded == trade.total_fen else "TRADE_SUCCESS",
-            "out_biz_no": request_no, "refund_fee": fen_to_yuan(trade.refunded),
-            "gmt_refund": at.strftime("%Y-%m-%d %H:%M:%S.000"),
-            "gmt_payment": trade.gmt_payment.strftime("%Y-%m-%d %H:%M:%S") if trade.gmt_payment else "",
-        }, delivery)
+    async def send_refund_notification(
+        self, trade: AlipayTrade, request_no: str, delivery: Delivery
+    ) -> list[Any]:
+        _fen, at = trade.refunds[request_no]
+        note = self._notification(
+            trade,
+            {
+                "trade_status": "TRADE_CLOSED" if trade.refunded == trade.total_fen else "TRADE_SUCCESS",
+                "out_biz_no": request_no,
+                "refund_fee": fen_to_yuan(trade.refunded),
+                "gmt_refund": at.strftime("%Y-%m-%d %H:%M:%S.000"),
+                "gmt_payment": trade.gmt_payment.strftime("%Y-%m-%d %H:%M:%S") if trade.gmt_payment else "",
+            },
+            delivery,
+        )
         return await self.notifier.submit(note)
 
     def _app_pay_trade(self, order_string: str) -> AlipayTrade | str:
         """What the Alipay app does with an order string: check its signature, open the trade."""
         probe = dict(urllib.parse.parse_qsl(order_string, encoding="latin-1"))
-        params = dict(urllib.parse.parse_qsl(order_string, keep_blank_values=True,
-                                             encoding=probe.get("charset", "utf-8")))
+        params = dict(
+            urllib.parse.parse_qsl(
+                order_string, keep_blank_values=True, encoding=probe.get("charset", "utf-8")
+            )
+        )
         app, error = self._verify_request(params)
         if error is not None or app is None:
             return str((error or {}).get("sub_code"))
@@ -448,8 +569,14 @@ class AlipaySandbox:
             return JSONResponse({"error": "ACQ.TRADE_HAS_CLOSE"}, status_code=400)
         paid_at = dt.datetime.fromisoformat(payload["paid_at"]) if payload.get("paid_at") else None
         records = await self.pay(trade, parse_delivery(payload), paid_at=paid_at)
-        return JSONResponse({"transaction_id": trade.trade_no, "out_trade_no": trade.out_trade_no,
-                             "state": trade.status, "deliveries": [_record(r) for r in records]})
+        return JSONResponse(
+            {
+                "transaction_id": trade.trade_no,
+                "out_trade_no": trade.out_trade_no,
+                "state": trade.status,
+                "deliveries": [_record(r) for r in records],
+            }
+        )
 
     async def _control_release(self, request: Request) -> Response:
         payload = await request.json() if await request.body() else {}
@@ -457,14 +584,27 @@ class AlipaySandbox:
         return JSONResponse({"deliveries": [_record(r) for r in records]})
 
     async def _control_order(self, request: Request) -> Response:
-        trade = next((t for (_, no), t in self.trades.items() if no == request.path_params["out_trade_no"]), None)
+        trade = next(
+            (t for (_, no), t in self.trades.items() if no == request.path_params["out_trade_no"]), None
+        )
         if trade is None:
             return JSONResponse({"error": "no such trade"}, status_code=404)
         self._expire(trade)
-        return JSONResponse({"out_trade_no": trade.out_trade_no, "trade_no": trade.trade_no, "state": trade.status,
-                             "total_fen": trade.total_fen, "refunds": {k: v[0] for k, v in trade.refunds.items()}})
+        return JSONResponse(
+            {
+                "out_trade_no": trade.out_trade_no,
+                "trade_no": trade.trade_no,
+                "state": trade.status,
+                "total_fen": trade.total_fen,
+                "refunds": {k: v[0] for k, v in trade.refunds.items()},
+            }
+        )
 
 
 def _record(record: Any) -> dict[str, Any]:
-    return {"label": record.label, "status_code": record.status_code,
-            "response": record.response.decode("utf-8", "replace"), "forged": record.forged}
+    return {
+        "label": record.label,
+        "status_code": record.status_code,
+        "response": record.response.decode("utf-8", "replace"),
+        "forged": record.forged,
+    }

@@ -26,7 +26,9 @@ WECHAT_HEADER = (
     "货币种类,应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,"
     "商品名称,商户数据包,手续费,费率,订单金额,申请退款金额,费率备注"
 )
-WECHAT_SUMMARY_HEADER = "总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额"
+WECHAT_SUMMARY_HEADER = (
+    "总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额"
+)
 
 
 def _fee_yuan(fen: int) -> str:
@@ -144,7 +146,9 @@ def alipay_row(row: BillRow) -> str:
     return ",".join(cell + "\t" if cell and i in (0, 1) else cell for i, cell in enumerate(cells))
 
 
-def render_alipay_zip(pid: str, bill_date: dt.date, rows: list[BillRow], *, exported_at: dt.datetime) -> bytes:
+def render_alipay_zip(
+    pid: str, bill_date: dt.date, rows: list[BillRow], *, exported_at: dt.datetime
+) -> bytes:
     ymd = bill_date.strftime("%Y%m%d")
     start = bill_date.strftime("%Y年%m月%d日 00:00:00")
     end = (bill_date + dt.timedelta(days=1)).strftime("%Y年%m月%d日 00:00:00")

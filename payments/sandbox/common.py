@@ -45,7 +45,9 @@ def new_rsa_key(bits: int = 2048) -> rsa.RSAPrivateKey:
 
 def pem_pkcs1_private(key: rsa.RSAPrivateKey) -> str:
     return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
     ).decode()
 
 
@@ -255,8 +257,9 @@ def serve_in_thread(app: Any, *, port: int | None = None, log_level: str = "warn
     import uvicorn
 
     port = port or free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level=log_level, lifespan="off",
-                            access_log=False)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level=log_level, lifespan="off", access_log=False
+    )
     server = uvicorn.Server(config)
     handle = ThreadServer(url=f"http://127.0.0.1:{port}", thread=threading.Thread(), server=server)
 

@@ -118,8 +118,9 @@ class WeChatPayV2Sandbox:
             ]
         )
 
-    def add_merchant(self, *, appid: str | None = None, mch_id: str | None = None,
-                     api_key: str | None = None) -> V2Merchant:
+    def add_merchant(
+        self, *, appid: str | None = None, mch_id: str | None = None, api_key: str | None = None
+    ) -> V2Merchant:
         merchant = V2Merchant(
             appid=appid or "wx" + secrets.token_hex(8),
             mch_id=mch_id or str(1_900_000_000 + secrets.randbelow(99_999_999)),
@@ -136,7 +137,7 @@ class WeChatPayV2Sandbox:
         try:
             doc = xmltodict.parse(raw)["xml"]
             data = {k: v for k, v in doc.items() if isinstance(v, str)}
-        except Exception:  # noqa: BLE001
+        except Exception:
             return {}, None, self._fail("XML格式错误")
         merchant = self.merchants.get(data.get("mch_id", ""))
         if merchant is None:
@@ -144,7 +145,9 @@ class WeChatPayV2Sandbox:
         if data.get("appid") != merchant.appid:
             return data, None, self._fail("appid和mch_id不匹配")
         sign_type = data.get("sign_type", "MD5")
-        if sign_type not in ("MD5", "HMAC-SHA256") or data.get("sign") != _sign(data, merchant.api_key, sign_type):
+        if sign_type not in ("MD5", "HMAC-SHA256") or data.get("sign") != _sign(
+            data, merchant.api_key, sign_type
+        ):
             return data, None, self._fail("签名错误")
         if not data.get("nonce_str"):
             return data, None, self._fail("缺少参数nonce_str")
@@ -154,8 +157,15 @@ class WeChatPayV2Sandbox:
     def _fail(message: str) -> Response:
         return Response(_xml({"return_code": "FAIL", "return_msg": message}), media_type="application/xml")
 
-    def _answer(self, request_data: dict[str, str], merchant: V2Merchant, payload: dict[str, Any],
-                *, err_code: str | None = None, err_code_des: str | None = None) -> Response:
+    def _answer(
+        self,
+        request_data: dict[str, str],
+        merchant: V2Merchant,
+        payload: dict[str, Any],
+        *,
+        err_code: str | None = None,
+        err_code_des: str | None = None,
+    ) -> Response:
         sign_type = request_data.get("sign_type", "MD5")
         body: dict[str, Any] = {
             "return_code": "SUCCESS",
@@ -180,7 +190,9 @@ class WeChatPayV2Sandbox:
             required.append("openid")
         missing = [k for k in required if not data.get(k)]
         if missing:
-            return self._answer(data, merchant, {}, err_code="PARAM_ERROR", err_code_des=f"缺少参数{missing[0]}")
+            return self._answer(
+                data, merchant, {}, err_code="PARAM_ERROR", err_code_des=f"缺少参数{missing[0]}"
+            )
         if not data["total_fee"].isdigit() or int(data["total_fee"]) <= 0:
             return self._answer(data, merchant, {}, err_code="PARAM_ERROR", err_code_des="total_fee格式错误")
         key = (merchant.mch_id, data["out_trade_no"])
@@ -189,7 +201,9 @@ class WeChatPayV2Sandbox:
             if existing.state == "SUCCESS":
                 return self._answer(data, merchant, {}, err_code="ORDERPAID", err_code_des="该订单已支付")
             if existing.total_fee != int(data["total_fee"]) or existing.state == "CLOSED":
-                return self._answer(data, merchant, {}, err_code="OUT_TRADE_NO_USED", err_code_des="商户订单号重复")
+                return self._answer(
+                    data, merchant, {}, err_code="OUT_TRADE_NO_USED", err_code_des="商户订单号重复"
+                )
             order = existing
         else:
             expire = None
@@ -225,15 +239,22 @@ class WeChatPayV2Sandbox:
             return error or self._fail("error")
         order = self._find(merchant, data)
         if order is None:
-            return self._answer(data, merchant, {}, err_code="ORDERNOTEXIST", err_code_des="此交易订单号不存在")
+            return self._answer(
+                data, merchant, {}, err_code="ORDERNOTEXIST", err_code_des="此交易订单号不存在"
+            )
         self._expire(order)
         payload: dict[str, Any] = {
             "out_trade_no": order.out_trade_no,
             "trade_state": order.state,
             "trade_type": order.trade_type,
             "total_fee": order.total_fee,
-            "trade_state_desc": {"SUCCESS": "支付成功", "NOTPAY": "订单未支付", "CLOSED": "订单已关闭",
-                                 "REFUND": "订单转入退款", "PAYERROR": "支付失败"}.get(order.state, order.state),
+            "trade_state_desc": {
+                "SUCCESS": "支付成功",
+                "NOTPAY": "订单未支付",
+                "CLOSED": "订单已关闭",
+                "REFUND": "订单转入退款",
+                "PAYERROR": "支付失败",
+            }.get(order.state, order.state),
         }
         if order.transaction_id:
             payload.update(
@@ -258,7 +279,9 @@ class WeChatPayV2Sandbox:
         if order is None:
             return self._answer(data, merchant, {}, err_code="ORDERNOTEXIST", err_code_des="订单不存在")
         if order.state in ("SUCCESS", "REFUND"):
-            return self._answer(data, merchant, {}, err_code="ORDERPAID", err_code_des="订单已支付，不能发起关单")
+            return self._answer(
+                data, merchant, {}, err_code="ORDERPAID", err_code_des="订单已支付，不能发起关单"
+            )
         if order.state == "CLOSED":
             return self._answer(data, merchant, {}, err_code="ORDERCLOSED", err_code_des="订单已关闭")
         order.state = "CLOSED"
@@ -283,7 +306,9 @@ class WeChatPayV2Sandbox:
         refund = order.refunds.get(out_refund_no)
         if refund is None:
             if refund_fee <= 0 or order.refunded + refund_fee > order.total_fee:
-                return self._answer(data, merchant, {}, err_code="NOTENOUGH", err_code_des="退款金额超过可退金额")
+                return self._answer(
+                    data, merchant, {}, err_code="NOTENOUGH", err_code_des="退款金额超过可退金额"
+                )
             refund = V2Refund(
                 out_refund_no=out_refund_no,
                 refund_id=provider_id("50", 29),
@@ -293,7 +318,9 @@ class WeChatPayV2Sandbox:
             order.refunds[out_refund_no] = refund
             order.state = "REFUND"
         elif refund.refund_fee != refund_fee:
-            return self._answer(data, merchant, {}, err_code="INVALID_REQUEST", err_code_des="退款单号已用于其他金额")
+            return self._answer(
+                data, merchant, {}, err_code="INVALID_REQUEST", err_code_des="退款单号已用于其他金额"
+            )
         if self.auto_settle_refunds and refund.status == "PROCESSING" and not refund.scheduled:
             # Like the real gateway: the answer first, the refund result (and its notification) shortly after.
             refund.scheduled = True
@@ -343,18 +370,37 @@ class WeChatPayV2Sandbox:
         for order in self.orders.values():
             if order.merchant is not merchant or order.time_end is None or order.transaction_id is None:
                 continue
-            base = dict(app_id=merchant.appid, mch_id=merchant.mch_id, transaction_id=order.transaction_id,
-                        out_trade_no=order.out_trade_no, payer=order.openid or "", trade_type=order.trade_type,
-                        amount_fen=order.total_fee, body=order.body, attach=order.attach or "")
+            base: dict[str, Any] = dict(
+                app_id=merchant.appid,
+                mch_id=merchant.mch_id,
+                transaction_id=order.transaction_id,
+                out_trade_no=order.out_trade_no,
+                payer=order.openid or "",
+                trade_type=order.trade_type,
+                amount_fen=order.total_fee,
+                body=order.body,
+                attach=order.attach or "",
+            )
             if order.time_end.astimezone(CHINA_TZ).date() == bill_date:
-                rows.append(BillRow(traded_at=order.time_end, status="SUCCESS",
-                                    fee_fen=fee_for(order.total_fee), **base))  # type: ignore[arg-type]
+                rows.append(
+                    BillRow(
+                        traded_at=order.time_end, status="SUCCESS", fee_fen=fee_for(order.total_fee), **base
+                    )
+                )
             for refund in order.refunds.values():
                 if refund.success_time and refund.success_time.astimezone(CHINA_TZ).date() == bill_date:
-                    rows.append(BillRow(
-                        traded_at=refund.success_time, status="REFUND", fee_fen=-fee_for(refund.refund_fee),
-                        refund_id=refund.refund_id, out_refund_no=refund.out_refund_no,
-                        refund_fen=refund.refund_fee, refund_status="SUCCESS", **base))  # type: ignore[arg-type]
+                    rows.append(
+                        BillRow(
+                            traded_at=refund.success_time,
+                            status="REFUND",
+                            fee_fen=-fee_for(refund.refund_fee),
+                            refund_id=refund.refund_id,
+                            out_refund_no=refund.out_refund_no,
+                            refund_fen=refund.refund_fee,
+                            refund_status="SUCCESS",
+                            **base,
+                        )
+                    )
         rows.extend(self.extra_bill_rows.get(bill_date, []))
         rows.sort(key=lambda r: r.traded_at)
         return rows
@@ -410,8 +456,14 @@ class WeChatPayV2Sandbox:
             data["cash_fee"] = order.total_fee * 100
         return _xml(data).encode("utf-8")
 
-    async def pay(self, order: V2Order, delivery: Delivery, *, result: str = "SUCCESS",
-                  paid_at: dt.datetime | None = None) -> list[Any]:
+    async def pay(
+        self,
+        order: V2Order,
+        delivery: Delivery,
+        *,
+        result: str = "SUCCESS",
+        paid_at: dt.datetime | None = None,
+    ) -> list[Any]:
         if order.state == "NOTPAY":
             if result == "SUCCESS":
                 order.state = "SUCCESS"
@@ -420,13 +472,27 @@ class WeChatPayV2Sandbox:
             else:
                 order.state = "PAYERROR"
                 order.transaction_id = provider_id("42", 28)
-        body = self.notification_for(order, delivery, result_code="SUCCESS" if order.state != "PAYERROR" else "FAIL")
-        note = OutgoingNotification(url=order.notify_url, body=body, headers={"Content-Type": "text/xml"},
-                                    label=f"pay:{order.out_trade_no}", delivery=delivery)
+        body = self.notification_for(
+            order, delivery, result_code="SUCCESS" if order.state != "PAYERROR" else "FAIL"
+        )
+        note = OutgoingNotification(
+            url=order.notify_url,
+            body=body,
+            headers={"Content-Type": "text/xml"},
+            label=f"pay:{order.out_trade_no}",
+            delivery=delivery,
+        )
         return await self.notifier.submit(note)
 
-    async def settle_refund(self, order: V2Order, refund: V2Refund, delivery: Delivery,
-                            *, status: str = "SUCCESS", at: dt.datetime | None = None) -> list[Any]:
+    async def settle_refund(
+        self,
+        order: V2Order,
+        refund: V2Refund,
+        delivery: Delivery,
+        *,
+        status: str = "SUCCESS",
+        at: dt.datetime | None = None,
+    ) -> list[Any]:
         from wechatpy.crypto import RefundCrypto
 
         refund.status = status
@@ -458,9 +524,13 @@ class WeChatPayV2Sandbox:
             "nonce_str": secrets.token_hex(16),
             "req_info": req_info,
         }
-        note = OutgoingNotification(url=refund.notify_url, body=_xml(envelope).encode(),
-                                    headers={"Content-Type": "text/xml"},
-                                    label=f"refund:{refund.out_refund_no}", delivery=delivery)
+        note = OutgoingNotification(
+            url=refund.notify_url,
+            body=_xml(envelope).encode(),
+            headers={"Content-Type": "text/xml"},
+            label=f"refund:{refund.out_refund_no}",
+            delivery=delivery,
+        )
         return await self.notifier.submit(note)
 
     def _order_by_no(self, out_trade_no: str, mch_id: str | None = None) -> V2Order | None:
@@ -475,10 +545,16 @@ class WeChatPayV2Sandbox:
         if order is None:
             return JSONResponse({"error": "no such order"}, status_code=404)
         paid_at = dt.datetime.fromisoformat(payload["paid_at"]) if payload.get("paid_at") else None
-        records = await self.pay(order, parse_delivery(payload), result=payload.get("result", "SUCCESS"),
-                                 paid_at=paid_at)
-        return JSONResponse({"transaction_id": order.transaction_id, "state": order.state,
-                             "deliveries": [_record(r) for r in records]})
+        records = await self.pay(
+            order, parse_delivery(payload), result=payload.get("result", "SUCCESS"), paid_at=paid_at
+        )
+        return JSONResponse(
+            {
+                "transaction_id": order.transaction_id,
+                "state": order.state,
+                "deliveries": [_record(r) for r in records],
+            }
+        )
 
     async def _control_settle(self, request: Request) -> Response:
         payload = await request.json()
@@ -486,8 +562,9 @@ class WeChatPayV2Sandbox:
             refund = order.refunds.get(payload["out_refund_no"])
             if refund is not None:
                 at = dt.datetime.fromisoformat(payload["at"]) if payload.get("at") else None
-                records = await self.settle_refund(order, refund, parse_delivery(payload),
-                                                   status=payload.get("status", "SUCCESS"), at=at)
+                records = await self.settle_refund(
+                    order, refund, parse_delivery(payload), status=payload.get("status", "SUCCESS"), at=at
+                )
                 return JSONResponse({"status": refund.status, "deliveries": [_record(r) for r in records]})
         return JSONResponse({"error": "no such refund"}, status_code=404)
 
@@ -501,16 +578,27 @@ class WeChatPayV2Sandbox:
         if order is None:
             return JSONResponse({"error": "no such order"}, status_code=404)
         self._expire(order)
-        return JSONResponse({
-            "out_trade_no": order.out_trade_no, "state": order.state, "total_fee": order.total_fee,
-            "transaction_id": order.transaction_id, "prepay_id": order.prepay_id,
-            "refunds": {k: {"refund_fee": r.refund_fee, "status": r.status} for k, r in order.refunds.items()},
-        })
+        return JSONResponse(
+            {
+                "out_trade_no": order.out_trade_no,
+                "state": order.state,
+                "total_fee": order.total_fee,
+                "transaction_id": order.transaction_id,
+                "prepay_id": order.prepay_id,
+                "refunds": {
+                    k: {"refund_fee": r.refund_fee, "status": r.status} for k, r in order.refunds.items()
+                },
+            }
+        )
 
     async def _control_deliveries(self, request: Request) -> Response:
         return JSONResponse({"deliveries": [_record(r) for r in self.notifier.log]})
 
 
 def _record(record: Any) -> dict[str, Any]:
-    return {"label": record.label, "status_code": record.status_code,
-            "response": record.response.decode("utf-8", "replace"), "forged": record.forged}
+    return {
+        "label": record.label,
+        "status_code": record.status_code,
+        "response": record.response.decode("utf-8", "replace"),
+        "forged": record.forged,
+    }

@@ -114,7 +114,9 @@ class WeChatPayV3Sandbox:
                 Route("/v3/pay/transactions/jsapi", self._pay, methods=["POST"]),
                 Route("/v3/pay/transactions/app", self._pay, methods=["POST"]),
                 Route("/v3/pay/transactions/out-trade-no/{out_trade_no}", self._query, methods=["GET"]),
-                Route("/v3/pay/transactions/out-trade-no/{out_trade_no}/close", self._close, methods=["POST"]),
+                Route(
+                    "/v3/pay/transactions/out-trade-no/{out_trade_no}/close", self._close, methods=["POST"]
+                ),
                 Route("/v3/refund/domestic/refunds", self._refund, methods=["POST"]),
                 Route("/v3/refund/domestic/refunds/{out_refund_no}", self._query_refund, methods=["GET"]),
                 Route("/v3/bill/tradebill", self._tradebill, methods=["GET"]),
@@ -154,8 +156,9 @@ class WeChatPayV3Sandbox:
             "Wechatpay-Signature-Type": "WECHATPAY2-SHA256-RSA2048",
             "Request-ID": secrets.token_hex(12),
         }
-        return Response(body.encode(), status_code=status, headers=headers,
-                        media_type="application/json; charset=utf-8")
+        return Response(
+            body.encode(), status_code=status, headers=headers, media_type="application/json; charset=utf-8"
+        )
 
     def _error(self, status: int, code: str, message: str) -> Response:
         return self._signed(status, {"code": code, "message": message})
@@ -165,8 +168,10 @@ class WeChatPayV3Sandbox:
         header = request.headers.get("authorization", "")
         scheme, _, rest = header.partition(" ")
         fields = dict(AUTH_RE.findall(rest))
-        if scheme != "WECHATPAY2-SHA256-RSA2048" or not {"mchid", "nonce_str", "signature", "timestamp",
-                                                        "serial_no"} <= fields.keys():
+        if (
+            scheme != "WECHATPAY2-SHA256-RSA2048"
+            or not {"mchid", "nonce_str", "signature", "timestamp", "serial_no"} <= fields.keys()
+        ):
             return None, {}, self._error(401, "SIGN_ERROR", "Authorization 格式错误")
         merchant = self.merchants.get(fields["serial_no"])
         if merchant is None or merchant.mchid != fields["mchid"]:
@@ -178,8 +183,9 @@ class WeChatPayV3Sandbox:
         path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         message = f"{request.method}\n{path}\n{fields['timestamp']}\n{fields['nonce_str']}\n{raw}\n"
         try:
-            merchant.private_key.public_key().verify(base64.b64decode(fields["signature"]), message.encode(),
-                                                     PKCS1v15(), SHA256())
+            merchant.private_key.public_key().verify(
+                base64.b64decode(fields["signature"]), message.encode(), PKCS1v15(), SHA256()
+            )
         except (InvalidSignature, ValueError):
             return None, {}, self._error(401, "SIGN_ERROR", "签名错误")
         try:
@@ -203,8 +209,8 @@ class WeChatPayV3Sandbox:
                 return self._error(400, "PARAM_ERROR", f"缺少参数 {key}")
         if trade_type == "JSAPI" and not (data.get("payer") or {}).get("openid"):
             return self._error(400, "PARAM_ERROR", "缺少参数 payer.openid")
-        key = (merchant.mchid, data["out_trade_no"])
-        order = self.orders.get(key)
+        order_key = (merchant.mchid, data["out_trade_no"])
+        order = self.orders.get(order_key)
         if order is not None:
             if order.state in ("SUCCESS", "REFUND"):
                 return self._error(400, "ORDER_PAID", "该订单已支付")
@@ -212,12 +218,19 @@ class WeChatPayV3Sandbox:
                 return self._error(400, "OUT_TRADE_NO_USED", "商户订单号重复")
         else:
             expire = dt.datetime.fromisoformat(data["time_expire"]) if data.get("time_expire") else None
-            order = V3Order(merchant=merchant, out_trade_no=data["out_trade_no"],
-                            prepay_id="wx" + secrets.token_hex(15), trade_type=trade_type, total=amount["total"],
-                            description=data["description"], notify_url=data["notify_url"],
-                            openid=(data.get("payer") or {}).get("openid"), attach=data.get("attach"),
-                            time_expire=expire)
-            self.orders[key] = order
+            order = V3Order(
+                merchant=merchant,
+                out_trade_no=data["out_trade_no"],
+                prepay_id="wx" + secrets.token_hex(15),
+                trade_type=trade_type,
+                total=amount["total"],
+                description=data["description"],
+                notify_url=data["notify_url"],
+                openid=(data.get("payer") or {}).get("openid"),
+                attach=data.get("attach"),
+                time_expire=expire,
+            )
+            self.orders[order_key] = order
         return self._signed(200, {"prepay_id": order.prepay_id})
 
     def _expire(self, order: V3Order) -> None:
@@ -232,8 +245,12 @@ class WeChatPayV3Sandbox:
             "out_trade_no": order.out_trade_no,
             "trade_type": order.trade_type,
             "trade_state": order.state,
-            "trade_state_desc": {"SUCCESS": "支付成功", "NOTPAY": "未支付", "CLOSED": "已关闭",
-                                 "REFUND": "转入退款"}.get(order.state, order.state),
+            "trade_state_desc": {
+                "SUCCESS": "支付成功",
+                "NOTPAY": "未支付",
+                "CLOSED": "已关闭",
+                "REFUND": "转入退款",
+            }.get(order.state, order.state),
             "amount": {"total": total, "currency": "CNY"},
         }
         if order.transaction_id:
@@ -260,7 +277,7 @@ class WeChatPayV3Sandbox:
         return self._signed(200, self._transaction(order))
 
     async def _close(self, request: Request) -> Response:
-        merchant, data, error = await self._auth(request)
+        merchant, _data, error = await self._auth(request)
         if error or merchant is None:
             return error or self._error(500, "SYSTEM_ERROR", "")
         order = self.orders.get((merchant.mchid, request.path_params["out_trade_no"]))
@@ -285,11 +302,18 @@ class WeChatPayV3Sandbox:
             "out_trade_no": order.out_trade_no,
             "channel": "ORIGINAL",
             "user_received_account": "支付用户零钱",
-            "success_time": refund.success_time.isoformat(timespec="seconds") if refund.success_time else None,
+            "success_time": refund.success_time.isoformat(timespec="seconds")
+            if refund.success_time
+            else None,
             "create_time": china_now().isoformat(timespec="seconds"),
             "status": refund.status,
-            "amount": {"total": order.total, "refund": refund.refund, "payer_total": order.total,
-                       "payer_refund": refund.refund, "currency": "CNY"},
+            "amount": {
+                "total": order.total,
+                "refund": refund.refund,
+                "payer_total": order.total,
+                "payer_refund": refund.refund,
+                "currency": "CNY",
+            },
         }
 
     async def _refund(self, request: Request) -> Response:
@@ -309,8 +333,12 @@ class WeChatPayV3Sandbox:
         if refund is None:
             if amount["refund"] <= 0 or order.refunded + amount["refund"] > order.total:
                 return self._error(403, "NOT_ENOUGH", "退款金额超过可退金额")
-            refund = V3Refund(out_refund_no=out_refund_no, refund_id=provider_id("50", 29), refund=amount["refund"],
-                              notify_url=data.get("notify_url"))
+            refund = V3Refund(
+                out_refund_no=out_refund_no,
+                refund_id=provider_id("50", 29),
+                refund=amount["refund"],
+                notify_url=data.get("notify_url"),
+            )
             order.refunds[out_refund_no] = refund
             order.state = "REFUND"
         elif refund.refund != amount["refund"]:
@@ -335,18 +363,37 @@ class WeChatPayV3Sandbox:
         for order in self.orders.values():
             if order.merchant is not merchant or order.success_time is None or order.transaction_id is None:
                 continue
-            base = dict(app_id=merchant.appid, mch_id=merchant.mchid, transaction_id=order.transaction_id,
-                        out_trade_no=order.out_trade_no, payer=order.openid or "", trade_type=order.trade_type,
-                        amount_fen=order.total, body=order.description, attach=order.attach or "")
+            base: dict[str, Any] = dict(
+                app_id=merchant.appid,
+                mch_id=merchant.mchid,
+                transaction_id=order.transaction_id,
+                out_trade_no=order.out_trade_no,
+                payer=order.openid or "",
+                trade_type=order.trade_type,
+                amount_fen=order.total,
+                body=order.description,
+                attach=order.attach or "",
+            )
             if order.success_time.astimezone(CHINA_TZ).date() == bill_date:
-                rows.append(BillRow(traded_at=order.success_time, status="SUCCESS", fee_fen=fee_for(order.total),
-                                    **base))  # type: ignore[arg-type]
+                rows.append(
+                    BillRow(
+                        traded_at=order.success_time, status="SUCCESS", fee_fen=fee_for(order.total), **base
+                    )
+                )
             for refund in order.refunds.values():
                 if refund.success_time and refund.success_time.astimezone(CHINA_TZ).date() == bill_date:
-                    rows.append(BillRow(traded_at=refund.success_time, status="REFUND",
-                                        fee_fen=-fee_for(refund.refund), refund_id=refund.refund_id,
-                                        out_refund_no=refund.out_refund_no, refund_fen=refund.refund,
-                                        refund_status="SUCCESS", **base))  # type: ignore[arg-type]
+                    rows.append(
+                        BillRow(
+                            traded_at=refund.success_time,
+                            status="REFUND",
+                            fee_fen=-fee_for(refund.refund),
+                            refund_id=refund.refund_id,
+                            out_refund_no=refund.out_refund_no,
+                            refund_fen=refund.refund,
+                            refund_status="SUCCESS",
+                            **base,
+                        )
+                    )
         rows.extend(self.extra_bill_rows.get(bill_date, []))
         rows.sort(key=lambda r: r.traded_at)
         return rows
@@ -370,8 +417,14 @@ class WeChatPayV3Sandbox:
         token = secrets.token_urlsafe(16)
         self._bills[token] = content
         base = self.base_url or str(request.base_url).rstrip("/")
-        return self._signed(200, {"hash_type": "SHA1", "hash_value": sha1,
-                                  "download_url": f"{base}/v3/billdownload/file?token={token}"})
+        return self._signed(
+            200,
+            {
+                "hash_type": "SHA1",
+                "hash_value": sha1,
+                "download_url": f"{base}/v3/billdownload/file?token={token}",
+            },
+        )
 
     async def _billfile(self, request: Request) -> Response:
         merchant, _, error = await self._auth(request)
@@ -385,21 +438,34 @@ class WeChatPayV3Sandbox:
 
     # -- notifications --------------------------------------------------------------------------
 
-    def _envelope(self, merchant: V3Merchant, event_type: str, summary: str, original_type: str,
-                  resource: dict[str, Any], delivery: Delivery) -> tuple[bytes, dict[str, str]]:
+    def _envelope(
+        self,
+        merchant: V3Merchant,
+        event_type: str,
+        summary: str,
+        original_type: str,
+        resource: dict[str, Any],
+        delivery: Delivery,
+    ) -> tuple[bytes, dict[str, str]]:
         nonce = secrets.token_urlsafe(9)[:12]
         associated = original_type
         plaintext = json.dumps(resource, ensure_ascii=False).encode()
-        ciphertext = AESGCM(merchant.apiv3_key.encode()).encrypt(nonce.encode(), plaintext, associated.encode())
+        ciphertext = AESGCM(merchant.apiv3_key.encode()).encrypt(
+            nonce.encode(), plaintext, associated.encode()
+        )
         envelope = {
             "id": secrets.token_hex(16),
             "create_time": china_now().isoformat(timespec="seconds"),
             "resource_type": "encrypt-resource",
             "event_type": event_type,
             "summary": summary,
-            "resource": {"original_type": original_type, "algorithm": "AEAD_AES_256_GCM",
-                         "ciphertext": base64.b64encode(ciphertext).decode(), "associated_data": associated,
-                         "nonce": nonce},
+            "resource": {
+                "original_type": original_type,
+                "algorithm": "AEAD_AES_256_GCM",
+                "ciphertext": base64.b64encode(ciphertext).decode(),
+                "associated_data": associated,
+                "nonce": nonce,
+            },
         }
         body = json.dumps(envelope, ensure_ascii=False)
         timestamp = int(time.time()) - (600 if delivery.forge == "stale" else 0)
@@ -418,7 +484,9 @@ class WeChatPayV3Sandbox:
         }
         return body.encode(), headers
 
-    async def pay(self, order: V3Order, delivery: Delivery, *, paid_at: dt.datetime | None = None) -> list[Any]:
+    async def pay(
+        self, order: V3Order, delivery: Delivery, *, paid_at: dt.datetime | None = None
+    ) -> list[Any]:
         if order.state == "NOTPAY":
             order.state = "SUCCESS"
             order.transaction_id = provider_id("42", 28)
@@ -427,30 +495,62 @@ class WeChatPayV3Sandbox:
         resource = self._transaction(order, total=total)
         if delivery.forge == "merchant":
             resource["mchid"], resource["appid"] = "1000000001", "wx" + "0" * 16
-        body, headers = self._envelope(order.merchant, "TRANSACTION.SUCCESS", "支付成功", "transaction", resource,
-                                       delivery)
-        return await self.notifier.submit(OutgoingNotification(url=order.notify_url, body=body, headers=headers,
-                                                               label=f"pay:{order.out_trade_no}", delivery=delivery))
+        body, headers = self._envelope(
+            order.merchant, "TRANSACTION.SUCCESS", "支付成功", "transaction", resource, delivery
+        )
+        return await self.notifier.submit(
+            OutgoingNotification(
+                url=order.notify_url,
+                body=body,
+                headers=headers,
+                label=f"pay:{order.out_trade_no}",
+                delivery=delivery,
+            )
+        )
 
-    async def settle_refund(self, order: V3Order, refund: V3Refund, delivery: Delivery, *, status: str = "SUCCESS",
-                            at: dt.datetime | None = None) -> list[Any]:
+    async def settle_refund(
+        self,
+        order: V3Order,
+        refund: V3Refund,
+        delivery: Delivery,
+        *,
+        status: str = "SUCCESS",
+        at: dt.datetime | None = None,
+    ) -> list[Any]:
         refund.status = status
         refund.success_time = (at or china_now()).astimezone(CHINA_TZ) if status == "SUCCESS" else None
         if not refund.notify_url:
             return []
         resource = {
-            "mchid": order.merchant.mchid, "out_trade_no": order.out_trade_no,
-            "transaction_id": order.transaction_id, "out_refund_no": refund.out_refund_no,
-            "refund_id": refund.refund_id, "refund_status": status,
-            "success_time": refund.success_time.isoformat(timespec="seconds") if refund.success_time else None,
+            "mchid": order.merchant.mchid,
+            "out_trade_no": order.out_trade_no,
+            "transaction_id": order.transaction_id,
+            "out_refund_no": refund.out_refund_no,
+            "refund_id": refund.refund_id,
+            "refund_status": status,
+            "success_time": refund.success_time.isoformat(timespec="seconds")
+            if refund.success_time
+            else None,
             "user_received_account": "支付用户零钱",
-            "amount": {"total": order.total, "refund": refund.refund, "payer_total": order.total,
-                       "payer_refund": refund.refund},
+            "amount": {
+                "total": order.total,
+                "refund": refund.refund,
+                "payer_total": order.total,
+                "payer_refund": refund.refund,
+            },
         }
-        body, headers = self._envelope(order.merchant, f"REFUND.{status}", "退款结果", "refund", resource, delivery)
-        return await self.notifier.submit(OutgoingNotification(url=refund.notify_url, body=body, headers=headers,
-                                                               label=f"refund:{refund.out_refund_no}",
-                                                               delivery=delivery))
+        body, headers = self._envelope(
+            order.merchant, f"REFUND.{status}", "退款结果", "refund", resource, delivery
+        )
+        return await self.notifier.submit(
+            OutgoingNotification(
+                url=refund.notify_url,
+                body=body,
+                headers=headers,
+                label=f"refund:{refund.out_refund_no}",
+                delivery=delivery,
+            )
+        )
 
     def _order_by_no(self, out_trade_no: str) -> V3Order | None:
         for (_, no), order in self.orders.items():
@@ -465,8 +565,13 @@ class WeChatPayV3Sandbox:
             return JSONResponse({"error": "no such order"}, status_code=404)
         paid_at = dt.datetime.fromisoformat(payload["paid_at"]) if payload.get("paid_at") else None
         records = await self.pay(order, parse_delivery(payload), paid_at=paid_at)
-        return JSONResponse({"transaction_id": order.transaction_id, "state": order.state,
-                             "deliveries": [_record(r) for r in records]})
+        return JSONResponse(
+            {
+                "transaction_id": order.transaction_id,
+                "state": order.state,
+                "deliveries": [_record(r) for r in records],
+            }
+        )
 
     async def _control_settle(self, request: Request) -> Response:
         payload = await request.json()
@@ -474,8 +579,9 @@ class WeChatPayV3Sandbox:
             refund = order.refunds.get(payload["out_refund_no"])
             if refund is not None:
                 at = dt.datetime.fromisoformat(payload["at"]) if payload.get("at") else None
-                records = await self.settle_refund(order, refund, parse_delivery(payload),
-                                                   status=payload.get("status", "SUCCESS"), at=at)
+                records = await self.settle_refund(
+                    order, refund, parse_delivery(payload), status=payload.get("status", "SUCCESS"), at=at
+                )
                 return JSONResponse({"status": refund.status, "deliveries": [_record(r) for r in records]})
         return JSONResponse({"error": "no such refund"}, status_code=404)
 
@@ -489,12 +595,21 @@ class WeChatPayV3Sandbox:
         if order is None:
             return JSONResponse({"error": "no such order"}, status_code=404)
         self._expire(order)
-        return JSONResponse({"out_trade_no": order.out_trade_no, "state": order.state, "total": order.total,
-                             "transaction_id": order.transaction_id,
-                             "refunds": {k: {"refund": r.refund, "status": r.status}
-                                         for k, r in order.refunds.items()}})
+        return JSONResponse(
+            {
+                "out_trade_no": order.out_trade_no,
+                "state": order.state,
+                "total": order.total,
+                "transaction_id": order.transaction_id,
+                "refunds": {k: {"refund": r.refund, "status": r.status} for k, r in order.refunds.items()},
+            }
+        )
 
 
 def _record(record: Any) -> dict[str, Any]:
-    return {"label": record.label, "status_code": record.status_code,
-            "response": record.response.decode("utf-8", "replace"), "forged": record.forged}
+    return {
+        "label": record.label,
+        "status_code": record.status_code,
+        "response": record.response.decode("utf-8", "replace"),
+        "forged": record.forged,
+    }

@@ -95,7 +95,6 @@ def replay_guard() -> MemoryReplayGuard:
 # -- the ledger inside the real app ----------------------------------------------------------------
 
 
-
 @dataclass
 class Ledger:
     """The app (served over HTTP) with the payments routers, wired to the three thread sandboxes."""
@@ -109,6 +108,7 @@ class Ledger:
 @pytest.fixture(scope="session")
 async def ledger(app, live_url, v2_sandbox, v3_sandbox, alipay_sandbox) -> Ledger:
     from fastapi.routing import APIRoute
+    from payments_helpers import PAID_CALLS
 
     import payments.tasks  # noqa: F401 - registers the jobs on the broker
     from payments import registry
@@ -117,7 +117,6 @@ async def ledger(app, live_url, v2_sandbox, v3_sandbox, alipay_sandbox) -> Ledge
     from payments.providers.wechat_v2 import WeChatPayV2Provider, WeChatV2Config
     from payments.providers.wechat_v3 import WeChatPayV3Provider, WeChatV3Config
     from payments.router import router_all
-    from payments_helpers import PAID_CALLS
 
     paths = {r.path for r in app.router.routes if isinstance(r, APIRoute)}
     if "/api/v1/payments/notify/{provider}" not in paths:  # until the lead wires it into the factory
@@ -126,15 +125,30 @@ async def ledger(app, live_url, v2_sandbox, v3_sandbox, alipay_sandbox) -> Ledge
     (v2, s2), (v3, s3), (ali, sa) = v2_sandbox, v3_sandbox, alipay_sandbox
     m2, m3, a = v2.add_merchant(), v3.add_merchant(), ali.add_app()
     providers = {
-        "wechat_v2": WeChatPayV2Provider(WeChatV2Config(appid=m2.appid, mch_id=m2.mch_id, api_key=m2.api_key,
-                                                        base_url=s2.url)),
-        "wechat_v3": WeChatPayV3Provider(WeChatV3Config(
-            appid=m3.appid, mchid=m3.mchid, private_key=m3.private_key_pem, cert_serial_no=m3.cert_serial_no,
-            apiv3_key=m3.apiv3_key, public_key=v3.platform_public_key_pem, public_key_id=v3.public_key_id,
-            base_url=s3.url)),
-        "alipay": AlipayProvider(AlipayConfig(app_id=a.app_id, app_private_key=a.private_key_pkcs1,
-                                              alipay_public_key=ali.alipay_public_key_pem, seller_id=a.pid,
-                                              server_url=f"{sa.url}/gateway.do")),
+        "wechat_v2": WeChatPayV2Provider(
+            WeChatV2Config(appid=m2.appid, mch_id=m2.mch_id, api_key=m2.api_key, base_url=s2.url)
+        ),
+        "wechat_v3": WeChatPayV3Provider(
+            WeChatV3Config(
+                appid=m3.appid,
+                mchid=m3.mchid,
+                private_key=m3.private_key_pem,
+                cert_serial_no=m3.cert_serial_no,
+                apiv3_key=m3.apiv3_key,
+                public_key=v3.platform_public_key_pem,
+                public_key_id=v3.public_key_id,
+                base_url=s3.url,
+            )
+        ),
+        "alipay": AlipayProvider(
+            AlipayConfig(
+                app_id=a.app_id,
+                app_private_key=a.private_key_pkcs1,
+                alipay_public_key=ali.alipay_public_key_pem,
+                seller_id=a.pid,
+                server_url=f"{sa.url}/gateway.do",
+            )
+        ),
     }
     registry.configure(providers, notify_base=live_url)
 
@@ -142,5 +156,9 @@ async def ledger(app, live_url, v2_sandbox, v3_sandbox, alipay_sandbox) -> Ledge
     async def bill_paid(session, paid) -> None:
         PAID_CALLS.append((paid.order_id, paid.purpose_ref))
 
-    return Ledger(url=live_url, providers=providers, servers={"wechat_v2": s2, "wechat_v3": s3, "alipay": sa},
-                  sandboxes={"wechat_v2": v2, "wechat_v3": v3, "alipay": ali})
+    return Ledger(
+        url=live_url,
+        providers=providers,
+        servers={"wechat_v2": s2, "wechat_v3": s3, "alipay": sa},
+        sandboxes={"wechat_v2": v2, "wechat_v3": v3, "alipay": ali},
+    )

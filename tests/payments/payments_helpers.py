@@ -8,7 +8,6 @@ from typing import Any
 
 import httpx
 
-
 # (order_id, purpose_ref) each time the test column's paid handler ran.
 PAID_CALLS: list[tuple[str, str]] = []
 

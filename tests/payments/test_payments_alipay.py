@@ -30,9 +30,13 @@ from payments.providers.base import (
 def make_provider(sandbox, server, app, **overrides):
     from payments.providers.alipay import AlipayConfig, AlipayProvider
 
-    values = dict(app_id=app.app_id, app_private_key=app.private_key_pkcs1,
-                  alipay_public_key=sandbox.alipay_public_key_pem, seller_id=app.pid,
-                  server_url=f"{server.url}/gateway.do")
+    values = dict(
+        app_id=app.app_id,
+        app_private_key=app.private_key_pkcs1,
+        alipay_public_key=sandbox.alipay_public_key_pem,
+        seller_id=app.pid,
+        server_url=f"{server.url}/gateway.do",
+    )
     values.update(overrides)
     return AlipayProvider(AlipayConfig(**values))
 
@@ -50,17 +54,26 @@ def ali(alipay_sandbox, receiver):
 
 async def create(provider, receiver, amount=4321, channel=Channel.MINIPROGRAM, **kw):
     out = order_no()
-    created = await provider.create(CreatePayment(
-        out_trade_no=out, amount_fen=amount, description="电费 亳州供电", channel=channel,
-        notify_url=receiver.notify_url("alipay"),
-        payer_id="2088102177000001" if channel is Channel.MINIPROGRAM else None, **kw))
+    created = await provider.create(
+        CreatePayment(
+            out_trade_no=out,
+            amount_fen=amount,
+            description="电费 亳州供电",
+            channel=channel,
+            notify_url=receiver.notify_url("alipay"),
+            payer_id="2088102177000001" if channel is Channel.MINIPROGRAM else None,
+            **kw,
+        )
+    )
     return out, created
 
 
 def test_sdk_not_imported_by_provider_module():
     """The 439 MB SDK stays out of the import path until an Alipay operation runs."""
-    code = ("import sys, payments.providers.alipay, payments.sandbox.alipay; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alipay'))")
+    code = (
+        "import sys, payments.providers.alipay, payments.sandbox.alipay; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alipay'))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -75,7 +88,7 @@ def test_pkcs8_key_refused(alipay_sandbox):
 
 
 async def test_miniprogram_pay_notify_query_refund(ali, receiver):
-    provider, sandbox, server = ali
+    provider, _sandbox, server = ali
     out, created = await create(provider, receiver)
     assert created.client_params["tradeNO"] == created.prepay_id
     assert (await provider.query(out)).state is TradeState.NOT_PAID
@@ -90,25 +103,31 @@ async def test_miniprogram_pay_notify_query_refund(ali, receiver):
     status = await provider.query(out)
     assert status.state is TradeState.PAID and status.amount_fen == 4321
 
-    refund = await provider.refund(RefundRequest(out_trade_no=out, out_refund_no="R1" + out, total_fen=4321,
-                                                 refund_fen=321))
+    refund = await provider.refund(
+        RefundRequest(out_trade_no=out, out_refund_no="R1" + out, total_fen=4321, refund_fen=321)
+    )
     assert refund.state is RefundState.SUCCEEDED
     await wait_for(lambda: len(receiver.accepted) == 2)
     refund_note = receiver.accepted[1]
     assert refund_note.kind is NotificationKind.REFUND and refund_note.out_refund_no == "R1" + out
     assert refund_note.raw["refunded_total_fen"] == 321
     # Same refund number: no second refund.
-    await provider.refund(RefundRequest(out_trade_no=out, out_refund_no="R1" + out, total_fen=4321, refund_fen=321))
+    await provider.refund(
+        RefundRequest(out_trade_no=out, out_refund_no="R1" + out, total_fen=4321, refund_fen=321)
+    )
     with pytest.raises(ProviderError) as exc:
-        await provider.refund(RefundRequest(out_trade_no=out, out_refund_no="R2" + out, total_fen=4321,
-                                            refund_fen=4001))
+        await provider.refund(
+            RefundRequest(out_trade_no=out, out_refund_no="R2" + out, total_fen=4321, refund_fen=4001)
+        )
     assert exc.value.code == "NOTENOUGH"
-    await provider.refund(RefundRequest(out_trade_no=out, out_refund_no="R3" + out, total_fen=4321, refund_fen=4000))
+    await provider.refund(
+        RefundRequest(out_trade_no=out, out_refund_no="R3" + out, total_fen=4321, refund_fen=4000)
+    )
     assert (await provider.query(out)).state is TradeState.CLOSED  # fully refunded
 
 
 async def test_app_pay_order_string(ali, receiver):
-    provider, sandbox, server = ali
+    provider, _sandbox, server = ali
     out, created = await create(provider, receiver, channel=Channel.APP, amount=100)
     order_string = created.client_params["orderStr"]
     params = dict(urllib.parse.parse_qsl(order_string))
@@ -127,7 +146,7 @@ async def test_app_pay_order_string(ali, receiver):
 
 
 async def test_close(ali, receiver):
-    provider, sandbox, server = ali
+    provider, _sandbox, server = ali
     out, _ = await create(provider, receiver)
     await provider.close(out)
     assert (await provider.query(out)).state is TradeState.CLOSED
@@ -148,10 +167,12 @@ async def test_answer_signed_by_another_key_refused(alipay_sandbox, receiver):
         await provider.query("anything")
 
 
-@pytest.mark.parametrize("forge,reason", [("signature", "bad_signature"), ("amount", "bad_signature"),
-                                          ("merchant", "foreign_merchant")])
+@pytest.mark.parametrize(
+    "forge,reason",
+    [("signature", "bad_signature"), ("amount", "bad_signature"), ("merchant", "foreign_merchant")],
+)
 async def test_forged_notifications_refused(ali, receiver, forge, reason):
-    provider, sandbox, server = ali
+    provider, _sandbox, server = ali
     out, _ = await create(provider, receiver)
     result = await control(server, "/_sandbox/pay", out_trade_no=out, forge=forge)
     assert receiver.accepted == [] and receiver.refused[0][0] == reason
@@ -166,16 +187,21 @@ async def test_gbk_notification_accepted(ali, receiver):
     assert receiver.accepted[0].raw["subject"] == "电费 亳州供电"
 
 
-@pytest.mark.parametrize("body", [
-    b"",
-    b"<xml>not a form</xml>",
-    b'{"trade_status": "TRADE_SUCCESS"}',
-    "charset=utf-8&subject=电费".encode("gbk"),  # raw bytes, not URL-encoded
-    urllib.parse.urlencode({"charset": "utf-8", "subject": "电费"}, encoding="gbk").encode(),  # wrong charset
-    b"charset=utf-8&sign_type=RSA&sign=x&app_id=1&trade_no=1&out_trade_no=1&trade_status=TRADE_SUCCESS"
-    b"&total_amount=1.00&notify_id=1",  # RSA1 downgrade
-    b"charset=utf-8&sign_type=RSA2&sign=%%%&app_id=1",
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"<xml>not a form</xml>",
+        b'{"trade_status": "TRADE_SUCCESS"}',
+        "charset=utf-8&subject=电费".encode("gbk"),  # raw bytes, not URL-encoded
+        urllib.parse.urlencode(
+            {"charset": "utf-8", "subject": "电费"}, encoding="gbk"
+        ).encode(),  # wrong charset
+        b"charset=utf-8&sign_type=RSA&sign=x&app_id=1&trade_no=1&out_trade_no=1&trade_status=TRADE_SUCCESS"
+        b"&total_amount=1.00&notify_id=1",  # RSA1 downgrade
+        b"charset=utf-8&sign_type=RSA2&sign=%%%&app_id=1",
+    ],
+)
 async def test_malformed_notifications(ali, receiver, body):
     async with httpx.AsyncClient() as client:
         response = await client.post(receiver.notify_url("alipay"), content=body)
@@ -187,8 +213,12 @@ async def test_bill_zip_of_gbk_csvs(ali, receiver):
     provider, sandbox, server = ali
     day = dt.date(2025, 7, 8)
     out, _ = await create(provider, receiver, amount=12345)
-    await control(server, "/_sandbox/pay", out_trade_no=out,
-                  paid_at=dt.datetime(2025, 7, 8, 12, 0, tzinfo=CHINA_TZ).isoformat())
+    await control(
+        server,
+        "/_sandbox/pay",
+        out_trade_no=out,
+        paid_at=dt.datetime(2025, 7, 8, 12, 0, tzinfo=CHINA_TZ).isoformat(),
+    )
     bill = await provider.download_bill(day)
     with zipfile.ZipFile(io.BytesIO(bill.content)) as archive:
         detail = next(n for n in archive.namelist() if n.endswith("_业务明细.csv"))

@@ -16,13 +16,14 @@ from payments.models import PaymentOrder
 from payments.providers.base import CHINA_TZ
 
 CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium"),
+]
 
 
 async def test_console_start_run_resolve_export(ledger, client, login, tmp_path):
     from playwright.async_api import async_playwright
-
     from test_payments_reconcile import fresh_merchant
 
     finance = await login(roles=["finance"])
@@ -31,18 +32,32 @@ async def test_console_start_run_resolve_export(ledger, client, login, tmp_path)
     day = dt.date(2023, 6, 1) + dt.timedelta(days=secrets.randbelow(300))
     async with fresh_merchant(ledger, "wechat_v2"):
         async with session_scope() as s:
-            order = await service.create_order(s, account_id=account, purpose="testcol.bill",
-                                               purpose_ref="CON" + secrets.token_hex(4), amount_fen=4560,
-                                               description="水费", provider="wechat_v2", channel="app")
-            await s.exec(sa.update(PaymentOrder).where(PaymentOrder.id == order.id).values(
-                status="paid", paid_at=dt.datetime.combine(day, dt.time(10), tzinfo=CHINA_TZ),
-                provider_txn_id="CONSOLE1"))
+            order = await service.create_order(
+                s,
+                account_id=account,
+                purpose="testcol.bill",
+                purpose_ref="CON" + secrets.token_hex(4),
+                amount_fen=4560,
+                description="水费",
+                provider="wechat_v2",
+                channel="app",
+            )
+            await s.exec(
+                sa.update(PaymentOrder)
+                .where(PaymentOrder.id == order.id)
+                .values(
+                    status="paid",
+                    paid_at=dt.datetime.combine(day, dt.time(10), tzinfo=CHINA_TZ),
+                    provider_txn_id="CONSOLE1",
+                )
+            )
 
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
             try:
-                context = await browser.new_context(base_url=ledger.url, extra_http_headers=finance,
-                                                    accept_downloads=True)
+                context = await browser.new_context(
+                    base_url=ledger.url, extra_http_headers=finance, accept_downloads=True
+                )
                 page = await context.new_page()
                 await page.goto("/api/v1/payments/finance/console")
                 assert await page.title() == "财务对账 · 我家"

@@ -6,7 +6,6 @@ import asyncio
 import datetime as dt
 import secrets
 
-import httpx
 import pytest
 import sqlalchemy as sa
 from payments_helpers import PAID_CALLS, control, wait_for
@@ -24,13 +23,26 @@ async def account_id(client, headers) -> str:
     return (await client.get("/api/v1/me", headers=headers)).json()["id"]
 
 
-async def new_order(account: str, provider: str, amount: int = 2580, ref: str | None = None,
-                    channel: str = "miniprogram", ttl_s: int | None = None) -> PaymentOrder:
+async def new_order(
+    account: str,
+    provider: str,
+    amount: int = 2580,
+    ref: str | None = None,
+    channel: str = "miniprogram",
+    ttl_s: int | None = None,
+) -> PaymentOrder:
     async with session_scope() as s:
-        return await service.create_order(s, account_id=account, purpose="testcol.bill",
-                                          purpose_ref=ref or "B" + secrets.token_hex(6), amount_fen=amount,
-                                          description="水费 2025年10月", provider=provider, channel=channel,
-                                          ttl_s=ttl_s)
+        return await service.create_order(
+            s,
+            account_id=account,
+            purpose="testcol.bill",
+            purpose_ref=ref or "B" + secrets.token_hex(6),
+            amount_fen=amount,
+            description="水费 2025年10月",
+            provider=provider,
+            channel=channel,
+            ttl_s=ttl_s,
+        )
 
 
 async def load(order_id: str) -> PaymentOrder:
@@ -48,8 +60,15 @@ async def wait_status(order_id: str, status: OrderStatus, timeout: float = 5.0) 
 
 async def events(order_id: str) -> list[PaymentEvent]:
     async with session_scope() as s:
-        return list((await s.exec(select(PaymentEvent).where(PaymentEvent.order_id == order_id)
-                                  .order_by(PaymentEvent.created_at))).all())
+        return list(
+            (
+                await s.exec(
+                    select(PaymentEvent)
+                    .where(PaymentEvent.order_id == order_id)
+                    .order_by(PaymentEvent.created_at)
+                )
+            ).all()
+        )
 
 
 async def pay_at_sandbox(ledger, provider: str, order: PaymentOrder, client_params: dict, **delivery):
@@ -61,7 +80,9 @@ async def pay_at_sandbox(ledger, provider: str, order: PaymentOrder, client_para
 
 async def start(client, headers, order, provider):
     payer = "2088102177000001" if provider == "alipay" else "oUser" + secrets.token_hex(4)
-    r = await client.post(f"/api/v1/payments/orders/{order.id}/pay", headers=headers, json={"payer_id": payer})
+    r = await client.post(
+        f"/api/v1/payments/orders/{order.id}/pay", headers=headers, json={"payer_id": payer}
+    )
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -84,7 +105,9 @@ async def test_paid_once_and_column_told_once(ledger, client, login, provider):
     kinds = [(e.from_status, e.to_status) for e in await events(order.id) if e.kind == "transition"]
     assert kinds == [("created", "paying"), ("paying", "paid")]
     async with session_scope() as s:
-        stored = (await s.exec(select(PaymentNotification).where(PaymentNotification.order_id == order.id))).all()
+        stored = (
+            await s.exec(select(PaymentNotification).where(PaymentNotification.order_id == order.id))
+        ).all()
     assert len(stored) == 1 and stored[0].outcome == "applied"
     r = await client.get(f"/api/v1/payments/orders/{order.id}", headers=headers)
     assert r.json()["status"] == "paid"
@@ -151,13 +174,19 @@ async def test_unknown_order_notification_flagged(ledger, client, login):
     order = await new_order(await account_id(client, headers), "wechat_v2")
     body = await start(client, headers, order, "wechat_v2")
     async with session_scope() as s:  # the order vanishes from our side (another system's order number)
-        await s.exec(sa.update(PaymentOrder).where(PaymentOrder.id == order.id)
-                     .values(out_trade_no="GONE" + secrets.token_hex(6)))
+        await s.exec(
+            sa.update(PaymentOrder)
+            .where(PaymentOrder.id == order.id)
+            .values(out_trade_no="GONE" + secrets.token_hex(6))
+        )
     result = await pay_at_sandbox(ledger, "wechat_v2", order, body["client_params"])
     assert "SUCCESS" in result["deliveries"][0]["response"]
     async with session_scope() as s:
-        note = (await s.exec(select(PaymentNotification).where(
-            PaymentNotification.out_trade_no == order.out_trade_no))).one()
+        note = (
+            await s.exec(
+                select(PaymentNotification).where(PaymentNotification.out_trade_no == order.out_trade_no)
+            )
+        ).one()
     assert note.outcome == "unknown_order" and note.order_id is None
 
 
@@ -170,20 +199,29 @@ async def test_refunds_partial_full_idempotent(ledger, client, login, provider):
     await pay_at_sandbox(ledger, provider, order, body["client_params"])
     url = f"/api/v1/payments/finance/orders/{order.id}/refunds"
 
-    r = await client.post(url, headers=finance, json={"amount_fen": 300, "out_refund_no": "RF" + order.out_trade_no,
-                                                      "reason": "多缴退回"})
+    r = await client.post(
+        url,
+        headers=finance,
+        json={"amount_fen": 300, "out_refund_no": "RF" + order.out_trade_no, "reason": "多缴退回"},
+    )
     assert r.status_code == 202, r.text
-    again = await client.post(url, headers=finance, json={"amount_fen": 300,
-                                                          "out_refund_no": "RF" + order.out_trade_no})
+    again = await client.post(
+        url, headers=finance, json={"amount_fen": 300, "out_refund_no": "RF" + order.out_trade_no}
+    )
     assert again.status_code == 202 and again.json()["id"] == r.json()["id"]
-    conflict = await client.post(url, headers=finance, json={"amount_fen": 301,
-                                                             "out_refund_no": "RF" + order.out_trade_no})
+    conflict = await client.post(
+        url, headers=finance, json={"amount_fen": 301, "out_refund_no": "RF" + order.out_trade_no}
+    )
     assert conflict.status_code == 409 and conflict.json()["code"] == "payments.refund_number_conflict"
-    too_much = await client.post(url, headers=finance, json={"amount_fen": 701, "out_refund_no": "RX" + order.out_trade_no})
+    too_much = await client.post(
+        url, headers=finance, json={"amount_fen": 701, "out_refund_no": "RX" + order.out_trade_no}
+    )
     assert too_much.status_code == 409 and too_much.json()["code"] == "payments.refund_exceeds_paid"
 
     await wait_status(order.id, OrderStatus.PARTIALLY_REFUNDED)
-    r = await client.post(url, headers=finance, json={"amount_fen": 700, "out_refund_no": "RG" + order.out_trade_no})
+    r = await client.post(
+        url, headers=finance, json={"amount_fen": 700, "out_refund_no": "RG" + order.out_trade_no}
+    )
     assert r.status_code == 202
     await wait_status(order.id, OrderStatus.REFUNDED)
     final = await load(order.id)
@@ -200,14 +238,21 @@ async def test_access_rules(ledger, client, login):
     assert (await client.get(f"/api/v1/payments/orders/{order.id}", headers=alice)).status_code == 200
     hidden = await client.get(f"/api/v1/payments/orders/{order.id}", headers=bob)
     assert hidden.status_code == 404 and hidden.json()["code"] == "payments.order_not_found"
-    assert (await client.post(f"/api/v1/payments/orders/{order.id}/pay", headers=bob, json={})).status_code == 404
+    assert (
+        await client.post(f"/api/v1/payments/orders/{order.id}/pay", headers=bob, json={})
+    ).status_code == 404
     assert [o["id"] for o in (await client.get("/api/v1/payments/orders", headers=bob)).json()] == []
     assert order.id in [o["id"] for o in (await client.get("/api/v1/payments/orders", headers=alice)).json()]
     denied = await client.get("/api/v1/payments/finance/orders", headers=alice)
     assert denied.status_code == 403
-    assert (await client.get("/api/v1/payments/finance/orders", headers=finance,
-                             params={"out_trade_no": order.out_trade_no})).json()[0]["id"] == order.id
-    assert (await client.get("/api/v1/payments/finance/reconciliation/runs", headers=alice)).status_code == 403
+    assert (
+        await client.get(
+            "/api/v1/payments/finance/orders", headers=finance, params={"out_trade_no": order.out_trade_no}
+        )
+    ).json()[0]["id"] == order.id
+    assert (
+        await client.get("/api/v1/payments/finance/reconciliation/runs", headers=alice)
+    ).status_code == 403
     assert (await client.get("/api/v1/payments/finance/orders")).status_code == 401
 
 
@@ -218,8 +263,11 @@ async def test_sweep_closes_expired_orders_there_and_here(ledger, client, login,
     await start(client, headers, order, provider)
     async with session_scope() as s:
         assert await service.sweep_order(s, order_id=order.id) == "waiting"
-        await s.exec(sa.update(PaymentOrder).where(PaymentOrder.id == order.id)
-                     .values(expires_at=utcnow() - dt.timedelta(seconds=1)))
+        await s.exec(
+            sa.update(PaymentOrder)
+            .where(PaymentOrder.id == order.id)
+            .values(expires_at=utcnow() - dt.timedelta(seconds=1))
+        )
     async with session_scope() as s:
         assert await service.sweep_order(s, order_id=order.id) == "closed"
     assert (await load(order.id)).status == OrderStatus.CLOSED
@@ -233,7 +281,9 @@ async def test_resident_close_and_illegal_transitions(ledger, client, login):
     await start(client, headers, order, "wechat_v3")
     r = await client.post(f"/api/v1/payments/orders/{order.id}/close", headers=headers)
     assert r.status_code == 200 and r.json()["status"] == "closed"
-    again = await client.post(f"/api/v1/payments/orders/{order.id}/pay", headers=headers, json={"payer_id": "o1"})
+    again = await client.post(
+        f"/api/v1/payments/orders/{order.id}/pay", headers=headers, json={"payer_id": "o1"}
+    )
     assert again.status_code == 409 and again.json()["code"] == "payments.illegal_transition"
     async with session_scope() as s:
         locked = (await s.exec(select(PaymentOrder).where(PaymentOrder.id == order.id))).one()

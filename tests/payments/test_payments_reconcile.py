@@ -40,14 +40,23 @@ async def fresh_merchant(ledger, provider: str):
         from payments.providers.wechat_v3 import WeChatPayV3Provider
 
         m = sandbox.add_merchant()
-        new = WeChatPayV3Provider(replace(old.config, appid=m.appid, mchid=m.mchid, private_key=m.private_key_pem,
-                                          cert_serial_no=m.cert_serial_no, apiv3_key=m.apiv3_key))
+        new = WeChatPayV3Provider(
+            replace(
+                old.config,
+                appid=m.appid,
+                mchid=m.mchid,
+                private_key=m.private_key_pem,
+                cert_serial_no=m.cert_serial_no,
+                apiv3_key=m.apiv3_key,
+            )
+        )
     else:
         from payments.providers.alipay import AlipayProvider
 
         m = sandbox.add_app()
-        new = AlipayProvider(replace(old.config, app_id=m.app_id, app_private_key=m.private_key_pkcs1,
-                                     seller_id=m.pid))
+        new = AlipayProvider(
+            replace(old.config, app_id=m.app_id, app_private_key=m.private_key_pkcs1, seller_id=m.pid)
+        )
     registry.configure({**ledger.providers, provider: new}, notify_base=ledger.url)
     try:
         yield new, sandbox
@@ -58,29 +67,47 @@ async def fresh_merchant(ledger, provider: str):
 
 async def place(client, headers, account: str, provider: str, *, ref: str | None = None, amount: int = 1000):
     async with session_scope() as s:
-        order = await service.create_order(s, account_id=account, purpose="testcol.bill",
-                                           purpose_ref=ref or "R" + secrets.token_hex(6), amount_fen=amount,
-                                           description="电费", provider=provider, channel="miniprogram")
+        order = await service.create_order(
+            s,
+            account_id=account,
+            purpose="testcol.bill",
+            purpose_ref=ref or "R" + secrets.token_hex(6),
+            amount_fen=amount,
+            description="电费",
+            provider=provider,
+            channel="miniprogram",
+        )
     payer = "2088102177000009" if provider == "alipay" else "oR"
-    r = await client.post(f"/api/v1/payments/orders/{order.id}/pay", headers=headers, json={"payer_id": payer})
+    r = await client.post(
+        f"/api/v1/payments/orders/{order.id}/pay", headers=headers, json={"payer_id": payer}
+    )
     assert r.status_code == 200, r.text
     return order
 
 
 async def run_and_wait(client, finance, provider: str, day: dt.date) -> dict:
-    r = await client.post("/api/v1/payments/finance/reconciliation/runs", headers=finance,
-                          json={"provider": provider, "bill_date": day.isoformat()})
+    r = await client.post(
+        "/api/v1/payments/finance/reconciliation/runs",
+        headers=finance,
+        json={"provider": provider, "bill_date": day.isoformat()},
+    )
     assert r.status_code == 202, r.text
     run_id = r.json()["id"]
     for _ in range(500):
-        run = (await client.get(f"/api/v1/payments/finance/reconciliation/runs/{run_id}", headers=finance)).json()
+        run = (
+            await client.get(f"/api/v1/payments/finance/reconciliation/runs/{run_id}", headers=finance)
+        ).json()
         if run["status"] != "running":
             return run
         await asyncio.sleep(0.02)
     raise AssertionError("run did not finish")
 
 
-PROVIDER_DAYS = {"wechat_v2": dt.date(2025, 3, 10), "wechat_v3": dt.date(2025, 3, 11), "alipay": dt.date(2025, 3, 12)}
+PROVIDER_DAYS = {
+    "wechat_v2": dt.date(2025, 3, 10),
+    "wechat_v3": dt.date(2025, 3, 11),
+    "alipay": dt.date(2025, 3, 12),
+}
 
 
 @pytest.mark.parametrize("provider", list(PROVIDER_DAYS))
@@ -91,9 +118,11 @@ async def test_seeded_day_yields_exactly_its_discrepancies(ledger, client, login
     account = (await client.get("/api/v1/me", headers=headers)).json()["id"]
     server = ledger.servers[provider]
     async with fresh_merchant(ledger, provider) as (prov, sandbox):
+
         async def pay(order, **extra):
-            return await control(server, "/_sandbox/pay", out_trade_no=order.out_trade_no, paid_at=at.isoformat(),
-                                 **extra)
+            return await control(
+                server, "/_sandbox/pay", out_trade_no=order.out_trade_no, paid_at=at.isoformat(), **extra
+            )
 
         ok = await place(client, headers, account, provider, amount=1234)
         await pay(ok)
@@ -108,37 +137,78 @@ async def test_seeded_day_yields_exactly_its_discrepancies(ledger, client, login
         await pay(dup2)
         ghost = await place(client, headers, account, provider, amount=700)
         async with session_scope() as s:
-            await s.exec(sa.update(PaymentOrder).where(PaymentOrder.id == amount.id)
-                         .values(amount_fen=2100))  # the ledger disagrees on the amount
-            await s.exec(sa.update(PaymentOrder).where(PaymentOrder.id == ghost.id).values(
-                status="paid", paid_at=at, provider_txn_id="GHOST" + secrets.token_hex(4)))
+            await s.exec(
+                sa.update(PaymentOrder).where(PaymentOrder.id == amount.id).values(amount_fen=2100)
+            )  # the ledger disagrees on the amount
+            await s.exec(
+                sa.update(PaymentOrder)
+                .where(PaymentOrder.id == ghost.id)
+                .values(status="paid", paid_at=at, provider_txn_id="GHOST" + secrets.token_hex(4))
+            )
         merchant_id, app_id = prov.merchant_id, prov.app_id
         base = dict(traded_at=at, app_id=app_id, mch_id=merchant_id, payer="x", trade_type="JSAPI")
         sandbox.extra_bill_rows[day] = [
-            BillRow(transaction_id="42NOSUCH" + secrets.token_hex(4), out_trade_no="NOSUCH" + secrets.token_hex(4),
-                    status="SUCCESS", amount_fen=990, fee_fen=fee_for(990), **base),
-            BillRow(transaction_id="42REF", out_trade_no=ok.out_trade_no, status="REFUND", amount_fen=1234,
-                    refund_id="50X", out_refund_no="RNOPE" + secrets.token_hex(3), refund_fen=234,
-                    refund_status="SUCCESS", fee_fen=-fee_for(234), **base),
+            BillRow(
+                transaction_id="42NOSUCH" + secrets.token_hex(4),
+                out_trade_no="NOSUCH" + secrets.token_hex(4),
+                status="SUCCESS",
+                amount_fen=990,
+                fee_fen=fee_for(990),
+                **base,
+            ),
+            BillRow(
+                transaction_id="42REF",
+                out_trade_no=ok.out_trade_no,
+                status="REFUND",
+                amount_fen=1234,
+                refund_id="50X",
+                out_refund_no="RNOPE" + secrets.token_hex(3),
+                refund_fen=234,
+                refund_status="SUCCESS",
+                fee_fen=-fee_for(234),
+                **base,
+            ),
         ]
         if provider != "alipay":  # Alipay bills are per account: no row names another app
-            sandbox.extra_bill_rows[day].append(BillRow(
-                traded_at=at, app_id="wx_other", mch_id="1999999999", payer="y", trade_type="APP",
-                transaction_id="42OTHER", out_trade_no="OTHER1", status="SUCCESS", amount_fen=100))
+            sandbox.extra_bill_rows[day].append(
+                BillRow(
+                    traded_at=at,
+                    app_id="wx_other",
+                    mch_id="1999999999",
+                    payer="y",
+                    trade_type="APP",
+                    transaction_id="42OTHER",
+                    out_trade_no="OTHER1",
+                    status="SUCCESS",
+                    amount_fen=100,
+                )
+            )
 
         run = await run_and_wait(client, finance, provider, day)
     assert run["status"] == "done", run
-    items = (await client.get(f"/api/v1/payments/finance/reconciliation/runs/{run['id']}/items",
-                              headers=finance)).json()
+    items = (
+        await client.get(f"/api/v1/payments/finance/reconciliation/runs/{run['id']}/items", headers=finance)
+    ).json()
     found = Counter(i["category"] for i in items)
-    expected = Counter({"missing_in_ledger": 1, "missing_at_provider": 1, "amount_mismatch": 1,
-                        "status_mismatch": 1, "duplicate_purpose": 1, "refund_mismatch": 1})
+    expected = Counter(
+        {
+            "missing_in_ledger": 1,
+            "missing_at_provider": 1,
+            "amount_mismatch": 1,
+            "status_mismatch": 1,
+            "duplicate_purpose": 1,
+            "refund_mismatch": 1,
+        }
+    )
     if provider != "alipay":
         expected["foreign_row"] = 1
     assert found == expected, items
     by_cat = {i["category"]: i for i in items}
     assert by_cat["amount_mismatch"]["out_trade_no"] == amount.out_trade_no
-    assert (by_cat["amount_mismatch"]["ledger_fen"], by_cat["amount_mismatch"]["provider_fen"]) == (2100, 2000)
+    assert (by_cat["amount_mismatch"]["ledger_fen"], by_cat["amount_mismatch"]["provider_fen"]) == (
+        2100,
+        2000,
+    )
     assert by_cat["status_mismatch"]["out_trade_no"] == status.out_trade_no
     assert by_cat["missing_at_provider"]["out_trade_no"] == ghost.out_trade_no
     assert by_cat["duplicate_purpose"]["out_trade_no"] in (dup1.out_trade_no, dup2.out_trade_no)
@@ -159,43 +229,60 @@ async def test_seeded_day_yields_exactly_its_discrepancies(ledger, client, login
         audited = (await s.exec(select(AuditEvent).where(AuditEvent.subject_id == item["id"]))).all()
     assert [a.action for a in audited] == ["payments.discrepancy_resolved"]
 
-    csv_r = await client.get(f"/api/v1/payments/finance/reconciliation/runs/{run['id']}/export",
-                             headers=finance, params={"format": "csv"})
+    csv_r = await client.get(
+        f"/api/v1/payments/finance/reconciliation/runs/{run['id']}/export",
+        headers=finance,
+        params={"format": "csv"},
+    )
     rows = list(csv.reader(io.StringIO(csv_r.content.decode("utf-8-sig"))))
     assert rows[0][0] == "差错类型" and len(rows) == 1 + sum(expected.values())
     assert any(r[0] == "金额不符" and r[4] == "21.00" and r[5] == "20.00" for r in rows)
-    xlsx = await client.get(f"/api/v1/payments/finance/reconciliation/runs/{run['id']}/export",
-                            headers=finance, params={"format": "xlsx"})
+    xlsx = await client.get(
+        f"/api/v1/payments/finance/reconciliation/runs/{run['id']}/export",
+        headers=finance,
+        params={"format": "xlsx"},
+    )
     book = load_workbook(io.BytesIO(xlsx.content))
     assert book["差错明细"].max_row == 1 + sum(expected.values())
-    assert (await client.get(f"/api/v1/payments/finance/reconciliation/runs/{run['id']}/items",
-                             headers=headers)).status_code == 403
+    assert (
+        await client.get(f"/api/v1/payments/finance/reconciliation/runs/{run['id']}/items", headers=headers)
+    ).status_code == 403
 
 
-@pytest.mark.parametrize("provider,tamper,message", [
-    ("wechat_v3", "hash", "SHA1"),
-    ("wechat_v3", "truncate", "损坏"),
-    ("alipay", "truncate", "压缩包"),
-    ("wechat_v2", "drop_row", "汇总不符"),
-])
+@pytest.mark.parametrize(
+    "provider,tamper,message",
+    [
+        ("wechat_v3", "hash", "SHA1"),
+        ("wechat_v3", "truncate", "损坏"),
+        ("alipay", "truncate", "压缩包"),
+        ("wechat_v2", "drop_row", "汇总不符"),
+    ],
+)
 async def test_corrupt_bill_fails_the_run_cleanly(ledger, client, login, provider, tamper, message):
     day = dt.date(2025, 4, 1) + dt.timedelta(days=secrets.randbelow(200))
     at = dt.datetime.combine(day, dt.time(12), tzinfo=CHINA_TZ)
     headers, finance = await login(), await login(roles=["finance"])
     account = (await client.get("/api/v1/me", headers=headers)).json()["id"]
-    async with fresh_merchant(ledger, provider) as (prov, sandbox):
+    async with fresh_merchant(ledger, provider) as (_prov, sandbox):
         for _ in range(2):
             order = await place(client, headers, account, provider)
-            await control(ledger.servers[provider], "/_sandbox/pay", out_trade_no=order.out_trade_no,
-                          paid_at=at.isoformat())
+            await control(
+                ledger.servers[provider],
+                "/_sandbox/pay",
+                out_trade_no=order.out_trade_no,
+                paid_at=at.isoformat(),
+            )
         sandbox.bill_tamper = tamper
         try:
             run = await run_and_wait(client, finance, provider, day)
         finally:
             sandbox.bill_tamper = None
         assert run["status"] == "failed" and message in run["error"], run
-        items = (await client.get(f"/api/v1/payments/finance/reconciliation/runs/{run['id']}/items",
-                                  headers=finance)).json()
+        items = (
+            await client.get(
+                f"/api/v1/payments/finance/reconciliation/runs/{run['id']}/items", headers=finance
+            )
+        ).json()
         assert items == []
         # The same day with an intact bill reconciles cleanly.
         clean = await run_and_wait(client, finance, provider, day)
@@ -210,7 +297,14 @@ async def test_day_without_bill_lists_ledger_payments_as_missing(ledger, client,
     async with fresh_merchant(ledger, "wechat_v2"):
         order = await place(client, headers, account, "wechat_v2")
         async with session_scope() as s:
-            await s.exec(sa.update(PaymentOrder).where(PaymentOrder.id == order.id).values(
-                status="paid", paid_at=dt.datetime.combine(day, dt.time(8), tzinfo=CHINA_TZ), provider_txn_id="Z"))
+            await s.exec(
+                sa.update(PaymentOrder)
+                .where(PaymentOrder.id == order.id)
+                .values(
+                    status="paid",
+                    paid_at=dt.datetime.combine(day, dt.time(8), tzinfo=CHINA_TZ),
+                    provider_txn_id="Z",
+                )
+            )
         run = await run_and_wait(client, finance, "wechat_v2", day)
     assert run["status"] == "done" and run["totals"]["discrepancies"]["missing_at_provider"] == 1

@@ -7,6 +7,7 @@ import secrets
 
 import httpx
 import pytest
+from payments_helpers import control, order_no, wait_for
 
 from payments.providers.base import (
     CHINA_TZ,
@@ -20,7 +21,6 @@ from payments.providers.base import (
     TradeState,
 )
 from payments.providers.wechat_v2 import WeChatPayV2Provider, WeChatV2Config
-from payments_helpers import control, order_no, wait_for
 
 
 @pytest.fixture(params=["HMAC-SHA256", "MD5"])
@@ -28,8 +28,13 @@ def v2(request, v2_sandbox, receiver):
     sandbox, server = v2_sandbox
     merchant = sandbox.add_merchant()
     provider = WeChatPayV2Provider(
-        WeChatV2Config(appid=merchant.appid, mch_id=merchant.mch_id, api_key=merchant.api_key,
-                       sign_type=request.param, base_url=server.url)
+        WeChatV2Config(
+            appid=merchant.appid,
+            mch_id=merchant.mch_id,
+            api_key=merchant.api_key,
+            sign_type=request.param,
+            base_url=server.url,
+        )
     )
     receiver.providers["wechat_v2"] = provider
     receiver.clear()
@@ -38,15 +43,23 @@ def v2(request, v2_sandbox, receiver):
 
 async def create(provider, receiver, amount=1234, channel=Channel.MINIPROGRAM, **kw):
     out = order_no()
-    created = await provider.create(CreatePayment(
-        out_trade_no=out, amount_fen=amount, description="水费 2025年10月", channel=channel,
-        notify_url=receiver.notify_url("wechat_v2"), payer_id="oUser123" if channel is Channel.MINIPROGRAM else None,
-        client_ip="10.1.2.3", **kw))
+    created = await provider.create(
+        CreatePayment(
+            out_trade_no=out,
+            amount_fen=amount,
+            description="水费 2025年10月",
+            channel=channel,
+            notify_url=receiver.notify_url("wechat_v2"),
+            payer_id="oUser123" if channel is Channel.MINIPROGRAM else None,
+            client_ip="10.1.2.3",
+            **kw,
+        )
+    )
     return out, created
 
 
 async def test_pay_notify_query_refund(v2, receiver):
-    provider, sandbox, server = v2
+    provider, _sandbox, server = v2
     out, created = await create(provider, receiver)
     assert created.prepay_id and created.client_params["package"] == f"prepay_id={created.prepay_id}"
     assert created.client_params["signType"] == provider.config.sign_type
@@ -67,8 +80,15 @@ async def test_pay_notify_query_refund(v2, receiver):
     assert status.state is TradeState.PAID and status.amount_fen == 1234
     assert status.transaction_id == note.transaction_id
 
-    refund = await provider.refund(RefundRequest(out_trade_no=out, out_refund_no="R" + out, total_fen=1234,
-                                                 refund_fen=234, notify_url=receiver.notify_url("wechat_v2")))
+    refund = await provider.refund(
+        RefundRequest(
+            out_trade_no=out,
+            out_refund_no="R" + out,
+            total_fen=1234,
+            refund_fen=234,
+            notify_url=receiver.notify_url("wechat_v2"),
+        )
+    )
     assert refund.refund_fen == 234 and refund.refund_id
     await wait_for(lambda: len(receiver.accepted) == 2)
     refund_note = receiver.accepted[-1]
@@ -77,18 +97,20 @@ async def test_pay_notify_query_refund(v2, receiver):
     assert refund_note.out_refund_no == "R" + out
 
     # Same refund number again: no second refund at the provider.
-    again = await provider.refund(RefundRequest(out_trade_no=out, out_refund_no="R" + out, total_fen=1234,
-                                                refund_fen=234))
+    again = await provider.refund(
+        RefundRequest(out_trade_no=out, out_refund_no="R" + out, total_fen=1234, refund_fen=234)
+    )
     assert again.refund_id == refund.refund_id
     with pytest.raises(ProviderError) as too_much:
-        await provider.refund(RefundRequest(out_trade_no=out, out_refund_no="R2" + out, total_fen=1234,
-                                            refund_fen=1001))
+        await provider.refund(
+            RefundRequest(out_trade_no=out, out_refund_no="R2" + out, total_fen=1234, refund_fen=1001)
+        )
     assert too_much.value.code == "NOTENOUGH"
     assert (await provider.query(out)).state is TradeState.REFUNDED
 
 
 async def test_app_pay_params_and_close(v2, receiver):
-    provider, sandbox, server = v2
+    provider, _sandbox, _server = v2
     out, created = await create(provider, receiver, channel=Channel.APP)
     assert created.client_params["prepayid"] == created.prepay_id
     assert created.client_params["partnerid"] == provider.merchant_id
@@ -98,7 +120,7 @@ async def test_app_pay_params_and_close(v2, receiver):
 
 
 async def test_close_paid_order_is_refused(v2, receiver):
-    provider, sandbox, server = v2
+    provider, _sandbox, server = v2
     out, _ = await create(provider, receiver)
     await control(server, "/_sandbox/pay", out_trade_no=out)
     with pytest.raises(ProviderError) as exc:
@@ -111,10 +133,12 @@ async def test_unknown_order_query(v2):
     assert (await provider.query("NOPE" + secrets.token_hex(4))).state is TradeState.NOT_FOUND
 
 
-@pytest.mark.parametrize("forge,reason", [("signature", "bad_signature"), ("amount", "bad_signature"),
-                                          ("merchant", "foreign_merchant")])
+@pytest.mark.parametrize(
+    "forge,reason",
+    [("signature", "bad_signature"), ("amount", "bad_signature"), ("merchant", "foreign_merchant")],
+)
 async def test_forged_notifications_refused(v2, receiver, forge, reason):
-    provider, sandbox, server = v2
+    provider, _sandbox, server = v2
     out, _ = await create(provider, receiver)
     result = await control(server, "/_sandbox/pay", out_trade_no=out, forge=forge)
     assert receiver.accepted == []
@@ -123,23 +147,26 @@ async def test_forged_notifications_refused(v2, receiver, forge, reason):
 
 
 async def test_duplicated_notifications_all_verify(v2, receiver):
-    provider, sandbox, server = v2
+    provider, _sandbox, server = v2
     out, _ = await create(provider, receiver)
     await control(server, "/_sandbox/pay", out_trade_no=out, copies=5)
     assert len(receiver.accepted) == 5
     assert len({n.dedupe_key for n in receiver.accepted}) == 1
 
 
-@pytest.mark.parametrize("body", [
-    b"not xml at all",
-    b'{"json": true}',
-    b"<xml><return_code>SUCCESS</return_code></xml>",
-    b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]><xml><a>&a;</a></xml>',
-    "<xml><return_code>SUCCESS</return_code><total_fee>１</total_fee></xml>".encode("gbk"),
-    b"",
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not xml at all",
+        b'{"json": true}',
+        b"<xml><return_code>SUCCESS</return_code></xml>",
+        b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]><xml><a>&a;</a></xml>',
+        "<xml><return_code>SUCCESS</return_code><total_fee>１</total_fee></xml>".encode("gbk"),
+        b"",
+    ],
+)
 async def test_malformed_notifications(v2, receiver, body):
-    provider, _, _ = v2
+    _provider, _, _ = v2
     async with httpx.AsyncClient() as client:
         response = await client.post(receiver.notify_url("wechat_v2"), content=body)
     assert response.status_code == 200 and b"FAIL" in response.content
@@ -150,11 +177,24 @@ async def test_md5_notification_refused_when_we_sign_with_hmac(v2_sandbox, recei
     """A downgrade: the notification is MD5-signed with the right key, we use HMAC-SHA256."""
     sandbox, server = v2_sandbox
     merchant = sandbox.add_merchant()
-    md5_side = WeChatPayV2Provider(WeChatV2Config(appid=merchant.appid, mch_id=merchant.mch_id,
-                                                  api_key=merchant.api_key, sign_type="MD5", base_url=server.url))
-    hmac_side = WeChatPayV2Provider(WeChatV2Config(appid=merchant.appid, mch_id=merchant.mch_id,
-                                                   api_key=merchant.api_key, sign_type="HMAC-SHA256",
-                                                   base_url=server.url))
+    md5_side = WeChatPayV2Provider(
+        WeChatV2Config(
+            appid=merchant.appid,
+            mch_id=merchant.mch_id,
+            api_key=merchant.api_key,
+            sign_type="MD5",
+            base_url=server.url,
+        )
+    )
+    hmac_side = WeChatPayV2Provider(
+        WeChatV2Config(
+            appid=merchant.appid,
+            mch_id=merchant.mch_id,
+            api_key=merchant.api_key,
+            sign_type="HMAC-SHA256",
+            base_url=server.url,
+        )
+    )
     receiver.providers["wechat_v2"] = hmac_side
     receiver.clear()
     out, _ = await create(md5_side, receiver)
@@ -163,7 +203,7 @@ async def test_md5_notification_refused_when_we_sign_with_hmac(v2_sandbox, recei
 
 
 async def test_daily_bill(v2, receiver):
-    provider, sandbox, server = v2
+    provider, _sandbox, server = v2
     day = dt.date(2025, 3, 4)
     paid_at = dt.datetime(2025, 3, 4, 23, 59, 30, tzinfo=CHINA_TZ)
     out, _ = await create(provider, receiver, amount=5000)

@@ -29,10 +29,18 @@ from payments.providers.wechat_v3 import WeChatPayV3Provider, WeChatV3Config
 
 def make_provider(sandbox, server, merchant, **kw):
     return WeChatPayV3Provider(
-        WeChatV3Config(appid=merchant.appid, mchid=merchant.mchid, private_key=merchant.private_key_pem,
-                       cert_serial_no=merchant.cert_serial_no, apiv3_key=merchant.apiv3_key,
-                       public_key=sandbox.platform_public_key_pem, public_key_id=sandbox.public_key_id,
-                       base_url=server.url), **kw)
+        WeChatV3Config(
+            appid=merchant.appid,
+            mchid=merchant.mchid,
+            private_key=merchant.private_key_pem,
+            cert_serial_no=merchant.cert_serial_no,
+            apiv3_key=merchant.apiv3_key,
+            public_key=sandbox.platform_public_key_pem,
+            public_key_id=sandbox.public_key_id,
+            base_url=server.url,
+        ),
+        **kw,
+    )
 
 
 @pytest.fixture
@@ -47,15 +55,22 @@ def v3(v3_sandbox, receiver):
 
 async def create(provider, receiver, amount=880, channel=Channel.MINIPROGRAM, **kw):
     out = order_no()
-    created = await provider.create(CreatePayment(
-        out_trade_no=out, amount_fen=amount, description="燃气费", channel=channel,
-        notify_url=receiver.notify_url("wechat_v3"), payer_id="oV3user" if channel is Channel.MINIPROGRAM else None,
-        **kw))
+    created = await provider.create(
+        CreatePayment(
+            out_trade_no=out,
+            amount_fen=amount,
+            description="燃气费",
+            channel=channel,
+            notify_url=receiver.notify_url("wechat_v3"),
+            payer_id="oV3user" if channel is Channel.MINIPROGRAM else None,
+            **kw,
+        )
+    )
     return out, created
 
 
 async def test_pay_notify_query_refund(v3, receiver):
-    provider, sandbox, server = v3
+    provider, _sandbox, server = v3
     out, created = await create(provider, receiver)
     assert created.client_params["signType"] == "RSA" and created.client_params["paySign"]
     assert (await provider.query(out)).state is TradeState.NOT_PAID
@@ -69,9 +84,16 @@ async def test_pay_notify_query_refund(v3, receiver):
     status = await provider.query(out)
     assert status.state is TradeState.PAID and status.amount_fen == 880 and status.paid_at is not None
 
-    refund = await provider.refund(RefundRequest(out_trade_no=out, out_refund_no="R" + out, total_fen=880,
-                                                 refund_fen=880, reason="重复缴费",
-                                                 notify_url=receiver.notify_url("wechat_v3")))
+    refund = await provider.refund(
+        RefundRequest(
+            out_trade_no=out,
+            out_refund_no="R" + out,
+            total_fen=880,
+            refund_fen=880,
+            reason="重复缴费",
+            notify_url=receiver.notify_url("wechat_v3"),
+        )
+    )
     assert refund.refund_fen == 880 and refund.state is RefundState.PROCESSING
     await wait_for(lambda: len(receiver.accepted) == 2)
     refund_note = receiver.accepted[1]
@@ -80,12 +102,14 @@ async def test_pay_notify_query_refund(v3, receiver):
     assert (await provider.query_refund("R" + out)).state is RefundState.SUCCEEDED
 
     with pytest.raises(ProviderError) as exc:
-        await provider.refund(RefundRequest(out_trade_no=out, out_refund_no="R2" + out, total_fen=880, refund_fen=1))
+        await provider.refund(
+            RefundRequest(out_trade_no=out, out_refund_no="R2" + out, total_fen=880, refund_fen=1)
+        )
     assert exc.value.code == "NOTENOUGH"
 
 
 async def test_app_pay_and_close(v3, receiver):
-    provider, sandbox, server = v3
+    provider, _sandbox, server = v3
     out, created = await create(provider, receiver, channel=Channel.APP)
     assert created.client_params["prepayid"] == created.prepay_id
     await provider.close(out)
@@ -103,10 +127,18 @@ async def test_answers_signed_by_another_platform_key_are_refused(v3_sandbox, re
 
     sandbox, server = v3_sandbox
     merchant = sandbox.add_merchant()
-    provider = WeChatPayV3Provider(WeChatV3Config(
-        appid=merchant.appid, mchid=merchant.mchid, private_key=merchant.private_key_pem,
-        cert_serial_no=merchant.cert_serial_no, apiv3_key=merchant.apiv3_key,
-        public_key=pem_public(new_rsa_key()), public_key_id=sandbox.public_key_id, base_url=server.url))
+    provider = WeChatPayV3Provider(
+        WeChatV3Config(
+            appid=merchant.appid,
+            mchid=merchant.mchid,
+            private_key=merchant.private_key_pem,
+            cert_serial_no=merchant.cert_serial_no,
+            apiv3_key=merchant.apiv3_key,
+            public_key=pem_public(new_rsa_key()),
+            public_key_id=sandbox.public_key_id,
+            base_url=server.url,
+        )
+    )
     with pytest.raises(ProviderError):
         await create(provider, receiver)
 
@@ -116,19 +148,34 @@ async def test_requests_signed_with_a_wrong_key_are_refused_by_the_sandbox(v3_sa
 
     sandbox, server = v3_sandbox
     merchant = sandbox.add_merchant()
-    provider = WeChatPayV3Provider(WeChatV3Config(
-        appid=merchant.appid, mchid=merchant.mchid, private_key=pem_pkcs8_private(new_rsa_key()),
-        cert_serial_no=merchant.cert_serial_no, apiv3_key=merchant.apiv3_key,
-        public_key=sandbox.platform_public_key_pem, public_key_id=sandbox.public_key_id, base_url=server.url))
+    provider = WeChatPayV3Provider(
+        WeChatV3Config(
+            appid=merchant.appid,
+            mchid=merchant.mchid,
+            private_key=pem_pkcs8_private(new_rsa_key()),
+            cert_serial_no=merchant.cert_serial_no,
+            apiv3_key=merchant.apiv3_key,
+            public_key=sandbox.platform_public_key_pem,
+            public_key_id=sandbox.public_key_id,
+            base_url=server.url,
+        )
+    )
     with pytest.raises(ProviderError) as exc:
         await create(provider, receiver)
     assert "SIGN_ERROR" in str(exc.value)
 
 
-@pytest.mark.parametrize("forge,reason", [("signature", "bad_signature"), ("amount", "bad_signature"),
-                                          ("merchant", "foreign_merchant"), ("stale", "stale")])
+@pytest.mark.parametrize(
+    "forge,reason",
+    [
+        ("signature", "bad_signature"),
+        ("amount", "bad_signature"),
+        ("merchant", "foreign_merchant"),
+        ("stale", "stale"),
+    ],
+)
 async def test_forged_and_stale_notifications_refused(v3, receiver, forge, reason):
-    provider, sandbox, server = v3
+    provider, _sandbox, server = v3
     out, _ = await create(provider, receiver)
     result = await control(server, "/_sandbox/pay", out_trade_no=out, forge=forge)
     assert receiver.accepted == [] and receiver.refused[0][0] == reason
@@ -137,7 +184,7 @@ async def test_forged_and_stale_notifications_refused(v3, receiver, forge, reaso
 
 async def test_replayed_notification_refused(v3, receiver):
     """The same signed message twice (a replay, not a fresh retry): the second is not applied again."""
-    provider, sandbox, server = v3
+    provider, _sandbox, server = v3
     out, _ = await create(provider, receiver)
     await control(server, "/_sandbox/pay", out_trade_no=out, copies=3)
     assert len(receiver.accepted) == 1
@@ -156,17 +203,41 @@ async def test_notification_for_another_apiv3_key_does_not_decrypt(v3_sandbox, r
     assert receiver.accepted == [] and receiver.refused[0][0] == "bad_signature"
 
 
-@pytest.mark.parametrize("headers,body", [
-    ({}, b"{}"),
-    ({"Wechatpay-Timestamp": "1", "Wechatpay-Nonce": "n", "Wechatpay-Signature": "s",
-      "Wechatpay-Serial": "PUB_KEY_ID_X"}, b"{}"),
-    ({"Wechatpay-Timestamp": str(int(time.time())), "Wechatpay-Nonce": "n", "Wechatpay-Signature": "!!!",
-      "Wechatpay-Serial": "{serial}"}, b"<xml>not json</xml>"),
-    ({"Wechatpay-Timestamp": str(int(time.time())), "Wechatpay-Nonce": "n", "Wechatpay-Signature": "AAAA",
-      "Wechatpay-Serial": "{serial}"}, "中文".encode("gbk")),
-])
+@pytest.mark.parametrize(
+    "headers,body",
+    [
+        ({}, b"{}"),
+        (
+            {
+                "Wechatpay-Timestamp": "1",
+                "Wechatpay-Nonce": "n",
+                "Wechatpay-Signature": "s",
+                "Wechatpay-Serial": "PUB_KEY_ID_X",
+            },
+            b"{}",
+        ),
+        (
+            {
+                "Wechatpay-Timestamp": str(int(time.time())),
+                "Wechatpay-Nonce": "n",
+                "Wechatpay-Signature": "!!!",
+                "Wechatpay-Serial": "{serial}",
+            },
+            b"<xml>not json</xml>",
+        ),
+        (
+            {
+                "Wechatpay-Timestamp": str(int(time.time())),
+                "Wechatpay-Nonce": "n",
+                "Wechatpay-Signature": "AAAA",
+                "Wechatpay-Serial": "{serial}",
+            },
+            "中文".encode("gbk"),
+        ),
+    ],
+)
 async def test_malformed_notifications(v3, receiver, headers, body):
-    provider, sandbox, _ = v3
+    _provider, sandbox, _ = v3
     headers = {k: v.replace("{serial}", sandbox.public_key_id) for k, v in headers.items()}
     async with httpx.AsyncClient() as client:
         response = await client.post(receiver.notify_url("wechat_v3"), content=body, headers=headers)
@@ -178,8 +249,12 @@ async def test_trade_bill_hash_checked(v3, receiver):
     provider, sandbox, server = v3
     day = dt.date(2025, 5, 6)
     out, _ = await create(provider, receiver, amount=1999)
-    await control(server, "/_sandbox/pay", out_trade_no=out,
-                  paid_at=dt.datetime(2025, 5, 6, 0, 0, 1, tzinfo=CHINA_TZ).isoformat())
+    await control(
+        server,
+        "/_sandbox/pay",
+        out_trade_no=out,
+        paid_at=dt.datetime(2025, 5, 6, 0, 0, 1, tzinfo=CHINA_TZ).isoformat(),
+    )
     bill = await provider.download_bill(day)
     text = bill.content.decode()
     assert f"`{out}" in text and "`19.99" in text and bill.sha1
