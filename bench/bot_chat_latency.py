@@ -25,7 +25,13 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
-MESSAGES = ["老年证要带什么材料", "办个体工商户营业执照要多少钱", "居住证多久能办好", "今天天气怎么样", "你好"]
+MESSAGES = [
+    "老年证要带什么材料",
+    "办个体工商户营业执照要多少钱",
+    "居住证多久能办好",
+    "今天天气怎么样",
+    "你好",
+]
 TOKEN = "bench-" + secrets.token_hex(8)
 
 
@@ -124,7 +130,9 @@ def main() -> None:
                   f"mean {statistics.mean(xs) * 1000:6.1f} ms")  # fmt: skip
         overhead = statistics.median(via_app) / statistics.median(direct) - 1
         mean_overhead = statistics.mean(via_app) / statistics.mean(direct) - 1
-        print(f"  overhead of the app: median {overhead * 100:+.1f}%, mean {mean_overhead * 100:+.1f}% (goal <= 20%)")
+        print(
+            f"  overhead of the app: median {overhead * 100:+.1f}%, mean {mean_overhead * 100:+.1f}% (goal <= 20%)"
+        )
     finally:
         for p in (rasa, app):
             p.terminate()

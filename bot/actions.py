@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from dataclasses import field as dc_field
@@ -48,9 +49,18 @@ OFF_FORM_INTENTS = {
     "greet",
     "thank",
 }
-# A search hit at least this good (0-100) counts as the item the resident named.
-SURE_SCORE = 90.0
-NEED_SCORE = 60.0
+# Catalogue search scores (0-100): exact names and synonyms score 90-99, keywords 85-95,
+# near misses 60-80. At SURE_SCORE a hit is the item the resident named; hits within AMBIGUOUS of
+# each other are offered as a choice (公积金提取 → three kinds); from MAYBE_SCORE a hit is offered.
+SURE_SCORE = 85.0
+AMBIGUOUS = 6.0
+MAYBE_SCORE = 80.0
+# A resident's sentence describing a need: the whole sentence matches from SENTENCE_SCORE, a phrase
+# inside it (小吃, 开…店) only as an exact keyword, from PHRASE_SCORE.
+SENTENCE_SCORE = 70.0
+PHRASE_SCORE = 85.0
+# Characters of phrasing, not of needs: a phrase made only of them is not searched.
+_FILLER_CHARS = set("我你他俺要想办什么哪些的了吗呢啊吧个一家请问需可以能怎么去在有是这那给帮做该些啥准备打算刚手续事情")
 
 
 class Rejected(Exception):
@@ -150,14 +160,14 @@ async def resolve(call: Call, name: str | None) -> Resolution:
     if exact:
         top = exact[0]
     else:
-        good = [h for h in hits if float(field(h, "score", 0)) >= SURE_SCORE]
-        # Several items match equally well (公积金提取 → three kinds): ask which one.
-        if len(good) > 1 and float(field(good[1], "score", 0)) >= float(field(good[0], "score", 0)) - 0.5:
-            return Resolution(candidates=good)
-        if float(field(top, "score", 0)) < NEED_SCORE:
+        best = float(field(top, "score", 0))
+        close = [h for h in hits if float(field(h, "score", 0)) >= max(SURE_SCORE, best - AMBIGUOUS)]
+        if len(close) > 1:
+            return Resolution(candidates=close)
+        if best < MAYBE_SCORE:
             return Resolution()
-        if float(field(top, "score", 0)) < SURE_SCORE:
-            return Resolution(candidates=hits[:3])
+        if best < SURE_SCORE:
+            return Resolution(candidates=[top])
     item = await call.sources.item(str(field(top, "code")))
     return Resolution(item=item) if item is not None else Resolution()
 
@@ -205,10 +215,8 @@ def _materials(call: Call, item: Any) -> str:
             extra.append("如有")
         if field(m, "ecert"):
             extra.append("可用电子证照代替")
-        elif field(m, "fill_fields"):
+        elif field(m, "auto_filled") or field(m, "fill_fields"):
             extra.append("授权后自动填写")
-        if not call.elderly and field(m, "copies"):
-            extra.append(f"复印件{field(m, 'copies')}份")
         lines.append(text + (f"（{'，'.join(extra)}）" if extra else ""))
     if not lines:
         return f"办理“{name}”不需要提交材料。"
@@ -218,19 +226,30 @@ def _materials(call: Call, item: Any) -> str:
     return f"办理“{name}”需要准备：\n{body}{more}"
 
 
+def _fee_fen(item: Any) -> int:
+    fee = field(item, "fee")
+    return int((field(fee, "fee_fen") if fee is not None else field(item, "fee_fen", 0)) or 0)
+
+
+def _days(item: Any, name: str) -> int:
+    limits = field(item, "time_limit")
+    return int((field(limits, name) if limits is not None else field(item, name, 0)) or 0)
+
+
 def _fee(item: Any) -> str:
-    fen = int(field(item, "fee_fen", 0) or 0)
+    fen = _fee_fen(item)
     name = field(item, "name")
     if fen == 0:
         return f"“{name}”不收费。"
-    basis = field(item, "fee_basis")
+    fee = field(item, "fee")
+    basis = field(fee, "basis") if fee is not None else field(item, "fee_basis")
     return f"“{name}”收费{yuan(fen)}元" + (f"（依据：{basis}）。" if basis else "。")
 
 
 def _time_limit(call: Call, item: Any) -> str:
     name = field(item, "name")
-    promised = int(field(item, "promised_days", 0) or 0)
-    statutory = int(field(item, "statutory_days", 0) or 0)
+    promised = _days(item, "promised_days")
+    statutory = _days(item, "statutory_days")
     if promised == 0:
         text = f"“{name}”是即办件，材料齐全当场办结。"
     else:
@@ -250,8 +269,9 @@ def _where(call: Call, item: Any) -> str:
     if field(item, "office_hours") and not call.elderly:
         text += f"，办公时间：{field(item, 'office_hours')}"
     text += "。"
-    if not call.elderly and field(item, "contact_phone"):
-        text += f"咨询电话：{field(item, 'contact_phone')}。"
+    phone = field(item, "phone") or field(item, "consult_phone")
+    if not call.elderly and phone:
+        text += f"咨询电话：{phone}。"
     return text
 
 
@@ -389,26 +409,25 @@ async def action_start_application(call: Call) -> None:
         return
     item = res.item
     name, code = field(item, "name"), field(item, "code")
+    link = field(field(item, "start") or {}, "deep_link") or call.settings.apply_link.format(code=code)
     if call.account_id is None:
         call.say(
             f"申请“{name}”需要先登录。登录后点“立即申请”，系统会自动带出您的信息。",
-            [("去登录", call.settings.login_link), ("立即申请", call.settings.apply_link.format(code=code))],
+            [("去登录", call.settings.login_link), ("立即申请", link)],
         )
         return
     level = int(field(item, "identity_level", 0) or 0)
     text = f"好的，请点下面的“一键申报”进入“{name}”的申请页面，您授权后系统会自动填好个人信息。"
     if level >= 3:
         text += "这个事项需要刷脸实名认证。"
-    call.say(text, [("一键申报", call.settings.apply_link.format(code=code))])
+    call.say(text, [("一键申报", link)])
 
 
 async def action_find_item(call: Call) -> None:
     if not call.sources.catalogue_available:
         await _not_found(call, call.text, Resolution())
         return
-    hits = [
-        h for h in await call.sources.search(call.text, limit=5) if float(field(h, "score", 0)) >= NEED_SCORE
-    ]
+    hits = await match_need(call.sources, call.text)
     if not hits:
         call.say("抱歉，我没找到和您说的情况对应的事项。能说得具体一点吗？比如“我要开个小吃店”“孩子刚出生”。")
         return
@@ -419,6 +438,43 @@ async def action_find_item(call: Call) -> None:
         f"根据您说的情况，可能需要办理：\n{body}\n点一个看办事指南。",
         [(n, intent_payload("inform", item=n)) for n in shown],
     )
+
+
+def _phrases(text: str) -> list[str]:
+    """Phrases of a sentence to look up as keywords: 2-4 character runs, and the two ends of 3-6
+    character runs (开个小吃店 → 开店), skipping any with a character of phrasing in it."""
+    out: list[str] = []
+    for run in re.findall(r"[\u4e00-\u9fff]+", text):
+        for n in range(2, 5):
+            out += [run[i : i + n] for i in range(len(run) - n + 1)]
+        for n in range(3, 7):
+            out += [run[i] + run[i + n - 1] for i in range(len(run) - n + 1)]
+    seen: set[str] = set()
+    phrases: list[str] = []
+    for p in out:
+        if p not in seen and not set(p) & _FILLER_CHARS:
+            seen.add(p)
+            phrases.append(p)
+    return phrases
+
+
+async def match_need(sources: Sources, text: str, limit: int = 5) -> list[Any]:
+    """Items that fit a need told in a sentence (我要开个小吃店 → 个体工商户设立登记, 食品经营许可)."""
+    best: dict[str, tuple[float, Any]] = {}
+
+    def offer(hit: Any, floor: float) -> None:
+        score = float(field(hit, "score", 0))
+        code = str(field(hit, "code"))
+        if score >= floor and (code not in best or best[code][0] < score):
+            best[code] = (score, hit)
+
+    for hit in await sources.search(text, limit=limit):
+        offer(hit, SENTENCE_SCORE)
+    for phrase in _phrases(text):
+        for hit in await sources.search(phrase, limit=3):
+            offer(hit, PHRASE_SCORE)
+    ranked = sorted(best.values(), key=lambda sh: -sh[0])
+    return [hit for _, hit in ranked[:limit]]
 
 
 def _need_login(call: Call, what: str) -> bool:
@@ -441,8 +497,11 @@ async def action_application_status(call: Call) -> None:
         return
     lines = []
     for a in apps:
-        status = field(a, "status_label") or field(a, "status")
-        lines.append(f"{field(a, 'item_name') or field(a, 'name')}：{status}")
+        status = field(a, "status_name") or field(a, "status")
+        line = f"{field(a, 'item') or field(a, 'item_name')}：{status}"
+        if field(a, "tracking_no"):
+            line += f"（快递单号 {field(a, 'tracking_no')}）"
+        lines.append(line)
     shown, left = call.short(lines)
     text = "您的办件：\n" + "\n".join(f"{i}. {t}" for i, t in enumerate(shown, 1))
     if left:

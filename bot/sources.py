@@ -3,20 +3,21 @@
 The assistant never keeps its own copy of the catalogue or of anyone's records. It reads them through
 named capabilities (``columns.base.get_capability``):
 
-``service_catalogue`` (the government services column)
-    ``search(query, *, limit=...)`` → hits with ``code``, ``name``, ``score``;
-    ``get(code)`` (or ``item(code)``) → the item's guide (``columns.gov_services.catalogue.CatalogueItem``
-    fields: ``name``, ``materials``, ``conditions``, ``fee_fen``, ``promised_days``, ``handling_mode``,
-    ``where_to_go``, ...);
-    optionally ``applications_of(account_id, *, limit=...)`` → the resident's applications
-    (``item_name``, ``status`` or ``status_label``, ``updated_at``).
-``utility_bills``
-    ``unpaid_of(account_id)`` → bills with ``title`` or ``biller``, ``amount_fen``, ``due_at``.
-``liaison_stations``
-    ``nearest(city=...)`` or ``list(city=...)`` → stations with ``name``, ``city``, ``address``, ``phone``.
+``service_catalogue`` (``columns.gov_services.capability.ServiceCatalogue``)
+    ``search(query, *, limit)`` → ``[{code, name, score, ...}]``;
+    ``item(code)`` → the guide: ``name``, ``summary``, ``conditions``, ``materials`` (``name``,
+    ``required``, ``condition``, ``ecert``, ``auto_filled``), ``fee`` (``fee_fen``, ``basis``),
+    ``time_limit`` (``promised_days``, ``statutory_days``), ``handling_mode``, ``max_visits``,
+    ``where_to_go``, ``office_hours``, ``delivery``, ``phone``, ``identity_level``, ``start``
+    (``deep_link``);
+    ``my_applications(account_id, *, limit)`` → ``[{item, status_name, number, tracking_no, ...}]``.
+``utility_bills`` (not offered yet)
+    ``unpaid_of(account_id)`` → bills with ``title`` or ``biller``, ``amount_fen``.
+``liaison_stations`` (not offered yet)
+    ``nearest(city=...)`` → stations with ``name``, ``address``, ``phone``.
 
-Each method may be sync or async and may take a ``session`` keyword (it gets the request's session).
-A capability that is absent gives an honest "cannot look this up now" answer, never made-up data.
+Methods may be sync or async and get the request's ``session`` when they accept one. A capability
+that is absent gives an honest "cannot look this up now" answer, never made-up data.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ class Sources:
 
     async def applications(self, account_id: str, limit: int = 5) -> list[Any] | None:
         cat = get_capability(SERVICE_CATALOGUE)
-        fn = _method(cat, "applications_of", "applications_for") if cat is not None else None
+        fn = _method(cat, "my_applications", "applications_of") if cat is not None else None
         if fn is None:
             return None
         return list(await _call(fn, account_id, session=self.session, limit=limit))

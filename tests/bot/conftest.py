@@ -34,37 +34,17 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class _SeedCatalogue:
-    """Stand-in for the government services column's ``service_catalogue`` capability.
-
-    Used only while that column does not register one: the same seed catalogue and the same
-    search index the column builds, read-only.
-    """
-
-    def __init__(self) -> None:
-        from columns.gov_services.catalogue import seed_catalogue
-        from columns.gov_services.search import build_index
-
-        self.catalogue = seed_catalogue()
-        self.index = build_index(i.search_row() for i in self.catalogue.items)
-
-    def search(self, query: str, *, limit: int = 10) -> list[Any]:
-        return self.index.search(query, limit=limit)
-
-    def get(self, code: str) -> Any:
-        return self.catalogue.item(code)
-
-
 @pytest.fixture(scope="session", autouse=True)
-def bot_mounted(app: Any) -> None:
-    """The app with the assistant's router (until the lead mounts it) and a service catalogue."""
+async def bot_mounted(app: Any) -> None:
+    """The app with the assistant's router (until the lead mounts it) and the seed catalogue loaded."""
+    from app_api.db import session_scope
     from bot.router import router
-    from columns.base import get_capability, register_capability
+    from columns.gov_services import service
 
     if not any(getattr(r, "path", "") == "/api/v1/bot/messages" for r in app.routes):
         app.include_router(router, prefix="/api/v1")
-    if get_capability("service_catalogue") is None:
-        register_capability("service_catalogue", _SeedCatalogue())
+    async with session_scope() as s:
+        await service.seed(s)
 
 
 def _run_script(name: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+from bot_helpers import catalogue_item
 
 from bot.config import get_bot_settings
 from bot.sender import account_sender_id
@@ -59,7 +60,9 @@ def texts(r: httpx.Response) -> str:
 
 
 async def test_rasa_must_present_the_shared_token(client: httpx.AsyncClient) -> None:
-    b = body("action_answer_item", [user("老年证要带什么材料", "ask_materials", item="老年证")], {"item": "老年证"})
+    b = body(
+        "action_answer_item", [user("老年证要带什么材料", "ask_materials", item="老年证")], {"item": "老年证"}
+    )
     r = await client.post(URL, json=b)
     assert r.status_code == 401
     r = await client.post(URL, json=b, headers={"Authorization": "Bearer wrong"})
@@ -68,24 +71,24 @@ async def test_rasa_must_present_the_shared_token(client: httpx.AsyncClient) -> 
 
 
 async def test_materials_come_from_the_catalogue(client: httpx.AsyncClient) -> None:
-    from columns.base import get_capability
-
-    cat = get_capability("service_catalogue")
-    code = cat.search("老年证", limit=1)[0].code
-    item = cat.get(code)
-    b = body("action_answer_item", [user("老年证要带什么材料", "ask_materials", item="老年证")], {"item": "老年证"})
+    item = await catalogue_item("老年证")
+    b = body(
+        "action_answer_item", [user("老年证要带什么材料", "ask_materials", item="老年证")], {"item": "老年证"}
+    )
     r = await client.post(URL, json=b, headers=auth())
     text = texts(r)
-    assert item.name in text
-    for m in item.materials:
-        assert m.name in text
+    assert item["name"] in text
+    for m in item["materials"]:
+        assert m["name"] in text
     events = r.json()["events"]
-    assert {"event": "slot", "timestamp": None, "name": "item", "value": item.name} in events
+    assert {"event": "slot", "timestamp": None, "name": "item", "value": item["name"]} in events
 
 
 async def test_the_fee_question_after_a_bare_name_answers_the_fee(client: httpx.AsyncClient) -> None:
     events = [user("办营业执照多少钱", "ask_fee"), user("个体户执照", "inform", item="个体户执照")]
-    r = await client.post(URL, json=body("action_answer_item", events, {"item": "个体工商户设立登记"}), headers=auth())
+    r = await client.post(
+        URL, json=body("action_answer_item", events, {"item": "个体工商户设立登记"}), headers=auth()
+    )
     text = texts(r)
     assert "个体工商户设立登记" in text
     assert "不收费" in text or "元" in text
@@ -93,7 +96,11 @@ async def test_the_fee_question_after_a_bare_name_answers_the_fee(client: httpx.
 
 
 async def test_an_unknown_item_is_said_so_and_the_slot_cleared(client: httpx.AsyncClient) -> None:
-    b = body("action_answer_item", [user("火星签证要什么材料", "ask_materials", item="火星签证")], {"item": "火星签证"})
+    b = body(
+        "action_answer_item",
+        [user("火星签证要什么材料", "ask_materials", item="火星签证")],
+        {"item": "火星签证"},
+    )
     r = await client.post(URL, json=b, headers=auth())
     assert "没有找到“火星签证”" in texts(r)
     assert {"event": "slot", "timestamp": None, "name": "item", "value": None} in r.json()["events"]
@@ -106,7 +113,9 @@ async def test_form_validation_rejects_an_off_topic_answer(client: httpx.AsyncCl
         {"event": "action", "name": "item_question_form"},
     ]
     events.insert(1, user("今天天气怎么样", "out_of_scope"))
-    b = body("validate_item_question_form", events, {"requested_slot": "item"}, active_loop="item_question_form")
+    b = body(
+        "validate_item_question_form", events, {"requested_slot": "item"}, active_loop="item_question_form"
+    )
     r = await client.post(URL, json=b, headers=auth())
     assert r.status_code == 400
     assert r.json()["action_name"] == "validate_item_question_form"
@@ -124,7 +133,9 @@ async def test_form_validation_canonicalises_the_item(client: httpx.AsyncClient)
              active_loop="item_question_form")  # fmt: skip
     r = await client.post(URL, json=b, headers=auth())
     assert r.status_code == 200, r.text
-    assert r.json()["events"] == [{"event": "slot", "timestamp": None, "name": "item", "value": "老年人优待证办理"}]
+    assert r.json()["events"] == [
+        {"event": "slot", "timestamp": None, "name": "item", "value": "老年人优待证办理"}
+    ]
 
 
 async def test_second_failure_in_a_row_hands_off_to_12345(client: httpx.AsyncClient) -> None:
@@ -149,7 +160,9 @@ async def test_records_need_a_genuine_logged_in_sender(client: httpx.AsyncClient
 
 
 async def test_a_need_leads_to_the_items_to_apply_for(client: httpx.AsyncClient) -> None:
-    r = await client.post(URL, json=body("action_find_item", [user("我要开个小吃店", "find_item")]), headers=auth())
+    r = await client.post(
+        URL, json=body("action_find_item", [user("我要开个小吃店", "find_item")]), headers=auth()
+    )
     text = texts(r)
     assert "个体工商户设立登记" in text
     assert "食品经营许可" in text
@@ -157,11 +170,17 @@ async def test_a_need_leads_to_the_items_to_apply_for(client: httpx.AsyncClient)
 
 async def test_elderly_mode_gives_shorter_answers(client: httpx.AsyncClient) -> None:
     sender = account_sender_id("acc-2", get_bot_settings())
-    ev = [user("老年证要带什么材料", "ask_materials", {"account_id": "acc-2", "elderly": False}, item="老年证")]
+    ev = [
+        user("老年证要带什么材料", "ask_materials", {"account_id": "acc-2", "elderly": False}, item="老年证")
+    ]
     normal = texts(await client.post(URL, json=body("action_answer_item", ev, {"item": "老年证"}, sender),
                                      headers=auth()))  # fmt: skip
-    ev = [user("老年证要带什么材料", "ask_materials", {"account_id": "acc-2", "elderly": True}, item="老年证")]
-    r = await client.post(URL, json=body("action_answer_item", ev, {"item": "老年证"}, sender), headers=auth())
+    ev = [
+        user("老年证要带什么材料", "ask_materials", {"account_id": "acc-2", "elderly": True}, item="老年证")
+    ]
+    r = await client.post(
+        URL, json=body("action_answer_item", ev, {"item": "老年证"}, sender), headers=auth()
+    )
     short = texts(r)
     assert len(short) < len(normal)
     assert len(r.json()["responses"][0].get("buttons", [])) <= get_bot_settings().elderly_max_entries
