@@ -49,6 +49,7 @@ PLATFORM_ROUTERS: list[tuple[str, str]] = [
     ("payments.router:router_all", API),
     ("identity.router:router", API),
     ("miniprogram_bridge.router:router", API),
+    ("app_api.agents.router:router", API),
 ]
 DEV_ROUTERS: list[tuple[str, str]] = [
     ("app_api.accounts.router:dev_router", API),

@@ -27,6 +27,7 @@ PLATFORM_MODELS = [
     "app_api.consent.models",
     "app_api.datahub.models",
     "app_api.notify",
+    "app_api.agents.models",
 ]
 
 
