@@ -63,7 +63,7 @@ class NotifySettings(WojiaSettings):
     )
 
     # Seconds to wait before attempt 2, 3, ...; the last figure repeats.
-    retry_backoff_s: list[float] = PField(default_factory=lambda: [60, 300, 900, 3600])
+    retry_backoff_s: list[float] = PField(default_factory=lambda: [60.0, 300.0, 900.0, 3600.0])
     max_attempts: int = 5
     # A delivery claimed by a worker is not taken by another for this long (longer than any send).
     claim_s: float = 120

@@ -40,6 +40,10 @@ class LoginResult:
     new_account: bool = False
 
 
+def _text(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
 def _ticket_key(ticket: str) -> str:
     return "mp:ticket:" + hashlib.sha256(ticket.encode()).hexdigest()
 
@@ -174,7 +178,7 @@ async def alipay_login(session: AsyncSession, *, auth_code: str) -> LoginResult:
 async def _take_ticket(session: AsyncSession, ticket: str) -> MiniProgramBinding:
     r = await get_redis()
     raw = await r.getdel(_ticket_key(ticket))
-    b = await session.get(MiniProgramBinding, raw.decode()) if raw else None
+    b = await session.get(MiniProgramBinding, _text(raw)) if raw else None
     if b is None:
         raise errors.BindTicketInvalid()
     return b
@@ -202,7 +206,7 @@ async def bind_phone_wechat(session: AsyncSession, *, bind_ticket: str, phone_co
     raw = await r.get(_ticket_key(bind_ticket))
     if raw is None:
         raise errors.BindTicketInvalid()
-    b = await session.get(MiniProgramBinding, raw.decode())
+    b = await session.get(MiniProgramBinding, _text(raw))
     if b is None or b.platform != "wechat":
         raise errors.BindTicketInvalid()
     # The phone code is checked first: a refused code leaves the ticket usable for the SMS route.
