@@ -109,6 +109,8 @@ class Application(SQLModel, table=True):
     # Supervision: limits copied from the version; pauses as [[from, to|null, reason], ...] ISO strings.
     limit_days: int = 0
     accept_limit_days: int = 1
+    # The steps between acceptance and delivery (审查, 决定, ...), from the version's step limits.
+    review_limit_days: int = 0
     pauses: list[list[Any]] = Field(default_factory=list, sa_type=sa.JSON)
     due_at: dt.datetime | None = datetime_field(index=True)
     decision_reason: str | None = Field(default=None, max_length=500)
@@ -163,7 +165,7 @@ class Warning_(SQLModel, table=True):
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
     application_id: str = Field(foreign_key="gov_services_application.id", index=True, max_length=32)
     department: str = Field(max_length=60, index=True)
-    scope: str = Field(max_length=20)  # total, accept
+    scope: str = Field(max_length=20)  # total, accept, review
     level: str = Field(max_length=10)  # yellow, red
     elapsed_days: float
     limit_days: int

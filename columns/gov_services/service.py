@@ -70,6 +70,8 @@ from columns.gov_services.search import CatalogueIndex, build_index
 from columns.gov_services.storage import check_upload, get_storage
 
 PREFILL_PURPOSE = "gov_services.prefill"
+# Steps outside the department's review stage: the resident's own, acceptance, delivery.
+NON_REVIEW_STEPS = ("申请", "预约", "报名", "受理", "送达")
 
 notify.register_template(
     "gov.submitted", "您申请的“$item”已提交（申请编号$number），我们将在$days个工作日内办结。"
@@ -343,6 +345,7 @@ async def create_application(
     if principal.identity_level < item.identity_level:
         raise IdentityLevelRequired(item.identity_level, principal.identity_level)
     accept_step = next((s.days for s in item.steps if s.name == "受理"), 1)
+    review_steps = sum(s.days for s in item.steps if s.name not in NON_REVIEW_STEPS)
     app = Application(
         number=_new_number(),
         client_key=client_key,
@@ -355,6 +358,7 @@ async def create_application(
         department=item.department,
         limit_days=item.promised_days,
         accept_limit_days=max(accept_step, 1),
+        review_limit_days=review_steps,
     )
     session.add(app)
     try:

@@ -35,7 +35,8 @@ LEVEL_NAMES = {"yellow": "黄牌预警", "red": "红牌超期"}
 
 
 def clocks(app: Application, now: dt.datetime) -> dict[str, tuple[float, int]]:
-    """Elapsed working days and limit of each running clock: ``total`` and, before acceptance, ``accept``."""
+    """Elapsed working days and limit of each running clock: ``total``, and the current step's
+    (``accept`` before acceptance, ``review`` after it, paused with the total during a supplement)."""
     if app.submitted_at is None:
         return {}
     end = app.decided_at or now
@@ -44,6 +45,9 @@ def clocks(app: Application, now: dt.datetime) -> dict[str, tuple[float, int]]:
     }
     if app.status == SUBMITTED:
         out["accept"] = (workdays.elapsed_working_days(app.submitted_at, now), app.accept_limit_days)
+    elif app.status in (ACCEPTED, SUPPLEMENT) and app.accepted_at is not None and app.review_limit_days > 0:
+        review = workdays.elapsed_working_days(app.accepted_at, now, pauses=pauses_of(app))
+        out["review"] = (review, app.review_limit_days)
     return out
 
 

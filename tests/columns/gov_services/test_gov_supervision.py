@@ -193,3 +193,25 @@ async def test_figures_on_time_and_same_day(
     other, _ = await make_staff(client, login, department="谯城区公安分局")
     resp = await client.get(f"{API}/supervision/departments", params={"department": DEPT}, headers=other)
     assert resp.status_code == 403
+
+
+async def test_review_step_has_its_own_limit(
+    client: httpx.AsyncClient, login: LoginFn, gov_catalogue: None
+) -> None:
+    from app_api.db import session_scope
+    from columns.gov_services.models import Application
+
+    reviewer, reviewer_id = await make_staff(client, login, department=DEPT)
+    _, app_id = await _accepted(client, login, reviewer)
+    # 高龄津贴: 受理 1 day, then 乡镇审核 5 + 县区审批 2 = a review stage of 7 working days in a total of 10.
+    async with session_scope() as s:
+        app = await s.get(Application, app_id)
+        assert app is not None and app.review_limit_days == 7 and app.accept_limit_days == 1
+        app.submitted_at = local(2026, 11, 2, 9)
+        app.accepted_at = local(2026, 11, 2, 10)
+        s.add(app)
+    # Tuesday 3 .. Thursday 12 Nov = 8 working days: over the review stage's 7 (red), 80% of the total (yellow).
+    await _supervise(local(2026, 11, 13, 1))
+    found = {(s, lv) for s, lv, _ in await _warnings(app_id)}
+    assert found == {("review", "red"), ("total", "yellow")}
+    assert all(reviewer_id in who for _, _, who in await _warnings(app_id))
