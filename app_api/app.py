@@ -54,6 +54,8 @@ PLATFORM_ROUTERS: list[tuple[str, str]] = [
 DEV_ROUTERS: list[tuple[str, str]] = [
     ("app_api.accounts.router:dev_router", API),
     ("app_api.datahub.sandbox:router", "/sandbox/datahub"),
+    ("miniprogram_bridge.dev:wechat_router", "/sandbox/wechat"),
+    ("miniprogram_bridge.dev:alipay_router", "/sandbox/alipay"),
 ]
 
 
