@@ -117,10 +117,12 @@ def parse_wechat(content: bytes) -> ParsedBill:
         }
     except (ValueError, IndexError) as exc:
         raise BillIntegrityError(f"账单汇总行无法解析: {exc}") from exc
-    raw = pl.read_csv(io.BytesIO(detail), infer_schema=False, has_header=True, truncate_ragged_lines=False)
-    missing = [c for c in WECHAT_COLUMNS if c not in raw.columns]
+    header = detail[: detail.find(b"\n")].decode("utf-8").strip().split(",")
+    missing = [c for c in WECHAT_COLUMNS if c not in header]
     if missing:
         raise BillIntegrityError(f"账单缺少列: {', '.join(missing)}")
+    # Only the ten columns reconciliation uses: a million-line bill has 27.
+    raw = pl.read_csv(io.BytesIO(detail), infer_schema=False, has_header=True, columns=list(WECHAT_COLUMNS))
     raw = raw.select([pl.col(src).str.strip_prefix("`").alias(dst) for src, dst in WECHAT_COLUMNS.items()])
     frame = raw.select(
         pl.when(pl.col("status") == "REFUND")

@@ -284,7 +284,8 @@ class AlipayProvider:
                 raise MalformedNotification(f"missing field {key}")
         if data["sign_type"] != "RSA2":
             raise BadSignature(f"sign_type {data['sign_type']} refused (RSA2 only)")
-        if not await run_blocking(self.verify, data):
+        # ~0.5 ms of CPU: run inline (a thread hop costs more than it saves).
+        if not self.verify(data):
             raise BadSignature("signature does not match")
         if (
             data["app_id"] != self.config.app_id
