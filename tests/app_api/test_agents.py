@@ -580,3 +580,18 @@ async def test_filing_unavailable_without_the_capability(client: httpx.AsyncClie
             )
         ).one()
     assert n[0] == 0
+
+
+async def test_demo_stations_seed_is_idempotent_and_serves_the_demo_agent(
+    client: httpx.AsyncClient, login: LoginFn
+) -> None:
+    from app_api.agents.seed import STATIONS, seed
+
+    async with session_scope() as s:
+        first = await seed(s)
+    async with session_scope() as s:
+        assert await seed(s) == "stations +0"
+    assert first in (f"stations +{len(STATIONS)}", "stations +0")
+    agent = await login(roles=["agent"], station_id="changshu")
+    me = (await client.get(f"{API}/agent/me", headers=agent)).json()
+    assert me["station"]["city"] == "常熟" and me["station"]["kind_name"] == "异地联络站"
