@@ -139,6 +139,40 @@ class ServiceCatalogue:
             "guide": f"{API}/items/{code}",
         }
 
+    async def file_on_behalf(
+        self,
+        session: AsyncSession,
+        *,
+        resident_id: str,
+        agent_id: str,
+        station_id: str,
+        mandate_id: str,
+        item_code: str,
+        form: dict[str, Any],
+        client_key: str,
+        delivery: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        """The agents' filing contract (``app_api.agents.filing``), inside the caller's transaction."""
+        app = await service.file_on_behalf(
+            session,
+            resident_id=resident_id,
+            agent_id=agent_id,
+            station_id=station_id,
+            mandate_id=mandate_id,
+            item_code=item_code,
+            form=form,
+            client_key=client_key,
+            delivery=delivery,
+        )
+        return {
+            "id": app.id,
+            "number": app.number,
+            "status": app.status,
+            "item_name": app.item_name,
+            "delivery": app.delivery,
+            "due_at": app.due_at,
+        }
+
     async def my_applications(
         self, account_id: str, *, session: AsyncSession | None = None, limit: int = 10
     ) -> list[dict[str, Any]]:

@@ -72,6 +72,8 @@ from columns.gov_services.storage import check_upload, get_storage
 PREFILL_PURPOSE = "gov_services.prefill"
 # Steps outside the department's review stage: the resident's own, acceptance, delivery.
 NON_REVIEW_STEPS = ("申请", "预约", "报名", "受理", "送达")
+# What an agent captures at the station rather than types in (the photo is taken there).
+IN_PERSON_FIELDS = {"person.photo"}
 
 notify.register_template(
     "gov.submitted", "您申请的“$item”已提交（申请编号$number），我们将在$days个工作日内办结。"
@@ -600,6 +602,7 @@ async def submit(
     principal: Principal,
     delivery: str | None,
     address: dict[str, str] | None,
+    actor_role: str = "resident",
 ) -> Application:
     """Submit a draft. Submitting an already submitted application changes nothing (idempotent)."""
     app = await session.get(Application, app_id, with_for_update=True)
@@ -632,7 +635,7 @@ async def submit(
         kind="submitted",
         title="提交申请",
         actor=principal,
-        role="resident",
+        role=actor_role,
         data={"delivery": choice, "version": app.item_version},
     )
     await notify.send(
@@ -642,6 +645,87 @@ async def submit(
         params={"item": app.item_name, "number": app.number, "days": app.limit_days},
     )
     return app
+
+
+async def file_on_behalf(
+    session: AsyncSession,
+    *,
+    resident_id: str,
+    agent_id: str,
+    station_id: str,
+    mandate_id: str,
+    item_code: str,
+    form: dict[str, Any],
+    client_key: str,
+    delivery: dict[str, Any] | None,
+) -> Application:
+    """An agent (代办员) files for a resident under a recorded mandate (see ``app_api.agents``).
+
+    The agent checked the resident and the original materials in person at the station, which is
+    the non-face alternative to L3 and stands in for uploads; the result can be posted to the
+    station. Idempotent on the resident's client key, like a resident's own application.
+    """
+    account = await session.get(Account, resident_id)
+    if account is None or not account.is_active:
+        raise ApplicationNotFound("未找到该居民账户")
+    if not account.id_number:
+        raise IdentityRecordMissing("该居民尚未登记身份证号，无法代办")
+    # In-person identity check by the agent: counts as the highest level for this filing.
+    principal = Principal(id=account.id, roles=tuple(account.roles), identity_level=3)
+    app, created = await create_application(
+        session, principal=principal, item_code=item_code, client_key=client_key
+    )
+    if not created or app.status != DRAFT:
+        return app
+    item = await version_of(session, app)
+    values = {k: v for k, v in form.items() if isinstance(v, str | int | float) and len(str(v)) <= 500}
+    number = account.id_number
+    # GB 11643: birth date in digits 7-14, sex in digit 17 (odd: male).
+    filled: dict[str, Any] = {
+        "person.name": account.real_name,
+        "person.id_number": number,
+        "person.birth_date": f"{number[6:10]}-{number[10:12]}-{number[12:14]}",
+        "person.gender": "男" if int(number[16]) % 2 else "女",
+    }
+    filled.update({k: v for k, v in values.items() if k in RECORD_FIELDS})
+    notes = {k: v for k, v in values.items() if k not in RECORD_FIELDS}
+    _set_form(
+        app, {k: v for k, v in filled.items() if v is not None} | ({"agent.notes": notes} if notes else {})
+    )
+    app.agent_id = agent_id
+    app.ecerts = {
+        m.name: {
+            "verified_in_person": True,
+            "agent_id": agent_id,
+            "station_id": station_id,
+            "mandate_id": mandate_id,
+        }
+        for m in item.materials
+        if m.required and not m.condition and (m.ecert or set(m.fill_fields) <= IN_PERSON_FIELDS)
+    }
+    address = None
+    choice: str | None = None
+    if delivery and delivery.get("method") == "station" and "免费邮寄" in item.delivery:
+        choice = "免费邮寄"
+        address = {
+            "name": f"{delivery.get('station_name') or '代办点'}（代{account.real_name or '居民'}领取）",
+            "phone": account.phone,
+            "address": str(delivery.get("address") or ""),
+        }
+    session.add(app)
+    await session.flush()
+    await _event(
+        session,
+        app,
+        kind="agent_filed",
+        title="代办员现场核验材料并代为申请",
+        actor=None,
+        role="agent",
+        data={"agent_id": agent_id, "station_id": station_id, "mandate_id": mandate_id},
+    )
+    return await submit(
+        session, app_id=app.id, principal=principal, delivery=choice, address=address, actor_role="agent"
+    )
 
 
 async def supply_supplement(session: AsyncSession, *, app_id: str, principal: Principal) -> Application:

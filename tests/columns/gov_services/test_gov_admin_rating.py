@@ -175,3 +175,51 @@ async def test_service_catalogue_capability_for_the_assistant(
     mine = await cap.my_applications(r.account_id)
     assert [a["id"] for a in mine] == [app["id"]] and mine[0]["status_name"] == "草稿"
     assert await cap.my_applications(other.account_id) == []
+
+
+async def test_agent_files_for_a_resident_with_the_result_posted_to_the_station(
+    client: httpx.AsyncClient, login: LoginFn, gov_catalogue: None
+) -> None:
+    import pytest
+
+    from app_api.db import session_scope
+    from columns.base import get_capability
+    from columns.gov_services.errors import MaterialsMissing
+
+    cap = get_capability("service_catalogue")
+    r = await make_resident(
+        client, login, level=1
+    )  # a villager without face checks: the agent checks in person
+    station = {
+        "method": "station",
+        "station_id": "changshu",
+        "station_name": "常熟联络站",
+        "address": "江苏省常熟市海虞北路1号",
+    }
+    common = {
+        "resident_id": r.account_id,
+        "agent_id": "agent-1",
+        "station_id": "changshu",
+        "mandate_id": "mandate-1",
+        "item_code": "BZ-MZ-001",
+        "delivery": station,
+    }
+    with pytest.raises(MaterialsMissing):  # the application form needs the address
+        async with session_scope() as s:
+            await cap.file_on_behalf(s, form={"备注": "村代办点代办"}, client_key="agent-key-0001", **common)
+    form = {"person.address": "安徽省亳州市谯城区古井镇某村", "备注": "村代办点代办"}
+    async with session_scope() as s:
+        first = await cap.file_on_behalf(s, form=form, client_key="agent-key-0002", **common)
+    async with session_scope() as s:
+        again = await cap.file_on_behalf(s, form=form, client_key="agent-key-0002", **common)
+    assert first["status"] == "submitted" and first["delivery"] == "免费邮寄"
+    assert again["id"] == first["id"]
+    detail = (await client.get(f"{API}/applications/{first['id']}", headers=r.headers)).json()
+    kinds = [(e["kind"], e["actor_role"]) for e in detail["timeline"]]
+    assert ("agent_filed", "agent") in kinds and ("submitted", "agent") in kinds
+    fields = {f["key"]: f["value"] for f in detail["form"]["fields"]}
+    assert fields["person.address"] == "安徽省亳州市谯城区古井镇某村" and fields["person.gender"] in (
+        "男",
+        "女",
+    )
+    assert detail["missing_materials"] == []
