@@ -65,8 +65,17 @@ class PostedPayment:
 
 
 class BillerSandbox:
-    def __init__(self, code: str, secret: str, *, unit: str = "吨", timeout_sleep_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        code: str,
+        secret: str,
+        *,
+        unit: str = "吨",
+        timeout_sleep_s: float = 10.0,
+        latency_s: float = 0.0,
+    ) -> None:
         self.code = code
+        self.latency_s = latency_s  # added to every answer: a remote biller is not on loopback
         self.secret = secret
         self.unit = unit
         self.timeout_sleep_s = timeout_sleep_s
@@ -84,6 +93,7 @@ class BillerSandbox:
                 Route("/_sandbox/accounts", self._control_account, methods=["POST"]),
                 Route("/_sandbox/faults", self._control_faults, methods=["POST"]),
                 Route("/_sandbox/payments", self._control_payments, methods=["GET"]),
+                Route("/_sandbox/latency", self._control_latency, methods=["POST"]),
             ]
         )
 
@@ -128,6 +138,8 @@ class BillerSandbox:
         return JSONResponse({"code": code, "msg": msg, "data": data}, status_code=status)
 
     async def _read(self, request: Request) -> dict[str, Any] | Response:
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
         body = await request.body()
         h = request.headers
         ts, nonce, sig = h.get("x-timestamp", ""), h.get("x-nonce", ""), h.get("x-signature", "")
@@ -273,6 +285,10 @@ class BillerSandbox:
         self.fail_next(int(p.get("count", 1)), p.get("fault", "error"), p.get("path"))
         return JSONResponse({"ok": True})
 
+    async def _control_latency(self, request: Request) -> Response:
+        self.latency_s = float((await request.json()).get("ms", 0)) / 1000
+        return JSONResponse({"ok": True})
+
     async def _control_payments(self, request: Request) -> Response:
         return JSONResponse({"payments": [vars(x) for x in self.payments.values()]})
 
@@ -316,3 +332,30 @@ def demo_sandboxes(secret: str) -> dict[str, BillerSandbox]:
             )
         out[code] = s
     return out
+
+
+def main() -> None:
+    """Serve the three development billers as their own process:
+    ``python -m columns.utilities.sandbox --port 8701 --secret ... [--demo]``."""
+    import argparse
+
+    import uvicorn
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, default=8701)
+    ap.add_argument("--secret", default="dev-biller-secret-change-me")
+    ap.add_argument("--demo", action="store_true", help="with the demo households the seed binds")
+    args = ap.parse_args()
+    billers = (
+        demo_sandboxes(args.secret)
+        if args.demo
+        else {
+            c: BillerSandbox(c, args.secret, unit=u)
+            for c, u in (("water", "吨"), ("power", "度"), ("gas", "立方米"))
+        }
+    )
+    uvicorn.run(sandbox_app(billers), host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()

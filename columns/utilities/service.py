@@ -230,29 +230,37 @@ async def _upsert(session: AsyncSession, pairs: list[tuple[str, str, RemoteBill]
     )
 
 
+async def _local_bills(session: AsyncSession, pairs: set[tuple[str, str]]) -> list[Bill]:
+    if not pairs:
+        return []
+    rows = await session.exec(
+        select(Bill)
+        .where(sa.tuple_(col(Bill.biller_code), col(Bill.account_no)).in_(list(pairs)))
+        .execution_options(populate_existing=True)
+    )
+    return list(rows.all())
+
+
 async def refresh(session: AsyncSession, bindings: Sequence[Binding]) -> list[BindingBills]:
-    """Ask every biller at once; store what they say; fall back to the last view on failure."""
+    """Ask every biller at once; store what changed; fall back to the last view on failure.
+
+    A listing that finds nothing new writes nothing (no write lock on SQLite, no dead tuples on
+    PostgreSQL): only new bills, changed amounts and bills settled elsewhere are written.
+    """
     answers = await asyncio.gather(*(_fetch(b) for b in bindings))
-    fresh = [
+    pairs = {(b.biller_code, b.account_no) for b in bindings}
+    local = await _local_bills(session, pairs)
+    known = {(x.biller_code, x.bill_no) for x in local}
+    new = [
         (b.biller_code, b.account_no, r)
         for b, ans in zip(bindings, answers, strict=True)
         if not isinstance(ans, AppError)
         for r in ans
+        if (b.biller_code, r.bill_no) not in known
     ]
-    await _upsert(session, fresh)
-    pairs = {(b.biller_code, b.account_no) for b in bindings}
-    local: list[Bill] = []
-    if pairs:
-        local = list(
-            (
-                await session.exec(
-                    select(Bill)
-                    .where(sa.tuple_(col(Bill.biller_code), col(Bill.account_no)).in_(list(pairs)))
-                    .execution_options(populate_existing=True)
-                )
-            ).all()
-        )
-    now = utcnow()
+    if new:
+        await _upsert(session, new)
+        local = await _local_bills(session, pairs)
     out = []
     for binding, ans in zip(bindings, answers, strict=True):
         mine = [
@@ -269,12 +277,13 @@ async def refresh(session: AsyncSession, bindings: Sequence[Binding]) -> list[Bi
             if r is not None and bill.status == BillStatus.OUTSTANDING:
                 if bill.amount_fen != r.amount_fen or bill.due_date != r.due_date:
                     bill.amount_fen, bill.due_date = r.amount_fen, r.due_date  # e.g. a late fee added
-                bill.last_seen_at = now
-                session.add(bill)
+                    bill.last_seen_at = utcnow()
+                    session.add(bill)
                 shown.append(bill)
             elif r is None and bill.status == BillStatus.OUTSTANDING:
                 # Paid at a counter or another app: no longer ours to collect.
                 bill.status = BillStatus.SETTLED_ELSEWHERE.value
+                bill.last_seen_at = utcnow()
                 session.add(bill)
         out.append(BindingBills(binding, sorted(shown, key=lambda x: x.due_date), None))
     await session.flush()
