@@ -1,22 +1,13 @@
 """Identity: real-name levels, face verification with liveness, step-up tokens, consent.
 
-``identity.router`` is the APIRouter the app includes (under /api/v1); it is imported lazily so
-that the face engine's worker processes, which import ``identity.face``, do not load FastAPI routes.
+The APIRouter is ``identity.router:router`` (included by the app under /api/v1). Nothing is
+imported here, so that the face engine's worker processes, which import ``identity.face``, do not
+load the web app.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-__all__ = ["router", "shutdown", "startup"]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "router":
-        from identity.router import router
-
-        return router
-    raise AttributeError(name)
+__all__ = ["shutdown", "startup"]
 
 
 async def startup() -> None:
@@ -29,6 +20,7 @@ async def startup() -> None:
 
 
 async def shutdown() -> None:
+    """Stop the face engine's workers."""
     from identity.face.pool import close_face_engine
 
     await close_face_engine()

@@ -5,11 +5,12 @@ number, the challenge asked and the frames; it checks liveness and compares, and
 similarity score (0-100). The protocol, as this adapter and its sandbox
 (:mod:`identity.sandbox`) speak it:
 
-``POST {base}/v1/liveness/verify`` with JSON
-``{"biz_no", "name", "id_number", "actions": ["blink", "turn_left", ...], "frames": [base64, ...]}``
-and headers ``x-rp-app-id``, ``x-rp-timestamp`` (unix seconds, within 300 s), ``x-rp-nonce``
-(single use) and ``x-rp-signature`` = base64 HMAC-SHA256(secret,
-``"POST\\n{path}\\n{timestamp}\\n{nonce}\\n{sha256 hex of body}"``).
+``POST {base}/v1/liveness/verify`` as multipart/form-data: a ``meta`` field holding JSON
+``{"biz_no", "name", "id_number", "actions": ["blink", "turn_left", ...]}`` and the frames, in
+order, as ``frames`` file parts (raw bytes: no base64 inflation); headers ``x-rp-app-id``,
+``x-rp-timestamp`` (unix seconds, within 300 s), ``x-rp-nonce`` (single use) and
+``x-rp-signature`` = base64 HMAC-SHA256(secret,
+``"POST\\n{path}\\n{timestamp}\\n{nonce}\\n{sha256 hex of the whole multipart body}"``).
 
 The answer ``{"code": "0", "message", "biz_no", "result": {"liveness": "pass"|"fail",
 "failed_action", "similarity"}}`` carries ``x-rp-signature`` = base64 HMAC-SHA256(secret,
@@ -87,19 +88,35 @@ class RemoteRealPersonVerifier:
         self.timeout_s = timeout_s
         self.min_frames, self.max_frames, self.max_total_bytes = min_frames, max_frames, max_total_bytes
 
-    async def _post(self, body: bytes, ts: str, nonce: str) -> httpx.Response:
-        headers = {
-            "content-type": "application/json",
-            "x-rp-app-id": self.app_id,
-            "x-rp-timestamp": ts,
-            "x-rp-nonce": nonce,
-            "x-rp-signature": sign_request(self.secret, VERIFY_PATH, ts, nonce, body),
-        }
+    async def _post(
+        self, meta: dict[str, Any], frames: Sequence[bytes], ts: str, nonce: str
+    ) -> httpx.Response:
         url = self.base_url + VERIFY_PATH
-        if self.client is not None:
-            return await self.client.post(url, content=body, headers=headers, timeout=self.timeout_s)
-        async with httpx.AsyncClient(timeout=self.timeout_s) as c:
-            return await c.post(url, content=body, headers=headers)
+        client = self.client or httpx.AsyncClient(timeout=self.timeout_s)
+        try:
+            # Build first, sign the exact multipart bytes (boundary included), then send them.
+            req = client.build_request(
+                "POST",
+                url,
+                data={"meta": json.dumps(meta, ensure_ascii=False)},
+                files=[
+                    ("frames", (f"{i:02d}.img", f, "application/octet-stream")) for i, f in enumerate(frames)
+                ],
+                timeout=self.timeout_s,
+            )
+            body = req.read()
+            req.headers.update(
+                {
+                    "x-rp-app-id": self.app_id,
+                    "x-rp-timestamp": ts,
+                    "x-rp-nonce": nonce,
+                    "x-rp-signature": sign_request(self.secret, VERIFY_PATH, ts, nonce, body),
+                }
+            )
+            return await client.send(req)
+        finally:
+            if self.client is None:
+                await client.aclose()
 
     async def verify(
         self, *, steps: Sequence[Step], frames: Sequence[bytes], reference: Reference
@@ -112,17 +129,15 @@ class RemoteRealPersonVerifier:
             max_total_bytes=self.max_total_bytes,
         )
         biz_no = secrets.token_hex(16)
-        payload = {
+        meta = {
             "biz_no": biz_no,
             "name": reference.name,
             "id_number": reference.id_number,
             "actions": [s.value for s in steps],
-            "frames": [base64.b64encode(f).decode() for f in frames],
         }
-        body = json.dumps(payload, ensure_ascii=False).encode()
         ts, nonce = str(int(time.time())), secrets.token_hex(12)
         try:
-            resp = await self._post(body, ts, nonce)
+            resp = await self._post(meta, frames, ts, nonce)
         except httpx.HTTPError as e:
             raise errors.RealPersonServiceError("实人认证服务连接失败") from e
         expected = sign_response(self.secret, ts, nonce, resp.content)

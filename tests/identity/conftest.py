@@ -64,14 +64,15 @@ async def app(faces_dir: Path, engine: FaceEngine) -> AsyncIterator[Any]:
     from asgi_lifespan import LifespanManager
     from fastapi import APIRouter, Depends
 
-    import identity
     import identity.face.pool as pool
     from app_api.app import create_app
     from identity.dependencies import require_step_up
 
     application = create_app()
     if not any(getattr(r, "path", "").startswith("/api/v1/identity/") for r in application.routes):
-        application.include_router(identity.router, prefix="/api/v1")
+        from identity.router import router
+
+        application.include_router(router, prefix="/api/v1")
     guarded = APIRouter()
 
     @guarded.post("/api/v1/test-only/loan-apply")
@@ -79,6 +80,10 @@ async def app(faces_dir: Path, engine: FaceEngine) -> AsyncIterator[Any]:
         return {"applied_by": principal.id}
 
     application.include_router(guarded)
+    if not any(getattr(r, "path", "").startswith("/sandbox/realperson/") for r in application.routes):
+        from identity.sandbox import build_router
+
+        application.include_router(build_router(), prefix="/sandbox/realperson")
     previous, pool._engine = pool._engine, engine
     async with LifespanManager(application, startup_timeout=60):
         yield application

@@ -552,3 +552,35 @@ async def test_sweep_deletes_face_data_of_consents_withdrawn_elsewhere(
     assert (
         await session.exec(select(IdentityFaceProfile).where(IdentityFaceProfile.account_id == aid))
     ).first() is None
+
+
+async def test_face_check_through_the_remote_service_adapter(
+    client, login, person_factory, motion_frames, live_url, session
+) -> None:
+    """WOJIA_IDENTITY_VERIFIER=remote: the API calls the real-person service over HTTP (here the
+    development sandbox served by the app itself on loopback), signed both ways."""
+    from identity.config import get_identity_settings
+
+    settings = get_identity_settings()
+    saved = settings.verifier, settings.real_person_url
+    settings.verifier, settings.real_person_url = "remote", f"{live_url}/sandbox/realperson"
+    try:
+        headers = await l2_resident(client, login, person_factory)
+        await consented(client, headers)
+        c = await challenge(client, headers)
+        still = await upload(client, headers, c["challenge_id"], [motion_frames["front"]] * 5)
+        problem(still, 422, "identity.liveness_failed")
+        c = await challenge(client, headers)
+        r = await upload(client, headers, c["challenge_id"], challenge_frames(motion_frames, c["steps"]))
+        assert r.status_code == 200, r.text
+        assert r.json()["identity_level"] == 3
+    finally:
+        settings.verifier, settings.real_person_url = saved
+    aid = await account_id(client, headers)
+    face = [a for a in await attempts(session, aid) if a.kind == "face"]
+    assert [(a.verifier, a.outcome) for a in face] == [("remote", "failed"), ("remote", "passed")]
+    assert face[1].similarity is not None and face[1].similarity >= 50 and face[1].distance is None
+    profile = (
+        await session.exec(select(IdentityFaceProfile).where(IdentityFaceProfile.account_id == aid))
+    ).one()
+    assert profile.template_enc is None and profile.verifier == "remote"

@@ -7,7 +7,6 @@ with the authoritative photo of its registry, as the licensed service would.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import time
 from collections.abc import Iterator
@@ -117,15 +116,11 @@ async def test_wrong_secret_is_refused_and_the_answer_not_believed(sandbox, seq)
 
 async def test_sandbox_refuses_replayed_nonce_and_stale_timestamp(sandbox) -> None:
     _sb, server = sandbox
-    body = json.dumps(
-        {
-            "biz_no": "x",
-            "name": OBAMA_NAME,
-            "id_number": OBAMA_ID,
-            "actions": ["blink"],
-            "frames": [base64.b64encode(b"x").decode()],
-        }
-    ).encode()
+    meta = {"biz_no": "x", "name": OBAMA_NAME, "id_number": OBAMA_ID, "actions": ["blink"]}
+    req = httpx.Request(
+        "POST", server.url + VERIFY_PATH, data={"meta": json.dumps(meta)}, files=[("frames", ("0.jpg", b"x"))]
+    )
+    body = req.read()
 
     async def post(ts: str, nonce: str) -> httpx.Response:
         headers = {
@@ -133,7 +128,7 @@ async def test_sandbox_refuses_replayed_nonce_and_stale_timestamp(sandbox) -> No
             "x-rp-timestamp": ts,
             "x-rp-nonce": nonce,
             "x-rp-signature": sign_request(SECRET, VERIFY_PATH, ts, nonce, body),
-            "content-type": "application/json",
+            "content-type": req.headers["content-type"],
         }
         async with httpx.AsyncClient() as c:
             return await c.post(server.url + VERIFY_PATH, content=body, headers=headers)
