@@ -6,6 +6,7 @@ Figures, not a pass/fail test. The issue's target is p95 <= 20 ms.
 
 from __future__ import annotations
 
+import os
 import random
 import statistics
 import sys
@@ -45,14 +46,16 @@ def main() -> None:
     print(f"catalogue {len(cat.items)} items, {len(cat.departments)} departments")
     print(f"generate {t1 - t0:.2f}s, build index {t2 - t1:.2f}s ({len(index.terms)} terms)")
     all_ms: list[float] = []
+    all_cpu: list[float] = []
     for kind, queries in kinds.items():
         ms: list[float] = []
         for _ in range(3):
             for q in queries:
                 dept = rng.choice(depts) if "filter" in kind else None
-                s = time.perf_counter()
+                s, c = time.perf_counter(), time.thread_time()
                 index.search(q, department=dept)
                 ms.append((time.perf_counter() - s) * 1000)
+                all_cpu.append((time.thread_time() - c) * 1000)
         ms.sort()
         all_ms += ms
         p95 = ms[int(len(ms) * 0.95) - 1]
@@ -61,7 +64,15 @@ def main() -> None:
             f"p95={p95:6.2f} ms max={ms[-1]:6.2f} ms"
         )
     all_ms.sort()
+    all_cpu.sort()
     p95 = all_ms[int(len(all_ms) * 0.95) - 1]
+    cpu95 = all_cpu[int(len(all_cpu) * 0.95) - 1]
+    # On a shared machine wall time includes waiting for a core; CPU time is the search's own cost.
+    print(
+        f"{'ALL, CPU time of the search thread':45s} n={len(all_cpu):4d} "
+        f"p50={statistics.median(all_cpu):6.2f} ms p95={cpu95:6.2f} ms"
+    )
+    print(f"load average during the run: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     print(
         f"{'ALL':45s} n={len(all_ms):4d} p50={statistics.median(all_ms):6.2f} ms p95={p95:6.2f} ms "
         f"(target 20 ms: {p95 / 20:.2f}x of budget)"

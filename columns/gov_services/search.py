@@ -97,6 +97,7 @@ class _Term:
     pinyin: str
     initials: str
     syllables: tuple[str, ...]
+    weight: float
 
 
 class _Forms:
@@ -175,7 +176,7 @@ class CatalogueIndex:
                     syl = tuple(_syllables(text))
                     pinyin_cache[text] = (syl, "".join(syl), _initials(syl))
                 syl, pinyin, initials = pinyin_cache[text]
-                self.terms.append(_Term(idx, field, text, pinyin, initials, syl))
+                self.terms.append(_Term(idx, field, text, pinyin, initials, syl, FIELD_WEIGHT[field]))
         # Item-level posting lists: characters and pinyin syllables of all the item's terms.
         postings: dict[str, list[int]] = {}
         for term in self.terms:
@@ -241,7 +242,7 @@ class CatalogueIndex:
 
     def _offer(self, best: dict[int, tuple[float, int]], term_i: int, score: float) -> None:
         term = self.terms[term_i]
-        score *= FIELD_WEIGHT[term.field]
+        score *= term.weight
         current = best.get(term.item)
         if current is None or score > current[0]:
             best[term.item] = (score, term_i)
@@ -260,9 +261,15 @@ class CatalogueIndex:
         """
         if len(scored) > MAX_FORMS:
             scored = heapq.nlargest(MAX_FORMS, scored)
+        terms = self.terms
         for score, fid in scored:
+            # Inlined _offer: this loop runs thousands of times for short queries.
             for ti in forms.terms[fid]:
-                self._offer(best, ti, score)
+                term = terms[ti]
+                weighted = score * term.weight
+                current = best.get(term.item)
+                if current is None or weighted > current[0]:
+                    best[term.item] = (weighted, ti)
 
     def _score_chinese(
         self, q: str, best: dict[int, tuple[float, int]], allowed: set[int] | None, limit: int
@@ -301,18 +308,24 @@ class CatalogueIndex:
         need = max(1, min(2, len(q) // 2))
         extra: dict[int, int] = {}
         memo: dict[str, tuple[float, bool]] = {}
+        terms = self.terms
         for item, n in counts.most_common(300):
             if n < need:
                 break
             contained = 0
+            top, top_ti = -1.0, -1
             for ti in self._item_terms[item]:
-                term = self.terms[ti]
+                term = terms[ti]
                 cached = memo.get(term.text)
                 if cached is None:
                     cached = memo[term.text] = _fuzzy_score(q, q_pinyin, term)
-                score, inside = cached
-                contained += inside
-                self._offer(best, ti, score)
+                contained += cached[1]
+                weighted = cached[0] * term.weight
+                if weighted > top:
+                    top, top_ti = weighted, ti
+            current = best.get(item)
+            if current is None or top > current[0]:
+                best[item] = (top, top_ti)
             if contained > 1:
                 extra[item] = contained
         # A sentence naming several of an item's words ("退休" + "公积金") fits it better.
