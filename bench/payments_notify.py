@@ -184,7 +184,9 @@ async def main(args: argparse.Namespace, base_url: str) -> None:
                 sem = asyncio.Semaphore(args.concurrency)
                 failures = 0
 
-                async def post(body: bytes, headers: dict[str, str], provider: str = name) -> None:
+                async def post(
+                    body: bytes, headers: dict[str, str], provider: str = name, sem: asyncio.Semaphore = sem
+                ) -> None:
                     nonlocal failures
                     async with sem:
                         r = await client.post(
@@ -221,14 +223,15 @@ async def main(args: argparse.Namespace, base_url: str) -> None:
                             )
                         ).all()
                     )
+                n, dups = len(notes), len(notes) // 4
                 print(
-                    f"{name:10s} {len(notes)} notifications in {elapsed:.2f}s = {len(notes) / elapsed:7.1f}/s "
+                    f"{name:10s} {n} notifications in {elapsed:.2f}s = {n / elapsed:7.1f}/s "
                     f"(concurrency {args.concurrency}); failures {failures}; orders paid {paid_count}; "
-                    f"duplicates {len(notes) // 4} in {dup_elapsed:.2f}s = {len(notes) // 4 / dup_elapsed:.1f}/s"
+                    f"duplicates {dups} in {dup_elapsed:.2f}s = {dups / dup_elapsed:.1f}/s"
                 )
                 print(
-                    f"{'':10s} app process CPU {cpu:.2f}s = {cpu / len(notes) * 1000:.2f} ms per notification "
-                    f"-> {len(notes) / cpu:.0f}/s per fully available core (PostgreSQL runs on the other)"
+                    f"{'':10s} app process CPU {cpu:.2f}s = {cpu / n * 1000:.2f} ms per notification "
+                    f"-> {n / cpu:.0f}/s per fully available core (PostgreSQL runs on the other)"
                 )
         for _ in range(300):
             if len(told) >= 2 * args.orders:

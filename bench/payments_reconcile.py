@@ -35,6 +35,10 @@ APPID, MCH = "wxbench00000000001", "1900012345"
 
 
 def rss_mb() -> float:
+    """Peak RSS of this process image (VmHWM resets at exec; ru_maxrss would carry the parent's over)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -84,10 +88,11 @@ async def setup(rows: int, bill_path: Path) -> None:
         in_bill = i < rows - planted["missing_at_provider"]
         bill_amount = amount + (1 if planted["missing_in_ledger"] <= i < 6 else 0)
         if in_ledger:
+            key = purpose_key("bench.bill", f"B{i}")
             ledger.append(
                 (
-                    new_id(), out, account, "bench.bill", f"B{i}", purpose_key("bench.bill", f"B{i}"), "水费",
-                    amount, "wechat_v2", "miniprogram", "paid", txn, 0, paid_at, paid_at, None, None, now, now,
+                    new_id(), out, account, "bench.bill", f"B{i}", key, "水费", amount, "wechat_v2",
+                    "miniprogram", "paid", txn, 0, paid_at, paid_at, None, None, now, now,
                 )
             )  # fmt: skip
         if in_bill:
@@ -96,15 +101,16 @@ async def setup(rows: int, bill_path: Path) -> None:
             fee_total += fee
             yuan = f"{bill_amount // 100}.{bill_amount % 100:02d}"
             stamp = paid_at.strftime("%Y-%m-%d %H:%M:%S")
+            fee_yuan = f"{fee // 100}.{fee % 100:02d}000"
             lines.append(
                 f"`{stamp},`{APPID},`{MCH},`0,`,`{txn},`{out},`oUser{i % 9973},`JSAPI,`SUCCESS,`OTHERS,`CNY,"
-                f"`{yuan},`0.00,`0,`0,`0.00,`0.00,`,`,`水费,`,`{fee // 100}.{fee % 100:02d}000,`0.60%,`{yuan},`0.00,`"
+                f"`{yuan},`0.00,`0,`0,`0.00,`0.00,`,`,`水费,`,`{fee_yuan},`0.60%,`{yuan},`0.00,`"
             )
     count = len(lines) - 1
     lines.append(WECHAT_SUMMARY_HEADER)
     total = f"{paid_total // 100}.{paid_total % 100:02d}"
     lines.append(f"`{count},`{total},`0.00,`0.00,`{fee_total // 100}.{fee_total % 100:02d}000,`{total},`0.00")
-    bill_path.write_text("\r\n".join(lines) + "\r\n", encoding="utf-8")
+    await asyncio.to_thread(bill_path.write_text, "\r\n".join(lines) + "\r\n", encoding="utf-8")
     del lines
     await conn.copy_records_to_table(
         "payments_order",
@@ -144,7 +150,7 @@ async def measure_run(bill_path: str) -> None:
         run = await start_run(s, provider="wechat_v2", bill_date=dt.date.fromisoformat(DAY), actor_id=None,
                               enqueue=False)  # fmt: skip
     start = time.perf_counter()
-    content = Path(bill_path).read_bytes()
+    content = await asyncio.to_thread(Path(bill_path).read_bytes)
     bill = BillFile(ProviderName.WECHAT_V2, dt.date.fromisoformat(DAY), BillFormat.WECHAT_CSV, content)
     result = await execute_run(run.id, bill=bill)
     elapsed = time.perf_counter() - start
@@ -195,17 +201,21 @@ def main() -> None:
         upgrade()
         t = time.perf_counter()
         asyncio.run(setup(args.rows, bill_path))
-        print(f"setup: {args.rows} ledger rows + bill of {bill_path.stat().st_size / 1e6:.0f} MB "
-              f"in {time.perf_counter() - t:.1f}s; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")  # fmt: skip
+        size = bill_path.stat().st_size / 1e6
+        load = os.getloadavg()[0]
+        print(f"setup: {args.rows} ledger rows + bill of {size:.0f} MB in {time.perf_counter() - t:.1f}s; "
+              f"load average {load:.2f} on {os.cpu_count()} cores")  # fmt: skip
         parse = child("parse", bill_path)
         run = child("run", bill_path)
-        print(f"parse only (polars read_csv): {parse['seconds']:.2f}s, peak RSS {parse['peak_rss_mb']:.0f} MB, "
-              f"{parse['rows']} rows")  # fmt: skip
-        print(f"full reconciliation:          {run['seconds']:.2f}s, peak RSS {run['peak_rss_mb']:.0f} MB "
-              f"-> {run['seconds'] / parse['seconds']:.1f}x parse-only")  # fmt: skip
+        ratio = run["seconds"] / parse["seconds"]
+        print(f"parse only (polars read_csv): {parse['seconds']:.2f}s, "
+              f"peak RSS {parse['peak_rss_mb']:.0f} MB, {parse['rows']} rows")  # fmt: skip
+        print(f"full reconciliation:          {run['seconds']:.2f}s, "
+              f"peak RSS {run['peak_rss_mb']:.0f} MB -> {ratio:.1f}x parse-only")  # fmt: skip
         totals = run["result"].get("totals", {})
         print(f"status {run['result'].get('status')}; discrepancies {totals.get('discrepancies')}; "
-              f"bill rows {totals.get('bill_rows')}, ledger rows {totals.get('ledger_paid_count')}")  # fmt: skip
+              f"bill rows {totals.get('bill_rows')}, "
+              f"ledger rows {totals.get('ledger_paid_count')}")  # fmt: skip
     finally:
         bill_path.unlink(missing_ok=True)
         asyncio.run(admin(args.database_url, f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))

@@ -23,7 +23,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_api import audit
-from app_api.db import utcnow
+from app_api.db import new_id, utcnow
 from app_api.jobs import outbox
 from payments.config import get_payments_settings
 from payments.errors import (
@@ -94,8 +94,11 @@ async def _event(
     actor_id: str | None = None,
     data: dict[str, Any] | None = None,
 ) -> None:
-    session.add(
-        PaymentEvent(
+    # A core INSERT: events are never read back in the same transaction, and skipping the ORM's
+    # unit of work here is a measurable share of a notification's cost.
+    await session.exec(  # type: ignore[call-overload]
+        sa.insert(PaymentEvent.__table__).values(  # type: ignore[attr-defined]
+            id=new_id(),
             order_id=order.id,
             kind=kind,
             from_status=from_status,
@@ -103,6 +106,7 @@ async def _event(
             actor_id=actor_id,
             source=source,
             data=data or {},
+            created_at=utcnow(),
         )
     )
 
@@ -306,7 +310,12 @@ async def _store_notification(
         dedupe_key=note.dedupe_key,
         kind=note.kind.value,
         out_trade_no=note.out_trade_no,
-        outcome="received",
+        # Written as "applied" (the common case) and corrected only when it turns out otherwise:
+        # one statement fewer per notification. A failed transaction stores nothing at all.
+        outcome="applied",
+        order_id=sa.select(col(PaymentOrder.id))
+        .where(col(PaymentOrder.out_trade_no) == note.out_trade_no)
+        .scalar_subquery(),
         body=body.decode("utf-8", "surrogateescape") if _is_utf8(body) else body.decode("latin-1"),
         headers=keep,
         times_received=1,
@@ -375,7 +384,8 @@ async def apply_notification(
             state=note.trade_state,
             paid_at=note.paid_at,
         )
-    await _set_outcome(session, notification_id, outcome, order.id)
+    if outcome != "applied":
+        await _set_outcome(session, notification_id, outcome, order.id)
     return NotificationOutcome(outcome=outcome, order_id=order.id, first_seen=True)
 
 

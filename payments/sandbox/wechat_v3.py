@@ -180,7 +180,12 @@ class WeChatPayV3Sandbox:
             return None, {}, self._error(401, "SIGN_ERROR", "请求时间戳已过期")
         if request.headers.get("wechatpay-serial") not in (None, self.public_key_id):
             return None, {}, self._error(400, "PARAM_ERROR", "Wechatpay-Serial 有误")
-        path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        # The SDK signs the path relative to its gateway: strip where this sandbox is mounted.
+        path = request.scope["path"]
+        root = request.scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        path += f"?{request.url.query}" if request.url.query else ""
         message = f"{request.method}\n{path}\n{fields['timestamp']}\n{fields['nonce_str']}\n{raw}\n"
         try:
             merchant.private_key.public_key().verify(
