@@ -142,13 +142,19 @@ async def main() -> None:
             async with sem:
                 return await _one_tap(a)
 
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         lat = sorted(await asyncio.gather(*[guarded(a) for a in accounts[5:]]))
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         n = len(lat)
         host = BASE.rsplit("@", 1)[-1].rsplit("/", 1)[0]
         print(f"PostgreSQL {host}, {n} one-tap applications, concurrency {concurrency}")
         print(f"throughput {n / wall:.1f} submissions/s (wall {wall:.2f} s)")
+        # The machine may be shared: the api process's own CPU per application tells what one core
+        # sustains (PostgreSQL's own CPU is not included).
+        print(
+            f"api process CPU {cpu / n * 1000:.1f} ms per application -> about {n / cpu:.0f} submissions/s "
+            f"per api core; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+        )
         print(
             f"per application (3 transactions): p50 {statistics.median(lat) * 1000:.1f} ms, "
             f"p95 {lat[int(n * 0.95) - 1] * 1000:.1f} ms, max {lat[-1] * 1000:.1f} ms"
