@@ -1,0 +1,16 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends
+
+from app_api.access import require_roles
+from app_api.accounts.principal import Principal
+from identity.dependencies import require_step_up
+
+APPLY_PURPOSE = "loans.apply"
+
+Officer = Annotated[Principal, Depends(require_roles("bank_officer"))]
+OfficerOrAdmin = Annotated[Principal, Depends(require_roles("bank_officer", "admin"))]
+# L3 proved a moment ago (face check or an agent's in-person check), for applying only.
+StepUpApplicant = Annotated[Principal, Depends(require_step_up(APPLY_PURPOSE))]
