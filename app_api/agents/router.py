@@ -163,7 +163,7 @@ async def end_mandate(mandate_id: str, agent: Agent, session: SessionDep) -> dic
 @router.post("/agent/submissions")
 async def submit(body: SubmissionIn, agent: Agent, session: SessionDep) -> dict[str, Any]:
     """File one application for a resident; resending the same client key returns the first result."""
-    await service.lock_for_writing(session)
+    await service.lock_for_writing(session, agent.id)
     return await service.submit(session, agent=agent, item=body)
 
 

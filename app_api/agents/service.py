@@ -635,21 +635,28 @@ async def submit_one_isolated(
         return {"status": "failed", "error": _problem(e)}
 
 
-async def lock_for_writing(session: AsyncSession) -> None:
-    """SQLite only: take the write lock before the first read.
+async def lock_for_writing(session: AsyncSession, agent_id: str) -> None:
+    """Serialise one agent's submissions, before the first read.
 
-    A deferred SQLite transaction that reads, then writes after another connection (a job) has
-    committed, fails at once with "database is locked" (its snapshot is stale; no busy wait). A batch
-    reads a lot before it writes, so it asks for the lock up front and waits for it instead.
+    A device resends a batch whose answer it never got, sometimes while the first is still running:
+    the second waits for the first to commit and then finds every client key already filed.
+    PostgreSQL: a transaction-scoped advisory lock per agent. SQLite: the database write lock, taken
+    up front, because a deferred SQLite transaction that reads and then writes after another
+    connection (a job) committed fails at once with "database is locked" instead of waiting.
     """
     bind = session.get_bind()
     if bind.dialect.name == "sqlite":
         await session.exec(sa.text("UPDATE app_station SET code = code WHERE 1 = 0"))  # type: ignore[call-overload]
+    elif bind.dialect.name == "postgresql":
+        await session.exec(  # type: ignore[call-overload]
+            sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+            params={"key": f"agents.submit:{agent_id}"},
+        )
 
 
 async def submit_batch(session: AsyncSession, *, agent: Principal, items: list[Any]) -> dict[str, Any]:
     """Submissions queued offline: each item is checked and filed on its own, with its own result."""
-    await lock_for_writing(session)
+    await lock_for_writing(session, agent.id)
     await agent_station(session, agent)
     if len(items) > BATCH_MAX:
         raise ValidationFailed(f"每批最多提交{BATCH_MAX}条", max_items=BATCH_MAX)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import re
 import secrets
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,54 +23,13 @@ ITEM = "BZ-MZ-001"  # 老年人优待证办理 (L2)
 OTHER_ITEM = "BZ-MZ-002"  # 高龄津贴申领 (L2)
 
 
-class GovFiler:
-    """The filing the government-services column is asked to offer (``app_api/agents/filing.py``),
-    written over that column's own service so the applications counted are its real rows."""
-
-    async def file_on_behalf(
-        self,
-        session: Any,
-        *,
-        resident_id: str,
-        agent_id: str,
-        station_id: str,
-        mandate_id: str,
-        item_code: str,
-        form: dict[str, Any],
-        client_key: str,
-        delivery: dict[str, Any] | None,
-    ) -> dict[str, Any]:
-        from app_api.accounts.models import Account
-        from app_api.accounts.principal import Principal
-        from columns.gov_services import service as gov
-
-        account = await session.get(Account, resident_id)
-        app, created = await gov.create_application(
-            session, principal=Principal.of(account), item_code=item_code, client_key=client_key
-        )
-        if created:
-            app.agent_id = agent_id
-            session.add(app)
-            await session.flush()
-        return {
-            "id": app.id,
-            "number": app.number,
-            "status": app.status,
-            "item_name": app.item_name,
-            "delivery": delivery,
-        }
-
-
 @pytest.fixture(scope="module", autouse=True)
-async def gov_filing(app: Any) -> AsyncIterator[None]:
-    from columns import base
+async def gov_catalogue(app: Any) -> None:
+    """The government-services column files agents' applications (its ``file_on_behalf``)."""
     from columns.gov_services import service as gov
 
     async with session_scope() as s:
         await gov.seed(s)
-    base.register_capability("agent_filing", GovFiler())
-    yield
-    base._capabilities.pop("agent_filing", None)
 
 
 @dataclass
@@ -126,13 +84,36 @@ class ResidentCtx:
     headers: dict[str, str]
     id: str
     phone: str
+    id_number: str
 
 
-async def make_resident(client: httpx.AsyncClient, login: LoginFn, level: int = 2) -> ResidentCtx:
+_seq = iter(range(100, 999))
+
+
+async def make_resident(
+    client: httpx.AsyncClient, login: LoginFn, level: int = 2, real_name: bool = True
+) -> ResidentCtx:
+    """A resident; real-named (name and citizen ID number on the account) unless told otherwise."""
+    from app_api.accounts.models import Account
+    from app_api.accounts.principal import invalidate
+    from app_api.crypto import encrypt_str
+    from app_api.datahub.citizen_id import make
+    from app_api.datahub.service import id_hash
+
     phone = new_phone()
     headers = await login(phone)
     await set_level(client, headers, level)
-    return ResidentCtx(headers, (await client.get(f"{API}/me", headers=headers)).json()["id"], phone)
+    rid = (await client.get(f"{API}/me", headers=headers)).json()["id"]
+    id_number = make("341602", dt.date(1948, 1, 1) + dt.timedelta(days=next(_seq)), next(_seq))
+    if real_name:
+        async with session_scope() as s:
+            acc = await s.get(Account, rid)
+            acc.real_name_enc = encrypt_str("王桂兰", aad="name")
+            acc.id_number_enc = encrypt_str(id_number, aad="id_number")
+            acc.id_number_hash = id_hash(id_number)
+            s.add(acc)
+        await invalidate(rid)
+    return ResidentCtx(headers, rid, phone, id_number)
 
 
 async def inbox(client: httpx.AsyncClient, phone: str) -> list[dict[str, Any]]:
@@ -180,7 +161,7 @@ def submission(
         "client_key": key or "k-" + secrets.token_hex(8),
         "resident_id": resident.id,
         "item_code": item,
-        "form": {"备注": "村代办点代办"},
+        "form": {"person.address": "安徽省亳州市谯城区十八里镇王庄村", "备注": "村代办点代办"},
         **extra,
     }
 
@@ -369,17 +350,11 @@ async def test_withdrawn_and_expired_mandates_stop_the_agent(
 
 
 async def test_in_person_mandate_with_attested_id_check(client: httpx.AsyncClient, login: LoginFn) -> None:
-    from app_api.accounts.models import Account
     from app_api.datahub.citizen_id import make
-    from app_api.datahub.service import id_hash
 
     agent = await make_agent(client, login)
     resident = await make_resident(client, login)
-    id_number = make("341602", dt.date(1950, 5, 1), 21)
-    async with session_scope() as s:
-        acc = await s.get(Account, resident.id)
-        acc.id_number_hash = id_hash(id_number)
-        s.add(acc)
+    id_number = resident.id_number
 
     bad = id_number[:-1] + ("0" if id_number[-1] != "0" else "1")
     r = await client.post(
@@ -421,12 +396,14 @@ async def test_in_person_mandate_with_attested_id_check(client: httpx.AsyncClien
         await asyncio.sleep(0.02)
     assert any(agent.station.name in t and "撤回" in t for t in texts)
 
-    # Pick-up at the station is in scope: the filing is told where to post the result.
+    # Pick-up at the station is in scope: the result is posted to the station, addressed to it.
     r = await client.post(
         f"{API}/agent/submissions", headers=agent.headers, json=submission(resident, pickup=True)
     )
     assert r.status_code == 200, r.text
-    assert r.json()["application"]["delivery"]["station_name"] == agent.station.name
+    assert r.json()["application"]["delivery"] == "免费邮寄"
+    [app] = await gov_applications(agent.id)
+    assert app.applicant_id == resident.id and app.status != "draft"
 
 
 async def test_batch_of_20_sent_twice_creates_20_applications(
@@ -478,16 +455,16 @@ async def test_batch_with_bad_items_processes_the_good_ones_and_writes_nothing_f
     agent = await make_agent(client, login)
     covered = await make_resident(client, login)
     uncovered = await make_resident(client, login)
-    low = await make_resident(client, login, level=1)
+    unnamed = await make_resident(client, login, level=1, real_name=False)
     await sms_mandate(client, agent, covered, scopes=["apply"])
-    await sms_mandate(client, agent, low, scopes=["apply"])
+    await sms_mandate(client, agent, unnamed, scopes=["apply"])
     good1, good2 = submission(covered), submission(covered, OTHER_ITEM)
     items = [
         good1,
         {"client_key": "broken-0001", "resident_id": covered.id},  # no item code
         submission(uncovered),  # no mandate
         submission(covered, "BZ-NO-SUCH"),  # unknown item
-        submission(low),  # the item needs L2
+        submission(unnamed),  # no citizen ID on record: the column cannot file it
         {**submission(covered), "client_key": good1["client_key"]},  # key repeated in the batch
         "not an object",
         good2,
@@ -509,7 +486,7 @@ async def test_batch_with_bad_items_processes_the_good_ones_and_writes_nothing_f
     assert codes[1] == "app.validation_failed"
     assert codes[2] == "agents.mandate_required"
     assert codes[3] and codes[3] != "app.internal"
-    assert codes[4] == "identity.level_required"
+    assert codes[4] == "gov_services.real_name_required"
     assert codes[5] == "agents.client_key_reused"
     assert codes[6] == "app.validation_failed"
     assert len(await gov_applications(agent.id)) == 2
@@ -565,12 +542,12 @@ async def test_filing_unavailable_without_the_capability(client: httpx.AsyncClie
     agent = await make_agent(client, login)
     resident = await make_resident(client, login)
     await sms_mandate(client, agent, resident, scopes=["apply"])
-    cap = base._capabilities.pop("agent_filing")
+    cap = base._capabilities.pop("service_catalogue")
     try:
         r = await client.post(f"{API}/agent/submissions", headers=agent.headers, json=submission(resident))
     finally:
-        base.register_capability("agent_filing", cap)
-    assert r.status_code == 503 and r.json()["code"] == "agents.filing_unavailable"
+        base.register_capability("service_catalogue", cap)
+    assert r.status_code == 503 and r.json()["code"] == "agents.filing_unavailable", r.text
     async with sessionmaker()() as s:
         from app_api.agents.models import Submission
 
@@ -595,3 +572,23 @@ async def test_demo_stations_seed_is_idempotent_and_serves_the_demo_agent(
     agent = await login(roles=["agent"], station_id="changshu")
     me = (await client.get(f"{API}/agent/me", headers=agent)).json()
     assert me["station"]["city"] == "常熟" and me["station"]["kind_name"] == "异地联络站"
+
+
+async def test_the_same_batch_sent_concurrently_still_creates_each_application_once(
+    client: httpx.AsyncClient, login: LoginFn
+) -> None:
+    import asyncio
+
+    agent = await make_agent(client, login)
+    resident = await make_resident(client, login)
+    await sms_mandate(client, agent, resident, scopes=["apply"])
+    batch = [submission(resident, ITEM if i % 2 else OTHER_ITEM) for i in range(10)]
+    a, b = await asyncio.gather(
+        client.post(f"{API}/agent/submissions/batch", headers=agent.headers, json={"items": batch}),
+        client.post(f"{API}/agent/submissions/batch", headers=agent.headers, json={"items": batch}),
+    )
+    assert a.status_code == 200 and b.status_code == 200, (a.text, b.text)
+    created = a.json()["summary"]["created"] + b.json()["summary"]["created"]
+    dups = a.json()["summary"]["duplicate"] + b.json()["summary"]["duplicate"]
+    assert (created, dups) == (10, 10)
+    assert len(await gov_applications(agent.id)) == 10
