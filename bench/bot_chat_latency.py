@@ -62,7 +62,7 @@ def wait(url: str, proc: subprocess.Popen[bytes], what: str, seconds: float = 24
 
 def pct(values: list[float], p: float) -> float:
     s = sorted(values)
-    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
 
 
 def main() -> None:
@@ -84,8 +84,10 @@ def main() -> None:
         "RASA_TELEMETRY_ENABLED": "false",
         "SQLALCHEMY_SILENCE_UBER_WARNING": "1",
     }
-    subprocess.run([str(ROOT / ".venv/bin/wojia"), "db", "upgrade"], env=env, cwd=ROOT, check=True,
-                   capture_output=True)  # fmt: skip
+    for cmd in (["db", "upgrade"], ["seed"]):
+        subprocess.run(
+            [str(ROOT / ".venv/bin/wojia"), *cmd], env=env, cwd=ROOT, check=True, capture_output=True
+        )
     logs = Path(var)
     app = subprocess.Popen(
         [str(ROOT / ".venv/bin/uvicorn"), "bench.bot_app:app", "--host", "127.0.0.1", "--port", str(app_port),
@@ -93,8 +95,8 @@ def main() -> None:
         cwd=ROOT, env=env, stdout=(logs / "app.log").open("wb"), stderr=subprocess.STDOUT,
     )  # fmt: skip
     rasa = subprocess.Popen(
-        [str(venv / "bin/rasa"), "run", "--enable-api", "-i", "127.0.0.1", "-p", str(rasa_port), "--model", model,
-         "--endpoints", "endpoints.yml", "--credentials", "credentials.yml"],
+        [str(venv / "bin/rasa"), "run", "--enable-api", "-i", "127.0.0.1", "-p", str(rasa_port),
+         "--model", model, "--endpoints", "endpoints.yml", "--credentials", "credentials.yml"],
         cwd=ROOT / "bot" / "rasa", env=env, stdout=(logs / "rasa.log").open("wb"), stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
@@ -120,7 +122,8 @@ def main() -> None:
                 assert r.status_code == 200, r.text
                 t = time.perf_counter()
                 r = c.post(f"http://127.0.0.1:{rasa_port}/webhooks/rest/webhook",
-                           json={"sender": "direct-" + conv, "message": m, "metadata": {"elderly": False}})  # fmt: skip
+                           json={"sender": "direct-" + conv, "message": m,
+                                 "metadata": {"elderly": False}})  # fmt: skip
                 direct.append(time.perf_counter() - t)
                 assert r.status_code == 200, r.text
         print(f"chat turn latency, {args.turns} turns per path, messages: {', '.join(MESSAGES)}")
@@ -131,7 +134,8 @@ def main() -> None:
         overhead = statistics.median(via_app) / statistics.median(direct) - 1
         mean_overhead = statistics.mean(via_app) / statistics.mean(direct) - 1
         print(
-            f"  overhead of the app: median {overhead * 100:+.1f}%, mean {mean_overhead * 100:+.1f}% (goal <= 20%)"
+            f"  overhead of the app: median {overhead * 100:+.1f}%, "
+            f"mean {mean_overhead * 100:+.1f}% (goal <= 20%)"
         )
     finally:
         for p in (rasa, app):

@@ -43,6 +43,7 @@ def field(obj: Any, name: str, default: Any = None) -> Any:
 
 
 async def _call(fn: Any, *args: Any, session: AsyncSession | None, **kwargs: Any) -> Any:
+    params: Mapping[str, inspect.Parameter]
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
