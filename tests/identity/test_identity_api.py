@@ -584,3 +584,25 @@ async def test_face_check_through_the_remote_service_adapter(
         await session.exec(select(IdentityFaceProfile).where(IdentityFaceProfile.account_id == aid))
     ).one()
     assert profile.template_enc is None and profile.verifier == "remote"
+
+
+async def test_one_nonce_uploaded_twice_at_once_is_used_once(
+    client, login, person_factory, motion_frames
+) -> None:
+    import asyncio
+
+    headers = await l2_resident(client, login, person_factory)
+    await consented(client, headers)
+    c = await challenge(client, headers)
+    frames = challenge_frames(motion_frames, c["steps"])
+    a, b = await asyncio.gather(
+        upload(client, headers, c["challenge_id"], frames), upload(client, headers, c["challenge_id"], frames)
+    )
+    assert sorted([a.status_code, b.status_code]) == [200, 409]
+    token = (a if a.status_code == 200 else b).json()["step_up_token"]
+    # The step-up token is spent once even when presented twice at the same moment.
+    from identity.service import consume_step_up
+
+    aid = await account_id(client, headers)
+    results = await asyncio.gather(*(consume_step_up(aid, "identity.l3", token) for _ in range(5)))
+    assert sorted(results) == [False] * 4 + [True]
