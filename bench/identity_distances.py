@@ -19,8 +19,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 FACES = ROOT.parent / "shared" / "faces"
 PEOPLE = {
-    "obama_1.jpg": "obama", "obama_2.jpg": "obama", "obama_3.jpg": "obama", "obama_4.jpg": "obama",
-    "biden_1.jpg": "biden", "biden_2.jpg": "biden", "astronaut_collins.png": "collins",
+    "obama_1.jpg": "obama",
+    "obama_2.jpg": "obama",
+    "obama_3.jpg": "obama",
+    "obama_4.jpg": "obama",
+    "biden_1.jpg": "biden",
+    "biden_2.jpg": "biden",
+    "astronaut_collins.png": "collins",
 }
 
 
@@ -46,10 +51,12 @@ def main() -> None:
         t = args.tolerance
         print(f"  same person: n={len(same)}  min {min(same):.3f}  max {max(same):.3f}")
         print(f"  different:   n={len(diff)}  min {min(diff):.3f}  max {max(diff):.3f}")
-        print(f"  at tolerance {t}: same-person pairs refused {sum(d > t for d in same)}/{len(same)},"
-              f" different-person pairs accepted {sum(d <= t for d in diff)}/{len(diff)};"
-              f" margin above the largest same-person distance {t - max(same):+.3f},"
-              f" below the smallest different-person distance {min(diff) - t:+.3f}")
+        print(
+            f"  at tolerance {t}: same-person pairs refused {sum(d > t for d in same)}/{len(same)},"
+            f" different-person pairs accepted {sum(d <= t for d in diff)}/{len(diff)};"
+            f" margin above the largest same-person distance {t - max(same):+.3f},"
+            f" below the smallest different-person distance {min(diff) - t:+.3f}"
+        )
 
 
 if __name__ == "__main__":
