@@ -31,14 +31,14 @@ from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, field_validator
 from pydantic import Field as PField
 from pydantic_settings import SettingsConfigDict
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_api.access import CurrentAccount
+from app_api.access import CurrentAccount, require_roles
 from app_api.db import (
     SessionDep,
     UTCDateTime,
@@ -774,3 +774,54 @@ async def update_notification_settings(
     session.add(pref)
     await session.flush()
     return await _settings_out(session, principal.id)
+
+
+@router.get("/admin/notifications", dependencies=[Depends(require_roles("admin"))])
+async def admin_notifications(
+    session: SessionDep, status: str | None = None, template: str | None = None, limit: int = 100
+) -> dict[str, Any]:
+    """Delivery status for operations: attempts per message, without the message text or its data."""
+    q = select(Notification).order_by(col(Notification.created_at).desc()).limit(min(max(limit, 1), 500))
+    if status:
+        q = q.where(Notification.status == status)
+    if template:
+        q = q.where(Notification.template == template)
+    rows = list((await session.exec(q)).all())
+    ids = [n.id for n in rows]
+    tries: dict[str, list[NotificationAttempt]] = {}
+    if ids:
+        for a in (
+            await session.exec(
+                select(NotificationAttempt)
+                .where(col(NotificationAttempt.notification_id).in_(ids))
+                .order_by(col(NotificationAttempt.at))
+            )
+        ).all():
+            tries.setdefault(a.notification_id, []).append(a)
+    grouped = await session.exec(  # type: ignore[call-overload]
+        sa.select(col(Notification.status), sa.func.count()).group_by(col(Notification.status))
+    )
+    counts: dict[str, int] = {str(k): int(v) for k, v in grouped.all()}
+    return {
+        "counts": counts,
+        "items": [
+            {
+                "id": n.id,
+                "account_id": n.account_id,
+                "template": n.template,
+                "urgent": n.urgent,
+                "status": n.status,
+                "channel": n.channel,
+                "attempts": n.attempts,
+                "last_error": n.last_error,
+                "created_at": n.created_at,
+                "sent_at": n.sent_at,
+                "next_attempt_at": n.next_attempt_at,
+                "tries": [
+                    {"channel": a.channel, "ok": a.ok, "error_code": a.error_code, "at": a.at}
+                    for a in tries.get(n.id, [])
+                ],
+            }
+            for n in rows
+        ],
+    }

@@ -256,3 +256,27 @@ async def test_unknown_template_is_a_programming_error() -> None:
     with pytest.raises(KeyError):
         async with session_scope() as s:
             await notify.send(s, account_id="nobody", template="no.such_template")
+
+
+async def test_operations_see_delivery_attempts_but_not_message_text(
+    sms: FlakySms, login: LoginFn, client: httpx.AsyncClient
+) -> None:
+    phone = new_phone()
+    account = await account_id(client, await login(phone))
+    await no_quiet_hours(account)
+    sms.fail_for[phone] = 1
+    nid = await send(account, item="低保申请", status="已受理")
+    await settled(nid)
+    await notify.sweep()
+    admin = await login(roles=["admin"])
+    r = await client.get(
+        f"{API}/admin/notifications", headers=admin, params={"template": "test.status_changed"}
+    )
+    assert r.status_code == 200
+    mine = next(i for i in r.json()["items"] if i["id"] == nid)
+    assert mine["status"] == "sent" and [t["ok"] for t in mine["tries"]] == [False, True]
+    assert mine["tries"][0]["error_code"] == "sms.RequestTimeout"
+    assert "低保申请" not in r.text
+    assert r.json()["counts"]["sent"] >= 1
+    resident = await login()
+    assert (await client.get(f"{API}/admin/notifications", headers=resident)).status_code == 403
