@@ -12,6 +12,7 @@ from pydantic_settings import SettingsConfigDict
 from app_api.settings import VAR_DIR, WojiaSettings, get_settings
 
 DEV_POSTAL_SECRET = "dev-postal-secret-change-me"
+DEV_S3_SECRET = "dev-s3-secret-change-me"
 
 
 class GovServicesSettings(WojiaSettings):
@@ -19,8 +20,16 @@ class GovServicesSettings(WojiaSettings):
 
     # Uploaded materials: checked by content, encrypted at rest.
     upload_max_bytes: int = 10 * 1024 * 1024
-    storage: Literal["local"] = "local"
+    storage: Literal["local", "s3"] = "local"
     upload_dir: Path = VAR_DIR / "gov_services" / "uploads"
+    # S3-compatible object storage (path-style URLs, SigV4). The development default is the column's
+    # own S3 sandbox on the api.
+    s3_endpoint: str = "http://127.0.0.1:8000/api/v1/columns/gov_services/sandbox/s3"
+    s3_bucket: str = "wojia-materials"
+    s3_region: str = "us-east-1"
+    s3_prefix: str = "gov_services/"
+    s3_access_key: str = "wojia-dev"
+    s3_secret_key: SecretStr = SecretStr(DEV_S3_SECRET)
     # The postal service (EMS-style waybill API). The development default is the column's own
     # protocol sandbox, served by the api at this path.
     postal_url: str = "http://127.0.0.1:8000/api/v1/columns/gov_services/sandbox/postal"
@@ -33,9 +42,12 @@ class GovServicesSettings(WojiaSettings):
 
     @model_validator(mode="after")
     def _secrets(self) -> GovServicesSettings:
-        self.refuse_dev_secrets(
-            get_settings().environment, {"postal_secret": (self.postal_secret, DEV_POSTAL_SECRET)}
-        )
+        secrets: dict[str, tuple[SecretStr | None, str]] = {
+            "postal_secret": (self.postal_secret, DEV_POSTAL_SECRET)
+        }
+        if self.storage == "s3":
+            secrets["s3_secret_key"] = (self.s3_secret_key, DEV_S3_SECRET)
+        self.refuse_dev_secrets(get_settings().environment, secrets)
         return self
 
 

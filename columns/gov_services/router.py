@@ -396,6 +396,12 @@ async def ratings_summary(
 
 
 if get_settings().is_dev:
+    from columns.gov_services.s3 import sandbox_router as _s3_sandbox
     from columns.gov_services.sandbox import router as _sandbox
 
     router.include_router(_sandbox, prefix="/sandbox/postal")
+    _cfg = get_config()
+    s3_sandbox = _s3_sandbox(
+        access_key=_cfg.s3_access_key, secret_key=_cfg.s3_secret_key.get_secret_value(), region=_cfg.s3_region
+    )
+    router.include_router(s3_sandbox, prefix="/sandbox/s3")

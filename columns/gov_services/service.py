@@ -548,7 +548,7 @@ async def add_upload(
         storage_key="",
     )
     upload.storage_key = f"{app.id}/{upload.id}.{kind}"
-    get_storage().put(upload.storage_key, data)
+    await get_storage().put(upload.storage_key, data)
     session.add(upload)
     await session.flush()
     await _event(

@@ -2,11 +2,13 @@
 
 Accepted: PDF, JPEG, PNG and OFD (China's fixed-layout format, GB/T 33190: a ZIP package whose
 root holds ``OFD.xml``). A file whose content disagrees with its extension or declared type is
-refused, as is an empty or oversized one.
+refused, as is an empty or oversized one. Stored encrypted in a local folder (the embedded default)
+or in S3-compatible object storage (``WOJIA_COLUMN_GOV_SERVICES_STORAGE=s3``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import zipfile
 from pathlib import Path
@@ -16,6 +18,7 @@ import filetype
 
 from app_api.crypto import decrypt_bytes, encrypt_bytes
 from columns.gov_services.errors import UploadRejected, UploadTooLarge
+from columns.gov_services.s3 import S3Storage
 
 KINDS = {"application/pdf": "pdf", "image/jpeg": "jpeg", "image/png": "png"}
 EXTENSIONS = {"pdf": (".pdf",), "jpeg": (".jpg", ".jpeg"), "png": (".png",), "ofd": (".ofd",)}
@@ -64,8 +67,8 @@ def check_upload(data: bytes, *, filename: str, declared_type: str | None, max_b
 
 
 class Storage(Protocol):
-    def put(self, key: str, data: bytes) -> None: ...
-    def get(self, key: str) -> bytes: ...
+    async def put(self, key: str, data: bytes) -> None: ...
+    async def get(self, key: str) -> bytes: ...
 
 
 class LocalStorage:
@@ -80,18 +83,47 @@ class LocalStorage:
             raise ValueError("storage key escapes the storage root")
         return path
 
-    def put(self, key: str, data: bytes) -> None:
+    def _write(self, key: str, data: bytes) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".part")
         tmp.write_bytes(encrypt_bytes(data, aad=f"gov_upload:{key}"))
         tmp.replace(path)
 
-    def get(self, key: str) -> bytes:
-        return decrypt_bytes(self._path(key).read_bytes(), aad=f"gov_upload:{key}")
+    async def put(self, key: str, data: bytes) -> None:
+        await asyncio.to_thread(self._write, key, data)
+
+    async def get(self, key: str) -> bytes:
+        blob = await asyncio.to_thread(self._path(key).read_bytes)
+        return decrypt_bytes(blob, aad=f"gov_upload:{key}")
+
+
+class EncryptedS3Storage:
+    """S3-compatible object storage (production); objects are encrypted before they leave."""
+
+    def __init__(self, s3: S3Storage) -> None:
+        self.s3 = s3
+
+    async def put(self, key: str, data: bytes) -> None:
+        await self.s3.put_raw(key, encrypt_bytes(data, aad=f"gov_upload:{key}"))
+
+    async def get(self, key: str) -> bytes:
+        return decrypt_bytes(await self.s3.get_raw(key), aad=f"gov_upload:{key}")
 
 
 def get_storage() -> Storage:
     from columns.gov_services.config import get_config
 
-    return LocalStorage(get_config().upload_dir)
+    cfg = get_config()
+    if cfg.storage == "s3":
+        return EncryptedS3Storage(
+            S3Storage(
+                endpoint=cfg.s3_endpoint,
+                bucket=cfg.s3_bucket,
+                access_key=cfg.s3_access_key,
+                secret_key=cfg.s3_secret_key.get_secret_value(),
+                region=cfg.s3_region,
+                prefix=cfg.s3_prefix,
+            )
+        )
+    return LocalStorage(cfg.upload_dir)

@@ -388,6 +388,6 @@ async def test_good_uploads_are_kept_encrypted_and_by_kind(
         ).one()
     raw = (get_config().upload_dir / up.storage_key).read_bytes()
     assert b"%PDF" not in raw  # encrypted at rest
-    assert get_storage().get(up.storage_key) == pdf()
+    assert await get_storage().get(up.storage_key) == pdf()
     resp = await _upload(client, r, app["id"], "不存在的材料", pdf(), "x.pdf")
     assert resp.status_code == 422
