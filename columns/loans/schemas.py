@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 Kind = Literal["bank", "insurer", "guarantor"]
 ApplicantType = Literal["individual", "business"]
 Scope = Literal["identity.name", "identity.id_number", "contact.phone", "business.registration"]
+DEFAULT_SHARED: tuple[Scope, ...] = ("identity.name", "identity.id_number", "contact.phone")
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=2, max_length=200)]
 
 
@@ -41,9 +42,7 @@ class ProductCreate(BaseModel):
     materials: list[Annotated[str, StringConstraints(min_length=2, max_length=60)]] = Field(
         default_factory=list
     )
-    shared_data: list[Scope] = Field(
-        default_factory=lambda: ["identity.name", "identity.id_number", "contact.phone"]
-    )
+    shared_data: list[Scope] = Field(default_factory=lambda: list(DEFAULT_SHARED))
 
     @model_validator(mode="after")
     def _ranges(self) -> ProductCreate:

@@ -214,7 +214,7 @@ async def apply(session: AsyncSession, *, account_id: str, data: ApplicationCrea
         raise TooManyOpenApplications()
     account = await session.get(Account, account_id)
     assert account is not None
-    scopes = sorted(set(data.consent.scopes))
+    scopes: list[str] = sorted(set(data.consent.scopes))
     shared = {
         "identity.name": account.real_name,
         "identity.id_number": account.id_number,

@@ -259,15 +259,16 @@ async def submit_withdrawal(withdrawal_id: str) -> str:
             return "done"
         w.attempts += 1
         session.add(w)
-        args = dict(
-            account_no=w.fund_account_no,
-            reason=w.reason,
-            amount_fen=w.amount_fen,
-            bank_account=decrypt_str(w.bank_account_enc, aad="provident_fund.bank"),
-            app_ref=w.id,
-        )
+        account_no, reason, amount_fen = w.fund_account_no, w.reason, w.amount_fen
+        bank_account = decrypt_str(w.bank_account_enc, aad="provident_fund.bank")
     try:
-        d = await get_center().withdraw(**args)
+        d = await get_center().withdraw(
+            account_no=account_no,
+            reason=reason,
+            amount_fen=amount_fen,
+            bank_account=bank_account,
+            app_ref=withdrawal_id,
+        )
         outcome, number, message = (
             WithdrawalStatus.ACCEPTED,
             str(d.get("application_no")),

@@ -359,3 +359,11 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def dev_app() -> Starlette:
+    """The development billers with the demo households, for the embedded default to mount at
+    ``/sandbox/utilities`` (where the default biller configuration points)."""
+    from columns.utilities.config import DEV_BILLER_SECRET
+
+    return sandbox_app(demo_sandboxes(DEV_BILLER_SECRET))
