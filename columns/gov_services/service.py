@@ -348,34 +348,40 @@ async def create_application(
         raise IdentityLevelRequired(item.identity_level, principal.identity_level)
     accept_step = next((s.days for s in item.steps if s.name == "受理"), 1)
     review_steps = sum(s.days for s in item.steps if s.name not in NON_REVIEW_STEPS)
-    app = Application(
-        number=_new_number(),
-        client_key=client_key,
-        applicant_id=principal.id,
-        agent_id=None,
-        item_code=item.code,
-        item_version_id=item_row.current_version_id,
-        item_version=item_row.version,
-        item_name=item.name,
-        department=item.department,
-        limit_days=item.promised_days,
-        accept_limit_days=max(accept_step, 1),
-        review_limit_days=review_steps,
-    )
-    session.add(app)
-    try:
-        async with session.begin_nested():
-            await session.flush()
-    except sa.exc.IntegrityError:
-        # A concurrent request with the same client key won: return its draft.
-        again = (
-            await session.exec(
-                select(Application).where(
-                    Application.applicant_id == principal.id, Application.client_key == client_key
+    for _attempt in range(5):
+        app = Application(
+            number=_new_number(),
+            client_key=client_key,
+            applicant_id=principal.id,
+            agent_id=None,
+            item_code=item.code,
+            item_version_id=item_row.current_version_id,
+            item_version=item_row.version,
+            item_name=item.name,
+            department=item.department,
+            limit_days=item.promised_days,
+            accept_limit_days=max(accept_step, 1),
+            review_limit_days=review_steps,
+        )
+        try:
+            async with session.begin_nested():
+                session.add(app)
+                await session.flush()
+            break
+        except sa.exc.IntegrityError:
+            # Either a concurrent request with the same client key won (return its draft), or the
+            # random application number collided with another day's-worth of numbers (draw again).
+            again = (
+                await session.exec(
+                    select(Application).where(
+                        Application.applicant_id == principal.id, Application.client_key == client_key
+                    )
                 )
-            )
-        ).one()
-        return again, False
+            ).first()
+            if again is not None:
+                return again, False
+    else:
+        raise InvalidTransition("申请编号生成失败，请重试")
     await _event(session, app, kind="drafted", title="创建申请草稿", actor=principal, role="resident")
     return app, True
 

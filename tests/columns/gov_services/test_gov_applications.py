@@ -391,3 +391,17 @@ async def test_good_uploads_are_kept_encrypted_and_by_kind(
     assert await get_storage().get(up.storage_key) == pdf()
     resp = await _upload(client, r, app["id"], "不存在的材料", pdf(), "x.pdf")
     assert resp.status_code == 422
+
+
+async def test_application_number_collision_draws_again(
+    client: httpx.AsyncClient, login: LoginFn, gov_catalogue: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from columns.gov_services import service
+
+    r = await make_resident(client, login, level=2)
+    first = await new_application(client, r, OLD_AGE)
+    fresh = "2026" + uuid.uuid4().hex[:12].translate(str.maketrans("abcdef", "123456"))
+    numbers = iter([first["number"], fresh])
+    monkeypatch.setattr(service, "_new_number", lambda: next(numbers))
+    second = await new_application(client, r, OLD_AGE)
+    assert second["number"] == fresh and second["id"] != first["id"]
