@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, APIRouter
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app_api.access_walk import access_kinds, is_open
@@ -54,6 +54,7 @@ PLATFORM_ROUTERS: list[tuple[str, str]] = [
 DEV_ROUTERS: list[tuple[str, str]] = [
     ("app_api.accounts.router:dev_router", API),
     ("app_api.datahub.sandbox:router", "/sandbox/datahub"),
+    ("identity.sandbox:build_router", "/sandbox/realperson"),
     ("miniprogram_bridge.dev:wechat_router", "/sandbox/wechat"),
     ("miniprogram_bridge.dev:alipay_router", "/sandbox/alipay"),
 ]
@@ -141,7 +142,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         background.append(asyncio.create_task(SchedulerLoop(scheduler).run(skip_first_run=True)))
     elif not broker.is_worker_process:
         await broker.startup()
+    import identity
     from app_api.cache import listen_forever
+
+    await identity.startup()
 
     background.append(asyncio.create_task(listen_forever()))
     try:
@@ -149,6 +153,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         for t in background:
             t.cancel()
+        await identity.shutdown()
         with contextlib.suppress(Exception):
             await broker.shutdown()
         await close_http()
@@ -172,7 +177,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     routers = PLATFORM_ROUTERS + (DEV_ROUTERS if settings.is_dev else [])
     for ref, prefix in routers:
-        app.include_router(_import(ref), prefix=prefix)
+        router = _import(ref)
+        # A sandbox may be built by a factory (its keys are generated at start).
+        app.include_router(router if isinstance(router, APIRouter) else router(), prefix=prefix)
     app.state.columns = mount_columns(app, settings)
     app.state.settings = settings
     return app

@@ -32,7 +32,8 @@ class Account(SQLModel, table=True):
     identity_level: int = 1
     real_name_enc: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
     id_number_enc: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
-    id_number_hash: str | None = Field(default=None, max_length=64, index=True)
+    # Unique: one citizen ID verifies one account (NULLs, the unverified, do not collide).
+    id_number_hash: str | None = Field(default=None, max_length=64, unique=True)
     password_hash: str | None = Field(default=None, max_length=200)
     department: str | None = Field(default=None, max_length=64)
     institution_id: str | None = Field(default=None, max_length=64)
