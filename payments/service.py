@@ -472,9 +472,25 @@ async def notify_column(session: AsyncSession, *, order_id: str) -> bool:
     """Run the purpose's paid handler once; True if it ran now. Called by the outbox job."""
     from payments.hooks import PaidPurpose, paid_handler
 
-    order = await _locked_order(session, order_id=order_id)
-    if order is None or order.column_notified_at is not None or OrderStatus(order.status) not in PAID_LIKE:
+    # Claim first, with a write: the row stays locked until commit (PostgreSQL), the database is
+    # locked for writers (SQLite), and a concurrent or repeated job finds nothing left to claim.
+    # If the handler fails, the claim rolls back with everything else and the job retries.
+    claimed = await session.exec(  # type: ignore[call-overload]
+        sa.update(PaymentOrder)
+        .where(
+            col(PaymentOrder.id) == order_id,
+            col(PaymentOrder.column_notified_at).is_(None),
+            col(PaymentOrder.status).in_([s.value for s in PAID_LIKE]),
+        )
+        .values(column_notified_at=utcnow())
+    )
+    if claimed.rowcount != 1:
         return False
+    order = (
+        await session.exec(
+            select(PaymentOrder).where(PaymentOrder.id == order_id).execution_options(populate_existing=True)
+        )
+    ).one()
     handler = paid_handler(order.purpose)
     if handler is None:
         # A column that is not installed (yet): fail so the job retries and the relay keeps it.
@@ -493,8 +509,6 @@ async def notify_column(session: AsyncSession, *, order_id: str) -> bool:
             paid_at=order.paid_at,
         ),
     )
-    order.column_notified_at = utcnow()
-    session.add(order)
     await _event(session, order, kind="column_notified", source="outbox", data={"purpose": order.purpose})
     return True
 

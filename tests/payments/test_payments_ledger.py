@@ -298,3 +298,128 @@ async def test_bad_notify_requests(ledger, client):
     r = await client.post("/api/v1/payments/notify/wechat_v3", content=b"{}")
     assert r.status_code == 400
     assert (await client.post("/api/v1/payments/notify/paypal", content=b"x")).status_code == 422
+
+
+async def test_foreign_merchant_notification_is_audited(ledger, client, login):
+    from app_api.audit.models import AuditEvent
+
+    headers = await login()
+    order = await new_order(await account_id(client, headers), "wechat_v3")
+    body = await start(client, headers, order, "wechat_v3")
+    async with session_scope() as s:
+        before = len(
+            (
+                await s.exec(
+                    select(AuditEvent.seq).where(AuditEvent.action == "payments.notification_flagged")
+                )
+            ).all()
+        )
+    await pay_at_sandbox(ledger, "wechat_v3", order, body["client_params"], forge="merchant")
+    async with session_scope() as s:
+        flagged = (
+            await s.exec(
+                select(AuditEvent)
+                .where(AuditEvent.action == "payments.notification_flagged")
+                .order_by(AuditEvent.seq)
+            )
+        ).all()
+    assert len(flagged) == before + 1 and flagged[-1].data["reason"] == "foreign_merchant"
+    assert (await load(order.id)).status == OrderStatus.PAYING
+
+
+async def test_refund_made_outside_the_ledger_is_flagged_not_applied(ledger, client, login):
+    """A refund done in the merchant console: its notification names a refund number we never issued."""
+    from payments.providers.base import RefundRequest
+    from payments.registry import notify_url
+
+    headers = await login()
+    order = await new_order(await account_id(client, headers), "wechat_v2", amount=800)
+    body = await start(client, headers, order, "wechat_v2")
+    await pay_at_sandbox(ledger, "wechat_v2", order, body["client_params"])
+    await ledger.providers["wechat_v2"].refund(
+        RefundRequest(
+            out_trade_no=order.out_trade_no,
+            out_refund_no="CONSOLE" + secrets.token_hex(4),
+            total_fen=800,
+            refund_fen=100,
+            notify_url=notify_url("wechat_v2"),
+        )
+    )
+
+    async def flagged() -> list[PaymentEvent]:
+        return [e for e in await events(order.id) if e.kind == "flagged"]
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    while not await flagged():
+        assert loop.time() < deadline
+        await asyncio.sleep(0.05)
+    assert (await flagged())[0].data["reason"] == "unknown_refund"
+    after = await load(order.id)
+    assert after.status == OrderStatus.PAID and after.refunded_fen == 0
+
+
+async def test_column_rule_refund_and_late_handler(ledger, client, login):
+    """A purpose whose column registers its handler late: the job retries; the column is told once."""
+    from payments.hooks import on_paid
+    from payments.tasks import notify_column
+
+    headers = await login()
+    acc = await account_id(client, headers)
+    async with session_scope() as s:
+        order = await service.create_order(
+            s,
+            account_id=acc,
+            purpose="latecol.fee",
+            purpose_ref="L1" + secrets.token_hex(3),
+            amount_fen=600,
+            description="办证费",
+            provider="alipay",
+            channel="miniprogram",
+        )
+    body = await start(client, headers, order, "alipay")
+    await pay_at_sandbox(ledger, "alipay", order, body["client_params"])
+    assert (await load(order.id)).status == OrderStatus.PAID
+    with pytest.raises(LookupError):  # no handler yet: the job fails and will be retried
+        await notify_column(order.id)
+    assert (await load(order.id)).column_notified_at is None
+    calls: list[str] = []
+
+    @on_paid("latecol.fee")
+    async def fee_paid(session, paid) -> None:
+        calls.append(paid.order_id)
+
+    # This call and the broker's own retry of the failed job race: whichever claims first tells
+    # the column; the other finds nothing left to do.
+    await notify_column(order.id)
+    await wait_for(lambda: calls == [order.id])
+    assert await notify_column(order.id) is False  # a retried or duplicated job changes nothing
+    await asyncio.sleep(0.3)
+    assert calls == [order.id]
+    assert (await load(order.id)).column_notified_at is not None
+
+    # The column's own rule refunds part of it (e.g. an overpayment found by the biller).
+    async with session_scope() as s:
+        refund, created = await service.request_refund(
+            s,
+            order_id=order.id,
+            amount_fen=100,
+            out_refund_no="COL" + order.out_trade_no,
+            reason="多缴部分退回",
+            source="column:latecol",
+            actor_id=None,
+        )
+    assert created
+    await wait_status(order.id, OrderStatus.PARTIALLY_REFUNDED)
+    async with session_scope() as s:
+        again, created_again = await service.request_refund(
+            s,
+            order_id=order.id,
+            amount_fen=100,
+            out_refund_no="COL" + order.out_trade_no,
+            reason=None,
+            source="column:latecol",
+            actor_id=None,
+        )
+    assert not created_again and again.id == refund.id
+    assert (await load(order.id)).refunded_fen == 100
