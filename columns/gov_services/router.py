@@ -10,7 +10,7 @@ from sqlmodel import col, select
 from app_api.access import Admin, CurrentAccount, public
 from app_api.accounts.principal import Principal
 from app_api.db import SessionDep, utcnow
-from app_api.errors import Forbidden
+from app_api.errors import Forbidden, ValidationFailed
 from app_api.settings import get_settings
 from columns.gov_services import catalogue_io, service, supervision, workdays
 from columns.gov_services.catalogue import CatalogueItem
@@ -180,7 +180,7 @@ async def export_catalogue(
 async def edit_item(code: str, body: CatalogueItem, admin: Admin, session: SessionDep) -> dict[str, Any]:
     """Change an item's guide: a new version; filed applications keep theirs."""
     if body.code != code:
-        raise Forbidden("不能修改事项编码")
+        raise ValidationFailed("事项编码不能修改", item_code=code)
     item = await service.edit_item(session, data=body, actor_id=admin.id)
     return {"code": item.code, "version": item.version}
 
