@@ -70,7 +70,7 @@ class FundCenterSandbox:
         self.people: dict[str, Person] = {}
         self.withdrawals: dict[str, dict[str, Any]] = {}
         self.calls = 0
-        self._fail = 0
+        self._fail: list[str | None] = []
         self._lock = threading.Lock()
         self._seq = itertools.count(1)
         self.app = Starlette(
@@ -87,9 +87,10 @@ class FundCenterSandbox:
         self.people[person.id_number] = person
         return person
 
-    def fail_next(self, n: int) -> None:
+    def fail_next(self, n: int, path: str | None = None) -> None:
+        """The next ``n`` calls (to ``path`` only, if given) answer 503."""
         with self._lock:
-            self._fail += n
+            self._fail.extend([path] * n)
 
     @staticmethod
     def _answer(code: int, msg: str, data: Any = None, status: int = 200) -> JSONResponse:
@@ -105,9 +106,10 @@ class FundCenterSandbox:
             return self._answer(40102, "bad signature", status=401)
         with self._lock:
             self.calls += 1
-            if self._fail > 0:
-                self._fail -= 1
-                return self._answer(50001, "system busy", status=503)
+            for i, path in enumerate(self._fail):
+                if path is None or path == request.url.path:
+                    del self._fail[i]
+                    return self._answer(50001, "system busy", status=503)
         try:
             return dict(json.loads(body))
         except (ValueError, TypeError):

@@ -170,7 +170,6 @@ async def test_withdrawal_needs_step_up(client, login, center, phone):
     assert (await client.get(f"{API}/withdrawals", headers=headers)).json() == []
 
     token = await issue_step_up(account_id, "provident_fund.withdraw")
-    center.fail_next(0)
     ok = await client.post(f"{API}/withdrawals", headers={**headers, "X-Step-Up-Token": token}, json=body)
     assert ok.status_code == 202, ok.text
     w = ok.json()
@@ -210,3 +209,36 @@ async def test_center_down_and_unknown_person(client, login, center):
         s.add(a)
     r = await client.get(f"{API}/account", headers=stranger)
     assert r.status_code == 404 and r.json()["code"] == "provident_fund.account_not_found"
+
+
+async def test_withdrawal_survives_the_center_being_down(client, login, center):
+    from app_api.accounts.service import raise_level
+    from app_api.db import session_scope
+    from identity.service import issue_step_up
+
+    headers, account_id, person = await real_named(client, login, center, balance_fen=800_000)
+    async with session_scope() as s:
+        await raise_level(s, account_id, 3, reason="test")
+    before = len(center.withdrawals)
+    center_calls = center.calls
+    center.fail_next(2, path="/v1/withdrawals")
+    r = await client.post(
+        f"{API}/withdrawals",
+        headers={
+            **headers,
+            **{"X-Step-Up-Token": await issue_step_up(account_id, "provident_fund.withdraw")},
+        },
+        json={"reason": "还贷", "amount_fen": 500_000, "bank_account": "6228480402564890018"},
+    )
+    assert r.status_code == 202
+    # The application is recorded at once; its submission meets a busy center twice, then gets through.
+    assert r.json()["status"] == "submitting"
+    w = r.json()
+    for _ in range(400):
+        got = (await client.get(f"{API}/withdrawals/{w['id']}", headers=headers)).json()
+        if got["status"] != "submitting":
+            break
+        await asyncio.sleep(0.05)
+    assert got["status"] == "accepted", got
+    assert len(center.withdrawals) == before + 1 and center.calls == center_calls + 4
+    assert person.account_no
