@@ -428,3 +428,9 @@ def mount_sandboxes(app: Any) -> None:
     boxes = sandboxes()
     if boxes is not None:
         app.mount(SANDBOX_PREFIX, boxes.asgi_app())
+
+
+def install(app: Any, *, prefix: str = "/api/v1") -> None:
+    """What the app factory needs from payments: the routers, and the sandboxes in sandbox mode."""
+    app.include_router(router_all, prefix=prefix)
+    mount_sandboxes(app)
