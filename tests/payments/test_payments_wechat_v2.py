@@ -216,3 +216,12 @@ async def test_daily_bill(v2, receiver):
     assert any(f"`{out}" in line and "`50.00" in line for line in lines[1:-2])
     with pytest.raises(BillUnavailable):
         await provider.download_bill(dt.date(2001, 1, 1))
+
+
+async def test_late_notification_arrives_after_the_delay(v2, receiver):
+    provider, _sandbox, server = v2
+    out, _ = await create(provider, receiver)
+    result = await control(server, "/_sandbox/pay", out_trade_no=out, delay_s=0.5)
+    assert result["deliveries"] == [] and receiver.accepted == []
+    await wait_for(lambda: len(receiver.accepted) == 1)
+    assert receiver.accepted[0].out_trade_no == out
