@@ -556,6 +556,39 @@ async def _attempt(notification_id: str, now: dt.datetime) -> str:
         else:  # every channel refused outright (grants void, unbound): the inbox keeps it
             plan.status, plan.channel = "in_app", "in_app"
 
+    try:
+        return await _record(notification_id, plan)
+    except Exception as e:
+        log.exception(
+            "notification %s: outcome (%s) not recorded; claim kept until it lapses",
+            notification_id,
+            plan.status,
+        )
+        raise _Unrecorded(notification_id) from e
+
+
+class _Unrecorded(Exception):
+    """The outcome of a delivery could not be written: the claim is kept until it lapses."""
+
+
+async def _record(notification_id: str, plan: _Plan) -> str:
+    # SQLite lets one writer at a time: a long request (an agents' batch) can hold the lock past the
+    # busy timeout. The message may already be out, so the outcome is retried rather than dropped.
+    delays = [0.25, 0.5, 1.0, 2.0, 4.0]
+    for i, delay in enumerate([*delays, None]):
+        try:
+            return await _record_once(notification_id, plan)
+        except sa.exc.OperationalError:
+            if delay is None:
+                raise
+            log.warning(
+                "notification %s: recording the outcome failed (try %d), retrying", notification_id, i + 1
+            )
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+async def _record_once(notification_id: str, plan: _Plan) -> str:
     async with session_scope() as session:
         n = await session.get(Notification, notification_id)
         if n is None:
@@ -594,6 +627,8 @@ async def deliver_now(notification_id: str) -> str:
         return "skipped"
     try:
         return await _attempt(notification_id, now)
+    except _Unrecorded:
+        raise  # the message may be out: releasing the claim now could send it twice
     except BaseException:
         # Release the claim so the sweep can try again soon (the attempt may not have been recorded).
         async with session_scope() as session:

@@ -280,3 +280,28 @@ async def test_operations_see_delivery_attempts_but_not_message_text(
     assert r.json()["counts"]["sent"] >= 1
     resident = await login()
     assert (await client.get(f"{API}/admin/notifications", headers=resident)).status_code == 403
+
+
+async def test_outcome_is_recorded_even_when_the_database_is_briefly_locked(
+    sms: FlakySms, login: LoginFn, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlalchemy as sa
+
+    phone = new_phone()
+    account = await account_id(client, await login(phone))
+    await no_quiet_hours(account)
+    real = notify._record_once
+    fails = {"left": 2}
+
+    async def locked_twice(nid: str, plan: Any) -> str:
+        if fails["left"]:
+            fails["left"] -= 1
+            raise sa.exc.OperationalError("UPDATE app_notification", {}, Exception("database is locked"))
+        return await real(nid, plan)
+
+    monkeypatch.setattr(notify, "_record_once", locked_twice)
+    nid = await send(account)
+    n = await settled(nid)
+    assert n.status == "sent" and fails["left"] == 0
+    await notify.sweep()
+    assert len(await texts(sms, phone)) == 1
