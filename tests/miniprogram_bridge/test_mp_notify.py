@@ -20,7 +20,11 @@ notify.register_template(
     "您申请的“$item”$status。",
     wechat_fields={"thing1": "$item", "phrase2": "$status", "time3": "$at"},
 )
-PARAMS = {"item": "城乡居民基本医疗保险参保登记（含新生儿、学生）", "status": "已办结", "at": "2026-11-22 10:00"}
+PARAMS = {
+    "item": "城乡居民基本医疗保险参保登记（含新生儿、学生）",
+    "status": "已办结",
+    "at": "2026-11-22 10:00",
+}
 
 
 async def wechat_resident(client: httpx.AsyncClient, sandbox: Any) -> tuple[dict[str, str], str, str, str]:
