@@ -19,6 +19,7 @@ for refusals (unknown item, missing fields), and record ``agent_id`` on the appl
 
 from __future__ import annotations
 
+import datetime as dt
 import inspect
 from collections.abc import Mapping
 from typing import Any
@@ -91,3 +92,50 @@ async def applications_of(
     if inspect.isawaitable(result):
         result = await result
     return list(result)
+
+
+def uploader() -> Any | None:
+    for cap in (get_capability(CAPABILITY), get_capability("service_catalogue")):
+        fn = getattr(cap, "upload_on_behalf", None) if cap is not None else None
+        if callable(fn):
+            return fn
+    return None
+
+
+async def upload_on_behalf(
+    session: AsyncSession,
+    *,
+    resident_id: str,
+    agent_id: str,
+    station_id: str,
+    mandate_id: str,
+    application_id: str,
+    material: str,
+    filename: str,
+    content_type: str | None,
+    data: bytes,
+) -> dict[str, Any]:
+    """A material for one of the resident's applications (a supplement asked for by the reviewer).
+
+    Offered as ``upload_on_behalf`` on the same capability as ``file_on_behalf``; it must check
+    that the application belongs to ``resident_id`` and check the content like a resident's upload.
+    """
+    fn = uploader()
+    if fn is None:
+        raise FilingUnavailable("代办上传材料暂未开通")
+    result = fn(
+        session,
+        resident_id=resident_id,
+        agent_id=agent_id,
+        station_id=station_id,
+        mandate_id=mandate_id,
+        application_id=application_id,
+        material=material,
+        filename=filename,
+        content_type=content_type,
+        data=data,
+    )
+    if inspect.isawaitable(result):
+        result = await result
+    out: dict[str, Any] = dict(result) if isinstance(result, Mapping) else {"id": getattr(result, "id", None)}
+    return {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in out.items()}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Form, UploadFile
 
 from app_api.access import Admin, CurrentAccount, public, require_roles
 from app_api.accounts.principal import Principal
@@ -183,6 +183,43 @@ async def resident_applications(resident_id: str, agent: Agent, session: Session
 
         raise FilingUnavailable("办理进度查询暂未开通")
     return {"applications": apps}
+
+
+@router.post("/agent/residents/{resident_id}/applications/{application_id}/materials", status_code=201)
+async def upload_material(
+    resident_id: str,
+    application_id: str,
+    agent: Agent,
+    session: SessionDep,
+    material: Annotated[str, Form(min_length=1, max_length=100)],
+    file: UploadFile,
+) -> dict[str, Any]:
+    """Upload a material for a resident's application (needs the "upload" scope)."""
+    m, station = await service.require_mandate(session, agent=agent, resident_id=resident_id, scope="upload")
+    data = await file.read()
+    result = await filing.upload_on_behalf(
+        session,
+        resident_id=resident_id,
+        agent_id=agent.id,
+        station_id=station.id,
+        mandate_id=m.id,
+        application_id=application_id,
+        material=material,
+        filename=file.filename or "upload",
+        content_type=file.content_type,
+        data=data,
+    )
+    await service.record_action(
+        session,
+        agent_id=agent.id,
+        station_id=station.id,
+        resident_id=resident_id,
+        mandate=m,
+        action="material_uploaded",
+        subject_id=application_id,
+        data={"material": material, "size": len(data)},
+    )
+    return {"upload": result}
 
 
 @router.patch("/agent/residents/{resident_id}/elderly-mode")

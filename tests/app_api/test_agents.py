@@ -592,3 +592,18 @@ async def test_the_same_batch_sent_concurrently_still_creates_each_application_o
     dups = a.json()["summary"]["duplicate"] + b.json()["summary"]["duplicate"]
     assert (created, dups) == (10, 10)
     assert len(await gov_applications(agent.id)) == 10
+
+
+async def test_uploading_for_a_resident_needs_the_upload_scope(
+    client: httpx.AsyncClient, login: LoginFn
+) -> None:
+    agent = await make_agent(client, login)
+    resident = await make_resident(client, login)
+    await sms_mandate(client, agent, resident, scopes=["apply"])
+    url = f"{API}/agent/residents/{resident.id}/applications/some-application/materials"
+    files = {"file": ("id.pdf", b"%PDF-1.4\n%%EOF\n", "application/pdf")}
+    r = await client.post(url, headers=agent.headers, data={"material": "申请人居民身份证"}, files=files)
+    assert r.status_code == 403 and r.json()["code"] == "agents.out_of_scope"
+    other = await make_agent(client, login)
+    r = await client.post(url, headers=other.headers, data={"material": "申请人居民身份证"}, files=files)
+    assert r.status_code == 403 and r.json()["code"] == "agents.mandate_required"
