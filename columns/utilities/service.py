@@ -519,15 +519,25 @@ async def deliver_notice(notice_id: str, *, now: dt.datetime | None = None) -> s
     now = now or utcnow()
     cfg = get_config()
     async with session_scope() as session:
+        # The claim is one conditional UPDATE, atomic on SQLite and PostgreSQL alike: of two
+        # workers holding the same job, one gets the lease and the other does nothing.
+        claimed = await session.exec(  # type: ignore[call-overload]
+            sa.update(BillerNotice)
+            .where(
+                col(BillerNotice.id) == notice_id,
+                col(BillerNotice.status) == NoticeStatus.PENDING.value,
+                col(BillerNotice.next_attempt_at) <= now,
+                sa.or_(col(BillerNotice.lease_until).is_(None), col(BillerNotice.lease_until) <= now),
+            )
+            .values(lease_until=now + dt.timedelta(seconds=cfg.notice_lease_s))
+        )
+        if claimed.rowcount != 1:
+            n = await session.get(BillerNotice, notice_id)
+            if n is None or n.status != NoticeStatus.PENDING:
+                return "done"
+            return "not_due" if n.next_attempt_at > now else "leased"
         n = await _locked_notice(session, notice_id)
-        if n is None or n.status != NoticeStatus.PENDING:
-            return "done"
-        if n.next_attempt_at > now:
-            return "not_due"
-        if n.lease_until is not None and n.lease_until > now:
-            return "leased"
-        n.lease_until = now + dt.timedelta(seconds=cfg.notice_lease_s)
-        session.add(n)
+        assert n is not None
         post = PaymentPost(
             account_no=n.account_no,
             bill_no=n.bill_no,

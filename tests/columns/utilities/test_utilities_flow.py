@@ -337,3 +337,25 @@ async def test_due_date_reminder_sms_once(client, login, billers, phone):
     await service.send_due_reminders()
     await __import__("asyncio").sleep(0.3)
     assert len(await texts()) == 1
+
+
+async def test_two_workers_on_one_notice_tell_the_biller_once(client, login, billers, pay_sandbox):
+    import asyncio
+
+    headers, _ = await household(client, login, billers, amounts=(7000,))
+    [b] = (await client.get(f"{API}/bills", headers=headers)).json()["accounts"][0]["bills"]
+    billers["water"].fail_next(1, "error", "/v1/payments")
+    await pay(client, headers, [b["id"]], "alipay", pay_sandbox)
+
+    async def tried() -> bool:
+        n = await notice_for(b["bill_no"])
+        return n is not None and n.attempts == 1
+
+    await wait_until(tried)
+    n = await notice_for(b["bill_no"])
+    assert n is not None
+    later = utcnow() + dt.timedelta(hours=1)
+    outcomes = await asyncio.gather(*(service.deliver_notice(n.id, now=later) for _ in range(4)))
+    assert sorted(outcomes).count("delivered") == 1 and set(outcomes) <= {"delivered", "leased", "done"}
+    [posted] = billers["water"].payments_for(b["bill_no"])
+    assert posted.times_posted == 1
