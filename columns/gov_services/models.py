@@ -114,6 +114,11 @@ class Application(SQLModel, table=True):
     pauses: list[list[Any]] = Field(default_factory=list, sa_type=sa.JSON)
     due_at: dt.datetime | None = datetime_field(index=True)
     decision_reason: str | None = Field(default=None, max_length=500)
+    # Fixed at the decision, so figures aggregate in SQL: working days used, within the limit,
+    # decided on the day it was filed (当日办结).
+    used_days: float | None = None
+    on_time: bool | None = None
+    same_day: bool | None = None
     result_cert_no: str | None = Field(default=None, max_length=60)
     tracking_no: str | None = Field(default=None, max_length=40)
     created_at: dt.datetime = created_at_field()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile
@@ -366,12 +367,17 @@ def _scope(principal: Principal, department: str | None) -> str | None:
 
 @router.get("/supervision/departments")
 async def supervision_figures(
-    principal: StaffOrAdmin, session: SessionDep, department: str | None = None
+    principal: StaffOrAdmin,
+    session: SessionDep,
+    department: str | None = None,
+    days: Annotated[int, Query(ge=1, le=366)] = 30,
 ) -> dict[str, Any]:
-    """Per department: on-time rate, same-day completion rate, average working days, open and overdue."""
-    return {
-        "departments": await supervision.department_figures(session, department=_scope(principal, department))
-    }
+    """Per department over the last ``days``: on-time and same-day rates, average days, open, overdue."""
+    since = utcnow() - dt.timedelta(days=days)
+    figures = await supervision.department_figures(
+        session, department=_scope(principal, department), since=since
+    )
+    return {"days": days, "departments": figures}
 
 
 @router.get("/supervision/overdue")

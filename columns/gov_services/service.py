@@ -763,6 +763,16 @@ def _start(app: Application) -> dt.datetime:
     return app.submitted_at
 
 
+def _record_decision(app: Application, at: dt.datetime) -> None:
+    """Freeze the supervision outcome of a decision (used days, on time, same day)."""
+    app.decided_at = at
+    if app.submitted_at is not None:
+        used = workdays.elapsed_working_days(app.submitted_at, at, pauses=pauses_of(app))
+        app.used_days = round(used, 3)
+        app.on_time = used <= app.limit_days
+        app.same_day = workdays.same_day(app.submitted_at, at)
+
+
 def pauses_of(app: Application) -> list[workdays.Pause]:
     return [
         (dt.datetime.fromisoformat(p[0]), dt.datetime.fromisoformat(p[1]) if p[1] else None)
@@ -882,7 +892,8 @@ async def approve(
     await _transition(session, app, [ACCEPTED], APPROVED)
     item = await version_of(session, app)
     now = utcnow()
-    app.decided_at, app.updated_at = now, now
+    _record_decision(app, now)
+    app.updated_at = now
     app.reviewer_id = app.reviewer_id or principal.id
     if item.result.ecert:
         applicant = await session.get(Account, app.applicant_id)
@@ -928,7 +939,8 @@ async def reject(
     now = utcnow()
     if was == SUPPLEMENT:
         _close_pause(app, now)
-    app.decided_at, app.decision_reason, app.updated_at = now, reason, now
+    _record_decision(app, now)
+    app.decision_reason, app.updated_at = reason, now
     app.reviewer_id = app.reviewer_id or principal.id
     session.add(app)
     await session.flush()

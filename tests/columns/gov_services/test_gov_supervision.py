@@ -215,3 +215,54 @@ async def test_review_step_has_its_own_limit(
     found = {(s, lv) for s, lv, _ in await _warnings(app_id)}
     assert found == {("review", "red"), ("total", "yellow")}
     assert all(reviewer_id in who for _, _, who in await _warnings(app_id))
+
+
+async def test_figures_count_on_time_late_and_same_day_decisions(
+    client: httpx.AsyncClient, login: LoginFn, gov_catalogue: None
+) -> None:
+    from tests.columns.gov_services.conftest import pdf
+
+    dept = "亳州市司法局"
+    reviewer, _ = await make_staff(client, login, department=dept)
+    admin = await login(roles=["admin"])
+    ids = []
+    for _ in range(2):
+        r = await make_resident(client, login, level=2)
+        app = await new_application(client, r, "BZ-SF-001")  # 法律援助申请
+        await client.post(
+            f"{API}/applications/{app['id']}/prefill",
+            json={"groups": ["person", "certificate"]},
+            headers=r.headers,
+        )
+        for material in app["missing_materials"]:
+            if material.startswith("《") or material == "申请人居民身份证":
+                continue
+            resp = await client.post(
+                f"{API}/applications/{app['id']}/uploads",
+                data={"material": material},
+                files={"file": ("m.pdf", pdf(), "application/pdf")},
+                headers=r.headers,
+            )
+            assert resp.status_code == 201, resp.text
+        resp = await client.post(f"{API}/applications/{app['id']}/submit", json={}, headers=r.headers)
+        assert resp.status_code == 200, resp.text
+        ids.append(app["id"])
+    # The second one was filed five weeks ago and is decided only now: late, not same day.
+    await _backdate(ids[1], dt.datetime.now(TZ) - dt.timedelta(days=35))
+    for app_id in ids:
+        assert (
+            await client.post(f"{API}/review/applications/{app_id}/accept", headers=reviewer)
+        ).status_code == 200
+        assert (
+            await client.post(f"{API}/review/applications/{app_id}/approve", json={}, headers=reviewer)
+        ).status_code == 200
+    resp = await client.get(
+        f"{API}/supervision/departments", params={"department": dept, "days": 90}, headers=admin
+    )
+    row = resp.json()["departments"][0]
+    assert row["decided"] == 2 and row["open"] == 0, resp.json()
+    assert row["on_time_rate"] == 0.5 and row["same_day_rate"] == 0.5
+    assert row["average_days"] > 10
+    # Within the last 30 days only the recent one counts.
+    resp = await client.get(f"{API}/supervision/departments", params={"department": dept}, headers=admin)
+    assert resp.json()["departments"][0]["decided"] == 1
