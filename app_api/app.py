@@ -46,7 +46,7 @@ PLATFORM_ROUTERS: list[tuple[str, str]] = [
     ("app_api.audit.router:router", API),
     ("app_api.consent.router:router", API),
     ("app_api.ops:router", ""),
-    ("payments.router:router_all", API),
+    ("payments.router:router_all", API),  # its sandboxes: mount_dev_sandboxes
     ("identity.router:router", API),
     ("miniprogram_bridge.router:router", API),
     ("app_api.agents.router:router", API),
@@ -122,6 +122,21 @@ def mount_columns(app: FastAPI, settings: Settings) -> Registry:
     return Registry(loaded.columns, loaded.broken)
 
 
+def mount_dev_sandboxes(app: FastAPI) -> None:
+    """Development: serve the loopback sandboxes of the external systems the default settings point at.
+
+    Platform packages mount theirs by name; a column offers its own as the capability
+    ``dev_sandbox.<slug>`` (a factory returning an ASGI app), mounted at ``/sandbox/<slug>``.
+    """
+    from payments.router import mount_sandboxes
+
+    mount_sandboxes(app)
+    for column in app.state.columns.columns.values():
+        for name, factory in column.provides.items():
+            if name.startswith("dev_sandbox."):
+                app.mount(f"/sandbox/{name.removeprefix('dev_sandbox.')}", factory())
+
+
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     from app_api.db import dispose_engine
@@ -181,5 +196,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # A sandbox may be built by a factory (its keys are generated at start).
         app.include_router(router if isinstance(router, APIRouter) else router(), prefix=prefix)
     app.state.columns = mount_columns(app, settings)
+    if settings.is_dev:
+        mount_dev_sandboxes(app)
     app.state.settings = settings
     return app
