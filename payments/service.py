@@ -23,7 +23,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_api import audit
-from app_api.db import new_id, utcnow
+from app_api.db import UTCDateTime, new_id, utcnow
 from app_api.jobs import outbox
 from payments.config import get_payments_settings
 from payments.errors import (
@@ -292,41 +292,39 @@ class NotificationOutcome:
         return True
 
 
+# A text statement because SQLAlchemy cannot cache its ON CONFLICT constructs (they would be compiled
+# again for every notification). The same SQL runs on PostgreSQL and SQLite (3.35+). The outcome is
+# written as "applied", the common case, and corrected only when it turns out otherwise; a failed
+# transaction stores nothing at all.
+_UPSERT_NOTIFICATION = sa.text(
+    "INSERT INTO payments_notification (id, provider, dedupe_key, kind, out_trade_no, order_id, outcome, "
+    "body, headers, times_received, received_at, last_received_at) "
+    "VALUES (:id, :provider, :dedupe_key, :kind, :out_trade_no, "
+    "(SELECT id FROM payments_order WHERE out_trade_no = :lookup_no), 'applied', :body, :headers, 1, "
+    ":now, :now) "
+    "ON CONFLICT (provider, dedupe_key) DO UPDATE SET "
+    "times_received = payments_notification.times_received + 1, last_received_at = excluded.last_received_at "
+    "RETURNING id, times_received, outcome"
+).bindparams(sa.bindparam("headers", type_=sa.JSON()), sa.bindparam("now", type_=UTCDateTime()))
+
+
 async def _store_notification(
     session: AsyncSession, note: Notification, body: bytes, headers: Mapping[str, str]
 ) -> tuple[str, int, str]:
     """Upsert the raw notification; returns (id, times_received, outcome so far)."""
-    table = PaymentNotification.__table__  # type: ignore[attr-defined]
-    bind = session.get_bind()
-    if bind.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
-    now = utcnow()
     keep = {k: v for k, v in headers.items() if k.lower().startswith(("wechatpay-", "content-type"))}
-    stmt = insert(table).values(
-        id=secrets.token_hex(16),
-        provider=note.provider.value,
-        dedupe_key=note.dedupe_key,
-        kind=note.kind.value,
-        out_trade_no=note.out_trade_no,
-        # Written as "applied" (the common case) and corrected only when it turns out otherwise:
-        # one statement fewer per notification. A failed transaction stores nothing at all.
-        outcome="applied",
-        order_id=sa.select(col(PaymentOrder.id))
-        .where(col(PaymentOrder.out_trade_no) == note.out_trade_no)
-        .scalar_subquery(),
-        body=body.decode("utf-8", "surrogateescape") if _is_utf8(body) else body.decode("latin-1"),
-        headers=keep,
-        times_received=1,
-        received_at=now,
-        last_received_at=now,
-    )
-    upsert = stmt.on_conflict_do_update(
-        index_elements=["provider", "dedupe_key"],
-        set_={"times_received": table.c.times_received + 1, "last_received_at": now},
-    ).returning(table.c.id, table.c.times_received, table.c.outcome)
-    row = (await session.exec(upsert)).one()  # type: ignore[call-overload]
+    params = {
+        "id": secrets.token_hex(16),
+        "provider": note.provider.value,
+        "dedupe_key": note.dedupe_key,
+        "kind": note.kind.value,
+        "out_trade_no": note.out_trade_no,
+        "lookup_no": note.out_trade_no,  # a second name: asyncpg types each parameter once
+        "body": body.decode("utf-8") if _is_utf8(body) else body.decode("latin-1"),
+        "headers": keep,
+        "now": utcnow(),
+    }
+    row = (await session.exec(_UPSERT_NOTIFICATION, params=params)).one()  # type: ignore[call-overload]
     return str(row[0]), int(row[1]), str(row[2])
 
 
