@@ -306,6 +306,16 @@ async def _move(
     target = TRANSITIONS[action].get(current)
     if target is None:
         raise IllegalTransition(f"申请状态为“{STATUS_NAMES[current]}”，不能执行此操作", status=current.value)
+    # Compare-and-set on the status, so two officers (or an officer and the applicant) acting at
+    # once cannot both move it, on SQLite as on PostgreSQL; the loser gets the conflict.
+    moved = await session.exec(  # type: ignore[call-overload]
+        sa.update(Application)
+        .where(col(Application.id) == app.id, col(Application.status) == current.value)
+        .values(status=target.value)
+        .execution_options(synchronize_session=False)
+    )
+    if moved.rowcount != 1:
+        raise IllegalTransition("该申请刚被他人处理，请刷新后查看", status=current.value)
     app.status, app.updated_at = target.value, utcnow()
     session.add(app)
     await _event(session, app, action, current.value, target.value, actor_id, data)

@@ -312,3 +312,27 @@ async def test_withdrawn_consent_hides_data(client, login, how):
     }
     stats = (await client.get(f"{API}/officer/statistics", headers=officer)).json()
     assert stats["business_applicants"] == 1
+
+
+async def test_concurrent_disbursements_move_once(client, login):
+    import asyncio
+
+    _, officer = await institution(client, login, "亳州农商银行蒙城支行")
+    p = await product(client, officer)
+    headers, account_id, _ = await applicant(client, login)
+    app = (
+        await client.post(
+            f"{API}/applications", headers={**headers, **await step_up(account_id)}, json=application(p["id"])
+        )
+    ).json()
+    base = f"{API}/officer/applications/{app['id']}"
+    await client.post(f"{base}/accept", headers=officer)
+    await client.post(
+        f"{base}/approve", headers=officer, json={"amount_fen": 5_000_000, "rate_bp": 400, "term_months": 24}
+    )
+    results = await asyncio.gather(
+        *(client.post(f"{base}/disburse", headers=officer, json={"amount_fen": 5_000_000}) for _ in range(3))
+    )
+    assert sorted(r.status_code for r in results) == [200, 409, 409]
+    mine = (await client.get(f"{API}/applications/{app['id']}", headers=headers)).json()
+    assert [e["action"] for e in mine["events"]].count("disburse") == 1
