@@ -296,3 +296,28 @@ async def test_alipay_request_signed_with_another_key_is_refused_by_the_gateway(
     assert r.status_code == 502 and r.json()["alipay_sub_code"] == "isv.invalid-signature"
     assert _pkcs1(real).startswith("-----BEGIN RSA PRIVATE KEY-----")
     alipay.reset()
+
+
+async def test_unionid_known_from_another_app_logs_straight_in(
+    client: httpx.AsyncClient, wechat_sandbox: Any, login: LoginFn
+) -> None:
+    from app_api.db import session_scope
+    from miniprogram_bridge.models import MiniProgramBinding
+
+    headers = await login(new_phone())
+    account_id = (await client.get(f"{API}/me", headers=headers)).json()["id"]
+    unionid = "u" + new_phone()
+    async with session_scope() as s:  # the same person, bound through the city's other app
+        s.add(
+            MiniProgramBinding(
+                platform="wechat",
+                app_id="wx-city-official-account",
+                openid="o-other",
+                unionid=unionid,
+                account_id=account_id,
+            )
+        )
+    code = wechat_sandbox.login_code(appid(), unionid=unionid)
+    r = await client.post(f"{API}/mp/wechat/login", json={"code": code})
+    assert r.status_code == 200 and r.json()["status"] == "ok", r.text
+    assert (await me(client, r.json()["access_token"]))["id"] == account_id
