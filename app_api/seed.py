@@ -167,7 +167,7 @@ async def run_seed(echo: Callable[[str], object] = print) -> None:
         added = await _seed_people(s)
         await _seed_staff(s)
     echo(f"population records: {added} new")
-    modules = [f"{p}.seed" for p in PLATFORM_PACKAGES[1:]]
+    modules = ["app_api.agents.seed"] + [f"{p}.seed" for p in PLATFORM_PACKAGES[1:]]
     modules += [f"{c.package}.seed" for c in discover(strict=False).columns.values()]
     for name in modules:
         if importlib.util.find_spec(name) is None:
