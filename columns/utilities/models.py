@@ -16,7 +16,19 @@ class Binding(SQLModel, table=True):
     """A household account a resident has bound after the biller confirmed the holder's name."""
 
     __tablename__ = "utilities_binding"
-    __table_args__ = (sa.Index("ix_utilities_binding_owner", "account_id", "unbound_at"),)
+    __table_args__ = (
+        sa.Index("ix_utilities_binding_owner", "account_id", "unbound_at"),
+        # One live binding per resident and household account, also when two binds race.
+        sa.Index(
+            "uq_utilities_binding_live",
+            "account_id",
+            "biller_code",
+            "account_no",
+            unique=True,
+            postgresql_where=sa.text("unbound_at IS NULL"),
+            sqlite_where=sa.text("unbound_at IS NULL"),
+        ),
+    )
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
     account_id: str = Field(foreign_key="app_account.id", max_length=32)

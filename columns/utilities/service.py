@@ -149,8 +149,12 @@ async def bind(
         address_masked=info.address_masked,
         label=label,
     )
-    session.add(b)
-    await session.flush()
+    try:
+        async with session.begin_nested():
+            session.add(b)
+            await session.flush()
+    except sa.exc.IntegrityError as exc:
+        raise AlreadyBound(biller=biller_code) from exc
     await audit.record(
         session,
         action="utilities.account_bound",

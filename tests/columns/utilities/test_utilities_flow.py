@@ -359,3 +359,18 @@ async def test_two_workers_on_one_notice_tell_the_biller_once(client, login, bil
     assert sorted(outcomes).count("delivered") == 1 and set(outcomes) <= {"delivered", "leased", "done"}
     [posted] = billers["water"].payments_for(b["bill_no"])
     assert posted.times_posted == 1
+
+
+async def test_racing_binds_bind_once_and_rebinding_after_unbind_works(client, login, billers):
+    import asyncio
+
+    headers = await login()
+    acct = new_account_no()
+    billers["water"].add_account(acct, "郭建军", "", [bill(acct, "2026-11", 1500, 9)])
+    results = await asyncio.gather(*(bind(client, headers, "water", acct, "郭建军") for _ in range(3)))
+    assert sorted(r.status_code for r in results) == [201, 409, 409]
+    assert all(r.json()["code"] == "utilities.already_bound" for r in results if r.status_code == 409)
+    [binding] = (await client.get(f"{API}/bindings", headers=headers)).json()
+    assert (await client.delete(f"{API}/bindings/{binding['id']}", headers=headers)).status_code == 204
+    again = await bind(client, headers, "water", acct, "郭建军")
+    assert again.status_code == 201 and again.json()["id"] != binding["id"]
