@@ -377,7 +377,10 @@ async def supervision_figures(
     figures = await supervision.department_figures(
         session, department=_scope(principal, department), since=since
     )
-    return {"days": days, "departments": figures}
+    year = workdays.local_date(utcnow()).year
+    # Without the State Council's notice for a year only weekends are known: say so, do not guess.
+    calendar_known = workdays.default_calendar().knows(year)
+    return {"days": days, "calendar_year": year, "calendar_known": calendar_known, "departments": figures}
 
 
 @router.get("/supervision/overdue")

@@ -10,6 +10,7 @@ average working days, overdue list.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Any
 
 import sqlalchemy as sa
@@ -30,6 +31,7 @@ from columns.gov_services.models import (
 )
 from columns.gov_services.service import pauses_of
 
+log = logging.getLogger(__name__)
 LEVEL_NAMES = {"yellow": "黄牌预警", "red": "红牌超期"}
 
 
@@ -72,6 +74,8 @@ async def _recipients(session: AsyncSession, app: Application) -> list[str]:
 async def supervise(session: AsyncSession, *, now: dt.datetime | None = None) -> list[Warning_]:
     """Issue the warnings due at ``now``; running it again issues nothing new."""
     now = now or utcnow()
+    if not workdays.default_calendar().knows(workdays.local_date(now).year):
+        log.warning("holiday calendar has no official schedule for %s: only weekends are skipped", now.year)
     apps = (
         await session.exec(
             select(Application).where(col(Application.status).in_([SUBMITTED, ACCEPTED, SUPPLEMENT]))

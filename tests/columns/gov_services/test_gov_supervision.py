@@ -259,6 +259,7 @@ async def test_figures_count_on_time_late_and_same_day_decisions(
     resp = await client.get(
         f"{API}/supervision/departments", params={"department": dept, "days": 90}, headers=admin
     )
+    assert resp.json()["calendar_known"] is (resp.json()["calendar_year"] in (2025, 2026))
     row = resp.json()["departments"][0]
     assert row["decided"] == 2 and row["open"] == 0, resp.json()
     assert row["on_time_rate"] == 0.5 and row["same_day_rate"] == 0.5
