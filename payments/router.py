@@ -426,7 +426,8 @@ def mount_sandboxes(app: Any) -> None:
     if get_payments_settings().mode != "sandbox":
         return
     boxes = sandboxes()
-    if boxes is not None:
+    already = any(getattr(r, "path", "") == SANDBOX_PREFIX for r in app.routes)
+    if boxes is not None and not already:
         app.mount(SANDBOX_PREFIX, boxes.asgi_app())
 
 

@@ -42,10 +42,11 @@ async def main() -> dict[str, object]:
     from payments.models import PaymentOrder
     from payments.router import mount_sandboxes, router_all
 
-    app = create_app()
+    app = create_app()  # development: includes the payments routers and mounts the sandboxes
     if not any(getattr(r, "path", "") == "/api/v1/payments/notify/{provider}" for r in app.routes):
         app.include_router(router_all, prefix="/api/v1")
-    mount_sandboxes(app)
+    if not any(getattr(r, "path", "") == "/sandbox/payments" for r in app.routes):
+        mount_sandboxes(app)
     import payments.tasks  # noqa: F401
 
     told: list[str] = []
