@@ -75,9 +75,9 @@ RESIDENTS = [
 STAFF = [
     ("13900000001", ["admin"], {}),
     ("13900000002", ["finance"], {}),
-    ("13900000003", ["reviewer"], {"department": "市民政局"}),
-    ("13900000004", ["reviewer"], {"department": "市市场监督管理局"}),
-    ("13900000005", ["reviewer"], {"department": "市民政局", "supervisor_of": "市民政局"}),
+    ("13900000003", ["reviewer"], {"department": "谯城区民政局"}),
+    ("13900000004", ["reviewer"], {"department": "谯城区市场监督管理局"}),
+    ("13900000005", ["reviewer"], {"department": "谯城区民政局", "supervisor_of": "谯城区民政局"}),
     ("13900000006", ["agent"], {"station_id": "changshu"}),
     ("13900000007", ["bank_officer"], {"institution_id": "bozhou-rcb"}),
 ]
