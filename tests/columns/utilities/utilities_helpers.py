@@ -1,6 +1,5 @@
-"""Shared by the utilities tests and the bill-listing benchmark: biller sandboxes on loopback, the
-payment providers' sandboxes, and a notify endpoint that verifies provider notifications with the
-real providers and applies them to the ledger (what payments' notify route does)."""
+"""Shared by the utilities tests: biller sandboxes on loopback and playing the payer at the
+payment providers' sandboxes."""
 
 from __future__ import annotations
 
@@ -9,7 +8,6 @@ import json
 import os
 import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -56,39 +54,6 @@ def new_account_no(prefix: str = "W") -> str:
     return prefix + f"{secrets.randbelow(10**10):010d}"
 
 
-@dataclass
-class LedgerNotify:
-    """The merchant notify endpoint: verify with the provider, apply once to the ledger."""
-
-    providers: dict[str, Any] = field(default_factory=dict)
-    outcomes: list[str] = field(default_factory=list)
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        from starlette.requests import Request
-        from starlette.responses import Response
-
-        from app_api.db import session_scope
-        from payments import service
-        from payments.providers.base import InvalidNotification
-
-        request = Request(scope, receive)
-        name = request.url.path.rsplit("/", 1)[-1]
-        provider = self.providers[name]
-        body = await request.body()
-        try:
-            note = await provider.parse_notification(dict(request.headers), body)
-        except InvalidNotification as exc:
-            ack = provider.acknowledge(False, exc.reason)
-        else:
-            async with session_scope() as s:
-                outcome = await service.apply_notification(
-                    s, note=note, body=body, headers=dict(request.headers)
-                )
-            self.outcomes.append(outcome.outcome)
-            ack = provider.acknowledge(True)
-        await Response(ack.body, status_code=ack.status_code, media_type=ack.media_type)(scope, receive, send)
-
-
 async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -120,4 +85,4 @@ def bill(
     )
 
 
-__all__ = ["BillerSandbox", "LedgerNotify", "sandbox_app"]
+__all__ = ["BillerSandbox", "sandbox_app"]
