@@ -94,12 +94,35 @@ async def _event(
     actor_id: str | None = None,
     data: dict[str, Any] | None = None,
 ) -> None:
+    await _event_for(
+        session,
+        order.id,
+        kind=kind,
+        source=source,
+        from_status=from_status,
+        to_status=to_status,
+        actor_id=actor_id,
+        data=data,
+    )
+
+
+async def _event_for(
+    session: AsyncSession,
+    order_id: str,
+    *,
+    kind: str,
+    source: str,
+    from_status: str | None = None,
+    to_status: str | None = None,
+    actor_id: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> None:
     # A core INSERT: events are never read back in the same transaction, and skipping the ORM's
     # unit of work here is a measurable share of a notification's cost.
     await session.exec(  # type: ignore[call-overload]
         sa.insert(PaymentEvent.__table__).values(  # type: ignore[attr-defined]
             id=new_id(),
-            order_id=order.id,
+            order_id=order_id,
             kind=kind,
             from_status=from_status,
             to_status=to_status,
@@ -473,41 +496,47 @@ async def notify_column(session: AsyncSession, *, order_id: str) -> bool:
     # Claim first, with a write: the row stays locked until commit (PostgreSQL), the database is
     # locked for writers (SQLite), and a concurrent or repeated job finds nothing left to claim.
     # If the handler fails, the claim rolls back with everything else and the job retries.
-    claimed = await session.exec(  # type: ignore[call-overload]
-        sa.update(PaymentOrder)
-        .where(
-            col(PaymentOrder.id) == order_id,
-            col(PaymentOrder.column_notified_at).is_(None),
-            col(PaymentOrder.status).in_([s.value for s in PAID_LIKE]),
+    claimed = (
+        await session.exec(  # type: ignore[call-overload]
+            sa.update(PaymentOrder)
+            .where(
+                col(PaymentOrder.id) == order_id,
+                col(PaymentOrder.column_notified_at).is_(None),
+                col(PaymentOrder.status).in_([s.value for s in PAID_LIKE]),
+            )
+            .values(column_notified_at=utcnow())
+            .returning(
+                col(PaymentOrder.out_trade_no),
+                col(PaymentOrder.account_id),
+                col(PaymentOrder.purpose),
+                col(PaymentOrder.purpose_ref),
+                col(PaymentOrder.amount_fen),
+                col(PaymentOrder.provider),
+                col(PaymentOrder.paid_at),
+            )
         )
-        .values(column_notified_at=utcnow())
-    )
-    if claimed.rowcount != 1:
+    ).first()
+    if claimed is None:
         return False
-    order = (
-        await session.exec(
-            select(PaymentOrder).where(PaymentOrder.id == order_id).execution_options(populate_existing=True)
-        )
-    ).one()
-    handler = paid_handler(order.purpose)
+    out_trade_no, account_id, purpose, purpose_ref, amount_fen, provider, paid_at = claimed
+    handler = paid_handler(purpose)
     if handler is None:
         # A column that is not installed (yet): fail so the job retries and the relay keeps it.
-        raise LookupError(f"no paid handler for purpose {order.purpose!r}")
-    assert order.paid_at is not None
+        raise LookupError(f"no paid handler for purpose {purpose!r}")
     await handler(
         session,
         PaidPurpose(
-            order_id=order.id,
-            out_trade_no=order.out_trade_no,
-            account_id=order.account_id,
-            purpose=order.purpose,
-            purpose_ref=order.purpose_ref,
-            amount_fen=order.amount_fen,
-            provider=order.provider,
-            paid_at=order.paid_at,
+            order_id=order_id,
+            out_trade_no=out_trade_no,
+            account_id=account_id,
+            purpose=purpose,
+            purpose_ref=purpose_ref,
+            amount_fen=amount_fen,
+            provider=provider,
+            paid_at=paid_at,
         ),
     )
-    await _event(session, order, kind="column_notified", source="outbox", data={"purpose": order.purpose})
+    await _event_for(session, order_id, kind="column_notified", source="outbox", data={"purpose": purpose})
     return True
 
 
