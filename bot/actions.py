@@ -59,8 +59,9 @@ MAYBE_SCORE = 80.0
 # inside it (小吃, 开…店) only as an exact keyword, from PHRASE_SCORE.
 SENTENCE_SCORE = 70.0
 PHRASE_SCORE = 85.0
-# Characters of phrasing, not of needs: a phrase made only of them is not searched.
-_FILLER_CHARS = set("我你他俺要想办什么哪些的了吗呢啊吧个一家请问需可以能怎么去在有是这那给帮做该些啥准备打算刚手续事情")
+# Characters of phrasing, not of needs: a phrase with any of them in it is not searched.
+_FILLER_CHARS = set("我你他俺要想办什么哪些的了吗呢啊吧个一家请问需可以能怎么去在有是这那给帮做该些啥")
+_FILLER_CHARS |= set("准备打算刚手续事情")
 
 
 class Rejected(Exception):
