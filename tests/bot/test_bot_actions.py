@@ -190,3 +190,27 @@ async def test_unknown_action(client: httpx.AsyncClient) -> None:
     r = await client.post(URL, json=body("action_launch_rockets", [user("hi", "greet")]), headers=auth())
     assert r.status_code == 404
     assert r.json()["code"] == "bot.unknown_action"
+
+
+async def test_nearest_liaison_station_in_a_city(client: httpx.AsyncClient) -> None:
+    from app_api.agents.seed import seed
+    from app_api.db import session_scope
+
+    async with session_scope() as s:
+        await seed(s)
+    from columns.base import get_capability
+
+    stations = await get_capability("liaison_stations").list("常熟")
+    assert stations
+    ev = [user("我在常熟，哪里有代办点", "nearest_station", city="常熟")]
+    text = texts(
+        await client.post(URL, json=body("action_nearest_station", ev, {"city": "常熟"}), headers=auth())
+    )
+    assert stations[0]["name"] in text and stations[0]["address"] in text
+
+
+async def test_unpaid_bills_need_login(client: httpx.AsyncClient) -> None:
+    r = await client.post(
+        URL, json=body("action_unpaid_bills", [user("我有没有欠费", "unpaid_bills")]), headers=auth()
+    )
+    assert "需要先登录" in texts(r)
