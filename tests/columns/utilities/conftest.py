@@ -24,7 +24,7 @@ def _clean_faults(billers: dict[str, BillerSandbox]) -> None:
         s.clear_faults()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def pay_sandbox(live_url: str) -> AsyncIterator[dict[str, str]]:
     """Payment-provider sandboxes on loopback, the providers pointed at them, and their notifications
     sent to payments' own notify route of the app served on loopback (``live_url``)."""
@@ -35,6 +35,10 @@ async def pay_sandbox(live_url: str) -> AsyncIterator[dict[str, str]]:
     providers, sandboxes = registry.build_sandbox_providers(base)
     server = serve_in_thread(sandboxes.asgi_app(), port=port)
     urls = {name: f"{base}/{name}" for name in ("wechat_v2", "wechat_v3", "alipay")}
+    # Put back what was configured before, so later test modules see the registry as they expect.
+    saved = (registry._providers, registry._sandboxes, registry._notify_base)
     registry.configure(providers, notify_base=live_url, sandbox_set=sandboxes)
     yield urls
+    with registry._lock:
+        registry._providers, registry._sandboxes, registry._notify_base = saved
     server.stop()
