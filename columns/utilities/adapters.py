@@ -27,7 +27,6 @@ from typing import Any, Protocol
 
 import httpx
 
-from app_api.http import http_client
 from columns.utilities.config import BillerConfig, get_config
 from columns.utilities.errors import (
     AccountNotFound,
@@ -94,7 +93,15 @@ class HttpJsonBiller:
 
     def __init__(self, config: BillerConfig, client: httpx.AsyncClient | None = None) -> None:
         self.config = config
-        self._client = client
+        # Its own pool: a listing asks every bound account at once, and the shared client keeps
+        # too few idle connections for that (new TCP connections cost more than the calls).
+        self._client = client or httpx.AsyncClient(
+            timeout=httpx.Timeout(config.timeout_s, connect=min(config.timeout_s, 5.0)),
+            limits=httpx.Limits(
+                max_connections=config.max_connections, max_keepalive_connections=config.max_connections
+            ),
+            trust_env=False,
+        )
 
     async def _call(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
@@ -106,7 +113,7 @@ class HttpJsonBiller:
             "x-nonce": nonce,
             "x-signature": sign(self.config.secret.get_secret_value(), ts, nonce, body),
         }
-        client = self._client or http_client()
+        client = self._client
         url = self.config.base_url.rstrip("/") + path
         try:
             r = await client.post(url, content=body, headers=headers, timeout=self.config.timeout_s)

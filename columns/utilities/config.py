@@ -33,6 +33,7 @@ class BillerConfig(BaseModel):
     app_id: str = "wojia"
     secret: SecretStr = SecretStr(DEV_BILLER_SECRET)
     timeout_s: float = Field(default=5.0, gt=0, le=60)
+    max_connections: int = Field(default=64, ge=1, le=1000)
     # Account numbers as the biller prints them on paper bills (checked before any call).
     account_no_pattern: str = r"^[0-9A-Za-z-]{6,32}$"
 
