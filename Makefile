@@ -33,19 +33,24 @@ system-deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; \
 	fi
 
+# The assistant's own Python 3.10 environment (outside the work tree, reused across clones),
+# and its model, trained only when the NLU data or the catalogue changed.
 rasa-env:
-	@if [ -x scripts/rasa-env.sh ]; then scripts/rasa-env.sh; fi
+	@scripts/rasa-env.sh >/dev/null
 
 rasa-train: rasa-env venv
-	@if [ -x scripts/rasa-train.sh ]; then scripts/rasa-train.sh; fi
+	@echo "rasa model: $$(scripts/rasa-train.sh)"
 
-run: venv
+run: venv rasa-train
 	$(PY) -m app_api.cli db upgrade
 	$(PY) -m app_api.cli seed
-	@if [ -x scripts/rasa-serve.sh ]; then scripts/rasa-serve.sh start; fi
+	@mkdir -p var
 	@echo ""
 	@echo "Wojia API on http://$(HOST):$(PORT)  -  docs: http://$(HOST):$(PORT)/docs"
-	$(PY) -m app_api.cli serve --host $(HOST) --port $(PORT) --no-migrate
+	@echo "assistant (Rasa) on http://127.0.0.1:5005, log in var/rasa.log (ready after its model loads)"
+	@WOJIA_BOT_ACTION_URL=http://$(HOST):$(PORT)/api/v1/bot/actions bot/rasa-run.sh > var/rasa.log 2>&1 & \
+	  rasa_pid=$$!; trap 'kill $$rasa_pid 2>/dev/null' EXIT INT TERM; \
+	  WOJIA_PUBLIC_BASE_URL=http://$(HOST):$(PORT) $(PY) -m app_api.cli serve --host $(HOST) --port $(PORT) --no-migrate
 
 test: venv system-deps rasa-train
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -48,6 +48,7 @@ PLATFORM_ROUTERS: list[tuple[str, str]] = [
     ("app_api.ops:router", ""),
     ("payments.router:router_all", API),  # its sandboxes: mount_dev_sandboxes
     ("identity.router:router", API),
+    ("bot.router:router", API),
     ("miniprogram_bridge.router:router", API),
     ("app_api.agents.router:router", API),
 ]
@@ -169,6 +170,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for t in background:
             t.cancel()
         await identity.shutdown()
+        from app_api.jobs.outbox import flush_marks
+
+        await flush_marks()
         with contextlib.suppress(Exception):
             await broker.shutdown()
         await close_http()

@@ -60,9 +60,26 @@ def wrk(url: str, seconds: int, connections: int, token: str | None) -> tuple[fl
 
 def serve(app: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port), "--workers", "2",
-         "--no-access-log", "--log-level", "warning"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            app,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
     )
 
 
@@ -104,12 +121,23 @@ def main() -> None:
         await c.close()
 
     asyncio.run(pg(f'CREATE DATABASE "{db}"'))
-    env = {**os.environ, "WOJIA_DATABASE_URL": PG_BASE.rsplit("/", 1)[0] + f"/{db}", "WOJIA_REDIS_URL": REDIS,
-           "WOJIA_ENVIRONMENT": "development", "WOJIA_JOBS_EMBEDDED": "true", "WOJIA_LOG_JSON": "true"}
+    env = {
+        **os.environ,
+        "WOJIA_DATABASE_URL": PG_BASE.rsplit("/", 1)[0] + f"/{db}",
+        "WOJIA_REDIS_URL": REDIS,
+        "WOJIA_ENVIRONMENT": "development",
+        "WOJIA_JOBS_EMBEDDED": "true",
+        "WOJIA_LOG_JSON": "true",
+    }
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        subprocess.run([sys.executable, "-m", "app_api.cli", "db", "upgrade"], cwd=ROOT, env=env, check=True,
-                       capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "app_api.cli", "db", "upgrade"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
         token = asyncio.run(make_token(env))
         hello_port, api_port = free_port(), free_port()
         procs.append(serve("bench.hello_app:app", hello_port, env))
@@ -122,12 +150,19 @@ def main() -> None:
         # Warm up both, then measure alternately so background noise hits both alike.
         wrk(f"http://127.0.0.1:{hello_port}/hello", 2, args.connections, None)
         wrk(home_url, 2, args.connections, token)
-        hello_rps, hello_p99 = wrk(f"http://127.0.0.1:{hello_port}/hello", args.seconds, args.connections, None)
+        hello_rps, hello_p99 = wrk(
+            f"http://127.0.0.1:{hello_port}/hello", args.seconds, args.connections, None
+        )
         home_rps, home_p99 = wrk(home_url, args.seconds, args.connections, token)
         print(f"hello-world  : {hello_rps:9.0f} req/s  p99 {hello_p99}")
-        print(f"GET /home    : {home_rps:9.0f} req/s  p99 {home_p99}  (logged-in resident, PostgreSQL + Redis)")
-        print(f"ratio home/hello: {home_rps / hello_rps:.2f}  (goal >= 0.5)  "
-              f"[2 uvicorn workers each, wrk -t2 -c{args.connections} -d{args.seconds}s, {os.cpu_count()} cores]")
+        print(
+            f"GET /home    : {home_rps:9.0f} req/s  p99 {home_p99}  (logged-in resident, PostgreSQL + Redis)"
+        )
+        print(
+            f"ratio home/hello: {home_rps / hello_rps:.2f}  (goal >= 0.5)  "
+            f"[2 uvicorn workers each, wrk -t2 -c{args.connections} -d{args.seconds}s, "
+            f"{os.cpu_count()} cores]"
+        )
     finally:
         for p in procs:
             stop(p)

@@ -45,6 +45,7 @@ async def test_outbox_sends_on_commit_only() -> None:
             raise RuntimeError("business failure")
     await asyncio.sleep(0.2)
     assert "rolled-back" not in RAN
+    await outbox.flush_marks()
     async with sessionmaker()() as s:
         from sqlmodel import select
 
