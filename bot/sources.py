@@ -11,7 +11,7 @@ named capabilities (``columns.base.get_capability``):
     ``where_to_go``, ``office_hours``, ``delivery``, ``phone``, ``identity_level``, ``start``
     (``deep_link``);
     ``my_applications(account_id, *, limit)`` → ``[{item, status_name, number, tracking_no, ...}]``.
-``utility_bills`` (not offered yet)
+``utility_bills`` (offered by the utilities column)
     ``unpaid_of(account_id)`` → bills with ``title`` or ``biller``, ``amount_fen``.
 ``liaison_stations`` (not offered yet)
     ``nearest(city=...)`` → stations with ``name``, ``address``, ``phone``.
