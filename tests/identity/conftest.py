@@ -69,10 +69,6 @@ async def app(faces_dir: Path, engine: FaceEngine) -> AsyncIterator[Any]:
     from identity.dependencies import require_step_up
 
     application = create_app()
-    if not any(getattr(r, "path", "").startswith("/api/v1/identity/") for r in application.routes):
-        from identity.router import router
-
-        application.include_router(router, prefix="/api/v1")
     guarded = APIRouter()
 
     @guarded.post("/api/v1/test-only/loan-apply")
@@ -80,14 +76,20 @@ async def app(faces_dir: Path, engine: FaceEngine) -> AsyncIterator[Any]:
         return {"applied_by": principal.id}
 
     application.include_router(guarded)
-    if not any(getattr(r, "path", "").startswith("/sandbox/realperson/") for r in application.routes):
-        from identity.sandbox import build_router
-
-        application.include_router(build_router(), prefix="/sandbox/realperson")
     previous, pool._engine = pool._engine, engine
     async with LifespanManager(application, startup_timeout=60):
         yield application
     pool._engine = previous
+
+
+@pytest.fixture(scope="session")
+async def client(app: Any) -> AsyncIterator[Any]:
+    """A client of this directory's app: the root ``client`` is bound to the root ``app`` and, being
+    session-scoped, may already exist when these tests run after others."""
+    import httpx
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as c:
+        yield c
 
 
 @pytest.fixture(scope="session")
