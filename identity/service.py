@@ -332,12 +332,13 @@ async def consume_challenge(account_id: str, nonce: str) -> dict[str, Any]:
     """Take the challenge out of Redis (GETDEL: two uploads with one nonce cannot both get it)."""
     r = await get_redis()
     key = _challenge_key(account_id, nonce)
+    # Claim first (SET NX): of two concurrent uploads exactly one claims; the other is told "used",
+    # never "expired". Only the claimant takes the challenge itself.
+    if not await r.set(key + ":used", b"1", ex=3600, nx=True):
+        raise errors.ChallengeUsed()
     raw = await r.getdel(key)
     if raw is None:
-        if await r.exists(key + ":used"):
-            raise errors.ChallengeUsed()
         raise errors.ChallengeExpired()
-    await r.set(key + ":used", b"1", ex=3600)
     data: dict[str, Any] = json.loads(raw)
     return data
 
