@@ -287,3 +287,33 @@ def running(app: Any) -> Iterator[ThreadServer]:
         yield handle
     finally:
         handle.stop()
+
+
+def order_bill_rows(
+    base: dict[str, Any],
+    *,
+    paid_at: dt.datetime,
+    amount_fen: int,
+    refunds: list[tuple[dt.datetime | None, str, str, int]],
+    bill_date: dt.date,
+) -> list[BillRow]:
+    """The bill rows one paid order contributes to a China-time day: its payment, if it was paid
+    that day, and each refund (success time, refund id, out refund no, amount) that succeeded that day."""
+    rows: list[BillRow] = []
+    if paid_at.astimezone(CHINA_TZ).date() == bill_date:
+        rows.append(BillRow(traded_at=paid_at, status="SUCCESS", fee_fen=fee_for(amount_fen), **base))
+    for success_time, refund_id, out_refund_no, refund_fen in refunds:
+        if success_time and success_time.astimezone(CHINA_TZ).date() == bill_date:
+            rows.append(
+                BillRow(
+                    traded_at=success_time,
+                    status="REFUND",
+                    fee_fen=-fee_for(refund_fen),
+                    refund_id=refund_id,
+                    out_refund_no=out_refund_no,
+                    refund_fen=refund_fen,
+                    refund_status="SUCCESS",
+                    **base,
+                )
+            )
+    return rows

@@ -28,7 +28,7 @@ from payments.sandbox.common import (
     Notifier,
     OutgoingNotification,
     china_now,
-    fee_for,
+    order_bill_rows,
     parse_delivery,
     provider_id,
 )
@@ -381,26 +381,17 @@ class WeChatPayV2Sandbox:
                 body=order.body,
                 attach=order.attach or "",
             )
-            if order.time_end.astimezone(CHINA_TZ).date() == bill_date:
-                rows.append(
-                    BillRow(
-                        traded_at=order.time_end, status="SUCCESS", fee_fen=fee_for(order.total_fee), **base
-                    )
-                )
-            for refund in order.refunds.values():
-                if refund.success_time and refund.success_time.astimezone(CHINA_TZ).date() == bill_date:
-                    rows.append(
-                        BillRow(
-                            traded_at=refund.success_time,
-                            status="REFUND",
-                            fee_fen=-fee_for(refund.refund_fee),
-                            refund_id=refund.refund_id,
-                            out_refund_no=refund.out_refund_no,
-                            refund_fen=refund.refund_fee,
-                            refund_status="SUCCESS",
-                            **base,
-                        )
-                    )
+            rows += order_bill_rows(
+                base,
+                paid_at=order.time_end,
+                amount_fen=order.total_fee,
+                refunds=[
+                    (r.success_time, r.refund_id, r.out_refund_no, r.refund_fee)
+                    for r in order.refunds.values()
+                    for r in order.refunds.values()
+                ],
+                bill_date=bill_date,
+            )
         rows.extend(self.extra_bill_rows.get(bill_date, []))
         rows.sort(key=lambda r: r.traded_at)
         return rows

@@ -35,8 +35,8 @@ from payments.sandbox.common import (
     Notifier,
     OutgoingNotification,
     china_now,
-    fee_for,
     new_rsa_key,
+    order_bill_rows,
     parse_delivery,
     pem_pkcs8_private,
     pem_public,
@@ -379,26 +379,15 @@ class WeChatPayV3Sandbox:
                 body=order.description,
                 attach=order.attach or "",
             )
-            if order.success_time.astimezone(CHINA_TZ).date() == bill_date:
-                rows.append(
-                    BillRow(
-                        traded_at=order.success_time, status="SUCCESS", fee_fen=fee_for(order.total), **base
-                    )
-                )
-            for refund in order.refunds.values():
-                if refund.success_time and refund.success_time.astimezone(CHINA_TZ).date() == bill_date:
-                    rows.append(
-                        BillRow(
-                            traded_at=refund.success_time,
-                            status="REFUND",
-                            fee_fen=-fee_for(refund.refund),
-                            refund_id=refund.refund_id,
-                            out_refund_no=refund.out_refund_no,
-                            refund_fen=refund.refund,
-                            refund_status="SUCCESS",
-                            **base,
-                        )
-                    )
+            rows += order_bill_rows(
+                base,
+                paid_at=order.success_time,
+                amount_fen=order.total,
+                refunds=[
+                    (r.success_time, r.refund_id, r.out_refund_no, r.refund) for r in order.refunds.values()
+                ],
+                bill_date=bill_date,
+            )
         rows.extend(self.extra_bill_rows.get(bill_date, []))
         rows.sort(key=lambda r: r.traded_at)
         return rows
