@@ -3,7 +3,10 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 UV_VERSION := 0.13.8
 PY := .venv/bin/python
-UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+# uv from PATH when present, else the copy pip installs for python3 (run as a module: pip may put
+# its script in a folder that is not on PATH).
+UV_BIN := $(shell command -v uv 2>/dev/null)
+UV = $(if $(UV_BIN),$(UV_BIN),python3 -m uv)
 HOST ?= 127.0.0.1
 PORT ?= 8000
 export UV_PYTHON_DOWNLOADS := never
@@ -16,10 +19,9 @@ help:
 	@echo "make lint   - ruff, mypy, import-linter and the Alembic check"
 	@echo "make bench  - benchmarks (figures, not pass/fail)"
 
-$(UV):
-	python3 -m pip install --quiet "uv==$(UV_VERSION)" || python3 -m pip install --quiet --user "uv==$(UV_VERSION)"
-
-.venv/.synced: pyproject.toml uv.lock | $(UV)
+.venv/.synced: pyproject.toml uv.lock
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)" \
+	  || python3 -m pip install --quiet --user --break-system-packages "uv==$(UV_VERSION)"
 	$(UV) sync --frozen --python 3.11
 	@touch $@
 
