@@ -157,6 +157,25 @@ async def session_scope() -> AsyncIterator[AsyncSession]:
     await run_after_commit(session)
 
 
+@asynccontextmanager
+async def savepoint(session: AsyncSession) -> AsyncIterator[None]:
+    """A SAVEPOINT whose rollback also drops what was queued inside it for the commit.
+
+    Audit entries, outbox jobs and after-commit callbacks are kept in lists on the session until
+    it commits; a bare ``begin_nested()`` that rolls back would still write and send them.
+    """
+    info = session.sync_session.info
+    marks = {key: len(value) for key, value in info.items() if isinstance(value, list)}
+    try:
+        async with session.begin_nested():
+            yield
+    except BaseException:
+        for key, value in list(info.items()):
+            if isinstance(value, list):
+                del value[marks.get(key, 0) :]
+        raise
+
+
 # scope="function": commit before the response is sent, so a client never sees success for a
 # transaction that failed to commit.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
@@ -171,6 +190,7 @@ __all__ = [
     "get_session",
     "new_id",
     "on_commit",
+    "savepoint",
     "session_scope",
     "sessionmaker",
     "utcnow",

@@ -25,7 +25,7 @@ from app_api.consent.models import Consent
 from app_api.crypto import mask_id_number, mask_name, mask_phone
 from app_api.datahub.citizen_id import problem as id_problem
 from app_api.datahub.service import id_hash
-from app_api.db import utcnow
+from app_api.db import savepoint, utcnow
 from app_api.errors import AppError, ValidationFailed
 from app_api.redis import get_redis
 from app_api.settings import get_settings
@@ -529,7 +529,6 @@ async def act_for(
 # Submissions
 
 _ITEM = TypeAdapter(SubmissionIn)
-_AUDIT_PENDING = "audit_pending"  # app_api.audit's queue of entries awaiting the commit
 
 
 async def submit(session: AsyncSession, *, agent: Principal, item: SubmissionIn) -> dict[str, Any]:
@@ -614,14 +613,11 @@ async def submit_one_isolated(
     session: AsyncSession, *, agent: Principal, item: SubmissionIn
 ) -> dict[str, Any]:
     """One submission in its own savepoint: a refused one leaves nothing behind, the others stand."""
-    info = session.sync_session.info
-    audit_mark = len(info.get(_AUDIT_PENDING, []))
     try:
-        async with session.begin_nested():
+        async with savepoint(session):
             return await submit(session, agent=agent, item=item)
     except sa.exc.IntegrityError:
         # The same client key filed concurrently by a resent batch: the first one's result stands.
-        del info.get(_AUDIT_PENDING, [])[audit_mark:]
         q = select(Submission).where(
             Submission.agent_id == agent.id, Submission.client_key == item.client_key
         )
@@ -630,9 +626,7 @@ async def submit_one_isolated(
             raise
         return {"status": "duplicate", "application": existing.result, "submission_id": existing.id}
     except AppError as e:
-        # Audit entries are queued for the commit outside the savepoint: drop this item's.
-        del info.get(_AUDIT_PENDING, [])[audit_mark:]
-        return {"status": "failed", "error": _problem(e)}
+        return {"status": "failed", "error": _problem(e)}  # savepoint() dropped its audit entries
 
 
 async def lock_for_writing(session: AsyncSession, agent_id: str) -> None:

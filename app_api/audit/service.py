@@ -8,7 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -77,30 +77,36 @@ def _append_pending(session: Session) -> None:
     if not pending:
         return
     n = len(pending)
+    head: sa.Table = AuditHead.__table__  # type: ignore[attr-defined]
+    # Core statements on the table: an ORM-enabled UPDATE would re-evaluate the identity map.
     row = session.execute(
-        sa.update(AuditHead)
-        .where(col(AuditHead.id) == 1)
-        .values(seq=AuditHead.seq + n, updated_at=utcnow())
-        .returning(col(AuditHead.seq), col(AuditHead.hash))
+        sa.update(head)
+        .where(head.c.id == 1)
+        .values(seq=head.c.seq + n, updated_at=utcnow())
+        .returning(head.c.seq, head.c.hash)
     ).first()
     if row is None:
         raise RuntimeError("audit head row missing: run the migrations")
     last_seq, prev = int(row[0]) - n, str(row[1])
-    events = []
+    events: list[dict[str, Any]] = []
     for i, e in enumerate(pending, start=1):
         seq = last_seq + i
         h = _digest(
             prev, seq, e["at"], e["action"], e["actor_id"], e["subject_type"], e["subject_id"], e["data"]
         )
-        events.append(AuditEvent(seq=seq, prev_hash=prev, hash=h, **e))
+        events.append({"seq": seq, "prev_hash": prev, "hash": h, **e})
         prev = h
-    session.add_all(events)
-    session.execute(sa.update(AuditHead).where(col(AuditHead.id) == 1).values(hash=prev))
+    session.execute(sa.insert(AuditEvent.__table__), events)  # type: ignore[attr-defined]
+    session.execute(sa.update(head).where(head.c.id == 1).values(hash=prev))
 
 
-@event.listens_for(Session, "after_rollback")
-def _drop_pending(session: Session) -> None:
-    session.info.pop(_PENDING, None)
+# after_soft_rollback with the outermost transaction: "after_rollback" also fires when a SAVEPOINT
+# rolls back, which would drop what was queued before it (``app_api.db.savepoint`` drops what
+# was queued inside).
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_pending(session: Session, previous_transaction: SessionTransaction) -> None:
+    if previous_transaction.parent is None:
+        session.info.pop(_PENDING, None)
 
 
 @dataclass

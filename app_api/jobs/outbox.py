@@ -18,7 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -29,6 +29,7 @@ from app_api.jobs.models import OutboxMessage
 log = logging.getLogger(__name__)
 _KEY = "outbox_written"
 _READY = "outbox_ready"
+_TABLE: sa.Table = OutboxMessage.__table__  # type: ignore[attr-defined]
 
 
 async def enqueue(session: AsyncSession, task_name: str, /, **kwargs: Any) -> str:
@@ -45,9 +46,13 @@ def _mark_ready(session: Session) -> None:
         session.info.setdefault(_READY, []).extend(ids)
 
 
-@event.listens_for(Session, "after_rollback")
-def _forget(session: Session) -> None:
-    session.info.pop(_KEY, None)
+# after_soft_rollback with the outermost transaction: "after_rollback" also fires when a SAVEPOINT
+# rolls back, which would drop what was queued before it (``app_api.db.savepoint`` drops what
+# was queued inside).
+@event.listens_for(Session, "after_soft_rollback")
+def _forget(session: Session, previous_transaction: SessionTransaction) -> None:
+    if previous_transaction.parent is None:
+        session.info.pop(_KEY, None)
 
 
 async def _send(rows: list[tuple[str, str, dict[str, Any]]]) -> list[str]:
@@ -73,9 +78,9 @@ MARK_EVERY_S = 0.2
 async def _mark(ids: list[str]) -> None:
     async with sessionmaker()() as s:
         await s.exec(  # type: ignore[call-overload]
-            sa.update(OutboxMessage)
-            .where(col(OutboxMessage.id).in_(ids), col(OutboxMessage.dispatched_at).is_(None))
-            .values(dispatched_at=utcnow(), attempts=OutboxMessage.attempts + 1)
+            sa.update(_TABLE)
+            .where(_TABLE.c.id.in_(ids), _TABLE.c.dispatched_at.is_(None))
+            .values(dispatched_at=utcnow(), attempts=_TABLE.c.attempts + 1)
         )
         await s.commit()
 

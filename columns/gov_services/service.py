@@ -22,7 +22,7 @@ from app_api.accounts.principal import Principal
 from app_api.consent import service as consent
 from app_api.crypto import decrypt_str, encrypt_str, mask_id_number
 from app_api.datahub.service import get_datahub
-from app_api.db import utcnow
+from app_api.db import savepoint, utcnow
 from app_api.errors import IdentityLevelRequired, ValidationFailed
 from app_api.jobs import outbox
 from columns.gov_services import catalogue_io, workdays
@@ -364,7 +364,7 @@ async def create_application(
             review_limit_days=review_steps,
         )
         try:
-            async with session.begin_nested():
+            async with savepoint(session):
                 session.add(app)
                 await session.flush()
             break
@@ -1057,7 +1057,7 @@ async def rate(
     )
     session.add(r)
     try:
-        async with session.begin_nested():
+        async with savepoint(session):
             await session.flush()
     except sa.exc.IntegrityError:
         raise AlreadyRated() from None

@@ -19,7 +19,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_api import audit, notify
 from app_api.accounts.models import Account
-from app_api.db import utcnow
+from app_api.db import savepoint, utcnow
 from columns.gov_services import workdays
 from columns.gov_services.models import (
     ACCEPTED,
@@ -106,7 +106,7 @@ async def supervise(session: AsyncSession, *, now: dt.datetime | None = None) ->
                     limit_days=limit,
                 )
                 try:
-                    async with session.begin_nested():
+                    async with savepoint(session):
                         session.add(w)
                         await session.flush()
                 except sa.exc.IntegrityError:

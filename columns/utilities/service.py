@@ -23,7 +23,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_api import audit, notify
 from app_api.crypto import encrypt_str
-from app_api.db import session_scope, utcnow
+from app_api.db import savepoint, session_scope, utcnow
 from app_api.errors import AppError
 from app_api.jobs import outbox
 from app_api.redis import get_redis
@@ -150,7 +150,7 @@ async def bind(
         label=label,
     )
     try:
-        async with session.begin_nested():
+        async with savepoint(session):
             session.add(b)
             await session.flush()
     except sa.exc.IntegrityError as exc:

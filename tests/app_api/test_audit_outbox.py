@@ -143,3 +143,27 @@ def test_cli_verify_names_first_broken_row() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "audit chain intact" in out.stdout
+
+
+async def test_a_failed_savepoint_drops_only_what_was_queued_inside_it() -> None:
+    from app_api.db import savepoint
+
+    async with session_scope() as s:
+        await audit.record(s, action="test.before_savepoint", subject_id="sp-1")
+        await outbox.enqueue(s, "tests.record_run", marker="sp-before")
+        with pytest.raises(RuntimeError):
+            async with savepoint(s):
+                await audit.record(s, action="test.inside_savepoint", subject_id="sp-1")
+                await outbox.enqueue(s, "tests.record_run", marker="sp-inside")
+                raise RuntimeError("a step that failed")
+        await audit.record(s, action="test.after_savepoint", subject_id="sp-1")
+    async with sessionmaker()() as s:
+        actions = (
+            await s.exec(
+                sa.select(AuditEvent.action).where(AuditEvent.subject_id == "sp-1").order_by(AuditEvent.seq)
+            )  # type: ignore[call-overload]
+        ).all()
+    assert [a for (a,) in actions] == ["test.before_savepoint", "test.after_savepoint"]
+    assert await wait_for(lambda: "sp-before" in RAN)  # sent at the commit, not left to the relay
+    await asyncio.sleep(0.1)
+    assert "sp-inside" not in RAN
