@@ -6,18 +6,35 @@ tree holds none of them. Each dependency carries ``__wojia_access__`` so that wa
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
-from app_api.accounts.errors import AccountDisabled, TokenInvalid
+from app_api.accounts.errors import (
+    AccountDisabled,
+    ConsoleLoginRequired,
+    CsrfInvalid,
+    TokenExpired,
+    TokenInvalid,
+)
 from app_api.accounts.principal import Principal, load
-from app_api.accounts.tokens import decode_access
+from app_api.accounts.tokens import AccessClaims, decode_access
 from app_api.errors import Forbidden, IdentityLevelRequired, Unauthorized
+from app_api.settings import get_settings
 
 _bearer = HTTPBearer(auto_error=False)
+
+# Staff consoles in a browser: the access token in an HttpOnly cookie (sent to every /api/v1/ path),
+# the refresh token in another one sent only to /api/v1/console/ (refresh and logout).
+CONSOLE_COOKIE = "wojia_console"
+CONSOLE_REFRESH_COOKIE = "wojia_console_refresh"
+CSRF_FIELD = "csrf"
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_console_cookie = APIKeyCookie(name=CONSOLE_COOKIE, auto_error=False)
 
 
 def _mark(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -77,6 +94,71 @@ def require_roles(*roles: str) -> Callable[..., Awaitable[Principal]]:
     return dep
 
 
+def console_csrf(family_id: str) -> str:
+    """The CSRF value of a console login: bound to its token family, so it dies with a logout."""
+    key = get_settings().secret_key.get_secret_value().encode()
+    return hmac.new(key, f"console-csrf:{family_id}".encode(), hashlib.sha256).hexdigest()
+
+
+async def check_csrf(request: Request, family_id: str) -> None:
+    """Refuse a form POST whose ``csrf`` field does not match the login's (cookies alone prove nothing)."""
+    form = await request.form()
+    sent = form.get(CSRF_FIELD)
+    expected = console_csrf(family_id)
+    if not isinstance(sent, str) or not hmac.compare_digest(sent.encode(), expected.encode()):
+        raise CsrfInvalid()
+
+
+async def _console_principal(
+    request: Request, creds: HTTPAuthorizationCredentials | None, cookie: str | None
+) -> Principal:
+    claims: AccessClaims
+    if creds is not None:
+        # API clients: the bearer header is not sent by browsers on their own, so no CSRF check.
+        claims = decode_access(creds.credentials)
+    elif cookie:
+        try:
+            claims = decode_access(cookie)
+        except (TokenInvalid, TokenExpired) as e:
+            raise ConsoleLoginRequired() from e
+    else:
+        raise ConsoleLoginRequired()
+    principal, revoked = await load(None, claims.account_id, claims.family_id)
+    if principal is None or revoked:
+        raise TokenInvalid() if creds is not None else ConsoleLoginRequired()
+    if not principal.is_active:
+        raise AccountDisabled()
+    if creds is None and request.method not in _SAFE_METHODS:
+        await check_csrf(request, claims.family_id)
+    request.state.principal = principal
+    request.state.csrf = console_csrf(claims.family_id)
+    return principal
+
+
+def require_console_roles(*roles: str) -> Callable[..., Awaitable[Principal]]:
+    """Staff console pages: the bearer header (API clients) or the console cookie (browsers).
+
+    With the cookie, a missing, expired or revoked login raises ``ConsoleLoginRequired`` (GET and
+    HEAD are redirected to ``/api/v1/console/refresh``), and other methods need the ``csrf`` form
+    field; templates find it on ``request.state.csrf``.
+    """
+    if not roles:
+        raise ValueError("require_console_roles needs at least one role")
+
+    @_mark("roles:" + ",".join(roles))
+    async def dep(
+        request: Request,
+        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+        cookie: Annotated[str | None, Depends(_console_cookie)],
+    ) -> Principal:
+        principal = await _console_principal(request, creds, cookie)
+        if not principal.has(*roles):
+            raise Forbidden(f"此操作仅限以下角色：{'、'.join(ROLE_NAMES.get(r, r) for r in roles)}")
+        return principal
+
+    return dep
+
+
 def require_level(level: int) -> Callable[..., Awaitable[Principal]]:
     @_mark(f"level:{level}")
     async def dep(principal: CurrentAccount) -> Principal:
@@ -99,3 +181,4 @@ ROLE_NAMES = {
 Resident = Annotated[Principal, Depends(require_roles("resident"))]
 Admin = Annotated[Principal, Depends(require_roles("admin"))]
 Finance = Annotated[Principal, Depends(require_roles("finance"))]
+FinanceConsole = Annotated[Principal, Depends(require_console_roles("finance"))]

@@ -11,11 +11,12 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute, APIRouter
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app_api.access_walk import access_kinds, is_open
+from app_api.accounts.errors import ConsoleLoginRequired
 from app_api.errors import (
     PROBLEM_JSON,
     AppError,
@@ -39,6 +40,7 @@ API = "/api/v1"
 # error here is a bug, not a skipped plugin.
 PLATFORM_ROUTERS: list[tuple[str, str]] = [
     ("app_api.accounts.router:router", API),
+    ("app_api.console:router", API),  # browser sessions of the staff consoles
     ("app_api.home.router:router", API),
     ("app_api.home.router:admin_router", API),
     ("app_api.datahub.router:router", API),
@@ -80,6 +82,21 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_app_error(request: Request, exc: AppError) -> JSONResponse:
         if exc.status >= 500:
             log.warning("upstream or availability error: %s", exc)
+        return _problem(exc, request)
+
+    @app.exception_handler(ConsoleLoginRequired)
+    async def on_console_login(request: Request, exc: ConsoleLoginRequired) -> Response:
+        # A console page opened without a live session: try the refresh cookie (which falls
+        # through to the login page), then come back. Form posts cannot be replayed: 401.
+        if request.method in {"GET", "HEAD"}:
+            from app_api.console import refresh_url
+
+            query = request.url.query
+            return RedirectResponse(
+                refresh_url(request.url.path + (f"?{query}" if query else "")),
+                status_code=303,
+                headers={"cache-control": "no-store"},
+            )
         return _problem(exc, request)
 
     @app.exception_handler(RequestValidationError)

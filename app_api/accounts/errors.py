@@ -67,3 +67,23 @@ class AccountDisabled(AppError):
     code = "auth.account_disabled"
     title = "账号已停用"
     status = 403
+
+
+class ConsoleLoginRequired(AppError):
+    """A staff console page without a valid session cookie: GET/HEAD are sent to refresh, else 401."""
+
+    code = "auth.console_login_required"
+    title = "登录已过期，请重新登录"
+    status = 401
+
+
+class CsrfInvalid(AppError):
+    code = "auth.csrf_invalid"
+    title = "页面已过期，请刷新后重试"
+    status = 403
+
+
+class ConsoleStaffOnly(AppError):
+    code = "auth.console_staff_only"
+    title = "此入口仅限工作人员登录"
+    status = 403

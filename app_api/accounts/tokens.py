@@ -56,14 +56,15 @@ def make_access(account_id: str, family_id: str) -> str:
     return jwt.encode(claims, s.secret_key.get_secret_value(), algorithm=ALGORITHM)
 
 
-def decode_access(token: str) -> AccessClaims:
+def decode_access(token: str, *, allow_expired: bool = False) -> AccessClaims:
+    """Verify an access token. ``allow_expired`` still checks the signature (logout of a stale page)."""
     try:
         claims = jwt.decode(
             token,
             get_settings().secret_key.get_secret_value(),
             algorithms=[ALGORITHM],
             issuer=ISSUER,
-            options={"require": ["sub", "exp", "fam", "iss"]},
+            options={"require": ["sub", "exp", "fam", "iss"], "verify_exp": not allow_expired},
         )
     except jwt.ExpiredSignatureError as e:
         raise TokenExpired() from e
@@ -86,6 +87,12 @@ async def issue_pair(session: AsyncSession, account_id: str, family_id: str | No
     )
     await session.flush()
     return TokenPair(make_access(account_id, family_id), raw, expires_in=s.access_token_ttl_s)
+
+
+async def refresh_owner(session: AsyncSession, raw: str) -> AccessClaims | None:
+    """Whose family a refresh token belongs to (spent or not), without spending it."""
+    token = (await session.exec(select(RefreshToken).where(RefreshToken.token_hash == _hash(raw)))).first()
+    return None if token is None else AccessClaims(account_id=token.account_id, family_id=token.family_id)
 
 
 async def revoke_family(session: AsyncSession, family_id: str) -> None:

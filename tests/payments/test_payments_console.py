@@ -14,6 +14,7 @@ from app_api.db import session_scope
 from payments import service
 from payments.models import PaymentOrder
 from payments.providers.base import CHINA_TZ
+from tests.conftest import new_phone, sms_code
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
@@ -22,11 +23,36 @@ pytestmark = [
 ]
 
 
+CONSOLE = "/api/v1/payments/finance/console"
+
+
+async def staff(roles: list[str]) -> tuple[str, str]:
+    """A staff account with a known password: (phone, password)."""
+    from app_api.accounts.service import create_staff
+
+    phone, password = new_phone(), "Pw-" + secrets.token_hex(6)
+    async with session_scope() as s:
+        await create_staff(s, phone=phone, password=password, roles=roles)
+    return phone, password
+
+
+async def log_in(page, client, phone: str, password: str) -> None:
+    """What a staff member does on the login page: phone, 发送验证码, the code from the SMS, password, 登录."""
+    await page.get_by_label("手机号").fill(phone)
+    await page.get_by_role("button", name="发送验证码", exact=True).click()
+    await page.wait_for_load_state()
+    assert "验证码已发送" in await page.inner_text("#message")
+    await page.get_by_label("短信验证码").fill(await sms_code(client, phone))
+    await page.get_by_label("密码").fill(password)
+    await page.get_by_role("button", name="登录", exact=True).click()
+    await page.wait_for_load_state()
+
+
 async def test_console_start_run_resolve_export(ledger, client, login, tmp_path):
     from playwright.async_api import async_playwright
     from test_payments_reconcile import fresh_merchant
 
-    finance = await login(roles=["finance"])
+    finance_phone, finance_password = await staff(["finance"])
     resident = await login()
     account = (await client.get("/api/v1/me", headers=resident)).json()["id"]
     day = dt.date(2023, 6, 1) + dt.timedelta(days=secrets.randbelow(300))
@@ -55,12 +81,19 @@ async def test_console_start_run_resolve_export(ledger, client, login, tmp_path)
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
             try:
-                context = await browser.new_context(
-                    base_url=ledger.url, extra_http_headers=finance, accept_downloads=True
-                )
+                context = await browser.new_context(base_url=ledger.url, accept_downloads=True)
                 page = await context.new_page()
-                await page.goto("/api/v1/payments/finance/console")
+                # Not logged in: the console sends the browser to the login page, and back after it.
+                await page.goto(CONSOLE)
+                assert "/api/v1/console/login" in page.url and await page.title() == "工作人员登录 · 我家亳州"
+                await log_in(page, client, finance_phone, finance_password)
+                assert page.url == ledger.url + CONSOLE
                 assert await page.title() == "财务对账 · 我家"
+                cookies = {c["name"]: c for c in await context.cookies()}
+                assert (
+                    cookies["wojia_console"]["httpOnly"] and cookies["wojia_console"]["sameSite"] == "Strict"
+                )
+                assert cookies["wojia_console_refresh"]["path"] == "/api/v1/console/"
                 await page.select_option("select[name=provider]", "wechat_v2")
                 await page.fill("input[name=bill_date]", day.isoformat())
                 await page.click("#start-run button[type=submit]")
@@ -92,18 +125,30 @@ async def test_console_start_run_resolve_export(ledger, client, login, tmp_path)
                 text = target.read_text(encoding="utf-8-sig")
                 assert order.out_trade_no in text and "账本有、渠道无" in text and "45.60" in text
 
-                await page.goto("/api/v1/payments/finance/console")
+                await page.goto(CONSOLE)
                 assert day.isoformat() in await page.inner_text("#runs")
+
+                # 退出登录: back on the login page, and the console asks for a login again.
+                await page.get_by_role("button", name="退出登录").click()
+                await page.wait_for_load_state()
+                assert "/api/v1/console/login" in page.url and await page.locator("#login").count() == 1
+                await page.goto(CONSOLE)
+                assert "/api/v1/console/login" in page.url
             finally:
                 await browser.close()
 
-        # Without the finance role the console is not served.
+        # A staff member without the finance role logs in but is not served the console.
+        reviewer_phone, reviewer_password = await staff(["reviewer"])
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
             try:
-                context = await browser.new_context(base_url=ledger.url, extra_http_headers=resident)
+                context = await browser.new_context(base_url=ledger.url)
                 page = await context.new_page()
-                response = await page.goto("/api/v1/payments/finance/console")
-                assert response is not None and response.status == 403
+                await page.goto(CONSOLE)
+                responses = []
+                page.on("response", lambda r: responses.append(r))
+                await log_in(page, client, reviewer_phone, reviewer_password)
+                assert page.url == ledger.url + CONSOLE
+                assert responses[-1].status == 403 and "财务人员" in await page.content()
             finally:
                 await browser.close()
