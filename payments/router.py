@@ -19,9 +19,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlmodel import col, func, select
 
-from app_api.access import CurrentAccount, Finance, public
-from app_api.db import SessionDep
+from app_api.access import CurrentAccount, Finance, FinanceConsole, public
+from app_api.db import SessionDep, session_scope
 from payments import reconcile, service
+from payments.batch import batcher
 from payments.errors import OrderNotFound, RunNotFound
 from payments.models import (
     DISCREPANCY_NAMES,
@@ -66,7 +67,7 @@ finance_router = APIRouter(prefix="/payments/finance", tags=["payments-finance"]
 
 
 @notify_router.post("/{provider}", dependencies=[Depends(public)], include_in_schema=True)
-async def notify(provider: ProviderName, request: Request, session: SessionDep) -> Response:
+async def notify(provider: ProviderName, request: Request) -> Response:
     """Provider notifications: verified, stored once per transaction, applied, acknowledged as documented."""
     impl = get_provider(provider.value)
     body = await request.body()
@@ -79,19 +80,21 @@ async def notify(provider: ProviderName, request: Request, session: SessionDep) 
     except ForeignNotification as exc:
         from app_api import audit
 
-        await audit.record(
-            session,
-            action="payments.notification_flagged",
-            subject_type="payments_notification",
-            data={"reason": "foreign_merchant", "provider": provider.value, "detail": str(exc)[:200]},
-        )
+        async with session_scope() as session:
+            await audit.record(
+                session,
+                action="payments.notification_flagged",
+                subject_type="payments_notification",
+                data={"reason": "foreign_merchant", "provider": provider.value, "detail": str(exc)[:200]},
+            )
         ack = impl.acknowledge(False, "foreign merchant")
         return Response(ack.body, status_code=ack.status_code, media_type=ack.media_type)
     except InvalidNotification as exc:
         log.warning("payments: %s notification refused (%s): %s", provider.value, exc.reason, exc)
         ack = impl.acknowledge(False, exc.reason)
         return Response(ack.body, status_code=ack.status_code, media_type=ack.media_type)
-    await service.apply_notification(session, note=note, body=body, headers=request.headers)
+    # Applied with whatever else arrived meanwhile, in one transaction; answered after its commit.
+    await batcher().apply(note, body, request.headers)
     ack = impl.acknowledge(True)
     return Response(ack.body, status_code=ack.status_code, media_type=ack.media_type)
 
@@ -290,11 +293,11 @@ async def resolve(item_id: str, payload: ResolveRequest, principal: Finance, ses
 @finance_router.get("/reconciliation/runs/{run_id}/export")
 async def export(
     run_id: str,
-    principal: Finance,
+    principal: FinanceConsole,
     session: SessionDep,
     format: Annotated[str, Query(pattern="^(csv|xlsx)$")] = "csv",
 ) -> Response:
-    """Download a run's discrepancies as CSV or XLSX."""
+    """Download a run's discrepancies as CSV or XLSX (bearer header, or the console's cookie)."""
     run = await _run(session, run_id)
     items = list(
         (
@@ -320,6 +323,8 @@ async def export(
 
 
 # -- the console page (server-rendered) ---------------------------------------------------------
+# Browsers use the console session of app_api.console (cookie + CSRF field); API clients may still
+# send the bearer header. The JSON finance API above stays bearer-only.
 
 _templates = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape(["html"])
@@ -331,13 +336,21 @@ _templates.filters["china"] = lambda t: t.astimezone(CHINA_TZ).strftime("%Y-%m-%
 def _html(request: Request, name: str, **context: Any) -> HTMLResponse:
     # Links are built from where the router is actually mounted (``/api/v1`` in the app).
     prefix = request.url_for("console").path.rsplit("/console", 1)[0]
+    # Every POST form carries the login's CSRF value (set by require_console_roles).
     return HTMLResponse(
-        _templates.get_template(name).render(names=DISCREPANCY_NAMES, prefix=prefix, **context)
+        _templates.get_template(name).render(
+            names=DISCREPANCY_NAMES,
+            prefix=prefix,
+            csrf=request.state.csrf,
+            logout_url=request.url_for("console_logout").path,
+            **context,
+        ),
+        headers={"cache-control": "no-store"},
     )
 
 
 @finance_router.get("/console", response_class=HTMLResponse)
-async def console(request: Request, principal: Finance, session: SessionDep) -> HTMLResponse:
+async def console(request: Request, principal: FinanceConsole, session: SessionDep) -> HTMLResponse:
     """Finance console: recent runs, start a run."""
     recent = (
         await session.exec(
@@ -357,7 +370,7 @@ async def console(request: Request, principal: Finance, session: SessionDep) -> 
 @finance_router.post("/console/runs")
 async def console_start(
     request: Request,
-    principal: Finance,
+    principal: FinanceConsole,
     session: SessionDep,
     provider: Annotated[ProviderName, Form()],
     bill_date: Annotated[dt.date, Form()],
@@ -371,7 +384,9 @@ async def console_start(
 
 
 @finance_router.get("/console/runs/{run_id}", response_class=HTMLResponse)
-async def console_run(request: Request, run_id: str, principal: Finance, session: SessionDep) -> HTMLResponse:
+async def console_run(
+    request: Request, run_id: str, principal: FinanceConsole, session: SessionDep
+) -> HTMLResponse:
     """Console: one run's totals and discrepancies, with resolve forms and export links."""
     run = await _run(session, run_id)
     items = (
@@ -403,7 +418,7 @@ async def console_run(request: Request, run_id: str, principal: Finance, session
 async def console_resolve(
     request: Request,
     item_id: str,
-    principal: Finance,
+    principal: FinanceConsole,
     session: SessionDep,
     note: Annotated[str, Form(min_length=2, max_length=500)],
 ) -> RedirectResponse:

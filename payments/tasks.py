@@ -22,6 +22,13 @@ async def notify_column(order_id: str, outbox_id: str | None = None) -> bool:
         return await service.notify_column(session, order_id=order_id)
 
 
+@broker.task(task_name="payments.notify_columns", retry_on_error=True, max_retries=20)
+async def notify_columns(order_ids: list[str], outbox_id: str | None = None) -> int:
+    """Tell the columns about a batch of paid orders; a failing one is retried by a job of its own."""
+    async with session_scope() as session:
+        return len(await service.notify_columns(session, order_ids=order_ids))
+
+
 @broker.task(task_name="payments.submit_refund", retry_on_error=True, max_retries=10)
 async def submit_refund(refund_id: str, outbox_id: str | None = None) -> str:
     async with session_scope() as session:
