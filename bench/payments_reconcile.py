@@ -91,7 +91,7 @@ async def setup(rows: int, bill_path: Path) -> None:
             key = purpose_key("bench.bill", f"B{i}")
             ledger.append(
                 (
-                    new_id(), out, account, "bench.bill", f"B{i}", key, "水费", amount, "wechat_v2",
+                    new_id(), out, account, "bench.bill", f"B{i}", key, "水费", amount, "wechat_v2", MCH,
                     "miniprogram", "paid", txn, 0, paid_at, paid_at, None, None, now, now,
                 )
             )  # fmt: skip
@@ -117,8 +117,8 @@ async def setup(rows: int, bill_path: Path) -> None:
         records=ledger,
         columns=[
             "id", "out_trade_no", "account_id", "purpose", "purpose_ref", "purpose_key", "description",
-            "amount_fen", "provider", "channel", "status", "provider_txn_id", "refunded_fen", "paid_at",
-            "expires_at", "closed_at", "column_notified_at", "created_at", "updated_at",
+            "amount_fen", "provider", "merchant_id", "channel", "status", "provider_txn_id", "refunded_fen",
+            "paid_at", "expires_at", "closed_at", "column_notified_at", "created_at", "updated_at",
         ],
     )  # fmt: skip
     await conn.execute("ANALYZE payments_order")

@@ -58,6 +58,9 @@ class PaymentOrder(SQLModel, table=True):
     description: str = Field(max_length=128)
     amount_fen: int = Field(sa_type=sa.BigInteger)
     provider: str = Field(max_length=20)
+    # The merchant (WeChat mch_id / Alipay seller id) the order was opened under: a day's bill is
+    # per merchant, so reconciliation matches it with that merchant's orders only.
+    merchant_id: str = Field(default="", max_length=64)
     channel: str = Field(max_length=20)
     status: str = Field(default=OrderStatus.CREATED.value, max_length=24)
     provider_txn_id: str | None = Field(default=None, max_length=64)

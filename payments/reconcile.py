@@ -156,7 +156,7 @@ class MatchResult:
 
 
 async def _ledger_payments(
-    session: AsyncSession, provider: str, start: dt.datetime, end: dt.datetime
+    session: AsyncSession, provider: str, merchant_id: str, start: dt.datetime, end: dt.datetime
 ) -> pl.DataFrame:
     schema = {
         "order_id": pl.Utf8,
@@ -173,11 +173,13 @@ async def _ledger_payments(
         buffer = io.BytesIO()
         await raw.driver_connection.copy_from_query(  # type: ignore[union-attr]
             "SELECT id, out_trade_no, amount_fen, status, coalesce(provider_txn_id, '') FROM payments_order "
-            "WHERE provider = $1 AND paid_at >= $2 AND paid_at < $3 AND status = ANY($4::text[])",
+            "WHERE provider = $1 AND merchant_id IN ($5, '') AND paid_at >= $2 AND paid_at < $3 "
+            "AND status = ANY($4::text[])",
             provider,
             start,
             end,
             [s.value for s in PAID_LIKE],
+            merchant_id,
             output=buffer,
             format="csv",
         )
@@ -195,6 +197,7 @@ async def _ledger_payments(
                 col(PaymentOrder.provider_txn_id),
             ).where(
                 col(PaymentOrder.provider) == provider,
+                col(PaymentOrder.merchant_id).in_([merchant_id, ""]),
                 col(PaymentOrder.paid_at) >= start,
                 col(PaymentOrder.paid_at) < end,
                 col(PaymentOrder.status).in_([s.value for s in PAID_LIKE]),
@@ -230,13 +233,14 @@ async def match(provider: PaymentProvider, parsed: ParsedBill, bill_date: dt.dat
     payments = frame.filter(pl.col("kind") == "payment")
     refunds = frame.filter(pl.col("kind") == "refund")
     async with session_scope() as session:
-        ledger = await _ledger_payments(session, name, start, end)
+        ledger = await _ledger_payments(session, name, provider.merchant_id, start, end)
         refund_rows = (
             await session.exec(
                 select(PaymentRefund.out_refund_no, PaymentRefund.amount_fen, PaymentRefund.order_id)
                 .join(PaymentOrder, col(PaymentOrder.id) == col(PaymentRefund.order_id))
                 .where(
                     PaymentOrder.provider == name,
+                    col(PaymentOrder.merchant_id).in_([provider.merchant_id, ""]),
                     PaymentRefund.status == RefundStatus.SUCCEEDED.value,
                     col(PaymentRefund.succeeded_at) >= start,
                     col(PaymentRefund.succeeded_at) < end,
@@ -251,6 +255,7 @@ async def match(provider: PaymentProvider, parsed: ParsedBill, bill_date: dt.dat
                     col(PaymentOrder.purpose_key).in_(
                         select(PaymentOrder.purpose_key).where(
                             PaymentOrder.provider == name,
+                            col(PaymentOrder.merchant_id).in_([provider.merchant_id, ""]),
                             col(PaymentOrder.paid_at) >= start,
                             col(PaymentOrder.paid_at) < end,
                         )

@@ -204,7 +204,7 @@ async def create_order(
     """Open an order for a column's purpose. Refused when that purpose is already paid."""
     from payments.registry import get_provider
 
-    get_provider(provider)  # refuse an unconfigured provider before anything is written
+    impl = get_provider(provider)  # refuse an unconfigured provider before anything is written
     if amount_fen <= 0:
         raise IllegalTransition("金额必须大于零")
     key = purpose_key(purpose, purpose_ref)
@@ -225,6 +225,7 @@ async def create_order(
         description=description[:128],
         amount_fen=amount_fen,
         provider=provider,
+        merchant_id=impl.merchant_id,
         channel=Channel(channel).value,
         expires_at=now + dt.timedelta(seconds=ttl_s or get_payments_settings().order_ttl_s),
     )

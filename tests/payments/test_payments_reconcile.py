@@ -308,3 +308,27 @@ async def test_day_without_bill_lists_ledger_payments_as_missing(ledger, client,
             )
         run = await run_and_wait(client, finance, "wechat_v2", day)
     assert run["status"] == "done" and run["totals"]["discrepancies"]["missing_at_provider"] == 1
+
+
+async def test_each_merchant_reconciles_only_its_own_orders(ledger, client, login):
+    """Two merchants of one provider paid on the same day: each bill matches only its own orders."""
+    day = dt.date(2025, 2, 14)
+    at = dt.datetime.combine(day, dt.time(10), tzinfo=CHINA_TZ)
+    headers, finance = await login(), await login(roles=["finance"])
+    account = (await client.get("/api/v1/me", headers=headers)).json()["id"]
+    runs = []
+    for paid in (2, 1):
+        async with fresh_merchant(ledger, "wechat_v3"):
+            for _ in range(paid):
+                order = await place(client, headers, account, "wechat_v3")
+                await control(
+                    ledger.servers["wechat_v3"],
+                    "/_sandbox/pay",
+                    out_trade_no=order.out_trade_no,
+                    paid_at=at.isoformat(),
+                )
+            runs.append(await run_and_wait(client, finance, "wechat_v3", day))
+    for run, paid in zip(runs, (2, 1), strict=True):
+        assert run["status"] == "done", run
+        assert sum(run["totals"]["discrepancies"].values()) == 0, run["totals"]
+        assert run["total_rows"] == paid, run
