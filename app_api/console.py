@@ -8,7 +8,10 @@ in two HttpOnly, SameSite=Strict cookies: the access token (``wojia_console``, s
 
 - ``GET /console/login``: the login form (phone, SMS code, password);
 - ``POST /console/login``: ``action=send`` sends the code, ``action=login`` logs a staff member in;
-- ``GET /console/refresh``: rotates the refresh cookie and goes back to ``next`` (else to login);
+- ``GET /console/refresh``: rotates the refresh cookie and goes back to ``next`` (else to login).
+  Tabs share the cookies, so two tabs may refresh with one token: a token spent by another tab
+  in the last ``REFRESH_RACE_GRACE_S`` seconds gets a page that returns to ``next`` a second later
+  (with the other tab's cookies) instead of revoking the login, as a replay after that does;
 - ``POST /console/logout``: revokes the login and clears the cookies.
 """
 
@@ -163,6 +166,23 @@ button { margin-top: 1rem; padding: .5rem 1rem; font-size: 16px; }
 """
 _page_template = Environment(autoescape=select_autoescape(default=True)).from_string(_PAGE)
 
+# Another tab of the same browser refreshed a moment ago: wait for its cookies, then go on.
+_RETRY = """<!doctype html>
+<html lang="zh-CN">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="refresh" content="1;url={{ next }}">
+<title>正在更新登录状态</title>
+</head>
+<body>
+<p id="message" role="status">登录状态已在其他页面更新，正在返回…… <a href="{{ next }}">立即返回</a></p>
+</body>
+</html>
+"""
+_retry_template = Environment(autoescape=select_autoescape(default=True)).from_string(_RETRY)
+# Seconds during which a just-spent refresh cookie means "another tab", not "a stolen copy".
+REFRESH_RACE_GRACE_S = 20
+
 
 def _page(
     *,
@@ -293,8 +313,12 @@ async def refresh(
     raw = request.cookies.get(CONSOLE_REFRESH_COOKIE)
     if raw:
         try:
-            # A spent token presented again revokes its whole family (committed inside rotate).
-            pair, _ = await rotate(session, raw)
+            # A spent token presented again revokes its whole family (committed inside rotate),
+            # unless it was spent within the grace by another tab sharing these cookies.
+            pair, _ = await rotate(session, raw, race_grace_s=REFRESH_RACE_GRACE_S)
+        except errors.RefreshRaced:
+            # Keep the cookies: the other tab's response sets the new pair in this same browser.
+            return HTMLResponse(_retry_template.render(next=target), headers={"cache-control": "no-store"})
         except AppError:
             pass
         else:

@@ -57,6 +57,14 @@ class TokenExpired(AppError):
     status = 401
 
 
+class RefreshRaced(AppError):
+    """A refresh token spent a moment ago by another tab of the same browser (console only)."""
+
+    code = "auth.refresh_raced"
+    title = "登录状态已在其他页面更新，请稍后重试"
+    status = 401
+
+
 class RefreshReused(AppError):
     code = "auth.refresh_reused"
     title = "检测到登录凭证被重复使用，已退出所有相关登录，请重新登录"

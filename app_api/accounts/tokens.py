@@ -13,7 +13,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_api import audit
-from app_api.accounts.errors import RefreshReused, TokenExpired, TokenInvalid
+from app_api.accounts.errors import RefreshRaced, RefreshReused, TokenExpired, TokenInvalid
 from app_api.accounts.models import RefreshToken
 from app_api.accounts.principal import family_key, family_revoked
 from app_api.db import new_id, utcnow
@@ -107,11 +107,24 @@ async def revoke_family(session: AsyncSession, family_id: str) -> None:
     await family_revoked(family_id)
 
 
-async def rotate(session: AsyncSession, raw: str) -> tuple[TokenPair, str]:
-    """Spend a refresh token and issue the next pair of its family; return (pair, account_id)."""
+async def rotate(session: AsyncSession, raw: str, *, race_grace_s: int = 0) -> tuple[TokenPair, str]:
+    """Spend a refresh token and issue the next pair of its family; return (pair, account_id).
+
+    ``race_grace_s``: a token spent less than this long ago is refused with ``RefreshRaced`` and the
+    family kept. Browser tabs share one cookie jar, so two tabs refreshing together present the same
+    token; the loser picks up the winner's cookies. A replay after the grace still revokes the family.
+    API clients keep the strict default (0): they hold their own token and refresh one at a time.
+    """
     token = (await session.exec(select(RefreshToken).where(RefreshToken.token_hash == _hash(raw)))).first()
     if token is None:
         raise TokenInvalid()
+    if (
+        race_grace_s > 0
+        and token.used_at is not None
+        and token.revoked_at is None
+        and utcnow() - token.used_at < dt.timedelta(seconds=race_grace_s)
+    ):
+        raise RefreshRaced()
     if token.used_at is not None or token.revoked_at is not None:
         if token.used_at is not None and token.revoked_at is None:
             # A spent token presented again: someone holds a copy. Revoke the whole family.
@@ -136,6 +149,8 @@ async def rotate(session: AsyncSession, raw: str) -> tuple[TokenPair, str]:
         .values(used_at=utcnow())
     )
     if res.rowcount != 1:
+        if race_grace_s > 0:
+            raise RefreshRaced()  # another tab spent it between our read and our write
         await revoke_family(session, token.family_id)
         await session.commit()
         raise RefreshReused()

@@ -302,7 +302,8 @@ async def test_expired_access_cookie_goes_through_refresh_and_back(
     page = await browser.get(r.headers["location"])
     assert page.status_code == 200 and "财务对账控制台" in page.text
 
-    # The spent refresh token presented again (a stolen copy): the whole login is revoked.
+    # The spent refresh token presented again later (a stolen copy): the whole login is revoked.
+    await age_spent_refresh(old_refresh)
     fresh = dict(browser.jar)
     browser.jar["wojia_console_refresh"] = (old_refresh, "/api/v1/console/")
     r = await browser.get("/api/v1/console/refresh", params={"next": CONSOLE})
@@ -313,6 +314,71 @@ async def test_expired_access_cookie_goes_through_refresh_and_back(
     assert r.status_code == 303 and r.headers["location"].startswith("/api/v1/console/refresh")
     r, seen = await browser.follow(r)
     assert seen[-1].startswith(LOGIN) and 'id="login"' in r.text
+
+
+async def age_spent_refresh(raw: str, seconds: int = 60) -> None:
+    """Move a spent refresh token's use back in time, past the console's two-tab grace."""
+    import sqlalchemy as sa
+
+    from app_api.accounts.tokens import _hash
+
+    async with session_scope() as s:
+        token = (await s.exec(select(RefreshToken).where(RefreshToken.token_hash == _hash(raw)))).one()
+        assert token.used_at is not None
+        await s.exec(
+            sa.update(RefreshToken)
+            .where(col(RefreshToken.id) == token.id)
+            .values(used_at=token.used_at - dt.timedelta(seconds=seconds))
+        )
+
+
+async def test_two_tabs_refreshing_together_stay_logged_in(
+    browser: Browser, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs list in one tab, a run in another: both access cookies expired, both tabs refresh."""
+    from app_api.accounts.tokens import decode_access, make_access
+    from app_api.settings import get_settings
+
+    phone, password, account_id = await make_staff(["finance"])
+    await browser.follow(await console_login(browser, client, phone, password))
+    claims = decode_access(browser.jar["wojia_console"][0])
+    with monkeypatch.context() as m:
+        m.setattr(get_settings(), "access_token_ttl_s", -60)
+        expired = make_access(claims.account_id, claims.family_id)
+    browser.jar["wojia_console"] = (expired, "/api/v1/")
+    stale = dict(browser.jar)  # what the second tab sends: the cookies before the first refresh
+
+    first = await browser.get("/api/v1/console/refresh", params={"next": f"{CONSOLE}/runs"})
+    assert first.status_code == 303 and first.headers["location"] == f"{CONSOLE}/runs"
+    winner = dict(browser.jar)
+
+    browser.jar = dict(stale)
+    second = await browser.get("/api/v1/console/refresh", params={"next": CONSOLE})
+    # The second tab is asked to come back in a moment, and its cookies are left alone.
+    assert second.status_code == 200 and "登录状态已在其他页面更新" in second.text
+    assert f'content="1;url={CONSOLE}"' in second.text and not browser.last_set
+    # By then the browser holds the first tab's cookies: both tabs carry on, nobody is logged out.
+    browser.jar = winner
+    page = await browser.get(CONSOLE)
+    assert page.status_code == 200 and "财务对账控制台" in page.text
+    again = await browser.get("/api/v1/console/refresh", params={"next": CONSOLE})
+    assert again.status_code == 303 and again.headers["location"] == CONSOLE
+    async with session_scope() as s:
+        revoked = (
+            await s.exec(
+                select(func.count())
+                .select_from(RefreshToken)
+                .where(RefreshToken.account_id == account_id, col(RefreshToken.revoked_at).is_not(None))
+            )
+        ).one()
+        reused = (
+            await s.exec(
+                select(func.count())
+                .select_from(AuditEvent)
+                .where(AuditEvent.actor_id == account_id, AuditEvent.action == "auth.refresh_reused")
+            )
+        ).one()
+    assert revoked == 0 and reused == 0
 
 
 async def test_no_cookie_at_all_ends_on_the_login_page_with_next(browser: Browser) -> None:
