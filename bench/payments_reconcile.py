@@ -212,6 +212,7 @@ def main() -> None:
               f"peak RSS {parse['peak_rss_mb']:.0f} MB, {parse['rows']} rows")  # fmt: skip
         print(f"full reconciliation:          {run['seconds']:.2f}s, "
               f"peak RSS {run['peak_rss_mb']:.0f} MB -> {ratio:.1f}x parse-only")  # fmt: skip
+        print(f"  seconds per stage: {run['result'].get('seconds')}")
         totals = run["result"].get("totals", {})
         print(f"status {run['result'].get('status')}; discrepancies {totals.get('discrepancies')}; "
               f"bill rows {totals.get('bill_rows')}, "

@@ -65,12 +65,27 @@ class PaymentOrder(SQLModel, table=True):
     status: str = Field(default=OrderStatus.CREATED.value, max_length=24)
     provider_txn_id: str | None = Field(default=None, max_length=64)
     refunded_fen: int = Field(default=0, sa_type=sa.BigInteger)
+    # Set when this order was paid although another order had already paid its purpose (both are
+    # real money; finance refunds one). Decided by ``PurposePaid``'s primary key, so it is race-free.
+    duplicate_of: str | None = Field(default=None, max_length=32)
     paid_at: dt.datetime | None = datetime_field()
     expires_at: dt.datetime = Field(sa_type=UTCDateTime, nullable=False)
     closed_at: dt.datetime | None = datetime_field()
     column_notified_at: dt.datetime | None = datetime_field()
     created_at: dt.datetime = created_at_field()
     updated_at: dt.datetime = created_at_field()
+
+
+class PurposePaid(SQLModel, table=True):
+    """The first order that paid each purpose. Its primary key makes "paid twice" a fact decided by
+    the database: of two transactions paying one purpose at once, the second waits and then finds
+    the first's row. Reconciliation reads the result from ``PaymentOrder.duplicate_of``."""
+
+    __tablename__ = "payments_purpose_paid"
+
+    purpose_key: str = Field(primary_key=True, max_length=64)
+    order_id: str = Field(max_length=32)
+    created_at: dt.datetime = created_at_field()
 
 
 class PaymentEvent(SQLModel, table=True):

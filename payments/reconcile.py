@@ -8,10 +8,13 @@ the run with a clear error; it never crashes the job or produces half a result.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import datetime as dt
 import io
 import logging
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,6 +96,15 @@ async def execute_run(run_id: str, *, bill: BillFile | None = None) -> dict[str,
             raise RunNotFound(run_id=run_id)
         provider_name, bill_date = run.provider, run.bill_date
     provider = get_provider(provider_name)
+    clock = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[stage] = round(now - clock, 3)
+        clock = now
+
     try:
         if bill is None:
             await _stage(run_id, "downloading")
@@ -100,16 +112,29 @@ async def execute_run(run_id: str, *, bill: BillFile | None = None) -> dict[str,
                 bill = await provider.download_bill(bill_date)
             except BillUnavailable:
                 bill = None
+        lap("download")
         await _stage(run_id, "parsing")
-        if bill is None:
-            parsed = ParsedBill(frame=empty_frame(), summary={"count": 0, "paid_fen": 0, "refund_fen": 0})
-        else:
-            parsed = await asyncio.to_thread(parse_bill, bill)
-            await asyncio.to_thread(check_totals, parsed)
+        ledger = asyncio.ensure_future(load_ledger(provider, bill_date))
+        try:
+            if bill is None:
+                parsed = ParsedBill(frame=empty_frame(), summary={"count": 0, "paid_fen": 0, "refund_fen": 0})
+            else:
+                parsed = await asyncio.to_thread(parse_bill, bill)
+                await asyncio.to_thread(check_totals, parsed)
+        except BaseException:
+            ledger.cancel()
+            with contextlib.suppress(BaseException):
+                await ledger
+            raise
+        lap("parse")
         await _stage(run_id, "matching", total_rows=parsed.frame.height, progress_rows=0)
-        result = await match(provider, parsed, bill_date)
+        side = await ledger
+        lap("ledger")
+        result = await match(provider, parsed, bill_date, side)
+        lap("match")
         await _stage(run_id, "saving", progress_rows=0)
         await save_items(run_id, result.items)
+        lap("save")
     except (ProviderError, ValueError) as exc:
         message = str(exc)[:500]
         log.warning("reconciliation %s failed: %s", run_id, message)
@@ -146,7 +171,8 @@ async def execute_run(run_id: str, *, bill: BillFile | None = None) -> dict[str,
             subject_id=run_id,
             data={"discrepancies": len(result.items)},
         )
-    return {"status": "done", "totals": result.totals}
+    log.info("reconciliation %s done: %d rows, seconds per stage %s", run_id, parsed.frame.height, timings)
+    return {"status": "done", "totals": result.totals, "seconds": timings}
 
 
 @dataclass
@@ -164,6 +190,7 @@ async def _ledger_payments(
         "ledger_fen": pl.Int64,
         "status": pl.Utf8,
         "ledger_txn": pl.Utf8,
+        "duplicate_of": pl.Utf8,
     }
     bind = session.get_bind()
     if bind.dialect.name == "postgresql":
@@ -172,7 +199,8 @@ async def _ledger_payments(
         raw = await conn.get_raw_connection()
         buffer = io.BytesIO()
         await raw.driver_connection.copy_from_query(  # type: ignore[union-attr]
-            "SELECT id, out_trade_no, amount_fen, status, coalesce(provider_txn_id, '') FROM payments_order "
+            "SELECT id, out_trade_no, amount_fen, status, coalesce(provider_txn_id, ''), duplicate_of "
+            "FROM payments_order "
             "WHERE provider = $1 AND merchant_id IN ($5, '') AND paid_at >= $2 AND paid_at < $3 "
             "AND status = ANY($4::text[])",
             provider,
@@ -195,6 +223,7 @@ async def _ledger_payments(
                 col(PaymentOrder.amount_fen),
                 col(PaymentOrder.status),
                 col(PaymentOrder.provider_txn_id),
+                col(PaymentOrder.duplicate_of),
             ).where(
                 col(PaymentOrder.provider) == provider,
                 col(PaymentOrder.merchant_id).in_([merchant_id, ""]),
@@ -207,8 +236,50 @@ async def _ledger_payments(
     return pl.DataFrame([tuple(r) for r in rows], schema=schema, orient="row")
 
 
-async def match(provider: PaymentProvider, parsed: ParsedBill, bill_date: dt.date) -> MatchResult:
+@dataclass
+class LedgerSide:
+    """The ledger's side of a day for one merchant: what the bill is matched against."""
+
+    payments: pl.DataFrame
+    refunds: Sequence[Any]  # (out_refund_no, amount_fen, order_id) succeeded that day
+
+
+async def load_ledger(provider: PaymentProvider, bill_date: dt.date) -> LedgerSide:
+    """Read the day's ledger, payments and refunds on two connections (it does not depend on the
+    bill): ``execute_run`` starts this before parsing the bill, so the database works meanwhile.
+    Purposes paid twice come with the payments (``duplicate_of``, decided when the order was paid).
+    """
     start, end = china_day_bounds(bill_date)
+    name, merchant = provider.name.value, provider.merchant_id
+    merchants = [merchant, ""]
+
+    async def payments() -> pl.DataFrame:
+        async with session_scope() as session:
+            return await _ledger_payments(session, name, merchant, start, end)
+
+    async def refunds() -> Sequence[Any]:
+        async with session_scope() as session:
+            return (
+                await session.exec(
+                    select(PaymentRefund.out_refund_no, PaymentRefund.amount_fen, PaymentRefund.order_id)
+                    .join(PaymentOrder, col(PaymentOrder.id) == col(PaymentRefund.order_id))
+                    .where(
+                        PaymentOrder.provider == name,
+                        col(PaymentOrder.merchant_id).in_(merchants),
+                        PaymentRefund.status == RefundStatus.SUCCEEDED.value,
+                        col(PaymentRefund.succeeded_at) >= start,
+                        col(PaymentRefund.succeeded_at) < end,
+                    )
+                )
+            ).all()
+
+    paid, refunded = await asyncio.gather(payments(), refunds())
+    return LedgerSide(payments=paid, refunds=refunded)
+
+
+async def match(
+    provider: PaymentProvider, parsed: ParsedBill, bill_date: dt.date, side: LedgerSide | None = None
+) -> MatchResult:
     name = provider.name.value
     frame = parsed.frame
     items: list[dict[str, Any]] = []
@@ -232,39 +303,9 @@ async def match(provider: PaymentProvider, parsed: ParsedBill, bill_date: dt.dat
 
     payments = frame.filter(pl.col("kind") == "payment")
     refunds = frame.filter(pl.col("kind") == "refund")
-    async with session_scope() as session:
-        ledger = await _ledger_payments(session, name, provider.merchant_id, start, end)
-        refund_rows = (
-            await session.exec(
-                select(PaymentRefund.out_refund_no, PaymentRefund.amount_fen, PaymentRefund.order_id)
-                .join(PaymentOrder, col(PaymentOrder.id) == col(PaymentRefund.order_id))
-                .where(
-                    PaymentOrder.provider == name,
-                    col(PaymentOrder.merchant_id).in_([provider.merchant_id, ""]),
-                    PaymentRefund.status == RefundStatus.SUCCEEDED.value,
-                    col(PaymentRefund.succeeded_at) >= start,
-                    col(PaymentRefund.succeeded_at) < end,
-                )
-            )
-        ).all()
-        duplicates = (
-            await session.exec(
-                select(PaymentOrder.purpose_key, sa.func.count())
-                .where(
-                    col(PaymentOrder.status).in_([s.value for s in PAID_LIKE]),
-                    col(PaymentOrder.purpose_key).in_(
-                        select(PaymentOrder.purpose_key).where(
-                            PaymentOrder.provider == name,
-                            col(PaymentOrder.merchant_id).in_([provider.merchant_id, ""]),
-                            col(PaymentOrder.paid_at) >= start,
-                            col(PaymentOrder.paid_at) < end,
-                        )
-                    ),
-                )
-                .group_by(col(PaymentOrder.purpose_key))
-                .having(sa.func.count() > 1)
-            )
-        ).all()
+    if side is None:
+        side = await load_ledger(provider, bill_date)
+    ledger, refund_rows = side.payments, side.refunds
 
     joined = payments.join(ledger, on="out_trade_no", how="full", coalesce=True)
     both = joined.filter(pl.col("order_id").is_not_null() & pl.col("amount_fen").is_not_null())
@@ -355,25 +396,17 @@ async def match(provider: PaymentProvider, parsed: ParsedBill, bill_date: dt.dat
             )
         )
 
-    if duplicates:
+    duplicated = ledger.filter(pl.col("duplicate_of").is_not_null())
+    if duplicated.height:
+        ids = duplicated["order_id"].to_list() + duplicated["duplicate_of"].to_list()
         async with session_scope() as session:
-            dup_orders = (
-                await session.exec(
-                    select(PaymentOrder)
-                    .where(
-                        col(PaymentOrder.purpose_key).in_([d[0] for d in duplicates]),
-                        col(PaymentOrder.status).in_([s.value for s in PAID_LIKE]),
-                    )
-                    .order_by(col(PaymentOrder.paid_at))
-                )
-            ).all()
-        first: dict[str, str] = {}
-        for dup in dup_orders:
-            if dup.purpose_key not in first:
-                first[dup.purpose_key] = dup.out_trade_no
-                continue
-            if dup.provider != name or not (dup.paid_at and start <= dup.paid_at < end):
-                continue
+            by_id = {
+                o.id: o
+                for o in (await session.exec(select(PaymentOrder).where(col(PaymentOrder.id).in_(ids)))).all()
+            }
+        for row in duplicated.iter_rows(named=True):
+            dup, first = by_id[row["order_id"]], by_id.get(row["duplicate_of"])
+            first_no = first.out_trade_no if first else row["duplicate_of"]
             items.append(
                 _item(
                     Discrepancy.DUPLICATE_PURPOSE,
@@ -381,7 +414,7 @@ async def match(provider: PaymentProvider, parsed: ParsedBill, bill_date: dt.dat
                     order_id=dup.id,
                     provider_txn_id=dup.provider_txn_id,
                     ledger_fen=dup.amount_fen,
-                    detail=f"与订单 {first[dup.purpose_key]} 为同一事项（{dup.purpose}）",
+                    detail=f"与订单 {first_no} 为同一事项（{dup.purpose}）",
                 )
             )
 

@@ -47,6 +47,7 @@ from payments.models import (
     PaymentNotification,
     PaymentOrder,
     PaymentRefund,
+    PurposePaid,
     RefundStatus,
 )
 from payments.providers.base import (
@@ -482,21 +483,13 @@ async def apply_notifications(
             fast.append((i, it, order))
         else:
             slow.append((i, it))
-    # Two payments for one purpose are flagged by the one-at-a-time path: find them first.
+    # Two payments for one purpose are flagged by the one-at-a-time path: claim each purpose for its
+    # order first; a purpose already claimed (or twice in this batch) sends its order there.
     keys = [order.purpose_key for _, _, order in fast]
-    paid_keys = set(
-        (
-            await session.exec(
-                select(PaymentOrder.purpose_key).where(
-                    col(PaymentOrder.purpose_key).in_(keys),
-                    col(PaymentOrder.status).in_([s.value for s in PAID_LIKE]),
-                )
-            )
-        ).all()
-        if keys
-        else ()
-    )
     repeated = {k for k in keys if keys.count(k) > 1} if len(set(keys)) != len(keys) else set()
+    claimed = await _claim_purposes(
+        session, [(order.purpose_key, order.id) for _, _, order in fast if order.purpose_key not in repeated]
+    )
     outcomes: list[NotificationOutcome | None] = [None] * len(items)
     for i, it in enumerate(items):
         if stored[it.note.dedupe_key][1] > 1:
@@ -504,7 +497,7 @@ async def apply_notifications(
     now = utcnow()
     events: list[dict[str, Any]] = []
     for i, it, order in fast:
-        if order.purpose_key in paid_keys or order.purpose_key in repeated:
+        if order.purpose_key not in claimed:
             slow.append((i, it))
             continue
         note, source = it.note, f"notification:{it.note.provider.value}"
@@ -656,18 +649,38 @@ async def _apply_payment(
     )
     await outbox.enqueue(session, "payments.notify_column", order_id=order.id)
     # Two payments for one purpose: both are real money; flag for finance (reconciliation lists it too).
-    others = await session.exec(
-        select(PaymentOrder.id).where(
-            PaymentOrder.purpose_key == order.purpose_key,
-            PaymentOrder.id != order.id,
-            col(PaymentOrder.status).in_([s.value for s in PAID_LIKE]),
-        )
-    )
-    other = others.first()
-    if other is not None:
-        await _flag(session, order, "duplicate_purpose", source, {"other_order_id": other})
-        return "applied_duplicate_purpose"
+    if not await _claim_purposes(session, [(order.purpose_key, order.id)]):
+        first = (
+            await session.exec(
+                select(PurposePaid.order_id).where(PurposePaid.purpose_key == order.purpose_key)
+            )
+        ).one()
+        if first != order.id:
+            order.duplicate_of = first
+            await _flag(session, order, "duplicate_purpose", source, {"other_order_id": first})
+            return "applied_duplicate_purpose"
     return "applied_late" if late else "applied"
+
+
+async def _claim_purposes(session: AsyncSession, pairs: Sequence[tuple[str, str]]) -> set[str]:
+    """Record each (purpose key, order id) as its purpose's first payment; return the keys claimed.
+
+    A key another order holds is not claimed. Under concurrency the primary key decides: the second
+    inserter waits for the first to commit, then finds its row. Rows go in key order, so two batches
+    never wait on each other in a cycle.
+    """
+    if not pairs:
+        return set()
+    table = PurposePaid.__table__  # type: ignore[attr-defined]
+    dialect = session.bind.dialect.name if session.bind is not None else "postgresql"
+    insert = pg_insert(table) if dialect == "postgresql" else sqlite_insert(table)
+    now = utcnow()
+    stmt = (
+        insert.values([{"purpose_key": k, "order_id": o, "created_at": now} for k, o in sorted(pairs)])
+        .on_conflict_do_nothing(index_elements=[table.c.purpose_key])
+        .returning(table.c.purpose_key)
+    )
+    return {str(k) for k in (await session.exec(stmt)).scalars().all()}  # type: ignore[call-overload]
 
 
 # -- the column hook ----------------------------------------------------------------------------

@@ -222,3 +222,36 @@ async def test_one_failing_column_handler_does_not_hold_back_the_batch(ledger, c
         ).all()
     assert len(told) == 5
     assert len(audited) == 1  # the failed attempt's audit entry was rolled back with it
+
+
+async def test_one_purpose_paid_by_two_transactions_at_once_is_flagged_once(ledger, client, login):
+    """Two orders for one bill, their payments applied by two transactions at the same moment.
+
+    Finance must see the second payment as a duplicate, whichever commits first; reading "is this
+    purpose paid?" in each transaction would let both through unflagged.
+    """
+    me = await account_id(client, await login())
+    for _ in range(6):
+        ref = "RACE" + secrets.token_hex(4)
+        a = await new_order(me, "wechat_v2", ref=ref, amount=2100)
+        b = await new_order(me, "wechat_v2", ref=ref, amount=2100)
+
+        async def apply(order: PaymentOrder) -> str:
+            async with session_scope() as s:
+                return (await service.apply_notifications(s, [received(paid_note(order))]))[0].outcome
+
+        outcomes = await asyncio.gather(apply(a), apply(b))
+        assert sorted(outcomes) == ["applied", "applied_duplicate_purpose"], outcomes
+        rows = {o.id: o for o in (await load(a.id), await load(b.id))}
+        assert all(o.status == OrderStatus.PAID.value for o in rows.values())
+        second = [o for o in rows.values() if o.duplicate_of is not None]
+        assert len(second) == 1 and second[0].duplicate_of in rows and second[0].duplicate_of != second[0].id
+        async with session_scope() as s:
+            flags = (
+                await s.exec(
+                    select(PaymentEvent).where(
+                        col(PaymentEvent.order_id).in_(list(rows)), PaymentEvent.kind == "flagged"
+                    )
+                )
+            ).all()
+        assert [f.order_id for f in flags] == [second[0].id]
