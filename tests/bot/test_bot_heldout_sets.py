@@ -65,6 +65,9 @@ def test_test_set_covers_the_domain_with_enough_questions() -> None:
 def test_no_test_sentence_was_copied_into_training() -> None:
     trained = training_texts()
     overlap = {
-        text for path in TEST_SET.glob("*.yml") for _, text in examples(path) if text in trained and len(text) >= 8
+        text
+        for path in TEST_SET.glob("*.yml")
+        for _, text in examples(path)
+        if text in trained and len(text) >= 8
     }
     assert overlap <= KNOWN_COINCIDENCES, overlap - KNOWN_COINCIDENCES
