@@ -29,7 +29,7 @@ inputs_hash="$(
     cd "$project"
     {
         find config.yml domain.yml data dictionary -type f | LC_ALL=C sort | xargs sha256sum
-        sha256sum "$root/bot/requirements-rasa.txt"
+        (cd "$root" && sha256sum bot/requirements-rasa.txt)  # a relative path: the hash must not depend on where the checkout is
     } | sha256sum | cut -c1-16
 )"
 model="$models/wojia-$inputs_hash.tar.gz"
