@@ -16,7 +16,7 @@ import logging
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -63,6 +63,9 @@ from payments.providers.base import (
 )
 
 log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from payments.hooks import PaidPurpose
+
 _ORDERS: sa.Table = PaymentOrder.__table__  # type: ignore[attr-defined]
 
 
@@ -686,70 +689,19 @@ async def _claim_purposes(session: AsyncSession, pairs: Sequence[tuple[str, str]
 # -- the column hook ----------------------------------------------------------------------------
 
 
-async def notify_column(session: AsyncSession, *, order_id: str) -> bool:
-    """Run the purpose's paid handler once; True if it ran now. Called by the outbox job."""
-    from payments.hooks import PaidPurpose, paid_handler
+async def _claim_for_columns(session: AsyncSession, order_ids: Sequence[str]) -> list[PaidPurpose]:
+    """Mark paid orders whose column has not been told as told; return what their handlers need.
 
-    # Claim first, with a write: the row stays locked until commit (PostgreSQL), the database is
-    # locked for writers (SQLite), and a concurrent or repeated job finds nothing left to claim.
-    # If the handler fails, the claim rolls back with everything else and the job retries.
-    claimed = (
-        await session.exec(  # type: ignore[call-overload]
-            # The table, not the ORM entity: an ORM-enabled UPDATE re-evaluates the session's
-            # identity map on every call, which cost more than the statement itself.
-            sa.update(_ORDERS)
-            .where(
-                _ORDERS.c.id == order_id,
-                _ORDERS.c.column_notified_at.is_(None),
-                _ORDERS.c.status.in_([s.value for s in PAID_LIKE]),
-            )
-            .values(column_notified_at=utcnow())
-            .returning(
-                _ORDERS.c.out_trade_no,
-                _ORDERS.c.account_id,
-                _ORDERS.c.purpose,
-                _ORDERS.c.purpose_ref,
-                _ORDERS.c.amount_fen,
-                _ORDERS.c.provider,
-                _ORDERS.c.paid_at,
-            )
-        )
-    ).first()
-    if claimed is None:
-        return False
-    out_trade_no, account_id, purpose, purpose_ref, amount_fen, provider, paid_at = claimed
-    handler = paid_handler(purpose)
-    if handler is None:
-        # A column that is not installed (yet): fail so the job retries and the relay keeps it.
-        raise LookupError(f"no paid handler for purpose {purpose!r}")
-    await handler(
-        session,
-        PaidPurpose(
-            order_id=order_id,
-            out_trade_no=out_trade_no,
-            account_id=account_id,
-            purpose=purpose,
-            purpose_ref=purpose_ref,
-            amount_fen=amount_fen,
-            provider=provider,
-            paid_at=paid_at,
-        ),
-    )
-    await _event_for(session, order_id, kind="column_notified", source="outbox", data={"purpose": purpose})
-    return True
-
-
-async def notify_columns(session: AsyncSession, *, order_ids: Sequence[str]) -> list[str]:
-    """``notify_column`` for several orders in one transaction; returns the ids told now.
-
-    Each handler runs in its own savepoint. An order whose handler fails (or whose column is not
-    installed) is released and handed to a ``payments.notify_column`` job of its own, which retries
-    it alone; the others are not held back by it.
+    Claim first, with a write: the rows stay locked until commit (PostgreSQL), the database is
+    locked for writers (SQLite), and a concurrent or repeated job finds nothing left to claim. If a
+    handler fails, its claim is rolled back or released and the job retries.
     """
-    from payments.hooks import PaidPurpose, paid_handler
+    from payments.hooks import PaidPurpose
 
     rows = (
         await session.exec(  # type: ignore[call-overload]
+            # The table, not the ORM entity: an ORM-enabled UPDATE re-evaluates the session's
+            # identity map on every call, which cost more than the statement itself.
             sa.update(_ORDERS)
             .where(
                 _ORDERS.c.id.in_(list(order_ids)),
@@ -769,32 +721,67 @@ async def notify_columns(session: AsyncSession, *, order_ids: Sequence[str]) -> 
             )
         )
     ).all()
+    return [
+        PaidPurpose(
+            order_id=r[0],
+            out_trade_no=r[1],
+            account_id=r[2],
+            purpose=r[3],
+            purpose_ref=r[4],
+            amount_fen=r[5],
+            provider=r[6],
+            paid_at=r[7],
+        )
+        for r in sorted(rows)
+    ]
+
+
+async def notify_column(session: AsyncSession, *, order_id: str) -> bool:
+    """Run the purpose's paid handler once; True if it ran now. Called by the outbox job."""
+    from payments.hooks import paid_handler
+
+    claimed = await _claim_for_columns(session, [order_id])
+    if not claimed:
+        return False
+    paid = claimed[0]
+    handler = paid_handler(paid.purpose)
+    if handler is None:
+        # A column that is not installed (yet): fail so the job retries and the relay keeps it.
+        raise LookupError(f"no paid handler for purpose {paid.purpose!r}")
+    await handler(session, paid)
+    await _event_for(
+        session, order_id, kind="column_notified", source="outbox", data={"purpose": paid.purpose}
+    )
+    return True
+
+
+async def notify_columns(session: AsyncSession, *, order_ids: Sequence[str]) -> list[str]:
+    """``notify_column`` for several orders in one transaction; returns the ids told now.
+
+    Each handler runs in its own savepoint. An order whose handler fails (or whose column is not
+    installed) is released and handed to a ``payments.notify_column`` job of its own, which retries
+    it alone; the others are not held back by it.
+    """
+    from payments.hooks import paid_handler
+
+    claimed = await _claim_for_columns(session, order_ids)
     told: list[str] = []
     failed: list[str] = []
-    for row in sorted(rows):
-        order_id, out_trade_no, account_id, purpose, purpose_ref, amount_fen, provider, paid_at = row
-        handler = paid_handler(purpose)
+    for paid in claimed:
+        handler = paid_handler(paid.purpose)
         if handler is None:
-            failed.append(order_id)
+            failed.append(paid.order_id)
             continue
-        paid = PaidPurpose(
-            order_id=order_id,
-            out_trade_no=out_trade_no,
-            account_id=account_id,
-            purpose=purpose,
-            purpose_ref=purpose_ref,
-            amount_fen=amount_fen,
-            provider=provider,
-            paid_at=paid_at,
-        )
         try:
             async with savepoint(session):
                 await handler(session, paid)
         except Exception:
-            log.exception("payments: paid handler of order %s (%s) failed; retried alone", order_id, purpose)
-            failed.append(order_id)
+            log.exception(
+                "payments: paid handler of order %s (%s) failed; retried alone", paid.order_id, paid.purpose
+            )
+            failed.append(paid.order_id)
         else:
-            told.append(order_id)
+            told.append(paid.order_id)
     if failed:
         await session.exec(  # type: ignore[call-overload]
             sa.update(_ORDERS).where(_ORDERS.c.id.in_(failed)).values(column_notified_at=None)
@@ -803,7 +790,7 @@ async def notify_columns(session: AsyncSession, *, order_ids: Sequence[str]) -> 
             await outbox.enqueue(session, "payments.notify_column", order_id=order_id)
     if told:
         now = utcnow()
-        purposes = {row[0]: row[3] for row in rows}
+        purposes = {paid.order_id: paid.purpose for paid in claimed}
         await session.exec(  # type: ignore[call-overload]
             sa.insert(PaymentEvent.__table__),  # type: ignore[attr-defined]
             params=[
