@@ -32,8 +32,10 @@ from payments.sandbox.common import (
     BillRow,
     Delivery,
     Notifier,
+    NotifierControls,
     OutgoingNotification,
     china_now,
+    deliveries_json,
     fee_for,
     new_rsa_key,
     parse_delivery,
@@ -86,7 +88,7 @@ class AlipayTrade:
         return sum(fen for fen, _ in self.refunds.values())
 
 
-class AlipaySandbox:
+class AlipaySandbox(NotifierControls):
     def __init__(self) -> None:
         self.alipay_key = new_rsa_key()
         self.apps: dict[str, AlipayApp] = {}
@@ -574,14 +576,9 @@ class AlipaySandbox:
                 "transaction_id": trade.trade_no,
                 "out_trade_no": trade.out_trade_no,
                 "state": trade.status,
-                "deliveries": [_record(r) for r in records],
+                "deliveries": deliveries_json(records),
             }
         )
-
-    async def _control_release(self, request: Request) -> Response:
-        payload = await request.json() if await request.body() else {}
-        records = await self.notifier.release(payload.get("order", "fifo"))
-        return JSONResponse({"deliveries": [_record(r) for r in records]})
 
     async def _control_order(self, request: Request) -> Response:
         trade = next(
@@ -599,12 +596,3 @@ class AlipaySandbox:
                 "refunds": {k: v[0] for k, v in trade.refunds.items()},
             }
         )
-
-
-def _record(record: Any) -> dict[str, Any]:
-    return {
-        "label": record.label,
-        "status_code": record.status_code,
-        "response": record.response.decode("utf-8", "replace"),
-        "forged": record.forged,
-    }

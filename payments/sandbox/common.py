@@ -24,6 +24,8 @@ from typing import Any, Literal
 import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
 from payments.providers.base import CHINA_TZ
 
@@ -317,3 +319,49 @@ def order_bill_rows(
                 )
             )
     return rows
+
+
+def deliveries_json(records: list[DeliveryRecord]) -> list[dict[str, Any]]:
+    """What the test controls report of deliveries: who was called and what they answered."""
+    return [
+        {
+            "label": r.label,
+            "status_code": r.status_code,
+            "response": r.response.decode("utf-8", "replace"),
+            "forged": r.forged,
+        }
+        for r in records
+    ]
+
+
+class NotifierControls:
+    """Test controls every sandbox shares: release held notifications, list what was delivered."""
+
+    notifier: Notifier
+
+    async def _control_release(self, request: Request) -> Response:
+        payload = await request.json() if await request.body() else {}
+        records = await self.notifier.release(payload.get("order", "fifo"))
+        return JSONResponse({"deliveries": deliveries_json(records)})
+
+    async def _control_deliveries(self, request: Request) -> Response:
+        return JSONResponse({"deliveries": deliveries_json(self.notifier.log)})
+
+
+class RefundControls(NotifierControls):
+    """WeChat Pay sandboxes: settle a refund (success or failure), which notifies the merchant."""
+
+    orders: dict[Any, Any]
+    settle_refund: Callable[..., Awaitable[list[DeliveryRecord]]]
+
+    async def _control_settle(self, request: Request) -> Response:
+        payload = await request.json()
+        for order in self.orders.values():
+            refund = order.refunds.get(payload["out_refund_no"])
+            if refund is not None:
+                at = dt.datetime.fromisoformat(payload["at"]) if payload.get("at") else None
+                records = await self.settle_refund(
+                    order, refund, parse_delivery(payload), status=payload.get("status", "SUCCESS"), at=at
+                )
+                return JSONResponse({"status": refund.status, "deliveries": deliveries_json(records)})
+        return JSONResponse({"error": "no such refund"}, status_code=404)

@@ -27,7 +27,9 @@ from payments.sandbox.common import (
     Delivery,
     Notifier,
     OutgoingNotification,
+    RefundControls,
     china_now,
+    deliveries_json,
     order_bill_rows,
     parse_delivery,
     provider_id,
@@ -92,7 +94,7 @@ class V2Order:
         return sum(r.refund_fee for r in self.refunds.values() if r.status != "REFUNDCLOSE")
 
 
-class WeChatPayV2Sandbox:
+class WeChatPayV2Sandbox(RefundControls):
     def __init__(self, *, auto_settle_refunds: bool = True) -> None:
         self.merchants: dict[str, V2Merchant] = {}
         self.orders: dict[tuple[str, str], V2Order] = {}
@@ -543,26 +545,9 @@ class WeChatPayV2Sandbox:
             {
                 "transaction_id": order.transaction_id,
                 "state": order.state,
-                "deliveries": [_record(r) for r in records],
+                "deliveries": deliveries_json(records),
             }
         )
-
-    async def _control_settle(self, request: Request) -> Response:
-        payload = await request.json()
-        for order in self.orders.values():
-            refund = order.refunds.get(payload["out_refund_no"])
-            if refund is not None:
-                at = dt.datetime.fromisoformat(payload["at"]) if payload.get("at") else None
-                records = await self.settle_refund(
-                    order, refund, parse_delivery(payload), status=payload.get("status", "SUCCESS"), at=at
-                )
-                return JSONResponse({"status": refund.status, "deliveries": [_record(r) for r in records]})
-        return JSONResponse({"error": "no such refund"}, status_code=404)
-
-    async def _control_release(self, request: Request) -> Response:
-        payload = await request.json() if await request.body() else {}
-        records = await self.notifier.release(payload.get("order", "fifo"))
-        return JSONResponse({"deliveries": [_record(r) for r in records]})
 
     async def _control_order(self, request: Request) -> Response:
         order = self._order_by_no(request.path_params["out_trade_no"])
@@ -581,15 +566,3 @@ class WeChatPayV2Sandbox:
                 },
             }
         )
-
-    async def _control_deliveries(self, request: Request) -> Response:
-        return JSONResponse({"deliveries": [_record(r) for r in self.notifier.log]})
-
-
-def _record(record: Any) -> dict[str, Any]:
-    return {
-        "label": record.label,
-        "status_code": record.status_code,
-        "response": record.response.decode("utf-8", "replace"),
-        "forged": record.forged,
-    }
