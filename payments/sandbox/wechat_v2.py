@@ -390,7 +390,6 @@ class WeChatPayV2Sandbox(RefundControls):
                 refunds=[
                     (r.success_time, r.refund_id, r.out_refund_no, r.refund_fee)
                     for r in order.refunds.values()
-                    for r in order.refunds.values()
                 ],
                 bill_date=bill_date,
             )

@@ -332,3 +332,108 @@ async def test_each_merchant_reconciles_only_its_own_orders(ledger, client, logi
         assert run["status"] == "done", run
         assert sum(run["totals"]["discrepancies"].values()) == 0, run["totals"]
         assert run["total_rows"] == paid, run
+
+
+@pytest.mark.parametrize("provider", ["wechat_v2", "wechat_v3", "alipay"])
+async def test_two_partial_refunds_of_one_order_reconcile_cleanly(ledger, client, login, provider):
+    """A bill of 10 yuan refunded 3 and then 2: the provider's bill and the ledger agree on both."""
+    from test_payments_ledger import wait_status
+
+    from payments.models import OrderStatus
+
+    headers, finance = await login(), await login(roles=["finance"])
+    account = (await client.get("/api/v1/me", headers=headers)).json()["id"]
+    async with fresh_merchant(ledger, provider):
+        order = await place(client, headers, account, provider, amount=1000)
+        await control(ledger.servers[provider], "/_sandbox/pay", out_trade_no=order.out_trade_no)
+        await wait_status(order.id, OrderStatus.PAID)
+        url = f"/api/v1/payments/finance/orders/{order.id}/refunds"
+        for n, amount in enumerate((300, 200)):
+            r = await client.post(
+                url,
+                headers=finance,
+                json={"amount_fen": amount, "out_refund_no": f"R{n}{order.out_trade_no}"},
+            )
+            assert r.status_code == 202, r.text
+            for _ in range(250):
+                async with session_scope() as s:
+                    row = (await s.exec(select(PaymentOrder).where(PaymentOrder.id == order.id))).one()
+                if row.refunded_fen == 300 + (200 if n else 0):
+                    break
+                await asyncio.sleep(0.02)
+            assert row.refunded_fen == 300 + (200 if n else 0), row
+        run = await run_and_wait(client, finance, provider, dt.datetime.now(CHINA_TZ).date())
+    assert run["status"] == "done", run
+    totals = run["totals"]
+    assert sum(totals["discrepancies"].values()) == 0, totals
+    assert (totals["provider_refund_count"], totals["provider_refund_fen"]) == (2, 500), totals
+    assert (totals["ledger_refund_count"], totals["ledger_refund_fen"]) == (2, 500), totals
+
+
+async def test_a_bill_listing_one_payment_or_refund_twice_is_flagged(ledger, client, login):
+    """The provider's bill claims a payment twice and a refund twice: two discrepancies, not silence."""
+    from test_payments_ledger import wait_status
+
+    from payments.models import OrderStatus
+
+    headers, finance = await login(), await login(roles=["finance"])
+    account = (await client.get("/api/v1/me", headers=headers)).json()["id"]
+    today = dt.datetime.now(CHINA_TZ)
+    async with fresh_merchant(ledger, "wechat_v2") as (prov, sandbox):
+        order = await place(client, headers, account, "wechat_v2", amount=1000)
+        await control(ledger.servers["wechat_v2"], "/_sandbox/pay", out_trade_no=order.out_trade_no)
+        await wait_status(order.id, OrderStatus.PAID)
+        r = await client.post(
+            f"/api/v1/payments/finance/orders/{order.id}/refunds",
+            headers=finance,
+            json={"amount_fen": 300, "out_refund_no": "RD" + order.out_trade_no},
+        )
+        assert r.status_code == 202, r.text
+        await wait_status(order.id, OrderStatus.PARTIALLY_REFUNDED)
+        paid = await load_order(order.id)
+        base = dict(
+            traded_at=today,
+            app_id=prov.app_id,
+            mch_id=prov.merchant_id,
+            payer="x",
+            trade_type="JSAPI",
+            transaction_id=paid.provider_txn_id,
+            out_trade_no=order.out_trade_no,
+            amount_fen=1000,
+        )
+        sandbox.extra_bill_rows[today.date()] = [
+            BillRow(status="SUCCESS", fee_fen=fee_for(1000), **base),
+            BillRow(
+                status="REFUND",
+                refund_id="50DUP",
+                out_refund_no="RD" + order.out_trade_no,
+                refund_fen=300,
+                refund_status="SUCCESS",
+                fee_fen=-fee_for(300),
+                **base,
+            ),
+        ]
+        try:
+            run = await run_and_wait(client, finance, "wechat_v2", today.date())
+        finally:
+            sandbox.extra_bill_rows.pop(today.date(), None)
+    assert run["status"] == "done", run
+    items = (
+        await client.get(f"/api/v1/payments/finance/reconciliation/runs/{run['id']}/items", headers=finance)
+    ).json()
+    by_cat = {i["category"]: i for i in items}
+    assert sorted(by_cat) == ["amount_mismatch", "refund_mismatch"], items
+    assert (
+        by_cat["amount_mismatch"]["provider_fen"] == 2000
+        and "出现 2 次" in by_cat["amount_mismatch"]["detail"]
+    )
+    assert (
+        by_cat["refund_mismatch"]["provider_fen"] == 600
+        and "出现 2 次" in by_cat["refund_mismatch"]["detail"]
+    )
+    assert by_cat["refund_mismatch"]["out_trade_no"] == order.out_trade_no
+
+
+async def load_order(order_id: str) -> PaymentOrder:
+    async with session_scope() as s:
+        return (await s.exec(select(PaymentOrder).where(PaymentOrder.id == order_id))).one()
