@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hmac
 import time
-from typing import Any
+from typing import Annotated, Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Header, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -19,8 +20,9 @@ from prometheus_client import multiprocess as prom_mp
 
 from app_api.access import public
 from app_api.db import get_engine
-from app_api.errors import ServiceUnavailable
+from app_api.errors import AppError, ServiceUnavailable
 from app_api.redis import get_redis
+from app_api.settings import get_settings
 
 router = APIRouter(tags=["ops"])
 
@@ -31,6 +33,12 @@ LATENCY = Histogram(
     ["method", "route"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+
+
+class MetricsTokenRequired(AppError):
+    code = "ops.metrics_token_required"
+    title = "需要监控令牌"
+    status = 401
 
 
 class NotReady(ServiceUnavailable):
@@ -66,9 +74,18 @@ async def readyz() -> dict[str, Any]:
 
 
 @router.get("/metrics", dependencies=[Depends(public)], include_in_schema=False)
-async def metrics() -> Response:
-    """Prometheus metrics (aggregated across workers when PROMETHEUS_MULTIPROC_DIR is set)."""
+async def metrics(authorization: Annotated[str | None, Header()] = None) -> Response:
+    """Prometheus metrics (aggregated across workers when PROMETHEUS_MULTIPROC_DIR is set).
+
+    With ``WOJIA_METRICS_TOKEN`` set, only a scraper that sends it as a bearer token gets them.
+    """
     import os
+
+    token = get_settings().metrics_token
+    if token is not None:
+        sent = (authorization or "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(sent.encode(), token.get_secret_value().encode()):
+            raise MetricsTokenRequired()
 
     registry: CollectorRegistry = REGISTRY
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

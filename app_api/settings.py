@@ -57,6 +57,10 @@ class Settings(WojiaSettings):
     # Keyed-hash secret for lookups of encrypted values (ID numbers, phones).
     lookup_key: SecretStr = SecretStr(DEV_SECRET_KEY + "-lookup")
 
+    # Bearer token Prometheus sends to /metrics (scrape config ``authorization``). Unset: /metrics
+    # is open, so keep it off the public proxy.
+    metrics_token: SecretStr | None = None
+
     access_token_ttl_s: int = 15 * 60
     refresh_token_ttl_s: int = 30 * 24 * 3600
 

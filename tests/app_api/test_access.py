@@ -64,6 +64,22 @@ async def test_health_ready_metrics(client: httpx.AsyncClient) -> None:
     assert m.status_code == 200 and "wojia_http_requests_total" in m.text
 
 
+async def test_metrics_token_keeps_metrics_to_the_scraper(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pydantic import SecretStr
+
+    from app_api.settings import get_settings
+
+    monkeypatch.setattr(get_settings(), "metrics_token", SecretStr("scrape-" + "x" * 24))
+    for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": "scrape-" + "y" * 24}):
+        r = await client.get("/metrics", headers=headers)
+        assert r.status_code == 401 and r.json()["code"] == "ops.metrics_token_required", headers
+        assert "wojia_http_requests_total" not in r.text
+    ok = await client.get("/metrics", headers={"authorization": "Bearer scrape-" + "x" * 24})
+    assert ok.status_code == 200 and "wojia_http_requests_total" in ok.text
+
+
 async def test_logs_mask_personal_numbers(caplog: pytest.LogCaptureFixture) -> None:
     import logging
 
