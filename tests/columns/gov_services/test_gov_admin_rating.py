@@ -223,3 +223,46 @@ async def test_agent_files_for_a_resident_with_the_result_posted_to_the_station(
         "女",
     )
     assert detail["missing_materials"] == []
+
+
+async def test_the_same_filing_sent_twice_at_once_gives_one_application(
+    client: httpx.AsyncClient, login: LoginFn, gov_catalogue: None, is_postgres: bool
+) -> None:
+    """An agent's device resends a filing while the first is still running (each in a savepoint,
+    as the agents' batch endpoint files them): one application, both answers name it.
+
+    PostgreSQL only: SQLite has one writer, and ``app_api.agents`` takes its write lock up front.
+    """
+    import asyncio
+
+    import pytest
+
+    if not is_postgres:
+        pytest.skip("two concurrent writers need PostgreSQL")
+
+    from app_api.db import savepoint, session_scope
+    from columns.base import get_capability
+
+    cap = get_capability("service_catalogue")
+    r = await make_resident(client, login, level=1)
+    form = {"person.address": "安徽省亳州市谯城区古井镇某村"}
+    common = {
+        "resident_id": r.account_id,
+        "agent_id": "agent-1",
+        "station_id": "changshu",
+        "mandate_id": "mandate-1",
+        "item_code": "BZ-MZ-001",
+        "delivery": None,
+        "form": form,
+        "client_key": "agent-race-" + r.account_id[:8],
+    }
+
+    async def file() -> dict:
+        async with session_scope() as s:
+            async with savepoint(s):
+                return await cap.file_on_behalf(s, **common)
+
+    first, second = await asyncio.gather(file(), file())
+    assert first["id"] == second["id"]
+    mine = await cap.my_applications(r.account_id)
+    assert [a["id"] for a in mine] == [first["id"]]
