@@ -258,9 +258,8 @@ async def test_the_same_filing_sent_twice_at_once_gives_one_application(
     }
 
     async def file() -> dict:
-        async with session_scope() as s:
-            async with savepoint(s):
-                return await cap.file_on_behalf(s, **common)
+        async with session_scope() as s, savepoint(s):
+            return await cap.file_on_behalf(s, **common)
 
     first, second = await asyncio.gather(file(), file())
     assert first["id"] == second["id"]
