@@ -277,23 +277,35 @@ async def load_ledger(provider: PaymentProvider, bill_date: dt.date) -> LedgerSi
     return LedgerSide(payments=paid, refunds=refunded)
 
 
-def _first_of_each(frame: pl.DataFrame, key: str, amount: str) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
-    """Keep the first row of each ``key``; report keys that stand more than once (and their sum)."""
+def _first_of_each(
+    frame: pl.DataFrame, key: str, amount: str, category: Discrepancy
+) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
+    """Keep the first row of each ``key``; a discrepancy for each key the bill lists more than once."""
     repeated = frame.filter(pl.col(key).is_duplicated())
     if repeated.is_empty():
         return frame, []
+    what = "退款" if category is Discrepancy.REFUND_MISMATCH else "收款"
     report = (
         repeated.group_by(key, maintain_order=True)
         .agg(
             pl.len().alias("times"),
             pl.col(amount).sum().alias("total_fen"),
-            pl.col("out_trade_no").first().alias("first_out_trade_no"),
-            pl.col("txn_id").first(),
+            *(pl.col(c).first() for c in ("out_trade_no", "out_refund_no", "txn_id") if c != key),
         )
-        .with_columns(pl.col("first_out_trade_no").alias("out_trade_no"))
         .to_dicts()
     )
-    return frame.unique(subset=[key], keep="first", maintain_order=True), report
+    items = [
+        _item(
+            category,
+            out_trade_no=row["out_trade_no"],
+            out_refund_no=row["out_refund_no"] or None,
+            provider_txn_id=row["txn_id"],
+            provider_fen=row["total_fen"],
+            detail=f"渠道账单中该笔{what}出现 {row['times']} 次",
+        )
+        for row in report
+    ]
+    return frame.unique(subset=[key], keep="first", maintain_order=True), items
 
 
 async def match(
@@ -323,28 +335,13 @@ async def match(
     payments = frame.filter(pl.col("kind") == "payment")
     refunds = frame.filter(pl.col("kind") == "refund")
     # A bill that lists one payment or one refund more than once claims that money more than once.
-    payments, repeated = _first_of_each(payments, "out_trade_no", "amount_fen")
-    for row in repeated:
-        items.append(
-            _item(
-                Discrepancy.AMOUNT_MISMATCH,
-                out_trade_no=row["out_trade_no"],
-                provider_txn_id=row["txn_id"],
-                provider_fen=row["total_fen"],
-                detail=f"渠道账单中该笔收款出现 {row['times']} 次",
-            )
-        )
-    refunds, repeated = _first_of_each(refunds, "out_refund_no", "refund_fen")
-    for row in repeated:
-        items.append(
-            _item(
-                Discrepancy.REFUND_MISMATCH,
-                out_trade_no=row["out_trade_no"],
-                out_refund_no=row["out_refund_no"],
-                provider_fen=row["total_fen"],
-                detail=f"渠道账单中该笔退款出现 {row['times']} 次",
-            )
-        )
+    payments, repeated_payments = _first_of_each(
+        payments, "out_trade_no", "amount_fen", Discrepancy.AMOUNT_MISMATCH
+    )
+    refunds, repeated_refunds = _first_of_each(
+        refunds, "out_refund_no", "refund_fen", Discrepancy.REFUND_MISMATCH
+    )
+    items += repeated_payments + repeated_refunds
     if side is None:
         side = await load_ledger(provider, bill_date)
     ledger, refund_rows = side.payments, side.refunds

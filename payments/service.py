@@ -91,29 +91,6 @@ async def _locked_order(
     return result.first()
 
 
-async def _event(
-    session: AsyncSession,
-    order: PaymentOrder,
-    *,
-    kind: str,
-    source: str,
-    from_status: str | None = None,
-    to_status: str | None = None,
-    actor_id: str | None = None,
-    data: dict[str, Any] | None = None,
-) -> None:
-    await _event_for(
-        session,
-        order.id,
-        kind=kind,
-        source=source,
-        from_status=from_status,
-        to_status=to_status,
-        actor_id=actor_id,
-        data=data,
-    )
-
-
 async def _event_for(
     session: AsyncSession,
     order_id: str,
@@ -154,9 +131,9 @@ async def transition(
     """Move ``order`` to ``to`` if the state machine allows it; append the event; audit it."""
     current = OrderStatus(order.status)
     if to not in TRANSITIONS[current]:
-        await _event(
+        await _event_for(
             session,
-            order,
+            order.id,
             kind="refused_transition",
             source=source,
             from_status=current,
@@ -170,9 +147,9 @@ async def transition(
     order.status = to.value
     order.updated_at = utcnow()
     session.add(order)
-    await _event(
+    await _event_for(
         session,
-        order,
+        order.id,
         kind="transition",
         source=source,
         from_status=current,
@@ -235,9 +212,9 @@ async def create_order(
     )
     session.add(order)
     await session.flush()
-    await _event(
+    await _event_for(
         session,
-        order,
+        order.id,
         kind="created",
         source=f"column:{purpose.split('.')[0]}",
         to_status="created",
@@ -593,7 +570,7 @@ async def _store_notifications(
 async def _flag(
     session: AsyncSession, order: PaymentOrder, reason: str, source: str, data: dict[str, Any]
 ) -> str:
-    await _event(session, order, kind="flagged", source=source, data={"reason": reason, **data})
+    await _event_for(session, order.id, kind="flagged", source=source, data={"reason": reason, **data})
     await audit.record(
         session,
         action="payments.notification_flagged",
@@ -855,9 +832,9 @@ async def request_refund(
     )
     session.add(refund)
     await session.flush()
-    await _event(
+    await _event_for(
         session,
-        order,
+        order.id,
         kind="refund_requested",
         source=source,
         actor_id=actor_id,
@@ -939,9 +916,9 @@ async def submit_refund(session: AsyncSession, *, refund_id: str) -> str:
         refund.status = RefundStatus.FAILED.value
         refund.last_error = str(exc)[:300]
         session.add(refund)
-        await _event(
+        await _event_for(
             session,
-            order,
+            order.id,
             kind="refund_failed",
             source="provider",
             data={"out_refund_no": refund.out_refund_no, "error": str(exc)[:200]},
@@ -998,8 +975,12 @@ async def _apply_refund_notification(session: AsyncSession, order: PaymentOrder,
         refund.status = RefundStatus.FAILED.value
         refund.last_error = f"provider reported {note.refund_state}"
         session.add(refund)
-        await _event(
-            session, order, kind="refund_failed", source=source, data={"out_refund_no": refund.out_refund_no}
+        await _event_for(
+            session,
+            order.id,
+            kind="refund_failed",
+            source=source,
+            data={"out_refund_no": refund.out_refund_no},
         )
         return "refund_failed"
     return "ignored"
