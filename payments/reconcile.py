@@ -122,8 +122,9 @@ async def execute_run(run_id: str, *, bill: BillFile | None = None) -> dict[str,
                 parsed = await asyncio.to_thread(parse_bill, bill)
                 await asyncio.to_thread(check_totals, parsed)
         except BaseException:
-            ledger.cancel()
-            with contextlib.suppress(BaseException):
+            # Let the ledger read finish rather than cancel it: a connection cancelled in the middle
+            # of a COPY went back to the pool in a state that stalled the next checkout.
+            with contextlib.suppress(Exception):
                 await ledger
             raise
         lap("parse")
