@@ -271,19 +271,27 @@ async def _count_runs() -> int:
         return int((await s.exec(select(func.count()).select_from(ReconciliationRun))).one())
 
 
-async def test_expired_access_cookie_goes_through_refresh_and_back(
+async def logged_in_with_expired_access(
     browser: Browser, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
+) -> tuple[str, str]:
+    """A finance officer logged in through the form whose access cookie has since expired."""
     from app_api.accounts.tokens import decode_access, make_access
     from app_api.settings import get_settings
 
-    phone, password, _ = await make_staff(["finance"])
+    phone, password, account_id = await make_staff(["finance"])
     await browser.follow(await console_login(browser, client, phone, password))
     claims = decode_access(browser.jar["wojia_console"][0])
     with monkeypatch.context() as m:
         m.setattr(get_settings(), "access_token_ttl_s", -60)
         expired = make_access(claims.account_id, claims.family_id)
     browser.jar["wojia_console"] = (expired, "/api/v1/")
+    return expired, account_id
+
+
+async def test_expired_access_cookie_goes_through_refresh_and_back(
+    browser: Browser, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expired, _ = await logged_in_with_expired_access(browser, client, monkeypatch)
     old_refresh = browser.jar["wojia_console_refresh"][0]
 
     # A form post with the expired cookie is refused (it cannot be replayed after a redirect).
@@ -336,16 +344,7 @@ async def test_two_tabs_refreshing_together_stay_logged_in(
     browser: Browser, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Runs list in one tab, a run in another: both access cookies expired, both tabs refresh."""
-    from app_api.accounts.tokens import decode_access, make_access
-    from app_api.settings import get_settings
-
-    phone, password, account_id = await make_staff(["finance"])
-    await browser.follow(await console_login(browser, client, phone, password))
-    claims = decode_access(browser.jar["wojia_console"][0])
-    with monkeypatch.context() as m:
-        m.setattr(get_settings(), "access_token_ttl_s", -60)
-        expired = make_access(claims.account_id, claims.family_id)
-    browser.jar["wojia_console"] = (expired, "/api/v1/")
+    _, account_id = await logged_in_with_expired_access(browser, client, monkeypatch)
     stale = dict(browser.jar)  # what the second tab sends: the cookies before the first refresh
 
     first = await browser.get("/api/v1/console/refresh", params={"next": f"{CONSOLE}/runs"})
