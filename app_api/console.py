@@ -25,7 +25,6 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, select_autoescape
 
-from app_api import audit
 from app_api.access import (
     CONSOLE_COOKIE,
     CONSOLE_REFRESH_COOKIE,
@@ -42,8 +41,8 @@ from app_api.accounts.tokens import (
     AccessClaims,
     TokenPair,
     decode_access,
+    log_out,
     refresh_owner,
-    revoke_family,
     rotate,
 )
 from app_api.db import SessionDep, savepoint
@@ -349,14 +348,7 @@ async def logout(request: Request, session: SessionDep) -> Response:
         claims = await refresh_owner(session, raw)
     if claims is not None:
         await check_csrf(request, claims.family_id)
-        await revoke_family(session, claims.family_id)
-        await audit.record(
-            session,
-            action="auth.logout",
-            actor_id=claims.account_id,
-            subject_type="account",
-            subject_id=claims.account_id,
-        )
+        await log_out(session, claims)
     response = _redirect(LOGIN_PATH)
     _clear_cookies(response)
     return response

@@ -18,7 +18,7 @@ from app_api.accounts.schemas import (
     StaffLoginRequest,
     TokenOut,
 )
-from app_api.accounts.tokens import TokenPair, revoke_family, rotate
+from app_api.accounts.tokens import TokenPair, rotate
 from app_api.crypto import mask_name, mask_phone
 from app_api.db import SessionDep
 from app_api.errors import NotFound
@@ -67,15 +67,10 @@ async def refresh(body: RefreshRequest, session: SessionDep) -> TokenOut:
 @router.post("/auth/logout", status_code=204)
 async def logout(principal: CurrentAccount, request: Request, session: SessionDep) -> None:
     """Revoke this login (its refresh tokens and access tokens)."""
-    from app_api import audit
-    from app_api.accounts.tokens import decode_access
+    from app_api.accounts.tokens import decode_access, log_out
 
     auth = request.headers.get("authorization", "")
-    claims = decode_access(auth.split(" ", 1)[1])
-    await revoke_family(session, claims.family_id)
-    await audit.record(
-        session, action="auth.logout", actor_id=principal.id, subject_type="account", subject_id=principal.id
-    )
+    await log_out(session, decode_access(auth.split(" ", 1)[1]))
 
 
 async def _me(session: SessionDep, principal: CurrentAccount) -> MeOut:

@@ -107,6 +107,18 @@ async def revoke_family(session: AsyncSession, family_id: str) -> None:
     await family_revoked(family_id)
 
 
+async def log_out(session: AsyncSession, claims: AccessClaims) -> None:
+    """End one login (app or console): revoke its token family and record the logout."""
+    await revoke_family(session, claims.family_id)
+    await audit.record(
+        session,
+        action="auth.logout",
+        actor_id=claims.account_id,
+        subject_type="account",
+        subject_id=claims.account_id,
+    )
+
+
 async def rotate(session: AsyncSession, raw: str, *, race_grace_s: int = 0) -> tuple[TokenPair, str]:
     """Spend a refresh token and issue the next pair of its family; return (pair, account_id).
 
