@@ -44,15 +44,15 @@ rasa-train: rasa-env venv
 	@echo "rasa model: $$(scripts/rasa-train.sh)"
 
 run: venv rasa-train
-	$(PY) -m app_api.cli db upgrade
-	$(PY) -m app_api.cli seed
+	$(PY) -m app_api.wiring.cli db upgrade
+	$(PY) -m app_api.wiring.cli seed
 	@mkdir -p var
 	@echo ""
 	@echo "Wojia API on http://$(HOST):$(PORT)  -  docs: http://$(HOST):$(PORT)/docs"
 	@echo "assistant (Rasa) on http://127.0.0.1:5005, log in var/rasa.log (ready after its model loads)"
 	@WOJIA_BOT_ACTION_URL=http://$(HOST):$(PORT)/api/v1/bot/actions bot/rasa-run.sh > var/rasa.log 2>&1 & \
 	  rasa_pid=$$!; trap 'kill $$rasa_pid 2>/dev/null' EXIT INT TERM; \
-	  WOJIA_PUBLIC_BASE_URL=http://$(HOST):$(PORT) $(PY) -m app_api.cli serve --host $(HOST) --port $(PORT) --no-migrate
+	  WOJIA_PUBLIC_BASE_URL=http://$(HOST):$(PORT) $(PY) -m app_api.wiring.cli serve --host $(HOST) --port $(PORT) --no-migrate
 
 test: venv system-deps rasa-train
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -62,7 +62,7 @@ lint: venv
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy app_api columns payments identity miniprogram_bridge bot
 	.venv/bin/lint-imports
-	$(PY) -m app_api.cli db check
+	$(PY) -m app_api.wiring.cli db check
 
 check: lint test
 

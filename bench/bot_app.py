@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app_api.app import create_app
+from app_api.wiring.app import create_app
 from bot.router import router
 
 app = create_app()

@@ -50,12 +50,12 @@ async def _pg(sql: str) -> None:
 async def _residents(n: int) -> list[str]:
     import datetime as dt
 
-    from app_api.accounts.models import Account
-    from app_api.crypto import encrypt_str, lookup_hash
-    from app_api.datahub.citizen_id import make
-    from app_api.datahub.models import ECertificate, PopulationRecord
-    from app_api.datahub.service import id_hash
-    from app_api.db import session_scope
+    from app_api.core.crypto import encrypt_str, lookup_hash
+    from app_api.core.db import session_scope
+    from app_api.platform.accounts.models import Account
+    from app_api.platform.datahub.citizen_id import make
+    from app_api.platform.datahub.models import ECertificate, PopulationRecord
+    from app_api.platform.datahub.service import id_hash
 
     ids = []
     async with session_scope() as s:
@@ -97,8 +97,8 @@ async def _residents(n: int) -> list[str]:
 
 
 async def _one_tap(account_id: str) -> float:
-    from app_api.accounts.principal import Principal
-    from app_api.db import session_scope
+    from app_api.core.db import session_scope
+    from app_api.platform.accounts.principal import Principal
     from columns.gov_services import service
 
     principal = Principal(id=account_id, roles=("resident",), identity_level=2)
@@ -121,12 +121,12 @@ async def main() -> None:
     concurrency = int(sys.argv[2]) if len(sys.argv) > 2 else 16
     await _pg(f'CREATE DATABASE "{SCRATCH}"')
     try:
-        from app_api.migrate import upgrade
+        from app_api.wiring.migrate import upgrade
 
         await asyncio.to_thread(upgrade)
-        from app_api.db import dispose_engine, session_scope
-        from app_api.jobs import broker
-        from app_api.notify import get_notify_settings  # noqa: F401  (templates registered)
+        from app_api.core.db import dispose_engine, session_scope
+        from app_api.core.jobs import broker
+        from app_api.platform.notify import get_notify_settings  # noqa: F401  (templates registered)
         from columns.gov_services import service
 
         await broker.startup()

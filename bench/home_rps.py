@@ -93,9 +93,9 @@ def stop(p: subprocess.Popen[bytes]) -> None:
 
 async def make_token(env: dict[str, str]) -> str:
     os.environ.update(env)
-    from app_api.accounts.service import get_or_create_resident
-    from app_api.accounts.tokens import issue_pair
-    from app_api.db import session_scope
+    from app_api.core.db import session_scope
+    from app_api.platform.accounts.service import get_or_create_resident
+    from app_api.platform.accounts.tokens import issue_pair
 
     async with session_scope() as s:
         account, _ = await get_or_create_resident(s, phone="139" + f"{secrets.randbelow(10**8):08d}")
@@ -132,7 +132,7 @@ def main() -> None:
     procs: list[subprocess.Popen[bytes]] = []
     try:
         subprocess.run(
-            [sys.executable, "-m", "app_api.cli", "db", "upgrade"],
+            [sys.executable, "-m", "app_api.wiring.cli", "db", "upgrade"],
             cwd=ROOT,
             env=env,
             check=True,
@@ -141,7 +141,7 @@ def main() -> None:
         token = asyncio.run(make_token(env))
         hello_port, api_port = free_port(), free_port()
         procs.append(serve("bench.hello_app:app", hello_port, env))
-        procs.append(serve("app_api.main:app", api_port, env))
+        procs.append(serve("app_api.wiring.main:app", api_port, env))
         wait_up(f"http://127.0.0.1:{hello_port}/hello")
         wait_up(f"http://127.0.0.1:{api_port}/healthz")
         home_url = f"http://127.0.0.1:{api_port}/api/v1/home"

@@ -54,9 +54,9 @@ async def main(args: argparse.Namespace, base_url: str) -> None:
     from asgi_lifespan import LifespanManager
     from sqlmodel import select
 
-    from app_api.accounts.models import Account
-    from app_api.app import create_app
-    from app_api.db import new_id, session_scope, utcnow
+    from app_api.core.db import new_id, session_scope, utcnow
+    from app_api.platform.accounts.models import Account
+    from app_api.wiring.app import create_app
     from payments import registry
     from payments.hooks import on_paid
     from payments.models import PaymentOrder
@@ -275,7 +275,7 @@ if __name__ == "__main__":
     logging.disable(logging.WARNING)
     asyncio.run(admin(args.database_url, f'CREATE DATABASE "{db}"'))
     try:
-        from app_api.migrate import upgrade
+        from app_api.wiring.migrate import upgrade
 
         upgrade()
         asyncio.run(main(args, base))

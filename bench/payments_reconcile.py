@@ -57,7 +57,7 @@ async def setup(rows: int, bill_path: Path) -> None:
 
     import asyncpg
 
-    from app_api.db import new_id
+    from app_api.core.db import new_id
     from payments.providers.base import CHINA_TZ
     from payments.sandbox.bills import WECHAT_HEADER, WECHAT_SUMMARY_HEADER
     from payments.service import purpose_key
@@ -137,7 +137,7 @@ def measure_parse(bill_path: str) -> None:
 async def measure_run(bill_path: str) -> None:
     import datetime as dt
 
-    from app_api.db import session_scope
+    from app_api.core.db import session_scope
     from payments import registry
     from payments.providers.base import BillFile, BillFormat, ProviderName
     from payments.providers.wechat_v2 import WeChatPayV2Provider, WeChatV2Config
@@ -196,7 +196,7 @@ def main() -> None:
         import logging
 
         logging.disable(logging.WARNING)
-        from app_api.migrate import upgrade
+        from app_api.wiring.migrate import upgrade
 
         upgrade()
         t = time.perf_counter()

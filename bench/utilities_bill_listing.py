@@ -41,10 +41,10 @@ def pct(values: list[float], p: float) -> float:
 async def run(args: argparse.Namespace, biller_url: str) -> None:
     import uvicorn
 
-    from app_api.accounts.service import get_or_create_resident
-    from app_api.accounts.tokens import issue_pair
-    from app_api.app import create_app
-    from app_api.db import session_scope
+    from app_api.core.db import session_scope
+    from app_api.platform.accounts.service import get_or_create_resident
+    from app_api.platform.accounts.tokens import issue_pair
+    from app_api.wiring.app import create_app
     from columns.utilities.adapters import HttpJsonBiller
     from columns.utilities.config import get_config
     from payments.sandbox.common import free_port
@@ -193,7 +193,7 @@ def main() -> None:
         os.environ["WOJIA_REDIS_URL"] = REDIS
     else:
         os.environ["WOJIA_DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp / 'bench.db'}"
-    from app_api.migrate import upgrade
+    from app_api.wiring.migrate import upgrade
     from payments.sandbox.common import free_port
 
     upgrade()

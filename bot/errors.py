@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app_api.errors import AppError
+from app_api.core.errors import AppError
 
 
 class AssistantUnavailable(AppError):

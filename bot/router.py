@@ -15,9 +15,9 @@ import httpx
 from fastapi import APIRouter, Body, Depends, Header
 from fastapi.responses import JSONResponse
 
-from app_api.access import OptionalAccount, public
-from app_api.db import SessionDep
-from app_api.http import http_client
+from app_api.core.db import SessionDep
+from app_api.core.http import http_client
+from app_api.platform.access import OptionalAccount, public
 from bot.actions import Rejected, run_action
 from bot.config import BotSettings, get_bot_settings
 from bot.errors import ActionTokenInvalid, AssistantUnavailable, UnknownAction

@@ -1,7 +1,7 @@
 """Where the assistant's answers come from: capabilities other packages offer.
 
 The assistant never keeps its own copy of the catalogue or of anyone's records. It reads them through
-named capabilities (``columns.base.get_capability``):
+named capabilities (``app_api.platform.column.get_capability``):
 
 ``service_catalogue`` (``columns.gov_services.capability.ServiceCatalogue``)
     ``search(query, *, limit)`` → ``[{code, name, score, ...}]``;
@@ -28,7 +28,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from columns.base import get_capability
+from app_api.platform.column import get_capability
 
 SERVICE_CATALOGUE = "service_catalogue"
 UTILITY_BILLS = "utility_bills"

@@ -8,7 +8,7 @@ from typing import Literal, Self
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from app_api.settings import WojiaSettings, get_settings
+from app_api.core.settings import WojiaSettings, get_settings
 
 DEV_REAL_PERSON_SECRET = "dev-real-person-secret"
 

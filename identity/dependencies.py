@@ -12,8 +12,8 @@ from typing import Annotated
 
 from fastapi import Header
 
-from app_api.access import CurrentAccount
-from app_api.accounts.principal import Principal
+from app_api.platform.access import CurrentAccount
+from app_api.platform.accounts.principal import Principal
 from identity import errors
 from identity.service import check_purpose, consume_step_up
 

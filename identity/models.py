@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from app_api.db import created_at_field, new_id
+from app_api.core.db import created_at_field, new_id
 
 
 class IdentityAttempt(SQLModel, table=True):
@@ -37,7 +37,7 @@ class IdentityAttempt(SQLModel, table=True):
 
 
 class IdentityFaceProfile(SQLModel, table=True):
-    """Face data kept under the resident's face consent, encrypted (AES-GCM, app_api.crypto).
+    """Face data kept under the resident's face consent, encrypted (AES-GCM, app_api.core.crypto).
 
     Deleted when the resident deletes their face data or withdraws the consent.
     """

@@ -8,12 +8,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse
 
-from app_api.access import CurrentAccount, require_roles
-from app_api.accounts.principal import Principal
-from app_api.crypto import mask_id_number, mask_name
-from app_api.db import SessionDep
-from app_api.errors import PROBLEM_JSON, AppError
-from app_api.logging import request_id_var
+from app_api.core.crypto import mask_id_number, mask_name
+from app_api.core.db import SessionDep
+from app_api.core.errors import PROBLEM_JSON, AppError
+from app_api.core.logging import request_id_var
+from app_api.platform.access import CurrentAccount, require_roles
+from app_api.platform.accounts.principal import Principal
 from identity import service
 from identity.config import get_identity_settings
 from identity.schemas import AttestationIn, ChallengeIn, ConsentIn, RealNameIn

@@ -20,8 +20,8 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import Response
 
-from app_api.access import public
-from app_api.errors import AppError
+from app_api.core.errors import AppError
+from app_api.platform.access import public
 from identity import errors
 from identity.face.liveness import Step
 from identity.face.remote import MAX_SKEW_S, VERIFY_PATH, sign_request, sign_response
@@ -140,8 +140,8 @@ class RealPersonSandbox:
 
 async def population_registry(id_number: str, name: str) -> bytes | None:
     """Development registry: the ID photo from the local data center's population records."""
-    from app_api.datahub.service import LocalDatahub
-    from app_api.db import sessionmaker
+    from app_api.core.db import sessionmaker
+    from app_api.platform.datahub.service import LocalDatahub
 
     async with sessionmaker()() as s:
         rec = await LocalDatahub().person(s, id_number)

@@ -21,18 +21,18 @@ import numpy as np
 from sqlmodel import col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_api import audit
-from app_api.accounts.models import Account
-from app_api.accounts.principal import Principal
-from app_api.accounts.service import find_by_phone, raise_level
-from app_api.consent import service as consent_service
-from app_api.consent.models import Consent
-from app_api.crypto import decrypt_bytes, encrypt_bytes, encrypt_str, mask_id_number, mask_name
-from app_api.datahub import citizen_id
-from app_api.datahub.service import RecordNotFound, get_datahub, id_hash
-from app_api.db import utcnow
-from app_api.errors import AppError, IdentityLevelRequired
-from app_api.redis import get_redis
+from app_api.core.crypto import decrypt_bytes, encrypt_bytes, encrypt_str, mask_id_number, mask_name
+from app_api.core.db import utcnow
+from app_api.core.errors import AppError, IdentityLevelRequired
+from app_api.core.redis import get_redis
+from app_api.platform import audit
+from app_api.platform.accounts.models import Account
+from app_api.platform.accounts.principal import Principal
+from app_api.platform.accounts.service import find_by_phone, raise_level
+from app_api.platform.consent import service as consent_service
+from app_api.platform.consent.models import Consent
+from app_api.platform.datahub import citizen_id
+from app_api.platform.datahub.service import RecordNotFound, get_datahub, id_hash
 from identity import errors
 from identity.config import get_identity_settings
 from identity.face.factory import get_verifier

@@ -1,13 +1,13 @@
-"""Identity jobs. Register with the worker by adding ``"identity.tasks"`` to ``app_api.jobs.TASK_MODULES``."""
+"""Identity jobs (registered through the identity component)."""
 
 from __future__ import annotations
 
 from sqlmodel import col, select
 
-from app_api.consent import service as consent_service
-from app_api.consent.models import Consent
-from app_api.db import session_scope
-from app_api.jobs import broker
+from app_api.core.db import session_scope
+from app_api.core.jobs import broker
+from app_api.platform.consent import service as consent_service
+from app_api.platform.consent.models import Consent
 from identity.models import IdentityFaceProfile
 from identity.service import delete_face_data
 

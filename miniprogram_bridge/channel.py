@@ -1,4 +1,4 @@
-"""WeChat subscription messages as a notification channel (registered with ``app_api.notify``).
+"""WeChat subscription messages as a notification channel (registered with ``app_api.platform.notify``).
 
 A template reaches WeChat when it has a WeChat layout (``wechat_fields``) and the deployment names
 its subscription template id (``WOJIA_MP_WECHAT_TEMPLATE_IDS``). WeChat limits each keyword kind
@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_api import notify
+from app_api.platform import notify
 from miniprogram_bridge import wechat
 from miniprogram_bridge.config import get_mp_settings
 

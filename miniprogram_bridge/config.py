@@ -8,7 +8,7 @@ from typing import Self
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from app_api.settings import WojiaSettings, get_settings
+from app_api.core.settings import WojiaSettings, get_settings
 
 DEV_WECHAT_SECRET = "dev-wechat-mini-program-secret"
 

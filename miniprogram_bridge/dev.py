@@ -15,8 +15,8 @@ from fastapi import APIRouter, Depends
 from pydantic import SecretStr
 from starlette.routing import Route
 
-from app_api.access import public
-from app_api.settings import get_settings
+from app_api.core.settings import get_settings
+from app_api.platform.access import public
 from miniprogram_bridge.config import get_mp_settings
 from miniprogram_bridge.sandbox import AlipayOAuthSandbox, WeChatSandbox
 
@@ -28,7 +28,7 @@ def _configure() -> None:
     s, base = get_mp_settings(), get_settings().public_base_url.rstrip("/")
     wechat_sandbox.add_app(s.wechat_app_id, s.wechat_app_secret.get_secret_value())
     for event, template_id in s.wechat_template_ids.items():
-        from app_api import notify
+        from app_api.platform import notify
 
         spec = notify.templates().get(event)
         if spec and spec.wechat_fields:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from app_api.errors import AppError
+from app_api.core.errors import AppError
 
 
 class LoginCodeInvalid(AppError):

@@ -6,10 +6,10 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends
 
-from app_api import notify
-from app_api.access import CurrentAccount, public
-from app_api.db import SessionDep
-from app_api.errors import ValidationFailed
+from app_api.core.db import SessionDep
+from app_api.core.errors import ValidationFailed
+from app_api.platform import notify
+from app_api.platform.access import CurrentAccount, public
 from miniprogram_bridge import service
 from miniprogram_bridge.config import get_mp_settings
 from miniprogram_bridge.schemas import (

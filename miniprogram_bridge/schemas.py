@@ -4,7 +4,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from app_api.accounts.schemas import Code, Phone
+from app_api.platform.accounts.schemas import Code, Phone
 
 LoginCode = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
 Ticket = Annotated[str, StringConstraints(strip_whitespace=True, min_length=10, max_length=100)]

@@ -17,13 +17,13 @@ from typing import Literal
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_api import audit
-from app_api.accounts import service as accounts
-from app_api.accounts.models import Account
-from app_api.accounts.tokens import TokenPair, issue_pair
-from app_api.crypto import encrypt_str, mask_phone
-from app_api.db import utcnow
-from app_api.redis import get_redis
+from app_api.core.crypto import encrypt_str, mask_phone
+from app_api.core.db import utcnow
+from app_api.core.redis import get_redis
+from app_api.platform import audit
+from app_api.platform.accounts import service as accounts
+from app_api.platform.accounts.models import Account
+from app_api.platform.accounts.tokens import TokenPair, issue_pair
 from miniprogram_bridge import alipay, errors, wechat
 from miniprogram_bridge.config import get_mp_settings
 from miniprogram_bridge.models import MiniProgramBinding
@@ -85,7 +85,7 @@ async def _finish(
     session: AsyncSession, account: Account, b: MiniProgramBinding, *, new: bool
 ) -> LoginResult:
     if not account.is_active:
-        from app_api.accounts.errors import AccountDisabled
+        from app_api.platform.accounts.errors import AccountDisabled
 
         raise AccountDisabled()
     if account.is_staff:

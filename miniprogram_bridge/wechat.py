@@ -61,7 +61,7 @@ def _make_client() -> Any:
             )
 
     storage = None
-    from app_api.settings import get_settings
+    from app_api.core.settings import get_settings
 
     app_settings = get_settings()
     if not app_settings.redis_is_memory:

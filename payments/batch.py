@@ -20,8 +20,8 @@ import weakref
 from collections import deque
 from collections.abc import Mapping
 
-from app_api.db import session_scope
-from app_api.logging import request_id_var
+from app_api.core.db import session_scope
+from app_api.core.logging import request_id_var
 from payments import service
 from payments.providers.base import Notification
 from payments.service import NotificationOutcome, ReceivedNotification

@@ -18,7 +18,7 @@ from typing import Literal, Self
 from pydantic import BaseModel, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from app_api.settings import WojiaSettings, get_settings
+from app_api.core.settings import WojiaSettings, get_settings
 
 
 class WeChatV2Block(BaseModel):

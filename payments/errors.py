@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app_api.errors import AppError, Conflict, NotFound, UpstreamError
+from app_api.core.errors import AppError, Conflict, NotFound, UpstreamError
 
 
 class OrderNotFound(NotFound):

@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from app_api.db import UTCDateTime, created_at_field, datetime_field, new_id
+from app_api.core.db import UTCDateTime, created_at_field, datetime_field, new_id
 
 
 class OrderStatus(enum.StrEnum):

@@ -23,9 +23,9 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_api import audit
-from app_api.db import session_scope, utcnow
-from app_api.jobs import outbox
+from app_api.core.db import session_scope, utcnow
+from app_api.core.jobs import outbox
+from app_api.platform import audit
 from payments.bills import ParsedBill, check_totals, empty_frame, parse_bill
 from payments.errors import AlreadyResolved, ItemNotFound, RunInProgress, RunNotFound
 from payments.models import (
@@ -502,7 +502,7 @@ def _item(category: Discrepancy, **values: Any) -> dict[str, Any]:
 
 
 async def save_items(run_id: str, items: list[dict[str, Any]]) -> None:
-    from app_api.db import new_id
+    from app_api.core.db import new_id
 
     table = ReconciliationItem.__table__  # type: ignore[attr-defined]
     columns = (

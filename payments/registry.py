@@ -25,7 +25,7 @@ class PlatformReplayGuard:
     """Replay guard on the platform Redis (shared by api replicas; fakeredis when embedded)."""
 
     async def first_seen(self, key: str, ttl_s: int) -> bool:
-        from app_api.redis import get_redis
+        from app_api.core.redis import get_redis
 
         redis = await get_redis()
         return bool(await redis.set("payments:replay:" + key, b"1", nx=True, ex=ttl_s))
@@ -158,7 +158,7 @@ def _ensure() -> dict[str, PaymentProvider]:
         if _providers is None:
             settings = get_payments_settings()
             if settings.mode == "sandbox":
-                from app_api.settings import get_settings
+                from app_api.core.settings import get_settings
 
                 base = get_settings().public_base_url.rstrip("/") + SANDBOX_PREFIX
                 _providers, _sandboxes = build_sandbox_providers(base)

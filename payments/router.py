@@ -19,8 +19,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlmodel import col, func, select
 
-from app_api.access import CurrentAccount, Finance, FinanceConsole, public
-from app_api.db import SessionDep, session_scope
+from app_api.core.db import SessionDep, session_scope
+from app_api.platform.access import CurrentAccount, Finance, FinanceConsole, public
 from payments import reconcile, service
 from payments.batch import batcher
 from payments.errors import OrderNotFound, RunNotFound
@@ -78,7 +78,7 @@ async def notify(provider: ProviderName, request: Request) -> Response:
         ack = impl.acknowledge(True)
         return Response(ack.body, status_code=ack.status_code, media_type=ack.media_type)
     except ForeignNotification as exc:
-        from app_api import audit
+        from app_api.platform import audit
 
         async with session_scope() as session:
             await audit.record(
@@ -323,7 +323,7 @@ async def export(
 
 
 # -- the console page (server-rendered) ---------------------------------------------------------
-# Browsers use the console session of app_api.console (cookie + CSRF field); API clients may still
+# Browsers use the console session of app_api.platform.console (cookie + CSRF field); API clients may still
 # send the bearer header. The JSON finance API above stays bearer-only.
 
 _templates = Environment(

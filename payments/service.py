@@ -24,10 +24,10 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_api import audit
-from app_api.db import UTCDateTime, new_id, savepoint, utcnow
-from app_api.jobs import outbox
-from app_api.logging import request_id_var
+from app_api.core.db import UTCDateTime, new_id, savepoint, utcnow
+from app_api.core.jobs import outbox
+from app_api.core.logging import request_id_var
+from app_api.platform import audit
 from payments.config import get_payments_settings
 from payments.errors import (
     IllegalTransition,

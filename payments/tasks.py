@@ -1,4 +1,4 @@
-"""Payments jobs (register ``payments.tasks`` in ``app_api.jobs.TASK_MODULES``)."""
+"""Payments jobs (registered through the payments component)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import datetime as dt
 import logging
 from typing import Any
 
-from app_api.db import session_scope, utcnow
-from app_api.jobs import broker
+from app_api.core.db import session_scope, utcnow
+from app_api.core.jobs import broker
 from payments import service
 from payments.config import get_payments_settings
 from payments.providers.base import CHINA_TZ, ProviderError

@@ -64,7 +64,7 @@ async def _pg(sql: str) -> None:
 def pytest_sessionstart(session: pytest.Session) -> None:
     if _PG_DB:
         asyncio.run(_pg(f'CREATE DATABASE "{_PG_DB}"'))
-    from app_api.migrate import upgrade
+    from app_api.wiring.migrate import upgrade
 
     upgrade()
     redis_url = os.environ.get("WOJIA_REDIS_URL", "")
@@ -89,7 +89,7 @@ def is_postgres() -> bool:
 
 @pytest.fixture(scope="session")
 async def app() -> AsyncIterator[Any]:
-    from app_api.app import create_app
+    from app_api.wiring.app import create_app
 
     application = create_app()
     async with LifespanManager(application, startup_timeout=60):
@@ -105,7 +105,7 @@ async def client(app: Any) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 async def session() -> AsyncIterator[Any]:
-    from app_api.db import sessionmaker
+    from app_api.core.db import sessionmaker
 
     async with sessionmaker()() as s:
         yield s
@@ -144,8 +144,8 @@ def login(client: httpx.AsyncClient) -> LoginFn:
         phone = phone or new_phone()
         password = None
         if roles and roles != ["resident"]:
-            from app_api.accounts.service import create_staff
-            from app_api.db import session_scope
+            from app_api.core.db import session_scope
+            from app_api.platform.accounts.service import create_staff
 
             password = "Test-" + secrets.token_hex(6)
             async with session_scope() as s:
@@ -170,8 +170,8 @@ def login(client: httpx.AsyncClient) -> LoginFn:
 
 async def set_level(client: httpx.AsyncClient, headers: dict[str, str], level: int) -> None:
     """Raise an account's identity level directly (for tests of other features than identity itself)."""
-    from app_api.accounts.service import raise_level
-    from app_api.db import session_scope
+    from app_api.core.db import session_scope
+    from app_api.platform.accounts.service import raise_level
 
     me = (await client.get("/api/v1/me", headers=headers)).json()
     async with session_scope() as s:

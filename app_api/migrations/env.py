@@ -13,8 +13,8 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
-from app_api.db import make_engine
-from app_api.migrate import import_all_models, table_prefix
+from app_api.core.db import make_engine
+from app_api.wiring.migrate import import_all_models, table_prefix
 
 config = context.config
 import_all_models()
@@ -33,11 +33,11 @@ def include_object(obj: Any, name: str | None, type_: str, reflected: bool, comp
 
 
 def render_item(type_: str, obj: Any, autogen_context: Any) -> str | bool:
-    from app_api.db import UTCDateTime
+    from app_api.core.db import UTCDateTime
 
     if type_ == "type" and isinstance(obj, UTCDateTime):
-        autogen_context.imports.add("import app_api.db")
-        return "app_api.db.UTCDateTime()"
+        autogen_context.imports.add("import app_api.core.db")
+        return "app_api.core.db.UTCDateTime()"
     return False
 
 

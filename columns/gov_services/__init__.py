@@ -5,7 +5,7 @@ Offers the ``service_catalogue`` capability (see :mod:`columns.gov_services.capa
 assistant answers from the same catalogue residents apply through.
 """
 
-from columns.base import Column
+from app_api.platform.column import Column
 
 column = Column.from_package(__name__)
 

@@ -36,7 +36,7 @@ class ServiceCatalogue:
         if session is not None:
             yield session
             return
-        from app_api.db import session_scope
+        from app_api.core.db import session_scope
 
         async with session_scope() as s:
             yield s
@@ -152,7 +152,7 @@ class ServiceCatalogue:
         client_key: str,
         delivery: dict[str, Any] | None,
     ) -> dict[str, Any]:
-        """The agents' filing contract (``app_api.agents.filing``), inside the caller's transaction."""
+        """The agents' filing contract (``app_api.platform.agents.filing``), in the caller's transaction."""
         app = await service.file_on_behalf(
             session,
             resident_id=resident_id,

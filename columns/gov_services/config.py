@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from app_api.settings import VAR_DIR, WojiaSettings, get_settings
+from app_api.core.settings import VAR_DIR, WojiaSettings, get_settings
 
 DEV_POSTAL_SECRET = "dev-postal-secret-change-me"
 DEV_S3_SECRET = "dev-s3-secret-change-me"

@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import Depends
 
-from app_api.access import CurrentAccount, require_roles
-from app_api.accounts.principal import Principal
-from app_api.db import SessionDep
+from app_api.core.db import SessionDep
+from app_api.platform.access import CurrentAccount, require_roles
+from app_api.platform.accounts.principal import Principal
 from columns.gov_services import service
 from columns.gov_services.models import Application
 

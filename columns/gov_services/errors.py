@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app_api.errors import AppError, Conflict, Forbidden, NotFound, ValidationFailed
+from app_api.core.errors import AppError, Conflict, Forbidden, NotFound, ValidationFailed
 
 
 class CatalogueFileInvalid(ValidationFailed):

@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from app_api.db import created_at_field, datetime_field, new_id
+from app_api.core.db import created_at_field, datetime_field, new_id
 
 # Application states. ``decided_at`` is set on approved/rejected: the clock stops there (办结).
 DRAFT = "draft"

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from app_api.http import http_client
+from app_api.core.http import http_client
 from columns.gov_services.config import get_config
 from columns.gov_services.errors import PostalError
 

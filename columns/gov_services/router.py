@@ -8,11 +8,11 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile
 from sqlmodel import col, select
 
-from app_api.access import Admin, CurrentAccount, public
-from app_api.accounts.principal import Principal
-from app_api.db import SessionDep, utcnow
-from app_api.errors import Forbidden, ValidationFailed
-from app_api.settings import get_settings
+from app_api.core.db import SessionDep, utcnow
+from app_api.core.errors import Forbidden, ValidationFailed
+from app_api.core.settings import get_settings
+from app_api.platform.access import Admin, CurrentAccount, public
+from app_api.platform.accounts.principal import Principal
 from columns.gov_services import catalogue_io, service, supervision, workdays
 from columns.gov_services.catalogue import CatalogueItem
 from columns.gov_services.config import get_config

@@ -17,8 +17,8 @@ from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from app_api.access import public
-from app_api.http import http_client
+from app_api.core.http import http_client
+from app_api.platform.access import public
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()

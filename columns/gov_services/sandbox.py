@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from app_api.access import public
+from app_api.platform.access import public
 from columns.gov_services.config import get_config
 from columns.gov_services.postal import sign
 

@@ -16,15 +16,15 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_api import audit, notify
-from app_api.accounts.models import Account
-from app_api.accounts.principal import Principal
-from app_api.consent import service as consent
-from app_api.crypto import decrypt_str, encrypt_str, mask_id_number
-from app_api.datahub.service import get_datahub
-from app_api.db import savepoint, utcnow
-from app_api.errors import IdentityLevelRequired, ValidationFailed
-from app_api.jobs import outbox
+from app_api.core.crypto import decrypt_str, encrypt_str, mask_id_number
+from app_api.core.db import savepoint, utcnow
+from app_api.core.errors import IdentityLevelRequired, ValidationFailed
+from app_api.core.jobs import outbox
+from app_api.platform import audit, notify
+from app_api.platform.accounts.models import Account
+from app_api.platform.accounts.principal import Principal
+from app_api.platform.consent import service as consent
+from app_api.platform.datahub.service import get_datahub
 from columns.gov_services import catalogue_io, workdays
 from columns.gov_services.catalogue import (
     CONSENT_GROUPS,
@@ -665,7 +665,7 @@ async def file_on_behalf(
     client_key: str,
     delivery: dict[str, Any] | None,
 ) -> Application:
-    """An agent (代办员) files for a resident under a recorded mandate (see ``app_api.agents``).
+    """An agent (代办员) files for a resident under a recorded mandate (see ``app_api.platform.agents``).
 
     The agent checked the resident and the original materials in person at the station, which is
     the non-face alternative to L3 and stands in for uploads; the result can be posted to the

@@ -16,7 +16,7 @@ from typing import Protocol
 
 import filetype
 
-from app_api.crypto import decrypt_bytes, encrypt_bytes
+from app_api.core.crypto import decrypt_bytes, encrypt_bytes
 from columns.gov_services.errors import UploadRejected, UploadTooLarge
 from columns.gov_services.s3 import S3Storage
 

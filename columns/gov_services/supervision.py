@@ -17,9 +17,9 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_api import audit, notify
-from app_api.accounts.models import Account
-from app_api.db import savepoint, utcnow
+from app_api.core.db import savepoint, utcnow
+from app_api.platform import audit, notify
+from app_api.platform.accounts.models import Account
 from columns.gov_services import workdays
 from columns.gov_services.models import (
     ACCEPTED,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from app_api.db import session_scope
-from app_api.jobs import broker
+from app_api.core.db import session_scope
+from app_api.core.jobs import broker
 from columns.gov_services import service, supervision
 from columns.gov_services.config import get_config
 

@@ -2,6 +2,6 @@
 apply (L3 step-up, consent to share named data with that institution only); the institution's
 officers review, approve and disburse."""
 
-from columns.base import Column
+from app_api.platform.column import Column
 
 column = Column.from_package(__name__)

@@ -4,8 +4,8 @@ from typing import Annotated
 
 from fastapi import Depends
 
-from app_api.access import require_roles
-from app_api.accounts.principal import Principal
+from app_api.platform.access import require_roles
+from app_api.platform.accounts.principal import Principal
 from identity.dependencies import require_step_up
 
 APPLY_PURPOSE = "loans.apply"

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from app_api.errors import AppError, Conflict, Forbidden, NotFound
+from app_api.core.errors import AppError, Conflict, Forbidden, NotFound
 
 
 class InstitutionNotFound(NotFound):

@@ -4,8 +4,8 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 
-from app_api.access import Admin, CurrentAccount, public
-from app_api.db import SessionDep
+from app_api.core.db import SessionDep
+from app_api.platform.access import Admin, CurrentAccount, public
 from columns.loans import service
 from columns.loans.dependencies import Officer, OfficerOrAdmin, StepUpApplicant
 from columns.loans.models import Application, Institution, Product

@@ -1,7 +1,7 @@
 """The loans marketplace: products, applications and their review.
 
 Personal data reaches an institution only through a consent the resident gives for that
-institution (``app_api.consent``: purpose ``loans.apply``, grantee = institution id, scopes = the
+institution (``app_api.platform.consent``: purpose ``loans.apply``, grantee = institution id, scopes = the
 named data). The data is captured, encrypted, when the resident applies; an officer of that
 institution sees it only while the consent stands, and every such view is audited. Officers see and
 act on their own institution's applications only: anything else is "not found".
@@ -16,12 +16,12 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_api import audit, notify
-from app_api.accounts.models import Account
-from app_api.accounts.principal import Principal
-from app_api.consent import service as consent
-from app_api.crypto import decrypt_str, encrypt_str
-from app_api.db import utcnow
+from app_api.core.crypto import decrypt_str, encrypt_str
+from app_api.core.db import utcnow
+from app_api.platform import audit, notify
+from app_api.platform.accounts.models import Account
+from app_api.platform.accounts.principal import Principal
+from app_api.platform.consent import service as consent
 from columns.loans.config import get_config
 from columns.loans.errors import (
     AmountOutOfRange,

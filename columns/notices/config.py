@@ -4,7 +4,7 @@ from functools import lru_cache
 
 from pydantic_settings import SettingsConfigDict
 
-from app_api.settings import WojiaSettings
+from app_api.core.settings import WojiaSettings
 
 
 class NoticesSettings(WojiaSettings):

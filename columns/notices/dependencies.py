@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import Depends
 
-from app_api.db import SessionDep
+from app_api.core.db import SessionDep
 from columns.notices.models import Notice
 from columns.notices.service import get_notice
 

@@ -1,4 +1,4 @@
-from app_api.errors import AppError
+from app_api.core.errors import AppError
 
 
 class NoticeNotFound(AppError):

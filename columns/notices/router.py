@@ -4,8 +4,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from app_api.access import Admin, public
-from app_api.db import SessionDep
+from app_api.core.db import SessionDep
+from app_api.platform.access import Admin, public
 from columns.notices import service
 from columns.notices.config import get_config
 from columns.notices.dependencies import PublishedNotice

@@ -4,8 +4,8 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_api import audit
-from app_api.db import utcnow
+from app_api.core.db import utcnow
+from app_api.platform import audit
 from columns.notices.errors import NoticeNotFound
 from columns.notices.models import Notice
 from columns.notices.schemas import NoticeCreate

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from app_api.http import http_client
+from app_api.core.http import http_client
 from columns.provident_fund.config import get_config
 from columns.provident_fund.errors import CenterUnavailable, FundAccountNotFound, WithdrawalRefused
 

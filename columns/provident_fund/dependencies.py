@@ -4,8 +4,8 @@ from typing import Annotated
 
 from fastapi import Depends
 
-from app_api.access import CurrentAccount
-from app_api.db import SessionDep
+from app_api.core.db import SessionDep
+from app_api.platform.access import CurrentAccount
 from columns.provident_fund.models import Withdrawal
 from columns.provident_fund.service import owned_withdrawal
 from identity.dependencies import require_step_up

@@ -6,7 +6,7 @@ import enum
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from app_api.db import created_at_field, datetime_field, new_id
+from app_api.core.db import created_at_field, datetime_field, new_id
 
 
 class WithdrawalStatus(enum.StrEnum):

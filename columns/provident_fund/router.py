@@ -4,9 +4,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from app_api.access import CurrentAccount
-from app_api.accounts.principal import Principal
-from app_api.db import SessionDep
+from app_api.core.db import SessionDep
+from app_api.platform.access import CurrentAccount
+from app_api.platform.accounts.principal import Principal
 from columns.provident_fund import service
 from columns.provident_fund.dependencies import OwnedWithdrawal, StepUpWithdraw
 from columns.provident_fund.schemas import (

@@ -214,7 +214,7 @@ class FundCenterSandbox:
 def dev_app() -> Starlette:
     """The development center with an account for each demo resident of ``wojia seed``, for the
     embedded default to mount at ``/sandbox/provident_fund`` (where the default URL points)."""
-    from app_api.seed import RESIDENTS
+    from app_api.platform.demo import RESIDENTS
     from columns.provident_fund.config import DEV_CENTER_SECRET
 
     center = FundCenterSandbox(DEV_CENTER_SECRET)

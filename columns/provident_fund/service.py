@@ -12,11 +12,11 @@ from typing import Any
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_api import audit, notify
-from app_api.accounts.models import Account
-from app_api.crypto import encrypt_str, mask_name
-from app_api.db import session_scope, utcnow
-from app_api.jobs import outbox
+from app_api.core.crypto import encrypt_str, mask_name
+from app_api.core.db import session_scope, utcnow
+from app_api.core.jobs import outbox
+from app_api.platform import audit, notify
+from app_api.platform.accounts.models import Account
 from columns.provident_fund.center import get_center
 from columns.provident_fund.config import get_config
 from columns.provident_fund.errors import (
@@ -249,7 +249,7 @@ async def apply_withdrawal(
 
 async def submit_withdrawal(withdrawal_id: str) -> str:
     """Hand one application to the center (outbox job; raises to be retried while unreachable)."""
-    from app_api.crypto import decrypt_str
+    from app_api.core.crypto import decrypt_str
 
     async with session_scope() as session:
         w = (

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from app_api.jobs import broker
+from app_api.core.jobs import broker
 from columns.provident_fund import service
 
 

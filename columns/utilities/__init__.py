@@ -1,6 +1,6 @@
 """水电气缴费: water, power and gas bills of bound household accounts, paid through payments."""
 
-from columns.base import Column
+from app_api.platform.column import Column
 
 column = Column.from_package(__name__)
 
@@ -23,7 +23,7 @@ class _UtilityBills:
     async def unpaid_of(self, account_id: str, *, session: object | None = None) -> list[dict[str, object]]:
         from sqlmodel.ext.asyncio.session import AsyncSession
 
-        from app_api.db import session_scope
+        from app_api.core.db import session_scope
         from columns.utilities import service
 
         async def run(s: AsyncSession) -> list[dict[str, object]]:

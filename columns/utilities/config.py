@@ -16,7 +16,7 @@ from typing import Self
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from app_api.settings import WojiaSettings, get_settings
+from app_api.core.settings import WojiaSettings, get_settings
 
 DEV_BILLER_SECRET = "dev-biller-secret-change-me"
 SANDBOX_PATH = "/sandbox/utilities"

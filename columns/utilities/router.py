@@ -5,8 +5,8 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 
-from app_api.access import Admin, CurrentAccount
-from app_api.db import SessionDep
+from app_api.core.db import SessionDep
+from app_api.platform.access import Admin, CurrentAccount
 from columns.utilities import service
 from columns.utilities.config import get_config
 from columns.utilities.dependencies import OwnedBinding, OwnedPayment

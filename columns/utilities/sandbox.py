@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 
-from app_api.crypto import mask_name
+from app_api.core.crypto import mask_name
 from columns.utilities.adapters import sign
 
 Fault = Literal["error", "garbage", "timeout"]

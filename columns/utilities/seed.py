@@ -6,8 +6,8 @@ from __future__ import annotations
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_api.accounts.service import get_or_create_resident
-from app_api.crypto import encrypt_str, mask_name
+from app_api.core.crypto import encrypt_str, mask_name
+from app_api.platform.accounts.service import get_or_create_resident
 from columns.utilities.models import Binding
 
 # (phone, holder, address) in the order demo_sandboxes() numbers its households

@@ -21,12 +21,12 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_api import audit, notify
-from app_api.crypto import encrypt_str
-from app_api.db import savepoint, session_scope, utcnow
-from app_api.errors import AppError
-from app_api.jobs import outbox
-from app_api.redis import get_redis
+from app_api.core.crypto import encrypt_str
+from app_api.core.db import savepoint, session_scope, utcnow
+from app_api.core.errors import AppError
+from app_api.core.jobs import outbox
+from app_api.core.redis import get_redis
+from app_api.platform import audit, notify
 from columns.utilities.adapters import PaymentPost, RemoteBill, get_adapter
 from columns.utilities.config import KIND_NAMES, get_config
 from columns.utilities.errors import (
@@ -206,7 +206,7 @@ async def _upsert(session: AsyncSession, pairs: list[tuple[str, str, RemoteBill]
     else:
         from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
     now = utcnow()
-    from app_api.db import new_id
+    from app_api.core.db import new_id
 
     rows = [
         dict(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app_api.jobs import broker
+from app_api.core.jobs import broker
 from columns.utilities import service
 
 

@@ -34,7 +34,7 @@ from typing import Any
 
 import httpx
 
-from app_api.errors import AppError
+from app_api.core.errors import AppError
 from identity import errors
 from identity.face.liveness import Step
 from identity.face.verifier import Reference, VerificationResult, check_frame_count

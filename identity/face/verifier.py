@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from app_api.errors import AppError
+from app_api.core.errors import AppError
 from identity import errors
 from identity.face.engine import FaceAnalysis, face_distance
 from identity.face.liveness import LivenessConfig, Step, check_liveness

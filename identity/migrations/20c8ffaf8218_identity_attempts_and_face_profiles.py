@@ -11,7 +11,7 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-import app_api.db
+import app_api.core.db
 
 revision: str = "20c8ffaf8218"
 down_revision: str | Sequence[str] | None = None
@@ -36,7 +36,7 @@ def upgrade() -> None:
         sa.Column("actor_id", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True),
         sa.Column("station_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
         sa.Column("data", sa.JSON(), nullable=False),
-        sa.Column("created_at", app_api.db.UTCDateTime(), nullable=False),
+        sa.Column("created_at", app_api.core.db.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["account_id"], ["app_account.id"], name=op.f("fk_identity_attempt_account_id_app_account")
         ),
@@ -53,8 +53,8 @@ def upgrade() -> None:
         sa.Column("template_enc", sa.LargeBinary(), nullable=True),
         sa.Column("id_photo_enc", sa.LargeBinary(), nullable=True),
         sa.Column("verifier", sqlmodel.sql.sqltypes.AutoString(length=20), nullable=False),
-        sa.Column("created_at", app_api.db.UTCDateTime(), nullable=False),
-        sa.Column("updated_at", app_api.db.UTCDateTime(), nullable=False),
+        sa.Column("created_at", app_api.core.db.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", app_api.core.db.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["account_id"], ["app_account.id"], name=op.f("fk_identity_face_profile_account_id_app_account")
         ),

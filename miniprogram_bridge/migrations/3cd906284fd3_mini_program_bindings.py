@@ -11,7 +11,7 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-import app_api.db
+import app_api.core.db
 
 revision: str = "3cd906284fd3"
 down_revision: str | Sequence[str] | None = None
@@ -30,9 +30,9 @@ def upgrade() -> None:
         sa.Column("unionid", sqlmodel.sql.sqltypes.AutoString(length=128), nullable=True),
         sa.Column("account_id", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True),
         sa.Column("session_key_enc", sa.LargeBinary(), nullable=True),
-        sa.Column("created_at", app_api.db.UTCDateTime(), nullable=False),
-        sa.Column("bound_at", app_api.db.UTCDateTime(), nullable=True),
-        sa.Column("last_login_at", app_api.db.UTCDateTime(), nullable=True),
+        sa.Column("created_at", app_api.core.db.UTCDateTime(), nullable=False),
+        sa.Column("bound_at", app_api.core.db.UTCDateTime(), nullable=True),
+        sa.Column("last_login_at", app_api.core.db.UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(
             ["account_id"],
             ["app_account.id"],

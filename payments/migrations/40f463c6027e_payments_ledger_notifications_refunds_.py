@@ -11,7 +11,7 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-import app_api.db
+import app_api.core.db
 
 revision: str = "40f463c6027e"
 down_revision: str | Sequence[str] | None = None
@@ -33,8 +33,8 @@ def upgrade() -> None:
         sa.Column("body", sa.Text(), nullable=False),
         sa.Column("headers", sa.JSON(), nullable=False),
         sa.Column("times_received", sa.Integer(), nullable=False),
-        sa.Column("received_at", app_api.db.UTCDateTime(), nullable=False),
-        sa.Column("last_received_at", app_api.db.UTCDateTime(), nullable=False),
+        sa.Column("received_at", app_api.core.db.UTCDateTime(), nullable=False),
+        sa.Column("last_received_at", app_api.core.db.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_payments_notification")),
         sa.UniqueConstraint("provider", "dedupe_key", name="uq_payments_notification_key"),
     )
@@ -56,8 +56,8 @@ def upgrade() -> None:
         sa.Column("totals", sa.JSON(), nullable=False),
         sa.Column("error", sqlmodel.sql.sqltypes.AutoString(length=500), nullable=True),
         sa.Column("triggered_by", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True),
-        sa.Column("started_at", app_api.db.UTCDateTime(), nullable=False),
-        sa.Column("finished_at", app_api.db.UTCDateTime(), nullable=True),
+        sa.Column("started_at", app_api.core.db.UTCDateTime(), nullable=False),
+        sa.Column("finished_at", app_api.core.db.UTCDateTime(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_payments_recon_run")),
     )
     with op.batch_alter_table("payments_recon_run", schema=None) as batch_op:
@@ -78,12 +78,12 @@ def upgrade() -> None:
         sa.Column("status", sqlmodel.sql.sqltypes.AutoString(length=24), nullable=False),
         sa.Column("provider_txn_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
         sa.Column("refunded_fen", sa.BigInteger(), nullable=False),
-        sa.Column("paid_at", app_api.db.UTCDateTime(), nullable=True),
-        sa.Column("expires_at", app_api.db.UTCDateTime(), nullable=False),
-        sa.Column("closed_at", app_api.db.UTCDateTime(), nullable=True),
-        sa.Column("column_notified_at", app_api.db.UTCDateTime(), nullable=True),
-        sa.Column("created_at", app_api.db.UTCDateTime(), nullable=False),
-        sa.Column("updated_at", app_api.db.UTCDateTime(), nullable=False),
+        sa.Column("paid_at", app_api.core.db.UTCDateTime(), nullable=True),
+        sa.Column("expires_at", app_api.core.db.UTCDateTime(), nullable=False),
+        sa.Column("closed_at", app_api.core.db.UTCDateTime(), nullable=True),
+        sa.Column("column_notified_at", app_api.core.db.UTCDateTime(), nullable=True),
+        sa.Column("created_at", app_api.core.db.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", app_api.core.db.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["account_id"], ["app_account.id"], name=op.f("fk_payments_order_account_id_app_account")
         ),
@@ -109,7 +109,7 @@ def upgrade() -> None:
         sa.Column("ledger_fen", sa.BigInteger(), nullable=True),
         sa.Column("provider_fen", sa.BigInteger(), nullable=True),
         sa.Column("detail", sqlmodel.sql.sqltypes.AutoString(length=300), nullable=False),
-        sa.Column("resolved_at", app_api.db.UTCDateTime(), nullable=True),
+        sa.Column("resolved_at", app_api.core.db.UTCDateTime(), nullable=True),
         sa.Column("resolved_by", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True),
         sa.Column("resolution_note", sqlmodel.sql.sqltypes.AutoString(length=500), nullable=True),
         sa.ForeignKeyConstraint(
@@ -132,7 +132,7 @@ def upgrade() -> None:
         sa.Column("actor_id", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True),
         sa.Column("source", sqlmodel.sql.sqltypes.AutoString(length=40), nullable=False),
         sa.Column("data", sa.JSON(), nullable=False),
-        sa.Column("created_at", app_api.db.UTCDateTime(), nullable=False),
+        sa.Column("created_at", app_api.core.db.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["order_id"], ["payments_order.id"], name=op.f("fk_payments_event_order_id_payments_order")
         ),
@@ -153,8 +153,8 @@ def upgrade() -> None:
         sa.Column("requested_by", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True),
         sa.Column("source", sqlmodel.sql.sqltypes.AutoString(length=40), nullable=False),
         sa.Column("last_error", sqlmodel.sql.sqltypes.AutoString(length=300), nullable=True),
-        sa.Column("created_at", app_api.db.UTCDateTime(), nullable=False),
-        sa.Column("succeeded_at", app_api.db.UTCDateTime(), nullable=True),
+        sa.Column("created_at", app_api.core.db.UTCDateTime(), nullable=False),
+        sa.Column("succeeded_at", app_api.core.db.UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(
             ["order_id"], ["payments_order.id"], name=op.f("fk_payments_refund_order_id_payments_order")
         ),

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 import sqlmodel
 from alembic import op
-import app_api.db
+import app_api.core.db
 
 revision: str = "7af2931de8e7"
 down_revision: str | Sequence[str] | None = "af42abc2e757"
@@ -24,7 +24,7 @@ def upgrade() -> None:
         "payments_purpose_paid",
         sa.Column("purpose_key", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
         sa.Column("order_id", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
-        sa.Column("created_at", app_api.db.UTCDateTime(), nullable=False),
+        sa.Column("created_at", app_api.core.db.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("purpose_key", name=op.f("pk_payments_purpose_paid")),
     )
     with op.batch_alter_table("payments_order", schema=None) as batch_op:

@@ -6,7 +6,7 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute
 
-from app_api.access_walk import access_kinds, iter_api_routes
+from app_api.platform.access_walk import access_kinds, iter_api_routes
 from tests.conftest import LoginFn
 
 
@@ -69,7 +69,7 @@ async def test_metrics_token_keeps_metrics_to_the_scraper(
 ) -> None:
     from pydantic import SecretStr
 
-    from app_api.settings import get_settings
+    from app_api.core.settings import get_settings
 
     monkeypatch.setattr(get_settings(), "metrics_token", SecretStr("scrape-" + "x" * 24))
     for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": "scrape-" + "y" * 24}):
@@ -83,7 +83,7 @@ async def test_metrics_token_keeps_metrics_to_the_scraper(
 async def test_logs_mask_personal_numbers(caplog: pytest.LogCaptureFixture) -> None:
     import logging
 
-    from app_api.logging import MaskingFilter
+    from app_api.core.logging import MaskingFilter
 
     rec = logging.LogRecord(
         "t", logging.INFO, __file__, 1, "login %s id %s", ("13912345678", "34160219900101123X"), None

@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import select
 
-from app_api.db import session_scope, sessionmaker
+from app_api.core.db import session_scope, sessionmaker
 from tests.conftest import LoginFn, new_phone, set_level
 
 pytestmark = pytest.mark.asyncio
@@ -94,11 +94,11 @@ async def make_resident(
     client: httpx.AsyncClient, login: LoginFn, level: int = 2, real_name: bool = True
 ) -> ResidentCtx:
     """A resident; real-named (name and citizen ID number on the account) unless told otherwise."""
-    from app_api.accounts.models import Account
-    from app_api.accounts.principal import invalidate
-    from app_api.crypto import encrypt_str
-    from app_api.datahub.citizen_id import make
-    from app_api.datahub.service import id_hash
+    from app_api.core.crypto import encrypt_str
+    from app_api.platform.accounts.models import Account
+    from app_api.platform.accounts.principal import invalidate
+    from app_api.platform.datahub.citizen_id import make
+    from app_api.platform.datahub.service import id_hash
 
     phone = new_phone()
     headers = await login(phone)
@@ -128,7 +128,7 @@ async def sms_mandate(
     items: list[str] | None = None,
     days: int = 30,
 ) -> dict[str, Any]:
-    from app_api.redis import get_redis
+    from app_api.core.redis import get_redis
 
     await (await get_redis()).delete(f"agents:mcool:{resident.phone}")
     r = await client.post(
@@ -310,7 +310,7 @@ async def test_agent_without_valid_mandate_is_refused(client: httpx.AsyncClient,
 async def test_withdrawn_and_expired_mandates_stop_the_agent(
     client: httpx.AsyncClient, login: LoginFn
 ) -> None:
-    from app_api.agents.models import Mandate
+    from app_api.platform.agents.models import Mandate
 
     agent = await make_agent(client, login)
     resident = await make_resident(client, login)
@@ -350,7 +350,7 @@ async def test_withdrawn_and_expired_mandates_stop_the_agent(
 
 
 async def test_in_person_mandate_with_attested_id_check(client: httpx.AsyncClient, login: LoginFn) -> None:
-    from app_api.datahub.citizen_id import make
+    from app_api.platform.datahub.citizen_id import make
 
     agent = await make_agent(client, login)
     resident = await make_resident(client, login)
@@ -378,7 +378,7 @@ async def test_in_person_mandate_with_attested_id_check(client: httpx.AsyncClien
     )
     assert r.status_code == 201 and r.json()["method"] == "in_person", r.text
     assert id_number not in r.text
-    from app_api.agents.models import Mandate
+    from app_api.platform.agents.models import Mandate
 
     async with sessionmaker()() as s:
         m = await s.get(Mandate, r.json()["id"])
@@ -431,7 +431,7 @@ async def test_batch_of_20_sent_twice_creates_20_applications(
     assert {a.applicant_id for a in apps} == {r.id for r in residents}
 
     # Every action names the agent and the station.
-    from app_api.agents.models import AgentAction
+    from app_api.platform.agents.models import AgentAction
 
     async with sessionmaker()() as s:
         filed = (
@@ -450,7 +450,7 @@ async def test_batch_of_20_sent_twice_creates_20_applications(
 async def test_batch_with_bad_items_processes_the_good_ones_and_writes_nothing_for_the_rest(
     client: httpx.AsyncClient, login: LoginFn
 ) -> None:
-    from app_api.agents.models import Submission
+    from app_api.platform.agents.models import Submission
 
     agent = await make_agent(client, login)
     covered = await make_resident(client, login)
@@ -537,7 +537,7 @@ async def test_tracking_and_elderly_mode_need_their_scopes(client: httpx.AsyncCl
 
 
 async def test_filing_unavailable_without_the_capability(client: httpx.AsyncClient, login: LoginFn) -> None:
-    from columns import base
+    from app_api.platform import column as base
 
     agent = await make_agent(client, login)
     resident = await make_resident(client, login)
@@ -549,7 +549,7 @@ async def test_filing_unavailable_without_the_capability(client: httpx.AsyncClie
         base.register_capability("service_catalogue", cap)
     assert r.status_code == 503 and r.json()["code"] == "agents.filing_unavailable", r.text
     async with sessionmaker()() as s:
-        from app_api.agents.models import Submission
+        from app_api.platform.agents.models import Submission
 
         n = (
             await s.exec(
@@ -562,7 +562,7 @@ async def test_filing_unavailable_without_the_capability(client: httpx.AsyncClie
 async def test_demo_stations_seed_is_idempotent_and_serves_the_demo_agent(
     client: httpx.AsyncClient, login: LoginFn
 ) -> None:
-    from app_api.agents.seed import STATIONS, seed
+    from app_api.platform.agents.seed import STATIONS, seed
 
     async with session_scope() as s:
         first = await seed(s)

@@ -8,10 +8,10 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from app_api import audit
-from app_api.audit.models import AuditEvent
-from app_api.db import session_scope, sessionmaker
-from app_api.jobs import broker, outbox
+from app_api.core.db import session_scope, sessionmaker
+from app_api.core.jobs import broker, outbox
+from app_api.platform import audit
+from app_api.platform.audit.models import AuditEvent
 from tests.conftest import LoginFn
 
 RAN: list[str] = []
@@ -49,7 +49,7 @@ async def test_outbox_sends_on_commit_only() -> None:
     async with sessionmaker()() as s:
         from sqlmodel import select
 
-        from app_api.jobs.models import OutboxMessage
+        from app_api.core.jobs.models import OutboxMessage
 
         rows = (
             await s.exec(select(OutboxMessage).where(OutboxMessage.task_name == "tests.record_run"))
@@ -60,7 +60,7 @@ async def test_outbox_sends_on_commit_only() -> None:
 
 async def test_outbox_relay_sends_rows_left_behind() -> None:
     """A crash between commit and dispatch: the relay finds the row and sends it once."""
-    from app_api.jobs.models import OutboxMessage
+    from app_api.core.jobs.models import OutboxMessage
 
     async with sessionmaker()() as s:
         s.add(OutboxMessage(task_name="tests.record_run", arguments={"marker": "orphan"}))
@@ -135,7 +135,7 @@ def test_cli_verify_names_first_broken_row() -> None:
     import sys
 
     out = subprocess.run(
-        [sys.executable, "-m", "app_api.cli", "audit", "verify"],
+        [sys.executable, "-m", "app_api.wiring.cli", "audit", "verify"],
         capture_output=True,
         text=True,
         env={**os.environ},
@@ -146,7 +146,7 @@ def test_cli_verify_names_first_broken_row() -> None:
 
 
 async def test_a_failed_savepoint_drops_only_what_was_queued_inside_it() -> None:
-    from app_api.db import savepoint
+    from app_api.core.db import savepoint
 
     async with session_scope() as s:
         await audit.record(s, action="test.before_savepoint", subject_id="sp-1")

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.asyncio
 
 
 async def clear_cooldown(phone: str) -> None:
-    from app_api.redis import get_redis
+    from app_api.core.redis import get_redis
 
     await (await get_redis()).delete(f"sms:cool:{phone}")
 
@@ -73,11 +73,11 @@ async def test_five_wrong_codes_lock_for_fifteen_minutes(client: httpx.AsyncClie
 
 
 async def test_per_ip_limit(client: httpx.AsyncClient, app: object) -> None:
-    from app_api.settings import get_settings
+    from app_api.core.settings import get_settings
 
     s = get_settings()
     old = s.sms_per_ip_per_hour
-    from app_api.redis import get_redis
+    from app_api.core.redis import get_redis
 
     r = await get_redis()
     await r.delete("sms:ip:127.0.0.1")
@@ -134,7 +134,7 @@ async def test_forged_and_expired_tokens(client: httpx.AsyncClient, phone: str) 
     )
     r = await client.get("/api/v1/me", headers={"Authorization": f"Bearer {forged}"})
     assert r.status_code == 401 and r.json()["code"] == "auth.token_invalid"
-    from app_api.settings import get_settings
+    from app_api.core.settings import get_settings
 
     expired = jwt.encode(
         {"sub": "x", "fam": "y", "iss": "wojia", "exp": dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)},

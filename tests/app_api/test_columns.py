@@ -9,8 +9,8 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from app_api.home.loader import ColumnLoadError, discover
-from columns.base import CATEGORIES, Column, ColumnManifest
+from app_api.platform.column import CATEGORIES, Column, ColumnManifest
+from app_api.platform.home.loader import ColumnLoadError, discover
 from tests.conftest import LoginFn
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,7 +76,7 @@ def test_manifest_is_strict() -> None:
 
 def test_broken_column_is_skipped_in_dev_and_stops_strict(monkeypatch: pytest.MonkeyPatch) -> None:
     ep = importlib.metadata.EntryPoint(name="ghost", value="columns.ghost_missing", group="wojia.test")
-    monkeypatch.setattr("app_api.home.loader.entry_points", lambda group: [ep])
+    monkeypatch.setattr("app_api.platform.home.loader.entry_points", lambda group: [ep])
     loaded = discover(strict=False, group="wojia.test")
     assert "ghost" in loaded.broken and not loaded.columns
     with pytest.raises(ColumnLoadError):
@@ -85,7 +85,7 @@ def test_broken_column_is_skipped_in_dev_and_stops_strict(monkeypatch: pytest.Mo
 
 def test_entry_point_name_must_match_slug(monkeypatch: pytest.MonkeyPatch) -> None:
     ep = importlib.metadata.EntryPoint(name="bulletins", value="columns.notices", group="wojia.test")
-    monkeypatch.setattr("app_api.home.loader.entry_points", lambda group: [ep])
+    monkeypatch.setattr("app_api.platform.home.loader.entry_points", lambda group: [ep])
     with pytest.raises(ColumnLoadError, match="does not match"):
         discover(strict=True, group="wojia.test")
 
@@ -176,9 +176,9 @@ async def test_column_level_gate(
     """A column needing L2 refuses an L1 caller on its non-open routes with the level needed."""
     from fastapi import APIRouter, FastAPI
 
-    from app_api.access import CurrentAccount
-    from app_api.home.router import column_gate, registry
-    from app_api.home.service import ColumnView
+    from app_api.platform.access import CurrentAccount
+    from app_api.platform.home.router import column_gate, registry
+    from app_api.platform.home.service import ColumnView
 
     class FakeRegistry:
         async def view(self, slug: str) -> ColumnView:
@@ -196,7 +196,7 @@ async def test_column_level_gate(
             )
 
     probe = FastAPI()
-    from app_api.app import install_error_handlers
+    from app_api.wiring.app import install_error_handlers
 
     install_error_handlers(probe)
     r = APIRouter()

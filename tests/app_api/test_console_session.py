@@ -18,10 +18,10 @@ import httpx
 import pytest
 from sqlmodel import col, func, select
 
-from app_api.accounts.models import RefreshToken
-from app_api.audit.models import AuditEvent
-from app_api.console import safe_next
-from app_api.db import session_scope
+from app_api.core.db import session_scope
+from app_api.platform.accounts.models import RefreshToken
+from app_api.platform.audit.models import AuditEvent
+from app_api.platform.console import safe_next
 from payments.models import ReconciliationItem, ReconciliationRun
 from tests.conftest import LoginFn, new_phone, sms_code
 
@@ -81,7 +81,7 @@ async def browser(app: Any) -> Any:
 
 async def make_staff(roles: list[str], phone: str | None = None) -> tuple[str, str, str]:
     """A staff account with a known password: (phone, password, account id)."""
-    from app_api.accounts.service import create_staff
+    from app_api.platform.accounts.service import create_staff
 
     phone = phone or new_phone()
     password = "Pw-" + secrets.token_hex(6)
@@ -167,7 +167,7 @@ async def test_finance_logs_in_through_the_form_and_gets_the_console(
 async def test_resident_account_is_refused_and_nothing_is_written(
     browser: Browser, client: httpx.AsyncClient
 ) -> None:
-    from app_api.accounts.service import get_or_create_resident
+    from app_api.platform.accounts.service import get_or_create_resident
 
     phone = new_phone()
     async with session_scope() as s:  # a resident, as the app registers one
@@ -275,8 +275,8 @@ async def logged_in_with_expired_access(
     browser: Browser, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[str, str]:
     """A finance officer logged in through the form whose access cookie has since expired."""
-    from app_api.accounts.tokens import decode_access, make_access
-    from app_api.settings import get_settings
+    from app_api.core.settings import get_settings
+    from app_api.platform.accounts.tokens import decode_access, make_access
 
     phone, password, account_id = await make_staff(["finance"])
     await browser.follow(await console_login(browser, client, phone, password))
@@ -328,7 +328,7 @@ async def age_spent_refresh(raw: str, seconds: int = 60) -> None:
     """Move a spent refresh token's use back in time, past the console's two-tab grace."""
     import sqlalchemy as sa
 
-    from app_api.accounts.tokens import _hash
+    from app_api.platform.accounts.tokens import _hash
 
     async with session_scope() as s:
         token = (await s.exec(select(RefreshToken).where(RefreshToken.token_hash == _hash(raw)))).one()

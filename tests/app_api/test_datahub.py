@@ -8,12 +8,12 @@ import httpx
 import pytest
 from sqlmodel import select
 
-from app_api.consent import service as consent
-from app_api.crypto import encrypt_bytes, encrypt_str
-from app_api.datahub.citizen_id import make, problem
-from app_api.datahub.models import PopulationRecord
-from app_api.datahub.service import Datahub, HttpDatahub, LocalDatahub, RecordNotFound, id_hash
-from app_api.db import session_scope
+from app_api.core.crypto import encrypt_bytes, encrypt_str
+from app_api.core.db import session_scope
+from app_api.platform.consent import service as consent
+from app_api.platform.datahub.citizen_id import make, problem
+from app_api.platform.datahub.models import PopulationRecord
+from app_api.platform.datahub.service import Datahub, HttpDatahub, LocalDatahub, RecordNotFound, id_hash
 from tests.conftest import LoginFn
 
 
@@ -114,7 +114,7 @@ async def test_read_requires_live_consent_and_is_logged(client: httpx.AsyncClien
 async def test_http_adapter_against_the_exchange_sandbox(
     live_url: str, client: httpx.AsyncClient, login: LoginFn, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from app_api.settings import get_settings
+    from app_api.core.settings import get_settings
 
     monkeypatch.setattr(get_settings(), "datahub_url", f"{live_url}/sandbox/datahub")
     idn = await make_person(photo=b"photo-bytes")

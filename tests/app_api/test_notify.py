@@ -11,10 +11,10 @@ import httpx
 import pytest
 from sqlmodel import select
 
-from app_api import notify
-from app_api.db import session_scope, sessionmaker, utcnow
-from app_api.errors import UpstreamError
-from app_api.sms import SandboxSms
+from app_api.core.db import session_scope, sessionmaker, utcnow
+from app_api.core.errors import UpstreamError
+from app_api.platform import notify
+from app_api.platform.sms import SandboxSms
 from tests.conftest import LoginFn, new_phone
 
 pytestmark = pytest.mark.asyncio
@@ -45,7 +45,7 @@ class FlakySms(SandboxSms):
 
 @pytest.fixture
 def sms() -> Iterator[FlakySms]:
-    from app_api import sms as sms_mod
+    from app_api.platform import sms as sms_mod
 
     before = sms_mod.get_sms()
     flaky = FlakySms()

@@ -23,7 +23,7 @@ async def test_worker_process_runs_jobs_sent_through_redis() -> None:
 
     env = {**os.environ, "WOJIA_JOBS_EMBEDDED": "false"}
     worker = subprocess.Popen(
-        [sys.executable, "-m", "app_api.cli", "worker"],
+        [sys.executable, "-m", "app_api.wiring.cli", "worker"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -37,7 +37,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="session", autouse=True)
 async def bot_mounted(app: Any) -> None:
     """The app with the assistant's router (until the lead mounts it) and the seed catalogue loaded."""
-    from app_api.db import session_scope
+    from app_api.core.db import session_scope
     from bot.router import router
     from columns.gov_services import service
 

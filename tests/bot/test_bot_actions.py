@@ -193,12 +193,12 @@ async def test_unknown_action(client: httpx.AsyncClient) -> None:
 
 
 async def test_nearest_liaison_station_in_a_city(client: httpx.AsyncClient) -> None:
-    from app_api.agents.seed import seed
-    from app_api.db import session_scope
+    from app_api.core.db import session_scope
+    from app_api.platform.agents.seed import seed
 
     async with session_scope() as s:
         await seed(s)
-    from columns.base import get_capability
+    from app_api.platform.column import get_capability
 
     stations = await get_capability("liaison_stations").list("常熟")
     assert stations

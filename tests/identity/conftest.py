@@ -65,7 +65,7 @@ async def app(faces_dir: Path, engine: FaceEngine) -> AsyncIterator[Any]:
     from fastapi import APIRouter, Depends
 
     import identity.face.pool as pool
-    from app_api.app import create_app
+    from app_api.wiring.app import create_app
     from identity.dependencies import require_step_up
 
     application = create_app()
@@ -99,11 +99,11 @@ async def person_factory(app: Any) -> Callable[..., Awaitable[tuple[str, str]]]:
     import datetime as dt
     import secrets
 
-    from app_api.crypto import encrypt_bytes, encrypt_str
-    from app_api.datahub.citizen_id import make
-    from app_api.datahub.models import PopulationRecord
-    from app_api.datahub.service import id_hash
-    from app_api.db import session_scope
+    from app_api.core.crypto import encrypt_bytes, encrypt_str
+    from app_api.core.db import session_scope
+    from app_api.platform.datahub.citizen_id import make
+    from app_api.platform.datahub.models import PopulationRecord
+    from app_api.platform.datahub.service import id_hash
 
     async def person(name: str, photo: str | None = "obama_3.jpg") -> tuple[str, str]:
         birth = dt.date(1950 + secrets.randbelow(50), 1 + secrets.randbelow(12), 1 + secrets.randbelow(28))

@@ -17,9 +17,9 @@ import pytest
 from identity_helpers import challenge_frames, face_bytes
 from sqlmodel import select
 
-from app_api.crypto import decrypt_bytes
-from app_api.datahub.citizen_id import make
-from app_api.redis import get_redis
+from app_api.core.crypto import decrypt_bytes
+from app_api.core.redis import get_redis
+from app_api.platform.datahub.citizen_id import make
 from identity.models import IdentityAttempt, IdentityFaceProfile
 
 API = "/api/v1/identity"
@@ -534,8 +534,8 @@ async def test_attestation_only_by_station_agents_for_l2_residents(client, login
 async def test_sweep_deletes_face_data_of_consents_withdrawn_elsewhere(
     client, login, person_factory, motion_frames, session
 ) -> None:
-    from app_api.consent import service as consent_service
-    from app_api.db import session_scope
+    from app_api.core.db import session_scope
+    from app_api.platform.consent import service as consent_service
     from identity.tasks import sweep_withdrawn_face_consents
 
     headers = await l2_resident(client, login, person_factory)

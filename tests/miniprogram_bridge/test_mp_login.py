@@ -21,7 +21,7 @@ def appid() -> str:
 
 
 async def bindings(openid: str) -> list[Any]:
-    from app_api.db import sessionmaker
+    from app_api.core.db import sessionmaker
     from miniprogram_bridge.models import MiniProgramBinding
 
     async with sessionmaker()() as s:
@@ -73,7 +73,7 @@ async def test_wechat_first_login_binds_phone_from_wechat_then_logs_in_directly(
     # The session key is kept, encrypted: never in clear, never in an answer.
     [b] = await bindings(openid)
     assert b.account_id == account["id"] and b.session_key_enc
-    from app_api.crypto import decrypt_str
+    from app_api.core.crypto import decrypt_str
 
     key = decrypt_str(b.session_key_enc, aad=f"mp_session_key:wechat:{openid}")
     assert len(key) == 24 and key.encode() not in b.session_key_enc
@@ -301,7 +301,7 @@ async def test_alipay_request_signed_with_another_key_is_refused_by_the_gateway(
 async def test_unionid_known_from_another_app_logs_straight_in(
     client: httpx.AsyncClient, wechat_sandbox: Any, login: LoginFn
 ) -> None:
-    from app_api.db import session_scope
+    from app_api.core.db import session_scope
     from miniprogram_bridge.models import MiniProgramBinding
 
     headers = await login(new_phone())

@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from app_api import notify
-from app_api.db import session_scope, sessionmaker
+from app_api.core.db import session_scope, sessionmaker
+from app_api.platform import notify
 from tests.conftest import new_phone
 
 pytestmark = pytest.mark.asyncio
@@ -64,7 +64,7 @@ async def settled(nid: str) -> notify.Notification:
 
 
 async def sms_texts(phone: str) -> list[str]:
-    from app_api.sms import SandboxSms
+    from app_api.platform.sms import SandboxSms
 
     return [m["text"] for m in await SandboxSms().inbox(phone) if m["template"] == "test.status_changed"]
 

@@ -34,9 +34,9 @@ async def main() -> dict[str, object]:
     import uvicorn
     from sqlmodel import select
 
-    from app_api.accounts.models import Account
-    from app_api.app import create_app
-    from app_api.db import session_scope
+    from app_api.core.db import session_scope
+    from app_api.platform.accounts.models import Account
+    from app_api.wiring.app import create_app
     from payments import service
     from payments.hooks import on_paid
     from payments.models import PaymentOrder
@@ -95,7 +95,7 @@ if __name__ == "__main__":
     import logging
 
     logging.disable(logging.WARNING)
-    from app_api.migrate import upgrade
+    from app_api.wiring.migrate import upgrade
 
     upgrade()
     print(json.dumps(asyncio.run(main())))

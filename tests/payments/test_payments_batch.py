@@ -10,8 +10,8 @@ from payments_helpers import PAID_CALLS, wait_for
 from sqlmodel import col, select
 from test_payments_ledger import account_id, load, new_order
 
-from app_api.audit import verify_chain
-from app_api.db import session_scope
+from app_api.core.db import session_scope
+from app_api.platform.audit import verify_chain
 from payments import service
 from payments.batch import NotificationBatcher
 from payments.models import OrderStatus, PaymentEvent, PaymentNotification, PaymentOrder
@@ -170,8 +170,8 @@ FLAKY_TRIES: dict[str, int] = {}
 
 
 async def test_one_failing_column_handler_does_not_hold_back_the_batch(ledger, client, login):
-    from app_api import audit
-    from app_api.audit.models import AuditEvent
+    from app_api.platform import audit
+    from app_api.platform.audit.models import AuditEvent
     from payments.hooks import on_paid
 
     @on_paid("testcol.flaky")

@@ -9,7 +9,7 @@ import pytest
 from payments_helpers import PAID_CALLS, control, wait_for
 from sqlmodel import select
 
-from app_api.db import session_scope
+from app_api.core.db import session_scope
 from payments import service
 from payments.models import PaymentEvent, PaymentNotification, PaymentOrder
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from app_api.db import session_scope
+from app_api.core.db import session_scope
 from payments import service
 from payments.models import PaymentOrder
 from payments.providers.base import CHINA_TZ
@@ -28,7 +28,7 @@ CONSOLE = "/api/v1/payments/finance/console"
 
 async def staff(roles: list[str]) -> tuple[str, str]:
     """A staff account with a known password: (phone, password)."""
-    from app_api.accounts.service import create_staff
+    from app_api.platform.accounts.service import create_staff
 
     phone, password = new_phone(), "Pw-" + secrets.token_hex(6)
     async with session_scope() as s:

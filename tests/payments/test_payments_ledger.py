@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from payments_helpers import PAID_CALLS, control, wait_for
 from sqlmodel import select
 
-from app_api.db import session_scope, utcnow
+from app_api.core.db import session_scope, utcnow
 from payments import service
 from payments.errors import IllegalTransition, PurposeAlreadyPaid
 from payments.models import OrderStatus, PaymentEvent, PaymentNotification, PaymentOrder, PaymentRefund
@@ -301,7 +301,7 @@ async def test_bad_notify_requests(ledger, client):
 
 
 async def test_foreign_merchant_notification_is_audited(ledger, client, login):
-    from app_api.audit.models import AuditEvent
+    from app_api.platform.audit.models import AuditEvent
 
     headers = await login()
     order = await new_order(await account_id(client, headers), "wechat_v3")

@@ -16,8 +16,8 @@ from openpyxl import load_workbook
 from payments_helpers import control
 from sqlmodel import select
 
-from app_api.audit.models import AuditEvent
-from app_api.db import session_scope
+from app_api.core.db import session_scope
+from app_api.platform.audit.models import AuditEvent
 from payments import registry, service
 from payments.models import PaymentOrder
 from payments.providers.base import CHINA_TZ

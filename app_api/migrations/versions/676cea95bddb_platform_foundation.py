@@ -11,7 +11,7 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-import app_api.db
+import app_api.core.db
 
 revision: str = "676cea95bddb"
 down_revision: str | Sequence[str] | None = None
@@ -38,8 +38,8 @@ def upgrade() -> None:
         sa.Column("supervisor_of", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
         sa.Column("elderly_mode", sa.Boolean(), nullable=False),
         sa.Column("is_active", sa.Boolean(), nullable=False),
-        sa.Column("created_at", app_api.db.UTCDateTime(), nullable=False),
-        sa.Column("last_login_at", app_api.db.UTCDateTime(), nullable=True),
+        sa.Column("created_at", app_api.core.db.UTCDateTime(), nullable=False),
+        sa.Column("last_login_at", app_api.core.db.UTCDateTime(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_app_account")),
         sa.UniqueConstraint("phone_hash", name=op.f("uq_app_account_phone_hash")),
     )
@@ -49,7 +49,7 @@ def upgrade() -> None:
     op.create_table(
         "app_audit_event",
         sa.Column("seq", sa.BigInteger(), autoincrement=False, nullable=False),
-        sa.Column("at", app_api.db.UTCDateTime(), nullable=False),
+        sa.Column("at", app_api.core.db.UTCDateTime(), nullable=False),
         sa.Column("action", sqlmodel.sql.sqltypes.AutoString(length=80), nullable=False),
         sa.Column("actor_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
         sa.Column("subject_type", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
@@ -70,7 +70,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("seq", sa.BigInteger(), nullable=False),
         sa.Column("hash", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
-        sa.Column("updated_at", app_api.db.UTCDateTime(), nullable=True),
+        sa.Column("updated_at", app_api.core.db.UTCDateTime(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_app_audit_head")),
     )
     op.create_table(
@@ -79,7 +79,7 @@ def upgrade() -> None:
         sa.Column("enabled", sa.Boolean(), nullable=False),
         sa.Column("position", sa.Integer(), nullable=False),
         sa.Column("category", sqlmodel.sql.sqltypes.AutoString(length=20), nullable=True),
-        sa.Column("updated_at", app_api.db.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", app_api.core.db.UTCDateTime(), nullable=False),
         sa.Column("updated_by", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True),
         sa.PrimaryKeyConstraint("slug", name=op.f("pk_app_column_setting")),
     )
@@ -94,7 +94,7 @@ def upgrade() -> None:
         sa.Column("consent_id", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True),
         sa.Column("fields", sa.JSON(), nullable=False),
         sa.Column("found", sa.Boolean(), nullable=False),
-        sa.Column("at", app_api.db.UTCDateTime(), nullable=False),
+        sa.Column("at", app_api.core.db.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_app_datahub_access")),
     )
     with op.batch_alter_table("app_datahub_access", schema=None) as batch_op:
@@ -118,7 +118,7 @@ def upgrade() -> None:
         sa.Column("valid_until", sa.Date(), nullable=True),
         sa.Column("data", sa.JSON(), nullable=False),
         sa.Column("source_ref", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
-        sa.Column("created_at", app_api.db.UTCDateTime(), nullable=False),
+        sa.Column("created_at", app_api.core.db.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_app_datahub_certificate")),
         sa.UniqueConstraint("cert_no", name=op.f("uq_app_datahub_certificate_cert_no")),
     )
@@ -161,7 +161,7 @@ def upgrade() -> None:
         sa.Column("household", sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
         sa.Column("marital_status", sqlmodel.sql.sqltypes.AutoString(length=10), nullable=False),
         sa.Column("photo_enc", sa.LargeBinary(), nullable=True),
-        sa.Column("updated_at", app_api.db.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", app_api.core.db.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_app_datahub_person")),
         sa.UniqueConstraint("id_number_hash", name=op.f("uq_app_datahub_person_id_number_hash")),
     )
@@ -170,8 +170,8 @@ def upgrade() -> None:
         sa.Column("id", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
         sa.Column("task_name", sqlmodel.sql.sqltypes.AutoString(length=120), nullable=False),
         sa.Column("arguments", sa.JSON(), nullable=False),
-        sa.Column("created_at", app_api.db.UTCDateTime(), nullable=False),
-        sa.Column("dispatched_at", app_api.db.UTCDateTime(), nullable=True),
+        sa.Column("created_at", app_api.core.db.UTCDateTime(), nullable=False),
+        sa.Column("dispatched_at", app_api.core.db.UTCDateTime(), nullable=True),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_app_outbox")),
     )
@@ -187,9 +187,9 @@ def upgrade() -> None:
         sa.Column("grantee", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
         sa.Column("granted_via", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
         sa.Column("text", sqlmodel.sql.sqltypes.AutoString(length=500), nullable=False),
-        sa.Column("granted_at", app_api.db.UTCDateTime(), nullable=False),
-        sa.Column("expires_at", app_api.db.UTCDateTime(), nullable=True),
-        sa.Column("withdrawn_at", app_api.db.UTCDateTime(), nullable=True),
+        sa.Column("granted_at", app_api.core.db.UTCDateTime(), nullable=False),
+        sa.Column("expires_at", app_api.core.db.UTCDateTime(), nullable=True),
+        sa.Column("withdrawn_at", app_api.core.db.UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(
             ["account_id"], ["app_account.id"], name=op.f("fk_app_consent_account_id_app_account")
         ),
@@ -211,9 +211,9 @@ def upgrade() -> None:
         sa.Column("status", sqlmodel.sql.sqltypes.AutoString(length=20), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("last_error", sqlmodel.sql.sqltypes.AutoString(length=300), nullable=True),
-        sa.Column("created_at", app_api.db.UTCDateTime(), nullable=False),
-        sa.Column("sent_at", app_api.db.UTCDateTime(), nullable=True),
-        sa.Column("read_at", app_api.db.UTCDateTime(), nullable=True),
+        sa.Column("created_at", app_api.core.db.UTCDateTime(), nullable=False),
+        sa.Column("sent_at", app_api.core.db.UTCDateTime(), nullable=True),
+        sa.Column("read_at", app_api.core.db.UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(
             ["account_id"], ["app_account.id"], name=op.f("fk_app_notification_account_id_app_account")
         ),
@@ -228,10 +228,10 @@ def upgrade() -> None:
         sa.Column("account_id", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
         sa.Column("family_id", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
         sa.Column("token_hash", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
-        sa.Column("issued_at", app_api.db.UTCDateTime(), nullable=False),
-        sa.Column("expires_at", app_api.db.UTCDateTime(), nullable=False),
-        sa.Column("used_at", app_api.db.UTCDateTime(), nullable=True),
-        sa.Column("revoked_at", app_api.db.UTCDateTime(), nullable=True),
+        sa.Column("issued_at", app_api.core.db.UTCDateTime(), nullable=False),
+        sa.Column("expires_at", app_api.core.db.UTCDateTime(), nullable=False),
+        sa.Column("used_at", app_api.core.db.UTCDateTime(), nullable=True),
+        sa.Column("revoked_at", app_api.core.db.UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(
             ["account_id"], ["app_account.id"], name=op.f("fk_app_refresh_token_account_id_app_account")
         ),

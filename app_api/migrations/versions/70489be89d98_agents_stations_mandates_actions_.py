@@ -11,7 +11,7 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-import app_api.db
+import app_api.core.db
 
 revision: str = "70489be89d98"
 down_revision: str | Sequence[str] | None = "aa9f4f461b67"
@@ -34,7 +34,7 @@ def upgrade() -> None:
         sa.Column("contact_name", sqlmodel.sql.sqltypes.AutoString(length=40), nullable=True),
         sa.Column("contact_phone", sqlmodel.sql.sqltypes.AutoString(length=20), nullable=True),
         sa.Column("active", sa.Boolean(), nullable=False),
-        sa.Column("created_at", app_api.db.UTCDateTime(), nullable=False),
+        sa.Column("created_at", app_api.core.db.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_app_station")),
         sa.UniqueConstraint("code", name=op.f("uq_app_station_code")),
     )
@@ -52,9 +52,9 @@ def upgrade() -> None:
         sa.Column("method", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
         sa.Column("attestation", sa.JSON(), nullable=False),
         sa.Column("consent_id", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
-        sa.Column("created_at", app_api.db.UTCDateTime(), nullable=False),
-        sa.Column("expires_at", app_api.db.UTCDateTime(), nullable=False),
-        sa.Column("withdrawn_at", app_api.db.UTCDateTime(), nullable=True),
+        sa.Column("created_at", app_api.core.db.UTCDateTime(), nullable=False),
+        sa.Column("expires_at", app_api.core.db.UTCDateTime(), nullable=False),
+        sa.Column("withdrawn_at", app_api.core.db.UTCDateTime(), nullable=True),
         sa.Column("withdrawn_by", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True),
         sa.ForeignKeyConstraint(
             ["agent_id"], ["app_account.id"], name=op.f("fk_app_mandate_agent_id_app_account")
@@ -85,7 +85,7 @@ def upgrade() -> None:
         sa.Column("action", sqlmodel.sql.sqltypes.AutoString(length=40), nullable=False),
         sa.Column("subject_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
         sa.Column("data", sa.JSON(), nullable=False),
-        sa.Column("at", app_api.db.UTCDateTime(), nullable=False),
+        sa.Column("at", app_api.core.db.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["agent_id"], ["app_account.id"], name=op.f("fk_app_agent_action_agent_id_app_account")
         ),
@@ -116,7 +116,7 @@ def upgrade() -> None:
         sa.Column("item_code", sqlmodel.sql.sqltypes.AutoString(length=40), nullable=False),
         sa.Column("pickup", sa.Boolean(), nullable=False),
         sa.Column("result", sa.JSON(), nullable=False),
-        sa.Column("created_at", app_api.db.UTCDateTime(), nullable=False),
+        sa.Column("created_at", app_api.core.db.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["agent_id"], ["app_account.id"], name=op.f("fk_app_agent_submission_agent_id_app_account")
         ),

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-import app_api.db
+import app_api.core.db
 
 revision: str = "aa9f4f461b67"
 down_revision: str | Sequence[str] | None = "676cea95bddb"
@@ -30,7 +30,7 @@ def upgrade() -> None:
         sa.Column("quiet_start", sqlmodel.sql.sqltypes.AutoString(length=5), nullable=False),
         sa.Column("quiet_end", sqlmodel.sql.sqltypes.AutoString(length=5), nullable=False),
         sa.Column("muted_categories", sa.JSON(), nullable=False),
-        sa.Column("updated_at", app_api.db.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", app_api.core.db.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["account_id"], ["app_account.id"], name=op.f("fk_app_notify_preference_account_id_app_account")
         ),
@@ -43,8 +43,8 @@ def upgrade() -> None:
         sa.Column("channel", sqlmodel.sql.sqltypes.AutoString(length=20), nullable=False),
         sa.Column("template", sqlmodel.sql.sqltypes.AutoString(length=80), nullable=False),
         sa.Column("remaining", sa.Integer(), nullable=False),
-        sa.Column("refused_at", app_api.db.UTCDateTime(), nullable=True),
-        sa.Column("updated_at", app_api.db.UTCDateTime(), nullable=False),
+        sa.Column("refused_at", app_api.core.db.UTCDateTime(), nullable=True),
+        sa.Column("updated_at", app_api.core.db.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["account_id"], ["app_account.id"], name=op.f("fk_app_notify_subscription_account_id_app_account")
         ),
@@ -67,7 +67,7 @@ def upgrade() -> None:
         sa.Column("error_code", sqlmodel.sql.sqltypes.AutoString(length=60), nullable=True),
         sa.Column("error", sqlmodel.sql.sqltypes.AutoString(length=300), nullable=True),
         sa.Column("provider_message_id", sqlmodel.sql.sqltypes.AutoString(length=120), nullable=True),
-        sa.Column("at", app_api.db.UTCDateTime(), nullable=False),
+        sa.Column("at", app_api.core.db.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["notification_id"],
             ["app_notification.id"],
@@ -81,8 +81,8 @@ def upgrade() -> None:
         )
 
     with op.batch_alter_table("app_notification", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("next_attempt_at", app_api.db.UTCDateTime(), nullable=True))
-        batch_op.add_column(sa.Column("claimed_until", app_api.db.UTCDateTime(), nullable=True))
+        batch_op.add_column(sa.Column("next_attempt_at", app_api.core.db.UTCDateTime(), nullable=True))
+        batch_op.add_column(sa.Column("claimed_until", app_api.core.db.UTCDateTime(), nullable=True))
         batch_op.add_column(
             sa.Column("provider_message_id", sqlmodel.sql.sqltypes.AutoString(length=120), nullable=True)
         )

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-import app_api.db
+import app_api.core.db
 
 revision: str = "ea2fd05da6a7"
 down_revision: str | Sequence[str] | None = None
@@ -45,7 +45,7 @@ def upgrade() -> None:
         sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("current_version_id", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
         sa.Column("active", sa.Boolean(), nullable=False),
-        sa.Column("updated_at", app_api.db.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", app_api.core.db.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_gov_services_item")),
         sa.UniqueConstraint("code", name=op.f("uq_gov_services_item_code")),
     )
@@ -60,7 +60,7 @@ def upgrade() -> None:
         sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("data", sa.JSON(), nullable=False),
         sa.Column("created_by", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True),
-        sa.Column("created_at", app_api.db.UTCDateTime(), nullable=False),
+        sa.Column("created_at", app_api.core.db.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_gov_services_item_version")),
         sa.UniqueConstraint("code", "version", name=op.f("uq_gov_services_item_version_code")),
     )
@@ -89,15 +89,15 @@ def upgrade() -> None:
         sa.Column("limit_days", sa.Integer(), nullable=False),
         sa.Column("accept_limit_days", sa.Integer(), nullable=False),
         sa.Column("pauses", sa.JSON(), nullable=False),
-        sa.Column("due_at", app_api.db.UTCDateTime(), nullable=True),
+        sa.Column("due_at", app_api.core.db.UTCDateTime(), nullable=True),
         sa.Column("decision_reason", sqlmodel.sql.sqltypes.AutoString(length=500), nullable=True),
         sa.Column("result_cert_no", sqlmodel.sql.sqltypes.AutoString(length=60), nullable=True),
         sa.Column("tracking_no", sqlmodel.sql.sqltypes.AutoString(length=40), nullable=True),
-        sa.Column("created_at", app_api.db.UTCDateTime(), nullable=False),
-        sa.Column("submitted_at", app_api.db.UTCDateTime(), nullable=True),
-        sa.Column("accepted_at", app_api.db.UTCDateTime(), nullable=True),
-        sa.Column("decided_at", app_api.db.UTCDateTime(), nullable=True),
-        sa.Column("updated_at", app_api.db.UTCDateTime(), nullable=False),
+        sa.Column("created_at", app_api.core.db.UTCDateTime(), nullable=False),
+        sa.Column("submitted_at", app_api.core.db.UTCDateTime(), nullable=True),
+        sa.Column("accepted_at", app_api.core.db.UTCDateTime(), nullable=True),
+        sa.Column("decided_at", app_api.core.db.UTCDateTime(), nullable=True),
+        sa.Column("updated_at", app_api.core.db.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["item_version_id"],
             ["gov_services_item_version.id"],
@@ -135,7 +135,7 @@ def upgrade() -> None:
         sa.Column("actor_id", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True),
         sa.Column("actor_role", sqlmodel.sql.sqltypes.AutoString(length=20), nullable=False),
         sa.Column("data", sa.JSON(), nullable=False),
-        sa.Column("at", app_api.db.UTCDateTime(), nullable=False),
+        sa.Column("at", app_api.core.db.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["application_id"],
             ["gov_services_application.id"],
@@ -160,8 +160,8 @@ def upgrade() -> None:
         sa.Column("follow_up", sqlmodel.sql.sqltypes.AutoString(length=10), nullable=False),
         sa.Column("answer", sqlmodel.sql.sqltypes.AutoString(length=1000), nullable=True),
         sa.Column("answered_by", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True),
-        sa.Column("answered_at", app_api.db.UTCDateTime(), nullable=True),
-        sa.Column("created_at", app_api.db.UTCDateTime(), nullable=False),
+        sa.Column("answered_at", app_api.core.db.UTCDateTime(), nullable=True),
+        sa.Column("created_at", app_api.core.db.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["application_id"],
             ["gov_services_application.id"],
@@ -185,7 +185,7 @@ def upgrade() -> None:
         sa.Column("size", sa.Integer(), nullable=False),
         sa.Column("sha256", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
         sa.Column("storage_key", sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
-        sa.Column("created_at", app_api.db.UTCDateTime(), nullable=False),
+        sa.Column("created_at", app_api.core.db.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["application_id"],
             ["gov_services_application.id"],
@@ -208,7 +208,7 @@ def upgrade() -> None:
         sa.Column("elapsed_days", sa.Float(), nullable=False),
         sa.Column("limit_days", sa.Integer(), nullable=False),
         sa.Column("notified", sa.JSON(), nullable=False),
-        sa.Column("at", app_api.db.UTCDateTime(), nullable=False),
+        sa.Column("at", app_api.core.db.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["application_id"],
             ["gov_services_application.id"],
@@ -234,8 +234,8 @@ def upgrade() -> None:
         sa.Column("status", sqlmodel.sql.sqltypes.AutoString(length=20), nullable=False),
         sa.Column("fee_fen", sa.Integer(), nullable=False),
         sa.Column("paid_by", sqlmodel.sql.sqltypes.AutoString(length=20), nullable=False),
-        sa.Column("created_at", app_api.db.UTCDateTime(), nullable=False),
-        sa.Column("delivered_at", app_api.db.UTCDateTime(), nullable=True),
+        sa.Column("created_at", app_api.core.db.UTCDateTime(), nullable=False),
+        sa.Column("delivered_at", app_api.core.db.UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(
             ["application_id"],
             ["gov_services_application.id"],

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-import app_api.db
+import app_api.core.db
 
 revision: str = "7e97ba9b6f12"
 down_revision: str | Sequence[str] | None = None
@@ -29,7 +29,7 @@ def upgrade() -> None:
         sa.Column("kind", sqlmodel.sql.sqltypes.AutoString(length=20), nullable=False),
         sa.Column("hotline", sqlmodel.sql.sqltypes.AutoString(length=20), nullable=False),
         sa.Column("active", sa.Boolean(), nullable=False),
-        sa.Column("created_at", app_api.db.UTCDateTime(), nullable=False),
+        sa.Column("created_at", app_api.core.db.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_loans_institution")),
         sa.UniqueConstraint("code", name=op.f("uq_loans_institution_code")),
     )
@@ -49,7 +49,7 @@ def upgrade() -> None:
         sa.Column("materials", sa.JSON(), nullable=False),
         sa.Column("shared_data", sa.JSON(), nullable=False),
         sa.Column("active", sa.Boolean(), nullable=False),
-        sa.Column("created_at", app_api.db.UTCDateTime(), nullable=False),
+        sa.Column("created_at", app_api.core.db.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["institution_id"],
             ["loans_institution.id"],
@@ -83,9 +83,9 @@ def upgrade() -> None:
         sa.Column("approved_term_months", sa.Integer(), nullable=True),
         sa.Column("reject_reason", sqlmodel.sql.sqltypes.AutoString(length=300), nullable=True),
         sa.Column("disbursed_fen", sa.BigInteger(), nullable=True),
-        sa.Column("disbursed_at", app_api.db.UTCDateTime(), nullable=True),
-        sa.Column("created_at", app_api.db.UTCDateTime(), nullable=False),
-        sa.Column("updated_at", app_api.db.UTCDateTime(), nullable=False),
+        sa.Column("disbursed_at", app_api.core.db.UTCDateTime(), nullable=True),
+        sa.Column("created_at", app_api.core.db.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", app_api.core.db.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["account_id"], ["app_account.id"], name=op.f("fk_loans_application_account_id_app_account")
         ),
@@ -112,7 +112,7 @@ def upgrade() -> None:
         sa.Column("to_status", sqlmodel.sql.sqltypes.AutoString(length=20), nullable=False),
         sa.Column("actor_id", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True),
         sa.Column("data", sa.JSON(), nullable=False),
-        sa.Column("created_at", app_api.db.UTCDateTime(), nullable=False),
+        sa.Column("created_at", app_api.core.db.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["application_id"],
             ["loans_application.id"],

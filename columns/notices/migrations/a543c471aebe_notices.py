@@ -11,7 +11,7 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-import app_api.db
+import app_api.core.db
 
 revision: str = "a543c471aebe"
 down_revision: str | Sequence[str] | None = None
@@ -29,8 +29,8 @@ def upgrade() -> None:
         sa.Column("department", sqlmodel.sql.sqltypes.AutoString(length=60), nullable=False),
         sa.Column("kind", sqlmodel.sql.sqltypes.AutoString(length=20), nullable=False),
         sa.Column("pinned", sa.Boolean(), nullable=False),
-        sa.Column("published_at", app_api.db.UTCDateTime(), nullable=False),
-        sa.Column("withdrawn_at", app_api.db.UTCDateTime(), nullable=True),
+        sa.Column("published_at", app_api.core.db.UTCDateTime(), nullable=False),
+        sa.Column("withdrawn_at", app_api.core.db.UTCDateTime(), nullable=True),
         sa.Column("created_by", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_notices_notice")),
     )

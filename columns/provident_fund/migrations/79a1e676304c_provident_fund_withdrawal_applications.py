@@ -11,7 +11,7 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-import app_api.db
+import app_api.core.db
 
 revision: str = "79a1e676304c"
 down_revision: str | Sequence[str] | None = None
@@ -34,8 +34,8 @@ def upgrade() -> None:
         sa.Column("application_no", sqlmodel.sql.sqltypes.AutoString(length=40), nullable=True),
         sa.Column("center_message", sqlmodel.sql.sqltypes.AutoString(length=200), nullable=True),
         sa.Column("attempts", sa.Integer(), nullable=False),
-        sa.Column("created_at", app_api.db.UTCDateTime(), nullable=False),
-        sa.Column("decided_at", app_api.db.UTCDateTime(), nullable=True),
+        sa.Column("created_at", app_api.core.db.UTCDateTime(), nullable=False),
+        sa.Column("decided_at", app_api.core.db.UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(
             ["account_id"],
             ["app_account.id"],

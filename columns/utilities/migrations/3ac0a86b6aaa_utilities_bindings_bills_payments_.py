@@ -11,7 +11,7 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-import app_api.db
+import app_api.core.db
 
 revision: str = "3ac0a86b6aaa"
 down_revision: str | Sequence[str] | None = None
@@ -33,10 +33,10 @@ def upgrade() -> None:
         sa.Column("usage", sqlmodel.sql.sqltypes.AutoString(length=40), nullable=False),
         sa.Column("status", sqlmodel.sql.sqltypes.AutoString(length=20), nullable=False),
         sa.Column("paid_payment_id", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True),
-        sa.Column("paid_at", app_api.db.UTCDateTime(), nullable=True),
-        sa.Column("reminded_at", app_api.db.UTCDateTime(), nullable=True),
-        sa.Column("first_seen_at", app_api.db.UTCDateTime(), nullable=False),
-        sa.Column("last_seen_at", app_api.db.UTCDateTime(), nullable=False),
+        sa.Column("paid_at", app_api.core.db.UTCDateTime(), nullable=True),
+        sa.Column("reminded_at", app_api.core.db.UTCDateTime(), nullable=True),
+        sa.Column("first_seen_at", app_api.core.db.UTCDateTime(), nullable=False),
+        sa.Column("last_seen_at", app_api.core.db.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_utilities_bill")),
         sa.UniqueConstraint("biller_code", "bill_no", name="uq_utilities_bill_biller_no"),
     )
@@ -54,8 +54,8 @@ def upgrade() -> None:
         sa.Column("holder_masked", sqlmodel.sql.sqltypes.AutoString(length=20), nullable=False),
         sa.Column("address_masked", sqlmodel.sql.sqltypes.AutoString(length=60), nullable=False),
         sa.Column("label", sqlmodel.sql.sqltypes.AutoString(length=20), nullable=False),
-        sa.Column("created_at", app_api.db.UTCDateTime(), nullable=False),
-        sa.Column("unbound_at", app_api.db.UTCDateTime(), nullable=True),
+        sa.Column("created_at", app_api.core.db.UTCDateTime(), nullable=False),
+        sa.Column("unbound_at", app_api.core.db.UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(
             ["account_id"], ["app_account.id"], name=op.f("fk_utilities_binding_account_id_app_account")
         ),
@@ -73,8 +73,8 @@ def upgrade() -> None:
         sa.Column("provider", sqlmodel.sql.sqltypes.AutoString(length=20), nullable=False),
         sa.Column("amount_fen", sa.BigInteger(), nullable=False),
         sa.Column("status", sqlmodel.sql.sqltypes.AutoString(length=20), nullable=False),
-        sa.Column("created_at", app_api.db.UTCDateTime(), nullable=False),
-        sa.Column("paid_at", app_api.db.UTCDateTime(), nullable=True),
+        sa.Column("created_at", app_api.core.db.UTCDateTime(), nullable=False),
+        sa.Column("paid_at", app_api.core.db.UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(
             ["account_id"], ["app_account.id"], name=op.f("fk_utilities_payment_account_id_app_account")
         ),
@@ -121,17 +121,17 @@ def upgrade() -> None:
         sa.Column("account_no", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
         sa.Column("bill_no", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
         sa.Column("amount_fen", sa.BigInteger(), nullable=False),
-        sa.Column("paid_at", app_api.db.UTCDateTime(), nullable=False),
+        sa.Column("paid_at", app_api.core.db.UTCDateTime(), nullable=False),
         sa.Column("channel", sqlmodel.sql.sqltypes.AutoString(length=20), nullable=False),
         sa.Column("status", sqlmodel.sql.sqltypes.AutoString(length=20), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
-        sa.Column("next_attempt_at", app_api.db.UTCDateTime(), nullable=False),
-        sa.Column("lease_until", app_api.db.UTCDateTime(), nullable=True),
+        sa.Column("next_attempt_at", app_api.core.db.UTCDateTime(), nullable=False),
+        sa.Column("lease_until", app_api.core.db.UTCDateTime(), nullable=True),
         sa.Column("last_error", sqlmodel.sql.sqltypes.AutoString(length=300), nullable=True),
         sa.Column("receipt_no", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
-        sa.Column("created_at", app_api.db.UTCDateTime(), nullable=False),
-        sa.Column("delivered_at", app_api.db.UTCDateTime(), nullable=True),
-        sa.Column("dead_at", app_api.db.UTCDateTime(), nullable=True),
+        sa.Column("created_at", app_api.core.db.UTCDateTime(), nullable=False),
+        sa.Column("delivered_at", app_api.core.db.UTCDateTime(), nullable=True),
+        sa.Column("dead_at", app_api.core.db.UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(
             ["item_id"],
             ["utilities_payment_item.id"],

@@ -30,7 +30,7 @@ class Resident:
 
 @pytest.fixture(scope="session")
 async def gov_catalogue(app: Any) -> None:
-    from app_api.db import session_scope
+    from app_api.core.db import session_scope
     from columns.gov_services import service
 
     async with session_scope() as s:
@@ -49,13 +49,13 @@ async def make_resident(
     photo: bool = False,
 ) -> Resident:
     """A resident who passed real-name checks, with a population record and e-certificates."""
-    from app_api.accounts.models import Account
-    from app_api.accounts.principal import invalidate
-    from app_api.crypto import encrypt_bytes, encrypt_str
-    from app_api.datahub.citizen_id import make
-    from app_api.datahub.models import ECertificate, PopulationRecord
-    from app_api.datahub.service import id_hash
-    from app_api.db import session_scope
+    from app_api.core.crypto import encrypt_bytes, encrypt_str
+    from app_api.core.db import session_scope
+    from app_api.platform.accounts.models import Account
+    from app_api.platform.accounts.principal import invalidate
+    from app_api.platform.datahub.citizen_id import make
+    from app_api.platform.datahub.models import ECertificate, PopulationRecord
+    from app_api.platform.datahub.service import id_hash
 
     phone = new_phone()
     headers = await login(phone, level=level)

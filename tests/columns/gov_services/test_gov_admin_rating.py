@@ -15,7 +15,7 @@ LEGAL_AID = "BZ-SF-001"  # 法律援助申请, 亳州市司法局
 
 
 async def _count_items() -> int:
-    from app_api.db import session_scope
+    from app_api.core.db import session_scope
     from columns.gov_services import service
 
     async with session_scope() as s:
@@ -154,7 +154,7 @@ async def test_bad_rating_opens_a_follow_up_the_department_answers(
 async def test_service_catalogue_capability_for_the_assistant(
     client: httpx.AsyncClient, login: LoginFn, gov_catalogue: None
 ) -> None:
-    from columns.base import get_capability
+    from app_api.platform.column import get_capability
 
     cap = get_capability("service_catalogue")
     assert cap is not None
@@ -182,8 +182,8 @@ async def test_agent_files_for_a_resident_with_the_result_posted_to_the_station(
 ) -> None:
     import pytest
 
-    from app_api.db import session_scope
-    from columns.base import get_capability
+    from app_api.core.db import session_scope
+    from app_api.platform.column import get_capability
     from columns.gov_services.errors import MaterialsMissing
 
     cap = get_capability("service_catalogue")
@@ -231,7 +231,7 @@ async def test_the_same_filing_sent_twice_at_once_gives_one_application(
     """An agent's device resends a filing while the first is still running (each in a savepoint,
     as the agents' batch endpoint files them): one application, both answers name it.
 
-    PostgreSQL only: SQLite has one writer, and ``app_api.agents`` takes its write lock up front.
+    PostgreSQL only: SQLite has one writer, and ``app_api.platform.agents`` takes its write lock up front.
     """
     import asyncio
 
@@ -240,8 +240,8 @@ async def test_the_same_filing_sent_twice_at_once_gives_one_application(
     if not is_postgres:
         pytest.skip("two concurrent writers need PostgreSQL")
 
-    from app_api.db import savepoint, session_scope
-    from columns.base import get_capability
+    from app_api.core.db import savepoint, session_scope
+    from app_api.platform.column import get_capability
 
     cap = get_capability("service_catalogue")
     r = await make_resident(client, login, level=1)

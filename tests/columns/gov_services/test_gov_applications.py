@@ -79,9 +79,9 @@ async def _submitted(client: httpx.AsyncClient, r: Resident, delivery: str = "ç”
 async def test_whole_path_from_login_to_posted_certificate_and_rating(
     client: httpx.AsyncClient, login: LoginFn, gov_catalogue: None, live_url: str
 ) -> None:
-    from app_api.datahub.models import ECertificate
-    from app_api.datahub.service import id_hash
-    from app_api.db import session_scope
+    from app_api.core.db import session_scope
+    from app_api.platform.datahub.models import ECertificate
+    from app_api.platform.datahub.service import id_hash
     from columns.gov_services import service
     from columns.gov_services.config import get_config
 
@@ -270,7 +270,7 @@ async def test_rejection_carries_its_reason_to_the_resident(
 async def test_double_create_and_double_submit_make_one_application(
     client: httpx.AsyncClient, login: LoginFn, gov_catalogue: None
 ) -> None:
-    from app_api.db import session_scope
+    from app_api.core.db import session_scope
     from columns.gov_services.models import Application, Event
 
     r = await make_resident(client, login, level=2)
@@ -370,7 +370,7 @@ async def test_lying_empty_and_oversized_uploads_are_refused(
 async def test_good_uploads_are_kept_encrypted_and_by_kind(
     client: httpx.AsyncClient, login: LoginFn, gov_catalogue: None
 ) -> None:
-    from app_api.db import session_scope
+    from app_api.core.db import session_scope
     from columns.gov_services.config import get_config
     from columns.gov_services.models import Upload
     from columns.gov_services.storage import get_storage

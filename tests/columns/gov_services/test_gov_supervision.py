@@ -42,7 +42,7 @@ async def _accepted(
 
 
 async def _backdate(app_id: str, submitted: dt.datetime, pauses: list[list[object]] | None = None) -> None:
-    from app_api.db import session_scope
+    from app_api.core.db import session_scope
     from columns.gov_services.models import Application
 
     async with session_scope() as s:
@@ -55,7 +55,7 @@ async def _backdate(app_id: str, submitted: dt.datetime, pauses: list[list[objec
 
 
 async def _warnings(app_id: str) -> list[tuple[str, str, list[str]]]:
-    from app_api.db import session_scope
+    from app_api.core.db import session_scope
     from columns.gov_services.models import Warning_
 
     async with session_scope() as s:
@@ -64,7 +64,7 @@ async def _warnings(app_id: str) -> list[tuple[str, str, list[str]]]:
 
 
 async def _supervise(now: dt.datetime) -> None:
-    from app_api.db import session_scope
+    from app_api.core.db import session_scope
     from columns.gov_services import supervision
 
     async with session_scope() as s:
@@ -74,8 +74,8 @@ async def _supervise(now: dt.datetime) -> None:
 async def test_yellow_at_80_percent_and_red_at_100_to_reviewer_and_supervisor(
     client: httpx.AsyncClient, login: LoginFn, gov_catalogue: None
 ) -> None:
-    from app_api.db import session_scope
-    from app_api.notify import Notification
+    from app_api.core.db import session_scope
+    from app_api.platform.notify import Notification
     from columns.gov_services import supervision
 
     reviewer, reviewer_id = await make_staff(client, login, department=DEPT)
@@ -119,7 +119,7 @@ async def test_yellow_at_80_percent_and_red_at_100_to_reviewer_and_supervisor(
 
 
 async def _number(app_id: str) -> str:
-    from app_api.db import session_scope
+    from app_api.core.db import session_scope
     from columns.gov_services.models import Application
 
     async with session_scope() as s:
@@ -198,7 +198,7 @@ async def test_figures_on_time_and_same_day(
 async def test_review_step_has_its_own_limit(
     client: httpx.AsyncClient, login: LoginFn, gov_catalogue: None
 ) -> None:
-    from app_api.db import session_scope
+    from app_api.core.db import session_scope
     from columns.gov_services.models import Application
 
     reviewer, reviewer_id = await make_staff(client, login, department=DEPT)

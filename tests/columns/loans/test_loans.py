@@ -47,10 +47,10 @@ async def product(client: Any, officer: dict[str, str], **over: Any) -> dict[str
 
 
 async def applicant(client: Any, login: Any, *, level: int = 3) -> tuple[dict[str, str], str, str]:
-    from app_api.accounts.models import Account
-    from app_api.crypto import encrypt_str
-    from app_api.datahub.citizen_id import make
-    from app_api.db import session_scope
+    from app_api.core.crypto import encrypt_str
+    from app_api.core.db import session_scope
+    from app_api.platform.accounts.models import Account
+    from app_api.platform.datahub.citizen_id import make
 
     headers = await login(level=level)
     me = (await client.get("/api/v1/me", headers=headers)).json()
@@ -156,8 +156,8 @@ async def test_apply_review_approve_disburse(client, login):
     ]
     from sqlmodel import select
 
-    from app_api.db import session_scope
-    from app_api.notify import Notification
+    from app_api.core.db import session_scope
+    from app_api.platform.notify import Notification
 
     async with session_scope() as s:
         texts = [

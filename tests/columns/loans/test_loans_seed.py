@@ -4,7 +4,7 @@ API = "/api/v1/columns/loans"
 
 
 async def test_seed_is_idempotent_and_matches_the_demo_officer(client, login):
-    from app_api.db import session_scope
+    from app_api.core.db import session_scope
     from columns.loans.seed import seed
 
     async with session_scope() as s:
@@ -15,10 +15,10 @@ async def test_seed_is_idempotent_and_matches_the_demo_officer(client, login):
     names = {p["name"]: p for p in (await client.get(f"{API}/products")).json()}
     assert names["药商贷"]["institution_name"] == "亳州药都农村商业银行"
     assert names["药商贷"]["applicant_types"] == ["business"]
-    # The seeded officer's institution id is the one app_api.seed gives the demo bank officer.
+    # The seeded officer's institution id is the one app_api.platform.demo gives the demo bank officer.
     officer = await login(roles=["bank_officer"], institution_id="bozhou-rcb")
     r = await client.get(f"{API}/officer/applications", headers=officer)
     assert r.status_code == 200 and r.json()["total"] >= 0
-    from app_api.seed import STAFF
+    from app_api.platform.demo import STAFF
 
     assert ("bank_officer" in STAFF[-1][1]) and STAFF[-1][2]["institution_id"] == "bozhou-rcb"

@@ -23,11 +23,11 @@ async def real_named(
     base_fen: int = 600_000,
     status: str = "正常缴存",
 ) -> tuple[dict[str, str], str, Person]:
-    from app_api.accounts.models import Account
-    from app_api.crypto import encrypt_str
-    from app_api.datahub.citizen_id import make
-    from app_api.datahub.service import id_hash
-    from app_api.db import session_scope
+    from app_api.core.crypto import encrypt_str
+    from app_api.core.db import session_scope
+    from app_api.platform.accounts.models import Account
+    from app_api.platform.datahub.citizen_id import make
+    from app_api.platform.datahub.service import id_hash
 
     headers = await login(level=level)
     number = make("341602", dt.date(1985, 3, 14), secrets.randbelow(999) + 1)
@@ -139,8 +139,8 @@ async def test_estimate_refused_for_sealed_account(client, login, center):
 
 
 async def test_withdrawal_needs_step_up(client, login, center, phone):
-    from app_api.accounts.service import raise_level
-    from app_api.db import session_scope
+    from app_api.core.db import session_scope
+    from app_api.platform.accounts.service import raise_level
     from identity.service import issue_step_up
 
     headers, account_id, _person = await real_named(client, login, center)
@@ -196,10 +196,10 @@ async def test_center_down_and_unknown_person(client, login, center):
     assert (await client.get(f"{API}/account", headers=headers)).status_code == 200
 
     stranger = await login(level=2)
-    from app_api.accounts.models import Account
-    from app_api.crypto import encrypt_str
-    from app_api.datahub.citizen_id import make
-    from app_api.db import session_scope
+    from app_api.core.crypto import encrypt_str
+    from app_api.core.db import session_scope
+    from app_api.platform.accounts.models import Account
+    from app_api.platform.datahub.citizen_id import make
 
     me = (await client.get("/api/v1/me", headers=stranger)).json()
     async with session_scope() as s:
@@ -212,8 +212,8 @@ async def test_center_down_and_unknown_person(client, login, center):
 
 
 async def test_withdrawal_survives_the_center_being_down(client, login, center):
-    from app_api.accounts.service import raise_level
-    from app_api.db import session_scope
+    from app_api.core.db import session_scope
+    from app_api.platform.accounts.service import raise_level
     from identity.service import issue_step_up
 
     headers, account_id, person = await real_named(client, login, center, balance_fen=800_000)

@@ -5,7 +5,7 @@ import os
 
 async def test_dev_center_knows_every_demo_resident(center):
     """The development center (mounted by the embedded default) answers for each seeded resident."""
-    from app_api.seed import RESIDENTS
+    from app_api.platform.demo import RESIDENTS
     from columns.provident_fund.center import get_center
     from columns.provident_fund.config import DEV_CENTER_SECRET, get_config
     from columns.provident_fund.sandbox import dev_app

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from test_utilities_flow import household
 
-from app_api.db import session_scope
+from app_api.core.db import session_scope
 from bot.sources import Sources
 
 

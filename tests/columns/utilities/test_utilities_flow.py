@@ -9,7 +9,7 @@ import pytest
 from sqlmodel import select
 from utilities_helpers import bill, new_account_no, pay_at_provider, wait_until
 
-from app_api.db import session_scope, utcnow
+from app_api.core.db import session_scope, utcnow
 from columns.utilities import service
 from columns.utilities.models import BillerNotice, NoticeStatus
 

@@ -6,7 +6,7 @@ API = "/api/v1/columns/utilities"
 async def test_seeded_households_list_bills_from_the_demo_billers(client, login, billers):
     from utilities_helpers import BILLER_SECRET
 
-    from app_api.db import session_scope
+    from app_api.core.db import session_scope
     from columns.utilities.sandbox import demo_sandboxes
     from columns.utilities.seed import seed
 

@@ -1,0 +1,197 @@
+"""Database: one async engine per process, one session per request.
+
+The request's session is committed once by the route dependency after the endpoint returns
+(services only ``flush()``), and rolled back on any error, so a failed request leaves nothing
+half-written. Runs on SQLite (aiosqlite, the embedded default) and PostgreSQL (asyncpg).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from fastapi import Depends
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app_api.core.settings import VAR_DIR, get_settings
+
+# Stable constraint names so Alembic migrations behave the same on SQLite and PostgreSQL.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Timezone-aware datetimes on every backend (SQLite drops the offset on its own)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime stored; use timezone-aware datetimes")
+        return value.astimezone(dt.UTC)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value
+
+
+def created_at_field() -> Any:
+    return Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+def datetime_field(*, nullable: bool = True, index: bool = False) -> Any:
+    return Field(default=None, sa_type=UTCDateTime, nullable=nullable, index=index)
+
+
+_engine: AsyncEngine | None = None
+_sessionmaker: async_sessionmaker[AsyncSession] | None = None
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=5000")
+    cur.close()
+
+
+def make_engine(url: str) -> AsyncEngine:
+    if url.startswith("sqlite"):
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url, connect_args={"timeout": 30})
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+def get_engine() -> AsyncEngine:
+    global _engine, _sessionmaker
+    if _engine is None:
+        _engine = make_engine(get_settings().database_url)
+        _sessionmaker = async_sessionmaker(_engine, class_=AsyncSession, expire_on_commit=False)
+    return _engine
+
+
+def sessionmaker() -> async_sessionmaker[AsyncSession]:
+    get_engine()
+    assert _sessionmaker is not None
+    return _sessionmaker
+
+
+async def dispose_engine() -> None:
+    global _engine, _sessionmaker
+    if _engine is not None:
+        await _engine.dispose()
+    _engine = None
+    _sessionmaker = None
+
+
+_AFTER_COMMIT = "after_commit_callbacks"
+
+
+def on_commit(session: AsyncSession, callback: Callable[[], Awaitable[Any]]) -> None:
+    """Run ``callback`` once the session's transaction has committed (cache invalidation, etc.)."""
+    session.sync_session.info.setdefault(_AFTER_COMMIT, []).append(callback)
+
+
+async def run_after_commit(session: AsyncSession) -> None:
+    from app_api.core.jobs.outbox import dispatch_pending_after_commit
+
+    for cb in session.sync_session.info.pop(_AFTER_COMMIT, []):
+        await cb()
+    await dispatch_pending_after_commit(session)
+
+
+async def get_session() -> AsyncIterator[AsyncSession]:
+    """The request's unit of work: committed after the endpoint, rolled back on error.
+
+    After the commit, jobs written to the outbox in this transaction are dispatched.
+    """
+    async with sessionmaker()() as session:
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            session.sync_session.info.pop(_AFTER_COMMIT, None)
+            raise
+    await run_after_commit(session)
+
+
+@asynccontextmanager
+async def session_scope() -> AsyncIterator[AsyncSession]:
+    """A unit of work outside a request (jobs, CLI): commit on success, then dispatch the outbox."""
+    async with sessionmaker()() as session:
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            session.sync_session.info.pop(_AFTER_COMMIT, None)
+            raise
+    await run_after_commit(session)
+
+
+@asynccontextmanager
+async def savepoint(session: AsyncSession) -> AsyncIterator[None]:
+    """A SAVEPOINT whose rollback also drops what was queued inside it for the commit.
+
+    Audit entries, outbox jobs and after-commit callbacks are kept in lists on the session until
+    it commits; a bare ``begin_nested()`` that rolls back would still write and send them.
+    """
+    info = session.sync_session.info
+    marks = {key: len(value) for key, value in info.items() if isinstance(value, list)}
+    try:
+        async with session.begin_nested():
+            yield
+    except BaseException:
+        for key, value in list(info.items()):
+            if isinstance(value, list):
+                del value[marks.get(key, 0) :]
+        raise
+
+
+# scope="function": commit before the response is sent, so a client never sees success for a
+# transaction that failed to commit.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+__all__ = [
+    "AsyncSession",
+    "SessionDep",
+    "UTCDateTime",
+    "created_at_field",
+    "datetime_field",
+    "get_engine",
+    "get_session",
+    "new_id",
+    "on_commit",
+    "savepoint",
+    "session_scope",
+    "sessionmaker",
+    "utcnow",
+]

@@ -1,0 +1,97 @@
+"""Pure ASGI middleware (no BaseHTTPMiddleware: it costs throughput on every request)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app_api.core.errors import PROBLEM_JSON, PayloadTooLarge
+from app_api.core.logging import request_id_var
+from app_api.core.metrics import LATENCY, REQUESTS
+
+log = logging.getLogger("wojia.access")
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class RequestContextMiddleware:
+    """Request id, body-size limit (413 before the body is read when Content-Length says so), metrics."""
+
+    def __init__(self, app: ASGIApp, *, max_body: int, max_upload: int) -> None:
+        self.app = app
+        self.max_body = max_body
+        self.max_upload = max_upload
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        rid = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex
+        token = request_id_var.set(rid)
+        ctype = headers.get(b"content-type", b"")
+        limit = self.max_upload if ctype.startswith(b"multipart/") else self.max_body
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapped(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+            await send(message)
+
+        try:
+            clen = headers.get(b"content-length")
+            if clen is not None and clen.isdigit() and int(clen) > limit:
+                await self._too_large(send_wrapped, limit, rid)
+                return
+            received = 0
+
+            async def receive_limited() -> Message:
+                nonlocal received
+                message = await receive()
+                if message["type"] == "http.request":
+                    received += len(message.get("body", b""))
+                    if received > limit:
+                        raise _TooLarge()
+                return message
+
+            try:
+                await self.app(scope, receive_limited, send_wrapped)
+            except _TooLarge:
+                await self._too_large(send_wrapped, limit, rid)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "<unmatched>")
+            elapsed = time.perf_counter() - start
+            REQUESTS.labels(scope["method"], path, str(status)).inc()
+            LATENCY.labels(scope["method"], path).observe(elapsed)
+            request_id_var.reset(token)
+
+    async def _too_large(self, send: Send, limit: int, rid: str) -> None:
+        err = PayloadTooLarge(f"请求内容超过 {limit // 1024} KB 的上限", limit_bytes=limit)
+        body = json.dumps(err.to_problem(request_id=rid), ensure_ascii=False).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", PROBLEM_JSON.encode()),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def problem_headers() -> dict[str, Any]:
+    return {"content-type": PROBLEM_JSON}

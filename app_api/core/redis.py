@@ -1,0 +1,34 @@
+"""Redis: the real server in production, fakeredis in-process for the embedded default."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from app_api.core.settings import get_settings
+
+_client: aioredis.Redis | None = None
+
+
+def _make(url: str) -> aioredis.Redis:
+    if url.startswith("memory://"):
+        import fakeredis
+
+        server: Any = fakeredis.FakeServer()
+        return fakeredis.FakeAsyncRedis(server=server, decode_responses=False)
+    return aioredis.Redis.from_url(url, decode_responses=False, health_check_interval=30)
+
+
+async def get_redis() -> aioredis.Redis:
+    global _client
+    if _client is None:
+        _client = _make(get_settings().redis_url)
+    return _client
+
+
+async def close_redis() -> None:
+    global _client
+    if _client is not None:
+        await _client.aclose()
+    _client = None

@@ -1,0 +1,132 @@
+"""Platform settings: one pydantic-settings class, prefix ``WOJIA_``.
+
+Packages and columns own their own settings classes (``payments/config.py``,
+``columns/<slug>/config.py``) with their own prefixes, built the same way through
+:class:`WojiaSettings`, so that a third-party column never edits this file.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parents[2]
+# Local state for the embedded default (SQLite file, uploads); WOJIA_VAR_DIR moves it.
+VAR_DIR = Path(os.environ.get("WOJIA_VAR_DIR") or ROOT / "var")
+
+# Development secrets: accepted only when environment == "development" (or "test").
+DEV_SECRET_KEY = "dev-secret-key-change-me-0123456789abcdef"
+# 32 bytes, urlsafe base64: the development data-encryption key.
+DEV_DATA_KEY = "ZGV2LWRhdGEta2V5LWRvLW5vdC11c2UtaW4tcHJvZCE="
+
+
+class WojiaSettings(BaseSettings):
+    """Base for every settings class in the project: refuses development secrets in production."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    def refuse_dev_secrets(self, environment: str, secrets: dict[str, tuple[SecretStr | None, str]]) -> None:
+        if environment in {"development", "test"}:
+            return
+        for name, (value, dev_value) in secrets.items():
+            if value is None or value.get_secret_value() == dev_value:
+                raise ValueError(f"{name} must be set to a real secret when environment={environment}")
+
+
+class Settings(WojiaSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="WOJIA_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    environment: Literal["development", "test", "staging", "production"] = "development"
+    city_name: str = "亳州"
+    database_url: str = f"sqlite+aiosqlite:///{VAR_DIR / 'wojia.db'}"
+    # "memory://" is the in-process stand-in (fakeredis); anything else is a real Redis URL.
+    redis_url: str = "memory://"
+    public_base_url: str = "http://127.0.0.1:8000"
+
+    secret_key: SecretStr = SecretStr(DEV_SECRET_KEY)
+    # Data-encryption keys, newest first: "kid:base64key,kid:base64key". The first encrypts;
+    # every listed key decrypts, which is how a key is rotated.
+    data_keys: SecretStr = SecretStr(f"k1:{DEV_DATA_KEY}")
+    # Keyed-hash secret for lookups of encrypted values (ID numbers, phones).
+    lookup_key: SecretStr = SecretStr(DEV_SECRET_KEY + "-lookup")
+
+    # Bearer token Prometheus sends to /metrics (scrape config ``authorization``). Unset: /metrics
+    # is open, so keep it off the public proxy.
+    metrics_token: SecretStr | None = None
+
+    access_token_ttl_s: int = 15 * 60
+    refresh_token_ttl_s: int = 30 * 24 * 3600
+
+    sms_provider: Literal["sandbox", "tencent"] = "sandbox"
+    sms_code_ttl_s: int = 300
+    sms_resend_cooldown_s: int = 60
+    sms_max_wrong: int = 5
+    sms_lock_s: int = 15 * 60
+    sms_per_phone_per_day: int = 10
+    sms_per_ip_per_hour: int = 30
+    tencent_sms_secret_id: SecretStr | None = None
+    tencent_sms_secret_key: SecretStr | None = None
+    tencent_sms_app_id: str = ""
+    tencent_sms_sign: str = ""
+    tencent_sms_template_id: str = ""
+    tencent_sms_region: str = "ap-guangzhou"
+
+    max_body_bytes: int = 1024 * 1024
+    max_upload_bytes: int = 20 * 1024 * 1024
+
+    # Jobs: embedded runs the worker in the api process (in-memory broker).
+    jobs_embedded: bool | None = None
+
+    datahub_adapter: Literal["local", "http"] = "local"
+    datahub_url: str = "http://127.0.0.1:8000/sandbox/datahub"
+    datahub_app_key: SecretStr = SecretStr("dev-datahub-key")
+
+    http_timeout_s: float = 10.0
+    log_json: bool = True
+    column_strict: bool | None = Field(
+        default=None, description="Stop start-up on a broken column (default: outside development)"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        self.refuse_dev_secrets(
+            self.environment,
+            {
+                "WOJIA_SECRET_KEY": (self.secret_key, DEV_SECRET_KEY),
+                "WOJIA_DATA_KEYS": (self.data_keys, f"k1:{DEV_DATA_KEY}"),
+                "WOJIA_LOOKUP_KEY": (self.lookup_key, DEV_SECRET_KEY + "-lookup"),
+            },
+        )
+        return self
+
+    @property
+    def is_dev(self) -> bool:
+        return self.environment in {"development", "test"}
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def redis_is_memory(self) -> bool:
+        return self.redis_url.startswith("memory://")
+
+    @property
+    def embedded_jobs(self) -> bool:
+        return self.redis_is_memory if self.jobs_embedded is None else self.jobs_embedded
+
+    @property
+    def strict_columns(self) -> bool:
+        return (not self.is_dev) if self.column_strict is None else self.column_strict
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,184 @@
+"""Who may call an endpoint. Every route declares it through one of these dependencies.
+
+``tests/app_api/test_access.py`` walks every route of the app and fails on one whose dependency
+tree holds none of them. Each dependency carries ``__wojia_access__`` so that walk can find it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
+
+from app_api.core.errors import Forbidden, IdentityLevelRequired, Unauthorized
+from app_api.core.settings import get_settings
+from app_api.platform.accounts.errors import (
+    AccountDisabled,
+    ConsoleLoginRequired,
+    CsrfInvalid,
+    TokenExpired,
+    TokenInvalid,
+)
+from app_api.platform.accounts.principal import Principal, load
+from app_api.platform.accounts.tokens import AccessClaims, decode_access
+
+_bearer = HTTPBearer(auto_error=False)
+
+# Staff consoles in a browser: the access token in an HttpOnly cookie (sent to every /api/v1/ path),
+# the refresh token in another one sent only to /api/v1/console/ (refresh and logout).
+CONSOLE_COOKIE = "wojia_console"
+CONSOLE_REFRESH_COOKIE = "wojia_console_refresh"
+CSRF_FIELD = "csrf"
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_console_cookie = APIKeyCookie(name=CONSOLE_COOKIE, auto_error=False)
+
+
+def _mark(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        fn.__wojia_access__ = kind  # type: ignore[attr-defined]
+        return fn
+
+    return deco
+
+
+async def _principal_from(request: Request, creds: HTTPAuthorizationCredentials | None) -> Principal | None:
+    if creds is None:
+        return None
+    claims = decode_access(creds.credentials)
+    principal, revoked = await load(None, claims.account_id, claims.family_id)
+    if principal is None or revoked:
+        raise TokenInvalid()
+    if not principal.is_active:
+        raise AccountDisabled()
+    request.state.principal = principal
+    return principal
+
+
+@_mark("authenticated")
+async def current_account(
+    request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal:
+    p = await _principal_from(request, creds)
+    if p is None:
+        raise Unauthorized()
+    return p
+
+
+@_mark("optional")
+async def optional_account(
+    request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal | None:
+    return await _principal_from(request, creds)
+
+
+@_mark("public")
+async def public() -> None:
+    """Anyone may call: health checks, and webhooks that verify their own signatures."""
+
+
+CurrentAccount = Annotated[Principal, Depends(current_account)]
+OptionalAccount = Annotated[Principal | None, Depends(optional_account)]
+
+
+def require_roles(*roles: str) -> Callable[..., Awaitable[Principal]]:
+    @_mark("roles:" + ",".join(roles))
+    async def dep(principal: CurrentAccount) -> Principal:
+        if not principal.has(*roles):
+            raise Forbidden(f"此操作仅限以下角色：{'、'.join(ROLE_NAMES.get(r, r) for r in roles)}")
+        return principal
+
+    return dep
+
+
+def console_csrf(family_id: str) -> str:
+    """The CSRF value of a console login: bound to its token family, so it dies with a logout."""
+    key = get_settings().secret_key.get_secret_value().encode()
+    return hmac.new(key, f"console-csrf:{family_id}".encode(), hashlib.sha256).hexdigest()
+
+
+async def check_csrf(request: Request, family_id: str) -> None:
+    """Refuse a form POST whose ``csrf`` field does not match the login's (cookies alone prove nothing)."""
+    form = await request.form()
+    sent = form.get(CSRF_FIELD)
+    expected = console_csrf(family_id)
+    if not isinstance(sent, str) or not hmac.compare_digest(sent.encode(), expected.encode()):
+        raise CsrfInvalid()
+
+
+async def _console_principal(
+    request: Request, creds: HTTPAuthorizationCredentials | None, cookie: str | None
+) -> Principal:
+    claims: AccessClaims
+    if creds is not None:
+        # API clients: the bearer header is not sent by browsers on their own, so no CSRF check.
+        claims = decode_access(creds.credentials)
+    elif cookie:
+        try:
+            claims = decode_access(cookie)
+        except (TokenInvalid, TokenExpired) as e:
+            raise ConsoleLoginRequired() from e
+    else:
+        raise ConsoleLoginRequired()
+    principal, revoked = await load(None, claims.account_id, claims.family_id)
+    if principal is None or revoked:
+        raise TokenInvalid() if creds is not None else ConsoleLoginRequired()
+    if not principal.is_active:
+        raise AccountDisabled()
+    if creds is None and request.method not in _SAFE_METHODS:
+        await check_csrf(request, claims.family_id)
+    request.state.principal = principal
+    request.state.csrf = console_csrf(claims.family_id)
+    return principal
+
+
+def require_console_roles(*roles: str) -> Callable[..., Awaitable[Principal]]:
+    """Staff console pages: the bearer header (API clients) or the console cookie (browsers).
+
+    With the cookie, a missing, expired or revoked login raises ``ConsoleLoginRequired`` (GET and
+    HEAD are redirected to ``/api/v1/console/refresh``), and other methods need the ``csrf`` form
+    field; templates find it on ``request.state.csrf``.
+    """
+    if not roles:
+        raise ValueError("require_console_roles needs at least one role")
+
+    @_mark("roles:" + ",".join(roles))
+    async def dep(
+        request: Request,
+        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+        cookie: Annotated[str | None, Depends(_console_cookie)],
+    ) -> Principal:
+        principal = await _console_principal(request, creds, cookie)
+        if not principal.has(*roles):
+            raise Forbidden(f"此操作仅限以下角色：{'、'.join(ROLE_NAMES.get(r, r) for r in roles)}")
+        return principal
+
+    return dep
+
+
+def require_level(level: int) -> Callable[..., Awaitable[Principal]]:
+    @_mark(f"level:{level}")
+    async def dep(principal: CurrentAccount) -> Principal:
+        if principal.identity_level < level:
+            raise IdentityLevelRequired(level, principal.identity_level)
+        return principal
+
+    return dep
+
+
+ROLE_NAMES = {
+    "resident": "居民",
+    "agent": "代办员",
+    "reviewer": "审核人员",
+    "finance": "财务人员",
+    "bank_officer": "金融机构人员",
+    "admin": "管理员",
+}
+
+Resident = Annotated[Principal, Depends(require_roles("resident"))]
+Admin = Annotated[Principal, Depends(require_roles("admin"))]
+Finance = Annotated[Principal, Depends(require_roles("finance"))]
+FinanceConsole = Annotated[Principal, Depends(require_console_roles("finance"))]

@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+
+from app_api.core.crypto import mask_name, mask_phone
+from app_api.core.db import SessionDep
+from app_api.core.errors import NotFound
+from app_api.core.settings import get_settings
+from app_api.platform.access import CurrentAccount, public
+from app_api.platform.accounts import service
+from app_api.platform.accounts.models import Account
+from app_api.platform.accounts.principal import invalidate
+from app_api.platform.accounts.schemas import (
+    LoginRequest,
+    MeOut,
+    MeUpdate,
+    RefreshRequest,
+    SmsCodeRequest,
+    SmsCodeSent,
+    StaffLoginRequest,
+    TokenOut,
+)
+from app_api.platform.accounts.tokens import TokenPair, rotate
+from app_api.platform.sms import SandboxSms, get_sms
+
+router = APIRouter(tags=["auth"])
+
+
+def _client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _out(pair: TokenPair) -> TokenOut:
+    return TokenOut(
+        access_token=pair.access_token, refresh_token=pair.refresh_token, expires_in=pair.expires_in
+    )
+
+
+@router.post("/auth/sms-codes", dependencies=[Depends(public)], status_code=202)
+async def send_code(body: SmsCodeRequest, request: Request) -> SmsCodeSent:
+    """Send a 6-digit login code by SMS."""
+    ttl, cooldown = await service.send_login_code(phone=body.phone, client_ip=_client_ip(request))
+    return SmsCodeSent(expires_in=ttl, resend_after=cooldown)
+
+
+@router.post("/auth/login", dependencies=[Depends(public)])
+async def login(body: LoginRequest, session: SessionDep) -> TokenOut:
+    """Log in (and on first login, register) a resident with a phone number and SMS code."""
+    return _out(await service.login_resident(session, phone=body.phone, code=body.code))
+
+
+@router.post("/auth/staff/login", dependencies=[Depends(public)])
+async def staff_login(body: StaffLoginRequest, session: SessionDep) -> TokenOut:
+    """Log in a staff account with password plus SMS code."""
+    return _out(await service.login_staff(session, phone=body.phone, password=body.password, code=body.code))
+
+
+@router.post("/auth/refresh", dependencies=[Depends(public)])
+async def refresh(body: RefreshRequest, session: SessionDep) -> TokenOut:
+    """Rotate a refresh token; presenting a spent one revokes its whole family."""
+    pair, _ = await rotate(session, body.refresh_token)
+    return _out(pair)
+
+
+@router.post("/auth/logout", status_code=204)
+async def logout(principal: CurrentAccount, request: Request, session: SessionDep) -> None:
+    """Revoke this login (its refresh tokens and access tokens)."""
+    from app_api.platform.accounts.tokens import decode_access, log_out
+
+    auth = request.headers.get("authorization", "")
+    await log_out(session, decode_access(auth.split(" ", 1)[1]))
+
+
+async def _me(session: SessionDep, principal: CurrentAccount) -> MeOut:
+    account = await session.get(Account, principal.id)
+    if account is None:
+        raise NotFound()
+    name = account.real_name
+    return MeOut(
+        id=account.id,
+        phone=mask_phone(account.phone),
+        roles=list(account.roles),
+        identity_level=account.identity_level,
+        real_name=mask_name(name) if name else None,
+        elderly_mode=account.elderly_mode,
+        department=account.department,
+        institution_id=account.institution_id,
+        station_id=account.station_id,
+    )
+
+
+@router.get("/me")
+async def me(session: SessionDep, principal: CurrentAccount) -> MeOut:
+    """The logged-in account: phone masked, roles and identity level."""
+    return await _me(session, principal)
+
+
+@router.patch("/me")
+async def update_me(body: MeUpdate, session: SessionDep, principal: CurrentAccount) -> MeOut:
+    """Change the account's own preferences (elderly mode)."""
+    account = await session.get(Account, principal.id)
+    if account is None:
+        raise NotFound()
+    if body.elderly_mode is not None:
+        account.elderly_mode = body.elderly_mode
+        session.add(account)
+        await session.flush()
+        await invalidate(account.id)
+    return await _me(session, principal)
+
+
+dev_router = APIRouter(tags=["development"])
+
+
+@dev_router.get("/dev/sms", dependencies=[Depends(public)])
+async def dev_sms(phone: str) -> dict[str, Any]:
+    """Development only: the messages the SMS sandbox recorded for a phone."""
+    gw = get_sms()
+    if not get_settings().is_dev or not isinstance(gw, SandboxSms):
+        raise NotFound()
+    return {"phone": phone, "messages": await gw.inbox(phone)}

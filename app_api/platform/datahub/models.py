@@ -1,0 +1,79 @@
+"""The city data center's records, as the local adapter keeps them (seeded in development).
+
+Personal fields are encrypted; ID numbers are found through a keyed hash.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+from app_api.core.db import created_at_field, new_id
+
+
+class PopulationRecord(SQLModel, table=True):
+    __tablename__ = "app_datahub_person"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    id_number_hash: str = Field(max_length=64, unique=True)
+    id_number_enc: bytes = Field(sa_type=sa.LargeBinary)
+    name_enc: bytes = Field(sa_type=sa.LargeBinary)
+    gender: str = Field(max_length=4)
+    birth_date: dt.date
+    ethnicity: str = Field(default="汉族", max_length=20)
+    address_enc: bytes = Field(sa_type=sa.LargeBinary)
+    household: str = Field(default="", max_length=100)
+    marital_status: str = Field(default="", max_length=10)
+    photo_enc: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
+    updated_at: dt.datetime = created_at_field()
+
+
+class LegalPersonRecord(SQLModel, table=True):
+    __tablename__ = "app_datahub_legal_person"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    uscc: str = Field(max_length=18, unique=True)
+    name: str = Field(max_length=100)
+    kind: str = Field(max_length=40)
+    legal_rep_id_hash: str = Field(max_length=64, index=True)
+    legal_rep_name_enc: bytes = Field(sa_type=sa.LargeBinary)
+    address: str = Field(max_length=200)
+    business_scope: str = Field(default="", max_length=500)
+    registered_capital_fen: int = Field(default=0, sa_type=sa.BigInteger)
+    established_on: dt.date
+
+
+class ECertificate(SQLModel, table=True):
+    __tablename__ = "app_datahub_certificate"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    holder_id_hash: str = Field(max_length=64, index=True)
+    cert_type: str = Field(max_length=60, index=True)
+    cert_no: str = Field(max_length=60, unique=True)
+    title: str = Field(max_length=100)
+    issuer: str = Field(max_length=100)
+    issued_on: dt.date
+    valid_until: dt.date | None = None
+    data: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON)
+    source_ref: str | None = Field(default=None, max_length=64)
+    created_at: dt.datetime = created_at_field()
+
+
+class DataAccessLog(SQLModel, table=True):
+    """Every read of the data center: who, about whom, for what, on which consent."""
+
+    __tablename__ = "app_datahub_access"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    accessor_id: str = Field(max_length=32, index=True)
+    subject_account_id: str | None = Field(default=None, max_length=32, index=True)
+    subject_hash: str = Field(max_length=64, index=True)
+    record_type: str = Field(max_length=30)
+    purpose: str = Field(max_length=80)
+    consent_id: str | None = Field(default=None, max_length=32)
+    fields: list[str] = Field(default_factory=list, sa_type=sa.JSON)
+    found: bool = True
+    at: dt.datetime = created_at_field()

@@ -1,0 +1,371 @@
+"""The gateway to the city data center: population, legal-person and e-certificate records.
+
+Two adapters behind one contract: ``LocalDatahub`` over tables in our database (the embedded
+default, seeded), and ``HttpDatahub`` for the city's data exchange platform (HMAC-signed requests;
+its protocol sandbox is ``app_api.platform.datahub.sandbox``). Whichever adapter answers, the gateway first
+checks the consent and then records the read in ``app_datahub_access``.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app_api.core.crypto import decrypt_bytes, decrypt_str, lookup_hash
+from app_api.core.errors import AppError, UpstreamError
+from app_api.core.http import http_client
+from app_api.core.settings import get_settings
+from app_api.platform.consent.service import require as require_consent
+from app_api.platform.datahub.models import DataAccessLog, ECertificate, LegalPersonRecord, PopulationRecord
+
+
+class RecordNotFound(AppError):
+    code = "datahub.not_found"
+    title = "未在城市数据中心查到相关记录"
+    status = 404
+
+
+@dataclass
+class PersonRecord:
+    name: str
+    id_number: str
+    gender: str
+    birth_date: dt.date
+    ethnicity: str
+    address: str
+    household: str
+    marital_status: str
+    photo: bytes | None = field(default=None, repr=False)
+
+
+@dataclass
+class LegalPerson:
+    uscc: str
+    name: str
+    kind: str
+    legal_rep_name: str
+    address: str
+    business_scope: str
+    registered_capital_fen: int
+    established_on: dt.date
+
+
+@dataclass
+class Certificate:
+    id: str
+    cert_type: str
+    cert_no: str
+    title: str
+    issuer: str
+    issued_on: dt.date
+    valid_until: dt.date | None
+    data: dict[str, Any]
+
+
+def id_hash(id_number: str) -> str:
+    return lookup_hash(id_number.upper(), purpose="id_number")
+
+
+class Adapter(Protocol):
+    async def person(self, session: AsyncSession, id_number: str) -> PersonRecord | None: ...
+    async def legal_persons(self, session: AsyncSession, rep_id_number: str) -> list[LegalPerson]: ...
+    async def certificates(self, session: AsyncSession, id_number: str) -> list[Certificate]: ...
+
+
+def _person_of(r: PopulationRecord) -> PersonRecord:
+    return PersonRecord(
+        name=decrypt_str(r.name_enc, aad="name"),
+        id_number=decrypt_str(r.id_number_enc, aad="id_number"),
+        gender=r.gender,
+        birth_date=r.birth_date,
+        ethnicity=r.ethnicity,
+        address=decrypt_str(r.address_enc, aad="address"),
+        household=r.household,
+        marital_status=r.marital_status,
+        photo=decrypt_bytes(r.photo_enc, aad="id_photo") if r.photo_enc else None,
+    )
+
+
+def _legal_of(r: LegalPersonRecord) -> LegalPerson:
+    return LegalPerson(
+        uscc=r.uscc,
+        name=r.name,
+        kind=r.kind,
+        legal_rep_name=decrypt_str(r.legal_rep_name_enc, aad="name"),
+        address=r.address,
+        business_scope=r.business_scope,
+        registered_capital_fen=r.registered_capital_fen,
+        established_on=r.established_on,
+    )
+
+
+def _cert_of(r: ECertificate) -> Certificate:
+    return Certificate(
+        id=r.id,
+        cert_type=r.cert_type,
+        cert_no=r.cert_no,
+        title=r.title,
+        issuer=r.issuer,
+        issued_on=r.issued_on,
+        valid_until=r.valid_until,
+        data=r.data,
+    )
+
+
+class LocalDatahub:
+    async def person(self, session: AsyncSession, id_number: str) -> PersonRecord | None:
+        r = (
+            await session.exec(
+                select(PopulationRecord).where(PopulationRecord.id_number_hash == id_hash(id_number))
+            )
+        ).first()
+        return _person_of(r) if r else None
+
+    async def legal_persons(self, session: AsyncSession, rep_id_number: str) -> list[LegalPerson]:
+        rows = (
+            await session.exec(
+                select(LegalPersonRecord).where(LegalPersonRecord.legal_rep_id_hash == id_hash(rep_id_number))
+            )
+        ).all()
+        return [_legal_of(r) for r in rows]
+
+    async def certificates(self, session: AsyncSession, id_number: str) -> list[Certificate]:
+        rows = (
+            await session.exec(select(ECertificate).where(ECertificate.holder_id_hash == id_hash(id_number)))
+        ).all()
+        return [_cert_of(r) for r in rows]
+
+
+def sign_request(app_key: str, method: str, path: str, body: bytes, ts: str, nonce: str) -> str:
+    msg = "\n".join([method.upper(), path, ts, nonce, hashlib.sha256(body).hexdigest()]).encode()
+    return base64.b64encode(hmac.new(app_key.encode(), msg, hashlib.sha256).digest()).decode()
+
+
+class HttpDatahub:
+    """Client of the city data exchange platform: JSON over HTTPS, HMAC-SHA256 signed requests."""
+
+    async def _post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        s = get_settings()
+        body = json.dumps(payload, ensure_ascii=False).encode()
+        ts, nonce = str(int(time.time())), secrets.token_hex(8)
+        headers = {
+            "content-type": "application/json",
+            "x-app-id": "wojia",
+            "x-timestamp": ts,
+            "x-nonce": nonce,
+            "x-signature": sign_request(s.datahub_app_key.get_secret_value(), "POST", path, body, ts, nonce),
+        }
+        try:
+            resp = await http_client().post(s.datahub_url.rstrip("/") + path, content=body, headers=headers)
+            data: dict[str, Any] = resp.json()
+        except Exception as e:
+            raise UpstreamError("城市数据中心暂时无法访问") from e
+        if resp.status_code == 404:
+            return {}
+        if resp.status_code != 200 or data.get("code") != "0":
+            raise UpstreamError("城市数据中心返回错误", upstream_code=data.get("code"))
+        result: dict[str, Any] = data.get("data") or {}
+        return result
+
+    async def person(self, session: AsyncSession, id_number: str) -> PersonRecord | None:
+        d = await self._post("/v1/population/query", {"id_number": id_number})
+        if not d:
+            return None
+        photo = base64.b64decode(d.pop("photo")) if d.get("photo") else None
+        d["birth_date"] = dt.date.fromisoformat(d["birth_date"])
+        return PersonRecord(**d, photo=photo)
+
+    async def legal_persons(self, session: AsyncSession, rep_id_number: str) -> list[LegalPerson]:
+        d = await self._post("/v1/legal-person/query", {"legal_rep_id_number": rep_id_number})
+        out = []
+        for x in d.get("items", []):
+            x["established_on"] = dt.date.fromisoformat(x["established_on"])
+            out.append(LegalPerson(**x))
+        return out
+
+    async def certificates(self, session: AsyncSession, id_number: str) -> list[Certificate]:
+        d = await self._post("/v1/certificate/query", {"holder_id_number": id_number})
+        out = []
+        for x in d.get("items", []):
+            x["issued_on"] = dt.date.fromisoformat(x["issued_on"])
+            x["valid_until"] = dt.date.fromisoformat(x["valid_until"]) if x.get("valid_until") else None
+            out.append(Certificate(**x))
+        return out
+
+
+class Datahub:
+    """Consent-checked, logged reads through whichever adapter is configured."""
+
+    def __init__(self, adapter: Adapter) -> None:
+        self.adapter = adapter
+
+    async def _log(
+        self,
+        session: AsyncSession,
+        *,
+        accessor_id: str,
+        subject_account_id: str | None,
+        id_number: str,
+        record_type: str,
+        purpose: str,
+        consent_id: str | None,
+        fields: list[str],
+        found: bool,
+    ) -> None:
+        session.add(
+            DataAccessLog(
+                accessor_id=accessor_id,
+                subject_account_id=subject_account_id,
+                subject_hash=id_hash(id_number),
+                record_type=record_type,
+                purpose=purpose,
+                consent_id=consent_id,
+                fields=fields,
+                found=found,
+            )
+        )
+        await session.flush()
+
+    async def _consent(
+        self,
+        session: AsyncSession,
+        consent_id: str | None,
+        subject_account_id: str | None,
+        purpose: str,
+        scopes: list[str],
+        accessor_id: str,
+    ) -> None:
+        if subject_account_id is None:
+            raise AppError("subject account required")
+        await require_consent(
+            session, consent_id=consent_id, account_id=subject_account_id, purpose=purpose, scopes=scopes
+        )
+
+    async def person(
+        self,
+        session: AsyncSession,
+        *,
+        id_number: str,
+        accessor_id: str,
+        purpose: str,
+        consent_id: str | None,
+        subject_account_id: str,
+        scopes: list[str] | None = None,
+    ) -> PersonRecord:
+        scopes = scopes or ["population.basic"]
+        await self._consent(session, consent_id, subject_account_id, purpose, scopes, accessor_id)
+        rec = await self.adapter.person(session, id_number)
+        await self._log(
+            session,
+            accessor_id=accessor_id,
+            subject_account_id=subject_account_id,
+            id_number=id_number,
+            record_type="population",
+            purpose=purpose,
+            consent_id=consent_id,
+            fields=scopes,
+            found=rec is not None,
+        )
+        if rec is None:
+            raise RecordNotFound()
+        return rec
+
+    async def legal_persons(
+        self,
+        session: AsyncSession,
+        *,
+        rep_id_number: str,
+        accessor_id: str,
+        purpose: str,
+        consent_id: str | None,
+        subject_account_id: str,
+    ) -> list[LegalPerson]:
+        await self._consent(session, consent_id, subject_account_id, purpose, ["legal_person"], accessor_id)
+        recs = await self.adapter.legal_persons(session, rep_id_number)
+        await self._log(
+            session,
+            accessor_id=accessor_id,
+            subject_account_id=subject_account_id,
+            id_number=rep_id_number,
+            record_type="legal_person",
+            purpose=purpose,
+            consent_id=consent_id,
+            fields=["legal_person"],
+            found=bool(recs),
+        )
+        return recs
+
+    async def certificates(
+        self,
+        session: AsyncSession,
+        *,
+        id_number: str,
+        accessor_id: str,
+        purpose: str,
+        consent_id: str | None,
+        subject_account_id: str,
+    ) -> list[Certificate]:
+        await self._consent(session, consent_id, subject_account_id, purpose, ["certificates"], accessor_id)
+        recs = await self.adapter.certificates(session, id_number)
+        await self._log(
+            session,
+            accessor_id=accessor_id,
+            subject_account_id=subject_account_id,
+            id_number=id_number,
+            record_type="certificate",
+            purpose=purpose,
+            consent_id=consent_id,
+            fields=["certificates"],
+            found=bool(recs),
+        )
+        return recs
+
+    async def issue_certificate(
+        self,
+        session: AsyncSession,
+        *,
+        holder_id_number: str,
+        cert_type: str,
+        title: str,
+        issuer: str,
+        data: dict[str, Any],
+        source_ref: str,
+        valid_years: int | None = None,
+    ) -> Certificate:
+        """Write a new e-certificate into the records (the result of an approved application)."""
+        today = dt.date.today()
+        cert = ECertificate(
+            holder_id_hash=id_hash(holder_id_number),
+            cert_type=cert_type,
+            title=title,
+            issuer=issuer,
+            cert_no=f"{today:%Y%m%d}{secrets.token_hex(5).upper()}",
+            issued_on=today,
+            valid_until=today.replace(year=today.year + valid_years) if valid_years else None,
+            data=data,
+            source_ref=source_ref,
+        )
+        session.add(cert)
+        await session.flush()
+        return _cert_of(cert)
+
+
+def get_datahub() -> Datahub:
+    return Datahub(HttpDatahub() if get_settings().datahub_adapter == "http" else LocalDatahub())
+
+
+def person_json(p: PersonRecord) -> dict[str, Any]:
+    d = asdict(p)
+    d["birth_date"] = p.birth_date.isoformat()
+    d["photo"] = base64.b64encode(p.photo).decode() if p.photo else None
+    return d

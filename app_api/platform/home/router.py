@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from app_api.core.cache import local_cache
+from app_api.core.db import SessionDep, on_commit
+from app_api.platform.access import Admin, OptionalAccount
+from app_api.platform.home.service import Registry, home_screen, reorder, update_column
+
+router = APIRouter(tags=["home"])
+admin_router = APIRouter(tags=["admin"])
+
+
+def registry(request: Request) -> Registry:
+    reg: Registry = request.app.state.columns
+    return reg
+
+
+RegistryDep = Annotated[Registry, Depends(registry)]
+
+
+_home_local = local_cache("columns", ttl_s=30.0)
+
+
+@router.get("/home", response_class=Response, responses={200: {"content": {"application/json": {}}}})
+async def home(principal: OptionalAccount, reg: RegistryDep) -> Response:
+    """The home screen: categories with their enabled columns and whether this resident may use each."""
+    level = principal.identity_level if principal else None
+    elderly = bool(principal and principal.elderly_mode)
+    # The screen depends only on the column settings, the level and the mode: serve it from memory.
+    key = f"home|{level}|{elderly}"
+    body = _home_local.get(key)
+    if body is None:
+        body = json.dumps(
+            home_screen(await reg.views(), level=level, elderly=elderly), ensure_ascii=False
+        ).encode()
+        _home_local.set(key, body)
+    return Response(body, media_type="application/json")
+
+
+class ColumnPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool | None = None
+    category: str | None = None
+    position: int | None = Field(default=None, ge=0, le=10000)
+
+
+class ColumnOrder(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    slugs: list[str] = Field(min_length=1)
+
+
+@admin_router.get("/admin/columns")
+async def list_columns(_: Admin, reg: RegistryDep) -> dict[str, Any]:
+    """All discovered columns with their settings, and the columns that failed to load."""
+    return {"columns": [v.__dict__ for v in await reg.views()], "broken": reg.broken}
+
+
+@admin_router.patch("/admin/columns/{slug}")
+async def patch_column(
+    slug: str, body: ColumnPatch, admin: Admin, session: SessionDep, reg: RegistryDep
+) -> dict[str, Any]:
+    """Enable, disable, move or recategorise a column."""
+    st = await update_column(
+        session, reg, slug=slug, actor_id=admin.id, **body.model_dump(exclude_unset=True)
+    )
+    await reg.invalidate()
+    on_commit(session, reg.invalidate)
+    return {"slug": st.slug, "enabled": st.enabled, "category": st.category, "position": st.position}
+
+
+@admin_router.put("/admin/columns/order")
+async def put_order(body: ColumnOrder, admin: Admin, session: SessionDep, reg: RegistryDep) -> dict[str, Any]:
+    """Set the order of columns (the listed ones first, in this order)."""
+    await reorder(session, reg, slugs=body.slugs, actor_id=admin.id)
+    on_commit(session, reg.invalidate)
+    return {"order": body.slugs}
+
+
+def column_gate(slug: str, open_endpoints: set[Any], level: int) -> Any:
+    """Router-level dependency for a column: refuse when disabled; enforce the manifest's level.
+
+    Routes that declare themselves open (``public`` or ``OptionalAccount``) are exempt from the
+    level check; for the others a logged-in caller below the level gets ``identity.level_required``.
+    """
+    from app_api.core.errors import IdentityLevelRequired
+    from app_api.platform.home.service import ColumnDisabled
+
+    async def gate(request: Request, principal: OptionalAccount, reg: RegistryDep) -> None:
+        view = await reg.view(slug)
+        if not view.enabled:
+            raise ColumnDisabled(slug=slug)
+        if request.scope.get("endpoint") in open_endpoints:
+            return
+        if principal is not None and principal.identity_level < level:
+            raise IdentityLevelRequired(level, principal.identity_level)
+
+    gate.__wojia_gate__ = True  # type: ignore[attr-defined]
+    return gate

@@ -1,0 +1,199 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute, APIRouter
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app_api.core.component import API_PREFIX
+from app_api.core.errors import (
+    PROBLEM_JSON,
+    AppError,
+    BadRequest,
+    InternalError,
+    MethodNotAllowed,
+    NotFound,
+    ValidationFailed,
+)
+from app_api.core.logging import configure_logging, request_id_var
+from app_api.core.middleware import RequestContextMiddleware
+from app_api.core.settings import Settings, get_settings
+from app_api.platform.access_walk import access_kinds, is_open
+from app_api.platform.accounts.errors import ConsoleLoginRequired
+from app_api.platform.home.loader import discover
+from app_api.platform.home.router import column_gate
+from app_api.platform.home.service import Registry
+from app_api.wiring.components import components
+
+log = logging.getLogger(__name__)
+API = API_PREFIX
+
+
+def _problem(err: AppError, request: Request) -> JSONResponse:
+    return JSONResponse(
+        err.to_problem(instance=request.url.path, request_id=request_id_var.get()),
+        status_code=err.status,
+        media_type=PROBLEM_JSON,
+        headers={"retry-after": str(err.extra["retry_after"])} if "retry_after" in err.extra else None,
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AppError)
+    async def on_app_error(request: Request, exc: AppError) -> JSONResponse:
+        if exc.status >= 500:
+            log.warning("upstream or availability error: %s", exc)
+        return _problem(exc, request)
+
+    @app.exception_handler(ConsoleLoginRequired)
+    async def on_console_login(request: Request, exc: ConsoleLoginRequired) -> Response:
+        # A console page opened without a live session: try the refresh cookie (which falls
+        # through to the login page), then come back. Form posts cannot be replayed: 401.
+        if request.method in {"GET", "HEAD"}:
+            from app_api.platform.console import refresh_url
+
+            query = request.url.query
+            return RedirectResponse(
+                refresh_url(request.url.path + (f"?{query}" if query else "")),
+                status_code=303,
+                headers={"cache-control": "no-store"},
+            )
+        return _problem(exc, request)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errs = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errs):
+            return _problem(BadRequest("请求内容不是有效的 JSON", code_detail="json_invalid"), request)
+        fields = [
+            {"loc": [str(x) for x in e.get("loc", ())], "type": e.get("type"), "msg": e.get("msg")}
+            for e in errs
+        ]
+        return _problem(ValidationFailed(errors=fields), request)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            return _problem(NotFound("请求的地址不存在"), request)
+        if exc.status_code == 405:
+            return _problem(MethodNotAllowed(), request)
+        err = AppError(str(exc.detail))
+        err.status = exc.status_code  # type: ignore[misc]
+        return _problem(err, request)
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _problem(InternalError(), request)
+
+
+def mount_columns(app: FastAPI, settings: Settings) -> Registry:
+    loaded = discover(strict=settings.strict_columns)
+    for slug, router in loaded.routers.items():
+        prefix = f"{API}/columns/{slug}"
+        open_endpoints = {
+            route.endpoint
+            for route in router.routes
+            if isinstance(route, APIRoute) and is_open(access_kinds(route.dependant))
+        }
+        gate = column_gate(slug, open_endpoints, loaded.columns[slug].manifest.identity_level)
+        app.include_router(router, prefix=prefix, dependencies=[Depends(gate)], tags=[f"column:{slug}"])
+    return Registry(loaded.columns, loaded.broken)
+
+
+def mount_dev_sandboxes(app: FastAPI) -> None:
+    """Development: serve the loopback sandboxes of the external systems the default settings point at.
+
+    Components declare theirs (``Component.sandboxes``); a column offers its own as the capability
+    ``dev_sandbox.<slug>`` (a factory returning an ASGI app), mounted at ``/sandbox/<slug>``.
+    """
+    mounted = {getattr(r, "path", None) for r in app.routes}
+    for component in components():
+        for box in component.sandboxes:
+            built = box.build()
+            if built is None or box.prefix in mounted:
+                continue
+            if isinstance(built, APIRouter):
+                app.include_router(built, prefix=box.prefix)
+            else:
+                app.mount(box.prefix, built)
+    for column in app.state.columns.columns.values():
+        for name, factory in column.provides.items():
+            if name.startswith("dev_sandbox."):
+                app.mount(f"/sandbox/{name.removeprefix('dev_sandbox.')}", factory())
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    from app_api.core.db import dispose_engine
+    from app_api.core.http import close_http
+    from app_api.core.jobs import broker, scheduler
+    from app_api.core.redis import close_redis
+
+    settings = get_settings()
+    background: list[asyncio.Task[Any]] = []
+    if settings.embedded_jobs:
+        # The embedded default: the worker and the scheduler live in the api process.
+        await broker.startup()
+        from taskiq.cli.scheduler.run import SchedulerLoop
+
+        await scheduler.startup()
+        background.append(asyncio.create_task(SchedulerLoop(scheduler).run(skip_first_run=True)))
+    elif not broker.is_worker_process:
+        await broker.startup()
+    from app_api.core.cache import listen_forever
+
+    for component in components():
+        if component.startup is not None:
+            await component.startup()
+
+    background.append(asyncio.create_task(listen_forever()))
+    try:
+        yield
+    finally:
+        for t in background:
+            t.cancel()
+        for component in reversed(components()):
+            if component.shutdown is not None:
+                await component.shutdown()
+        from app_api.core.jobs.outbox import flush_marks
+
+        await flush_marks()
+        with contextlib.suppress(Exception):
+            await broker.shutdown()
+        await close_http()
+        await close_redis()
+        await dispose_engine()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(json=settings.log_json)
+    app = FastAPI(
+        title=f"我家{settings.city_name} Wojia API",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+    )
+    install_error_handlers(app)
+    app.add_middleware(
+        RequestContextMiddleware, max_body=settings.max_body_bytes, max_upload=settings.max_upload_bytes
+    )
+    for component in components():
+        for mount in component.routers + (component.dev_routers if settings.is_dev else ()):
+            app.include_router(mount.router, prefix=mount.prefix)
+    app.state.columns = mount_columns(app, settings)
+    if settings.is_dev:
+        mount_dev_sandboxes(app)
+    app.state.settings = settings
+    return app

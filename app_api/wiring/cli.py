@@ -1,0 +1,184 @@
+"""The ``wojia`` command: migrations, staff accounts, audit verification, demo data, processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="我家 Wojia platform commands")
+db_app = typer.Typer(no_args_is_help=True, help="Database migrations")
+staff_app = typer.Typer(no_args_is_help=True, help="Staff accounts")
+audit_app = typer.Typer(no_args_is_help=True, help="Audit log")
+app.add_typer(db_app, name="db")
+app.add_typer(staff_app, name="staff")
+app.add_typer(audit_app, name="audit")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply every package's migrations (alembic upgrade heads)."""
+    from app_api.wiring.migrate import upgrade
+
+    upgrade()
+    typer.echo("database is up to date")
+
+
+@db_app.command("check")
+def db_check() -> None:
+    """Fail if the models and the migrations disagree (alembic check), on a scratch database."""
+    import tempfile
+
+    from app_api.wiring.migrate import check, upgrade
+
+    url = os.environ.get("WOJIA_DATABASE_URL")
+    if not url or url.startswith("sqlite"):
+        with tempfile.TemporaryDirectory() as tmp:
+            url = f"sqlite+aiosqlite:///{tmp}/check.db"
+            upgrade(url)
+            check(url)
+        typer.echo("migrations match the models (SQLite)")
+        return
+    import secrets
+
+    import asyncpg
+
+    scratch = f"wojia_check_{secrets.token_hex(4)}"
+    admin_dsn = url.replace("postgresql+asyncpg://", "postgresql://")
+
+    async def pg(sql: str) -> None:
+        conn = await asyncpg.connect(admin_dsn)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(pg(f'CREATE DATABASE "{scratch}"'))
+    try:
+        scratch_url = url.rsplit("/", 1)[0] + f"/{scratch}"
+        upgrade(scratch_url)
+        check(scratch_url)
+    finally:
+        asyncio.run(pg(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)'))
+    typer.echo("migrations match the models (PostgreSQL)")
+
+
+@db_app.command("revision")
+def db_revision(package: str, message: Annotated[str, typer.Option("-m", "--message")]) -> None:
+    """Autogenerate a migration for one package's tables, into that package's branch."""
+    from app_api.wiring.migrate import revision
+
+    revision(package, message)
+
+
+@staff_app.command("create")
+def staff_create(
+    phone: Annotated[str, typer.Option()],
+    role: Annotated[list[str], typer.Option(help="resident, agent, reviewer, finance, bank_officer, admin")],
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)],
+    department: Annotated[str | None, typer.Option()] = None,
+    institution: Annotated[str | None, typer.Option()] = None,
+    station: Annotated[str | None, typer.Option()] = None,
+    supervisor_of: Annotated[str | None, typer.Option(help="department this reviewer supervises")] = None,
+) -> None:
+    """Create a staff account (or change an account's roles) with an argon2 password."""
+    from app_api.core.db import session_scope
+    from app_api.platform.accounts.service import create_staff
+
+    async def run() -> str:
+        async with session_scope() as s:
+            a = await create_staff(
+                s,
+                phone=phone,
+                password=password,
+                roles=role,
+                department=department,
+                institution_id=institution,
+                station_id=station,
+                supervisor_of=supervisor_of,
+            )
+            return a.id
+
+    typer.echo(f"staff account {asyncio.run(run())} has roles {', '.join(role)}")
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Verify the audit hash chain; exit 1 naming the first broken entry."""
+    from app_api.core.db import sessionmaker
+    from app_api.platform.audit import verify_chain
+
+    async def run() -> tuple[bool, int, int | None, str | None]:
+        async with sessionmaker()() as s:
+            r = await verify_chain(s)
+            return r.ok, r.checked, r.first_broken_seq, r.reason
+
+    ok, checked, broken, reason = asyncio.run(run())
+    if ok:
+        typer.echo(f"audit chain intact: {checked} entries")
+        return
+    typer.echo(
+        f"audit chain BROKEN at entry {broken}: {reason} ({checked} entries verified before it)", err=True
+    )
+    raise typer.Exit(1)
+
+
+@app.command("seed")
+def seed() -> None:
+    """Load demo data (development only)."""
+    from app_api.wiring.seed import run_seed
+
+    asyncio.run(run_seed(echo=typer.echo))
+
+
+@app.command("serve")
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    migrate: Annotated[bool, typer.Option(help="apply migrations first")] = True,
+) -> None:
+    """Serve the API with uvicorn."""
+    import uvicorn
+
+    if migrate:
+        from app_api.wiring.migrate import upgrade
+
+        upgrade()
+    uvicorn.run(
+        "app_api.wiring.main:app",
+        host=host,
+        port=port,
+        workers=workers,
+        proxy_headers=True,
+        log_config=None,
+        access_log=False,
+    )
+
+
+@app.command("worker")
+def worker(workers: int = 1) -> None:
+    """Run the job worker (taskiq) against Redis."""
+    from taskiq.cli.worker.run import run_worker
+
+    sys.argv = ["taskiq", "worker", "app_api.wiring.worker:broker", "--workers", str(workers)]
+    from taskiq.cli.worker.args import WorkerArgs
+
+    raise SystemExit(run_worker(WorkerArgs.from_cli(sys.argv[2:])) or 0)
+
+
+@app.command("scheduler")
+def scheduler_cmd() -> None:
+    """Run the periodic-job scheduler (one per deployment)."""
+    from taskiq.cli.scheduler.args import SchedulerArgs
+    from taskiq.cli.scheduler.run import run_scheduler
+
+    args = SchedulerArgs.from_cli(["app_api.wiring.worker:scheduler"])
+    asyncio.run(run_scheduler(args))
+
+
+if __name__ == "__main__":
+    app()
