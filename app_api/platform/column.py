@@ -12,11 +12,15 @@ from __future__ import annotations
 import importlib
 import importlib.resources
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import ASGIApp
+
+T = TypeVar("T")
 
 CATEGORIES: tuple[str, ...] = (
     "查询缴费",
@@ -54,6 +58,14 @@ class Column:
     manifest: ColumnManifest
     package: str
     provides: dict[str, Any] = field(default_factory=dict)
+    # Capabilities by protocol (``app_api.platform.capabilities``), registered when the column loads.
+    capabilities: dict[type, object] = field(default_factory=dict)
+    # Development only: a factory of the ASGI sandbox of the column's external system, mounted at
+    # ``/sandbox/<slug>``; it imports the column's ``sandbox`` package, which the wheel leaves out.
+    dev_sandbox: Callable[[], ASGIApp] | None = None
+
+    def provide(self, protocol: type[T], impl: T) -> None:
+        self.capabilities[protocol] = impl
 
     @classmethod
     def from_package(cls, package: str) -> Column:

@@ -127,6 +127,8 @@ def mount_dev_sandboxes(app: FastAPI) -> None:
             else:
                 app.mount(box.prefix, built)
     for column in app.state.columns.columns.values():
+        if column.dev_sandbox is not None:
+            app.mount(f"/sandbox/{column.slug}", column.dev_sandbox())
         for name, factory in column.provides.items():
             if name.startswith("dev_sandbox."):
                 app.mount(f"/sandbox/{name.removeprefix('dev_sandbox.')}", factory())
