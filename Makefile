@@ -11,13 +11,14 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help venv run test test-pg lint check bench system-deps rasa-env rasa-train clean
+.PHONY: help venv run test test-pg lint check bench wheel system-deps rasa-env rasa-train clean
 
 help:
 	@echo "make run    - set up, migrate, seed demo data and serve on http://$(HOST):$(PORT)"
 	@echo "make test   - set up and run the whole test suite (SQLite + in-process Redis by default)"
 	@echo "make lint   - ruff, mypy, import-linter and the Alembic check"
 	@echo "make bench  - benchmarks (figures, not pass/fail)"
+	@echo "make wheel  - build the production wheel and check it holds no sandbox"
 
 .venv/.synced: pyproject.toml uv.lock
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)" \
@@ -65,6 +66,12 @@ lint: venv
 	$(PY) -m app_api.wiring.cli db check
 
 check: lint test
+
+# The production wheel: built with uv, then checked to hold no protocol sandbox.
+wheel: venv
+	@rm -rf dist
+	$(UV) build --wheel -o dist -q
+	$(PY) scripts/check-wheel.py dist/*.whl
 
 bench: venv
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
