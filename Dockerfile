@@ -15,7 +15,9 @@ COPY payments ./payments
 COPY identity ./identity
 COPY miniprogram_bridge ./miniprogram_bridge
 COPY bot ./bot
-RUN uv sync --frozen --no-dev
+# Installed as a wheel (not editable): the runtime image gets the venv only, so the protocol
+# sandboxes, which the wheel leaves out, are not in the production image.
+RUN uv sync --frozen --no-dev --no-editable
 
 FROM python:3.11-slim-bookworm AS runtime
 # libgomp1 and libstdc++ for dlib; no compilers in the runtime image.
@@ -23,7 +25,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system wojia && useradd --system --gid wojia --home /app --shell /usr/sbin/nologin wojia
 WORKDIR /app
-COPY --from=build --chown=wojia:wojia /app /app
+COPY --from=build --chown=wojia:wojia /app/.venv /app/.venv
 ENV PATH="/app/.venv/bin:$PATH" \
     PYTHONUNBUFFERED=1 \
     WOJIA_ENVIRONMENT=production \
