@@ -57,7 +57,7 @@ from columns.utilities.models import (
     PaymentItem,
     PaymentStatus,
 )
-from payments.hooks import PaidPurpose, on_paid
+from payments.api import PaidPurpose, on_paid
 
 log = logging.getLogger(__name__)
 PURPOSE = "utilities.bill"
@@ -312,7 +312,7 @@ async def create_payment(
     client_ip: str,
 ) -> tuple[Payment, dict[str, str]]:
     """Check the bills with their billers, open one payment order for all of them, place it."""
-    from payments import service as payments
+    from payments import api as payments
 
     ids = list(dict.fromkeys(bill_ids))
     bindings = {
@@ -385,7 +385,7 @@ async def create_payment(
 @on_paid(PURPOSE)
 async def bills_paid(session: AsyncSession, paid: PaidPurpose) -> None:
     """Payments credited the order (called once per order): settle the bills, queue biller notices."""
-    from payments import service as payments
+    from payments import api as payments
 
     payment = (
         await session.exec(select(Payment).where(Payment.id == paid.purpose_ref).with_for_update())
