@@ -86,14 +86,14 @@ def revision(package: str, message: str) -> None:
         cfg = alembic_config(url)
         cfg.set_main_option("version_locations", " ".join(str(d) for d in dirs.values() if d.is_dir()))
         command.upgrade(cfg, "heads")
-        cfg.cmd_opts = type("Opts", (), {"x": [f"package={package}"]})()  # type: ignore[assignment]
+        cfg.cmd_opts = type("Opts", (), {"x": [f"package={package}"]})()
         script = ScriptDirectory.from_config(cfg)
         labels = {label for rev in script.walk_revisions() for label in (rev.branch_labels or ())}
         if package in labels:
             command.revision(cfg, message=message, autogenerate=True, head=f"{package}@head")
         else:
             depends = None if package == "app_api" else "app_api@head"
-            depends_rev = script.get_revision(depends).revision if depends else None  # type: ignore[union-attr]
+            depends_rev = script.get_revision(depends).revision if depends else None
             command.revision(
                 cfg,
                 message=message,

@@ -77,7 +77,7 @@ MARK_EVERY_S = 0.2
 
 async def _mark(ids: list[str]) -> None:
     async with sessionmaker()() as s:
-        await s.exec(  # type: ignore[call-overload]
+        await s.exec(
             sa.update(_TABLE)
             .where(_TABLE.c.id.in_(ids), _TABLE.c.dispatched_at.is_(None))
             .values(dispatched_at=utcnow(), attempts=_TABLE.c.attempts + 1)
