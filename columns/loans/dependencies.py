@@ -6,7 +6,7 @@ from fastapi import Depends
 
 from app_api.platform.access import require_roles
 from app_api.platform.accounts.principal import Principal
-from identity.dependencies import require_step_up
+from identity.api import require_step_up
 
 APPLY_PURPOSE = "loans.apply"
 

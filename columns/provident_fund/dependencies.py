@@ -8,7 +8,7 @@ from app_api.core.db import SessionDep
 from app_api.platform.access import CurrentAccount
 from columns.provident_fund.models import Withdrawal
 from columns.provident_fund.service import owned_withdrawal
-from identity.dependencies import require_step_up
+from identity.api import require_step_up
 
 WITHDRAW_PURPOSE = "provident_fund.withdraw"
 

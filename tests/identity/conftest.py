@@ -66,7 +66,7 @@ async def app(faces_dir: Path, engine: FaceEngine) -> AsyncIterator[Any]:
 
     import identity.face.pool as pool
     from app_api.wiring.app import create_app
-    from identity.dependencies import require_step_up
+    from identity.api import require_step_up
 
     application = create_app()
     guarded = APIRouter()

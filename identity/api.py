@@ -1,8 +1,9 @@
-"""``require_step_up("loan.apply")``: a dependency other packages put on sensitive endpoints.
+"""The public module of identity: the only one the columns import from this package.
 
-The client sends the token from a successful face check in the ``X-Step-Up-Token`` header. The
-token is for one account and one named purpose, lives 5 minutes, and is spent by the request that
-presents it (also when that request then fails for another reason: the resident verifies again).
+``require_step_up("loan.apply")`` is a dependency a column puts on a sensitive endpoint. The
+client sends the token from a successful face check in the ``X-Step-Up-Token`` header. The token is
+for one account and one named purpose, lives 5 minutes, and is spent by the request that presents
+it (also when that request then fails for another reason: the resident verifies again).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from app_api.platform.access import CurrentAccount
 from app_api.platform.accounts.principal import Principal
 from identity import errors
 from identity.service import check_purpose, consume_step_up
+
+__all__ = ["require_step_up"]
 
 
 def require_step_up(purpose: str) -> Callable[..., Awaitable[Principal]]:
