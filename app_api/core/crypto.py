@@ -1,8 +1,8 @@
 """Encryption at rest for personal data (ID numbers, phones, face templates, ID photos).
 
 AES-256-GCM through ``cryptography``. A ciphertext is ``kid || 0x00 || nonce(12) || ct+tag``,
-so that keys can be rotated: the first configured key encrypts, every configured key decrypts,
-and :func:`reencrypt` moves old rows to the newest key. Lookups of encrypted values go through a
+so that keys can be rotated: the first configured key encrypts, every configured key decrypts
+(rows written under an older key stay readable while that key is configured). Lookups of encrypted values go through a
 keyed hash (HMAC-SHA256) so equal plaintexts can be found without decrypting a table.
 """
 
@@ -43,9 +43,6 @@ class Keyring:
             raise ValueError("unknown data key")
         return self.keys[kid].decrypt(rest[:12], rest[12:], aad)
 
-    def key_id(self, blob: bytes) -> str:
-        return blob.partition(b"\x00")[0].decode()
-
     def lookup_hash(self, value: str, *, purpose: str) -> str:
         return hmac.new(self.lookup_key, f"{purpose}:{value}".encode(), hashlib.sha256).hexdigest()
 
@@ -70,11 +67,6 @@ def encrypt_bytes(value: bytes, *, aad: str = "") -> bytes:
 
 def decrypt_bytes(blob: bytes, *, aad: str = "") -> bytes:
     return keyring().decrypt(blob, aad=aad.encode())
-
-
-def reencrypt(blob: bytes, *, aad: str = "") -> bytes:
-    """Decrypt with whichever key made ``blob`` and encrypt again with the newest key."""
-    return keyring().encrypt(keyring().decrypt(blob, aad=aad.encode()), aad=aad.encode())
 
 
 def lookup_hash(value: str, *, purpose: str) -> str:

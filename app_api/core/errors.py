@@ -75,12 +75,6 @@ class PayloadTooLarge(AppError):
     status = 413
 
 
-class UnsupportedMediaType(AppError):
-    code = "app.unsupported_media_type"
-    title = "不支持的内容类型"
-    status = 415
-
-
 class TooManyRequests(AppError):
     code = "app.too_many_requests"
     title = "操作过于频繁，请稍后再试"

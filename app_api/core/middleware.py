@@ -6,7 +6,6 @@ import json
 import logging
 import time
 import uuid
-from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -91,7 +90,3 @@ class RequestContextMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": body})
-
-
-def problem_headers() -> dict[str, Any]:
-    return {"content-type": PROBLEM_JSON}

@@ -111,10 +111,6 @@ class Settings(WojiaSettings):
         return self.environment in {"development", "test"}
 
     @property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")
-
-    @property
     def redis_is_memory(self) -> bool:
         return self.redis_url.startswith("memory://")
 
