@@ -16,7 +16,8 @@ from fastapi import Header
 from app_api.platform.access import CurrentAccount
 from app_api.platform.accounts.principal import Principal
 from identity import errors
-from identity.service import check_purpose, consume_step_up
+from identity.purposes import check_purpose
+from identity.step_up import consume_step_up
 
 __all__ = ["require_step_up"]
 

@@ -14,9 +14,13 @@ from app_api.core.errors import PROBLEM_JSON, AppError
 from app_api.core.logging import request_id_var
 from app_api.platform.access import CurrentAccount, require_roles
 from app_api.platform.accounts.principal import Principal
-from identity import service
+from identity import attestation, face_data, overview
+from identity.attempts import AttemptRecorded
+from identity.challenges import issue_challenge
 from identity.config import get_identity_settings
+from identity.real_name import verify_real_name
 from identity.schemas import AttestationIn, ChallengeIn, ConsentIn, RealNameIn
+from identity.verification import verify_face
 
 router = APIRouter(prefix="/identity", tags=["identity"])
 Agent = Annotated[Principal, Depends(require_roles("agent"))]
@@ -38,10 +42,10 @@ async def real_name(
 ) -> Any:
     """Real-name check (L2): name and citizen ID number against the population records."""
     try:
-        account = await service.verify_real_name(
+        account = await verify_real_name(
             session, account_id=principal.id, name=body.name, id_number=body.id_number, agree=body.agree
         )
-    except service.AttemptRecorded as e:
+    except AttemptRecorded as e:
         return _problem(e.error, request)
     return {
         "identity_level": max(2, account.identity_level),
@@ -53,7 +57,7 @@ async def real_name(
 @router.post("/face/consent")
 async def face_consent(body: ConsentIn, principal: CurrentAccount, session: SessionDep) -> dict[str, Any]:
     """Consent to face processing (separate from every other consent); needed before face checks."""
-    c = await service.grant_face_consent(session, account_id=principal.id, agree=body.agree)
+    c = await face_data.grant_face_consent(session, account_id=principal.id, agree=body.agree)
     return {
         "consent_id": c.id,
         "purpose": c.purpose,
@@ -66,13 +70,13 @@ async def face_consent(body: ConsentIn, principal: CurrentAccount, session: Sess
 @router.delete("/face/consent")
 async def withdraw_face_consent(principal: CurrentAccount, session: SessionDep) -> dict[str, Any]:
     """Withdraw the face consent: the stored face template and ID photo are deleted at once."""
-    return await service.withdraw_face_consent(session, account_id=principal.id)
+    return await face_data.withdraw_face_consent(session, account_id=principal.id)
 
 
 @router.post("/face/challenges", status_code=201)
 async def face_challenge(body: ChallengeIn, principal: CurrentAccount, session: SessionDep) -> dict[str, Any]:
     """Start a face check: a random order of blink / turn left / turn right, valid 2 minutes, once."""
-    return await service.issue_challenge(session, principal=principal, purpose=body.purpose)
+    return await issue_challenge(session, principal=principal, purpose=body.purpose)
 
 
 @router.post("/face/verifications")
@@ -93,8 +97,8 @@ async def face_verification(
     if len(frames) > s.max_frames:
         data.extend(b"" for _ in range(len(frames) - len(data)))
     try:
-        return await service.verify_face(session, principal=principal, challenge_id=challenge_id, frames=data)
-    except service.AttemptRecorded as e:
+        return await verify_face(session, principal=principal, challenge_id=challenge_id, frames=data)
+    except AttemptRecorded as e:
         return _problem(e.error, request)
 
 
@@ -102,7 +106,7 @@ async def face_verification(
 async def agent_attestation(body: AttestationIn, agent: Agent, session: SessionDep, request: Request) -> Any:
     """An agent at a liaison station attests the resident's identity in person (L3 without a face)."""
     try:
-        attempt = await service.attest_in_person(
+        attempt = await attestation.attest_in_person(
             session,
             agent=agent,
             resident_phone=body.resident_phone,
@@ -111,7 +115,7 @@ async def agent_attestation(body: AttestationIn, agent: Agent, session: SessionD
             document=body.document,
             resident_agreed=body.resident_agreed,
         )
-    except service.AttemptRecorded as e:
+    except AttemptRecorded as e:
         return _problem(e.error, request)
     return {"attestation_id": attempt.id, "identity_level": 3, "station_id": attempt.station_id}
 
@@ -119,10 +123,10 @@ async def agent_attestation(body: AttestationIn, agent: Agent, session: SessionD
 @router.get("/me")
 async def my_identity(principal: CurrentAccount, session: SessionDep) -> dict[str, Any]:
     """The resident's level, identity consents, face-data status and verification history."""
-    return await service.overview(session, account_id=principal.id)
+    return await overview.overview(session, account_id=principal.id)
 
 
 @router.delete("/me/face-data")
 async def delete_my_face_data(principal: CurrentAccount, session: SessionDep) -> dict[str, Any]:
     """Delete my face data (template and ID photo) and withdraw the face consent."""
-    return await service.withdraw_face_consent(session, account_id=principal.id)
+    return await face_data.withdraw_face_consent(session, account_id=principal.id)

@@ -8,8 +8,8 @@ from app_api.core.db import session_scope
 from app_api.core.jobs import broker
 from app_api.platform.consent import service as consent_service
 from app_api.platform.consent.models import Consent
+from identity.face_data import delete_face_data
 from identity.models import IdentityFaceProfile
-from identity.service import delete_face_data
 
 
 async def sweep_withdrawn_face_consents() -> int:

@@ -601,7 +601,7 @@ async def test_one_nonce_uploaded_twice_at_once_is_used_once(
     assert sorted([a.status_code, b.status_code]) == [200, 409]
     token = (a if a.status_code == 200 else b).json()["step_up_token"]
     # The step-up token is spent once even when presented twice at the same moment.
-    from identity.service import consume_step_up
+    from identity.step_up import consume_step_up
 
     aid = await account_id(client, headers)
     results = await asyncio.gather(*(consume_step_up(aid, "identity.l3", token) for _ in range(5)))

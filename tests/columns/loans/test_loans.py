@@ -65,7 +65,7 @@ async def applicant(client: Any, login: Any, *, level: int = 3) -> tuple[dict[st
 
 
 async def step_up(account_id: str, purpose: str = "loans.apply") -> dict[str, str]:
-    from identity.service import issue_step_up
+    from identity.step_up import issue_step_up
 
     return {"X-Step-Up-Token": await issue_step_up(account_id, purpose)}
 

@@ -141,7 +141,7 @@ async def test_estimate_refused_for_sealed_account(client, login, center):
 async def test_withdrawal_needs_step_up(client, login, center, phone):
     from app_api.core.db import session_scope
     from app_api.platform.accounts.service import raise_level
-    from identity.service import issue_step_up
+    from identity.step_up import issue_step_up
 
     headers, account_id, _person = await real_named(client, login, center)
     body = {"reason": "租房", "amount_fen": 1_200_000, "bank_account": "6217001234567890123"}
@@ -214,7 +214,7 @@ async def test_center_down_and_unknown_person(client, login, center):
 async def test_withdrawal_survives_the_center_being_down(client, login, center):
     from app_api.core.db import session_scope
     from app_api.platform.accounts.service import raise_level
-    from identity.service import issue_step_up
+    from identity.step_up import issue_step_up
 
     headers, account_id, person = await real_named(client, login, center, balance_fen=800_000)
     async with session_scope() as s:

@@ -1,0 +1,196 @@
+"""Face verification: the challenge's frames against the reference face; L3 and a step-up token on
+success. Every outcome is recorded (attempt row and audit line), refusals and failures included."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app_api.core.errors import AppError, IdentityLevelRequired
+from app_api.platform import audit
+from app_api.platform.accounts.models import Account
+from app_api.platform.accounts.principal import Principal
+from app_api.platform.accounts.service import raise_level
+from app_api.platform.consent.models import Consent
+from app_api.platform.datahub.service import RecordNotFound, get_datahub
+from identity import errors
+from identity.attempts import AttemptRecorded, add_attempt, bump
+from identity.challenges import check_not_locked, consume_challenge, fail_key
+from identity.config import get_identity_settings
+from identity.face.factory import get_verifier
+from identity.face.liveness import Step
+from identity.face.verifier import FaceVerifier, Reference, raise_for_result
+from identity.face_data import active_face_consent, face_profile, store_face_data, stored_template
+from identity.purposes import FACE_PURPOSE
+from identity.step_up import issue_step_up
+
+
+class _Refusal:
+    """Records a refused upload (bad frames, no usable reference) and makes its AttemptRecorded."""
+
+    def __init__(
+        self, session: AsyncSession, *, account_id: str, purpose: str, verifier: str, frames: int
+    ) -> None:
+        self.session, self.account_id, self.purpose = session, account_id, purpose
+        self.verifier, self.frames = verifier, frames
+
+    async def __call__(self, err: AppError, **data: Any) -> AttemptRecorded:
+        await add_attempt(
+            self.session,
+            account_id=self.account_id,
+            kind="face",
+            purpose=self.purpose,
+            outcome="refused",
+            code=err.code,
+            verifier=self.verifier,
+            data={"frames": self.frames, **data, **err.extra},
+        )
+        await audit.record(
+            self.session,
+            action="identity.face_refused",
+            actor_id=self.account_id,
+            subject_type="account",
+            subject_id=self.account_id,
+            data={"code": err.code, "purpose": self.purpose, "frames": self.frames, **err.extra},
+        )
+        return AttemptRecorded(err)
+
+
+async def _reference(
+    session: AsyncSession,
+    *,
+    account: Account,
+    id_number: str,
+    consent: Consent,
+    verifier: FaceVerifier,
+    refused: _Refusal,
+) -> tuple[Reference, str, bytes | None]:
+    """The face to compare with, where it came from, and the registry photo when one was fetched.
+
+    The local verifier compares with the template kept from an earlier check, or else with the ID
+    photo from the data center; a remote service holds the authoritative photo itself.
+    """
+    # Looked at for every verifier: face data whose consent has gone is deleted here.
+    profile = await face_profile(session, account.id)
+    if verifier.name != "local":
+        return Reference(id_number=id_number, name=account.real_name or ""), "remote_service", None
+    template = stored_template(profile) if profile is not None else None
+    if template is not None:
+        return (
+            Reference(id_number=id_number, name=account.real_name or "", template=template),
+            "stored_template",
+            None,
+        )
+    try:
+        rec = await get_datahub().person(
+            session,
+            id_number=id_number,
+            accessor_id=account.id,
+            purpose=FACE_PURPOSE,
+            consent_id=consent.id,
+            subject_account_id=account.id,
+            scopes=["population.basic", "population.photo"],
+        )
+    except RecordNotFound:
+        raise await refused(errors.ReferencePhotoUnusable("城市数据中心没有您的身份证照片")) from None
+    if rec.photo is None:
+        raise await refused(errors.ReferencePhotoUnusable("城市数据中心没有您的身份证照片"))
+    return Reference(id_number=id_number, name=rec.name, photo=rec.photo), "registry_photo", rec.photo
+
+
+async def verify_face(
+    session: AsyncSession, *, principal: Principal, challenge_id: str, frames: list[bytes]
+) -> dict[str, Any]:
+    """Check the frames against the challenge and the registry photo; on success L3 and a step-up token."""
+    challenge = await consume_challenge(principal.id, challenge_id)
+    purpose = str(challenge["purpose"])
+    steps = [Step(x) for x in challenge["steps"]]
+    await check_not_locked(principal.id)
+    account = await session.get(Account, principal.id)
+    if account is None or not account.id_number:
+        raise IdentityLevelRequired(2, principal.identity_level)
+    consent = await active_face_consent(session, account.id)
+    if consent is None:
+        raise errors.FaceConsentRequired(consent_purpose=FACE_PURPOSE)
+    s = get_identity_settings()
+    verifier = get_verifier()
+    refused = _Refusal(
+        session, account_id=account.id, purpose=purpose, verifier=verifier.name, frames=len(frames)
+    )
+
+    for i, f in enumerate(frames[: s.max_frames]):
+        if len(f) > s.max_image_bytes:
+            raise await refused(
+                errors.ImageTooLarge(f"第 {i + 1} 帧文件过大", frame=i, max_bytes=s.max_image_bytes)
+            )
+
+    reference, ref_source, photo = await _reference(
+        session,
+        account=account,
+        id_number=account.id_number,
+        consent=consent,
+        verifier=verifier,
+        refused=refused,
+    )
+    try:
+        result = await verifier.verify(steps=steps, frames=frames, reference=reference)
+    except AppError as e:
+        raise await refused(e, reference=ref_source) from None
+
+    passed = result.passed
+    await add_attempt(
+        session,
+        account_id=account.id,
+        kind="face",
+        purpose=purpose,
+        outcome="passed" if passed else "failed",
+        code=result.code,
+        verifier=result.verifier,
+        distance=result.distance,
+        tolerance=result.tolerance,
+        similarity=result.similarity,
+        data={
+            **result.audit_data(),
+            "steps": [x.value for x in steps],
+            "reference": ref_source,
+            "frames": len(frames),
+            **result.figures,
+        },
+    )
+    await audit.record(
+        session,
+        action="identity.face_verified" if passed else "identity.face_failed",
+        actor_id=account.id,
+        subject_type="account",
+        subject_id=account.id,
+        data={**result.audit_data(), "purpose": purpose, "reference": ref_source},
+    )
+    if not passed:
+        fails, reset_in = await bump(fail_key(account.id))
+        left = max(0, s.face_failures_per_day - fails)
+        try:
+            raise_for_result(result)
+        except AppError as err:
+            err.extra["attempts_left"] = left
+            if left == 0:
+                err.extra["locked_for_s"] = reset_in
+            raise AttemptRecorded(err) from None
+
+    if account.identity_level < 3:
+        await raise_level(session, account.id, 3, reason="face")
+    await store_face_data(
+        session,
+        account_id=account.id,
+        consent_id=consent.id,
+        verifier=result.verifier,
+        template=result.template,
+        photo=photo,
+    )
+    token = await issue_step_up(account.id, purpose)
+    return {
+        "identity_level": max(3, account.identity_level),
+        "purpose": purpose,
+        "step_up_token": token,
+        "expires_in": s.step_up_ttl_s,
+    }
