@@ -1,48 +1,42 @@
 """水电气缴费: water, power and gas bills of bound household accounts, paid through payments."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from app_api.platform.capabilities import UnpaidBill, UtilityBills
 from app_api.platform.column import Column
+
+if TYPE_CHECKING:
+    from sqlmodel.ext.asyncio.session import AsyncSession
+    from starlette.types import ASGIApp
 
 column = Column.from_package(__name__)
 
 
-def _dev_sandbox() -> object:
-    """The loopback stand-in this column talks to in development (an ASGI app): the app factory
-    mounts it at ``/sandbox/utilities`` when the environment is development, where the default
-    settings point."""
-    from columns.utilities.sandbox import dev_app
+def _dev_sandbox() -> ASGIApp:
+    """The loopback billers this column talks to in development: the app factory mounts them at
+    ``/sandbox/utilities`` when the environment is development, where the default settings point.
+    The ``sandbox`` package is imported here only; the wheel leaves it out."""
+    from columns.utilities.sandbox.demo import dev_app
 
     return dev_app()
 
 
-column.provides["dev_sandbox.utilities"] = _dev_sandbox
-
-
 class _UtilityBills:
-    """The ``utility_bills`` capability: a resident's unpaid bills, for the assistant."""
+    """A resident's unpaid bills, for the assistant (``UtilityBills``)."""
 
-    async def unpaid_of(self, account_id: str, *, session: object | None = None) -> list[dict[str, object]]:
-        from sqlmodel.ext.asyncio.session import AsyncSession
-
+    async def unpaid_of(self, account_id: str, *, session: AsyncSession | None = None) -> list[UnpaidBill]:
         from app_api.core.db import session_scope
-        from columns.utilities import service
+        from columns.utilities.bills import unpaid_bills
 
-        async def run(s: AsyncSession) -> list[dict[str, object]]:
-            return [
-                {
-                    "title": f"{service.kind_name(group.binding.kind)} {bill.period}",
-                    "biller": group.binding.biller_code,
-                    "amount_fen": bill.amount_fen,
-                    "due_date": bill.due_date.isoformat(),
-                }
-                for group in await service.outstanding(s, account_id=account_id)
-                for bill in group.bills
-                if bill.status == "outstanding"
-            ]
-
-        if isinstance(session, AsyncSession):
-            return await run(session)
+        if session is not None:
+            return await unpaid_bills(session, account_id=account_id)
         async with session_scope() as s:
-            return await run(s)
+            return await unpaid_bills(s, account_id=account_id)
 
 
-column.provides["utility_bills"] = _UtilityBills()
+column.dev_sandbox = _dev_sandbox
+# mypy refuses a Protocol where ``Column.provide`` expects ``type[T]`` (type-abstract); the platform's
+# signature is where that is settled (see the report on issue 12).
+column.provide(UtilityBills, _UtilityBills())  # type: ignore[type-abstract]

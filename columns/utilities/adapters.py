@@ -6,20 +6,16 @@ biller cannot be reached or answers something unreadable (retryable), or a speci
 when it refuses. ``post_payment`` must be idempotent at the biller on ``payment_ref``: we may send
 the same payment again after a timeout, and the biller must record it once.
 
-``http_json`` is the built-in adapter: JSON over HTTPS, HMAC-SHA256 over timestamp, nonce and
-body (the convention of the 缴费 aggregation platforms); other protocols register an adapter
-factory under the entry-point group ``wojia.utilities.biller_adapters``.
+``http_json`` is the built-in adapter: JSON over HTTPS, requests signed as every house protocol is
+(:mod:`app_api.core.signing`); other protocols register an adapter factory under the entry-point
+group ``wojia.utilities.biller_adapters``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import hmac
 import json
 import logging
-import secrets
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -27,6 +23,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from app_api.core.signing import signed_headers
 from columns.utilities.config import BillerConfig, get_config
 from columns.utilities.errors import (
     AccountNotFound,
@@ -83,11 +80,6 @@ class BillerAdapter(Protocol):
     async def post_payment(self, post: PaymentPost) -> PaymentAck: ...
 
 
-def sign(secret: str, timestamp: str, nonce: str, body: bytes) -> str:
-    msg = timestamp.encode() + b"\n" + nonce.encode() + b"\n" + body
-    return hmac.new(secret.encode(), msg, hashlib.sha256).hexdigest()
-
-
 class HttpJsonBiller:
     """The ``http_json`` protocol: POST JSON, answer ``{"code": 0, "msg": ..., "data": ...}``."""
 
@@ -105,14 +97,14 @@ class HttpJsonBiller:
 
     async def _call(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-        ts, nonce = str(int(time.time())), secrets.token_hex(8)
-        headers = {
-            "content-type": "application/json",
-            "x-app-id": self.config.app_id,
-            "x-timestamp": ts,
-            "x-nonce": nonce,
-            "x-signature": sign(self.config.secret.get_secret_value(), ts, nonce, body),
-        }
+        signed = signed_headers(
+            app_id=self.config.app_id,
+            secret=self.config.secret.get_secret_value(),
+            method="POST",
+            path=path,
+            body=body,
+        )
+        headers = {"content-type": "application/json", **signed.headers}
         client = self._client
         url = self.config.base_url.rstrip("/") + path
         try:

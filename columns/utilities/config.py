@@ -24,6 +24,11 @@ SANDBOX_PATH = "/sandbox/utilities"
 KIND_NAMES = {"water": "水费", "power": "电费", "gas": "燃气费", "heating": "暖气费"}
 
 
+def kind_name(kind: str) -> str:
+    """What residents call a kind of bill ("水费"); a kind without a name shows as configured."""
+    return KIND_NAMES.get(kind, kind)
+
+
 class BillerConfig(BaseModel):
     code: str = Field(pattern=r"^[a-z][a-z0-9_]{1,31}$")
     kind: str = Field(pattern=r"^[a-z][a-z0-9_]{1,19}$")

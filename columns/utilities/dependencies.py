@@ -6,8 +6,9 @@ from fastapi import Depends
 
 from app_api.core.db import SessionDep
 from app_api.platform.access import CurrentAccount
+from columns.utilities.bindings import owned_binding
 from columns.utilities.models import Binding, Payment
-from columns.utilities.service import owned_binding, owned_payment
+from columns.utilities.paying import owned_payment
 
 
 async def _binding(binding_id: str, account: CurrentAccount, session: SessionDep) -> Binding:

@@ -5,10 +5,12 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 
+from app_api.core.clock import china_today
 from app_api.core.db import SessionDep
+from app_api.core.money import fen_to_yuan
 from app_api.platform.access import Admin, CurrentAccount
-from columns.utilities import service
-from columns.utilities.config import get_config
+from columns.utilities import bills, bindings, delivery, paying
+from columns.utilities.config import get_config, kind_name
 from columns.utilities.dependencies import OwnedBinding, OwnedPayment
 from columns.utilities.models import Bill, BillerNotice, Binding, NoticeStatus, Payment
 from columns.utilities.schemas import (
@@ -28,7 +30,6 @@ from columns.utilities.schemas import (
 )
 
 router = APIRouter()
-CHINA = dt.timezone(dt.timedelta(hours=8))
 
 
 def _binding_public(b: Binding) -> BindingPublic:
@@ -38,7 +39,7 @@ def _binding_public(b: Binding) -> BindingPublic:
         biller_code=b.biller_code,
         biller_name=biller.name if biller else b.biller_code,
         kind=b.kind,
-        kind_name=service.kind_name(b.kind),
+        kind_name=kind_name(b.kind),
         account_no=b.account_no,
         holder_masked=b.holder_masked,
         address_masked=b.address_masked,
@@ -53,14 +54,14 @@ def _bill_public(b: Bill, today: dt.date) -> BillPublic:
         bill_no=b.bill_no,
         period=b.period,
         amount_fen=b.amount_fen,
-        amount_yuan=service.yuan(b.amount_fen),
+        amount_yuan=fen_to_yuan(b.amount_fen),
         due_date=b.due_date,
         usage=b.usage,
         overdue=b.due_date < today,
     )
 
 
-def _status(line: service.ReceiptLine) -> Literal["waiting", "confirmed", "refunded", "delayed"]:
+def _status(line: paying.ReceiptLine) -> Literal["waiting", "confirmed", "refunded", "delayed"]:
     if line.item.outcome == "refunded":
         return "refunded"
     n: BillerNotice | None = line.notice
@@ -69,15 +70,14 @@ def _status(line: service.ReceiptLine) -> Literal["waiting", "confirmed", "refun
     return "confirmed" if n.status == NoticeStatus.DELIVERED else "delayed"
 
 
-async def _payment_public(session: SessionDep, p: Payment) -> PaymentPublic:
-    lines = await service.payment_lines(session, payment=p)
+def _payment_public(p: Payment, lines: list[paying.ReceiptLine]) -> PaymentPublic:
     cfg = get_config()
     return PaymentPublic(
         id=p.id,
         out_trade_no=p.out_trade_no,
         provider=p.provider,
         amount_fen=p.amount_fen,
-        amount_yuan=service.yuan(p.amount_fen),
+        amount_yuan=fen_to_yuan(p.amount_fen),
         status=p.status,
         created_at=p.created_at,
         paid_at=p.paid_at,
@@ -85,7 +85,7 @@ async def _payment_public(session: SessionDep, p: Payment) -> PaymentPublic:
             ReceiptLinePublic(
                 bill_no=ln.bill.bill_no,
                 biller_name=(b.name if (b := cfg.biller(ln.bill.biller_code)) else ""),
-                kind_name=service.kind_name(ln.binding.kind),
+                kind_name=kind_name(ln.binding.kind),
                 account_no=ln.bill.account_no,
                 period=ln.bill.period,
                 amount_fen=ln.item.amount_fen,
@@ -102,7 +102,7 @@ async def _payment_public(session: SessionDep, p: Payment) -> PaymentPublic:
 async def billers(account: CurrentAccount) -> list[BillerPublic]:
     """The water, power and gas companies residents can bind accounts of."""
     return [
-        BillerPublic(code=b.code, kind=b.kind, kind_name=service.kind_name(b.kind), name=b.name)
+        BillerPublic(code=b.code, kind=b.kind, kind_name=kind_name(b.kind), name=b.name)
         for b in get_config().billers
     ]
 
@@ -110,13 +110,13 @@ async def billers(account: CurrentAccount) -> list[BillerPublic]:
 @router.get("/bindings")
 async def list_bindings(account: CurrentAccount, session: SessionDep) -> list[BindingPublic]:
     """The resident's bound household accounts."""
-    return [_binding_public(b) for b in await service.active_bindings(session, account_id=account.id)]
+    return [_binding_public(b) for b in await bindings.active_bindings(session, account_id=account.id)]
 
 
 @router.post("/bindings", status_code=201)
 async def bind(body: BindRequest, account: CurrentAccount, session: SessionDep) -> BindingPublic:
     """Bind a household account: the biller checks the holder's name."""
-    b = await service.bind(
+    b = await bindings.bind(
         session,
         account_id=account.id,
         biller_code=body.biller_code,
@@ -130,14 +130,14 @@ async def bind(body: BindRequest, account: CurrentAccount, session: SessionDep) 
 @router.delete("/bindings/{binding_id}", status_code=204)
 async def unbind(binding: OwnedBinding, session: SessionDep) -> None:
     """Unbind a household account (its payment history stays)."""
-    await service.unbind(session, binding=binding)
+    await bindings.unbind(session, binding=binding)
 
 
 @router.get("/bills")
 async def outstanding(account: CurrentAccount, session: SessionDep) -> OutstandingPublic:
     """Outstanding bills of every bound account, asked of the billers now."""
-    today = dt.datetime.now(CHINA).date()
-    views = await service.outstanding(session, account_id=account.id)
+    today = china_today()
+    views = await bills.outstanding(session, account_id=account.id)
     accounts = [
         AccountBills(
             binding=_binding_public(v.binding),
@@ -153,7 +153,7 @@ async def outstanding(account: CurrentAccount, session: SessionDep) -> Outstandi
 @router.post("/payments", status_code=201)
 async def pay(body: PayRequest, request: Request, account: CurrentAccount, session: SessionDep) -> PayStarted:
     """Pay one or several bills in one order; the client hands ``client_params`` to the wallet."""
-    payment, params = await service.create_payment(
+    payment, params = await paying.create_payment(
         session,
         account_id=account.id,
         bill_ids=body.bill_ids,
@@ -179,14 +179,16 @@ async def history(
     limit: Annotated[int, Query(ge=1, le=50)] = 20,
 ) -> PaymentPage:
     """Paid bills, newest first."""
-    rows, total = await service.history(session, account_id=account.id, offset=offset, limit=limit)
-    return PaymentPage(items=[await _payment_public(session, p) for p in rows], total=total)
+    rows, total = await paying.history(session, account_id=account.id, offset=offset, limit=limit)
+    lines = await paying.payment_lines(session, payments=rows)
+    return PaymentPage(items=[_payment_public(p, lines[p.id]) for p in rows], total=total)
 
 
 @router.get("/payments/{payment_id}")
 async def receipt(payment: OwnedPayment, session: SessionDep) -> PaymentPublic:
     """One payment with its receipt lines (the biller's receipt number once it has confirmed)."""
-    return await _payment_public(session, payment)
+    lines = await paying.payment_lines(session, payments=[payment])
+    return _payment_public(payment, lines[payment.id])
 
 
 @router.get("/admin/notices")
@@ -198,12 +200,12 @@ async def notices(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> NoticePage:
     """Biller notifications (``status=dead``: the dead-letter list)."""
-    rows, total = await service.list_notices(session, status=status, offset=offset, limit=limit)
+    rows, total = await delivery.list_notices(session, status=status, offset=offset, limit=limit)
     return NoticePage(items=[NoticePublic.model_validate(r, from_attributes=True) for r in rows], total=total)
 
 
 @router.post("/admin/notices/{notice_id}/requeue")
 async def requeue(notice_id: str, admin: Admin, session: SessionDep) -> NoticePublic:
     """Send a dead notification again."""
-    n = await service.requeue(session, notice_id=notice_id, actor_id=admin.id)
+    n = await delivery.requeue(session, notice_id=notice_id, actor_id=admin.id)
     return NoticePublic.model_validate(n, from_attributes=True)

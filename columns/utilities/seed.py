@@ -1,5 +1,5 @@
 """Demo data: the first two demo residents have water, power and gas accounts bound, matching the
-households of the development billers (``columns.utilities.sandbox.demo_sandboxes``). Idempotent."""
+households of the development billers (``columns.utilities.sandbox.demo.demo_sandboxes``). Idempotent."""
 
 from __future__ import annotations
 

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 from app_api.core.jobs import broker
-from columns.utilities import service
+from columns.utilities import delivery, reminders
 
 
 @broker.task(task_name="utilities.notify_biller")
 async def notify_biller(notice_id: str, outbox_id: str | None = None) -> str:
     """First attempt right after the payment; failures are rescheduled by the notice itself."""
-    return await service.deliver_notice(notice_id)
+    return await delivery.deliver_notice(notice_id)
 
 
 @broker.task(task_name="utilities.retry_biller_notices", schedule=[{"cron": "* * * * *"}])
 async def retry_biller_notices() -> dict[str, int]:
-    return await service.retry_due()
+    return await delivery.retry_due()
 
 
 @broker.task(task_name="utilities.due_reminders", schedule=[{"cron": "0 1 * * *"}])  # 09:00 China time
 async def due_reminders() -> int:
-    return await service.send_due_reminders()
+    return await reminders.send_due_reminders()

@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from utilities_helpers import configure_billers, make_billers
 
-from columns.utilities.sandbox import BillerSandbox, sandbox_app
+from columns.utilities.sandbox.biller import BillerSandbox, sandbox_app
 from payments.sandbox.common import free_port, serve_in_thread
 
 

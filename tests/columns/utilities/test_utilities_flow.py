@@ -10,7 +10,7 @@ from sqlmodel import select
 from utilities_helpers import bill, new_account_no, pay_at_provider, wait_until
 
 from app_api.core.db import session_scope, utcnow
-from columns.utilities import service
+from columns.utilities import delivery, reminders
 from columns.utilities.models import BillerNotice, NoticeStatus
 
 API = "/api/v1/columns/utilities"
@@ -161,19 +161,19 @@ async def test_biller_failing_three_times_is_told_exactly_once(client, login, bi
     assert n is not None and n.status == NoticeStatus.PENDING and "unavailable" in (n.last_error or "")
     assert billers["water"].payments_for(b["bill_no"]) == []
     # Not due yet: the sweep leaves it alone.
-    assert (await service.retry_due(now=utcnow())).get("delivered") is None
+    assert (await delivery.retry_due(now=utcnow())).get("delivered") is None
 
     later = utcnow()
     outcomes = []
     for _ in range(5):
         later += dt.timedelta(hours=2)
-        outcomes.append(await service.deliver_notice(n.id, now=later))
+        outcomes.append(await delivery.deliver_notice(n.id, now=later))
     assert outcomes == ["retry", "retry", "delivered", "done", "done"]
     n = await notice_for(b["bill_no"])
     assert n is not None and n.status == NoticeStatus.DELIVERED and n.attempts == 4
     [posted] = billers["water"].payments_for(b["bill_no"])
     assert posted.times_posted == 1 and posted.receipt_no == n.receipt_no
-    assert await service.retry_due(now=later + dt.timedelta(days=1)) == {}
+    assert await delivery.retry_due(now=later + dt.timedelta(days=1)) == {}
 
 
 async def test_biller_timing_out_after_recording_is_told_once(client, login, billers, pay_sandbox):
@@ -192,7 +192,7 @@ async def test_biller_timing_out_after_recording_is_told_once(client, login, bil
     assert n is not None and n.status == NoticeStatus.PENDING
     # The biller recorded it although we never heard back.
     assert len(billers["water"].payments_for(b["bill_no"])) == 1
-    assert await service.deliver_notice(n.id, now=utcnow() + dt.timedelta(hours=1)) == "delivered"
+    assert await delivery.deliver_notice(n.id, now=utcnow() + dt.timedelta(hours=1)) == "delivered"
     [posted] = billers["water"].payments_for(b["bill_no"])
     assert posted.times_posted == 2  # the repeat was recognised, not booked twice
     n = await notice_for(b["bill_no"])
@@ -213,7 +213,7 @@ async def test_dead_letters_visible_to_admins_and_requeued(client, login, biller
     n = await notice_for(b["bill_no"])
     assert n is not None
     later = utcnow() + dt.timedelta(hours=2)
-    while (outcome := await service.deliver_notice(n.id, now=later)) != "dead":
+    while (outcome := await delivery.deliver_notice(n.id, now=later)) != "dead":
         assert outcome == "retry"
         later += dt.timedelta(hours=2)
     n = await notice_for(b["bill_no"])
@@ -322,7 +322,7 @@ async def test_due_date_reminder_sms_once(client, login, billers, phone):
     )
     assert (await bind(client, headers, "power", acct, "赵丽")).status_code == 201
 
-    assert await service.send_due_reminders() >= 1
+    assert await reminders.send_due_reminders() >= 1
 
     async def texts() -> list[str]:
         r = await client.get("/api/v1/dev/sms", params={"phone": phone})
@@ -334,7 +334,7 @@ async def test_due_date_reminder_sms_once(client, login, billers, phone):
     await wait_until(one_text)
     [text] = await texts()
     assert "123.45元" in text and acct in text and "电费" in text
-    await service.send_due_reminders()
+    await reminders.send_due_reminders()
     await __import__("asyncio").sleep(0.3)
     assert len(await texts()) == 1
 
@@ -355,7 +355,7 @@ async def test_two_workers_on_one_notice_tell_the_biller_once(client, login, bil
     n = await notice_for(b["bill_no"])
     assert n is not None
     later = utcnow() + dt.timedelta(hours=1)
-    outcomes = await asyncio.gather(*(service.deliver_notice(n.id, now=later) for _ in range(4)))
+    outcomes = await asyncio.gather(*(delivery.deliver_notice(n.id, now=later) for _ in range(4)))
     assert sorted(outcomes).count("delivered") == 1 and set(outcomes) <= {"delivered", "leased", "done"}
     [posted] = billers["water"].payments_for(b["bill_no"])
     assert posted.times_posted == 1

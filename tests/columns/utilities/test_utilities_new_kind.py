@@ -7,7 +7,7 @@ import os
 
 from utilities_helpers import BILLER_SECRET, bill, new_account_no
 
-from columns.utilities.sandbox import BillerSandbox
+from columns.utilities.sandbox.biller import BillerSandbox
 from payments.sandbox.common import serve_in_thread
 
 API = "/api/v1/columns/utilities"

@@ -7,7 +7,7 @@ async def test_seeded_households_list_bills_from_the_demo_billers(client, login,
     from utilities_helpers import BILLER_SECRET
 
     from app_api.core.db import session_scope
-    from columns.utilities.sandbox import demo_sandboxes
+    from columns.utilities.sandbox.demo import demo_sandboxes
     from columns.utilities.seed import seed
 
     # The test billers take on the development households.
@@ -28,7 +28,7 @@ async def test_seeded_households_list_bills_from_the_demo_billers(client, login,
 
 
 async def test_development_billers_are_served_by_the_app(client, login, live_url, billers):
-    """In development the app serves the demo billers at /sandbox/utilities (dev_sandbox capability)."""
+    """In development the app serves the demo billers at /sandbox/utilities (``column.dev_sandbox``)."""
     import json
     import os
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from columns.utilities.sandbox import BillerSandbox, SandboxBill, sandbox_app
+from columns.utilities.sandbox.biller import BillerSandbox, SandboxBill, sandbox_app
 
 BILLER_SECRET = "test-biller-secret-" + secrets.token_hex(4)
 BILLER_TIMEOUT_S = 0.5

@@ -7,18 +7,17 @@ receipt), and can be told to misbehave for the next N calls: answer 503, answer 
 out — for a payment, after recording it, which is the case that tests exactly-once delivery.
 
 Control endpoints under ``/_sandbox`` (never in production): add accounts and bills, set faults,
-read what was posted.
+read what was posted. Requests are checked as :mod:`app_api.core.signing` says (the billers' house
+protocol).
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hmac
 import itertools
 import json
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -28,10 +27,9 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 
 from app_api.core.crypto import mask_name
-from columns.utilities.adapters import sign
+from app_api.core.signing import verify_request
 
 Fault = Literal["error", "garbage", "timeout"]
-MAX_SKEW_S = 300
 
 
 @dataclass
@@ -137,15 +135,15 @@ class BillerSandbox:
     def _answer(code: int, msg: str, data: Any = None, status: int = 200) -> JSONResponse:
         return JSONResponse({"code": code, "msg": msg, "data": data}, status_code=status)
 
-    async def _read(self, request: Request) -> dict[str, Any] | Response:
+    async def _read(self, request: Request, path: str) -> dict[str, Any] | Response:
+        """The signed JSON payload of a call to the protocol path ``path``, or the refusal."""
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
         body = await request.body()
-        h = request.headers
-        ts, nonce, sig = h.get("x-timestamp", ""), h.get("x-nonce", ""), h.get("x-signature", "")
-        if not ts.isdigit() or abs(time.time() - int(ts)) > MAX_SKEW_S:
+        problem = verify_request(request.headers, secret=self.secret, method="POST", path=path, body=body)
+        if problem == "stale_timestamp":
             return self._answer(40101, "timestamp expired", status=401)
-        if not hmac.compare_digest(sign(self.secret, ts, nonce, body), sig):
+        if problem == "bad_signature":
             return self._answer(40102, "bad signature", status=401)
         try:
             payload = json.loads(body)
@@ -171,7 +169,7 @@ class BillerSandbox:
         return self._answer(50002, "late")
 
     async def _verify(self, request: Request) -> Response:
-        p = await self._read(request)
+        p = await self._read(request, "/v1/accounts/verify")
         if isinstance(p, Response):
             return p
         if (f := await self._faulty("/v1/accounts/verify")) is not None:
@@ -194,7 +192,7 @@ class BillerSandbox:
         )
 
     async def _bills(self, request: Request) -> Response:
-        p = await self._read(request)
+        p = await self._read(request, "/v1/bills/query")
         if isinstance(p, Response):
             return p
         if (f := await self._faulty("/v1/bills/query")) is not None:
@@ -222,7 +220,7 @@ class BillerSandbox:
         )
 
     async def _pay(self, request: Request) -> Response:
-        p = await self._read(request)
+        p = await self._read(request, "/v1/payments")
         if isinstance(p, Response):
             return p
         fault = self._take_fault("/v1/payments")
@@ -296,74 +294,3 @@ class BillerSandbox:
 def sandbox_app(sandboxes: dict[str, BillerSandbox]) -> Starlette:
     """Several billers behind one server: ``/<code>/v1/...``."""
     return Starlette(routes=[Mount(f"/{code}", app=s.app) for code, s in sandboxes.items()])
-
-
-def demo_sandboxes(secret: str) -> dict[str, BillerSandbox]:
-    """The development billers with a few demo households (the seed binds them)."""
-    today = dt.date.today()
-    units = {"water": "吨", "power": "度", "gas": "立方米"}
-    out: dict[str, BillerSandbox] = {}
-    for n, (code, unit) in enumerate(units.items()):
-        s = BillerSandbox(code, secret, unit=unit)
-        for i, (holder, address) in enumerate(
-            [("张建国", "谯城区薛阁街道光明路18号"), ("李秀英", "涡阳县城关镇向阳路6号")]
-        ):
-            acct = f"{code[0].upper()}3416{n}{i:05d}"
-            s.add_account(
-                acct,
-                holder,
-                address,
-                [
-                    SandboxBill(
-                        f"{acct}-2610",
-                        "2026-10",
-                        3650 + 1130 * n + 7 * i,
-                        today + dt.timedelta(days=2),
-                        f"{14 + i} {unit}",
-                    ),
-                    SandboxBill(
-                        f"{acct}-2611",
-                        "2026-11",
-                        4120 + 980 * n + 5 * i,
-                        today + dt.timedelta(days=20),
-                        f"{16 + i} {unit}",
-                    ),
-                ],
-            )
-        out[code] = s
-    return out
-
-
-def main() -> None:
-    """Serve the three development billers as their own process:
-    ``python -m columns.utilities.sandbox --port 8701 --secret ... [--demo]``."""
-    import argparse
-
-    import uvicorn
-
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--port", type=int, default=8701)
-    ap.add_argument("--secret", default="dev-biller-secret-change-me")
-    ap.add_argument("--demo", action="store_true", help="with the demo households the seed binds")
-    args = ap.parse_args()
-    billers = (
-        demo_sandboxes(args.secret)
-        if args.demo
-        else {
-            c: BillerSandbox(c, args.secret, unit=u)
-            for c, u in (("water", "吨"), ("power", "度"), ("gas", "立方米"))
-        }
-    )
-    uvicorn.run(sandbox_app(billers), host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
-
-
-if __name__ == "__main__":
-    main()
-
-
-def dev_app() -> Starlette:
-    """The development billers with the demo households, for the embedded default to mount at
-    ``/sandbox/utilities`` (where the default biller configuration points)."""
-    from columns.utilities.config import DEV_BILLER_SECRET
-
-    return sandbox_app(demo_sandboxes(DEV_BILLER_SECRET))
