@@ -54,20 +54,20 @@ async def main(args: argparse.Namespace, base_url: str) -> None:
     from asgi_lifespan import LifespanManager
     from sqlmodel import select
 
+    from app_api.core.clock import CHINA_TZ
     from app_api.core.db import new_id, session_scope, utcnow
     from app_api.platform.accounts.models import Account
     from app_api.wiring.app import create_app
     from payments import registry
     from payments.hooks import on_paid
+    from payments.ledger import new_out_trade_no, purpose_key
     from payments.models import PaymentOrder
     from payments.providers.alipay import AlipayConfig, AlipayProvider
-    from payments.providers.base import CHINA_TZ
     from payments.providers.wechat_v2 import WeChatPayV2Provider, WeChatV2Config
     from payments.router import router_all
     from payments.sandbox.alipay import AlipaySandbox, AlipayTrade
     from payments.sandbox.common import Delivery
     from payments.sandbox.wechat_v2 import V2Order, WeChatPayV2Sandbox
-    from payments.service import new_out_trade_no, purpose_key
 
     told: list[str] = []
     all_told = asyncio.Event()

@@ -57,10 +57,10 @@ async def setup(rows: int, bill_path: Path) -> None:
 
     import asyncpg
 
+    from app_api.core.clock import CHINA_TZ
     from app_api.core.db import new_id
-    from payments.providers.base import CHINA_TZ
+    from payments.ledger import purpose_key
     from payments.sandbox.bills import WECHAT_HEADER, WECHAT_SUMMARY_HEADER
-    from payments.service import purpose_key
 
     dsn = os.environ["WOJIA_DATABASE_URL"].replace("postgresql+asyncpg://", "postgresql://")
     conn = await asyncpg.connect(dsn)
@@ -141,7 +141,7 @@ async def measure_run(bill_path: str) -> None:
     from payments import registry
     from payments.providers.base import BillFile, BillFormat, ProviderName
     from payments.providers.wechat_v2 import WeChatPayV2Provider, WeChatV2Config
-    from payments.reconcile import execute_run, start_run
+    from payments.reconciliation.runs import execute_run, start_run
 
     registry.configure(
         {"wechat_v2": WeChatPayV2Provider(WeChatV2Config(appid=APPID, mch_id=MCH, api_key="k" * 32))}

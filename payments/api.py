@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from payments.hooks import PaidHandler, PaidPurpose, on_paid
 from payments.models import PaymentOrder, PaymentRefund
-from payments.service import PaymentStart, create_order, request_refund, start_payment
+from payments.orders import PaymentStart, create_order, start_payment
+from payments.refunds import request_refund
 
 __all__ = [
     "PaidHandler",

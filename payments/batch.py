@@ -2,7 +2,7 @@
 
 A notification's own work (reading the body, checking the signature) runs in its request; applying
 it to the ledger is handed to the process's batcher, which applies whatever has arrived meanwhile in
-one transaction (``service.apply_notifications``) and answers each request after the commit. Under
+one transaction (``notifications.apply_notifications``) and answers each request after the commit. Under
 load a batch holds tens of notifications and costs about as many statements as one; alone, a
 notification waits for nobody (a batch of one starts at once).
 
@@ -22,9 +22,9 @@ from collections.abc import Mapping
 
 from app_api.core.db import session_scope
 from app_api.core.logging import request_id_var
-from payments import service
+from payments import notifications
+from payments.notifications import NotificationOutcome, ReceivedNotification
 from payments.providers.base import Notification
-from payments.service import NotificationOutcome, ReceivedNotification
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class NotificationBatcher:
         items = [item for item, _ in batch]
         try:
             async with session_scope() as session:
-                outcomes = await service.apply_notifications(session, items)
+                outcomes = await notifications.apply_notifications(session, items)
         except Exception:
             log.warning("payments: a batch of %d notifications failed; applying them one by one", len(batch))
             await self._one_by_one(batch)
@@ -107,7 +107,7 @@ class NotificationBatcher:
             token = request_id_var.set(item.request_id)
             try:
                 async with session_scope() as session:
-                    outcome = await service.apply_notification(
+                    outcome = await notifications.apply_notification(
                         session, note=item.note, body=item.body, headers=item.headers
                     )
             except Exception as exc:

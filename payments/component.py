@@ -4,9 +4,11 @@ from starlette.types import ASGIApp
 
 from app_api.core.component import Component, Mount, Sandbox
 from payments import models, router, tasks
+from payments.registry import SANDBOX_PREFIX
 
 
-def _sandboxes() -> ASGIApp | None:
+def sandbox_app() -> ASGIApp | None:
+    """The three protocol sandboxes in one ASGI app, in sandbox mode (None in live mode)."""
     from payments.config import get_payments_settings
     from payments.registry import sandboxes
 
@@ -19,7 +21,7 @@ def _sandboxes() -> ASGIApp | None:
 component = Component(
     name="payments",
     routers=(Mount(router.router_all),),
-    sandboxes=(Sandbox("/sandbox/payments", _sandboxes),),
+    sandboxes=(Sandbox(SANDBOX_PREFIX, sandbox_app),),
     models=(models,),
     tasks=(tasks,),
 )

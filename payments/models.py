@@ -202,3 +202,13 @@ class ReconciliationItem(SQLModel, table=True):
     resolved_at: dt.datetime | None = datetime_field()
     resolved_by: str | None = Field(default=None, max_length=32)
     resolution_note: str | None = Field(default=None, max_length=500)
+
+
+# The tables, for core statements where the ORM's unit of work costs too much (SQLModel does not
+# declare ``__table__`` to type checkers).
+ORDERS: sa.Table = SQLModel.metadata.tables["payments_order"]
+PURPOSES_PAID: sa.Table = SQLModel.metadata.tables["payments_purpose_paid"]
+EVENTS: sa.Table = SQLModel.metadata.tables["payments_event"]
+NOTIFICATIONS: sa.Table = SQLModel.metadata.tables["payments_notification"]
+RECON_RUNS: sa.Table = SQLModel.metadata.tables["payments_recon_run"]
+RECON_ITEMS: sa.Table = SQLModel.metadata.tables["payments_recon_item"]

@@ -4,7 +4,8 @@ Routers for the app factory (all under ``/api/v1``):
 - ``notify_router``: ``POST /payments/notify/{wechat_v2|wechat_v3|alipay}`` (public; signatures verified);
 - ``router``: residents' own orders (pay, close, read);
 - ``finance_router``: all orders, refunds, reconciliation runs, discrepancies, exports, the console page.
-``router_all`` bundles the three; :func:`mount_sandboxes` serves the protocol sandboxes in sandbox mode.
+``router_all`` bundles the three (the payments component mounts it; the component serves the protocol
+sandboxes in sandbox mode). Queries live in :mod:`payments.queries`.
 """
 
 from __future__ import annotations
@@ -17,30 +18,25 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from sqlmodel import col, func, select
 
+from app_api.core.clock import CHINA_TZ, china_today
 from app_api.core.db import SessionDep, session_scope
+from app_api.core.money import fen_to_yuan
 from app_api.platform.access import CurrentAccount, Finance, FinanceConsole, public
-from payments import reconcile, service
+from payments import orders, queries
 from payments.batch import batcher
-from payments.errors import OrderNotFound, RunNotFound
-from payments.models import (
-    DISCREPANCY_NAMES,
-    Discrepancy,
-    PaymentEvent,
-    PaymentOrder,
-    PaymentRefund,
-    ReconciliationItem,
-    ReconciliationRun,
-)
+from payments.errors import OrderNotFound
+from payments.models import DISCREPANCY_NAMES, Discrepancy, PaymentOrder
+from payments.notifications import flag_foreign_notification
 from payments.providers.base import (
-    CHINA_TZ,
     ForeignNotification,
     InvalidNotification,
     ProviderName,
     ReplayedNotification,
-    fen_to_yuan,
 )
+from payments.reconciliation import runs as reconciliation
+from payments.reconciliation.export import export_csv, export_xlsx
+from payments.refunds import request_refund
 from payments.registry import get_provider
 from payments.schemas import (
     EventPublic,
@@ -78,15 +74,8 @@ async def notify(provider: ProviderName, request: Request) -> Response:
         ack = impl.acknowledge(True)
         return Response(ack.body, status_code=ack.status_code, media_type=ack.media_type)
     except ForeignNotification as exc:
-        from app_api.platform import audit
-
         async with session_scope() as session:
-            await audit.record(
-                session,
-                action="payments.notification_flagged",
-                subject_type="payments_notification",
-                data={"reason": "foreign_merchant", "provider": provider.value, "detail": str(exc)[:200]},
-            )
+            await flag_foreign_notification(session, provider=provider.value, detail=str(exc))
         ack = impl.acknowledge(False, "foreign merchant")
         return Response(ack.body, status_code=ack.status_code, media_type=ack.media_type)
     except InvalidNotification as exc:
@@ -104,7 +93,7 @@ async def notify(provider: ProviderName, request: Request) -> Response:
 
 async def owned_order(order_id: str, principal: CurrentAccount, session: SessionDep) -> PaymentOrder:
     """The order, if the caller owns it (finance may read any). Others get 404, not 403."""
-    order = await session.get(PaymentOrder, order_id)
+    order = await queries.order(session, order_id)
     if order is None or (order.account_id != principal.id and not principal.has("finance")):
         raise OrderNotFound(order_id=order_id)
     return order
@@ -121,14 +110,7 @@ async def my_orders(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Any:
     """My payment orders, newest first."""
-    rows = await session.exec(
-        select(PaymentOrder)
-        .where(PaymentOrder.account_id == principal.id)
-        .order_by(col(PaymentOrder.created_at).desc())
-        .limit(limit)
-        .offset(offset)
-    )
-    return rows.all()
+    return await queries.orders_of(session, principal.id, limit=limit, offset=offset)
 
 
 @router.get("/orders/{order_id}", response_model=OrderPublic)
@@ -145,9 +127,7 @@ async def pay(
     if order.account_id != principal.id:
         raise OrderNotFound(order_id=order.id)
     client_ip = request.client.host if request.client else "127.0.0.1"
-    started = await service.start_payment(
-        session, order=order, payer_id=payload.payer_id, client_ip=client_ip
-    )
+    started = await orders.start_payment(session, order=order, payer_id=payload.payer_id, client_ip=client_ip)
     return PayResponse(order=OrderPublic.model_validate(started.order), client_params=started.client_params)
 
 
@@ -156,7 +136,7 @@ async def close(order: OwnedOrder, principal: CurrentAccount, session: SessionDe
     """Abandon my unpaid order (closed at the provider too)."""
     if order.account_id != principal.id:
         raise OrderNotFound(order_id=order.id)
-    return await service.close_order(session, order_id=order.id, source="resident", actor_id=principal.id)
+    return await orders.close_order(session, order_id=order.id, source="resident", actor_id=principal.id)
 
 
 # -- finance ------------------------------------------------------------------------------------
@@ -173,30 +153,26 @@ async def all_orders(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Any:
     """All payment orders (finance)."""
-    stmt = select(PaymentOrder)
-    if status:
-        stmt = stmt.where(PaymentOrder.status == status)
-    if provider:
-        stmt = stmt.where(PaymentOrder.provider == provider.value)
-    if out_trade_no:
-        stmt = stmt.where(PaymentOrder.out_trade_no == out_trade_no)
-    rows = await session.exec(stmt.order_by(col(PaymentOrder.created_at).desc()).limit(limit).offset(offset))
-    return rows.all()
+    return await queries.all_orders(
+        session,
+        status=status,
+        provider=provider.value if provider else None,
+        out_trade_no=out_trade_no,
+        limit=limit,
+        offset=offset,
+    )
 
 
 @finance_router.get("/orders/{order_id}/events", response_model=list[EventPublic])
 async def order_events(order_id: str, principal: Finance, session: SessionDep) -> Any:
     """An order's event log, oldest first (finance)."""
-    rows = await session.exec(
-        select(PaymentEvent).where(PaymentEvent.order_id == order_id).order_by(col(PaymentEvent.created_at))
-    )
-    return rows.all()
+    return await queries.order_events(session, order_id)
 
 
 @finance_router.post("/orders/{order_id}/refunds", response_model=RefundPublic, status_code=202)
 async def refund(order_id: str, payload: RefundCreate, principal: Finance, session: SessionDep) -> Any:
     """Refund all or part of a paid order; repeating the same refund number changes nothing."""
-    created, _ = await service.request_refund(
+    created, _ = await request_refund(
         session,
         order_id=order_id,
         amount_fen=payload.amount_fen,
@@ -211,12 +187,7 @@ async def refund(order_id: str, payload: RefundCreate, principal: Finance, sessi
 @finance_router.get("/orders/{order_id}/refunds", response_model=list[RefundPublic])
 async def refunds(order_id: str, principal: Finance, session: SessionDep) -> Any:
     """Refunds of an order (finance)."""
-    rows = await session.exec(
-        select(PaymentRefund)
-        .where(PaymentRefund.order_id == order_id)
-        .order_by(col(PaymentRefund.created_at))
-    )
-    return rows.all()
+    return await queries.order_refunds(session, order_id)
 
 
 @finance_router.get("/reconciliation/runs", response_model=list[RunPublic])
@@ -228,34 +199,24 @@ async def runs(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> Any:
     """Reconciliation runs, newest first."""
-    stmt = select(ReconciliationRun)
-    if bill_date:
-        stmt = stmt.where(ReconciliationRun.bill_date == bill_date)
-    if provider:
-        stmt = stmt.where(ReconciliationRun.provider == provider.value)
-    return (await session.exec(stmt.order_by(col(ReconciliationRun.started_at).desc()).limit(limit))).all()
+    return await queries.runs(
+        session, bill_date=bill_date, provider=provider.value if provider else None, limit=limit
+    )
 
 
 @finance_router.post("/reconciliation/runs", response_model=RunPublic, status_code=202)
 async def start_run(payload: RunCreate, principal: Finance, session: SessionDep) -> Any:
     """Reconcile one provider for any date; runs in the background (poll the run for progress)."""
     get_provider(payload.provider.value)
-    return await reconcile.start_run(
+    return await reconciliation.start_run(
         session, provider=payload.provider.value, bill_date=payload.bill_date, actor_id=principal.id
     )
-
-
-async def _run(session: SessionDep, run_id: str) -> ReconciliationRun:
-    run = await session.get(ReconciliationRun, run_id)
-    if run is None:
-        raise RunNotFound(run_id=run_id)
-    return run
 
 
 @finance_router.get("/reconciliation/runs/{run_id}", response_model=RunPublic)
 async def run_detail(run_id: str, principal: Finance, session: SessionDep) -> Any:
     """One run: stage, progress, totals."""
-    return await _run(session, run_id)
+    return await queries.run(session, run_id)
 
 
 @finance_router.get("/reconciliation/runs/{run_id}/items", response_model=list[ItemPublic])
@@ -269,25 +230,23 @@ async def run_items(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Any:
     """A run's discrepancies."""
-    await _run(session, run_id)
-    stmt = select(ReconciliationItem).where(ReconciliationItem.run_id == run_id)
-    if category:
-        stmt = stmt.where(ReconciliationItem.category == category.value)
-    if unresolved:
-        stmt = stmt.where(col(ReconciliationItem.resolved_at).is_(None))
-    return (
-        await session.exec(
-            stmt.order_by(col(ReconciliationItem.category), col(ReconciliationItem.id))
-            .limit(limit)
-            .offset(offset)
-        )
-    ).all()
+    await queries.run(session, run_id)
+    return await queries.run_items_page(
+        session,
+        run_id,
+        category=category.value if category else None,
+        unresolved=unresolved,
+        limit=limit,
+        offset=offset,
+    )
 
 
 @finance_router.post("/reconciliation/items/{item_id}/resolve", response_model=ItemPublic)
 async def resolve(item_id: str, payload: ResolveRequest, principal: Finance, session: SessionDep) -> Any:
     """Resolve a discrepancy with a note (audited)."""
-    return await reconcile.resolve_item(session, item_id=item_id, note=payload.note, actor_id=principal.id)
+    return await reconciliation.resolve_item(
+        session, item_id=item_id, note=payload.note, actor_id=principal.id
+    )
 
 
 @finance_router.get("/reconciliation/runs/{run_id}/export")
@@ -298,25 +257,17 @@ async def export(
     format: Annotated[str, Query(pattern="^(csv|xlsx)$")] = "csv",
 ) -> Response:
     """Download a run's discrepancies as CSV or XLSX (bearer header, or the console's cookie)."""
-    run = await _run(session, run_id)
-    items = list(
-        (
-            await session.exec(
-                select(ReconciliationItem)
-                .where(ReconciliationItem.run_id == run_id)
-                .order_by(col(ReconciliationItem.category))
-            )
-        ).all()
-    )
+    run = await queries.run(session, run_id)
+    items = await queries.run_items(session, run_id)
     name = f"reconciliation-{run.provider}-{run.bill_date.isoformat()}"
     if format == "xlsx":
         return Response(
-            reconcile.export_xlsx(run, items),
+            export_xlsx(run, items),
             media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
             headers={"Content-Disposition": f'attachment; filename="{name}.xlsx"'},
         )
     return Response(
-        reconcile.export_csv(items),
+        export_csv(items),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
     )
@@ -352,12 +303,8 @@ def _html(request: Request, name: str, **context: Any) -> HTMLResponse:
 @finance_router.get("/console", response_class=HTMLResponse)
 async def console(request: Request, principal: FinanceConsole, session: SessionDep) -> HTMLResponse:
     """Finance console: recent runs, start a run."""
-    recent = (
-        await session.exec(
-            select(ReconciliationRun).order_by(col(ReconciliationRun.started_at).desc()).limit(50)
-        )
-    ).all()
-    yesterday = dt.datetime.now(CHINA_TZ).date() - dt.timedelta(days=1)
+    recent = await queries.runs(session, limit=50)
+    yesterday = china_today() - dt.timedelta(days=1)
     return _html(
         request,
         "console_runs.html",
@@ -377,7 +324,7 @@ async def console_start(
 ) -> RedirectResponse:
     """Console form: start a run, then show it."""
     get_provider(provider.value)
-    run = await reconcile.start_run(
+    run = await reconciliation.start_run(
         session, provider=provider.value, bill_date=bill_date, actor_id=principal.id
     )
     return RedirectResponse(request.url_for("console_run", run_id=run.id).path, status_code=303)
@@ -388,22 +335,9 @@ async def console_run(
     request: Request, run_id: str, principal: FinanceConsole, session: SessionDep
 ) -> HTMLResponse:
     """Console: one run's totals and discrepancies, with resolve forms and export links."""
-    run = await _run(session, run_id)
-    items = (
-        await session.exec(
-            select(ReconciliationItem)
-            .where(ReconciliationItem.run_id == run_id)
-            .order_by(col(ReconciliationItem.category))
-            .limit(1000)
-        )
-    ).all()
-    unresolved = (
-        await session.exec(
-            select(func.count())
-            .select_from(ReconciliationItem)
-            .where(ReconciliationItem.run_id == run_id, col(ReconciliationItem.resolved_at).is_(None))
-        )
-    ).one()
+    run = await queries.run(session, run_id)
+    items = await queries.run_items(session, run_id, limit=1000)
+    unresolved = await queries.unresolved_count(session, run_id)
     return _html(
         request,
         "console_run.html",
@@ -423,7 +357,7 @@ async def console_resolve(
     note: Annotated[str, Form(min_length=2, max_length=500)],
 ) -> RedirectResponse:
     """Console form: resolve a discrepancy, back to its run."""
-    item = await reconcile.resolve_item(session, item_id=item_id, note=note, actor_id=principal.id)
+    item = await reconciliation.resolve_item(session, item_id=item_id, note=note, actor_id=principal.id)
     return RedirectResponse(request.url_for("console_run", run_id=item.run_id).path, status_code=303)
 
 
@@ -431,22 +365,3 @@ router_all = APIRouter()
 router_all.include_router(notify_router)
 router_all.include_router(router)
 router_all.include_router(finance_router)
-
-
-def mount_sandboxes(app: Any) -> None:
-    """Serve the three protocol sandboxes under /sandbox/payments (sandbox mode only)."""
-    from payments.config import get_payments_settings
-    from payments.registry import SANDBOX_PREFIX, sandboxes
-
-    if get_payments_settings().mode != "sandbox":
-        return
-    boxes = sandboxes()
-    already = any(getattr(r, "path", "") == SANDBOX_PREFIX for r in app.routes)
-    if boxes is not None and not already:
-        app.mount(SANDBOX_PREFIX, boxes.asgi_app())
-
-
-def install(app: Any, *, prefix: str = "/api/v1") -> None:
-    """What the app factory needs from payments: the routers, and the sandboxes in sandbox mode."""
-    app.include_router(router_all, prefix=prefix)
-    mount_sandboxes(app)

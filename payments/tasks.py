@@ -6,11 +6,12 @@ import datetime as dt
 import logging
 from typing import Any
 
+from app_api.core.clock import CHINA_TZ
 from app_api.core.db import session_scope, utcnow
 from app_api.core.jobs import broker
-from payments import service
+from payments import handoff, refunds, sweeps
 from payments.config import get_payments_settings
-from payments.providers.base import CHINA_TZ, ProviderError
+from payments.providers.base import ProviderError
 
 log = logging.getLogger(__name__)
 
@@ -19,20 +20,20 @@ log = logging.getLogger(__name__)
 async def notify_column(order_id: str, outbox_id: str | None = None) -> bool:
     """Tell the owning column that its purpose was paid (once: see ``payments.hooks``)."""
     async with session_scope() as session:
-        return await service.notify_column(session, order_id=order_id)
+        return await handoff.notify_column(session, order_id=order_id)
 
 
 @broker.task(task_name="payments.notify_columns", retry_on_error=True, max_retries=20)
 async def notify_columns(order_ids: list[str], outbox_id: str | None = None) -> int:
     """Tell the columns about a batch of paid orders; a failing one is retried by a job of its own."""
     async with session_scope() as session:
-        return len(await service.notify_columns(session, order_ids=order_ids))
+        return len(await handoff.notify_columns(session, order_ids=order_ids))
 
 
 @broker.task(task_name="payments.submit_refund", retry_on_error=True, max_retries=10)
 async def submit_refund(refund_id: str, outbox_id: str | None = None) -> str:
     async with session_scope() as session:
-        return await service.submit_refund(session, refund_id=refund_id)
+        return await refunds.submit_refund(session, refund_id=refund_id)
 
 
 @broker.task(task_name="payments.sweep_pending", schedule=[{"cron": "*/5 * * * *"}])
@@ -40,14 +41,14 @@ async def sweep_pending() -> dict[str, int]:
     """Query orders pending for more than 15 minutes; close expired unpaid ones there and here."""
     settings = get_payments_settings()
     async with session_scope() as session:
-        ids = await service.pending_order_ids(
+        ids = await sweeps.pending_order_ids(
             session, older_than=utcnow() - dt.timedelta(seconds=settings.pending_query_after_s)
         )
     counts: dict[str, int] = {}
     for order_id in ids:
         try:
             async with session_scope() as session:
-                outcome = await service.sweep_order(session, order_id=order_id)
+                outcome = await sweeps.sweep_order(session, order_id=order_id)
         except ProviderError as exc:
             log.warning("payments sweep: order %s: provider error %s", order_id, exc)
             outcome = "provider_error"
@@ -57,7 +58,7 @@ async def sweep_pending() -> dict[str, int]:
 
 @broker.task(task_name="payments.reconcile_run", retry_on_error=False)
 async def reconcile_run(run_id: str, outbox_id: str | None = None) -> dict[str, Any]:
-    from payments.reconcile import execute_run
+    from payments.reconciliation.runs import execute_run
 
     return await execute_run(run_id)
 
@@ -67,7 +68,7 @@ async def reconcile_run(run_id: str, outbox_id: str | None = None) -> dict[str, 
 )
 async def reconcile_daily(bill_date: str | None = None) -> list[str]:
     """Reconcile every configured provider for yesterday (China time)."""
-    from payments.reconcile import execute_run, start_run
+    from payments.reconciliation.runs import execute_run, start_run
     from payments.registry import get_providers
 
     day = (

@@ -29,8 +29,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from app_api.core.clock import CHINA_TZ
+from app_api.core.money import fen_to_yuan, yuan_to_fen
 from payments.providers.base import (
-    CHINA_TZ,
     Ack,
     BadSignature,
     BillFile,
@@ -51,9 +52,7 @@ from payments.providers.base import (
     RefundState,
     TradeState,
     TradeStatus,
-    fen_to_yuan,
     run_blocking,
-    yuan_to_fen,
 )
 
 MAX_NOTIFICATION_BYTES = 64 * 1024

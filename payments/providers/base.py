@@ -20,8 +20,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-CHINA_TZ = dt.timezone(dt.timedelta(hours=8), name="Asia/Shanghai")
-
 
 class ProviderName(enum.StrEnum):
     WECHAT_V2 = "wechat_v2"
@@ -252,7 +250,7 @@ class ReplayGuard(Protocol):
 
 
 class MemoryReplayGuard:
-    """In-process guard: enough for one process and for tests; production passes a Redis one."""
+    """In-process guard: one process, and tests (the app uses ``registry.PlatformReplayGuard``)."""
 
     def __init__(self) -> None:
         self._seen: dict[str, float] = {}
@@ -269,17 +267,6 @@ class MemoryReplayGuard:
                 return False
             self._seen[key] = now + ttl_s
             return True
-
-
-class RedisReplayGuard:
-    """Shared across api replicas: ``SET key 1 NX EX ttl``."""
-
-    def __init__(self, redis: Any, prefix: str = "payments:replay:") -> None:
-        self._redis = redis
-        self._prefix = prefix
-
-    async def first_seen(self, key: str, ttl_s: int) -> bool:
-        return bool(await self._redis.set(self._prefix + key, b"1", nx=True, ex=ttl_s))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,30 +311,6 @@ class PaymentProvider(Protocol):
     def acknowledge(self, ok: bool, message: str = "") -> Ack:
         """The provider's documented answer to a notification (success stops its retries)."""
         ...
-
-
-def fen_to_yuan(fen: int) -> str:
-    """1234 -> "12.34" (exact; never through float)."""
-    sign = "-" if fen < 0 else ""
-    fen = abs(fen)
-    return f"{sign}{fen // 100}.{fen % 100:02d}"
-
-
-def yuan_to_fen(value: str) -> int:
-    """ "12.34" -> 1234, exactly. Refuses more than two decimals that are not zeros."""
-    text = value.strip().lstrip("`").strip()
-    if not text:
-        raise ValueError("empty amount")
-    negative = text.startswith("-")
-    if negative or text.startswith("+"):
-        text = text[1:]
-    whole, _, frac = text.partition(".")
-    if not whole.isdigit() or (frac and not frac.isdigit()):
-        raise ValueError(f"not an amount: {value!r}")
-    if len(frac) > 2 and frac[2:].strip("0"):
-        raise ValueError(f"amount with fractions of a fen: {value!r}")
-    fen = int(whole) * 100 + int((frac + "00")[:2])
-    return -fen if negative else fen
 
 
 async def run_blocking(func: Any, /, *args: Any, **kwargs: Any) -> Any:

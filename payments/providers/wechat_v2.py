@@ -23,8 +23,8 @@ from xml.parsers.expat import ExpatError
 
 import xmltodict
 
+from app_api.core.clock import CHINA_TZ
 from payments.providers.base import (
-    CHINA_TZ,
     Ack,
     BadSignature,
     BillFile,

@@ -23,8 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from app_api.core.clock import CHINA_TZ
 from payments.providers.base import (
-    CHINA_TZ,
     Ack,
     BadSignature,
     BillFile,

@@ -26,7 +26,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from payments.providers.base import CHINA_TZ, fen_to_yuan, yuan_to_fen
+from app_api.core.clock import CHINA_TZ, china_now
+from app_api.core.money import fen_to_yuan, yuan_to_fen
 from payments.sandbox.bills import render_alipay_zip
 from payments.sandbox.common import (
     BillRow,
@@ -34,7 +35,6 @@ from payments.sandbox.common import (
     Notifier,
     NotifierControls,
     OutgoingNotification,
-    china_now,
     deliveries_json,
     fee_for,
     new_rsa_key,

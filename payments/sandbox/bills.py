@@ -18,7 +18,8 @@ import io
 import zipfile
 from collections.abc import Iterable
 
-from payments.providers.base import CHINA_TZ, fen_to_yuan
+from app_api.core.clock import CHINA_TZ
+from app_api.core.money import fen_to_yuan
 from payments.sandbox.common import BillRow
 
 WECHAT_HEADER = (
@@ -33,8 +34,7 @@ WECHAT_SUMMARY_HEADER = (
 
 def _fee_yuan(fen: int) -> str:
     # WeChat prints fees with five decimals.
-    sign = "-" if fen < 0 else ""
-    return f"{sign}{abs(fen) // 100}.{abs(fen) % 100:02d}000"
+    return fen_to_yuan(fen) + "000"
 
 
 def wechat_row(row: BillRow) -> str:

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from payments.providers.base import CHINA_TZ
+from app_api.core.clock import CHINA_TZ, china_now
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +35,6 @@ log = logging.getLogger(__name__)
 # signed but addressed to another app/merchant; stale: correctly signed, old timestamp (v3);
 # amount_signed: correctly signed with an amount that differs from the order (the ledger must flag it).
 Forgery = Literal["signature", "amount", "merchant", "stale", "amount_signed"]
-
-
-def china_now() -> dt.datetime:
-    return dt.datetime.now(CHINA_TZ)
 
 
 def new_rsa_key(bits: int = 2048) -> rsa.RSAPrivateKey:

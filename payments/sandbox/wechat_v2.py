@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from payments.providers.base import CHINA_TZ
+from app_api.core.clock import CHINA_TZ, china_now
 from payments.sandbox.bills import render_wechat_csv
 from payments.sandbox.common import (
     BillRow,
@@ -28,7 +28,6 @@ from payments.sandbox.common import (
     Notifier,
     OutgoingNotification,
     RefundControls,
-    china_now,
     deliveries_json,
     order_bill_rows,
     parse_delivery,

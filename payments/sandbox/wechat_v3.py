@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from payments.providers.base import CHINA_TZ
+from app_api.core.clock import CHINA_TZ, china_now
 from payments.sandbox.bills import render_wechat_v3
 from payments.sandbox.common import (
     BillRow,
@@ -35,7 +35,6 @@ from payments.sandbox.common import (
     Notifier,
     OutgoingNotification,
     RefundControls,
-    china_now,
     deliveries_json,
     new_rsa_key,
     order_bill_rows,

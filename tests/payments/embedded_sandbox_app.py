@@ -37,16 +37,17 @@ async def main() -> dict[str, object]:
     from app_api.core.db import session_scope
     from app_api.platform.accounts.models import Account
     from app_api.wiring.app import create_app
-    from payments import service
+    from payments.component import component
     from payments.hooks import on_paid
     from payments.models import PaymentOrder
-    from payments.router import mount_sandboxes, router_all
+    from payments.orders import create_order, start_payment
 
-    app = create_app()  # development: includes the payments routers and mounts the sandboxes
-    if not any(getattr(r, "path", "") == "/api/v1/payments/notify/{provider}" for r in app.routes):
-        app.include_router(router_all, prefix="/api/v1")
-    if not any(getattr(r, "path", "") == "/sandbox/payments" for r in app.routes):
-        mount_sandboxes(app)
+    app = create_app()  # development: the payments routers, and the sandboxes its component builds
+    for box in component.sandboxes:
+        if not any(getattr(r, "path", "") == box.prefix for r in app.routes):
+            built = box.build()
+            assert built is not None, "payments is not in sandbox mode"
+            app.mount(box.prefix, built)
     import payments.tasks  # noqa: F401
 
     told: list[str] = []
@@ -66,11 +67,11 @@ async def main() -> dict[str, object]:
             s.add(account)
         for provider in ("wechat_v2", "wechat_v3", "alipay"):
             async with session_scope() as s:
-                order = await service.create_order(
+                order = await create_order(
                     s, account_id=account.id, purpose="embedded.bill", purpose_ref=provider, amount_fen=1234,
                     description="水费", provider=provider, channel="miniprogram",
                 )  # fmt: skip
-                await service.start_payment(
+                await start_payment(
                     s, order=order, payer_id="2088000000000001" if provider == "alipay" else "o1",
                     client_ip="10.0.0.1",
                 )  # fmt: skip

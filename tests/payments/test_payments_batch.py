@@ -12,11 +12,12 @@ from test_payments_ledger import account_id, load, new_order
 
 from app_api.core.db import session_scope
 from app_api.platform.audit import verify_chain
-from payments import service
 from payments.batch import NotificationBatcher
+from payments.ledger import transition
 from payments.models import OrderStatus, PaymentEvent, PaymentNotification, PaymentOrder
+from payments.notifications import ReceivedNotification, apply_notification, apply_notifications
+from payments.orders import create_order
 from payments.providers.base import Notification, NotificationKind, ProviderName, TradeState
-from payments.service import ReceivedNotification
 
 
 def paid_note(order: PaymentOrder, *, amount: int | None = None, txn: str | None = None) -> Notification:
@@ -46,7 +47,7 @@ async def test_a_mixed_batch_gets_the_one_at_a_time_answers(ledger, client, logi
     late = await new_order(me, "alipay", amount=700)
     async with session_scope() as s:  # expired and closed here before the money arrived
         row = (await s.exec(select(PaymentOrder).where(PaymentOrder.id == late.id))).one()
-        await service.transition(s, row, OrderStatus.CLOSED, source="test")
+        await transition(s, row, OrderStatus.CLOSED, source="test")
     stranger = Notification(
         provider=ProviderName.WECHAT_V2,
         kind=NotificationKind.PAYMENT,
@@ -59,7 +60,7 @@ async def test_a_mixed_batch_gets_the_one_at_a_time_answers(ledger, client, logi
     )
     already = paid_note(plain[0])
     async with session_scope() as s:  # one of them was applied before the batch: its copy is a duplicate
-        first = await service.apply_notification(s, note=already, body=b"x", headers={})
+        first = await apply_notification(s, note=already, body=b"x", headers={})
     assert first.outcome == "applied"
 
     notes = [
@@ -73,7 +74,7 @@ async def test_a_mixed_batch_gets_the_one_at_a_time_answers(ledger, client, logi
         stranger,
     ]
     async with session_scope() as s:
-        outcomes = await service.apply_notifications(s, [received(n) for n in notes])
+        outcomes = await apply_notifications(s, [received(n) for n in notes])
 
     assert [o.outcome for o in outcomes] == [
         "duplicate",
@@ -186,7 +187,7 @@ async def test_one_failing_column_handler_does_not_hold_back_the_batch(ledger, c
     me = await account_id(client, await login())
     steady = [await new_order(me, "alipay", amount=300 + i) for i in range(4)]
     async with session_scope() as s:
-        shaky = await service.create_order(
+        shaky = await create_order(
             s,
             account_id=me,
             purpose="testcol.flaky",
@@ -197,7 +198,7 @@ async def test_one_failing_column_handler_does_not_hold_back_the_batch(ledger, c
             channel="miniprogram",
         )
     async with session_scope() as s:
-        outcomes = await service.apply_notifications(s, [received(paid_note(o)) for o in [*steady, shaky]])
+        outcomes = await apply_notifications(s, [received(paid_note(o)) for o in [*steady, shaky]])
     assert {o.outcome for o in outcomes} == {"applied"}
     for order in [*steady, shaky]:  # the steady ones at once, the shaky one on its own retry
         await wait_for(lambda order=order: (order.id, order.purpose_ref) in PAID_CALLS)
@@ -238,7 +239,7 @@ async def test_one_purpose_paid_by_two_transactions_at_once_is_flagged_once(ledg
 
         async def apply(order: PaymentOrder) -> str:
             async with session_scope() as s:
-                return (await service.apply_notifications(s, [received(paid_note(order))]))[0].outcome
+                return (await apply_notifications(s, [received(paid_note(order))]))[0].outcome
 
         outcomes = await asyncio.gather(apply(a), apply(b))
         assert sorted(outcomes) == ["applied", "applied_duplicate_purpose"], outcomes

@@ -10,8 +10,8 @@ from payments_helpers import PAID_CALLS, control, wait_for
 from sqlmodel import select
 
 from app_api.core.db import session_scope
-from payments import service
 from payments.models import PaymentEvent, PaymentNotification, PaymentOrder
+from payments.orders import create_order
 
 
 @pytest.mark.parametrize("provider", ["wechat_v2", "alipay"])
@@ -19,7 +19,7 @@ async def test_fifty_concurrent_copies(ledger, client, login, is_postgres, provi
     headers = await login()
     me = (await client.get("/api/v1/me", headers=headers)).json()["id"]
     async with session_scope() as s:
-        order = await service.create_order(
+        order = await create_order(
             s,
             account_id=me,
             purpose="testcol.bill",

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from app_api.core.clock import CHINA_TZ
 from app_api.core.db import session_scope
-from payments import service
 from payments.models import PaymentOrder
-from payments.providers.base import CHINA_TZ
+from payments.orders import create_order
 from tests.conftest import new_phone, sms_code
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -58,7 +58,7 @@ async def test_console_start_run_resolve_export(ledger, client, login, tmp_path)
     day = dt.date(2023, 6, 1) + dt.timedelta(days=secrets.randbelow(300))
     async with fresh_merchant(ledger, "wechat_v2"):
         async with session_scope() as s:
-            order = await service.create_order(
+            order = await create_order(
                 s,
                 account_id=account,
                 purpose="testcol.bill",

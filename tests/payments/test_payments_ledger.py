@@ -12,9 +12,12 @@ from payments_helpers import PAID_CALLS, control, wait_for
 from sqlmodel import select
 
 from app_api.core.db import session_scope, utcnow
-from payments import service
 from payments.errors import IllegalTransition, PurposeAlreadyPaid
+from payments.ledger import transition
 from payments.models import OrderStatus, PaymentEvent, PaymentNotification, PaymentOrder, PaymentRefund
+from payments.orders import create_order
+from payments.refunds import request_refund
+from payments.sweeps import sweep_order
 
 PROVIDERS = ["wechat_v2", "wechat_v3", "alipay"]
 
@@ -32,7 +35,7 @@ async def new_order(
     ttl_s: int | None = None,
 ) -> PaymentOrder:
     async with session_scope() as s:
-        return await service.create_order(
+        return await create_order(
             s,
             account_id=account,
             purpose="testcol.bill",
@@ -147,7 +150,7 @@ async def test_late_notification_after_sweep_credits_once(ledger, client, login)
     await pay_at_sandbox(ledger, "wechat_v2", order, body["client_params"], hold=True)
     assert (await load(order.id)).status == OrderStatus.PAYING
     async with session_scope() as s:
-        assert await service.sweep_order(s, order_id=order.id) == "applied"
+        assert await sweep_order(s, order_id=order.id) == "applied"
     assert (await load(order.id)).status == OrderStatus.PAID
     released = await control(ledger.servers["wechat_v2"], "/_sandbox/release")
     assert "SUCCESS" in released["deliveries"][0]["response"]
@@ -262,14 +265,14 @@ async def test_sweep_closes_expired_orders_there_and_here(ledger, client, login,
     order = await new_order(await account_id(client, headers), provider, ttl_s=60)
     await start(client, headers, order, provider)
     async with session_scope() as s:
-        assert await service.sweep_order(s, order_id=order.id) == "waiting"
+        assert await sweep_order(s, order_id=order.id) == "waiting"
         await s.exec(
             sa.update(PaymentOrder)
             .where(PaymentOrder.id == order.id)
             .values(expires_at=utcnow() - dt.timedelta(seconds=1))
         )
     async with session_scope() as s:
-        assert await service.sweep_order(s, order_id=order.id) == "closed"
+        assert await sweep_order(s, order_id=order.id) == "closed"
     assert (await load(order.id)).status == OrderStatus.CLOSED
     status = await ledger.providers[provider].query(order.out_trade_no)
     assert status.state.value in ("closed", "not_found")
@@ -288,7 +291,7 @@ async def test_resident_close_and_illegal_transitions(ledger, client, login):
     async with session_scope() as s:
         locked = (await s.exec(select(PaymentOrder).where(PaymentOrder.id == order.id))).one()
         with pytest.raises(IllegalTransition):
-            await service.transition(s, locked, OrderStatus.REFUNDED, source="test")
+            await transition(s, locked, OrderStatus.REFUNDED, source="test")
 
 
 async def test_bad_notify_requests(ledger, client):
@@ -367,7 +370,7 @@ async def test_column_rule_refund_and_late_handler(ledger, client, login):
     headers = await login()
     acc = await account_id(client, headers)
     async with session_scope() as s:
-        order = await service.create_order(
+        order = await create_order(
             s,
             account_id=acc,
             purpose="latecol.fee",
@@ -400,7 +403,7 @@ async def test_column_rule_refund_and_late_handler(ledger, client, login):
 
     # The column's own rule refunds part of it (e.g. an overpayment found by the biller).
     async with session_scope() as s:
-        refund, created = await service.request_refund(
+        refund, created = await request_refund(
             s,
             order_id=order.id,
             amount_fen=100,
@@ -412,7 +415,7 @@ async def test_column_rule_refund_and_late_handler(ledger, client, login):
     assert created
     await wait_status(order.id, OrderStatus.PARTIALLY_REFUNDED)
     async with session_scope() as s:
-        again, created_again = await service.request_refund(
+        again, created_again = await request_refund(
             s,
             order_id=order.id,
             amount_fen=100,

@@ -16,11 +16,12 @@ from openpyxl import load_workbook
 from payments_helpers import control
 from sqlmodel import select
 
+from app_api.core.clock import CHINA_TZ
 from app_api.core.db import session_scope
 from app_api.platform.audit.models import AuditEvent
-from payments import registry, service
+from payments import registry
 from payments.models import PaymentOrder
-from payments.providers.base import CHINA_TZ
+from payments.orders import create_order
 from payments.sandbox.common import BillRow, fee_for
 
 
@@ -67,7 +68,7 @@ async def fresh_merchant(ledger, provider: str):
 
 async def place(client, headers, account: str, provider: str, *, ref: str | None = None, amount: int = 1000):
     async with session_scope() as s:
-        order = await service.create_order(
+        order = await create_order(
             s,
             account_id=account,
             purpose="testcol.bill",

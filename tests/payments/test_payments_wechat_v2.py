@@ -9,8 +9,8 @@ import httpx
 import pytest
 from payments_helpers import control, order_no, wait_for
 
+from app_api.core.clock import CHINA_TZ
 from payments.providers.base import (
-    CHINA_TZ,
     BillUnavailable,
     Channel,
     CreatePayment,

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from app_api.core.money import yuan_to_fen
 from payments.providers.base import BillFile, BillFormat, BillIntegrityError
-from payments.providers.base import yuan_to_fen as _yuan_to_fen
 
 WECHAT_COLUMNS = {
     "交易时间": "traded_at",
@@ -112,8 +112,8 @@ def parse_wechat(content: bytes) -> ParsedBill:
     try:
         summary = {
             "count": int(totals[0]),
-            "paid_fen": _yuan_to_fen(totals[1]),
-            "refund_fen": _yuan_to_fen(totals[2]),
+            "paid_fen": yuan_to_fen(totals[1]),
+            "refund_fen": yuan_to_fen(totals[2]),
         }
     except (ValueError, IndexError) as exc:
         raise BillIntegrityError(f"账单汇总行无法解析: {exc}") from exc
@@ -167,8 +167,8 @@ def parse_alipay(content: bytes) -> ParsedBill:
         raise BillIntegrityError("账单缺少合计行（文件可能被截断）")
     summary = {
         "count": int(trades.group(1)) + int(refunds.group(1)),
-        "paid_fen": _yuan_to_fen(trades.group(2)),
-        "refund_fen": -_yuan_to_fen(refunds.group(2)),
+        "paid_fen": yuan_to_fen(trades.group(2)),
+        "refund_fen": -yuan_to_fen(refunds.group(2)),
     }
     body = "\n".join(line for line in lines if line and not line.startswith("#"))
     raw = pl.read_csv(io.BytesIO(body.encode()), infer_schema=False, has_header=True)

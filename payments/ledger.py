@@ -1,0 +1,238 @@
+"""The ledger's core: an order's state machine and event log, and the one place an order is paid.
+
+Services take the session plus keyword-only arguments and only ``flush()``. Concurrency: every
+change to an order happens with the order row locked (``SELECT ... FOR UPDATE`` on PostgreSQL;
+SQLite serialises writers, and the first statement of a notification is a write so the lock is
+held from the start). Orders (:mod:`payments.orders`), notifications
+(:mod:`payments.notifications`), refunds (:mod:`payments.refunds`) and sweeps
+(:mod:`payments.sweeps`) change orders through this module only; :mod:`payments.handoff` tells
+the columns.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import secrets
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app_api.core.clock import CHINA_TZ
+from app_api.core.db import new_id, utcnow
+from app_api.core.jobs import outbox
+from app_api.platform import audit
+from payments.errors import IllegalTransition
+from payments.models import (
+    EVENTS,
+    PAID_LIKE,
+    PENDING,
+    PURPOSES_PAID,
+    TRANSITIONS,
+    OrderStatus,
+    PaymentOrder,
+    PurposePaid,
+)
+from payments.providers.base import TradeState
+
+log = logging.getLogger(__name__)
+
+
+def purpose_key(purpose: str, purpose_ref: str) -> str:
+    return hashlib.sha256(f"{purpose}\x00{purpose_ref}".encode()).hexdigest()[:64]
+
+
+def new_out_trade_no() -> str:
+    # 32 characters at most at every provider; China-time date first helps people reading bills.
+    return "WJ" + dt.datetime.now(CHINA_TZ).strftime("%y%m%d%H%M%S") + secrets.token_hex(6).upper()
+
+
+async def locked_order(
+    session: AsyncSession, *, order_id: str | None = None, out_trade_no: str | None = None
+) -> PaymentOrder | None:
+    stmt = select(PaymentOrder).with_for_update()
+    if order_id is not None:
+        stmt = stmt.where(PaymentOrder.id == order_id)
+    else:
+        stmt = stmt.where(PaymentOrder.out_trade_no == out_trade_no)
+    # populate_existing: a row already in the identity map is re-read under the lock.
+    result = await session.exec(stmt.execution_options(populate_existing=True))
+    return result.first()
+
+
+async def event_for(
+    session: AsyncSession,
+    order_id: str,
+    *,
+    kind: str,
+    source: str,
+    from_status: str | None = None,
+    to_status: str | None = None,
+    actor_id: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> None:
+    # A core INSERT: events are never read back in the same transaction, and skipping the ORM's
+    # unit of work here is a measurable share of a notification's cost.
+    await session.exec(
+        sa.insert(EVENTS).values(
+            id=new_id(),
+            order_id=order_id,
+            kind=kind,
+            from_status=from_status,
+            to_status=to_status,
+            actor_id=actor_id,
+            source=source,
+            data=data or {},
+            created_at=utcnow(),
+        )
+    )
+
+
+async def transition(
+    session: AsyncSession,
+    order: PaymentOrder,
+    to: OrderStatus,
+    *,
+    source: str,
+    actor_id: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> None:
+    """Move ``order`` to ``to`` if the state machine allows it; append the event; audit it."""
+    current = OrderStatus(order.status)
+    if to not in TRANSITIONS[current]:
+        await event_for(
+            session,
+            order.id,
+            kind="refused_transition",
+            source=source,
+            from_status=current,
+            to_status=to,
+            actor_id=actor_id,
+            data=data,
+        )
+        raise IllegalTransition(
+            f"订单状态为「{current.value}」，不能变为「{to.value}」", order_id=order.id, status=current.value
+        )
+    order.status = to.value
+    order.updated_at = utcnow()
+    session.add(order)
+    await event_for(
+        session,
+        order.id,
+        kind="transition",
+        source=source,
+        from_status=current,
+        to_status=to,
+        actor_id=actor_id,
+        data=data,
+    )
+    await audit.record(
+        session,
+        action=f"payments.order_{to.value}",
+        actor_id=actor_id,
+        subject_type="payments_order",
+        subject_id=order.id,
+        data={"from": current.value, "source": source, "amount_fen": order.amount_fen},
+    )
+
+
+async def flag(
+    session: AsyncSession, order: PaymentOrder, reason: str, source: str, data: dict[str, Any]
+) -> str:
+    await event_for(session, order.id, kind="flagged", source=source, data={"reason": reason, **data})
+    await audit.record(
+        session,
+        action="payments.notification_flagged",
+        subject_type="payments_order",
+        subject_id=order.id,
+        data={"reason": reason, **data},
+    )
+    log.warning("payments: order %s flagged (%s) %s", order.id, reason, data)
+    return f"flagged_{reason}"
+
+
+async def apply_payment(
+    session: AsyncSession,
+    order: PaymentOrder,
+    *,
+    source: str,
+    provider: str,
+    txn_id: str | None,
+    amount_fen: int | None,
+    state: TradeState,
+    paid_at: dt.datetime | None,
+) -> str:
+    """The one place an order becomes paid. ``order`` is locked."""
+    if provider != order.provider:
+        return await flag(session, order, "provider", source, {"provider": provider})
+    if state is TradeState.FAILED:
+        if OrderStatus(order.status) in PENDING:
+            await transition(session, order, OrderStatus.FAILED, source=source, data={"txn": txn_id})
+            return "failed"
+        return "ignored"
+    if state not in (TradeState.PAID, TradeState.REFUNDED):
+        return "ignored"
+    if amount_fen != order.amount_fen:
+        return await flag(
+            session,
+            order,
+            "amount",
+            source,
+            {"expected_fen": order.amount_fen, "notified_fen": amount_fen, "txn": txn_id},
+        )
+    if OrderStatus(order.status) in PAID_LIKE:
+        if order.provider_txn_id == txn_id:
+            return "duplicate"
+        return await flag(
+            session, order, "second_transaction", source, {"txn": txn_id, "known_txn": order.provider_txn_id}
+        )
+    late = OrderStatus(order.status) in (OrderStatus.CLOSED, OrderStatus.FAILED)
+    order.provider_txn_id = txn_id
+    order.paid_at = paid_at or utcnow()
+    await transition(
+        session,
+        order,
+        OrderStatus.PAID,
+        source=source,
+        data={"txn": txn_id, "amount_fen": amount_fen, "late": late},
+    )
+    await outbox.enqueue(session, "payments.notify_column", order_id=order.id)
+    # Two payments for one purpose: both are real money; flag for finance (reconciliation lists it too).
+    if not await claim_purposes(session, [(order.purpose_key, order.id)]):
+        first = (
+            await session.exec(
+                select(PurposePaid.order_id).where(PurposePaid.purpose_key == order.purpose_key)
+            )
+        ).one()
+        if first != order.id:
+            order.duplicate_of = first
+            await flag(session, order, "duplicate_purpose", source, {"other_order_id": first})
+            return "applied_duplicate_purpose"
+    return "applied_late" if late else "applied"
+
+
+async def claim_purposes(session: AsyncSession, pairs: Sequence[tuple[str, str]]) -> set[str]:
+    """Record each (purpose key, order id) as its purpose's first payment; return the keys claimed.
+
+    A key another order holds is not claimed. Under concurrency the primary key decides: the second
+    inserter waits for the first to commit, then finds its row. Rows go in key order, so two batches
+    never wait on each other in a cycle.
+    """
+    if not pairs:
+        return set()
+    table = PURPOSES_PAID
+    dialect = session.bind.dialect.name if session.bind is not None else "postgresql"
+    insert = pg_insert(table) if dialect == "postgresql" else sqlite_insert(table)
+    now = utcnow()
+    stmt = (
+        insert.values([{"purpose_key": k, "order_id": o, "created_at": now} for k, o in sorted(pairs)])
+        .on_conflict_do_nothing(index_elements=[table.c.purpose_key])
+        .returning(table.c.purpose_key)
+    )
+    return {str(k) for k in (await session.exec(stmt)).scalars().all()}

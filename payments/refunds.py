@@ -1,0 +1,210 @@
+"""Refunds: recorded once per refund number, submitted by an outbox job, applied to the order once."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app_api.core.db import utcnow
+from app_api.core.jobs import outbox
+from app_api.platform import audit
+from payments.errors import IllegalTransition, OrderNotFound, RefundExceedsPaid, RefundNumberConflict
+from payments.ledger import event_for, flag, locked_order, transition
+from payments.models import OrderStatus, PaymentOrder, PaymentRefund, RefundStatus
+from payments.providers.base import Notification, ProviderError, RefundRequest, RefundState
+from payments.registry import get_provider, notify_url
+
+
+async def request_refund(
+    session: AsyncSession,
+    *,
+    order_id: str,
+    amount_fen: int,
+    out_refund_no: str,
+    reason: str | None,
+    source: str,
+    actor_id: str | None,
+) -> tuple[PaymentRefund, bool]:
+    """Record a refund and queue its submission. Idempotent by ``out_refund_no``: (refund, created)."""
+    existing = (
+        await session.exec(select(PaymentRefund).where(PaymentRefund.out_refund_no == out_refund_no))
+    ).first()
+    if existing is not None:
+        if existing.order_id != order_id or existing.amount_fen != amount_fen:
+            raise RefundNumberConflict(out_refund_no=out_refund_no)
+        return existing, False
+    order = await locked_order(session, order_id=order_id)
+    if order is None:
+        raise OrderNotFound(order_id=order_id)
+    if OrderStatus(order.status) not in (OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED):
+        raise IllegalTransition("只有已支付的订单可以退款", status=order.status)
+    outstanding = await session.exec(
+        select(sa.func.coalesce(sa.func.sum(PaymentRefund.amount_fen), 0)).where(
+            PaymentRefund.order_id == order.id, PaymentRefund.status != RefundStatus.FAILED.value
+        )
+    )
+    committed = int(outstanding.one())
+    if amount_fen <= 0 or committed + amount_fen > order.amount_fen:
+        raise RefundExceedsPaid(refundable_fen=order.amount_fen - committed)
+    refund = PaymentRefund(
+        order_id=order.id,
+        out_refund_no=out_refund_no,
+        amount_fen=amount_fen,
+        reason=reason,
+        requested_by=actor_id,
+        source=source,
+    )
+    session.add(refund)
+    await session.flush()
+    await event_for(
+        session,
+        order.id,
+        kind="refund_requested",
+        source=source,
+        actor_id=actor_id,
+        data={"out_refund_no": out_refund_no, "amount_fen": amount_fen, "reason": reason},
+    )
+    await audit.record(
+        session,
+        action="payments.refund_requested",
+        actor_id=actor_id,
+        subject_type="payments_order",
+        subject_id=order.id,
+        data={"out_refund_no": out_refund_no, "amount_fen": amount_fen, "source": source},
+    )
+    await outbox.enqueue(session, "payments.submit_refund", refund_id=refund.id)
+    return refund, True
+
+
+async def _locked_refund(session: AsyncSession, **where: str) -> PaymentRefund | None:
+    stmt = select(PaymentRefund).with_for_update().execution_options(populate_existing=True)
+    for key, value in where.items():
+        stmt = stmt.where(getattr(PaymentRefund, key) == value)
+    return (await session.exec(stmt)).first()
+
+
+async def refund_succeeded(
+    session: AsyncSession, refund: PaymentRefund, *, source: str, provider_refund_id: str | None
+) -> bool:
+    """Apply a succeeded refund to its order exactly once (``refund`` locked). True if applied now."""
+    if refund.status == RefundStatus.SUCCEEDED:
+        return False
+    order = await locked_order(session, order_id=refund.order_id)
+    assert order is not None
+    refund.status = RefundStatus.SUCCEEDED.value
+    refund.succeeded_at = utcnow()
+    refund.provider_refund_id = provider_refund_id or refund.provider_refund_id
+    session.add(refund)
+    order.refunded_fen += refund.amount_fen
+    target = (
+        OrderStatus.REFUNDED if order.refunded_fen >= order.amount_fen else OrderStatus.PARTIALLY_REFUNDED
+    )
+    await transition(
+        session,
+        order,
+        target,
+        source=source,
+        data={
+            "out_refund_no": refund.out_refund_no,
+            "amount_fen": refund.amount_fen,
+            "refunded_fen": order.refunded_fen,
+        },
+    )
+    return True
+
+
+async def submit_refund(session: AsyncSession, *, refund_id: str) -> str:
+    """Send a recorded refund to the provider (outbox job). Safe to repeat: same refund number."""
+
+    refund = await _locked_refund(session, id=refund_id)
+    if refund is None or refund.status in (RefundStatus.SUCCEEDED, RefundStatus.FAILED):
+        return "done"
+    order = (await session.exec(select(PaymentOrder).where(PaymentOrder.id == refund.order_id))).one()
+    provider = get_provider(order.provider)
+    try:
+        result = await provider.refund(
+            RefundRequest(
+                out_trade_no=order.out_trade_no,
+                out_refund_no=refund.out_refund_no,
+                total_fen=order.amount_fen,
+                refund_fen=refund.amount_fen,
+                reason=refund.reason,
+                notify_url=notify_url(order.provider),
+                transaction_id=order.provider_txn_id,
+            )
+        )
+    except ProviderError as exc:
+        if exc.retryable:
+            raise
+        refund.status = RefundStatus.FAILED.value
+        refund.last_error = str(exc)[:300]
+        session.add(refund)
+        await event_for(
+            session,
+            order.id,
+            kind="refund_failed",
+            source="provider",
+            data={"out_refund_no": refund.out_refund_no, "error": str(exc)[:200]},
+        )
+        await audit.record(
+            session,
+            action="payments.refund_failed",
+            subject_type="payments_order",
+            subject_id=order.id,
+            data={"out_refund_no": refund.out_refund_no, "code": exc.code},
+        )
+        return "failed"
+    refund.provider_refund_id = result.refund_id
+    if result.state is RefundState.SUCCEEDED:
+        await refund_succeeded(
+            session, refund, source=f"refund:{order.provider}", provider_refund_id=result.refund_id
+        )
+        return "succeeded"
+    refund.status = RefundStatus.PROCESSING.value
+    session.add(refund)
+    return "processing"
+
+
+async def apply_refund_notification(session: AsyncSession, order: PaymentOrder, note: Notification) -> str:
+    source = f"notification:{note.provider.value}"
+    refund = await _locked_refund(session, out_refund_no=note.out_refund_no or "")
+    if refund is None or refund.order_id != order.id:
+        return await flag(
+            session,
+            order,
+            "unknown_refund",
+            source,
+            {"out_refund_no": note.out_refund_no, "refund_fen": note.refund_fen},
+        )
+    if note.refund_fen is not None and note.refund_fen != refund.amount_fen:
+        return await flag(
+            session,
+            order,
+            "refund_amount",
+            source,
+            {
+                "out_refund_no": refund.out_refund_no,
+                "expected_fen": refund.amount_fen,
+                "notified_fen": note.refund_fen,
+            },
+        )
+    if note.refund_state is RefundState.SUCCEEDED:
+        applied = await refund_succeeded(session, refund, source=source, provider_refund_id=note.refund_id)
+        return "applied" if applied else "duplicate"
+    if (
+        note.refund_state in (RefundState.FAILED, RefundState.CLOSED)
+        and refund.status != RefundStatus.SUCCEEDED
+    ):
+        refund.status = RefundStatus.FAILED.value
+        refund.last_error = f"provider reported {note.refund_state}"
+        session.add(refund)
+        await event_for(
+            session,
+            order.id,
+            kind="refund_failed",
+            source=source,
+            data={"out_refund_no": refund.out_refund_no},
+        )
+        return "refund_failed"
+    return "ignored"
