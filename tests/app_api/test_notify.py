@@ -11,9 +11,11 @@ import httpx
 import pytest
 from sqlmodel import select
 
+from app_api.core.clock import CHINA_TZ
 from app_api.core.db import session_scope, sessionmaker, utcnow
 from app_api.core.errors import UpstreamError
 from app_api.platform import notify
+from app_api.platform.notify import delivery
 from app_api.platform.sms import SandboxSms
 from tests.conftest import LoginFn, new_phone
 
@@ -170,7 +172,7 @@ async def test_quiet_hours_defer_non_urgent_messages_until_they_end(
     phone = new_phone()
     headers = await login(phone)
     account = await account_id(client, headers)
-    local = utcnow().astimezone(notify.CHINA_TZ)
+    local = utcnow().astimezone(CHINA_TZ)
     r = await client.patch(
         f"{API}/me/notification-settings",
         headers=headers,
@@ -183,7 +185,7 @@ async def test_quiet_hours_defer_non_urgent_messages_until_they_end(
     n = await row(nid)
     assert n.status == "deferred"
     end = n.next_attempt_at
-    assert end is not None and end.astimezone(notify.CHINA_TZ).strftime("%H:%M") == china(local.hour + 2)
+    assert end is not None and end.astimezone(CHINA_TZ).strftime("%H:%M") == china(local.hour + 2)
     assert (await settled(urgent)).status == "sent"  # urgent ignores quiet hours
     await notify.sweep()
     assert (await row(nid)).status == "deferred"
@@ -192,7 +194,7 @@ async def test_quiet_hours_defer_non_urgent_messages_until_they_end(
     assert next(i for i in listed if i["id"] == nid)["deferred_until"] is not None
 
     # Quiet hours are over: the next sweep delivers it, once.
-    monkeypatch.setattr(notify, "utcnow", lambda: end + dt.timedelta(minutes=1))
+    monkeypatch.setattr(delivery, "utcnow", lambda: end + dt.timedelta(minutes=1))
     await notify.sweep()
     await notify.sweep()
     assert (await row(nid)).status == "sent"
@@ -204,9 +206,9 @@ async def test_quiet_hours_defer_non_urgent_messages_until_they_end(
 
 async def test_quiet_window_across_midnight() -> None:
     pref = notify.NotifyPreference(account_id="x", quiet_start="22:00", quiet_end="07:00")
-    at = lambda h, m=0: dt.datetime(2026, 3, 1, h, m, tzinfo=notify.CHINA_TZ)  # noqa: E731
-    assert notify.quiet_until(pref, at(23, 30)) == dt.datetime(2026, 3, 2, 7, 0, tzinfo=notify.CHINA_TZ)
-    assert notify.quiet_until(pref, at(6, 59)) == dt.datetime(2026, 3, 1, 7, 0, tzinfo=notify.CHINA_TZ)
+    at = lambda h, m=0: dt.datetime(2026, 3, 1, h, m, tzinfo=CHINA_TZ)  # noqa: E731
+    assert notify.quiet_until(pref, at(23, 30)) == dt.datetime(2026, 3, 2, 7, 0, tzinfo=CHINA_TZ)
+    assert notify.quiet_until(pref, at(6, 59)) == dt.datetime(2026, 3, 1, 7, 0, tzinfo=CHINA_TZ)
     assert notify.quiet_until(pref, at(7, 0)) is None
     assert notify.quiet_until(pref, at(21, 59)) is None
     pref.quiet_hours_enabled = False
@@ -290,7 +292,7 @@ async def test_outcome_is_recorded_even_when_the_database_is_briefly_locked(
     phone = new_phone()
     account = await account_id(client, await login(phone))
     await no_quiet_hours(account)
-    real = notify._record_once
+    real = delivery._record_once
     fails = {"left": 2}
 
     async def locked_twice(nid: str, plan: Any) -> str:
@@ -299,7 +301,7 @@ async def test_outcome_is_recorded_even_when_the_database_is_briefly_locked(
             raise sa.exc.OperationalError("UPDATE app_notification", {}, Exception("database is locked"))
         return await real(nid, plan)
 
-    monkeypatch.setattr(notify, "_record_once", locked_twice)
+    monkeypatch.setattr(delivery, "_record_once", locked_twice)
     nid = await send(account)
     n = await settled(nid)
     assert n.status == "sent" and fails["left"] == 0

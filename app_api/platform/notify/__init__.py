@@ -1,0 +1,68 @@
+"""Notifications to residents: one service for SMS and WeChat subscription messages.
+
+Packages and columns register a template per event (``register_template``) and call ``send()`` inside
+their transaction. The message is stored at once (the resident's in-app inbox) and delivered after
+commit through the outbox, by the first channel that can reach the resident:
+
+- WeChat subscription messages (registered by ``miniprogram_bridge.channel``) when the template has a
+  WeChat layout, the resident's mini-program openid is bound and they hold a one-time subscribe grant
+  for that event (``wx.requestSubscribeMessage``: each "accept" allows one message);
+- SMS otherwise (urgent messages always reach SMS, whatever the preferences say).
+
+Per-resident preferences switch channels and categories off and set quiet hours; a non-urgent
+message due inside quiet hours is deferred to their end, never dropped. Delivery is claimed
+atomically (``claimed_until``), so two workers never send one message twice; a failed attempt is
+recorded (``app_notification_attempt``) and retried with backoff by the sweep that runs every
+minute, up to ``max_attempts``; a message reaches the resident at most once per claim, and the claim
+outlives any single send.
+
+Modules: ``templates`` (one per event), ``models`` (tables), ``channels`` (SMS; others register),
+``preferences`` (quiet hours, grants), ``sending`` (``send``), ``delivery`` (claim, try, record),
+``tasks`` (the deliver job and the sweep), ``inbox`` and ``router`` (the endpoints), ``component``.
+What other packages use is exported here: ``from app_api.platform import notify`` then
+``notify.register_template(...)``, ``notify.send(...)``.
+"""
+
+from __future__ import annotations
+
+from app_api.platform.notify.channels import Channel, ChannelError, channels, register_channel
+from app_api.platform.notify.component import component
+from app_api.platform.notify.delivery import deliver_now, due
+from app_api.platform.notify.models import (
+    Notification,
+    NotificationAttempt,
+    NotifyPreference,
+    NotifySubscription,
+)
+from app_api.platform.notify.preferences import preference_of, quiet_until, record_subscription
+from app_api.platform.notify.sending import send
+from app_api.platform.notify.settings import NotifySettings, get_notify_settings
+from app_api.platform.notify.tasks import deliver, sweep
+from app_api.platform.notify.templates import TemplateSpec, get_template, register_template, render, templates
+
+__all__ = [
+    "Channel",
+    "ChannelError",
+    "Notification",
+    "NotificationAttempt",
+    "NotifyPreference",
+    "NotifySettings",
+    "NotifySubscription",
+    "TemplateSpec",
+    "channels",
+    "component",
+    "deliver",
+    "deliver_now",
+    "due",
+    "get_notify_settings",
+    "get_template",
+    "preference_of",
+    "quiet_until",
+    "record_subscription",
+    "register_channel",
+    "register_template",
+    "render",
+    "send",
+    "sweep",
+    "templates",
+]

@@ -1,0 +1,81 @@
+"""Delivery channels: SMS here; others (the mini-program bridge's WeChat channel) register themselves."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app_api.core.errors import UpstreamError
+from app_api.platform.notify.models import Notification
+from app_api.platform.notify.templates import TemplateSpec
+from app_api.platform.sms import get_sms
+
+
+class ChannelError(Exception):
+    """A channel failed to deliver. ``refused``: this resident cannot get this message on this
+    channel at all (no grant, unsubscribed, unbound): the next channel is tried at once.
+    Otherwise ``retryable`` decides between a later retry and giving up on the channel."""
+
+    def __init__(self, code: str, message: str, *, retryable: bool = True, refused: bool = False) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.retryable = retryable and not refused
+        self.refused = refused
+
+
+class Channel(Protocol):
+    name: str
+    # True: each message uses up one of the resident's grants for the event (WeChat one-time subscribe).
+    needs_subscription: bool
+
+    def supports(self, spec: TemplateSpec) -> bool: ...
+
+    async def address(self, session: AsyncSession, account_id: str) -> str | None:
+        """Where to send (phone, openid), or None when the resident is not reachable this way."""
+        ...
+
+    async def deliver(self, address: str, notification: Notification, spec: TemplateSpec) -> str:
+        """Send one message; return the provider's message id; raise ChannelError on failure."""
+        ...
+
+
+class SmsChannel:
+    name = "sms"
+    needs_subscription = False
+
+    def supports(self, spec: TemplateSpec) -> bool:
+        return True
+
+    async def address(self, session: AsyncSession, account_id: str) -> str | None:
+        from app_api.platform.accounts.models import Account
+
+        account = await session.get(Account, account_id)
+        return account.phone if account is not None and account.is_active else None
+
+    async def deliver(self, address: str, notification: Notification, spec: TemplateSpec) -> str:
+        try:
+            return await get_sms().send(
+                address,
+                notification.text,
+                template=notification.template,
+                params=[str(v) for v in notification.params.values()],
+            )
+        except UpstreamError as e:
+            raise ChannelError(f"sms.{e.extra.get('upstream_code', 'upstream')}", e.detail) from e
+        except (OSError, TimeoutError) as e:
+            raise ChannelError("sms.unreachable", str(e) or type(e).__name__) from e
+
+
+# Other channels register themselves when their component is imported (the mini-program bridge's
+# WeChat channel): the wiring imports every component in the api and the worker alike.
+_channels: dict[str, Channel] = {"sms": SmsChannel()}
+
+
+def register_channel(channel: Channel) -> None:
+    _channels[channel.name] = channel
+
+
+def channels() -> dict[str, Channel]:
+    return _channels

@@ -1,0 +1,32 @@
+"""Delivery settings (``WOJIA_NOTIFY_*``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from app_api.core.settings import WojiaSettings
+
+
+class NotifySettings(WojiaSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="WOJIA_NOTIFY_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # Seconds to wait before attempt 2, 3, ...; the last figure repeats.
+    retry_backoff_s: list[float] = Field(default_factory=lambda: [60.0, 300.0, 900.0, 3600.0])
+    max_attempts: int = 5
+    # A delivery claimed by a worker is not taken by another for this long (longer than any send).
+    claim_s: float = 120
+    default_quiet_start: str = "22:00"
+    default_quiet_end: str = "07:00"
+    # Channels tried first to last; a channel that cannot reach the resident is skipped.
+    channel_order: list[str] = Field(default_factory=lambda: ["wechat", "sms"])
+    sweep_batch: int = 500
+
+
+@lru_cache
+def get_notify_settings() -> NotifySettings:
+    return NotifySettings()
