@@ -13,6 +13,7 @@ from pydantic import TypeAdapter, ValidationError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app_api.core.clock import CHINA_TZ
 from app_api.core.crypto import mask_id_number, mask_name, mask_phone
 from app_api.core.db import savepoint, utcnow
 from app_api.core.errors import AppError, ValidationFailed
@@ -319,7 +320,7 @@ async def _create_mandate(
         params={
             "station": station.name,
             "scopes": _scope_text(scopes),
-            "until": m.expires_at.astimezone(notify.CHINA_TZ).strftime("%Y-%m-%d"),
+            "until": m.expires_at.astimezone(CHINA_TZ).strftime("%Y-%m-%d"),
         },
         urgent=method == "in_person",
     )
