@@ -1,4 +1,4 @@
-"""The evidence behind the face tolerance: pairwise distances of ../shared/faces.
+"""The evidence behind the face tolerance: pairwise distances of the test faces (tests/fixtures/faces).
 
 Prints every same-person and different-person distance with the pipeline's own analysis (HOG,
 1 upsample, model "small"), at the detection size used in production (640 px) and at full size,
@@ -17,7 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-FACES = ROOT.parent / "shared" / "faces"
+FACES = ROOT / "tests" / "fixtures" / "faces"
 PEOPLE = {
     "obama_1.jpg": "obama",
     "obama_2.jpg": "obama",

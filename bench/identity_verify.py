@@ -32,7 +32,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "identity"))
-FACES = ROOT.parent / "shared" / "faces"
+FACES = ROOT / "tests" / "fixtures" / "faces"
 
 
 def at_640(data: bytes) -> bytes:

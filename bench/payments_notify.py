@@ -65,9 +65,11 @@ async def main(args: argparse.Namespace, base_url: str) -> None:
     from payments.providers.alipay import AlipayConfig, AlipayProvider
     from payments.providers.wechat_v2 import WeChatPayV2Provider, WeChatV2Config
     from payments.router import router_all
-    from payments.sandbox.alipay import AlipaySandbox, AlipayTrade
+    from payments.sandbox.alipay import AlipaySandbox
+    from payments.sandbox.alipay_records import AlipayTrade
     from payments.sandbox.common import Delivery
-    from payments.sandbox.wechat_v2 import V2Order, WeChatPayV2Sandbox
+    from payments.sandbox.wechat_v2 import WeChatPayV2Sandbox
+    from payments.sandbox.wechat_v2_records import V2Order
 
     told: list[str] = []
     all_told = asyncio.Event()

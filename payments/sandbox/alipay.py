@@ -14,11 +14,9 @@ import json
 import secrets
 import time
 import urllib.parse
-from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
 from cryptography.hazmat.primitives.hashes import SHA256
 from starlette.applications import Starlette
@@ -28,6 +26,7 @@ from starlette.routing import Route
 
 from app_api.core.clock import CHINA_TZ, china_now
 from app_api.core.money import fen_to_yuan, yuan_to_fen
+from payments.sandbox.alipay_records import AlipayApp, AlipayTrade, bill_rows, rsa2, sign_content
 from payments.sandbox.bills import render_alipay_zip
 from payments.sandbox.common import (
     BillRow,
@@ -36,56 +35,15 @@ from payments.sandbox.common import (
     NotifierControls,
     OutgoingNotification,
     deliveries_json,
-    fee_for,
     new_rsa_key,
     parse_delivery,
-    pem_pkcs1_private,
     pem_public,
     provider_id,
 )
 
 
-def sign_content(params: dict[str, str]) -> str:
-    # Same canonical form as the SDK's get_sign_content (sorted k=v joined by &), written out here so
-    # the sandbox does not need the 439 MB SDK to check the SDK.
-    return "&".join(f"{k}={params[k]}" for k in sorted(params))
-
-
-def _rsa2(key: rsa.RSAPrivateKey, text: str, charset: str) -> str:
-    return base64.b64encode(key.sign(text.encode(charset), PKCS1v15(), SHA256())).decode()
-
-
-@dataclass
-class AlipayApp:
-    app_id: str
-    pid: str
-    key: rsa.RSAPrivateKey
-
-    @property
-    def private_key_pkcs1(self) -> str:
-        return pem_pkcs1_private(self.key)
-
-
-@dataclass
-class AlipayTrade:
-    app: AlipayApp
-    out_trade_no: str
-    trade_no: str
-    total_fen: int
-    subject: str
-    notify_url: str | None
-    product_code: str
-    charset: str = "utf-8"
-    buyer_id: str | None = None
-    status: str = "WAIT_BUYER_PAY"
-    gmt_create: dt.datetime = field(default_factory=china_now)
-    gmt_payment: dt.datetime | None = None
-    time_expire: dt.datetime | None = None
-    refunds: dict[str, tuple[int, dt.datetime]] = field(default_factory=dict)
-
-    @property
-    def refunded(self) -> int:
-        return sum(fen for fen, _ in self.refunds.values())
+def _invalid(sub_code: str, sub_msg: str) -> dict[str, Any]:
+    return {"code": "40002", "msg": "Invalid Arguments", "sub_code": sub_code, "sub_msg": sub_msg}
 
 
 class AlipaySandbox(NotifierControls):
@@ -126,19 +84,9 @@ class AlipaySandbox(NotifierControls):
     def _verify_request(self, params: dict[str, str]) -> tuple[AlipayApp | None, dict[str, Any] | None]:
         app = self.apps.get(params.get("app_id", ""))
         if app is None:
-            return None, {
-                "code": "40002",
-                "msg": "Invalid Arguments",
-                "sub_code": "isv.invalid-app-id",
-                "sub_msg": "无效的AppID参数",
-            }
+            return None, _invalid("isv.invalid-app-id", "无效的AppID参数")
         if params.get("sign_type") != "RSA2":
-            return None, {
-                "code": "40002",
-                "msg": "Invalid Arguments",
-                "sub_code": "isv.invalid-signature-type",
-                "sub_msg": "无效的签名类型",
-            }
+            return None, _invalid("isv.invalid-signature-type", "无效的签名类型")
         signature = params.get("sign", "")
         unsigned = {k: v for k, v in params.items() if k != "sign"}
         charset = params.get("charset", "utf-8")
@@ -147,35 +95,20 @@ class AlipaySandbox(NotifierControls):
                 base64.b64decode(signature), sign_content(unsigned).encode(charset), PKCS1v15(), SHA256()
             )
         except (InvalidSignature, ValueError):
-            return None, {
-                "code": "40002",
-                "msg": "Invalid Arguments",
-                "sub_code": "isv.invalid-signature",
-                "sub_msg": "验签出错",
-            }
+            return None, _invalid("isv.invalid-signature", "验签出错")
         try:
             ts = dt.datetime.strptime(params.get("timestamp", ""), "%Y-%m-%d %H:%M:%S")
         except ValueError:
-            return None, {
-                "code": "40002",
-                "msg": "Invalid Arguments",
-                "sub_code": "isv.invalid-timestamp",
-                "sub_msg": "非法的时间戳参数",
-            }
+            return None, _invalid("isv.invalid-timestamp", "非法的时间戳参数")
         # The SDK stamps local time; accept within a day either way (machines here run in UTC).
         if abs((ts - dt.datetime.now()).total_seconds()) > 86400:
-            return None, {
-                "code": "40002",
-                "msg": "Invalid Arguments",
-                "sub_code": "isv.invalid-timestamp",
-                "sub_msg": "时间戳已过期",
-            }
+            return None, _invalid("isv.invalid-timestamp", "时间戳已过期")
         return app, None
 
     def _respond(self, method: str, payload: dict[str, Any], charset: str = "utf-8") -> Response:
         content = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
         key = method.replace(".", "_") + "_response"
-        signature = _rsa2(self.alipay_key, content, charset)
+        signature = rsa2(self.alipay_key, content, charset)
         text = f'{{"{key}":{content},"sign":"{signature}"}}'
         return Response(text.encode(charset), media_type=f"text/html;charset={charset}")
 
@@ -200,12 +133,7 @@ class AlipaySandbox(NotifierControls):
         except ValueError:
             return self._respond(
                 method,
-                {
-                    "code": "40002",
-                    "msg": "Invalid Arguments",
-                    "sub_code": "isv.invalid-biz-content",
-                    "sub_msg": "biz_content 格式错误",
-                },
+                _invalid("isv.invalid-biz-content", "biz_content 格式错误"),
             )
         handler = {
             "alipay.trade.create": self._trade_create,
@@ -381,47 +309,6 @@ class AlipaySandbox(NotifierControls):
             gmt_refund_pay=at.strftime("%Y-%m-%d %H:%M:%S"),
         )
 
-    def bill_rows(self, app: AlipayApp, bill_date: dt.date) -> list[BillRow]:
-        rows: list[BillRow] = []
-        for trade in self.trades.values():
-            if trade.app.pid != app.pid or trade.gmt_payment is None:
-                continue
-            base: dict[str, Any] = dict(
-                app_id=trade.app.app_id,
-                mch_id=app.pid,
-                transaction_id=trade.trade_no,
-                out_trade_no=trade.out_trade_no,
-                payer=trade.buyer_id or "159****0000",
-                trade_type=trade.product_code,
-                amount_fen=trade.total_fen,
-                body=trade.subject,
-            )
-            if trade.gmt_payment.date() == bill_date:
-                rows.append(
-                    BillRow(
-                        traded_at=trade.gmt_payment,
-                        status="SUCCESS",
-                        fee_fen=fee_for(trade.total_fen),
-                        **base,
-                    )
-                )
-            for request_no, (fen, at) in trade.refunds.items():
-                if at.date() == bill_date:
-                    rows.append(
-                        BillRow(
-                            traded_at=at,
-                            status="REFUND",
-                            fee_fen=-fee_for(fen),
-                            out_refund_no=request_no,
-                            refund_fen=fen,
-                            refund_status="SUCCESS",
-                            **base,
-                        )
-                    )
-        rows.extend(self.extra_bill_rows.get(bill_date, []))
-        rows.sort(key=lambda r: r.traded_at)
-        return rows
-
     async def _bill_url(
         self, app: AlipayApp, biz: dict[str, Any], params: dict[str, str], request: Request
     ) -> dict[str, Any]:
@@ -431,7 +318,7 @@ class AlipaySandbox(NotifierControls):
             return self._biz_error("isv.invalid-bill-date", "账单日期格式不正确")
         if biz.get("bill_type") != "trade":
             return self._biz_error("isv.invalid-bill-type", "账单类型不正确")
-        rows = self.bill_rows(app, bill_date)
+        rows = bill_rows(self.trades.values(), app, bill_date, self.extra_bill_rows.get(bill_date, []))
         if not rows:
             return self._biz_error("isp.bill_not_exist", "账单不存在")
         content = render_alipay_zip(app.pid, bill_date, rows, exported_at=china_now())
@@ -484,7 +371,7 @@ class AlipaySandbox(NotifierControls):
             params["seller_id"] = "2088000000000000"
         unsigned = {k: v for k, v in params.items() if k not in ("sign", "sign_type")}
         key = self.alipay_key if delivery.forge != "signature" else new_rsa_key()
-        params["sign"] = _rsa2(key, sign_content(unsigned), charset)
+        params["sign"] = rsa2(key, sign_content(unsigned), charset)
         if delivery.forge == "amount":
             params["total_amount"] = fen_to_yuan(trade.total_fen * 100)
         body = urllib.parse.urlencode(params, encoding=charset).encode("ascii")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
-from dataclasses import dataclass, field
 from typing import Any
 
 import xmltodict
@@ -29,68 +28,10 @@ from payments.sandbox.common import (
     OutgoingNotification,
     RefundControls,
     deliveries_json,
-    order_bill_rows,
     parse_delivery,
     provider_id,
 )
-
-
-def _sign(params: dict[str, Any], key: str, sign_type: str) -> str:
-    # The sandbox signs with wechatpy's own helpers: it is the reference our verifier is checked against.
-    from wechatpy.pay.utils import calculate_signature, calculate_signature_hmac
-
-    clean = {k: v for k, v in params.items() if k != "sign" and v not in (None, "")}
-    if sign_type == "HMAC-SHA256":
-        return str(calculate_signature_hmac(clean, key))
-    return str(calculate_signature(clean, key))
-
-
-def _xml(data: dict[str, Any]) -> str:
-    from wechatpy.pay.utils import dict_to_xml
-
-    body = {k: v for k, v in data.items() if k != "sign" and v not in (None, "")}
-    return str(dict_to_xml(body, data.get("sign")))
-
-
-@dataclass
-class V2Merchant:
-    appid: str
-    mch_id: str
-    api_key: str
-
-
-@dataclass
-class V2Refund:
-    out_refund_no: str
-    refund_id: str
-    refund_fee: int
-    status: str = "PROCESSING"
-    notify_url: str | None = None
-    success_time: dt.datetime | None = None
-    scheduled: bool = False
-
-
-@dataclass
-class V2Order:
-    merchant: V2Merchant
-    out_trade_no: str
-    prepay_id: str
-    trade_type: str
-    total_fee: int
-    body: str
-    notify_url: str
-    sign_type: str
-    openid: str | None = None
-    attach: str | None = None
-    time_expire: dt.datetime | None = None
-    state: str = "NOTPAY"
-    transaction_id: str | None = None
-    time_end: dt.datetime | None = None
-    refunds: dict[str, V2Refund] = field(default_factory=dict)
-
-    @property
-    def refunded(self) -> int:
-        return sum(r.refund_fee for r in self.refunds.values() if r.status != "REFUNDCLOSE")
+from payments.sandbox.wechat_v2_records import V2Merchant, V2Order, V2Refund, bill_rows, sign, to_xml
 
 
 class WeChatPayV2Sandbox(RefundControls):
@@ -146,7 +87,7 @@ class WeChatPayV2Sandbox(RefundControls):
         if data.get("appid") != merchant.appid:
             return data, None, self._fail("appid和mch_id不匹配")
         sign_type = data.get("sign_type", "MD5")
-        if sign_type not in ("MD5", "HMAC-SHA256") or data.get("sign") != _sign(
+        if sign_type not in ("MD5", "HMAC-SHA256") or data.get("sign") != sign(
             data, merchant.api_key, sign_type
         ):
             return data, None, self._fail("签名错误")
@@ -156,7 +97,7 @@ class WeChatPayV2Sandbox(RefundControls):
 
     @staticmethod
     def _fail(message: str) -> Response:
-        return Response(_xml({"return_code": "FAIL", "return_msg": message}), media_type="application/xml")
+        return Response(to_xml({"return_code": "FAIL", "return_msg": message}), media_type="application/xml")
 
     def _answer(
         self,
@@ -179,8 +120,8 @@ class WeChatPayV2Sandbox(RefundControls):
             "err_code_des": err_code_des,
             **({} if err_code else payload),
         }
-        body["sign"] = _sign(body, merchant.api_key, sign_type)
-        return Response(_xml(body), media_type="application/xml")
+        body["sign"] = sign(body, merchant.api_key, sign_type)
+        return Response(to_xml(body), media_type="application/xml")
 
     async def _unifiedorder(self, request: Request) -> Response:
         data, merchant, error = await self._read(request)
@@ -366,36 +307,6 @@ class WeChatPayV2Sandbox(RefundControls):
                 )
         return self._answer(data, merchant, {}, err_code="REFUNDNOTEXIST", err_code_des="退款订单查询失败")
 
-    def bill_rows(self, merchant: V2Merchant, bill_date: dt.date) -> list[BillRow]:
-        rows: list[BillRow] = []
-        for order in self.orders.values():
-            if order.merchant is not merchant or order.time_end is None or order.transaction_id is None:
-                continue
-            base: dict[str, Any] = dict(
-                app_id=merchant.appid,
-                mch_id=merchant.mch_id,
-                transaction_id=order.transaction_id,
-                out_trade_no=order.out_trade_no,
-                payer=order.openid or "",
-                trade_type=order.trade_type,
-                amount_fen=order.total_fee,
-                body=order.body,
-                attach=order.attach or "",
-            )
-            rows += order_bill_rows(
-                base,
-                paid_at=order.time_end,
-                amount_fen=order.total_fee,
-                refunds=[
-                    (r.success_time, r.refund_id, r.out_refund_no, r.refund_fee)
-                    for r in order.refunds.values()
-                ],
-                bill_date=bill_date,
-            )
-        rows.extend(self.extra_bill_rows.get(bill_date, []))
-        rows.sort(key=lambda r: r.traded_at)
-        return rows
-
     async def _downloadbill(self, request: Request) -> Response:
         data, merchant, error = await self._read(request)
         if error or merchant is None:
@@ -404,7 +315,7 @@ class WeChatPayV2Sandbox(RefundControls):
             bill_date = dt.datetime.strptime(data.get("bill_date", ""), "%Y%m%d").date()
         except ValueError:
             return self._fail("invalid bill_date")
-        rows = self.bill_rows(merchant, bill_date)
+        rows = bill_rows(self.orders.values(), merchant, bill_date, self.extra_bill_rows.get(bill_date, []))
         if not rows:
             # The real gateway answers an unsigned FAIL document for empty days.
             return self._fail("No Bill Exist")
@@ -441,11 +352,11 @@ class WeChatPayV2Sandbox(RefundControls):
             data["appid"] = "wx" + "0" * 16
             data["mch_id"] = "1000000001"
         key = merchant.api_key if delivery.forge != "signature" else secrets.token_hex(16)
-        data["sign"] = _sign(data, key, order.sign_type)
+        data["sign"] = sign(data, key, order.sign_type)
         if delivery.forge == "amount":
             data["total_fee"] = order.total_fee * 100
             data["cash_fee"] = order.total_fee * 100
-        return _xml(data).encode("utf-8")
+        return to_xml(data).encode("utf-8")
 
     async def pay(
         self,
@@ -517,7 +428,7 @@ class WeChatPayV2Sandbox(RefundControls):
         }
         note = OutgoingNotification(
             url=refund.notify_url,
-            body=_xml(envelope).encode(),
+            body=to_xml(envelope).encode(),
             headers={"Content-Type": "text/xml"},
             label=f"refund:{refund.out_refund_no}",
             delivery=delivery,

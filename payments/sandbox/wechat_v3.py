@@ -14,11 +14,9 @@ import json
 import re
 import secrets
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.hashes import SHA256
@@ -37,64 +35,13 @@ from payments.sandbox.common import (
     RefundControls,
     deliveries_json,
     new_rsa_key,
-    order_bill_rows,
     parse_delivery,
-    pem_pkcs8_private,
     pem_public,
     provider_id,
 )
+from payments.sandbox.wechat_v3_records import V3Merchant, V3Order, V3Refund, bill_rows, rsa_sign
 
 AUTH_RE = re.compile(r'(\w+)="([^"]*)"')
-
-
-def _rsa_sign(key: rsa.RSAPrivateKey, message: str) -> str:
-    return base64.b64encode(key.sign(message.encode(), PKCS1v15(), SHA256())).decode()
-
-
-@dataclass
-class V3Merchant:
-    appid: str
-    mchid: str
-    apiv3_key: str
-    cert_serial_no: str
-    private_key: rsa.RSAPrivateKey
-
-    @property
-    def private_key_pem(self) -> str:
-        return pem_pkcs8_private(self.private_key)
-
-
-@dataclass
-class V3Refund:
-    out_refund_no: str
-    refund_id: str
-    refund: int
-    status: str = "PROCESSING"
-    notify_url: str | None = None
-    success_time: dt.datetime | None = None
-    scheduled: bool = False
-
-
-@dataclass
-class V3Order:
-    merchant: V3Merchant
-    out_trade_no: str
-    prepay_id: str
-    trade_type: str
-    total: int
-    description: str
-    notify_url: str
-    openid: str | None = None
-    attach: str | None = None
-    time_expire: dt.datetime | None = None
-    state: str = "NOTPAY"
-    transaction_id: str | None = None
-    success_time: dt.datetime | None = None
-    refunds: dict[str, V3Refund] = field(default_factory=dict)
-
-    @property
-    def refunded(self) -> int:
-        return sum(r.refund for r in self.refunds.values() if r.status != "CLOSED")
 
 
 class WeChatPayV3Sandbox(RefundControls):
@@ -152,7 +99,7 @@ class WeChatPayV3Sandbox(RefundControls):
         headers = {
             "Wechatpay-Timestamp": timestamp,
             "Wechatpay-Nonce": nonce,
-            "Wechatpay-Signature": _rsa_sign(self.platform_key, f"{timestamp}\n{nonce}\n{body}\n"),
+            "Wechatpay-Signature": rsa_sign(self.platform_key, f"{timestamp}\n{nonce}\n{body}\n"),
             "Wechatpay-Serial": self.public_key_id,
             "Wechatpay-Signature-Type": "WECHATPAY2-SHA256-RSA2048",
             "Request-ID": secrets.token_hex(12),
@@ -364,35 +311,6 @@ class WeChatPayV3Sandbox(RefundControls):
             return self._error(404, "RESOURCE_NOT_EXISTS", "退款单不存在")
         return self._signed(200, self._refund_body(*found))
 
-    def bill_rows(self, merchant: V3Merchant, bill_date: dt.date) -> list[BillRow]:
-        rows: list[BillRow] = []
-        for order in self.orders.values():
-            if order.merchant is not merchant or order.success_time is None or order.transaction_id is None:
-                continue
-            base: dict[str, Any] = dict(
-                app_id=merchant.appid,
-                mch_id=merchant.mchid,
-                transaction_id=order.transaction_id,
-                out_trade_no=order.out_trade_no,
-                payer=order.openid or "",
-                trade_type=order.trade_type,
-                amount_fen=order.total,
-                body=order.description,
-                attach=order.attach or "",
-            )
-            rows += order_bill_rows(
-                base,
-                paid_at=order.success_time,
-                amount_fen=order.total,
-                refunds=[
-                    (r.success_time, r.refund_id, r.out_refund_no, r.refund) for r in order.refunds.values()
-                ],
-                bill_date=bill_date,
-            )
-        rows.extend(self.extra_bill_rows.get(bill_date, []))
-        rows.sort(key=lambda r: r.traded_at)
-        return rows
-
     async def _tradebill(self, request: Request) -> Response:
         merchant, _, error = await self._auth(request)
         if error or merchant is None:
@@ -401,7 +319,7 @@ class WeChatPayV3Sandbox(RefundControls):
             bill_date = dt.date.fromisoformat(request.query_params.get("bill_date", ""))
         except ValueError:
             return self._error(400, "PARAM_ERROR", "bill_date 格式错误")
-        rows = self.bill_rows(merchant, bill_date)
+        rows = bill_rows(self.orders.values(), merchant, bill_date, self.extra_bill_rows.get(bill_date, []))
         if not rows:
             return self._error(400, "NO_STATEMENT_EXIST", "账单不存在")
         content, sha1 = render_wechat_v3(rows)
@@ -466,7 +384,7 @@ class WeChatPayV3Sandbox(RefundControls):
         timestamp = int(time.time()) - (600 if delivery.forge == "stale" else 0)
         sig_nonce = secrets.token_hex(16).upper()
         key = self.platform_key if delivery.forge != "signature" else new_rsa_key()
-        signature = _rsa_sign(key, f"{timestamp}\n{sig_nonce}\n{body}\n")
+        signature = rsa_sign(key, f"{timestamp}\n{sig_nonce}\n{body}\n")
         if delivery.forge == "amount":
             body = body.replace('"summary": "', '"summary": "0', 1)  # altered after signing
         headers = {
