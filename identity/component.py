@@ -8,7 +8,7 @@ from identity import models, router, tasks
 
 
 def _sandbox() -> APIRouter:
-    from identity.sandbox import build_router
+    from identity.sandbox.realperson import build_router
 
     return build_router()
 

@@ -7,13 +7,13 @@ from miniprogram_bridge import channel, models, router
 
 
 def _wechat() -> APIRouter:
-    from miniprogram_bridge.dev import wechat_router
+    from miniprogram_bridge.sandbox.dev import wechat_router
 
     return wechat_router
 
 
 def _alipay() -> APIRouter:
-    from miniprogram_bridge.dev import alipay_router
+    from miniprogram_bridge.sandbox.dev import alipay_router
 
     return alipay_router
 

@@ -43,8 +43,7 @@ _PG_DB: str | None = None if os.environ["_WOJIA_TEST_DB"] == "sqlite" else os.en
 import httpx  # noqa: E402
 from asgi_lifespan import LifespanManager  # noqa: E402
 
-SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
-FACES = SHARED / "faces"
+FACES = Path(__file__).resolve().parent / "fixtures" / "faces"
 
 
 def _admin_dsn() -> str:

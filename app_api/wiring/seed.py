@@ -1,5 +1,5 @@
 """Demo data for development: residents with population records (some with ID photos from
-../shared/faces so face verification can be tried), a business, e-certificates, staff accounts,
+tests/fixtures/faces so face verification can be tried), a business, e-certificates, staff accounts,
 and whatever each column and platform package seeds through its own ``seed.py``.
 
 Idempotent: running it twice changes nothing. Refuses to run outside development.
@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from sqlmodel import select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_api.core.crypto import encrypt_bytes, encrypt_str
@@ -21,10 +21,10 @@ from app_api.core.settings import ROOT, get_settings
 from app_api.platform.accounts.service import create_staff, find_by_phone, get_or_create_resident
 from app_api.platform.datahub.models import ECertificate, LegalPersonRecord, PopulationRecord
 from app_api.platform.datahub.service import id_hash
-from app_api.platform.demo import DEMO_PASSWORD, RESIDENTS, STAFF
+from app_api.platform.demo import DEMO_PASSWORD, RESIDENTS, STAFF, DemoResident
 from app_api.wiring.components import components
 
-FACES = Path(ROOT).parent / "shared" / "faces"
+FACES = Path(ROOT) / "tests" / "fixtures" / "faces"
 
 
 async def _seed_people(session: AsyncSession) -> int:
@@ -93,6 +93,28 @@ async def _seed_people(session: AsyncSession) -> int:
     return added
 
 
+async def _with_photo(session: AsyncSession) -> set[str]:
+    """The ID-number hashes of the demo residents whose population record holds an ID photo."""
+    hashes = [id_hash(r.id_number) for r in RESIDENTS]
+    rows = await session.exec(
+        select(PopulationRecord.id_number_hash).where(
+            col(PopulationRecord.id_number_hash).in_(hashes), col(PopulationRecord.photo_enc).is_not(None)
+        )
+    )
+    return set(rows.all())
+
+
+def _photo_note(r: DemoResident, with_photo: set[str]) -> str:
+    """What the banner says about a resident's ID photo: what is stored, not what was meant."""
+    if id_hash(r.id_number) in with_photo:
+        return " (has an ID photo for face checks)"
+    if not r.photo:
+        return ""
+    if not (FACES / r.photo).exists():
+        return f" (no ID photo: {FACES / r.photo} is missing, so face checks cannot pass)"
+    return " (no ID photo: the record was seeded earlier without one)"
+
+
 async def _seed_staff(session: AsyncSession) -> None:
     for phone, roles, extra in STAFF:
         if await find_by_phone(session, phone) is None:
@@ -122,7 +144,9 @@ async def run_seed(echo: Callable[[str], object] = print) -> None:
         echo(f"{name}: {result}")
     echo("")
     echo("Demo accounts (development only; SMS codes: GET /api/v1/dev/sms?phone=...):")
+    async with session_scope() as s:
+        with_photo = await _with_photo(s)
     for r in RESIDENTS:
-        echo(f"  resident {r.phone} {r.name}{' (has an ID photo for face checks)' if r.photo else ''}")
+        echo(f"  resident {r.phone} {r.name}{_photo_note(r, with_photo)}")
     for phone, roles, extra in STAFF:
         echo(f"  {'/'.join(roles):<12} {phone} password {DEMO_PASSWORD} {extra or ''}")

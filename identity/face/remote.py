@@ -3,29 +3,26 @@
 Such a service holds (or reaches) the authoritative ID photo itself: we send the name, the ID
 number, the challenge asked and the frames; it checks liveness and compares, and answers with a
 similarity score (0-100). The protocol, as this adapter and its sandbox
-(:mod:`identity.sandbox`) speak it:
+(:mod:`identity.sandbox.realperson`, development only) speak it:
 
 ``POST {base}/v1/liveness/verify`` as multipart/form-data: a ``meta`` field holding JSON
 ``{"biz_no", "name", "id_number", "actions": ["blink", "turn_left", ...]}`` and the frames, in
-order, as ``frames`` file parts (raw bytes: no base64 inflation); headers ``x-rp-app-id``,
-``x-rp-timestamp`` (unix seconds, within 300 s), ``x-rp-nonce`` (single use) and
-``x-rp-signature`` = base64 HMAC-SHA256(secret,
-``"POST\\n{path}\\n{timestamp}\\n{nonce}\\n{sha256 hex of the whole multipart body}"``).
+order, as ``frames`` file parts (raw bytes: no base64 inflation). The request is signed as every
+house protocol is (:mod:`app_api.core.signing`: ``x-app-id``, ``x-timestamp`` within 300 s, a
+single-use ``x-nonce``, ``x-signature`` over method, path, timestamp, nonce and the SHA-256 of the
+whole multipart body, boundary included).
 
 The answer ``{"code": "0", "message", "biz_no", "result": {"liveness": "pass"|"fail",
-"failed_action", "similarity"}}`` carries ``x-rp-signature`` = base64 HMAC-SHA256(secret,
-``"{timestamp}\\n{nonce}\\n{sha256 hex of body}"``) with the request's timestamp and nonce, which
-binds the answer to our request: an answer that fails it is not believed. Error codes: ``1001``
-bad signature, ``1002`` stale timestamp, ``1003`` nonce reused, ``2001`` bad request, ``2002``
-unusable frame (``face_problem``: ``image_invalid`` | ``no_face`` | ``multiple_faces``, ``frame``),
-``3001`` no such person.
+"failed_action", "similarity"}}`` carries the response signature of the same convention (over the
+request's timestamp and nonce and the answer's body), which binds the answer to our request: an
+answer that fails it is not believed. Error codes: ``1001`` bad signature or unknown app id,
+``1002`` stale timestamp, ``1003`` nonce reused, ``2001`` bad request, ``2002`` unusable frame
+(``face_problem``: ``image_invalid`` | ``no_face`` | ``multiple_faces``, ``frame``), ``3001`` no such
+person.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import secrets
 import time
@@ -35,27 +32,12 @@ from typing import Any
 import httpx
 
 from app_api.core.errors import AppError
+from app_api.core.signing import SignedRequest, signed_headers, verify_response
 from identity import errors
 from identity.face.liveness import Step
 from identity.face.verifier import Reference, VerificationResult, check_frame_count
 
 VERIFY_PATH = "/v1/liveness/verify"
-MAX_SKEW_S = 300
-
-
-def body_digest(body: bytes) -> str:
-    return hashlib.sha256(body).hexdigest()
-
-
-def sign_request(secret: str, path: str, ts: str, nonce: str, body: bytes) -> str:
-    msg = f"POST\n{path}\n{ts}\n{nonce}\n{body_digest(body)}".encode()
-    return base64.b64encode(hmac.new(secret.encode(), msg, hashlib.sha256).digest()).decode()
-
-
-def sign_response(secret: str, ts: str, nonce: str, body: bytes) -> str:
-    msg = f"{ts}\n{nonce}\n{body_digest(body)}".encode()
-    return base64.b64encode(hmac.new(secret.encode(), msg, hashlib.sha256).digest()).decode()
-
 
 _FACE_PROBLEMS: dict[str, type[AppError]] = {
     "image_invalid": errors.ImageInvalid,
@@ -89,8 +71,8 @@ class RemoteRealPersonVerifier:
         self.min_frames, self.max_frames, self.max_total_bytes = min_frames, max_frames, max_total_bytes
 
     async def _post(
-        self, meta: dict[str, Any], frames: Sequence[bytes], ts: str, nonce: str
-    ) -> httpx.Response:
+        self, meta: dict[str, Any], frames: Sequence[bytes]
+    ) -> tuple[httpx.Response, SignedRequest]:
         url = self.base_url + VERIFY_PATH
         client = self.client or httpx.AsyncClient(timeout=self.timeout_s)
         try:
@@ -104,16 +86,11 @@ class RemoteRealPersonVerifier:
                 ],
                 timeout=self.timeout_s,
             )
-            body = req.read()
-            req.headers.update(
-                {
-                    "x-rp-app-id": self.app_id,
-                    "x-rp-timestamp": ts,
-                    "x-rp-nonce": nonce,
-                    "x-rp-signature": sign_request(self.secret, VERIFY_PATH, ts, nonce, body),
-                }
+            signed = signed_headers(
+                app_id=self.app_id, secret=self.secret, method="POST", path=VERIFY_PATH, body=req.read()
             )
-            return await client.send(req)
+            req.headers.update(signed.headers)
+            return await client.send(req), signed
         finally:
             if self.client is None:
                 await client.aclose()
@@ -135,13 +112,11 @@ class RemoteRealPersonVerifier:
             "id_number": reference.id_number,
             "actions": [s.value for s in steps],
         }
-        ts, nonce = str(int(time.time())), secrets.token_hex(12)
         try:
-            resp = await self._post(meta, frames, ts, nonce)
+            resp, signed = await self._post(meta, frames)
         except httpx.HTTPError as e:
             raise errors.RealPersonServiceError("实人认证服务连接失败") from e
-        expected = sign_response(self.secret, ts, nonce, resp.content)
-        if not hmac.compare_digest(expected, resp.headers.get("x-rp-signature", "")):
+        if not verify_response(resp.headers, secret=self.secret, request=signed, body=resp.content):
             raise errors.RealPersonServiceError("实人认证服务应答签名无效", upstream_status=resp.status_code)
         try:
             data: dict[str, Any] = json.loads(resp.content)

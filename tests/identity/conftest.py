@@ -1,4 +1,4 @@
-"""Fixtures for the face engine tests: the real face_recognition on ../shared/faces.
+"""Fixtures for the face engine tests: the real face_recognition on tests/fixtures/faces.
 
 Face work is slow on the shared cores, so every image is analysed at most once per session.
 """
@@ -19,8 +19,8 @@ from identity.face.pool import FaceEngine
 
 @pytest.fixture(scope="session")
 def faces_dir() -> Path:
-    if not FACES.is_dir():
-        pytest.skip(f"test faces not found at {FACES}")
+    # The images are part of the repository: a missing one is a failure, not a reason to skip.
+    assert FACES.is_dir(), f"test faces not found at {FACES}"
     return FACES
 
 
@@ -95,7 +95,7 @@ async def client(app: Any) -> AsyncIterator[Any]:
 @pytest.fixture(scope="session")
 async def person_factory(app: Any) -> Callable[..., Awaitable[tuple[str, str]]]:
     """``await person(name, photo="obama_3.jpg")`` → (name, id_number): a population record in the
-    local data center, with an ID photo from ../shared/faces (or none)."""
+    local data center, with an ID photo from tests/fixtures/faces (or none)."""
     import datetime as dt
     import secrets
 

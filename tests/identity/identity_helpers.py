@@ -6,7 +6,7 @@ from pathlib import Path
 
 from identity.face.image import ImageLimits
 
-FACES = Path(__file__).resolve().parents[2].parent / "shared" / "faces"
+FACES = Path(__file__).resolve().parents[1] / "fixtures" / "faces"
 LIMITS = ImageLimits(max_bytes=4 * 1024 * 1024, max_pixels=16_000_000, max_side=640)
 
 

@@ -1,7 +1,7 @@
-"""The identity API end to end: real app, real face engine on ../shared/faces, local data center.
+"""The identity API end to end: real app, real face engine on tests/fixtures/faces, local data center.
 
 Residents are created through the real SMS login; their population records (with an ID photo from
-../shared/faces) are written into the local data center first.
+tests/fixtures/faces) are written into the local data center first.
 """
 
 from __future__ import annotations

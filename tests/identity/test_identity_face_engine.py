@@ -1,4 +1,4 @@
-"""The face engine on real photos (../shared/faces): decoding limits, the one-face rule, distances."""
+"""The face engine on real photos (tests/fixtures/faces): decoding limits, the one-face rule, distances."""
 
 from __future__ import annotations
 

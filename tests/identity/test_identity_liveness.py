@@ -1,6 +1,6 @@
 """Blink and head-turn detection on landmark sequences built from real detections.
 
-The starting points are the 68 landmarks the real engine found on ../shared/faces photos; the
+The starting points are the 68 landmarks the real engine found on tests/fixtures/faces photos; the
 motion (eye closure, yaw) is synthesised in landmark space, with a little per-frame jitter such as
 a hand-held phone gives.
 """

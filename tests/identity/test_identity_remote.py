@@ -15,12 +15,13 @@ import httpx
 import pytest
 from identity_helpers import LIMITS, LoopbackServer, face_bytes
 
+from app_api.core.signing import signed_headers
 from identity import errors
 from identity.face.liveness import Step
 from identity.face.pool import FaceEngine
-from identity.face.remote import VERIFY_PATH, RemoteRealPersonVerifier, sign_request
+from identity.face.remote import VERIFY_PATH, RemoteRealPersonVerifier
 from identity.face.verifier import LocalFaceVerifier, Reference
-from identity.sandbox import RealPersonSandbox
+from identity.sandbox.realperson import RealPersonSandbox
 
 B, L, R = Step.BLINK, Step.TURN_LEFT, Step.TURN_RIGHT
 SECRET = "test-real-person-secret"
@@ -122,23 +123,26 @@ async def test_sandbox_refuses_replayed_nonce_and_stale_timestamp(sandbox) -> No
     )
     body = req.read()
 
-    async def post(ts: str, nonce: str) -> httpx.Response:
-        headers = {
-            "x-rp-app-id": "wojia-test",
-            "x-rp-timestamp": ts,
-            "x-rp-nonce": nonce,
-            "x-rp-signature": sign_request(SECRET, VERIFY_PATH, ts, nonce, body),
-            "content-type": req.headers["content-type"],
-        }
+    async def post(signed: dict[str, str], app_id: str = "wojia-test") -> httpx.Response:
+        headers = {**signed, "x-app-id": app_id, "content-type": req.headers["content-type"]}
         async with httpx.AsyncClient() as c:
             return await c.post(server.url + VERIFY_PATH, content=body, headers=headers)
 
-    stale = await post(str(int(time.time()) - 3600), "a" * 24)
+    def sign(now: float | None = None, secret: str = SECRET) -> dict[str, str]:
+        return signed_headers(
+            app_id="wojia-test", secret=secret, method="POST", path=VERIFY_PATH, body=body, now=now
+        ).headers
+
+    stale = await post(sign(now=time.time() - 3600))
     assert stale.status_code == 401 and stale.json()["code"] == "1002"
-    now = str(int(time.time()))
-    first = await post(now, "b" * 24)
+    forged = await post(sign(secret="not-the-secret"))
+    assert forged.status_code == 401 and forged.json()["code"] == "1001"
+    foreign = await post(sign(), app_id="someone-else")
+    assert foreign.status_code == 401 and foreign.json()["code"] == "1001"
+    fresh = sign()
+    first = await post(fresh)
     assert first.json()["code"] == "2001"  # got past authentication: one frame is too few
-    again = await post(now, "b" * 24)
+    again = await post(fresh)
     assert again.status_code == 401 and again.json()["code"] == "1003"
 
 

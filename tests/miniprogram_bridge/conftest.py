@@ -44,7 +44,7 @@ TEMPLATE_ID = "tmpl-gov-status-0001"
 def wechat_sandbox() -> Iterator[Any]:
     from miniprogram_bridge import wechat
     from miniprogram_bridge.config import get_mp_settings
-    from miniprogram_bridge.sandbox import WeChatSandbox
+    from miniprogram_bridge.sandbox.wechat import WeChatSandbox
 
     sandbox = WeChatSandbox()
     s = get_mp_settings()
@@ -64,7 +64,7 @@ def alipay_sandbox() -> Iterator[Any]:
 
     from miniprogram_bridge import alipay
     from miniprogram_bridge.config import get_mp_settings
-    from miniprogram_bridge.sandbox import AlipayOAuthSandbox
+    from miniprogram_bridge.sandbox.alipay import AlipayOAuthSandbox
 
     sandbox = AlipayOAuthSandbox()
     app = sandbox.add_app()

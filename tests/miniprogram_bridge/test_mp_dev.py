@@ -42,7 +42,7 @@ async def test_dev_wechat_sandbox_speaks_the_protocol(client: httpx.AsyncClient)
 
 
 async def test_dev_alipay_sandbox_refuses_unsigned_requests(client: httpx.AsyncClient) -> None:
-    from miniprogram_bridge.dev import alipay_sandbox
+    from miniprogram_bridge.sandbox.dev import alipay_sandbox
 
     app_id = next(iter(alipay_sandbox.apps))
     r = await client.post(

@@ -285,7 +285,7 @@ async def test_alipay_request_signed_with_another_key_is_refused_by_the_gateway(
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     from miniprogram_bridge import alipay
-    from miniprogram_bridge.sandbox import _pkcs1
+    from miniprogram_bridge.sandbox.alipay import _pkcs1
 
     real = alipay_sandbox.client_app.key
     alipay_sandbox.client_app.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)

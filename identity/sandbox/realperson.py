@@ -11,7 +11,6 @@ Mount ``build_router(...)`` at ``/sandbox/realperson`` in development, or serve 
 
 from __future__ import annotations
 
-import hmac
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -21,10 +20,11 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import Response
 
 from app_api.core.errors import AppError
+from app_api.core.signing import MAX_SKEW_S, sign_response, verify_request
 from app_api.platform.access import public
 from identity import errors
 from identity.face.liveness import Step
-from identity.face.remote import MAX_SKEW_S, VERIFY_PATH, sign_request, sign_response
+from identity.face.remote import VERIFY_PATH
 from identity.face.verifier import LocalFaceVerifier, Reference
 
 # (id_number, name) -> the authoritative photo, or None when there is no such person.
@@ -52,24 +52,19 @@ class RealPersonSandbox:
     def _answer(self, request: Request, payload: dict[str, Any], status: int = 200) -> Response:
         body = json.dumps(payload, ensure_ascii=False).encode()
         h = request.headers
-        sig = sign_response(self.secret, h.get("x-rp-timestamp", ""), h.get("x-rp-nonce", ""), body)
-        return Response(
-            body, status_code=status, media_type="application/json", headers={"x-rp-signature": sig}
-        )
+        sig = sign_response(self.secret, h.get("x-timestamp", ""), h.get("x-nonce", ""), body)
+        return Response(body, status_code=status, media_type="application/json", headers={"x-signature": sig})
 
     async def verify(self, request: Request) -> Response:
         self.requests += 1
         body = await request.body()
         h = request.headers
-        ts, nonce = h.get("x-rp-timestamp", ""), h.get("x-rp-nonce", "")
-        expected = sign_request(self.secret, VERIFY_PATH, ts, nonce, body)
-        if h.get("x-rp-app-id") != self.app_id or not hmac.compare_digest(
-            expected, h.get("x-rp-signature", "")
-        ):
+        bad = verify_request(h, secret=self.secret, method="POST", path=VERIFY_PATH, body=body)
+        if h.get("x-app-id") != self.app_id or bad == "bad_signature":
             return self._answer(request, {"code": "1001", "message": "signature invalid"}, 401)
-        now = time.time()
-        if not ts.isdigit() or abs(now - int(ts)) > MAX_SKEW_S:
+        if bad == "stale_timestamp":
             return self._answer(request, {"code": "1002", "message": "timestamp out of window"}, 401)
+        now, nonce = time.time(), h.get("x-nonce", "")
         self.seen_nonces = {n: t for n, t in self.seen_nonces.items() if now - t < 2 * MAX_SKEW_S}
         if nonce in self.seen_nonces or len(nonce) < 16:
             return self._answer(request, {"code": "1003", "message": "nonce reused"}, 401)
@@ -163,12 +158,3 @@ def build_router() -> APIRouter:
         verifier=local_verifier,
     )
     return sandbox.router()
-
-
-def __getattr__(name: str) -> APIRouter:
-    # "identity.sandbox:router" for the app's list of development routers, built on first access.
-    if name == "router":
-        r = build_router()
-        globals()["router"] = r
-        return r
-    raise AttributeError(name)

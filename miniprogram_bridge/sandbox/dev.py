@@ -18,7 +18,8 @@ from starlette.routing import Route
 from app_api.core.settings import get_settings
 from app_api.platform.access import public
 from miniprogram_bridge.config import get_mp_settings
-from miniprogram_bridge.sandbox import AlipayOAuthSandbox, WeChatSandbox
+from miniprogram_bridge.sandbox.alipay import AlipayOAuthSandbox
+from miniprogram_bridge.sandbox.wechat import WeChatSandbox
 
 wechat_sandbox = WeChatSandbox()
 alipay_sandbox = AlipayOAuthSandbox()
