@@ -18,7 +18,9 @@ from fastapi.responses import JSONResponse
 from app_api.core.db import SessionDep
 from app_api.core.http import http_client
 from app_api.platform.access import OptionalAccount, public
-from bot.actions import Rejected, run_action
+from bot.actions.call import Rejected
+from bot.actions.dispatch import run_action
+from bot.actions.protocol import ActionRejected, ActionResult
 from bot.config import BotSettings, get_bot_settings
 from bot.errors import ActionTokenInvalid, AssistantUnavailable, UnknownAction
 from bot.schemas import ChatReply, ChatRequest, ReplyButton, ReplyMessage
@@ -83,22 +85,28 @@ def _check_token(authorization: str | None, settings: BotSettings) -> None:
         raise ActionTokenInvalid()
 
 
-@router.post("/actions", dependencies=[Depends(public)], include_in_schema=False)
+@router.post(
+    "/actions",
+    dependencies=[Depends(public)],
+    include_in_schema=False,
+    response_model=ActionResult,
+    responses={400: {"model": ActionRejected}},
+)
 async def run_bot_action(
     body: Annotated[dict[str, Any], Body()],
     session: SessionDep,
     settings: Settings,
     authorization: Annotated[str | None, Header()] = None,
-) -> JSONResponse:
+) -> ActionResult | JSONResponse:
     """Rasa's action-server protocol; Rasa authenticates with the shared bearer token."""
     _check_token(authorization, settings)
     name = str(body.get("next_action") or "")
     try:
-        result = await run_action(body, Sources(session), settings)
+        return await run_action(body, Sources(session), settings)
     except KeyError as e:
         if e.args and e.args[0] == name:
             raise UnknownAction(f"未知的助手动作：{name}") from e
         raise
     except Rejected as e:
-        return JSONResponse({"action_name": e.action_name, "error": e.error}, status_code=400)
-    return JSONResponse(result)
+        rejected: ActionRejected = {"action_name": e.action_name, "error": e.error}
+        return JSONResponse(rejected, status_code=400)

@@ -39,12 +39,12 @@ async def bot_mounted(app: Any) -> None:
     """The app with the assistant's router (until the lead mounts it) and the seed catalogue loaded."""
     from app_api.core.db import session_scope
     from bot.router import router
-    from columns.gov_services import service
+    from columns.gov_services.seed import seed
 
     if not any(getattr(r, "path", "") == "/api/v1/bot/messages" for r in app.routes):
         app.include_router(router, prefix="/api/v1")
     async with session_scope() as s:
-        await service.seed(s)
+        await seed(s)
 
 
 def _run_script(name: str) -> str:

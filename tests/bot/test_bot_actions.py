@@ -2,61 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import httpx
-from bot_helpers import catalogue_item
+from bot_helpers import ACTIONS_URL as URL
+from bot_helpers import auth, body, catalogue_item, texts, user
 
 from bot.config import get_bot_settings
 from bot.sender import account_sender_id
-
-URL = "/api/v1/bot/actions"
-
-
-def auth() -> dict[str, str]:
-    return {"Authorization": "Bearer " + get_bot_settings().action_token.get_secret_value()}
-
-
-def user(text: str, intent: str, metadata: dict[str, Any] | None = None, **entities: str) -> dict[str, Any]:
-    return {
-        "event": "user",
-        "text": text,
-        "parse_data": {
-            "intent": {"name": intent, "confidence": 0.99},
-            "entities": [{"entity": k, "value": v} for k, v in entities.items()],
-            "text": text,
-        },
-        "metadata": metadata or {},
-    }
-
-
-def body(
-    action: str,
-    events: list[dict[str, Any]],
-    slots: dict[str, Any] | None = None,
-    sender: str = "anonymous-test",
-    active_loop: str | None = None,
-) -> dict[str, Any]:
-    last = next(e for e in reversed(events) if e["event"] == "user")
-    return {
-        "next_action": action,
-        "sender_id": sender,
-        "tracker": {
-            "sender_id": sender,
-            "slots": {"elderly": False, **(slots or {})},
-            "latest_message": {**last["parse_data"], "text": last["text"]},
-            "events": events,
-            "active_loop": {"name": active_loop} if active_loop else {},
-            "latest_action_name": "action_listen",
-        },
-        "domain": {},
-        "version": "3.6.21",
-    }
-
-
-def texts(r: httpx.Response) -> str:
-    assert r.status_code == 200, r.text
-    return "\n".join(m.get("text", "") for m in r.json()["responses"])
 
 
 async def test_rasa_must_present_the_shared_token(client: httpx.AsyncClient) -> None:
@@ -198,9 +149,11 @@ async def test_nearest_liaison_station_in_a_city(client: httpx.AsyncClient) -> N
 
     async with session_scope() as s:
         await seed(s)
-    from app_api.platform.column import get_capability
+    from app_api.platform.capabilities import LiaisonStations, lookup
 
-    stations = await get_capability("liaison_stations").list("常熟")
+    directory = lookup(LiaisonStations)
+    assert directory is not None
+    stations = await directory.nearest(city="常熟")
     assert stations
     ev = [user("我在常熟，哪里有代办点", "nearest_station", city="常熟")]
     text = texts(
