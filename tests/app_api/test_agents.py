@@ -26,10 +26,10 @@ OTHER_ITEM = "BZ-MZ-002"  # 高龄津贴申领 (L2)
 @pytest.fixture(scope="module", autouse=True)
 async def gov_catalogue(app: Any) -> None:
     """The government-services column files agents' applications (its ``file_on_behalf``)."""
-    from columns.gov_services import service as gov
+    from columns.gov_services.seed import seed
 
     async with session_scope() as s:
-        await gov.seed(s)
+        await seed(s)
 
 
 @dataclass
@@ -537,16 +537,18 @@ async def test_tracking_and_elderly_mode_need_their_scopes(client: httpx.AsyncCl
 
 
 async def test_filing_unavailable_without_the_capability(client: httpx.AsyncClient, login: LoginFn) -> None:
-    from app_api.platform import column as base
+    from app_api.platform import capabilities
+    from app_api.platform.capabilities import ServiceCatalogue
 
     agent = await make_agent(client, login)
     resident = await make_resident(client, login)
     await sms_mandate(client, agent, resident, scopes=["apply"])
-    cap = base._capabilities.pop("service_catalogue")
+    cap = capabilities.withdraw(ServiceCatalogue)
+    assert isinstance(cap, ServiceCatalogue)
     try:
         r = await client.post(f"{API}/agent/submissions", headers=agent.headers, json=submission(resident))
     finally:
-        base.register_capability("service_catalogue", cap)
+        capabilities.provide(ServiceCatalogue, cap)  # type: ignore[type-abstract]
     assert r.status_code == 503 and r.json()["code"] == "agents.filing_unavailable", r.text
     async with sessionmaker()() as s:
         from app_api.platform.agents.models import Submission

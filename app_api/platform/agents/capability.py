@@ -1,4 +1,7 @@
-"""The ``liaison_stations`` capability: the assistant answers "where is the nearest 代办点" from it."""
+"""The ``LiaisonStations`` capability: the assistant answers "where is the nearest 代办点" from it.
+
+Offered on import (the agents component imports this module).
+"""
 
 from __future__ import annotations
 
@@ -7,38 +10,17 @@ from typing import Any
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_api.core.db import sessionmaker
-from app_api.platform.agents.models import STATION_KINDS, Station
-from app_api.platform.column import register_capability
-
-
-def station_out(st: Station) -> dict[str, Any]:
-    return {
-        "id": st.id,
-        "code": st.code,
-        "name": st.name,
-        "kind": st.kind,
-        "kind_name": STATION_KINDS.get(st.kind, st.kind),
-        "city": st.city,
-        "district": st.district,
-        "address": st.address,
-        "hours": st.hours,
-        "contact_name": st.contact_name,
-        "phone": st.contact_phone,
-    }
+from app_api.platform.agents.stations import list_stations, station_out
+from app_api.platform.capabilities import LiaisonStations, provide
 
 
 class StationDirectory:
-    async def list(
-        self, city: str | None = None, *, session: AsyncSession | None = None
-    ) -> list[dict[str, Any]]:
-        from app_api.platform.agents.service import list_stations
-
+    async def nearest(self, *, city: str | None, session: AsyncSession | None = None) -> list[dict[str, Any]]:
+        """Open stations in ``city`` (all of them without one), as the public directory lists them."""
         if session is not None:
-            return [station_out(s) for s in await list_stations(session, city=city)]
+            return [station_out(st).model_dump() for st in await list_stations(session, city=city)]
         async with sessionmaker()() as s:
-            return [station_out(st) for st in await list_stations(s, city=city)]
-
-    nearest = list
+            return [station_out(st).model_dump() for st in await list_stations(s, city=city)]
 
 
-register_capability("liaison_stations", StationDirectory())
+provide(LiaisonStations, StationDirectory())  # type: ignore[type-abstract]

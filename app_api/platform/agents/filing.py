@@ -1,44 +1,34 @@
-"""The narrow interface through which agents' submissions become applications.
+"""Filing through the government-services catalogue: agents' submissions become applications.
 
 The government-services column files applications; the platform must not import it. It offers the
-filing as a capability, found at call time:
+``ServiceCatalogue`` capability (``app_api.platform.capabilities``), looked up at call time: absent
+(the column disabled or not installed), agents get an honest ``agents.filing_unavailable``.
 
-- ``get_capability("agent_filing")``: a callable, or an object with ``file_on_behalf``;
-- otherwise ``file_on_behalf`` on the ``service_catalogue`` capability.
-
-The call (async or sync), inside the caller's transaction::
-
-    file_on_behalf(session, *, resident_id, agent_id, station_id, mandate_id, item_code, form,
-                   client_key, delivery) -> {"id", "number", "status", ...}
-
-``delivery`` is ``{"method": "station", "station_id", "station_name", "address"}`` when the
-result is to be posted to the station for pick-up, else None. The filer must be idempotent on
-``(resident_id, client_key)`` (agents resend when connections drop), raise ``AppError`` subclasses
-for refusals (unknown item, missing fields), and record ``agent_id`` on the application.
+The catalogue files inside the caller's transaction, idempotently on ``(resident_id, client_key)``
+(agents resend when connections drop), refuses with ``AppError`` subclasses (unknown item, missing
+fields) and records ``agent_id`` on the application. What it returns is stored with the submission
+(a JSON column), so dates and times are kept as ISO text.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import inspect
 from collections.abc import Mapping
 from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_api.platform.agents.errors import FilingUnavailable
-from app_api.platform.column import get_capability
-
-CAPABILITY = "agent_filing"
+from app_api.platform.capabilities import ServiceCatalogue, lookup
 
 
-def filer() -> Any | None:
-    cap = get_capability(CAPABILITY)
-    if cap is not None:
-        return cap if callable(cap) and not hasattr(cap, "file_on_behalf") else cap.file_on_behalf
-    cat = get_capability("service_catalogue")
-    fn = getattr(cat, "file_on_behalf", None) if cat is not None else None
-    return fn if callable(fn) else None
+def catalogue() -> ServiceCatalogue | None:
+    """The catalogue offered in this deployment, or None."""
+    return lookup(ServiceCatalogue)  # type: ignore[type-abstract]
+
+
+def _plain(result: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in result.items()}
 
 
 async def file_on_behalf(
@@ -53,10 +43,12 @@ async def file_on_behalf(
     client_key: str,
     delivery: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    fn = filer()
-    if fn is None:
+    """``delivery`` is ``{"method": "station", "station_id", "station_name", "address"}`` when the
+    result is posted to the station for pick-up, else None."""
+    cat = catalogue()
+    if cat is None:
         raise FilingUnavailable()
-    result = fn(
+    filed = await cat.file_on_behalf(
         session,
         resident_id=resident_id,
         agent_id=agent_id,
@@ -67,39 +59,15 @@ async def file_on_behalf(
         client_key=client_key,
         delivery=delivery,
     )
-    if inspect.isawaitable(result):
-        result = await result
-    if isinstance(result, Mapping):
-        out = dict(result)
-    else:
-        out = {k: getattr(result, k) for k in ("id", "number", "status") if hasattr(result, k)}
-    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in out.items()}
+    return _plain(filed)
 
 
-async def applications_of(
-    session: AsyncSession, resident_id: str, limit: int = 20
-) -> list[dict[str, Any]] | None:
-    """The resident's applications through the catalogue capability, or None if it is absent."""
-    cat = get_capability("service_catalogue")
-    fn = getattr(cat, "my_applications", None) if cat is not None else None
-    if fn is None:
-        return None
-    params = inspect.signature(fn).parameters
-    kwargs: dict[str, Any] = {"limit": limit}
-    if "session" in params:
-        kwargs["session"] = session
-    result = fn(resident_id, **kwargs)
-    if inspect.isawaitable(result):
-        result = await result
-    return list(result)
-
-
-def uploader() -> Any | None:
-    for cap in (get_capability(CAPABILITY), get_capability("service_catalogue")):
-        fn = getattr(cap, "upload_on_behalf", None) if cap is not None else None
-        if callable(fn):
-            return fn
-    return None
+async def applications_of(session: AsyncSession, resident_id: str, limit: int = 20) -> list[dict[str, Any]]:
+    """The resident's applications, newest first."""
+    cat = catalogue()
+    if cat is None:
+        raise FilingUnavailable("办理进度查询暂未开通")
+    return list(await cat.my_applications(resident_id, limit=limit, session=session))
 
 
 async def upload_on_behalf(
@@ -115,15 +83,12 @@ async def upload_on_behalf(
     content_type: str | None,
     data: bytes,
 ) -> dict[str, Any]:
-    """A material for one of the resident's applications (a supplement asked for by the reviewer).
-
-    Offered as ``upload_on_behalf`` on the same capability as ``file_on_behalf``; it must check
-    that the application belongs to ``resident_id`` and check the content like a resident's upload.
-    """
-    fn = uploader()
-    if fn is None:
+    """A material for one of the resident's applications (a supplement asked for by the reviewer);
+    the catalogue checks that the application is the resident's and the content like a resident's upload."""
+    cat = catalogue()
+    if cat is None:
         raise FilingUnavailable("代办上传材料暂未开通")
-    result = fn(
+    uploaded = await cat.upload_on_behalf(
         session,
         resident_id=resident_id,
         agent_id=agent_id,
@@ -135,7 +100,4 @@ async def upload_on_behalf(
         content_type=content_type,
         data=data,
     )
-    if inspect.isawaitable(result):
-        result = await result
-    out: dict[str, Any] = dict(result) if isinstance(result, Mapping) else {"id": getattr(result, "id", None)}
-    return {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in out.items()}
+    return _plain(uploaded)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -84,3 +85,123 @@ class AgentIn(BaseModel):
 class ElderlyModeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     enabled: bool
+
+
+# -- responses ---------------------------------------------------------------------------------
+
+
+class StationOut(BaseModel):
+    id: str
+    code: str
+    name: str
+    kind: str
+    kind_name: str
+    city: str
+    district: str | None
+    address: str
+    hours: str
+    contact_name: str | None
+    phone: str | None
+
+
+class StationList(BaseModel):
+    stations: list[StationOut]
+
+
+class AgentAssigned(BaseModel):
+    id: str
+    phone: str
+    roles: list[str]
+    station_id: str
+
+
+class AgentMe(BaseModel):
+    agent_id: str
+    station: StationOut
+    scopes: dict[str, str]
+    filing_available: bool
+
+
+class MandateCodeSent(BaseModel):
+    request_id: str
+    expires_in: int
+    phone: str
+
+
+class StationRef(BaseModel):
+    id: str
+    name: str | None
+
+
+class _MandateOut(BaseModel):
+    id: str
+    station: StationRef
+    scopes: list[str]
+    scope_labels: list[str]
+    items: list[str]
+    method: str
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    withdrawn_at: dt.datetime | None
+    state: str
+
+
+# The other party, masked: {id (agents only), name, phone}; empty if the account is gone.
+Person = dict[str, str | None]
+
+
+class AgentsMandate(_MandateOut):
+    """A mandate as the agent holding it sees it."""
+
+    resident: Person
+
+
+class ResidentsMandate(_MandateOut):
+    """A mandate as the resident who gave it sees it."""
+
+    agent: Person
+
+
+class AgentsMandates(BaseModel):
+    mandates: list[AgentsMandate]
+
+
+class ResidentsMandates(BaseModel):
+    mandates: list[ResidentsMandate]
+
+
+class SubmissionOut(BaseModel):
+    status: str
+    application: dict[str, Any]
+    submission_id: str
+
+
+class BatchOut(BaseModel):
+    # Per item: {index, client_key, status} and either {application, submission_id} or {error}.
+    results: list[dict[str, Any]]
+    summary: dict[str, int]
+
+
+class ApplicationsOut(BaseModel):
+    applications: list[dict[str, Any]]
+
+
+class UploadOut(BaseModel):
+    upload: dict[str, Any]
+
+
+class ElderlyModeOut(BaseModel):
+    resident_id: str
+    elderly_mode: bool
+
+
+class ActionOut(BaseModel):
+    action: str
+    at: dt.datetime
+    station: str | None
+    mandate_id: str | None
+    subject_id: str | None
+
+
+class ActionList(BaseModel):
+    actions: list[ActionOut]

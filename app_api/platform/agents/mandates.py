@@ -1,4 +1,9 @@
-"""Stations, agents, mandates and agents' submissions."""
+"""Mandates: a resident's recorded consent that an agent acts for them, within a scope, for a time.
+
+Given by an SMS code sent to the resident's own phone, or in person with the agent's attestation of
+the ID check; withdrawn by either side. Every action under a mandate checks it first (``act_for``,
+``require_mandate``).
+"""
 
 from __future__ import annotations
 
@@ -8,24 +13,30 @@ import json
 import secrets
 from typing import Any
 
-import sqlalchemy as sa
-from pydantic import TypeAdapter, ValidationError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_api.core.clock import CHINA_TZ
 from app_api.core.crypto import mask_id_number, mask_name, mask_phone
-from app_api.core.db import savepoint, utcnow
-from app_api.core.errors import AppError, ValidationFailed
+from app_api.core.db import utcnow
+from app_api.core.errors import ValidationFailed
 from app_api.core.redis import get_redis
 from app_api.core.settings import get_settings
-from app_api.platform import audit, notify
+from app_api.platform import notify
 from app_api.platform.accounts import service as accounts
-from app_api.platform.accounts.models import Account, Role
-from app_api.platform.accounts.principal import Principal, invalidate
-from app_api.platform.agents import errors, filing
-from app_api.platform.agents.models import SCOPES, AgentAction, Mandate, Station, Submission
-from app_api.platform.agents.schemas import SubmissionIn
+from app_api.platform.accounts.models import Account
+from app_api.platform.accounts.principal import Principal
+from app_api.platform.agents import errors, messages
+from app_api.platform.agents.actions import record_action
+from app_api.platform.agents.models import SCOPES, Mandate, Station
+from app_api.platform.agents.schemas import (
+    AgentsMandate,
+    MandateCodeSent,
+    Person,
+    ResidentsMandate,
+    StationRef,
+)
+from app_api.platform.agents.stations import agent_station
 from app_api.platform.consent import service as consent
 from app_api.platform.consent.models import Consent
 from app_api.platform.datahub.citizen_id import problem as id_problem
@@ -37,81 +48,6 @@ CODE_TTL_S = 600
 CODE_COOLDOWN_S = 60
 MAX_WRONG = 5
 MAX_DAYS = 365
-BATCH_MAX = 100
-
-notify.register_template(
-    "agents.mandate_created",
-    "$station代办员已登记您的代办授权（$scopes），有效期至$until。如非您本人同意，请在“我的-授权管理”中撤回。",
-    wechat_fields={"thing1": "$station", "thing2": "$scopes", "time3": "$until"},
-)
-notify.register_template(
-    "agents.application_filed",
-    "$station代办员已为您提交“$item”申请，申请编号$number。",
-    wechat_fields={"thing1": "$item", "character_string2": "$number", "thing3": "$station"},
-)
-notify.register_template(
-    "agents.mandate_withdrawn",
-    "您给$station代办员的代办授权已撤回，代办员不能再为您办理事项。",
-)
-
-
-# ---------------------------------------------------------------------------------------------
-# Stations and agents
-
-
-async def list_stations(
-    session: AsyncSession, *, city: str | None = None, kind: str | None = None
-) -> list[Station]:
-    q = select(Station).where(col(Station.active).is_(True))
-    if city:
-        q = q.where(col(Station.city).contains(city.strip()))
-    if kind:
-        q = q.where(Station.kind == kind)
-    return list((await session.exec(q.order_by(col(Station.city), col(Station.code)))).all())
-
-
-async def get_station(session: AsyncSession, station_id: str) -> Station:
-    st = await session.get(Station, station_id)
-    if st is None:
-        raise errors.StationNotFound()
-    return st
-
-
-async def agent_station(session: AsyncSession, agent: Principal) -> Station:
-    if not agent.has(Role.agent.value) or not agent.station_id:
-        raise errors.NotAssigned()
-    st = await session.get(Station, agent.station_id)
-    if st is None or not st.active:
-        raise errors.NotAssigned("您所在的代办点已停用或不存在，请联系管理员")
-    return st
-
-
-async def assign_agent(
-    session: AsyncSession, *, station: Station, phone: str, password: str, actor_id: str
-) -> Account:
-    existing = await accounts.find_by_phone(session, phone)
-    roles = sorted({*(existing.roles if existing else []), Role.agent.value} - {Role.resident.value})
-    account = await accounts.create_staff(
-        session, phone=phone, password=password, roles=roles, actor_id=actor_id, station_id=station.id
-    )
-    if account.station_id != station.id:  # create_staff keeps an old station; moving is explicit here
-        account.station_id = station.id
-        session.add(account)
-        await session.flush()
-        await invalidate(account.id)
-    await audit.record(
-        session,
-        action="agents.agent_assigned",
-        actor_id=actor_id,
-        subject_type="account",
-        subject_id=account.id,
-        data={"station_id": station.id},
-    )
-    return account
-
-
-# ---------------------------------------------------------------------------------------------
-# Mandates
 
 
 def _check_scope(scopes: list[str], items: list[str], days: int) -> tuple[list[str], list[str]]:
@@ -134,7 +70,7 @@ def _scope_text(scopes: list[str]) -> str:
 
 async def request_sms_mandate(
     session: AsyncSession, *, agent: Principal, phone: str, scopes: list[str], items: list[str], days: int
-) -> dict[str, Any]:
+) -> MandateCodeSent:
     """Send the resident a code that says who asks for what; the agent types it back to confirm."""
     station = await agent_station(session, agent)
     scopes, items = _check_scope(scopes, items, days)
@@ -174,7 +110,7 @@ async def request_sms_mandate(
         action="mandate_requested",
         data={"phone": mask_phone(phone), "scopes": scopes, "items": items, "days": days},
     )
-    return {"request_id": request_id, "expires_in": CODE_TTL_S, "phone": mask_phone(phone)}
+    return MandateCodeSent(request_id=request_id, expires_in=CODE_TTL_S, phone=mask_phone(phone))
 
 
 async def confirm_sms_mandate(
@@ -316,7 +252,7 @@ async def _create_mandate(
     await notify.send(
         session,
         account_id=resident.id,
-        template="agents.mandate_created",
+        template=messages.MANDATE_CREATED,
         params={
             "station": station.name,
             "scopes": _scope_text(scopes),
@@ -409,7 +345,7 @@ async def withdraw_mandate(session: AsyncSession, *, mandate_id: str, by: Princi
             await notify.send(
                 session,
                 account_id=m.resident_id,
-                template="agents.mandate_withdrawn",
+                template=messages.MANDATE_WITHDRAWN,
                 params={"station": station.name if station else ""},
             )
     return m
@@ -425,21 +361,29 @@ async def mandates_of_agent(session: AsyncSession, agent_id: str) -> list[Mandat
     return list((await session.exec(q)).all())
 
 
-async def mandate_out(session: AsyncSession, m: Mandate, *, for_agent: bool) -> dict[str, Any]:
+async def withdraw_own_mandate(session: AsyncSession, *, mandate_id: str, resident: Principal) -> Mandate:
+    """The resident withdraws a mandate they gave (one of someone else's is not found)."""
+    found = await session.get(Mandate, mandate_id)
+    if found is None or found.resident_id != resident.id:
+        raise errors.MandateNotFound()
+    return await withdraw_mandate(session, mandate_id=mandate_id, by=resident)
+
+
+async def _parts(session: AsyncSession, m: Mandate, other_id: str, *, with_id: bool) -> dict[str, Any]:
     station = await session.get(Station, m.station_id)
-    other = await session.get(Account, m.resident_id if for_agent else m.agent_id)
-    person: dict[str, Any] = {}
+    other = await session.get(Account, other_id)
+    person: Person = {}
     if other is not None:
         name = other.real_name
         person = {
-            "id": other.id if for_agent else None,
+            "id": other.id if with_id else None,
             "name": mask_name(name) if name else None,
             "phone": mask_phone(other.phone),
         }
     return {
         "id": m.id,
-        "resident" if for_agent else "agent": person,
-        "station": {"id": m.station_id, "name": station.name if station else None},
+        "person": person,
+        "station": StationRef(id=m.station_id, name=station.name if station else None),
         "scopes": m.scopes,
         "scope_labels": [SCOPES[s] for s in m.scopes],
         "items": m.items,
@@ -451,53 +395,16 @@ async def mandate_out(session: AsyncSession, m: Mandate, *, for_agent: bool) -> 
     }
 
 
-# ---------------------------------------------------------------------------------------------
-# Actions
+async def for_agent(session: AsyncSession, m: Mandate) -> AgentsMandate:
+    """The mandate as its agent sees it: the resident's id, masked name and phone."""
+    parts = await _parts(session, m, m.resident_id, with_id=True)
+    return AgentsMandate(resident=parts.pop("person"), **parts)
 
 
-async def record_action(
-    session: AsyncSession,
-    *,
-    agent_id: str,
-    station_id: str,
-    resident_id: str | None,
-    mandate: Mandate | None,
-    action: str,
-    subject_id: str | None = None,
-    data: dict[str, Any] | None = None,
-) -> None:
-    if resident_id is not None:
-        session.add(
-            AgentAction(
-                agent_id=agent_id,
-                station_id=station_id,
-                resident_id=resident_id,
-                mandate_id=mandate.id if mandate else None,
-                action=action,
-                subject_id=subject_id,
-                data=data or {},
-            )
-        )
-    await audit.record(
-        session,
-        action=f"agents.{action}",
-        actor_id=agent_id,
-        subject_type="account",
-        subject_id=resident_id,
-        data={"station_id": station_id, "mandate_id": mandate.id if mandate else None, **(data or {})},
-    )
-
-
-async def actions_for_resident(
-    session: AsyncSession, resident_id: str, limit: int = 100
-) -> list[AgentAction]:
-    q = (
-        select(AgentAction)
-        .where(AgentAction.resident_id == resident_id)
-        .order_by(col(AgentAction.at).desc())
-        .limit(limit)
-    )
-    return list((await session.exec(q)).all())
+async def for_resident(session: AsyncSession, m: Mandate) -> ResidentsMandate:
+    """The mandate as the resident sees it: the agent's masked name and phone."""
+    parts = await _parts(session, m, m.agent_id, with_id=False)
+    return ResidentsMandate(agent=parts.pop("person"), **parts)
 
 
 async def act_for(
@@ -527,191 +434,3 @@ async def act_for(
 
 
 # ---------------------------------------------------------------------------------------------
-# Submissions
-
-_ITEM = TypeAdapter(SubmissionIn)
-
-
-async def submit(session: AsyncSession, *, agent: Principal, item: SubmissionIn) -> dict[str, Any]:
-    """File one submission for a resident; the same client key gives back the first result."""
-    q = select(Submission).where(Submission.agent_id == agent.id, Submission.client_key == item.client_key)
-    existing = (await session.exec(q)).first()
-    if existing is not None:
-        if existing.resident_id != item.resident_id or existing.item_code != item.item_code:
-            raise errors.ClientKeyReused(client_key=item.client_key)
-        return {"status": "duplicate", "application": existing.result, "submission_id": existing.id}
-    mandate, station = await require_mandate(
-        session,
-        agent=agent,
-        resident_id=item.resident_id,
-        scope="apply",
-        item_code=item.item_code,
-        mandate_id=item.mandate_id,
-    )
-    if item.pickup and "pickup" not in mandate.scopes:
-        raise errors.OutOfScope("授权范围不包含：办理结果寄送至代办点代领", scope="pickup")
-    delivery = (
-        {
-            "method": "station",
-            "station_id": station.id,
-            "station_name": station.name,
-            "address": station.address,
-        }
-        if item.pickup
-        else None
-    )
-    result = await filing.file_on_behalf(
-        session,
-        resident_id=item.resident_id,
-        agent_id=agent.id,
-        station_id=station.id,
-        mandate_id=mandate.id,
-        item_code=item.item_code,
-        form=item.form,
-        client_key=item.client_key,
-        delivery=delivery,
-    )
-    sub = Submission(
-        agent_id=agent.id,
-        client_key=item.client_key,
-        station_id=station.id,
-        resident_id=item.resident_id,
-        mandate_id=mandate.id,
-        item_code=item.item_code,
-        pickup=item.pickup,
-        result=result,
-    )
-    session.add(sub)
-    await session.flush()
-    await record_action(
-        session,
-        agent_id=agent.id,
-        station_id=station.id,
-        resident_id=item.resident_id,
-        mandate=mandate,
-        action="application_filed",
-        subject_id=str(result.get("id")) if result.get("id") else None,
-        data={"item_code": item.item_code, "client_key": item.client_key, "pickup": item.pickup},
-    )
-    await notify.send(
-        session,
-        account_id=item.resident_id,
-        template="agents.application_filed",
-        params={
-            "station": station.name,
-            "item": str(result.get("item_name") or result.get("item") or item.item_code),
-            "number": str(result.get("number") or ""),
-        },
-    )
-    return {"status": "created", "application": result, "submission_id": sub.id}
-
-
-def _problem(e: AppError) -> dict[str, Any]:
-    return {"code": e.code, "title": e.title, "detail": e.detail, **e.extra}
-
-
-async def submit_one_isolated(
-    session: AsyncSession, *, agent: Principal, item: SubmissionIn
-) -> dict[str, Any]:
-    """One submission in its own savepoint: a refused one leaves nothing behind, the others stand."""
-    try:
-        async with savepoint(session):
-            return await submit(session, agent=agent, item=item)
-    except sa.exc.IntegrityError:
-        # The same client key filed concurrently by a resent batch: the first one's result stands.
-        q = select(Submission).where(
-            Submission.agent_id == agent.id, Submission.client_key == item.client_key
-        )
-        existing = (await session.exec(q)).first()
-        if existing is None:
-            raise
-        return {"status": "duplicate", "application": existing.result, "submission_id": existing.id}
-    except AppError as e:
-        return {"status": "failed", "error": _problem(e)}  # savepoint() dropped its audit entries
-
-
-async def lock_for_writing(session: AsyncSession, agent_id: str) -> None:
-    """Serialise one agent's submissions, before the first read.
-
-    A device resends a batch whose answer it never got, sometimes while the first is still running:
-    the second waits for the first to commit and then finds every client key already filed.
-    PostgreSQL: a transaction-scoped advisory lock per agent. SQLite: the database write lock, taken
-    up front, because a deferred SQLite transaction that reads and then writes after another
-    connection (a job) committed fails at once with "database is locked" instead of waiting.
-    """
-    bind = session.get_bind()
-    if bind.dialect.name == "sqlite":
-        await session.exec(sa.text("UPDATE app_station SET code = code WHERE 1 = 0"))  # type: ignore[call-overload]
-    elif bind.dialect.name == "postgresql":
-        await session.exec(  # type: ignore[call-overload]
-            sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
-            params={"key": f"agents.submit:{agent_id}"},
-        )
-
-
-async def submit_batch(session: AsyncSession, *, agent: Principal, items: list[Any]) -> dict[str, Any]:
-    """Submissions queued offline: each item is checked and filed on its own, with its own result."""
-    await lock_for_writing(session, agent.id)
-    await agent_station(session, agent)
-    if len(items) > BATCH_MAX:
-        raise ValidationFailed(f"每批最多提交{BATCH_MAX}条", max_items=BATCH_MAX)
-    results: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    for index, raw in enumerate(items):
-        key = raw.get("client_key") if isinstance(raw, dict) else None
-        try:
-            item = _ITEM.validate_python(raw)
-        except ValidationError as e:
-            fields = [{"loc": [str(x) for x in err["loc"]], "msg": err["msg"]} for err in e.errors()]
-            results.append(
-                {
-                    "index": index,
-                    "client_key": key,
-                    "status": "failed",
-                    "error": {
-                        "code": "app.validation_failed",
-                        "title": "提交的信息有误，请检查后重试",
-                        "errors": fields,
-                    },
-                }
-            )
-            continue
-        if item.client_key in seen:
-            results.append(
-                {
-                    "index": index,
-                    "client_key": item.client_key,
-                    "status": "failed",
-                    "error": _problem(
-                        errors.ClientKeyReused("同一批次中提交编号重复", client_key=item.client_key)
-                    ),
-                }
-            )
-            continue
-        seen.add(item.client_key)
-        out = await submit_one_isolated(session, agent=agent, item=item)
-        results.append({"index": index, "client_key": item.client_key, **out})
-    summary = {s: sum(1 for r in results if r["status"] == s) for s in ("created", "duplicate", "failed")}
-    return {"results": results, "summary": summary}
-
-
-async def set_elderly_mode(
-    session: AsyncSession, *, agent: Principal, resident_id: str, enabled: bool
-) -> Account:
-    """An agent switches elderly mode on (or off) for a resident, within a mandate's "settings" scope."""
-    await act_for(
-        session,
-        agent=agent,
-        resident_id=resident_id,
-        scope="settings",
-        action="elderly_mode_set",
-        data={"enabled": enabled},
-    )
-    account = await session.get(Account, resident_id)
-    if account is None:
-        raise errors.ResidentNotFound()
-    account.elderly_mode = enabled
-    session.add(account)
-    await session.flush()
-    await invalidate(account.id)
-    return account
