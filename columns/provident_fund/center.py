@@ -1,44 +1,31 @@
-"""The provident-fund center adapter: signed JSON over HTTPS (HMAC-SHA256 over timestamp, nonce
-and body), as the centers' 综合服务平台 open interfaces are. Errors: unreachable, 5xx or unreadable
-answers raise :class:`CenterUnavailable`; an unknown person :class:`FundAccountNotFound`."""
+"""The provident-fund center adapter: JSON over HTTPS, each request signed by the house convention
+(:mod:`app_api.core.signing`). Errors: unreachable, 5xx or unreadable answers raise
+:class:`CenterUnavailable`; an unknown person :class:`FundAccountNotFound`."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
-import secrets
-import time
 from typing import Any
 
 import httpx
 
 from app_api.core.http import http_client
+from app_api.core.signing import signed_headers
 from columns.provident_fund.config import get_config
 from columns.provident_fund.errors import CenterUnavailable, FundAccountNotFound, WithdrawalRefused
 
 log = logging.getLogger(__name__)
 
 
-def sign(secret: str, timestamp: str, nonce: str, body: bytes) -> str:
-    return hmac.new(
-        secret.encode(), timestamp.encode() + b"\n" + nonce.encode() + b"\n" + body, hashlib.sha256
-    ).hexdigest()
-
-
 class CenterClient:
     async def call(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
         cfg = get_config()
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-        ts, nonce = str(int(time.time())), secrets.token_hex(8)
-        headers = {
-            "content-type": "application/json",
-            "x-app-id": cfg.app_id,
-            "x-timestamp": ts,
-            "x-nonce": nonce,
-            "x-signature": sign(cfg.secret.get_secret_value(), ts, nonce, body),
-        }
+        signed = signed_headers(
+            app_id=cfg.app_id, secret=cfg.secret.get_secret_value(), method="POST", path=path, body=body
+        )
+        headers = {"content-type": "application/json", **signed.headers}
         try:
             r = await http_client().post(
                 cfg.center_url.rstrip("/") + path, content=body, headers=headers, timeout=cfg.timeout_s

@@ -15,6 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app_api.core.crypto import encrypt_str, mask_name
 from app_api.core.db import session_scope, utcnow
 from app_api.core.jobs import outbox
+from app_api.core.money import fen_to_yuan
 from app_api.platform import audit, notify
 from app_api.platform.accounts.models import Account
 from columns.provident_fund.center import get_center
@@ -46,10 +47,6 @@ notify.register_template(
     "provident_fund.withdrawal_refused",
     "您的公积金提取申请（$reason，$amount元）未被受理：$message",
 )
-
-
-def yuan(fen: int) -> str:
-    return f"{fen // 100}.{fen % 100:02d}"
 
 
 async def _id_number(session: AsyncSession, account_id: str) -> str:
@@ -171,7 +168,7 @@ def compute_estimate(rule: dict[str, Any], fund: FundSummary, req: EstimateReque
         Limit(
             name="缴存余额倍数",
             amount_fen=fund.balance_fen * multiple,
-            how=f"账户余额{yuan(fund.balance_fen)}元 × {multiple}倍",
+            how=f"账户余额{fen_to_yuan(fund.balance_fen)}元 × {multiple}倍",
         ),
         Limit(
             name="最高贷款额度",
@@ -181,12 +178,15 @@ def compute_estimate(rule: dict[str, Any], fund: FundSummary, req: EstimateReque
         Limit(
             name="房价比例",
             amount_fen=int(Decimal(req.house_price_fen) * ltv),
-            how=f"房价{yuan(req.house_price_fen)}元 × {ltv * 100:.0f}%（{which}）",
+            how=f"房价{fen_to_yuan(req.house_price_fen)}元 × {ltv * 100:.0f}%（{which}）",
         ),
         Limit(
             name="还款能力",
             amount_fen=principal_for_payment(max_payment, rate, months),
-            how=f"月还款不超过月收入{yuan(income)}元的{income_ratio * 100:.0f}%（{yuan(max_payment)}元）",
+            how=(
+                f"月还款不超过月收入{fen_to_yuan(income)}元的{income_ratio * 100:.0f}%"
+                f"（{fen_to_yuan(max_payment)}元）"
+            ),
         ),
     ]
     binding = min(limits, key=lambda x: x.amount_fen)
@@ -223,7 +223,7 @@ async def apply_withdrawal(
     fund = await summary(session, account_id=account_id)
     if amount_fen > fund.balance_fen:
         raise WithdrawalRefused(
-            f"提取金额超过账户余额{yuan(fund.balance_fen)}元", balance_fen=fund.balance_fen
+            f"提取金额超过账户余额{fen_to_yuan(fund.balance_fen)}元", balance_fen=fund.balance_fen
         )
     w = Withdrawal(
         account_id=account_id,
@@ -310,7 +310,7 @@ async def submit_withdrawal(withdrawal_id: str) -> str:
         )
         params = {
             "reason": w.reason,
-            "amount": yuan(w.amount_fen),
+            "amount": fen_to_yuan(w.amount_fen),
             "application_no": number or "",
             "message": message,
         }

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from columns.provident_fund.sandbox import FundCenterSandbox
+from columns.provident_fund.sandbox.center import FundCenterSandbox
 from payments.sandbox.common import serve_in_thread
 
 

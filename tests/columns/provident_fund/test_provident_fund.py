@@ -8,7 +8,7 @@ import datetime as dt
 import secrets
 from typing import Any
 
-from columns.provident_fund.sandbox import Person
+from columns.provident_fund.sandbox.center import Person
 
 API = "/api/v1/columns/provident_fund"
 

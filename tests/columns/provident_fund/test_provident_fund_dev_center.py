@@ -3,20 +3,18 @@ from __future__ import annotations
 import os
 
 
-async def test_dev_center_knows_every_demo_resident(center):
-    """The development center (mounted by the embedded default) answers for each seeded resident."""
+async def test_dev_center_knows_every_demo_resident(center, live_url):
+    """The development center, mounted by the app at /sandbox/provident_fund (``column.dev_sandbox``),
+    answers for each seeded resident."""
     from app_api.platform.demo import RESIDENTS
     from columns.provident_fund.center import get_center
     from columns.provident_fund.config import DEV_CENTER_SECRET, get_config
-    from columns.provident_fund.sandbox import dev_app
-    from payments.sandbox.common import serve_in_thread
 
-    server = serve_in_thread(dev_app())
     saved = {
         k: os.environ[k]
         for k in ("WOJIA_COLUMN_PROVIDENT_FUND_CENTER_URL", "WOJIA_COLUMN_PROVIDENT_FUND_SECRET")
     }
-    os.environ["WOJIA_COLUMN_PROVIDENT_FUND_CENTER_URL"] = server.url
+    os.environ["WOJIA_COLUMN_PROVIDENT_FUND_CENTER_URL"] = f"{live_url}/sandbox/provident_fund"
     os.environ["WOJIA_COLUMN_PROVIDENT_FUND_SECRET"] = DEV_CENTER_SECRET
     get_config.cache_clear()
     try:
@@ -25,7 +23,6 @@ async def test_dev_center_knows_every_demo_resident(center):
     finally:
         os.environ.update(saved)
         get_config.cache_clear()
-        server.stop()
     assert [p["name"] for p in people] == [r.name for r in RESIDENTS]
     assert all(p["balance_fen"] > 0 for p in people)
     assert {p["status"] for p in people} == {"正常缴存", "封存"}  # the 1949-born resident is retired

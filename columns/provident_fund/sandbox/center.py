@@ -1,15 +1,14 @@
 """A loopback provident-fund center: people with accounts, monthly contributions, housing loans,
 the center's published loan rule, and withdrawal applications (idempotent on ``app_ref``).
-Faults for tests: ``fail_next(n)`` answers 503 to the next n calls."""
+Requests are checked as :mod:`app_api.core.signing` says. Faults for tests: ``fail_next(n)`` answers
+503 to the next n calls."""
 
 from __future__ import annotations
 
 import datetime as dt
-import hmac
 import itertools
 import json
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from columns.provident_fund.center import sign
+from app_api.core.signing import verify_request
 
 # 亳州-style rule as published (figures after the 2025-05-08 rate cut); the sandbox center answers
 # with it and a deployment's center answers with its own.
@@ -96,18 +95,18 @@ class FundCenterSandbox:
     def _answer(code: int, msg: str, data: Any = None, status: int = 200) -> JSONResponse:
         return JSONResponse({"code": code, "msg": msg, "data": data}, status_code=status)
 
-    async def _read(self, request: Request) -> dict[str, Any] | Response:
+    async def _read(self, request: Request, path: str) -> dict[str, Any] | Response:
+        """The signed JSON payload of a call to the protocol path ``path``, or the refusal."""
         body = await request.body()
-        h = request.headers
-        ts, nonce, sig = h.get("x-timestamp", ""), h.get("x-nonce", ""), h.get("x-signature", "")
-        if not ts.isdigit() or abs(time.time() - int(ts)) > 300:
+        problem = verify_request(request.headers, secret=self.secret, method="POST", path=path, body=body)
+        if problem == "stale_timestamp":
             return self._answer(40101, "timestamp expired", status=401)
-        if not hmac.compare_digest(sign(self.secret, ts, nonce, body), sig):
+        if problem == "bad_signature":
             return self._answer(40102, "bad signature", status=401)
         with self._lock:
             self.calls += 1
-            for i, path in enumerate(self._fail):
-                if path is None or path == request.url.path:
+            for i, failing in enumerate(self._fail):
+                if failing is None or failing == path:
                     del self._fail[i]
                     return self._answer(50001, "system busy", status=503)
         try:
@@ -119,7 +118,7 @@ class FundCenterSandbox:
         return next((p for p in self.people.values() if p.account_no == account_no), None)
 
     async def _person(self, request: Request) -> Response:
-        p = await self._read(request)
+        p = await self._read(request, "/v1/person/query")
         if isinstance(p, Response):
             return p
         person = self.people.get(str(p.get("id_number", "")))
@@ -144,7 +143,7 @@ class FundCenterSandbox:
         )
 
     async def _contributions(self, request: Request) -> Response:
-        p = await self._read(request)
+        p = await self._read(request, "/v1/person/contributions")
         if isinstance(p, Response):
             return p
         person = self._by_account(str(p.get("account_no", "")))
@@ -171,7 +170,7 @@ class FundCenterSandbox:
         return self._answer(0, "ok", {"items": items})
 
     async def _loans(self, request: Request) -> Response:
-        p = await self._read(request)
+        p = await self._read(request, "/v1/person/loans")
         if isinstance(p, Response):
             return p
         person = self._by_account(str(p.get("account_no", "")))
@@ -180,13 +179,13 @@ class FundCenterSandbox:
         return self._answer(0, "ok", {"items": person.loans})
 
     async def _rule(self, request: Request) -> Response:
-        p = await self._read(request)
+        p = await self._read(request, "/v1/rules/loan")
         if isinstance(p, Response):
             return p
         return self._answer(0, "ok", PUBLISHED_RULE)
 
     async def _withdraw(self, request: Request) -> Response:
-        p = await self._read(request)
+        p = await self._read(request, "/v1/withdrawals")
         if isinstance(p, Response):
             return p
         ref = str(p.get("app_ref", ""))
@@ -209,47 +208,3 @@ class FundCenterSandbox:
             }
             self.withdrawals[ref] = record
             return self._answer(0, "ok", {**record, "duplicate": False})
-
-
-def dev_app() -> Starlette:
-    """The development center with an account for each demo resident of ``wojia seed``, for the
-    embedded default to mount at ``/sandbox/provident_fund`` (where the default URL points)."""
-    from app_api.platform.demo import RESIDENTS
-    from columns.provident_fund.config import DEV_CENTER_SECRET
-
-    center = FundCenterSandbox(DEV_CENTER_SECRET)
-    employers = [
-        "亳州市人民医院",
-        "古井贡酒股份有限公司",
-        "亳州市谯城区实验小学",
-        "亳州康美中药城",
-        "安徽亳州药都农商银行",
-    ]
-    for n, r in enumerate(RESIDENTS):
-        retired = r.birth.year < 1960
-        person = center.add_person(
-            Person(
-                id_number=r.id_number,
-                name=r.name,
-                account_no=f"34160{n + 1:07d}",
-                employer=employers[n % 5],
-                base_fen=450_000 + 80_000 * n,
-                balance_fen=2_360_000 + 1_150_000 * n,
-                months=24 + 17 * n,
-                status="封存" if retired else "正常缴存",
-            )
-        )
-        if n == 2:
-            person.loans.append(
-                {
-                    "loan_no": "DK2024000318",
-                    "principal_fen": 35_000_000,
-                    "outstanding_fen": 31_846_200,
-                    "annual_rate": "2.85",
-                    "term_months": 300,
-                    "monthly_payment_fen": 163_215,
-                    "next_due_on": None,
-                    "status": "正常还款",
-                }
-            )
-    return center.app
