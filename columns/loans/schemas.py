@@ -9,6 +9,13 @@ Kind = Literal["bank", "insurer", "guarantor"]
 ApplicantType = Literal["individual", "business"]
 Scope = Literal["identity.name", "identity.id_number", "contact.phone", "business.registration"]
 DEFAULT_SHARED: tuple[Scope, ...] = ("identity.name", "identity.id_number", "contact.phone")
+# What residents read when they consent to share a scope.
+SCOPE_NAMES: dict[str, str] = {
+    "identity.name": "姓名",
+    "identity.id_number": "身份证号码",
+    "contact.phone": "手机号码",
+    "business.registration": "企业名称和统一社会信用代码",
+}
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=2, max_length=200)]
 
 
