@@ -3,7 +3,7 @@
 A column registers one handler per purpose it creates orders for, at import time (its
 ``tasks.py`` or ``service.py``)::
 
-    from payments.hooks import PaidPurpose, on_paid
+    from payments.api import PaidPurpose, on_paid
 
     @on_paid("utilities.bill")
     async def bill_paid(session: AsyncSession, paid: PaidPurpose) -> None:

@@ -76,7 +76,9 @@ async def _store_notification(
         "headers": keep,
         "now": utcnow(),
     }
-    row = (await session.exec(_UPSERT_NOTIFICATION, params=params)).one()  # type: ignore[call-overload]
+    # On the session's connection (its transaction): a text statement is not one of ``exec``'s overloads.
+    conn = await session.connection()
+    row = (await conn.execute(_UPSERT_NOTIFICATION, params)).one()
     return str(row[0]), int(row[1]), str(row[2])
 
 

@@ -2,8 +2,8 @@
 
 ``sandbox`` mode builds the three protocol sandboxes in-process (keys generated now, never stored),
 registers one merchant/app in each, and points the real SDKs at them under
-``<public_base_url>/sandbox/payments/<provider>``: the api serves them through
-:func:`payments.router.mount_sandboxes`. ``live`` mode builds each configured provider.
+``<public_base_url>/sandbox/payments/<provider>``: the api serves them through the payments
+component's sandbox (:func:`payments.component.sandbox_app`). ``live`` mode builds each configured provider.
 Tests and benchmarks call :func:`configure` with their own providers.
 """
 

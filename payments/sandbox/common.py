@@ -9,7 +9,6 @@ order, or forged (signed with a key that is not the provider's, or altered after
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import itertools
 import logging
@@ -17,7 +16,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -60,11 +59,6 @@ def pem_public(key: rsa.RSAPrivateKey | rsa.RSAPublicKey) -> str:
     return public.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     ).decode()
-
-
-def pem_body(pem: str) -> str:
-    """The base64 body of a PEM, the way merchant consoles hand out keys."""
-    return "".join(line for line in pem.strip().splitlines() if not line.startswith("-----"))
 
 
 _counter = itertools.count(1)
@@ -174,11 +168,6 @@ class Notifier:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def drain(self) -> None:
-        """Wait for delayed notifications (tests)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
-
 
 def parse_delivery(payload: dict[str, Any]) -> Delivery:
     forge = payload.get("forge")
@@ -276,15 +265,6 @@ def serve_in_thread(app: Any, *, port: int | None = None, log_level: str = "warn
             raise RuntimeError(f"sandbox server on port {port} did not start")
         time.sleep(0.01)
     return handle
-
-
-@contextlib.contextmanager
-def running(app: Any) -> Iterator[ThreadServer]:
-    handle = serve_in_thread(app)
-    try:
-        yield handle
-    finally:
-        handle.stop()
 
 
 def order_bill_rows(
