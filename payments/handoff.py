@@ -28,7 +28,6 @@ async def _claim_for_columns(session: AsyncSession, order_ids: Sequence[str]) ->
     locked for writers (SQLite), and a concurrent or repeated job finds nothing left to claim. If a
     handler fails, its claim is rolled back or released and the job retries.
     """
-
     rows = (
         await session.exec(
             # The table, not the ORM entity: an ORM-enabled UPDATE re-evaluates the session's
@@ -69,7 +68,6 @@ async def _claim_for_columns(session: AsyncSession, order_ids: Sequence[str]) ->
 
 async def notify_column(session: AsyncSession, *, order_id: str) -> bool:
     """Run the purpose's paid handler once; True if it ran now. Called by the outbox job."""
-
     claimed = await _claim_for_columns(session, [order_id])
     if not claimed:
         return False
@@ -92,7 +90,6 @@ async def notify_columns(session: AsyncSession, *, order_ids: Sequence[str]) -> 
     installed) is released and handed to a ``payments.notify_column`` job of its own, which retries
     it alone; the others are not held back by it.
     """
-
     claimed = await _claim_for_columns(session, order_ids)
     told: list[str] = []
     failed: list[str] = []

@@ -24,7 +24,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_api.core.clock import CHINA_TZ
+from app_api.core.clock import china_now
 from app_api.core.db import new_id, utcnow
 from app_api.core.jobs import outbox
 from app_api.platform import audit
@@ -50,7 +50,7 @@ def purpose_key(purpose: str, purpose_ref: str) -> str:
 
 def new_out_trade_no() -> str:
     # 32 characters at most at every provider; China-time date first helps people reading bills.
-    return "WJ" + dt.datetime.now(CHINA_TZ).strftime("%y%m%d%H%M%S") + secrets.token_hex(6).upper()
+    return "WJ" + china_now().strftime("%y%m%d%H%M%S") + secrets.token_hex(6).upper()
 
 
 async def locked_order(

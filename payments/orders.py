@@ -37,7 +37,6 @@ async def create_order(
     ttl_s: int | None = None,
 ) -> PaymentOrder:
     """Open an order for a column's purpose. Refused when that purpose is already paid."""
-
     impl = get_provider(provider)  # refuse an unconfigured provider before anything is written
     if amount_fen <= 0:
         raise IllegalTransition("金额必须大于零")
@@ -95,7 +94,6 @@ async def start_payment(
     session: AsyncSession, *, order: PaymentOrder, payer_id: str | None, client_ip: str
 ) -> PaymentStart:
     """Place the order at its provider; the client hands ``client_params`` to the wallet."""
-
     if OrderStatus(order.status) not in PENDING:
         raise IllegalTransition("该订单已支付或已关闭", status=order.status)
     if order.expires_at <= utcnow():
@@ -138,7 +136,6 @@ async def close_order(
     session: AsyncSession, *, order_id: str, source: str, actor_id: str | None
 ) -> PaymentOrder:
     """Close an unpaid order here and at its provider (a resident abandoning it, or finance)."""
-
     order = await locked_order(session, order_id=order_id)
     if order is None:
         raise OrderNotFound(order_id=order_id)

@@ -116,7 +116,6 @@ async def refund_succeeded(
 
 async def submit_refund(session: AsyncSession, *, refund_id: str) -> str:
     """Send a recorded refund to the provider (outbox job). Safe to repeat: same refund number."""
-
     refund = await _locked_refund(session, id=refund_id)
     if refund is None or refund.status in (RefundStatus.SUCCEEDED, RefundStatus.FAILED):
         return "done"

@@ -16,7 +16,6 @@ from payments.registry import get_provider
 
 async def sweep_order(session: AsyncSession, *, order_id: str) -> str:
     """Ask the provider about one pending order; credit it, or close it if it expired unpaid."""
-
     order = await locked_order(session, order_id=order_id)
     if order is None or OrderStatus(order.status) not in PENDING:
         return "settled"

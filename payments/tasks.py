@@ -6,7 +6,7 @@ import datetime as dt
 import logging
 from typing import Any
 
-from app_api.core.clock import CHINA_TZ
+from app_api.core.clock import china_today
 from app_api.core.db import session_scope, utcnow
 from app_api.core.jobs import broker
 from payments import handoff, refunds, sweeps
@@ -71,11 +71,7 @@ async def reconcile_daily(bill_date: str | None = None) -> list[str]:
     from payments.reconciliation.runs import execute_run, start_run
     from payments.registry import get_providers
 
-    day = (
-        dt.date.fromisoformat(bill_date)
-        if bill_date
-        else dt.datetime.now(CHINA_TZ).date() - dt.timedelta(days=1)
-    )
+    day = dt.date.fromisoformat(bill_date) if bill_date else china_today() - dt.timedelta(days=1)
     run_ids = []
     for name in get_providers():
         async with session_scope() as session:

@@ -23,7 +23,7 @@ from xml.parsers.expat import ExpatError
 
 import xmltodict
 
-from app_api.core.clock import CHINA_TZ
+from app_api.core.clock import CHINA_TZ, china_now
 from payments.providers.base import (
     Ack,
     BadSignature,
@@ -211,7 +211,7 @@ class WeChatPayV2Provider:
         if request.channel is Channel.MINIPROGRAM:
             kwargs["user_id"] = request.payer_id
         if request.expire_at is not None:
-            now = dt.datetime.now(CHINA_TZ)
+            now = china_now()
             kwargs["time_start"] = now
             kwargs["time_expire"] = request.expire_at.astimezone(CHINA_TZ)
         data = await run_blocking(self._call, self._client.order.create, self.config.sign_type, **kwargs)
