@@ -1,4 +1,5 @@
-"""The ``service_catalogue`` capability: what the assistant (bot/) may ask the catalogue.
+"""The ``ServiceCatalogue`` capability (``app_api.platform.capabilities``): what the assistant
+(bot/) may ask the catalogue, and the agents' filing for a resident.
 
 Everything answers from the same database catalogue and search index residents use; calls take an
 optional session (the assistant's webhook has one) and otherwise open their own.
@@ -6,13 +7,16 @@ optional session (the assistant's webhook has one) and otherwise open their own.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from columns.gov_services import service
+from app_api.core.money import fen_to_yuan
+from app_api.platform.capabilities import FiledApplication
+from columns.gov_services import applications, catalogue_store, on_behalf
 from columns.gov_services.catalogue import CatalogueItem
 from columns.gov_services.models import STATUS_NAMES
 
@@ -23,13 +27,25 @@ def _fee(item: CatalogueItem) -> dict[str, Any]:
     return {
         "fee_fen": item.fee_fen,
         "free": item.fee_fen == 0,
-        "text": "免费" if item.fee_fen == 0 else f"{item.fee_fen / 100:.2f}元",
+        "text": "免费" if item.fee_fen == 0 else f"{fen_to_yuan(item.fee_fen)}元",
         "basis": item.fee_basis,
     }
 
 
-class ServiceCatalogue:
-    """Search, guides, and a resident's applications, for the assistant."""
+class FiledGovApplication(FiledApplication):
+    """What a filing for a resident answers: the platform's ``FiledApplication`` and more."""
+
+    item_name: str
+    delivery: str | None
+    due_at: dt.datetime | None
+
+
+class GovServiceCatalogue:
+    """Search, guides, and a resident's applications, for the assistant; filing for the agents.
+
+    Implements ``app_api.platform.capabilities.ServiceCatalogue``; ``fits``, ``materials``, ``fee``,
+    ``time_limit``, ``where_to_go`` and ``start_link`` are extras the assistant uses.
+    """
 
     @asynccontextmanager
     async def _session(self, session: AsyncSession | None) -> AsyncIterator[AsyncSession]:
@@ -51,7 +67,7 @@ class ServiceCatalogue:
         session: AsyncSession | None = None,
     ) -> list[dict[str, Any]]:
         async with self._session(session) as s:
-            index, items = await service.catalogue_snapshot(s)
+            index, items = await catalogue_store.catalogue_snapshot(s)
         return [
             {
                 "code": h.code,
@@ -74,7 +90,7 @@ class ServiceCatalogue:
     async def item(self, code: str, *, session: AsyncSession | None = None) -> dict[str, Any] | None:
         """The guide in short: materials, fee, time limit, where to go, fully online, deep link."""
         async with self._session(session) as s:
-            _, items = await service.catalogue_snapshot(s)
+            _, items = await catalogue_store.catalogue_snapshot(s)
         item = items.get(code)
         if item is None:
             return None
@@ -151,9 +167,9 @@ class ServiceCatalogue:
         form: dict[str, Any],
         client_key: str,
         delivery: dict[str, Any] | None,
-    ) -> dict[str, Any]:
+    ) -> FiledGovApplication:
         """The agents' filing contract (``app_api.platform.agents.filing``), in the caller's transaction."""
-        app = await service.file_on_behalf(
+        app = await on_behalf.file_on_behalf(
             session,
             resident_id=resident_id,
             agent_id=agent_id,
@@ -164,21 +180,57 @@ class ServiceCatalogue:
             client_key=client_key,
             delivery=delivery,
         )
+        return FiledGovApplication(
+            id=app.id,
+            number=app.number,
+            status=app.status,
+            item_name=app.item_name,
+            delivery=app.delivery,
+            due_at=app.due_at,
+        )
+
+    async def upload_on_behalf(
+        self,
+        session: AsyncSession,
+        *,
+        resident_id: str,
+        agent_id: str,
+        station_id: str,
+        mandate_id: str,
+        application_id: str,
+        material: str,
+        filename: str,
+        content_type: str | None,
+        data: bytes,
+    ) -> dict[str, Any]:
+        """A material an agent uploads for one of the resident's applications, in the caller's transaction."""
+        upload = await on_behalf.upload_on_behalf(
+            session,
+            resident_id=resident_id,
+            agent_id=agent_id,
+            station_id=station_id,
+            mandate_id=mandate_id,
+            application_id=application_id,
+            material=material,
+            filename=filename,
+            content_type=content_type,
+            data=data,
+        )
         return {
-            "id": app.id,
-            "number": app.number,
-            "status": app.status,
-            "item_name": app.item_name,
-            "delivery": app.delivery,
-            "due_at": app.due_at,
+            "id": upload.id,
+            "material": upload.material,
+            "filename": upload.filename,
+            "kind": upload.kind,
+            "size": upload.size,
+            "created_at": upload.created_at,
         }
 
     async def my_applications(
-        self, account_id: str, *, session: AsyncSession | None = None, limit: int = 10
+        self, account_id: str, *, limit: int = 10, session: AsyncSession | None = None
     ) -> list[dict[str, Any]]:
         """The resident's applications and their status (only the asking resident's own)."""
         async with self._session(session) as s:
-            apps = await service.my_applications(s, account_id=account_id, limit=limit)
+            apps = await applications.my_applications(s, account_id=account_id, limit=limit)
         return [
             {
                 "id": a.id,

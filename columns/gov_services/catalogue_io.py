@@ -22,6 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from app_api.core.money import fen_to_yuan
 from columns.gov_services.catalogue import CatalogueItem, Material, Step
 
 MAX_FILE_BYTES = 20 * 1024 * 1024
@@ -106,10 +107,6 @@ def _yuan_to_fen(cell: str) -> int:
     if amount < 0 or amount != amount.quantize(Decimal("0.01")):
         raise RowError("收费标准（元）", f"金额应为非负数，最多两位小数：“{cell}”")
     return int(amount * 100)
-
-
-def _fen_to_yuan(fen: int) -> str:
-    return "0" if fen == 0 else f"{Decimal(fen) / 100:.2f}"
 
 
 def _bool(cell: str, column: str) -> bool:
@@ -201,7 +198,7 @@ def item_to_row(item: CatalogueItem) -> dict[str, str]:
         "conditions": "\n".join(item.conditions),
         "materials": "\n".join(format_material(m) for m in item.materials),
         "steps": "\n".join(format_step(s) for s in item.steps),
-        "fee_yuan": _fen_to_yuan(item.fee_fen),
+        "fee_yuan": "0" if item.fee_fen == 0 else fen_to_yuan(item.fee_fen),
         "fee_basis": item.fee_basis or "",
         "promised_days": str(item.promised_days),
         "statutory_days": str(item.statutory_days),

@@ -23,16 +23,16 @@ class GovServicesSettings(WojiaSettings):
     storage: Literal["local", "s3"] = "local"
     upload_dir: Path = VAR_DIR / "gov_services" / "uploads"
     # S3-compatible object storage (path-style URLs, SigV4). The development default is the column's
-    # own S3 sandbox on the api.
-    s3_endpoint: str = "http://127.0.0.1:8000/api/v1/columns/gov_services/sandbox/s3"
+    # own S3 sandbox, which the api mounts in development at /sandbox/gov_services/s3.
+    s3_endpoint: str = "http://127.0.0.1:8000/sandbox/gov_services/s3"
     s3_bucket: str = "wojia-materials"
     s3_region: str = "us-east-1"
     s3_prefix: str = "gov_services/"
     s3_access_key: str = "wojia-dev"
     s3_secret_key: SecretStr = SecretStr(DEV_S3_SECRET)
     # The postal service (EMS-style waybill API). The development default is the column's own
-    # protocol sandbox, served by the api at this path.
-    postal_url: str = "http://127.0.0.1:8000/api/v1/columns/gov_services/sandbox/postal"
+    # protocol sandbox, which the api mounts in development at this path.
+    postal_url: str = "http://127.0.0.1:8000/sandbox/gov_services/postal"
     postal_app_id: str = "wojia"
     postal_secret: SecretStr = SecretStr(DEV_POSTAL_SECRET)
     # Sender address printed on waybills of results posted home.

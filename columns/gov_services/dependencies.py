@@ -9,7 +9,7 @@ from fastapi import Depends
 from app_api.core.db import SessionDep
 from app_api.platform.access import CurrentAccount, require_roles
 from app_api.platform.accounts.principal import Principal
-from columns.gov_services import service
+from columns.gov_services import applications, review
 from columns.gov_services.models import Application
 
 Reviewer = Annotated[Principal, Depends(require_roles("reviewer"))]
@@ -17,11 +17,11 @@ StaffOrAdmin = Annotated[Principal, Depends(require_roles("reviewer", "admin"))]
 
 
 async def _owned(app_id: str, principal: CurrentAccount, session: SessionDep) -> Application:
-    return await service.owned_application(session, app_id=app_id, principal=principal)
+    return await applications.owned_application(session, app_id=app_id, principal=principal)
 
 
 async def _reviewable(app_id: str, principal: Reviewer, session: SessionDep) -> Application:
-    return await service.reviewable(session, app_id=app_id, principal=principal)
+    return await review.reviewable(session, app_id=app_id, principal=principal)
 
 
 OwnedApplication = Annotated[Application, Depends(_owned)]

@@ -1,31 +1,21 @@
 """Results posted home for free (免费寄递): the postal service's waybill API behind an adapter.
 
-The protocol is EMS-style JSON over HTTPS with HMAC-SHA256 signed requests: create a waybill for
-an order (idempotent on the order id, so a retried job never ships twice) and query its tracking.
-``columns.gov_services.sandbox`` speaks the same protocol on loopback for development and tests.
+The protocol is EMS-style JSON over HTTPS with requests signed as :mod:`app_api.core.signing` says
+(the signature covers the protocol path, ``/v1/waybills``, not the deployment's base URL): create a
+waybill for an order (idempotent on the order id, so a retried job never ships twice) and query its
+tracking. ``columns.gov_services.sandbox.postal`` speaks the same protocol on loopback in development.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
-import secrets
-import time
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from app_api.core.http import http_client
+from app_api.core.signing import signed_headers
 from columns.gov_services.config import get_config
 from columns.gov_services.errors import PostalError
-
-
-def sign(secret: str, method: str, path: str, body: bytes, ts: str, nonce: str) -> str:
-    msg = "\n".join([method.upper(), path, ts, nonce, hashlib.sha256(body).hexdigest()]).encode()
-    return base64.b64encode(hmac.new(secret.encode(), msg, hashlib.sha256).digest()).decode()
 
 
 @dataclass(frozen=True)
@@ -44,17 +34,15 @@ class HttpPostal:
     async def _call(self, method: str, path: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
         cfg = get_config()
         body = json.dumps(payload, ensure_ascii=False).encode() if payload is not None else b""
-        ts, nonce = str(int(time.time())), secrets.token_hex(8)
         url = cfg.postal_url.rstrip("/") + path
-        # The signature covers the full path, as the carrier sees it behind any prefix.
-        full_path = httpx.URL(url).path
-        headers = {
-            "content-type": "application/json",
-            "x-app-id": cfg.postal_app_id,
-            "x-timestamp": ts,
-            "x-nonce": nonce,
-            "x-signature": sign(cfg.postal_secret.get_secret_value(), method, full_path, body, ts, nonce),
-        }
+        signed = signed_headers(
+            app_id=cfg.postal_app_id,
+            secret=cfg.postal_secret.get_secret_value(),
+            method=method,
+            path=path,
+            body=body,
+        )
+        headers = {"content-type": "application/json", **signed.headers}
         try:
             resp = await http_client().request(method, url, content=body or None, headers=headers)
             data: dict[str, Any] = resp.json()

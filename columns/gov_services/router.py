@@ -6,32 +6,57 @@ import datetime as dt
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile
-from sqlmodel import col, select
 
 from app_api.core.db import SessionDep, utcnow
 from app_api.core.errors import Forbidden, ValidationFailed
-from app_api.core.settings import get_settings
 from app_api.platform.access import Admin, CurrentAccount, public
 from app_api.platform.accounts.principal import Principal
-from columns.gov_services import catalogue_io, service, supervision, workdays
+from columns.gov_services import (
+    applications,
+    catalogue_io,
+    catalogue_store,
+    lifecycle,
+    rating,
+    review,
+    supervision,
+    workdays,
+)
+from columns.gov_services import (
+    prefill as prefilling,
+)
 from columns.gov_services.catalogue import CatalogueItem
 from columns.gov_services.config import get_config
 from columns.gov_services.dependencies import OwnedApplication, ReviewableApplication, Reviewer, StaffOrAdmin
 from columns.gov_services.errors import UploadTooLarge
-from columns.gov_services.models import STATUS_NAMES, SUPPLEMENT, Application, Department, Rating, Upload
+from columns.gov_services.models import STATUS_NAMES, SUPPLEMENT, Application
 from columns.gov_services.schemas import (
     AnswerIn,
     ApplicationCreate,
     ApplicationOut,
+    ApplicationsOut,
     DecisionIn,
+    DepartmentRatingsOut,
+    DepartmentsOut,
     EventOut,
+    FollowUpsOut,
+    FormOut,
+    ImportOut,
+    ItemGuideOut,
+    ItemRatingsOut,
+    ItemVersionOut,
+    OverdueListOut,
     PrefillIn,
+    PrefillPreviewOut,
+    QueueOut,
     RatingIn,
     RatingOut,
+    RatingsSummaryOut,
     RejectIn,
     SearchHitOut,
     SearchOut,
+    SeedOut,
     SubmitIn,
+    SupervisionFiguresOut,
     SupplementIn,
     UploadOut,
 )
@@ -44,7 +69,7 @@ def _out(app: Application, **extra: Any) -> ApplicationOut:
     if app.submitted_at is not None:
         elapsed = round(
             workdays.elapsed_working_days(
-                app.submitted_at, app.decided_at or utcnow(), pauses=service.pauses_of(app)
+                app.submitted_at, app.decided_at or utcnow(), pauses=lifecycle.pauses_of(app)
             ),
             2,
         )
@@ -73,15 +98,15 @@ def _out(app: Application, **extra: Any) -> ApplicationOut:
 
 
 async def _full(session: SessionDep, app: Application) -> ApplicationOut:
-    item = await service.version_of(session, app)
-    uploads = (await session.exec(select(Upload).where(Upload.application_id == app.id))).all()
-    events = await service.timeline(session, app)
+    item = await lifecycle.version_of(session, app)
+    uploads = await applications.uploads_of(session, app)
+    events = await lifecycle.timeline(session, app)
     return _out(
         app,
-        form=service.application_form_view(app, item),
+        form=FormOut.model_validate(lifecycle.form_view(app)),
         uploads=[UploadOut.model_validate(u, from_attributes=True) for u in uploads],
         timeline=[EventOut.model_validate(e, from_attributes=True) for e in events],
-        missing_materials=await service.missing_materials(session, app, item),
+        missing_materials=await applications.missing_materials(session, app, item),
     )
 
 
@@ -97,7 +122,7 @@ async def search_items(
     limit: Annotated[int, Query(ge=1, le=50)] = 10,
 ) -> SearchOut:
     """Fuzzy search of service items: names, everyday words, pinyin initials, typos."""
-    index, items = await service.catalogue_snapshot(session)
+    index, items = await catalogue_store.catalogue_snapshot(session)
     hits = index.search(q, department=department, item_type=item_type, limit=limit)
     return SearchOut(
         query=q,
@@ -118,30 +143,32 @@ async def search_items(
 
 
 @router.get("/items/{code}", dependencies=[Depends(public)])
-async def item_detail(code: str, session: SessionDep) -> dict[str, Any]:
+async def item_detail(code: str, session: SessionDep) -> ItemGuideOut:
     """The full guide of an item (办事指南), current version."""
-    row, item = await service.get_item(session, code=code)
-    dept = (await session.exec(select(Department).where(Department.name == item.department))).first()
-    return {
-        "version": row.version,
-        "fully_online": item.fully_online,
-        "department_info": dept.model_dump(exclude={"id"}) if dept else None,
-        **item.model_dump(mode="json"),
-    }
+    row, item = await catalogue_store.get_item(session, code=code)
+    dept = await catalogue_store.department_named(session, item.department)
+    return ItemGuideOut.model_validate(
+        {
+            "version": row.version,
+            "fully_online": item.fully_online,
+            "department_info": dept.model_dump(exclude={"id"}) if dept else None,
+            **item.model_dump(mode="json"),
+        }
+    )
 
 
 @router.get("/items/{code}/prefill", dependencies=[Depends(public)])
-async def prefill_preview(code: str, session: SessionDep) -> dict[str, Any]:
+async def prefill_preview(code: str, session: SessionDep) -> PrefillPreviewOut:
     """What one-tap application would fill from the records, per consent group."""
-    _, item = await service.get_item(session, code=code)
-    return {"code": code, "groups": service.prefill_preview(item)}
+    _, item = await catalogue_store.get_item(session, code=code)
+    return PrefillPreviewOut.model_validate({"code": code, "groups": prefilling.prefill_preview(item)})
 
 
 @router.get("/departments", dependencies=[Depends(public)])
-async def departments(session: SessionDep) -> dict[str, Any]:
+async def departments(session: SessionDep) -> DepartmentsOut:
     """Departments with their window address and phones."""
-    rows = (await session.exec(select(Department).order_by(col(Department.name)))).all()
-    return {"departments": [d.model_dump(exclude={"id"}) for d in rows]}
+    rows = await catalogue_store.departments(session)
+    return DepartmentsOut.model_validate({"departments": [d.model_dump(exclude={"id"}) for d in rows]})
 
 
 # ---------------------------------------------------------------- catalogue (admin)
@@ -150,15 +177,15 @@ async def departments(session: SessionDep) -> dict[str, Any]:
 @router.post("/admin/catalogue/import")
 async def import_catalogue(
     admin: Admin, session: SessionDep, file: Annotated[UploadFile, File()]
-) -> dict[str, Any]:
+) -> ImportOut:
     """Import items from XLSX or CSV: all rows or none, with row-level errors."""
     data = await file.read(catalogue_io.MAX_FILE_BYTES + 1)
     if len(data) > catalogue_io.MAX_FILE_BYTES:
         raise UploadTooLarge("目录文件不能超过 20MB")
-    counts = await service.import_catalogue_file(
+    counts = await catalogue_store.import_catalogue_file(
         session, data=data, filename=file.filename or "", actor_id=admin.id
     )
-    return {"imported": counts}
+    return ImportOut.model_validate({"imported": counts})
 
 
 @router.get("/admin/catalogue/export")
@@ -166,7 +193,7 @@ async def export_catalogue(
     admin: Admin, session: SessionDep, format: Literal["xlsx", "csv"] = "xlsx"
 ) -> Response:
     """The current catalogue as a spreadsheet."""
-    items = await service.current_items(session)
+    items = await catalogue_store.current_items(session)
     if format == "csv":
         body, media = catalogue_io.write_csv(items), "text/csv; charset=utf-8"
     else:
@@ -178,18 +205,18 @@ async def export_catalogue(
 
 
 @router.put("/admin/items/{code}")
-async def edit_item(code: str, body: CatalogueItem, admin: Admin, session: SessionDep) -> dict[str, Any]:
+async def edit_item(code: str, body: CatalogueItem, admin: Admin, session: SessionDep) -> ItemVersionOut:
     """Change an item's guide: a new version; filed applications keep theirs."""
     if body.code != code:
         raise ValidationFailed("事项编码不能修改", item_code=code)
-    item = await service.edit_item(session, data=body, actor_id=admin.id)
-    return {"code": item.code, "version": item.version}
+    item = await catalogue_store.edit_item(session, data=body, actor_id=admin.id)
+    return ItemVersionOut(code=item.code, version=item.version)
 
 
 @router.post("/admin/catalogue/seed")
-async def seed_catalogue(admin: Admin, session: SessionDep) -> dict[str, str]:
+async def seed_catalogue(admin: Admin, session: SessionDep) -> SeedOut:
     """Load the shipped departments and items (idempotent)."""
-    return {"result": await service.seed(session)}
+    return SeedOut(result=await catalogue_store.seed(session))
 
 
 # ---------------------------------------------------------------- applications (resident)
@@ -200,7 +227,7 @@ async def create_application(
     body: ApplicationCreate, principal: CurrentAccount, session: SessionDep, response: Response
 ) -> ApplicationOut:
     """Start an application (draft); the same client key returns the same application."""
-    app, created = await service.create_application(
+    app, created = await applications.create_application(
         session, principal=principal, item_code=body.item_code, client_key=body.client_key
     )
     if not created:
@@ -209,10 +236,10 @@ async def create_application(
 
 
 @router.get("/applications")
-async def list_my_applications(principal: CurrentAccount, session: SessionDep) -> dict[str, Any]:
+async def list_my_applications(principal: CurrentAccount, session: SessionDep) -> ApplicationsOut:
     """This resident's applications, newest first."""
-    apps = await service.my_applications(session, account_id=principal.id)
-    return {"applications": [_out(a) for a in apps]}
+    apps = await applications.my_applications(session, account_id=principal.id)
+    return ApplicationsOut(applications=[_out(a) for a in apps])
 
 
 @router.get("/applications/{app_id}")
@@ -224,9 +251,11 @@ async def get_application(app: OwnedApplication, session: SessionDep) -> Applica
 @router.post("/applications/{app_id}/prefill")
 async def prefill(
     body: PrefillIn, app: OwnedApplication, principal: CurrentAccount, session: SessionDep
-) -> dict[str, Any]:
+) -> FormOut:
     """Consent per group of fields and fill them from the data center."""
-    return await service.prefill(session, app=app, principal=principal, groups=body.groups)
+    return FormOut.model_validate(
+        await prefilling.prefill(session, app=app, principal=principal, groups=body.groups)
+    )
 
 
 @router.post("/applications/{app_id}/uploads", status_code=201)
@@ -240,7 +269,7 @@ async def upload_material(
     """Attach a material (PDF, JPEG, PNG or OFD; checked by content)."""
     limit = get_config().upload_max_bytes
     data = await file.read(limit + 1)
-    upload = await service.add_upload(
+    upload = await applications.add_upload(
         session,
         app=app,
         principal=principal,
@@ -257,7 +286,7 @@ async def submit(
     body: SubmitIn, app: OwnedApplication, principal: CurrentAccount, session: SessionDep
 ) -> ApplicationOut:
     """Submit; submitting again changes nothing."""
-    done = await service.submit(
+    done = await applications.submit(
         session,
         app_id=app.id,
         principal=principal,
@@ -270,7 +299,9 @@ async def submit(
 @router.post("/applications/{app_id}/supplement")
 async def supply(app: OwnedApplication, principal: CurrentAccount, session: SessionDep) -> ApplicationOut:
     """Tell the department the requested materials are supplied: the clock runs again."""
-    return await _full(session, await service.supply_supplement(session, app_id=app.id, principal=principal))
+    return await _full(
+        session, await applications.supply_supplement(session, app_id=app.id, principal=principal)
+    )
 
 
 @router.post("/applications/{app_id}/rating", status_code=201)
@@ -278,7 +309,7 @@ async def rate(
     body: RatingIn, app: OwnedApplication, principal: CurrentAccount, session: SessionDep
 ) -> RatingOut:
     """Rate a completed application (好差评); 1-2 stars open a follow-up."""
-    r = await service.rate(session, app=app, principal=principal, score=body.score, text=body.text)
+    r = await rating.rate(session, app=app, principal=principal, score=body.score, text=body.text)
     return RatingOut.model_validate(r, from_attributes=True)
 
 
@@ -286,10 +317,10 @@ async def rate(
 
 
 @router.get("/review/queue")
-async def review_queue(principal: Reviewer, session: SessionDep, status: str | None = None) -> dict[str, Any]:
+async def review_queue(principal: Reviewer, session: SessionDep, status: str | None = None) -> QueueOut:
     """Open applications of the reviewer's department, most urgent first."""
-    apps = await service.queue(session, principal=principal, status=status)
-    return {"department": principal.department, "applications": [_out(a) for a in apps]}
+    apps = await review.queue(session, principal=principal, status=status)
+    return QueueOut(department=principal.department, applications=[_out(a) for a in apps])
 
 
 @router.get("/review/applications/{app_id}")
@@ -301,7 +332,7 @@ async def review_detail(app: ReviewableApplication, session: SessionDep) -> Appl
 @router.post("/review/applications/{app_id}/accept")
 async def accept(app: ReviewableApplication, principal: Reviewer, session: SessionDep) -> ApplicationOut:
     """受理."""
-    return _out(await service.accept(session, app=app, principal=principal))
+    return _out(await review.accept(session, app=app, principal=principal))
 
 
 @router.post("/review/applications/{app_id}/supplement")
@@ -310,7 +341,7 @@ async def request_supplement(
 ) -> ApplicationOut:
     """Ask the resident for a supplement (补正); the clock pauses."""
     return _out(
-        await service.request_supplement(
+        await review.request_supplement(
             session, app=app, principal=principal, reason=body.reason, materials=body.materials
         )
     )
@@ -321,7 +352,7 @@ async def approve(
     body: DecisionIn, app: ReviewableApplication, principal: Reviewer, session: SessionDep
 ) -> ApplicationOut:
     """Approve: the result becomes an e-certificate and/or a paper certificate posted for free."""
-    return _out(await service.approve(session, app=app, principal=principal, note=body.note))
+    return _out(await review.approve(session, app=app, principal=principal, note=body.note))
 
 
 @router.post("/review/applications/{app_id}/reject")
@@ -329,26 +360,20 @@ async def reject(
     body: RejectIn, app: ReviewableApplication, principal: Reviewer, session: SessionDep
 ) -> ApplicationOut:
     """Reject with a reason the resident sees."""
-    return _out(await service.reject(session, app=app, principal=principal, reason=body.reason))
+    return _out(await review.reject(session, app=app, principal=principal, reason=body.reason))
 
 
 @router.get("/review/follow-ups")
-async def follow_ups(principal: Reviewer, session: SessionDep) -> dict[str, Any]:
+async def follow_ups(principal: Reviewer, session: SessionDep) -> FollowUpsOut:
     """Ratings of 1-2 stars of the reviewer's department still awaiting an answer."""
-    rows = (
-        await session.exec(
-            select(Rating).where(
-                Rating.department == (principal.department or ""), Rating.follow_up == "open"
-            )
-        )
-    ).all()
-    return {"ratings": [RatingOut.model_validate(r, from_attributes=True) for r in rows]}
+    rows = await rating.open_follow_ups(session, department=principal.department or "")
+    return FollowUpsOut(ratings=[RatingOut.model_validate(r, from_attributes=True) for r in rows])
 
 
 @router.post("/review/ratings/{rating_id}/answer")
 async def answer(rating_id: str, body: AnswerIn, principal: Reviewer, session: SessionDep) -> RatingOut:
     """Answer a bad rating's follow-up (回访)."""
-    r = await service.answer_follow_up(session, rating_id=rating_id, principal=principal, answer=body.answer)
+    r = await rating.answer_follow_up(session, rating_id=rating_id, principal=principal, answer=body.answer)
     return RatingOut.model_validate(r, from_attributes=True)
 
 
@@ -371,7 +396,7 @@ async def supervision_figures(
     session: SessionDep,
     department: str | None = None,
     days: Annotated[int, Query(ge=1, le=366)] = 30,
-) -> dict[str, Any]:
+) -> SupervisionFiguresOut:
     """Per department over the last ``days``: on-time and same-day rates, average days, open, overdue."""
     since = utcnow() - dt.timedelta(days=days)
     figures = await supervision.department_figures(
@@ -380,37 +405,27 @@ async def supervision_figures(
     year = workdays.local_date(utcnow()).year
     # Without the State Council's notice for a year only weekends are known: say so, do not guess.
     calendar_known = workdays.default_calendar().knows(year)
-    return {"days": days, "calendar_year": year, "calendar_known": calendar_known, "departments": figures}
+    return SupervisionFiguresOut.model_validate(
+        {"days": days, "calendar_year": year, "calendar_known": calendar_known, "departments": figures}
+    )
 
 
 @router.get("/supervision/overdue")
 async def supervision_overdue(
     principal: StaffOrAdmin, session: SessionDep, department: str | None = None
-) -> dict[str, Any]:
+) -> OverdueListOut:
     """Open applications past their time limit."""
-    return {"overdue": await supervision.overdue(session, department=_scope(principal, department))}
+    found = await supervision.overdue(session, department=_scope(principal, department))
+    return OverdueListOut.model_validate({"overdue": found})
 
 
 @router.get("/ratings/summary")
 async def ratings_summary(
     principal: StaffOrAdmin, session: SessionDep, by: Literal["department", "item"] = "department"
-) -> dict[str, Any]:
+) -> RatingsSummaryOut:
     """好差评 figures per department or per item."""
-    return {
-        "by": by,
-        "figures": await service.rating_figures(
-            session, by="department" if by == "department" else "item_code"
-        ),
-    }
-
-
-if get_settings().is_dev:
-    from columns.gov_services.s3 import sandbox_router as _s3_sandbox
-    from columns.gov_services.sandbox import router as _sandbox
-
-    router.include_router(_sandbox, prefix="/sandbox/postal")
-    _cfg = get_config()
-    s3_sandbox = _s3_sandbox(
-        access_key=_cfg.s3_access_key, secret_key=_cfg.s3_secret_key.get_secret_value(), region=_cfg.s3_region
-    )
-    router.include_router(s3_sandbox, prefix="/sandbox/s3")
+    if by == "department":
+        rows = await rating.rating_figures(session, by="department")
+        return RatingsSummaryOut(by=by, figures=[DepartmentRatingsOut.model_validate(f) for f in rows])
+    rows = await rating.rating_figures(session, by="item_code")
+    return RatingsSummaryOut(by=by, figures=[ItemRatingsOut.model_validate(f) for f in rows])

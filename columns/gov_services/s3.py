@@ -3,7 +3,8 @@ materials in production, over httpx with AWS Signature Version 4 (header auth, p
 
 No SDK: the platform's rule is httpx for outbound HTTP, and the two calls needed (PUT and GET of
 one object) do not justify boto3's size. The signer is checked against AWS's published example
-(GET /test.txt, 2013-05-24) in the tests; ``sandbox_router`` verifies the same signatures on loopback.
+(GET /test.txt, 2013-05-24) in the tests; ``columns.gov_services.sandbox.s3`` verifies the same
+signatures on loopback in development.
 """
 
 from __future__ import annotations
@@ -11,14 +12,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
-import time
 from collections.abc import Mapping
 from urllib.parse import quote, urlsplit
 
-from fastapi import APIRouter, Depends, Request, Response
-
 from app_api.core.http import http_client
-from app_api.platform.access import public
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -130,78 +127,3 @@ class S3Storage:
 
     async def get_raw(self, key: str) -> bytes:
         return await self._request("GET", key)
-
-
-def _parse_authorization(value: str) -> dict[str, str] | None:
-    if not value.startswith(ALGORITHM + " "):
-        return None
-    fields = {}
-    for part in value[len(ALGORITHM) + 1 :].split(","):
-        k, _, v = part.strip().partition("=")
-        fields[k] = v
-    return fields if {"Credential", "SignedHeaders", "Signature"} <= set(fields) else None
-
-
-def sandbox_router(*, access_key: str, secret_key: str, region: str) -> APIRouter:
-    """A loopback S3 endpoint for development and tests: PUT and GET objects, SigV4 verified."""
-    objects: dict[str, bytes] = {}
-    router = APIRouter(include_in_schema=False, dependencies=[Depends(public)])
-
-    def _error(code: str, status: int) -> Response:
-        body = f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code></Error>'
-        return Response(body, status_code=status, media_type="application/xml")
-
-    async def _verify(request: Request, body: bytes) -> Response | None:
-        auth = _parse_authorization(request.headers.get("authorization", ""))
-        if auth is None:
-            return _error("AccessDenied", 403)
-        cred = auth["Credential"].split("/")
-        amz_date = request.headers.get("x-amz-date", "")
-        if len(cred) != 5 or cred[0] != access_key or cred[2] != region or cred[1] != amz_date[:8]:
-            return _error("InvalidAccessKeyId", 403)
-        try:
-            at = dt.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
-        except ValueError:
-            return _error("AccessDenied", 403)
-        if abs(dt.datetime.fromtimestamp(time.time(), dt.UTC) - at) > MAX_SKEW:
-            return _error("RequestTimeTooSkewed", 403)
-        payload = request.headers.get("x-amz-content-sha256", "")
-        if payload != hashlib.sha256(body).hexdigest():
-            return _error("XAmzContentSHA256Mismatch", 400)
-        names = auth["SignedHeaders"].split(";")
-        if "host" not in names:
-            return _error("AccessDenied", 403)
-        want, _ = signature(
-            method=request.method,
-            path=request.url.path,
-            query=request.url.query,
-            headers={n: request.headers.get(n, "") for n in names},
-            payload_sha256=payload,
-            secret_key=secret_key,
-            region=region,
-            amz_date=amz_date,
-        )
-        if not hmac.compare_digest(want, auth["Signature"]):
-            return _error("SignatureDoesNotMatch", 403)
-        return None
-
-    @router.put("/{bucket}/{key:path}")
-    async def put_object(bucket: str, key: str, request: Request) -> Response:
-        body = await request.body()
-        if (bad := await _verify(request, body)) is not None:
-            return bad
-        objects[f"{bucket}/{key}"] = body
-        etag = hashlib.md5(body, usedforsecurity=False).hexdigest()
-        return Response(status_code=200, headers={"etag": f'"{etag}"'})
-
-    @router.get("/{bucket}/{key:path}")
-    async def get_object(bucket: str, key: str, request: Request) -> Response:
-        if (bad := await _verify(request, b"")) is not None:
-            return bad
-        data = objects.get(f"{bucket}/{key}")
-        if data is None:
-            return _error("NoSuchKey", 404)
-        return Response(data, media_type="application/octet-stream")
-
-    router.objects = objects  # type: ignore[attr-defined]
-    return router

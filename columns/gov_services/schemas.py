@@ -7,6 +7,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from columns.gov_services.catalogue import CatalogueItem
+
 ClientKey = Annotated[str, StringConstraints(strip_whitespace=True, min_length=8, max_length=64)]
 Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=2, max_length=500)]
 
@@ -25,6 +27,78 @@ class SearchHitOut(BaseModel):
 class SearchOut(BaseModel):
     query: str
     items: list[SearchHitOut]
+
+
+class DepartmentOut(BaseModel):
+    name: str
+    level: str
+    address: str
+    phone: str
+    supervisor_phone: str
+
+
+class DepartmentsOut(BaseModel):
+    departments: list[DepartmentOut]
+
+
+class _GuideHead(BaseModel):
+    version: int
+    fully_online: bool
+    department_info: DepartmentOut | None
+
+
+class ItemGuideOut(CatalogueItem, _GuideHead):
+    """The full guide of an item (its fields after ``version``, ``fully_online``, ``department_info``)."""
+
+
+class PrefillFieldOut(BaseModel):
+    key: str
+    label: str
+
+
+class PrefillGroupOut(BaseModel):
+    group: str
+    consent_text: str
+    fields: list[PrefillFieldOut]
+    materials: list[str]
+
+
+class PrefillPreviewOut(BaseModel):
+    code: str
+    groups: list[PrefillGroupOut]
+
+
+class ImportCounts(BaseModel):
+    created: int
+    updated: int
+    unchanged: int
+
+
+class ImportOut(BaseModel):
+    imported: ImportCounts
+
+
+class ItemVersionOut(BaseModel):
+    code: str
+    version: int
+
+
+class SeedOut(BaseModel):
+    result: str
+
+
+class FormFieldOut(BaseModel):
+    key: str
+    label: str
+    value: Any
+
+
+class FormOut(BaseModel):
+    """The filled form as the resident sees it (ID numbers masked)."""
+
+    fields: list[FormFieldOut]
+    ecerts: dict[str, Any]
+    consents: dict[str, Any]
 
 
 class ApplicationCreate(BaseModel):
@@ -116,7 +190,7 @@ class ApplicationOut(BaseModel):
     created_at: dt.datetime
     submitted_at: dt.datetime | None
     decided_at: dt.datetime | None
-    form: dict[str, Any] | None = None
+    form: FormOut | None = None
     uploads: list[UploadOut] | None = None
     timeline: list[EventOut] | None = None
     missing_materials: list[str] | None = None
@@ -130,3 +204,72 @@ class RatingOut(BaseModel):
     follow_up: str
     answer: str | None
     created_at: dt.datetime
+
+
+class ApplicationsOut(BaseModel):
+    applications: list[ApplicationOut]
+
+
+class QueueOut(BaseModel):
+    department: str | None
+    applications: list[ApplicationOut]
+
+
+class FollowUpsOut(BaseModel):
+    ratings: list[RatingOut]
+
+
+class DepartmentFiguresOut(BaseModel):
+    department: str
+    submitted: int
+    decided: int
+    open: int
+    overdue: int
+    on_time_rate: float | None
+    same_day_rate: float | None
+    average_days: float | None
+
+
+class SupervisionFiguresOut(BaseModel):
+    days: int
+    calendar_year: int
+    calendar_known: bool
+    departments: list[DepartmentFiguresOut]
+
+
+class OverdueOut(BaseModel):
+    id: str
+    number: str
+    item: str
+    department: str
+    status: str
+    elapsed_days: float
+    limit_days: int
+    reviewer_id: str | None
+
+
+class OverdueListOut(BaseModel):
+    overdue: list[OverdueOut]
+
+
+class DepartmentRatingsOut(BaseModel):
+    department: str
+    count: int
+    average: float
+    bad: int
+    satisfaction: float | None
+    open_follow_ups: int
+
+
+class ItemRatingsOut(BaseModel):
+    item_code: str
+    count: int
+    average: float
+    bad: int
+    satisfaction: float | None
+    open_follow_ups: int
+
+
+class RatingsSummaryOut(BaseModel):
+    by: str
+    figures: list[DepartmentRatingsOut] | list[ItemRatingsOut]

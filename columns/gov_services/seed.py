@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from columns.gov_services import service
+from columns.gov_services import catalogue_store
 
 
 async def seed(session: AsyncSession) -> str:
-    return await service.seed(session)
+    return await catalogue_store.seed(session)

@@ -20,7 +20,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app_api.core.db import savepoint, utcnow
 from app_api.platform import audit, notify
 from app_api.platform.accounts.models import Account
-from columns.gov_services import workdays
+from columns.gov_services import messages, workdays
+from columns.gov_services.lifecycle import pauses_of
 from columns.gov_services.models import (
     ACCEPTED,
     OPEN_STATES,
@@ -29,7 +30,6 @@ from columns.gov_services.models import (
     Application,
     Warning_,
 )
-from columns.gov_services.service import pauses_of
 
 log = logging.getLogger(__name__)
 LEVEL_NAMES = {"yellow": "黄牌预警", "red": "红牌超期"}
@@ -118,7 +118,7 @@ async def supervise(session: AsyncSession, *, now: dt.datetime | None = None) ->
                     await notify.send(
                         session,
                         account_id=account_id,
-                        template="gov.warning",
+                        template=messages.WARNING,
                         params={
                             "level": LEVEL_NAMES[lv],
                             "department": app.department,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from app_api.core.db import session_scope
 from app_api.core.jobs import broker
-from columns.gov_services import service, supervision
+from columns.gov_services import delivery, supervision
 from columns.gov_services.config import get_config
 
 
@@ -12,7 +12,7 @@ from columns.gov_services.config import get_config
 async def post_result(application_id: str, outbox_id: str | None = None) -> str:
     """Create the waybill of an approved result to post (retried by the outbox relay if it fails)."""
     async with session_scope() as s:
-        wb = await service.post_result(s, app_id=application_id)
+        wb = await delivery.post_result(s, app_id=application_id)
     return wb.tracking_no if wb else "skipped"
 
 
@@ -25,6 +25,6 @@ async def supervise() -> int:
 @broker.task(task_name="gov_services.track_waybills", schedule=[{"cron": "*/30 * * * *"}])
 async def track_waybills() -> int:
     async with session_scope() as s:
-        await service.post_pending(s)
+        await delivery.post_pending(s)
     async with session_scope() as s:
-        return await service.track_waybills(s)
+        return await delivery.track_waybills(s)

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
-from zoneinfo import ZoneInfo
 
-TZ = ZoneInfo("Asia/Shanghai")
+from app_api.core.clock import CHINA_TZ
+
 DAY_SECONDS = 86_400
 YELLOW_AT = 0.8
 RED_AT = 1.0
@@ -100,7 +100,7 @@ def default_calendar() -> HolidayCalendar:
 
 def local_date(at: dt.datetime) -> dt.date:
     _require_aware(at)
-    return at.astimezone(TZ).date()
+    return at.astimezone(CHINA_TZ).date()
 
 
 def add_working_days(start: dt.date, days: int, cal: HolidayCalendar | None = None) -> dt.date:
@@ -137,12 +137,12 @@ def working_days_between(start: dt.date, end: dt.date, cal: HolidayCalendar | No
 def clock_start(started_at: dt.datetime) -> dt.datetime:
     """Midnight (local) after ``started_at``: the start day is not counted."""
     day = local_date(started_at) + dt.timedelta(days=1)
-    return dt.datetime.combine(day, dt.time(), tzinfo=TZ)
+    return dt.datetime.combine(day, dt.time(), tzinfo=CHINA_TZ)
 
 
 def _day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
-    begin = dt.datetime.combine(day, dt.time(), tzinfo=TZ)
-    return begin, dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=TZ)
+    begin = dt.datetime.combine(day, dt.time(), tzinfo=CHINA_TZ)
+    return begin, dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=CHINA_TZ)
 
 
 def _require_aware(at: dt.datetime) -> None:

@@ -17,6 +17,8 @@ from PIL import Image
 from tests.conftest import LoginFn, new_phone
 
 API = "/api/v1/columns/gov_services"
+# Where the app mounts the column's development sandboxes (``/postal``, ``/s3``).
+SANDBOX = "/sandbox/gov_services"
 
 
 @dataclass
@@ -31,10 +33,17 @@ class Resident:
 @pytest.fixture(scope="session")
 async def gov_catalogue(app: Any) -> None:
     from app_api.core.db import session_scope
-    from columns.gov_services import service
+    from columns.gov_services import catalogue_store
 
     async with session_scope() as s:
-        await service.seed(s)
+        await catalogue_store.seed(s)
+
+
+def gov_sandbox(app: Any) -> Any:
+    """The column's development sandbox app as mounted (``.state.s3.objects``: what S3 holds)."""
+    from starlette.routing import Mount
+
+    return next(r.app for r in app.routes if isinstance(r, Mount) and r.path == SANDBOX)
 
 
 async def make_resident(

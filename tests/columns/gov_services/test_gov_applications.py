@@ -13,6 +13,7 @@ from sqlmodel import select
 
 from tests.columns.gov_services.conftest import (
     API,
+    SANDBOX,
     Resident,
     jpeg,
     make_resident,
@@ -82,10 +83,10 @@ async def test_whole_path_from_login_to_posted_certificate_and_rating(
     from app_api.core.db import session_scope
     from app_api.platform.datahub.models import ECertificate
     from app_api.platform.datahub.service import id_hash
-    from columns.gov_services import service
+    from columns.gov_services import delivery
     from columns.gov_services.config import get_config
 
-    get_config().postal_url = f"{live_url}{API}/sandbox/postal"
+    get_config().postal_url = f"{live_url}{SANDBOX}/postal"
     r = await make_resident(client, login, level=2)
     reviewer, _ = await make_staff(client, login, department="谯城区民政局")
 
@@ -160,10 +161,10 @@ async def test_whole_path_from_login_to_posted_certificate_and_rating(
         await asyncio.sleep(0.05)
     assert detail["status"] == "posted" and detail["tracking_no"]
     async with httpx.AsyncClient() as raw:
-        resp = await raw.post(f"{live_url}{API}/sandbox/postal/v1/waybills/{detail['tracking_no']}/deliver")
+        resp = await raw.post(f"{live_url}{SANDBOX}/postal/v1/waybills/{detail['tracking_no']}/deliver")
         assert resp.status_code == 200
     async with session_scope() as s:
-        assert await service.track_waybills(s) >= 1
+        assert await delivery.track_waybills(s) >= 1
     assert (await _get(client, r, app["id"]))["status"] == "delivered"
 
     resp = await client.post(f"{API}/applications/{app['id']}/rating", json={"score": 5}, headers=r.headers)
@@ -396,12 +397,12 @@ async def test_good_uploads_are_kept_encrypted_and_by_kind(
 async def test_application_number_collision_draws_again(
     client: httpx.AsyncClient, login: LoginFn, gov_catalogue: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from columns.gov_services import service
+    from columns.gov_services import applications
 
     r = await make_resident(client, login, level=2)
     first = await new_application(client, r, OLD_AGE)
     fresh = "2026" + uuid.uuid4().hex[:12].translate(str.maketrans("abcdef", "123456"))
     numbers = iter([first["number"], fresh])
-    monkeypatch.setattr(service, "_new_number", lambda: next(numbers))
+    monkeypatch.setattr(applications, "_new_number", lambda: next(numbers))
     second = await new_application(client, r, OLD_AGE)
     assert second["number"] == fresh and second["id"] != first["id"]

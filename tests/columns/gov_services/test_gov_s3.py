@@ -4,12 +4,13 @@ loopback S3 sandbox over real HTTP (encrypted, signatures checked, tampering ref
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import httpx
 import pytest
 
 from columns.gov_services.s3 import EMPTY_SHA256, signature, signed_headers
-from tests.columns.gov_services.conftest import API, make_resident, new_application, pdf
+from tests.columns.gov_services.conftest import API, SANDBOX, gov_sandbox, make_resident, new_application, pdf
 from tests.conftest import LoginFn
 
 
@@ -35,31 +36,32 @@ def test_signature_matches_the_aws_example() -> None:
 
 
 async def test_uploads_go_to_s3_encrypted(
+    app: Any,
     client: httpx.AsyncClient,
     login: LoginFn,
     gov_catalogue: None,
     live_url: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from columns.gov_services import router as gov_router
     from columns.gov_services.config import get_config
     from columns.gov_services.storage import get_storage
 
     cfg = get_config()
-    endpoint = f"{live_url}{API}/sandbox/s3"
+    endpoint = f"{live_url}{SANDBOX}/s3"
+    objects = gov_sandbox(app).state.s3.objects
     monkeypatch.setattr(cfg, "storage", "s3")
     monkeypatch.setattr(cfg, "s3_endpoint", endpoint)
     r = await make_resident(client, login, level=2)
-    app = await new_application(client, r, "BZ-MZ-001")
+    draft = await new_application(client, r, "BZ-MZ-001")
     resp = await client.post(
-        f"{API}/applications/{app['id']}/uploads",
+        f"{API}/applications/{draft['id']}/uploads",
         data={"material": "近期免冠彩色证件照片"},
         files={"file": ("scan.pdf", pdf(), "application/pdf")},
         headers=r.headers,
     )
     assert resp.status_code == 201, resp.text
-    key = f"{app['id']}/{resp.json()['id']}.pdf"
-    stored = gov_router.s3_sandbox.objects[f"{cfg.s3_bucket}/{cfg.s3_prefix}{key}"]
+    key = f"{draft['id']}/{resp.json()['id']}.pdf"
+    stored = objects[f"{cfg.s3_bucket}/{cfg.s3_prefix}{key}"]
     assert stored and b"%PDF" not in stored
     assert await get_storage().get(key) == pdf()
 
@@ -91,4 +93,4 @@ async def test_uploads_go_to_s3_encrypted(
         )
         resp = await raw.put(url, headers=put, content=b"tampered")
         assert resp.status_code == 400
-        assert gov_router.s3_sandbox.objects[f"{cfg.s3_bucket}/{cfg.s3_prefix}{key}"] == stored
+        assert objects[f"{cfg.s3_bucket}/{cfg.s3_prefix}{key}"] == stored

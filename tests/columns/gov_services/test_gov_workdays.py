@@ -4,8 +4,8 @@ import datetime as dt
 
 import pytest
 
+from app_api.core.clock import CHINA_TZ
 from columns.gov_services.workdays import (
-    TZ,
     HolidayCalendar,
     add_working_days,
     clock_level,
@@ -19,7 +19,7 @@ from columns.gov_services.workdays import (
 
 
 def at(y: int, m: int, d: int, h: int = 0, mi: int = 0) -> dt.datetime:
-    return dt.datetime(y, m, d, h, mi, tzinfo=TZ)
+    return dt.datetime(y, m, d, h, mi, tzinfo=CHINA_TZ)
 
 
 @pytest.mark.parametrize(

@@ -1,56 +1,59 @@
-"""Protocol sandbox of the postal waybill API (served by the column in development and tests).
+"""Protocol sandbox of the postal waybill API (development and tests).
 
-It verifies the caller's app id, timestamp and HMAC signature as the carrier would, creates
-waybills idempotently on the order id, and reports tracking. ``POST .../deliver`` is the sandbox's
-own control to simulate the courier handing the parcel over.
+It verifies the caller's app id and request signature (:mod:`app_api.core.signing`) as the carrier
+would, creates waybills idempotently on the order id, and reports tracking. ``POST .../deliver`` is
+the sandbox's own control to simulate the courier handing the parcel over.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import secrets
 import time
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from app_api.platform.access import public
+from app_api.core.signing import verify_request
 from columns.gov_services.config import get_config
-from columns.gov_services.postal import sign
 
-router = APIRouter(include_in_schema=False, dependencies=[Depends(public)])
-MAX_SKEW_S = 300
+router = APIRouter()
 _waybills: dict[str, dict[str, Any]] = {}
 _by_order: dict[str, str] = {}
+
+
+def postal_app() -> FastAPI:
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    app.include_router(router)
+    return app
 
 
 def _answer(code: str, msg: str, data: Any = None, status: int = 200) -> JSONResponse:
     return JSONResponse({"code": code, "msg": msg, "data": data}, status_code=status)
 
 
+def _protocol_path(request: Request) -> str:
+    """The path the carrier's protocol names (``/v1/waybills``), wherever the sandbox is mounted."""
+    path: str = request.scope["path"]
+    root: str = request.scope.get("root_path", "")
+    return path.removeprefix(root) if root and path.startswith(root) else path
+
+
 async def _verify(request: Request) -> JSONResponse | None:
     cfg = get_config()
-    h = request.headers
-    if h.get("x-app-id") != cfg.postal_app_id:
+    if request.headers.get("x-app-id") != cfg.postal_app_id:
         return _answer("40001", "unknown app id", status=401)
-    try:
-        ts = int(h.get("x-timestamp", ""))
-    except ValueError:
-        return _answer("40002", "bad timestamp", status=401)
-    if abs(time.time() - ts) > MAX_SKEW_S:
-        return _answer("40002", "stale timestamp", status=401)
-    body = await request.body()
-    want = sign(
-        cfg.postal_secret.get_secret_value(),
-        request.method,
-        request.url.path,
-        body,
-        h.get("x-timestamp", ""),
-        h.get("x-nonce", ""),
+    problem = verify_request(
+        request.headers,
+        secret=cfg.postal_secret.get_secret_value(),
+        method=request.method,
+        path=_protocol_path(request),
+        body=await request.body(),
     )
-    if not hmac.compare_digest(want, h.get("x-signature", "")):
+    if problem == "stale_timestamp":
+        return _answer("40002", "bad or stale timestamp", status=401)
+    if problem is not None:
         return _answer("40003", "bad signature", status=401)
     return None
 

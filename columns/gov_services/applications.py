@@ -1,0 +1,289 @@
+"""A resident's applications: drafts under the item's current version, materials, submission,
+and the supplement that restarts the clock. Services take the session and keyword-only arguments,
+raise domain errors, and only ``flush()``: the caller commits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+import sqlalchemy as sa
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app_api.core.clock import CHINA_TZ
+from app_api.core.db import savepoint, utcnow
+from app_api.core.errors import IdentityLevelRequired, ValidationFailed
+from app_api.platform import notify
+from app_api.platform.accounts.principal import Principal
+from columns.gov_services import messages, workdays
+from columns.gov_services.catalogue import CatalogueItem
+from columns.gov_services.catalogue_store import get_item
+from columns.gov_services.config import get_config
+from columns.gov_services.errors import (
+    ApplicationNotFound,
+    DeliveryInvalid,
+    InvalidTransition,
+    MaterialsMissing,
+)
+from columns.gov_services.lifecycle import (
+    claim,
+    close_pause,
+    form_of,
+    pauses_of,
+    record_event,
+    set_address,
+    started_at,
+    transition,
+    version_of,
+)
+from columns.gov_services.models import ACCEPTED, DRAFT, SUBMITTED, SUPPLEMENT, Application, Upload
+from columns.gov_services.storage import check_upload, get_storage
+
+# Steps outside the department's review stage: the resident's own, acceptance, delivery.
+NON_REVIEW_STEPS = ("申请", "预约", "报名", "受理", "送达")
+
+
+def _new_number() -> str:
+    now = utcnow().astimezone(CHINA_TZ)
+    return f"{now:%Y%m%d}{secrets.randbelow(10**8):08d}"
+
+
+async def create_application(
+    session: AsyncSession, *, principal: Principal, item_code: str, client_key: str
+) -> tuple[Application, bool]:
+    """A draft under the item's current version; the same client key gives back the same draft."""
+    existing = (
+        await session.exec(
+            select(Application).where(
+                Application.applicant_id == principal.id, Application.client_key == client_key
+            )
+        )
+    ).first()
+    if existing is not None:
+        if existing.item_code != item_code:
+            raise ValidationFailed("该请求编号已用于其他事项的申请", client_key=client_key)
+        return existing, False
+    item_row, item = await get_item(session, code=item_code)
+    if principal.identity_level < item.identity_level:
+        raise IdentityLevelRequired(item.identity_level, principal.identity_level)
+    accept_step = next((s.days for s in item.steps if s.name == "受理"), 1)
+    review_steps = sum(s.days for s in item.steps if s.name not in NON_REVIEW_STEPS)
+    for _attempt in range(5):
+        app = Application(
+            number=_new_number(),
+            client_key=client_key,
+            applicant_id=principal.id,
+            agent_id=None,
+            item_code=item.code,
+            item_version_id=item_row.current_version_id,
+            item_version=item_row.version,
+            item_name=item.name,
+            department=item.department,
+            limit_days=item.promised_days,
+            accept_limit_days=max(accept_step, 1),
+            review_limit_days=review_steps,
+        )
+        try:
+            async with savepoint(session):
+                session.add(app)
+                await session.flush()
+            break
+        except sa.exc.IntegrityError:
+            # Either a concurrent request with the same client key won (return its draft), or the
+            # random application number collided with another day's-worth of numbers (draw again).
+            again = (
+                await session.exec(
+                    select(Application).where(
+                        Application.applicant_id == principal.id, Application.client_key == client_key
+                    )
+                )
+            ).first()
+            if again is not None:
+                return again, False
+    else:
+        raise InvalidTransition("申请编号生成失败，请重试")
+    await record_event(session, app, kind="drafted", title="创建申请草稿", actor=principal, role="resident")
+    return app, True
+
+
+async def owned_application(session: AsyncSession, *, app_id: str, principal: Principal) -> Application:
+    app = await session.get(Application, app_id)
+    if app is None or app.applicant_id != principal.id:
+        raise ApplicationNotFound()
+    return app
+
+
+async def my_applications(session: AsyncSession, *, account_id: str, limit: int = 50) -> list[Application]:
+    return list(
+        (
+            await session.exec(
+                select(Application)
+                .where(Application.applicant_id == account_id)
+                .order_by(col(Application.created_at).desc())
+                .limit(limit)
+            )
+        ).all()
+    )
+
+
+async def uploads_of(session: AsyncSession, app: Application) -> list[Upload]:
+    return list((await session.exec(select(Upload).where(Upload.application_id == app.id))).all())
+
+
+async def add_upload(
+    session: AsyncSession,
+    *,
+    app: Application,
+    principal: Principal,
+    material: str,
+    filename: str,
+    content_type: str | None,
+    data: bytes,
+    on_behalf: dict[str, str] | None = None,
+) -> Upload:
+    """A material checked by content and stored encrypted. ``on_behalf`` (agent, station and mandate
+    ids) when an agent uploads it for the resident: the timeline says so."""
+    if app.status not in (DRAFT, SUPPLEMENT):
+        raise InvalidTransition("申请已提交，不能再上传材料")
+    item = await version_of(session, app)
+    if material not in {m.name for m in item.materials}:
+        raise ValidationFailed(
+            f"本事项没有名为“{material}”的材料", materials=[m.name for m in item.materials]
+        )
+    kind = check_upload(
+        data, filename=filename, declared_type=content_type, max_bytes=get_config().upload_max_bytes
+    )
+    upload = Upload(
+        application_id=app.id,
+        owner_id=principal.id,
+        material=material,
+        filename=filename[-200:] or "upload",
+        kind=kind,
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        storage_key="",
+    )
+    upload.storage_key = f"{app.id}/{upload.id}.{kind}"
+    await get_storage().put(upload.storage_key, data)
+    session.add(upload)
+    await session.flush()
+    await record_event(
+        session,
+        app,
+        kind="uploaded",
+        title=f"上传材料：{material}",
+        actor=None if on_behalf else principal,
+        role="agent" if on_behalf else "resident",
+        data={"material": material, "kind": kind, "size": len(data), **(on_behalf or {})},
+    )
+    return upload
+
+
+async def _uploaded_materials(session: AsyncSession, app: Application) -> set[str]:
+    return set((await session.exec(select(Upload.material).where(Upload.application_id == app.id))).all())
+
+
+async def missing_materials(session: AsyncSession, app: Application, item: CatalogueItem) -> list[str]:
+    uploaded = await _uploaded_materials(session, app)
+    form = form_of(app)
+    missing = []
+    for m in item.materials:
+        if not m.required or m.condition:
+            continue
+        if m.name in uploaded or m.name in app.ecerts:
+            continue
+        if m.fill_fields and not m.ecert and all(f in form for f in m.fill_fields):
+            continue
+        missing.append(m.name)
+    return missing
+
+
+def _check_delivery(item: CatalogueItem, delivery: str | None, address: dict[str, str] | None) -> str:
+    choice = delivery or item.delivery[0]
+    if choice not in item.delivery:
+        raise DeliveryInvalid(
+            f"本事项支持的送达方式：{'、'.join(item.delivery)}", allowed=list(item.delivery)
+        )
+    if choice == "免费邮寄" and (
+        not address or not all((address.get(k) or "").strip() for k in ("name", "phone", "address"))
+    ):
+        raise DeliveryInvalid("选择免费邮寄时，请填写收件人、电话和地址")
+    return choice
+
+
+async def submit(
+    session: AsyncSession,
+    *,
+    app_id: str,
+    principal: Principal,
+    delivery: str | None,
+    address: dict[str, str] | None,
+    actor_role: str = "resident",
+) -> Application:
+    """Submit a draft. Submitting an already submitted application changes nothing (idempotent)."""
+    app = await session.get(Application, app_id, with_for_update=True)
+    if app is None or app.applicant_id != principal.id:
+        raise ApplicationNotFound()
+    if app.status != DRAFT:
+        return app
+    item = await version_of(session, app)
+    if principal.identity_level < item.identity_level:
+        raise IdentityLevelRequired(item.identity_level, principal.identity_level)
+    choice = _check_delivery(item, delivery, address)
+    missing = await missing_materials(session, app, item)
+    if missing:
+        raise MaterialsMissing(f"还缺少：{'、'.join(missing)}", missing=missing)
+    if not await claim(session, app, [DRAFT], SUBMITTED):
+        return app  # a concurrent submit of the same draft won; same outcome
+    now = utcnow()
+    app.delivery = choice
+    if choice == "免费邮寄" and address:
+        clean = {k: address[k].strip() for k in ("name", "phone", "address")}
+        set_address(app, clean)
+    app.submitted_at = now
+    app.due_at = workdays.due_at(now, app.limit_days)
+    app.updated_at = now
+    session.add(app)
+    await session.flush()
+    await record_event(
+        session,
+        app,
+        kind="submitted",
+        title="提交申请",
+        actor=principal,
+        role=actor_role,
+        data={"delivery": choice, "version": app.item_version},
+    )
+    await notify.send(
+        session,
+        account_id=app.applicant_id,
+        template=messages.SUBMITTED,
+        params={"item": app.item_name, "number": app.number, "days": app.limit_days},
+    )
+    return app
+
+
+async def supply_supplement(session: AsyncSession, *, app_id: str, principal: Principal) -> Application:
+    """The resident has supplied what was asked: the clock runs again."""
+    app = await session.get(Application, app_id, with_for_update=True)
+    if app is None or app.applicant_id != principal.id:
+        raise ApplicationNotFound()
+    if app.status != SUPPLEMENT:
+        raise InvalidTransition("当前无需补正材料")
+    item = await version_of(session, app)
+    missing = await missing_materials(session, app, item)
+    if missing:
+        raise MaterialsMissing(f"还缺少：{'、'.join(missing)}", missing=missing)
+    await transition(session, app, [SUPPLEMENT], ACCEPTED)
+    now = utcnow()
+    close_pause(app, now)
+    app.due_at = workdays.due_at(started_at(app), app.limit_days, pauses=pauses_of(app))
+    app.updated_at = now
+    session.add(app)
+    await session.flush()
+    await record_event(
+        session, app, kind="supplemented", title="补正材料，恢复计时", actor=principal, role="resident"
+    )
+    return app

@@ -1,0 +1,196 @@
+"""The catalogue in the database: departments, items and their versions, and the search snapshot
+the public search and the assistant answer from. Services take the session and only ``flush()``:
+the caller commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app_api.core.db import utcnow
+from app_api.core.errors import ValidationFailed
+from app_api.platform import audit
+from columns.gov_services import catalogue_io
+from columns.gov_services.catalogue import CatalogueItem, seed_catalogue
+from columns.gov_services.catalogue import Department as DepartmentData
+from columns.gov_services.errors import ItemNotFound
+from columns.gov_services.models import Department, Item, ItemVersion
+from columns.gov_services.search import CatalogueIndex, build_index
+
+
+def version_item(v: ItemVersion) -> CatalogueItem:
+    return CatalogueItem.model_validate(v.data)
+
+
+async def known_departments(session: AsyncSession) -> set[str]:
+    return set((await session.exec(select(Department.name))).all())
+
+
+async def departments(session: AsyncSession) -> list[Department]:
+    return list((await session.exec(select(Department).order_by(col(Department.name)))).all())
+
+
+async def department_named(session: AsyncSession, name: str) -> Department | None:
+    return (await session.exec(select(Department).where(Department.name == name))).first()
+
+
+async def upsert_departments(session: AsyncSession, departments: Iterable[DepartmentData]) -> int:
+    existing = {d.name: d for d in (await session.exec(select(Department))).all()}
+    added = 0
+    for d in departments:
+        row = existing.get(d.name)
+        if row is None:
+            session.add(Department(**d.model_dump()))
+            added += 1
+        else:
+            for k, v in d.model_dump().items():
+                setattr(row, k, v)
+            session.add(row)
+    await session.flush()
+    return added
+
+
+async def upsert_items(
+    session: AsyncSession, *, items: Sequence[CatalogueItem], actor_id: str | None
+) -> dict[str, int]:
+    """Create new items and a new version of every changed one; unchanged items stay as they are."""
+    codes = [i.code for i in items]
+    current: dict[str, tuple[Item, ItemVersion]] = {}
+    for chunk_start in range(0, len(codes), 500):
+        chunk = codes[chunk_start : chunk_start + 500]
+        rows = (
+            await session.exec(
+                select(Item, ItemVersion)
+                .join(ItemVersion, col(ItemVersion.id) == col(Item.current_version_id))
+                .where(col(Item.code).in_(chunk))
+            )
+        ).all()
+        current.update({item.code: (item, ver) for item, ver in rows})
+    counts = {"created": 0, "updated": 0, "unchanged": 0}
+    now = utcnow()
+    for data in items:
+        found = current.get(data.code)
+        if found is not None and version_item(found[1]) == data:
+            counts["unchanged"] += 1
+            continue
+        number = found[0].version + 1 if found else 1
+        version = ItemVersion(
+            code=data.code, version=number, data=data.model_dump(mode="json"), created_by=actor_id
+        )
+        session.add(version)
+        if found is None:
+            item = Item(
+                code=data.code,
+                current_version_id=version.id,
+                name=data.name,
+                item_type=data.item_type,
+                department=data.department,
+            )
+            counts["created"] += 1
+        else:
+            item = found[0]
+            counts["updated"] += 1
+        item.name = data.name
+        item.item_type = data.item_type
+        item.department = data.department
+        item.identity_level = data.identity_level
+        item.promised_days = data.promised_days
+        item.fully_online = data.fully_online
+        item.version = number
+        item.current_version_id = version.id
+        item.active = True
+        item.updated_at = now
+        session.add(item)
+    await session.flush()
+    if counts["created"] or counts["updated"]:
+        await audit.record(
+            session,
+            action="gov_services.catalogue_changed",
+            actor_id=actor_id,
+            subject_type="gov_services_catalogue",
+            data=counts,
+        )
+    return counts
+
+
+async def seed(session: AsyncSession) -> str:
+    """Load the shipped departments and items (idempotent; used by ``wojia seed`` and tests)."""
+    cat = seed_catalogue()
+    added = await upsert_departments(session, cat.departments)
+    counts = await upsert_items(session, items=cat.items, actor_id=None)
+    return f"departments +{added}, items {counts}"
+
+
+async def import_catalogue_file(
+    session: AsyncSession, *, data: bytes, filename: str, actor_id: str
+) -> dict[str, int]:
+    items = catalogue_io.import_catalogue(
+        data, filename=filename, known_departments=await known_departments(session)
+    )
+    return await upsert_items(session, items=items, actor_id=actor_id)
+
+
+async def current_items(session: AsyncSession) -> list[CatalogueItem]:
+    rows = (
+        await session.exec(
+            select(ItemVersion)
+            .join(Item, col(Item.current_version_id) == col(ItemVersion.id))
+            .where(col(Item.active).is_(True))
+            .order_by(col(Item.code))
+        )
+    ).all()
+    return [version_item(v) for v in rows]
+
+
+async def get_item(session: AsyncSession, *, code: str) -> tuple[Item, CatalogueItem]:
+    row = (
+        await session.exec(
+            select(Item, ItemVersion)
+            .join(ItemVersion, col(ItemVersion.id) == col(Item.current_version_id))
+            .where(Item.code == code, col(Item.active).is_(True))
+        )
+    ).first()
+    if row is None:
+        raise ItemNotFound(item_code=code)
+    return row[0], version_item(row[1])
+
+
+async def edit_item(session: AsyncSession, *, data: CatalogueItem, actor_id: str) -> Item:
+    """An administrator's edit: a new version; applications keep the version they were filed under."""
+    if data.department not in await known_departments(session):
+        raise ValidationFailed(f"未知的实施部门：{data.department}")
+    await get_item(session, code=data.code)
+    await upsert_items(session, items=[data], actor_id=actor_id)
+    item, _ = await get_item(session, code=data.code)
+    return item
+
+
+@dataclass
+class _IndexCache:
+    stamp: tuple[int, str] | None = None
+    index: CatalogueIndex | None = None
+    items: dict[str, CatalogueItem] | None = None
+
+
+_cache = _IndexCache()
+
+
+async def catalogue_snapshot(session: AsyncSession) -> tuple[CatalogueIndex, dict[str, CatalogueItem]]:
+    """The search index and items, rebuilt only when the catalogue changed (any process's edit)."""
+    count, latest = (
+        await session.exec(
+            select(sa.func.count(), sa.func.max(Item.updated_at)).where(col(Item.active).is_(True))
+        )
+    ).one()
+    stamp = (int(count), str(latest))
+    if _cache.stamp != stamp or _cache.index is None or _cache.items is None:
+        items = await current_items(session)
+        _cache.items = {i.code: i for i in items}
+        _cache.index = build_index(i.search_row() for i in items)
+        _cache.stamp = stamp
+    return _cache.index, _cache.items

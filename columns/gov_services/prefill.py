@@ -1,0 +1,148 @@
+"""One-tap application (一键申报): with the resident's consent per group of fields, fill the form
+from the data center's records and attach e-certificates by reference."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app_api.core.db import utcnow
+from app_api.core.errors import ValidationFailed
+from app_api.platform.accounts.models import Account
+from app_api.platform.accounts.principal import Principal
+from app_api.platform.consent import service as consent
+from app_api.platform.datahub.service import get_datahub
+from columns.gov_services.catalogue import (
+    CONSENT_GROUPS,
+    CONSENT_SCOPES,
+    ECERT_CODES,
+    RECORD_FIELDS,
+    CatalogueItem,
+)
+from columns.gov_services.errors import IdentityRecordMissing, InvalidTransition
+from columns.gov_services.lifecycle import form_of, form_view, record_event, set_form, version_of
+from columns.gov_services.models import DRAFT, SUPPLEMENT, Application
+
+PREFILL_PURPOSE = "gov_services.prefill"
+
+
+def prefill_preview(item: CatalogueItem) -> list[dict[str, Any]]:
+    """Per consent group: which fields and materials would be filled, and the consent text."""
+    groups: dict[str, dict[str, Any]] = {}
+    for m in item.materials:
+        for f in m.fill_fields:
+            g = groups.setdefault(f.split(".", 1)[0], {"fields": {}, "materials": []})
+            g["fields"][f] = RECORD_FIELDS[f]
+            if m.name not in g["materials"]:
+                g["materials"].append(m.name)
+        if m.ecert:
+            g = groups.setdefault("certificate", {"fields": {}, "materials": []})
+            g["fields"][f"certificate.{m.ecert}"] = f"电子证照：{m.ecert}"
+            g["materials"].append(m.name)
+    return [
+        {
+            "group": g,
+            "consent_text": f"同意{item.department}为办理“{item.name}”调取您的{CONSENT_GROUPS[g]}",
+            "fields": [{"key": k, "label": v} for k, v in groups[g]["fields"].items()],
+            "materials": groups[g]["materials"],
+        }
+        for g in CONSENT_GROUPS
+        if g in groups
+    ]
+
+
+async def prefill(
+    session: AsyncSession, *, app: Application, principal: Principal, groups: list[str]
+) -> dict[str, Any]:
+    """Record a consent per group the resident agreed to, then fill from the data center."""
+    if app.status not in (DRAFT, SUPPLEMENT):
+        raise InvalidTransition("申请已提交，不能再修改")
+    item = await version_of(session, app)
+    offered = {p["group"]: p for p in prefill_preview(item)}
+    unknown = [g for g in groups if g not in offered]
+    if unknown or not groups:
+        raise ValidationFailed("请选择本事项可授权的信息类别", allowed=list(offered))
+    account = await session.get(Account, principal.id)
+    id_number = account.id_number if account else None
+    if not id_number:
+        raise IdentityRecordMissing("调取信息需要先完成实名认证（身份证号核验）")
+    hub = get_datahub()
+    form = form_of(app)
+    consents = dict(app.consents)
+    ecerts = dict(app.ecerts)
+    wanted = {f for m in item.materials for f in m.fill_fields}
+    for g in groups:
+        c = await consent.grant(
+            session,
+            account_id=principal.id,
+            purpose=PREFILL_PURPOSE,
+            scopes=[CONSENT_SCOPES[g]],
+            text=offered[g]["consent_text"],
+            grantee="gov_services",
+            ttl=dt.timedelta(days=30),
+        )
+        consents[g] = c.id
+        common: dict[str, Any] = {
+            "accessor_id": principal.id,
+            "purpose": PREFILL_PURPOSE,
+            "consent_id": c.id,
+            "subject_account_id": principal.id,
+        }
+        if g == "person":
+            p = await hub.person(session, id_number=id_number, **common)
+            values = {
+                "person.name": p.name,
+                "person.id_number": p.id_number,
+                "person.gender": p.gender,
+                "person.birth_date": p.birth_date.isoformat(),
+                "person.address": p.address,
+                "person.household": p.household,
+                "person.photo": "人口库证件照" if p.photo else None,
+            }
+            form.update({k: v for k, v in values.items() if k in wanted and v is not None})
+        elif g == "legal_person":
+            found = await hub.legal_persons(session, rep_id_number=id_number, **common)
+            if found:
+                lp = found[0]
+                values = {
+                    "legal_person.name": lp.name,
+                    "legal_person.credit_code": lp.uscc,
+                    "legal_person.representative": lp.legal_rep_name,
+                    "legal_person.address": lp.address,
+                    "legal_person.business_scope": lp.business_scope,
+                }
+                form.update({k: v for k, v in values.items() if k in wanted})
+        elif g == "certificate":
+            certs = await hub.certificates(session, id_number=id_number, **common)
+            for m in item.materials:
+                if not m.ecert:
+                    continue
+                match = next(
+                    (c for c in certs if c.cert_type == ECERT_CODES[m.ecert] or c.title == m.ecert), None
+                )
+                if match is not None:
+                    ecerts[m.name] = {
+                        "id": match.id,
+                        "cert_no": match.cert_no,
+                        "title": match.title,
+                        "issuer": match.issuer,
+                        "valid_until": match.valid_until.isoformat() if match.valid_until else None,
+                    }
+    set_form(app, form)
+    app.consents = consents
+    app.ecerts = ecerts
+    app.updated_at = utcnow()
+    session.add(app)
+    await session.flush()
+    await record_event(
+        session,
+        app,
+        kind="prefilled",
+        title="授权调取信息",
+        actor=principal,
+        role="resident",
+        data={"groups": groups},
+    )
+    return form_view(app)

@@ -1,0 +1,164 @@
+"""Department review (审核): the reviewer's queue, acceptance (受理), supplement requests (补正),
+approval with the e-certificate and paper result, and rejection."""
+
+from __future__ import annotations
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app_api.core.db import utcnow
+from app_api.core.errors import ValidationFailed
+from app_api.core.jobs import outbox
+from app_api.platform import notify
+from app_api.platform.accounts.models import Account
+from app_api.platform.accounts.principal import Principal
+from app_api.platform.datahub.service import get_datahub
+from columns.gov_services import messages
+from columns.gov_services.catalogue import ECERT_CODES
+from columns.gov_services.errors import ApplicationNotFound, OutsideDepartment
+from columns.gov_services.lifecycle import (
+    close_pause,
+    record_decision,
+    record_event,
+    tell,
+    transition,
+    version_of,
+)
+from columns.gov_services.models import (
+    ACCEPTED,
+    APPROVED,
+    DRAFT,
+    REJECTED,
+    SUBMITTED,
+    SUPPLEMENT,
+    Application,
+)
+
+
+async def reviewable(session: AsyncSession, *, app_id: str, principal: Principal) -> Application:
+    """Load an application for a reviewer, refusing one of another department."""
+    app = await session.get(Application, app_id, with_for_update=True)
+    if app is None or app.status == DRAFT:
+        raise ApplicationNotFound()
+    if not principal.department or principal.department != app.department:
+        raise OutsideDepartment(department=app.department)
+    return app
+
+
+async def queue(session: AsyncSession, *, principal: Principal, status: str | None) -> list[Application]:
+    q = select(Application).where(Application.department == (principal.department or ""))
+    if status:
+        q = q.where(Application.status == status)
+    else:
+        q = q.where(col(Application.status).in_([SUBMITTED, ACCEPTED, SUPPLEMENT]))
+    return list((await session.exec(q.order_by(col(Application.due_at).asc()).limit(200))).all())
+
+
+async def accept(session: AsyncSession, *, app: Application, principal: Principal) -> Application:
+    await transition(session, app, [SUBMITTED], ACCEPTED)
+    now = utcnow()
+    app.accepted_at, app.reviewer_id, app.updated_at = now, principal.id, now
+    session.add(app)
+    await session.flush()
+    await record_event(session, app, kind="accepted", title="已受理", actor=principal, role="reviewer")
+    await tell(session, app, "已受理")
+    return app
+
+
+async def request_supplement(
+    session: AsyncSession, *, app: Application, principal: Principal, reason: str, materials: list[str]
+) -> Application:
+    item = await version_of(session, app)
+    names = {m.name for m in item.materials}
+    bad = [m for m in materials if m not in names]
+    if bad:
+        raise ValidationFailed(f"本事项没有这些材料：{'、'.join(bad)}")
+    await transition(session, app, [ACCEPTED], SUPPLEMENT)
+    now = utcnow()
+    app.pauses = [*app.pauses, [now.isoformat(), None, reason]]
+    app.due_at, app.updated_at = None, now
+    app.reviewer_id = app.reviewer_id or principal.id
+    session.add(app)
+    await session.flush()
+    await record_event(
+        session,
+        app,
+        kind="supplement_requested",
+        title="需要补正材料（暂停计时）",
+        note=reason,
+        actor=principal,
+        role="reviewer",
+        data={"materials": materials},
+    )
+    await notify.send(
+        session,
+        account_id=app.applicant_id,
+        template=messages.SUPPLEMENT,
+        params={"item": app.item_name, "number": app.number, "reason": reason},
+    )
+    return app
+
+
+async def approve(
+    session: AsyncSession, *, app: Application, principal: Principal, note: str | None
+) -> Application:
+    await transition(session, app, [ACCEPTED], APPROVED)
+    item = await version_of(session, app)
+    now = utcnow()
+    record_decision(app, now)
+    app.updated_at = now
+    app.reviewer_id = app.reviewer_id or principal.id
+    if item.result.ecert:
+        applicant = await session.get(Account, app.applicant_id)
+        holder = applicant.id_number if applicant else None
+        if holder:
+            cert = await get_datahub().issue_certificate(
+                session,
+                holder_id_number=holder,
+                cert_type=ECERT_CODES[item.result.ecert],
+                title=item.result.ecert,
+                issuer=app.department,
+                data={"application": app.number, "item": app.item_code},
+                source_ref=app.id,
+            )
+            app.result_cert_no = cert.cert_no
+    session.add(app)
+    await session.flush()
+    await record_event(
+        session,
+        app,
+        kind="approved",
+        title=f"办结：{item.result.name}",
+        note=note,
+        actor=principal,
+        role="reviewer",
+        data={"cert_no": app.result_cert_no},
+    )
+    extra = "电子证照已存入您的证照夹。" if app.result_cert_no else ""
+    if item.result.paper and app.delivery == "免费邮寄":
+        await outbox.enqueue(session, "gov_services.post_result", application_id=app.id)
+        extra += "纸质结果将免费邮寄给您。"
+    elif item.result.paper and app.delivery == "窗口领取":
+        extra += f"请到{item.where_to_go or app.department}领取纸质结果。"
+    await tell(session, app, "已办结", extra)
+    return app
+
+
+async def reject(
+    session: AsyncSession, *, app: Application, principal: Principal, reason: str
+) -> Application:
+    was = app.status
+    await transition(session, app, [SUBMITTED, ACCEPTED, SUPPLEMENT], REJECTED)
+    now = utcnow()
+    if was == SUPPLEMENT:
+        close_pause(app, now)
+    record_decision(app, now)
+    app.decision_reason, app.updated_at = reason, now
+    app.reviewer_id = app.reviewer_id or principal.id
+    session.add(app)
+    await session.flush()
+    await record_event(
+        session, app, kind="rejected", title="不予办理", note=reason, actor=principal, role="reviewer"
+    )
+    await tell(session, app, "不予办理", f"原因：{reason}")
+    return app
