@@ -7,7 +7,7 @@ from app_api.platform.datahub import models, router
 
 
 def _sandbox() -> APIRouter:
-    from app_api.platform.datahub.sandbox import router as sandbox_router
+    from app_api.platform.datahub.sandbox.exchange import router as sandbox_router
 
     return sandbox_router
 

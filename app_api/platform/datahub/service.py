@@ -1,32 +1,36 @@
 """The gateway to the city data center: population, legal-person and e-certificate records.
 
 Two adapters behind one contract: ``LocalDatahub`` over tables in our database (the embedded
-default, seeded), and ``HttpDatahub`` for the city's data exchange platform (HMAC-signed requests;
-its protocol sandbox is ``app_api.platform.datahub.sandbox``). Whichever adapter answers, the gateway first
-checks the consent and then records the read in ``app_datahub_access``.
+default, seeded), and ``HttpDatahub`` for the city's data exchange platform (requests signed with
+``app_api.core.signing``; its protocol sandbox, development only, is ``app_api.platform.datahub.sandbox``).
+Whichever adapter answers, the gateway first checks the consent and then records the read in
+``app_datahub_access``.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
-import hashlib
-import hmac
 import json
 import secrets
-import time
-from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
 
-from sqlmodel import select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_api.core.crypto import decrypt_bytes, decrypt_str, lookup_hash
 from app_api.core.errors import AppError, UpstreamError
 from app_api.core.http import http_client
 from app_api.core.settings import get_settings
+from app_api.core.signing import signed_headers
 from app_api.platform.consent.service import require as require_consent
 from app_api.platform.datahub.models import DataAccessLog, ECertificate, LegalPersonRecord, PopulationRecord
+from app_api.platform.datahub.schemas import DataAccessOut
+
+APP_ID = "wojia"
+R = TypeVar("R")
 
 
 class RecordNotFound(AppError):
@@ -146,25 +150,17 @@ class LocalDatahub:
         return [_cert_of(r) for r in rows]
 
 
-def sign_request(app_key: str, method: str, path: str, body: bytes, ts: str, nonce: str) -> str:
-    msg = "\n".join([method.upper(), path, ts, nonce, hashlib.sha256(body).hexdigest()]).encode()
-    return base64.b64encode(hmac.new(app_key.encode(), msg, hashlib.sha256).digest()).decode()
-
-
 class HttpDatahub:
-    """Client of the city data exchange platform: JSON over HTTPS, HMAC-SHA256 signed requests."""
+    """Client of the city data exchange platform: JSON over HTTPS, requests signed the house way
+    (``app_api.core.signing``)."""
 
     async def _post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
         s = get_settings()
         body = json.dumps(payload, ensure_ascii=False).encode()
-        ts, nonce = str(int(time.time())), secrets.token_hex(8)
-        headers = {
-            "content-type": "application/json",
-            "x-app-id": "wojia",
-            "x-timestamp": ts,
-            "x-nonce": nonce,
-            "x-signature": sign_request(s.datahub_app_key.get_secret_value(), "POST", path, body, ts, nonce),
-        }
+        signed = signed_headers(
+            app_id=APP_ID, secret=s.datahub_app_key.get_secret_value(), method="POST", path=path, body=body
+        )
+        headers = {"content-type": "application/json", **signed.headers}
         try:
             resp = await http_client().post(s.datahub_url.rstrip("/") + path, content=body, headers=headers)
             data: dict[str, Any] = resp.json()
@@ -209,19 +205,24 @@ class Datahub:
     def __init__(self, adapter: Adapter) -> None:
         self.adapter = adapter
 
-    async def _log(
+    async def _read(
         self,
         session: AsyncSession,
+        fetch: Callable[[], Awaitable[R]],
         *,
-        accessor_id: str,
-        subject_account_id: str | None,
         id_number: str,
-        record_type: str,
+        accessor_id: str,
         purpose: str,
         consent_id: str | None,
-        fields: list[str],
-        found: bool,
-    ) -> None:
+        subject_account_id: str,
+        record_type: str,
+        scopes: list[str],
+    ) -> R:
+        """Check the consent, read through the adapter, record the read (found or not)."""
+        await require_consent(
+            session, consent_id=consent_id, account_id=subject_account_id, purpose=purpose, scopes=scopes
+        )
+        found = await fetch()
         session.add(
             DataAccessLog(
                 accessor_id=accessor_id,
@@ -230,26 +231,12 @@ class Datahub:
                 record_type=record_type,
                 purpose=purpose,
                 consent_id=consent_id,
-                fields=fields,
-                found=found,
+                fields=scopes,
+                found=bool(found),
             )
         )
         await session.flush()
-
-    async def _consent(
-        self,
-        session: AsyncSession,
-        consent_id: str | None,
-        subject_account_id: str | None,
-        purpose: str,
-        scopes: list[str],
-        accessor_id: str,
-    ) -> None:
-        if subject_account_id is None:
-            raise AppError("subject account required")
-        await require_consent(
-            session, consent_id=consent_id, account_id=subject_account_id, purpose=purpose, scopes=scopes
-        )
+        return found
 
     async def person(
         self,
@@ -262,19 +249,16 @@ class Datahub:
         subject_account_id: str,
         scopes: list[str] | None = None,
     ) -> PersonRecord:
-        scopes = scopes or ["population.basic"]
-        await self._consent(session, consent_id, subject_account_id, purpose, scopes, accessor_id)
-        rec = await self.adapter.person(session, id_number)
-        await self._log(
+        rec = await self._read(
             session,
-            accessor_id=accessor_id,
-            subject_account_id=subject_account_id,
+            lambda: self.adapter.person(session, id_number),
             id_number=id_number,
-            record_type="population",
+            accessor_id=accessor_id,
             purpose=purpose,
             consent_id=consent_id,
-            fields=scopes,
-            found=rec is not None,
+            subject_account_id=subject_account_id,
+            record_type="population",
+            scopes=scopes or ["population.basic"],
         )
         if rec is None:
             raise RecordNotFound()
@@ -290,20 +274,17 @@ class Datahub:
         consent_id: str | None,
         subject_account_id: str,
     ) -> list[LegalPerson]:
-        await self._consent(session, consent_id, subject_account_id, purpose, ["legal_person"], accessor_id)
-        recs = await self.adapter.legal_persons(session, rep_id_number)
-        await self._log(
+        return await self._read(
             session,
-            accessor_id=accessor_id,
-            subject_account_id=subject_account_id,
+            lambda: self.adapter.legal_persons(session, rep_id_number),
             id_number=rep_id_number,
-            record_type="legal_person",
+            accessor_id=accessor_id,
             purpose=purpose,
             consent_id=consent_id,
-            fields=["legal_person"],
-            found=bool(recs),
+            subject_account_id=subject_account_id,
+            record_type="legal_person",
+            scopes=["legal_person"],
         )
-        return recs
 
     async def certificates(
         self,
@@ -315,20 +296,17 @@ class Datahub:
         consent_id: str | None,
         subject_account_id: str,
     ) -> list[Certificate]:
-        await self._consent(session, consent_id, subject_account_id, purpose, ["certificates"], accessor_id)
-        recs = await self.adapter.certificates(session, id_number)
-        await self._log(
+        return await self._read(
             session,
-            accessor_id=accessor_id,
-            subject_account_id=subject_account_id,
+            lambda: self.adapter.certificates(session, id_number),
             id_number=id_number,
-            record_type="certificate",
+            accessor_id=accessor_id,
             purpose=purpose,
             consent_id=consent_id,
-            fields=["certificates"],
-            found=bool(recs),
+            subject_account_id=subject_account_id,
+            record_type="certificate",
+            scopes=["certificates"],
         )
-        return recs
 
     async def issue_certificate(
         self,
@@ -364,8 +342,25 @@ def get_datahub() -> Datahub:
     return Datahub(HttpDatahub() if get_settings().datahub_adapter == "http" else LocalDatahub())
 
 
-def person_json(p: PersonRecord) -> dict[str, Any]:
-    d = asdict(p)
-    d["birth_date"] = p.birth_date.isoformat()
-    d["photo"] = base64.b64encode(p.photo).decode() if p.photo else None
-    return d
+async def reads_of(session: AsyncSession, account_id: str, limit: int) -> list[DataAccessOut]:
+    """Who read this resident's records, newest first."""
+    rows = (
+        await session.exec(
+            select(DataAccessLog)
+            .where(DataAccessLog.subject_account_id == account_id)
+            .order_by(col(DataAccessLog.at).desc())
+            .limit(min(max(limit, 1), 200))
+        )
+    ).all()
+    return [
+        DataAccessOut(
+            at=r.at,
+            record_type=r.record_type,
+            purpose=r.purpose,
+            consent_id=r.consent_id,
+            fields=r.fields,
+            by_self=r.accessor_id == account_id,
+            found=r.found,
+        )
+        for r in rows
+    ]

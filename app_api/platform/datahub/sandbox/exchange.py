@@ -1,14 +1,13 @@
 """Protocol sandbox of the city data exchange platform (mounted at /sandbox/datahub in development).
 
-It checks the caller's HMAC signature and timestamp exactly as the platform would, then answers from
-the seeded records, so ``HttpDatahub`` is exercised over real HTTP.
+It checks the caller's signature and timestamp (``app_api.core.signing``) as the platform would,
+then answers from the seeded records, so ``HttpDatahub`` is exercised over real HTTP.
 """
 
 from __future__ import annotations
 
-import hmac
+import base64
 import json
-import time
 from dataclasses import asdict
 from typing import Any
 
@@ -17,11 +16,19 @@ from fastapi.responses import JSONResponse
 
 from app_api.core.db import sessionmaker
 from app_api.core.settings import get_settings
+from app_api.core.signing import verify_request
 from app_api.platform.access import public
-from app_api.platform.datahub.service import LocalDatahub, person_json, sign_request
+from app_api.platform.datahub.service import LocalDatahub, PersonRecord
 
+PREFIX = "/sandbox/datahub"
 router = APIRouter(tags=["sandbox"], include_in_schema=False)
-MAX_SKEW_S = 300
+
+
+def person_json(p: PersonRecord) -> dict[str, Any]:
+    d = asdict(p)
+    d["birth_date"] = p.birth_date.isoformat()
+    d["photo"] = base64.b64encode(p.photo).decode() if p.photo else None
+    return d
 
 
 def _answer(code: str, msg: str, data: Any = None, status: int = 200) -> JSONResponse:
@@ -30,13 +37,16 @@ def _answer(code: str, msg: str, data: Any = None, status: int = 200) -> JSONRes
 
 async def _verified(request: Request) -> dict[str, Any] | JSONResponse:
     body = await request.body()
-    h = request.headers
-    ts, nonce, sig = h.get("x-timestamp", ""), h.get("x-nonce", ""), h.get("x-signature", "")
-    if not ts.isdigit() or abs(time.time() - int(ts)) > MAX_SKEW_S:
+    problem = verify_request(
+        request.headers,
+        secret=get_settings().datahub_app_key.get_secret_value(),
+        method="POST",
+        path=request.url.path.removeprefix(PREFIX),
+        body=body,
+    )
+    if problem == "stale_timestamp":
         return _answer("40101", "timestamp expired", status=401)
-    path = request.url.path.removeprefix("/sandbox/datahub")
-    expected = sign_request(get_settings().datahub_app_key.get_secret_value(), "POST", path, body, ts, nonce)
-    if not hmac.compare_digest(expected, sig):
+    if problem == "bad_signature":
         return _answer("40102", "bad signature", status=401)
     try:
         payload: dict[str, Any] = json.loads(body)

@@ -1,0 +1,4 @@
+"""Development-only stand-ins for the data center's protocols (left out of the built wheel).
+
+``exchange``: the city data exchange platform, served at ``/sandbox/datahub``.
+"""
