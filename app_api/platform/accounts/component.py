@@ -1,11 +1,20 @@
-"""Accounts: SMS and staff login, tokens, profiles; the development SMS inbox."""
+"""Accounts: SMS and staff login, tokens, profiles; the SMS sandbox's inbox in development."""
 
-from app_api.core.component import Component, Mount
+from fastapi import APIRouter
+
+from app_api.core.component import API_PREFIX, Component, Mount, Sandbox
 from app_api.platform.accounts import models, router
+
+
+def _sms_inbox() -> APIRouter:
+    from app_api.platform.accounts.sandbox.sms_inbox import router as inbox
+
+    return inbox
+
 
 component = Component(
     name="app_api.platform.accounts",
     routers=(Mount(router.router),),
-    dev_routers=(Mount(router.dev_router),),
+    sandboxes=(Sandbox(API_PREFIX, _sms_inbox),),
     models=(models,),
 )

@@ -1,13 +1,10 @@
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends, Request
 
 from app_api.core.crypto import mask_name, mask_phone
 from app_api.core.db import SessionDep
 from app_api.core.errors import NotFound
-from app_api.core.settings import get_settings
 from app_api.platform.access import CurrentAccount, public
 from app_api.platform.accounts import service
 from app_api.platform.accounts.models import Account
@@ -23,7 +20,6 @@ from app_api.platform.accounts.schemas import (
     TokenOut,
 )
 from app_api.platform.accounts.tokens import TokenPair, rotate
-from app_api.platform.sms import SandboxSms, get_sms
 
 router = APIRouter(tags=["auth"])
 
@@ -109,15 +105,3 @@ async def update_me(body: MeUpdate, session: SessionDep, principal: CurrentAccou
         await session.flush()
         await invalidate(account.id)
     return await _me(session, principal)
-
-
-dev_router = APIRouter(tags=["development"])
-
-
-@dev_router.get("/dev/sms", dependencies=[Depends(public)])
-async def dev_sms(phone: str) -> dict[str, Any]:
-    """Development only: the messages the SMS sandbox recorded for a phone."""
-    gw = get_sms()
-    if not get_settings().is_dev or not isinstance(gw, SandboxSms):
-        raise NotFound()
-    return {"phone": phone, "messages": await gw.inbox(phone)}

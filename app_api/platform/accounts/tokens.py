@@ -96,7 +96,7 @@ async def refresh_owner(session: AsyncSession, raw: str) -> AccessClaims | None:
 
 
 async def revoke_family(session: AsyncSession, family_id: str) -> None:
-    await session.exec(  # type: ignore[call-overload]
+    await session.exec(
         sa.update(RefreshToken)
         .where(col(RefreshToken.family_id) == family_id, col(RefreshToken.revoked_at).is_(None))
         .values(revoked_at=utcnow())
@@ -155,7 +155,7 @@ async def rotate(session: AsyncSession, raw: str, *, race_grace_s: int = 0) -> t
     if token.expires_at <= utcnow():
         raise TokenExpired()
     # Compare-and-set, so two concurrent refreshes with one token cannot both succeed.
-    res = await session.exec(  # type: ignore[call-overload]
+    res = await session.exec(
         sa.update(RefreshToken)
         .where(col(RefreshToken.id) == token.id, col(RefreshToken.used_at).is_(None))
         .values(used_at=utcnow())
