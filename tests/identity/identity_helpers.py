@@ -58,3 +58,15 @@ def challenge_frames(frames: dict[str, bytes], steps: list[str]) -> list[bytes]:
     for step in steps:
         out += [frames[moves[step]], frames["front"]]
     return out
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height, followed by a few bytes of pixel data only."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64))

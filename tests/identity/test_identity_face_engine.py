@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import io
-import struct
 import time
-import zlib
 from collections.abc import Callable
 from typing import TypeAlias
 
 import numpy as np
 import pytest
-from identity_helpers import LIMITS, face_bytes
+from identity_helpers import LIMITS, face_bytes, png_header_only
 from PIL import Image
 
 from identity.face.engine import (
@@ -109,18 +107,8 @@ def test_exif_rotated_phone_photo_is_turned_upright(analysed: Analysed) -> None:
     assert face_distance(a.encoding, analysed("obama_1.jpg").encoding) < 0.2
 
 
-def _png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header claims width x height, followed by a few bytes of pixel data only."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
-
-
 def test_fifty_megapixel_image_is_refused_from_its_header() -> None:
-    data = _png_header_only(8660, 5774)  # 50.0 MP
+    data = png_header_only(8660, 5774)  # 50.0 MP
     with pytest.raises(ImageProblem) as e:
         probe_image(data, LIMITS)
     assert e.value.kind == "image_too_many_pixels"
@@ -136,7 +124,7 @@ def test_fifty_megapixel_image_is_refused_from_its_header() -> None:
 
 
 def test_twelve_megapixel_phone_photo_is_accepted() -> None:
-    info = probe_image(_png_header_only(4000, 3000), LIMITS)
+    info = probe_image(png_header_only(4000, 3000), LIMITS)
     assert (info.width, info.height) == (4000, 3000)
 
 
