@@ -56,6 +56,7 @@ async def main(args: argparse.Namespace, base_url: str) -> None:
 
     from app_api.core.clock import CHINA_TZ
     from app_api.core.db import new_id, session_scope, utcnow
+    from app_api.core.money import fen_to_yuan
     from app_api.platform.accounts.models import Account
     from app_api.wiring.app import create_app
     from payments import registry
@@ -165,7 +166,7 @@ async def main(args: argparse.Namespace, base_url: str) -> None:
                         status="TRADE_SUCCESS",
                         gmt_payment=paid_at,
                     )
-                    amount_text = f"{amount // 100}.{amount % 100:02d}"
+                    amount_text = fen_to_yuan(amount)
                     note = ali._notification(
                         trade,
                         {

@@ -59,6 +59,7 @@ async def setup(rows: int, bill_path: Path) -> None:
 
     from app_api.core.clock import CHINA_TZ
     from app_api.core.db import new_id
+    from app_api.core.money import fen_to_yuan
     from payments.ledger import purpose_key
     from payments.sandbox.bills import WECHAT_HEADER, WECHAT_SUMMARY_HEADER
 
@@ -99,17 +100,17 @@ async def setup(rows: int, bill_path: Path) -> None:
             fee = (bill_amount * 6 + 500) // 1000
             paid_total += bill_amount
             fee_total += fee
-            yuan = f"{bill_amount // 100}.{bill_amount % 100:02d}"
+            yuan = fen_to_yuan(bill_amount)
             stamp = paid_at.strftime("%Y-%m-%d %H:%M:%S")
-            fee_yuan = f"{fee // 100}.{fee % 100:02d}000"
+            fee_yuan = fen_to_yuan(fee) + "000"  # WeChat prints fees with five decimals
             lines.append(
                 f"`{stamp},`{APPID},`{MCH},`0,`,`{txn},`{out},`oUser{i % 9973},`JSAPI,`SUCCESS,`OTHERS,`CNY,"
                 f"`{yuan},`0.00,`0,`0,`0.00,`0.00,`,`,`水费,`,`{fee_yuan},`0.60%,`{yuan},`0.00,`"
             )
     count = len(lines) - 1
     lines.append(WECHAT_SUMMARY_HEADER)
-    total = f"{paid_total // 100}.{paid_total % 100:02d}"
-    lines.append(f"`{count},`{total},`0.00,`0.00,`{fee_total // 100}.{fee_total % 100:02d}000,`{total},`0.00")
+    total = fen_to_yuan(paid_total)
+    lines.append(f"`{count},`{total},`0.00,`0.00,`{fen_to_yuan(fee_total)}000,`{total},`0.00")
     await asyncio.to_thread(bill_path.write_text, "\r\n".join(lines) + "\r\n", encoding="utf-8")
     del lines
     await conn.copy_records_to_table(
