@@ -28,9 +28,8 @@ class BotSettings(WojiaSettings):
     # Keyed hash that turns an account id into Rasa's sender id (Rasa never sees phone numbers).
     sender_key: SecretStr = SecretStr(DEV_SENDER_KEY)
     hotline: str = "12345"
-    # Deep links back into the app, filled with the item code.
+    # Deep link back into the app, filled with the item code (when the catalogue gives none).
     apply_link: str = "wojia://gov_services/items/{code}/apply"
-    item_link: str = "wojia://gov_services/items/{code}"
     login_link: str = "wojia://login"
     # Elderly mode: at most this many list entries and buttons in one reply.
     elderly_max_entries: int = Field(default=3, ge=1)

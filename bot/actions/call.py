@@ -26,7 +26,6 @@ class Call:
 
     name: str
     tracker: dict[str, Any]
-    domain: dict[str, Any]
     sources: Sources
     settings: BotSettings
     account_id: str | None = None

@@ -71,7 +71,6 @@ async def run_action(body: dict[str, Any], sources: Sources, settings: BotSettin
     call = Call(
         name=name,
         tracker=tracker,
-        domain=body.get("domain") or {},
         sources=sources,
         settings=settings,
         account_id=account_id,
