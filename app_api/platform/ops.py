@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 import time
-from typing import Annotated, Any
+from typing import Annotated
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Header, Response
@@ -15,6 +15,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import multiprocess as prom_mp
+from pydantic import BaseModel
 
 from app_api.core.component import Component, Mount
 from app_api.core.db import get_engine
@@ -24,6 +25,16 @@ from app_api.core.settings import get_settings
 from app_api.platform.access import public
 
 router = APIRouter(tags=["ops"])
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    status: str
+    checks: dict[str, str]
+    ms: float
 
 
 class MetricsTokenRequired(AppError):
@@ -38,15 +49,15 @@ class NotReady(ServiceUnavailable):
 
 
 @router.get("/healthz", dependencies=[Depends(public)])
-async def healthz() -> dict[str, str]:
+async def healthz() -> Health:
     """Liveness: the process answers."""
-    return {"status": "ok"}
+    return Health(status="ok")
 
 
 @router.get("/readyz", dependencies=[Depends(public)])
-async def readyz() -> dict[str, Any]:
+async def readyz() -> Readiness:
     """Readiness: the database and Redis answer."""
-    checks: dict[str, Any] = {}
+    checks: dict[str, str] = {}
     t = time.perf_counter()
     try:
         async with get_engine().connect() as conn:
@@ -61,7 +72,7 @@ async def readyz() -> dict[str, Any]:
         checks["redis"] = f"error: {type(e).__name__}"
     if any(v != "ok" for v in checks.values()):
         raise NotReady(checks=checks)
-    return {"status": "ready", "checks": checks, "ms": round((time.perf_counter() - t) * 1000, 2)}
+    return Readiness(status="ready", checks=checks, ms=round((time.perf_counter() - t) * 1000, 2))
 
 
 @router.get("/metrics", dependencies=[Depends(public)], include_in_schema=False)

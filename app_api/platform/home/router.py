@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from app_api.core.cache import local_cache
 from app_api.core.db import SessionDep, on_commit
 from app_api.platform.access import Admin, OptionalAccount
-from app_api.platform.home.service import Registry, home_screen, reorder, update_column
+from app_api.platform.home.service import ColumnView, Registry, home_screen, reorder, update_column
 
 router = APIRouter(tags=["home"])
 admin_router = APIRouter(tags=["admin"])
@@ -54,31 +54,47 @@ class ColumnOrder(BaseModel):
     slugs: list[str] = Field(min_length=1)
 
 
+class ColumnsOut(BaseModel):
+    columns: list[ColumnView]
+    broken: dict[str, str]
+
+
+class ColumnOrderOut(BaseModel):
+    order: list[str]
+
+
+class ColumnSettingOut(BaseModel):
+    slug: str
+    enabled: bool
+    category: str | None
+    position: int
+
+
 @admin_router.get("/admin/columns")
-async def list_columns(_: Admin, reg: RegistryDep) -> dict[str, Any]:
+async def list_columns(_: Admin, reg: RegistryDep) -> ColumnsOut:
     """All discovered columns with their settings, and the columns that failed to load."""
-    return {"columns": [v.__dict__ for v in await reg.views()], "broken": reg.broken}
+    return ColumnsOut(columns=await reg.views(), broken=reg.broken)
 
 
 @admin_router.patch("/admin/columns/{slug}")
 async def patch_column(
     slug: str, body: ColumnPatch, admin: Admin, session: SessionDep, reg: RegistryDep
-) -> dict[str, Any]:
+) -> ColumnSettingOut:
     """Enable, disable, move or recategorise a column."""
     st = await update_column(
         session, reg, slug=slug, actor_id=admin.id, **body.model_dump(exclude_unset=True)
     )
     await reg.invalidate()
     on_commit(session, reg.invalidate)
-    return {"slug": st.slug, "enabled": st.enabled, "category": st.category, "position": st.position}
+    return ColumnSettingOut(slug=st.slug, enabled=st.enabled, category=st.category, position=st.position)
 
 
 @admin_router.put("/admin/columns/order")
-async def put_order(body: ColumnOrder, admin: Admin, session: SessionDep, reg: RegistryDep) -> dict[str, Any]:
+async def put_order(body: ColumnOrder, admin: Admin, session: SessionDep, reg: RegistryDep) -> ColumnOrderOut:
     """Set the order of columns (the listed ones first, in this order)."""
     await reorder(session, reg, slugs=body.slugs, actor_id=admin.id)
     on_commit(session, reg.invalidate)
-    return {"order": body.slugs}
+    return ColumnOrderOut(order=body.slugs)
 
 
 def column_gate(slug: str, open_endpoints: set[Any], level: int) -> Any:
