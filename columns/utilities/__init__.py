@@ -37,6 +37,5 @@ class _UtilityBills:
 
 
 column.dev_sandbox = _dev_sandbox
-# mypy refuses a Protocol where ``Column.provide`` expects ``type[T]`` (type-abstract); the platform's
-# signature is where that is settled (see the report on issue 12).
+# mypy refuses a Protocol where ``Column.provide`` expects ``type[T]`` (python/mypy#4717).
 column.provide(UtilityBills, _UtilityBills())  # type: ignore[type-abstract]

@@ -7,6 +7,7 @@ from test_utilities_flow import household
 
 from app_api.core.db import session_scope
 from app_api.platform.capabilities import UtilityBills, lookup
+from bot.sources import Sources
 
 
 async def test_unpaid_bills_for_the_assistant(client, login, billers):
@@ -18,6 +19,8 @@ async def test_unpaid_bills_for_the_assistant(client, login, billers):
         bills = await bills_of.unpaid_of(me["id"], session=s)
     assert sorted(b["amount_fen"] for b in bills) == [3650, 4120]
     assert all(b["title"].startswith("水费 2026-") and b["biller"] == "water" for b in bills)
+    async with session_scope() as s:
+        assert await Sources(s).unpaid_bills(me["id"]) == bills  # what the assistant reads
     # Without a session the capability opens its own.
     assert len(await bills_of.unpaid_of(me["id"])) == 2
 
