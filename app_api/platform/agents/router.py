@@ -20,7 +20,6 @@ from app_api.platform.agents.schemas import (
     AgentMe,
     AgentsMandate,
     AgentsMandates,
-    ApplicationsOut,
     BatchIn,
     BatchOut,
     ElderlyModeIn,
@@ -28,6 +27,8 @@ from app_api.platform.agents.schemas import (
     InPersonMandate,
     MandateCodeSent,
     MandateScope,
+    MaterialUploaded,
+    ResidentApplications,
     ResidentsMandate,
     ResidentsMandates,
     SmsConfirm,
@@ -37,7 +38,6 @@ from app_api.platform.agents.schemas import (
     StationUpdate,
     SubmissionIn,
     SubmissionOut,
-    UploadOut,
 )
 
 router = APIRouter(tags=["agents"])
@@ -156,10 +156,10 @@ async def submit_batch(body: BatchIn, agent: Agent, session: SessionDep) -> Batc
 
 
 @router.get("/agent/residents/{resident_id}/applications")
-async def resident_applications(resident_id: str, agent: Agent, session: SessionDep) -> ApplicationsOut:
+async def resident_applications(resident_id: str, agent: Agent, session: SessionDep) -> ResidentApplications:
     """Track a resident's applications (needs the "track" scope)."""
     await mandates.act_for(session, agent=agent, resident_id=resident_id, scope="track", action="tracked")
-    return ApplicationsOut(applications=await filing.applications_of(session, resident_id))
+    return ResidentApplications(applications=await filing.applications_of(session, resident_id))
 
 
 @router.post("/agent/residents/{resident_id}/applications/{application_id}/materials", status_code=201)
@@ -170,7 +170,7 @@ async def upload_material(
     session: SessionDep,
     material: Annotated[str, Form(min_length=1, max_length=100)],
     file: UploadFile,
-) -> UploadOut:
+) -> MaterialUploaded:
     """Upload a material for a resident's application (needs the "upload" scope)."""
     m, station = await mandates.require_mandate(session, agent=agent, resident_id=resident_id, scope="upload")
     data = await file.read()
@@ -196,7 +196,7 @@ async def upload_material(
         subject_id=application_id,
         data={"material": material, "size": len(data)},
     )
-    return UploadOut(upload=result)
+    return MaterialUploaded(upload=result)
 
 
 @router.patch("/agent/residents/{resident_id}/elderly-mode")

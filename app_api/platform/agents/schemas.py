@@ -182,11 +182,11 @@ class BatchOut(BaseModel):
     summary: dict[str, int]
 
 
-class ApplicationsOut(BaseModel):
+class ResidentApplications(BaseModel):
     applications: list[dict[str, Any]]
 
 
-class UploadOut(BaseModel):
+class MaterialUploaded(BaseModel):
     upload: dict[str, Any]
 
 
