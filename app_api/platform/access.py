@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
-from app_api.core.errors import Forbidden, IdentityLevelRequired, Unauthorized
+from app_api.core.errors import Forbidden, Unauthorized
 from app_api.core.settings import get_settings
 from app_api.platform.accounts.errors import (
     AccountDisabled,
@@ -154,16 +154,6 @@ def require_console_roles(*roles: str) -> Callable[..., Awaitable[Principal]]:
         principal = await _console_principal(request, creds, cookie)
         if not principal.has(*roles):
             raise Forbidden(f"此操作仅限以下角色：{'、'.join(ROLE_NAMES.get(r, r) for r in roles)}")
-        return principal
-
-    return dep
-
-
-def require_level(level: int) -> Callable[..., Awaitable[Principal]]:
-    @_mark(f"level:{level}")
-    async def dep(principal: CurrentAccount) -> Principal:
-        if principal.identity_level < level:
-            raise IdentityLevelRequired(level, principal.identity_level)
         return principal
 
     return dep

@@ -26,7 +26,7 @@ def access_kinds(dependant: Dependant, *, skip_gates: bool = True) -> set[str]:
 
 def is_open(kinds: set[str]) -> bool:
     return bool(kinds & {"public", "optional"}) and not any(
-        k == "authenticated" or k.startswith(("roles:", "level:")) for k in kinds
+        k == "authenticated" or k.startswith("roles:") for k in kinds
     )
 
 

@@ -20,5 +20,5 @@ component = Component(
     models=(models,),
     seed=_seed,
 )
-# ``capability`` registers the liaison-station directory on import.
+# ``capability`` offers the station directory as ``LiaisonStations`` on import.
 __all__ = ["capability", "component"]

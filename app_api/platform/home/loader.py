@@ -9,7 +9,7 @@ from importlib.metadata import entry_points
 from fastapi import APIRouter
 
 from app_api.platform.capabilities import provide
-from app_api.platform.column import Column, register_capability
+from app_api.platform.column import Column
 
 log = logging.getLogger(__name__)
 GROUP = "wojia.columns"
@@ -53,8 +53,6 @@ def discover(*, strict: bool, group: str = GROUP) -> LoadedColumns:
         out.columns[column.slug] = column
         if router is not None:
             out.routers[column.slug] = router
-        for name, provider in column.provides.items():
-            register_capability(name, provider)
         for protocol, impl in column.capabilities.items():
             provide(protocol, impl)
     return out

@@ -25,20 +25,15 @@ What other packages use is exported here: ``from app_api.platform import notify`
 
 from __future__ import annotations
 
-from app_api.platform.notify.channels import Channel, ChannelError, channels, register_channel
+from app_api.platform.notify.channels import Channel, ChannelError, register_channel
 from app_api.platform.notify.component import component
-from app_api.platform.notify.delivery import deliver_now, due
-from app_api.platform.notify.models import (
-    Notification,
-    NotificationAttempt,
-    NotifyPreference,
-    NotifySubscription,
-)
+from app_api.platform.notify.delivery import deliver_now
+from app_api.platform.notify.models import Notification, NotificationAttempt, NotifyPreference
 from app_api.platform.notify.preferences import preference_of, quiet_until, record_subscription
 from app_api.platform.notify.sending import send
-from app_api.platform.notify.settings import NotifySettings, get_notify_settings
-from app_api.platform.notify.tasks import deliver, sweep
-from app_api.platform.notify.templates import TemplateSpec, get_template, register_template, render, templates
+from app_api.platform.notify.settings import get_notify_settings
+from app_api.platform.notify.tasks import sweep
+from app_api.platform.notify.templates import TemplateSpec, register_template, templates
 
 __all__ = [
     "Channel",
@@ -46,22 +41,15 @@ __all__ = [
     "Notification",
     "NotificationAttempt",
     "NotifyPreference",
-    "NotifySettings",
-    "NotifySubscription",
     "TemplateSpec",
-    "channels",
     "component",
-    "deliver",
     "deliver_now",
-    "due",
     "get_notify_settings",
-    "get_template",
     "preference_of",
     "quiet_until",
     "record_subscription",
     "register_channel",
     "register_template",
-    "render",
     "send",
     "sweep",
     "templates",
