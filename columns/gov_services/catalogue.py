@@ -228,8 +228,8 @@ class Department(BaseModel):
         return value
 
 
-class CatalogueItem(BaseModel):
-    """One service item and its full guide. Money in fen; time limits in working days."""
+class ItemGuide(BaseModel):
+    """The fields of an item's guide (办事指南); :class:`CatalogueItem` adds the rules that bind them."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -259,6 +259,10 @@ class CatalogueItem(BaseModel):
     identity_level: int = Field(ge=0, le=3)
     synonyms: tuple[str, ...] = ()
     keywords: tuple[str, ...] = ()
+
+
+class CatalogueItem(ItemGuide):
+    """One service item and its full guide. Money in fen; time limits in working days."""
 
     @field_validator("code")
     @classmethod

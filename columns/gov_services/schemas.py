@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from columns.gov_services.catalogue import CatalogueItem
+from columns.gov_services.catalogue import ItemGuide
 
 ClientKey = Annotated[str, StringConstraints(strip_whitespace=True, min_length=8, max_length=64)]
 Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=2, max_length=500)]
@@ -47,8 +47,8 @@ class _GuideHead(BaseModel):
     department_info: DepartmentOut | None
 
 
-class ItemGuideOut(CatalogueItem, _GuideHead):
-    """The full guide of an item (its fields after ``version``, ``fully_online``, ``department_info``)."""
+class ItemGuideOut(ItemGuide, _GuideHead):
+    """The full guide of an item: ``version``, ``fully_online``, ``department_info``, then its fields."""
 
 
 class PrefillFieldOut(BaseModel):
