@@ -548,7 +548,7 @@ async def test_filing_unavailable_without_the_capability(client: httpx.AsyncClie
     try:
         r = await client.post(f"{API}/agent/submissions", headers=agent.headers, json=submission(resident))
     finally:
-        capabilities.provide(ServiceCatalogue, cap)  # type: ignore[type-abstract]
+        capabilities.provide(ServiceCatalogue, cap)
     assert r.status_code == 503 and r.json()["code"] == "agents.filing_unavailable", r.text
     async with sessionmaker()() as s:
         from app_api.platform.agents.models import Submission
