@@ -25,7 +25,7 @@ def _dev_sandbox() -> ASGIApp:
 def _provide() -> None:
     from columns.gov_services.capability import GovServiceCatalogue
 
-    # mypy refuses a Protocol class for ``type[T]`` (type-abstract) until Column.provide accepts one.
+    # mypy refuses a Protocol class where ``type[T]`` is expected (type-abstract, python/mypy#4717).
     column.provide(ServiceCatalogue, GovServiceCatalogue())  # type: ignore[type-abstract]
 
 

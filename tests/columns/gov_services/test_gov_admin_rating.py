@@ -283,3 +283,41 @@ async def test_the_same_filing_sent_twice_at_once_gives_one_application(
     assert first["id"] == second["id"]
     mine = await cap.my_applications(r.account_id)
     assert [a["id"] for a in mine] == [first["id"]]
+
+
+async def test_agent_uploads_a_material_for_the_residents_own_application_only(
+    client: httpx.AsyncClient, login: LoginFn, gov_catalogue: None
+) -> None:
+    import pytest
+
+    from app_api.core.db import session_scope
+    from app_api.platform.capabilities import ServiceCatalogue, lookup
+    from columns.gov_services.errors import ApplicationNotFound, UploadRejected
+    from tests.columns.gov_services.conftest import jpeg
+
+    cap = lookup(ServiceCatalogue)
+    assert cap is not None
+    r = await make_resident(client, login, level=2)
+    other = await make_resident(client, login, level=2)
+    draft = await new_application(client, r, "BZ-MZ-001")
+    common = {
+        "agent_id": "agent-1",
+        "station_id": "changshu",
+        "mandate_id": "mandate-1",
+        "application_id": draft["id"],
+        "material": "近期免冠彩色证件照片",
+        "filename": "photo.jpg",
+        "content_type": "image/jpeg",
+    }
+    async with session_scope() as s:
+        done = await cap.upload_on_behalf(s, resident_id=r.account_id, data=jpeg(), **common)
+    assert done["kind"] == "jpeg" and done["material"] == "近期免冠彩色证件照片"
+    with pytest.raises(ApplicationNotFound):  # not this resident's application
+        async with session_scope() as s:
+            await cap.upload_on_behalf(s, resident_id=other.account_id, data=jpeg(), **common)
+    with pytest.raises(UploadRejected):  # checked by content like the resident's own upload
+        async with session_scope() as s:
+            await cap.upload_on_behalf(s, resident_id=r.account_id, data=b"not an image", **common)
+    detail = (await client.get(f"{API}/applications/{draft['id']}", headers=r.headers)).json()
+    assert [u["id"] for u in detail["uploads"]] == [done["id"]]
+    assert ("uploaded", "agent") in [(e["kind"], e["actor_role"]) for e in detail["timeline"]]
