@@ -99,19 +99,19 @@ async def _residents(n: int) -> list[str]:
 async def _one_tap(account_id: str) -> float:
     from app_api.core.db import session_scope
     from app_api.platform.accounts.principal import Principal
-    from columns.gov_services import service
+    from columns.gov_services import applications, prefill
 
     principal = Principal(id=account_id, roles=("resident",), identity_level=2)
     start = time.perf_counter()
     async with session_scope() as s:
-        app, _ = await service.create_application(
+        app, _ = await applications.create_application(
             s, principal=principal, item_code=ITEM, client_key=uuid.uuid4().hex
         )
     async with session_scope() as s:
-        app = await service.owned_application(s, app_id=app.id, principal=principal)
-        await service.prefill(s, app=app, principal=principal, groups=["certificate"])
+        app = await applications.owned_application(s, app_id=app.id, principal=principal)
+        await prefill.prefill(s, app=app, principal=principal, groups=["certificate"])
     async with session_scope() as s:
-        done = await service.submit(s, app_id=app.id, principal=principal, delivery=None, address=None)
+        done = await applications.submit(s, app_id=app.id, principal=principal, delivery=None, address=None)
         assert done.status == "submitted"
     return time.perf_counter() - start
 
@@ -127,11 +127,11 @@ async def main() -> None:
         from app_api.core.db import dispose_engine, session_scope
         from app_api.core.jobs import broker
         from app_api.platform.notify import get_notify_settings  # noqa: F401  (templates registered)
-        from columns.gov_services import service
+        from columns.gov_services import catalogue_store
 
         await broker.startup()
         async with session_scope() as s:
-            await service.seed(s)
+            await catalogue_store.seed(s)
         accounts = await _residents(total)
         # Warm-up: connections, caches, first-use imports.
         for a in accounts[:5]:

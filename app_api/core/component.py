@@ -52,7 +52,6 @@ class Component:
 
     name: str
     routers: tuple[Mount, ...] = ()
-    dev_routers: tuple[Mount, ...] = ()
     sandboxes: tuple[Sandbox, ...] = ()
     # Imported for their side effect: task modules register jobs with the broker, model modules
     # register tables with the metadata. Holding the modules keeps the import explicit.

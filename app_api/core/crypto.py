@@ -2,8 +2,9 @@
 
 AES-256-GCM through ``cryptography``. A ciphertext is ``kid || 0x00 || nonce(12) || ct+tag``,
 so that keys can be rotated: the first configured key encrypts, every configured key decrypts
-(rows written under an older key stay readable while that key is configured). Lookups of encrypted values go through a
-keyed hash (HMAC-SHA256) so equal plaintexts can be found without decrypting a table.
+(rows written under an older key stay readable while that key is configured). Lookups of
+encrypted values go through a keyed hash (HMAC-SHA256) so equal plaintexts can be found without
+decrypting a table.
 """
 
 from __future__ import annotations

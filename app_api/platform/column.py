@@ -4,7 +4,8 @@ A column is a package under ``columns/<slug>/`` (or any installed package) regis
 entry-point group ``wojia.columns``; its ``__init__`` exposes ``column = Column.from_package(__name__)``.
 The platform reads ``manifest.toml`` strictly, imports ``models``, ``router`` and ``tasks`` if present,
 and mounts ``router.router`` under ``/api/v1/columns/<slug>``. Columns never import each other:
-a column offers something to others only as a named capability.
+a column offers something to others only as a capability, a Protocol of
+``app_api.platform.capabilities`` (``column.provide(ServiceCatalogue, impl)``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp
@@ -57,7 +58,6 @@ class ColumnManifest(BaseModel):
 class Column:
     manifest: ColumnManifest
     package: str
-    provides: dict[str, Any] = field(default_factory=dict)
     # Capabilities by protocol (``app_api.platform.capabilities``), registered when the column loads.
     capabilities: dict[type, object] = field(default_factory=dict)
     # Development only: a factory of the ASGI sandbox of the column's external system, mounted at
@@ -87,15 +87,3 @@ class Column:
             if e.name == f"{self.package}.{name}":
                 return None
             raise
-
-
-_capabilities: dict[str, Any] = {}
-
-
-def register_capability(name: str, provider: Any) -> None:
-    _capabilities[name] = provider
-
-
-def get_capability(name: str) -> Any | None:
-    """A capability another column offers (for example ``service_catalogue``), or None if absent."""
-    return _capabilities.get(name)

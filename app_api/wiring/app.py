@@ -113,8 +113,8 @@ def mount_columns(app: FastAPI, settings: Settings) -> Registry:
 def mount_dev_sandboxes(app: FastAPI) -> None:
     """Development: serve the loopback sandboxes of the external systems the default settings point at.
 
-    Components declare theirs (``Component.sandboxes``); a column offers its own as the capability
-    ``dev_sandbox.<slug>`` (a factory returning an ASGI app), mounted at ``/sandbox/<slug>``.
+    Components declare theirs (``Component.sandboxes``); a column offers its own as
+    ``column.dev_sandbox`` (a factory returning an ASGI app), mounted at ``/sandbox/<slug>``.
     """
     mounted = {getattr(r, "path", None) for r in app.routes}
     for component in components():
@@ -129,9 +129,6 @@ def mount_dev_sandboxes(app: FastAPI) -> None:
     for column in app.state.columns.columns.values():
         if column.dev_sandbox is not None:
             app.mount(f"/sandbox/{column.slug}", column.dev_sandbox())
-        for name, factory in column.provides.items():
-            if name.startswith("dev_sandbox."):
-                app.mount(f"/sandbox/{name.removeprefix('dev_sandbox.')}", factory())
 
 
 @contextlib.asynccontextmanager
@@ -192,7 +189,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         RequestContextMiddleware, max_body=settings.max_body_bytes, max_upload=settings.max_upload_bytes
     )
     for component in components():
-        for mount in component.routers + (component.dev_routers if settings.is_dev else ()):
+        for mount in component.routers:
             app.include_router(mount.router, prefix=mount.prefix)
     app.state.columns = mount_columns(app, settings)
     if settings.is_dev:

@@ -25,8 +25,7 @@ def _dev_sandbox() -> ASGIApp:
 def _provide() -> None:
     from columns.gov_services.capability import GovServiceCatalogue
 
-    # mypy refuses a Protocol class where ``type[T]`` is expected (type-abstract, python/mypy#4717).
-    column.provide(ServiceCatalogue, GovServiceCatalogue())  # type: ignore[type-abstract]
+    column.provide(ServiceCatalogue, GovServiceCatalogue())
 
 
 column.dev_sandbox = _dev_sandbox

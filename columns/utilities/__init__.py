@@ -37,5 +37,4 @@ class _UtilityBills:
 
 
 column.dev_sandbox = _dev_sandbox
-# mypy refuses a Protocol where ``Column.provide`` expects ``type[T]`` (python/mypy#4717).
-column.provide(UtilityBills, _UtilityBills())  # type: ignore[type-abstract]
+column.provide(UtilityBills, _UtilityBills())

@@ -23,4 +23,4 @@ class StationDirectory:
             return [station_out(st).model_dump() for st in await list_stations(s, city=city)]
 
 
-provide(LiaisonStations, StationDirectory())  # type: ignore[type-abstract]
+provide(LiaisonStations, StationDirectory())

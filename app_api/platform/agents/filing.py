@@ -24,7 +24,7 @@ from app_api.platform.capabilities import ServiceCatalogue, lookup
 
 def catalogue() -> ServiceCatalogue | None:
     """The catalogue offered in this deployment, or None."""
-    return lookup(ServiceCatalogue)  # type: ignore[type-abstract]
+    return lookup(ServiceCatalogue)
 
 
 def _plain(result: Mapping[str, Any]) -> dict[str, Any]:
