@@ -1,5 +1,3 @@
-# Protocols are passed to lookup() as type[T]; mypy reports that for abstract types (python/mypy#4717).
-# mypy: disable-error-code="type-abstract"
 """Where the assistant's answers come from: capabilities other packages offer.
 
 The assistant never keeps its own copy of the catalogue or of anyone's records. It reads them through
