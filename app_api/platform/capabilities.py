@@ -47,7 +47,7 @@ class ServiceCatalogue(Protocol):
         ...
 
     async def my_applications(
-        self, account_id: str, *, limit: int = 5, session: AsyncSession | None = None
+        self, account_id: str, *, limit: int = 10, session: AsyncSession | None = None
     ) -> list[dict[str, Any]]:
         """The resident's newest applications: ``[{item, status_name, number, tracking_no, ...}]``."""
         ...
