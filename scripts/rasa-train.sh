@@ -5,7 +5,9 @@
 #    examples, the jieba user dictionary) from the service catalogue's seed file
 #    (bot/tools/gen_catalogue.py).
 # 2. Hashes every input (config, domain, data, generated files, pinned requirements) and trains into
-#    bot/models/wojia-<hash>.tar.gz unless that model already exists.
+#    wojia-<hash>.tar.gz in the model cache, outside the checkout (WOJIA_RASA_MODELS, default
+#    ~/.cache/wojia/rasa-models), unless that model already exists: a fresh clone with the same
+#    inputs reuses the model instead of training for minutes.
 # Prints the model's path on stdout (progress goes to stderr).
 #
 # Usage:  scripts/rasa-train.sh            # generate, train if needed
@@ -15,7 +17,7 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 project="$root/bot/rasa"
-models="$root/bot/models"
+models="${WOJIA_RASA_MODELS:-${XDG_CACHE_HOME:-$HOME/.cache}/wojia/rasa-models}"
 
 venv="$("$root/scripts/rasa-env.sh")"
 py="$venv/bin/python"
@@ -52,6 +54,6 @@ start=$(date +%s)
         --out "$models" --fixed-model-name "wojia-$inputs_hash" >&2
 )
 echo "rasa-train: trained in $(( $(date +%s) - start )) s" >&2
-# Keep the new model and the one before it.
-ls -1t "$models"/wojia-*.tar.gz 2>/dev/null | tail -n +3 | xargs -r rm -f
+# Keep the newest few models: other checkouts (branches, CI clones) may use an older one.
+ls -1t "$models"/wojia-*.tar.gz 2>/dev/null | tail -n +5 | xargs -r rm -f
 echo "$model"
