@@ -55,6 +55,27 @@ async def test_resend_cooldown(client: httpx.AsyncClient, phone: str) -> None:
     assert int(r.headers["retry-after"]) == body["retry_after"]
 
 
+async def test_zero_cooldown_means_no_cooldown(client: httpx.AsyncClient, phone: str) -> None:
+    """``WOJIA_SMS_RESEND_COOLDOWN_S=0`` answered 500 to every code request (Redis refuses EX 0)."""
+    from app_api.core.settings import get_settings
+
+    s = get_settings()
+    old = s.sms_resend_cooldown_s
+    s.sms_resend_cooldown_s = 0
+    try:
+        first = await request_code(client, phone)
+        second = await request_code(client, phone)
+    finally:
+        s.sms_resend_cooldown_s = old
+    assert first.status_code == 202, first.text
+    assert first.json()["resend_after"] == 0
+    assert second.status_code == 202, second.text
+    # The second code replaced the first: only the newest one logs in.
+    code = await sms_code(client, phone)
+    r = await client.post("/api/v1/auth/login", json={"phone": phone, "code": code})
+    assert r.status_code == 200, r.text
+
+
 async def test_five_wrong_codes_lock_for_fifteen_minutes(client: httpx.AsyncClient, phone: str) -> None:
     await request_code(client, phone)
     code = await sms_code(client, phone)

@@ -39,7 +39,10 @@ async def send_login_code(*, phone: str, client_ip: str) -> tuple[int, int]:
         raise errors.LoginLocked(retry_after=await r.ttl(f"sms:lock:{phone}"))
     ip_key = f"sms:ip:{client_ip}"
     day_key = f"sms:day:{phone}"
-    if not await r.set(f"sms:cool:{phone}", b"1", ex=s.sms_resend_cooldown_s, nx=True):
+    # A cooldown of 0 means none (Redis refuses SET with EX 0, which was a 500 on every request).
+    if s.sms_resend_cooldown_s > 0 and not await r.set(
+        f"sms:cool:{phone}", b"1", ex=s.sms_resend_cooldown_s, nx=True
+    ):
         raise errors.SmsCooldown(retry_after=await r.ttl(f"sms:cool:{phone}"))
     async with r.pipeline(transaction=True) as p:
         p.incr(day_key)
