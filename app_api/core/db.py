@@ -176,6 +176,30 @@ async def savepoint(session: AsyncSession) -> AsyncIterator[None]:
         raise
 
 
+async def lock_for_writing(session: AsyncSession, key: str | None = None) -> None:
+    """Take the write lock a "check then write" needs, before the check reads anything.
+
+    SQLite ignores ``SELECT ... FOR UPDATE`` and the driver (pysqlite's default transaction control)
+    runs reads outside any transaction until the first write, so a check followed by a write can act
+    on a row another connection has just changed. Here the transaction starts with
+    ``BEGIN IMMEDIATE``: it holds the database's write lock (waiting ``busy_timeout`` for it) before its
+    first read, and every read after sees the latest commit. A transaction that has already written
+    holds that lock already and is left as it is.
+
+    PostgreSQL: with ``key``, a transaction-scoped advisory lock on it (for checks that have no row
+    to lock); without, nothing: the caller locks its rows with ``FOR UPDATE``.
+    """
+    conn = await session.connection()
+    dialect = conn.dialect.name
+    if dialect == "sqlite":
+        raw = await conn.get_raw_connection()
+        driver: Any = raw.driver_connection
+        if not driver.in_transaction:
+            await conn.exec_driver_sql("BEGIN IMMEDIATE")
+    elif dialect == "postgresql" and key is not None:
+        await conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
+
+
 # scope="function": commit before the response is sent, so a client never sees success for a
 # transaction that failed to commit.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
@@ -188,6 +212,7 @@ __all__ = [
     "datetime_field",
     "get_engine",
     "get_session",
+    "lock_for_writing",
     "new_id",
     "on_commit",
     "savepoint",
