@@ -34,6 +34,17 @@ CursorQuery = Annotated[
 ]
 LimitQuery = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
 OffsetQuery = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
+# The offset older list routes still accept next to ``cursor``: bounded, marked deprecated in the schema,
+# and ignored when a cursor is given (the cursor already says where the page starts).
+LegacyOffsetQuery = Annotated[
+    int,
+    Query(
+        ge=0,
+        le=MAX_OFFSET,
+        deprecated=True,
+        description="已弃用，请改用 cursor 分页；同时给出 cursor 时忽略 offset",
+    ),
+]
 
 
 class BadCursor(ValidationFailed):
