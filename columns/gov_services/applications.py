@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app_api.core import paging
 from app_api.core.clock import CHINA_TZ
 from app_api.core.db import savepoint, utcnow
 from app_api.core.errors import IdentityLevelRequired, ValidationFailed
@@ -39,7 +40,7 @@ from columns.gov_services.lifecycle import (
     version_of,
 )
 from columns.gov_services.models import ACCEPTED, DRAFT, SUBMITTED, SUPPLEMENT, Application, Upload
-from columns.gov_services.storage import check_upload, get_storage
+from columns.gov_services.storage import check_upload, display_name, get_storage
 
 # Steps outside the department's review stage: the resident's own, acceptance, delivery.
 NON_REVIEW_STEPS = ("申请", "预约", "报名", "受理", "送达")
@@ -116,16 +117,21 @@ async def owned_application(session: AsyncSession, *, app_id: str, principal: Pr
 
 
 async def my_applications(session: AsyncSession, *, account_id: str, limit: int = 50) -> list[Application]:
-    return list(
-        (
-            await session.exec(
-                select(Application)
-                .where(Application.applicant_id == account_id)
-                .order_by(col(Application.created_at).desc())
-                .limit(limit)
-            )
-        ).all()
+    return (await my_applications_page(session, account_id=account_id, cursor=None, limit=limit))[0]
+
+
+async def my_applications_page(
+    session: AsyncSession, *, account_id: str, cursor: str | None, limit: int
+) -> tuple[list[Application], str | None]:
+    """The resident's applications newest first, after ``cursor``, and the next page's cursor."""
+    q = paging.after(
+        select(Application).where(Application.applicant_id == account_id),
+        at_column=col(Application.created_at),
+        id_column=col(Application.id),
+        cursor=cursor,
+        limit=limit,
     )
+    return paging.page((await session.exec(q)).all(), limit=limit, key=lambda a: (a.created_at, a.id))
 
 
 async def uploads_of(session: AsyncSession, app: Application) -> list[Upload]:
@@ -152,14 +158,12 @@ async def add_upload(
         raise ValidationFailed(
             f"本事项没有名为“{material}”的材料", materials=[m.name for m in item.materials]
         )
-    kind = check_upload(
-        data, filename=filename, declared_type=content_type, max_bytes=get_config().upload_max_bytes
-    )
+    kind = check_upload(data, declared_type=content_type, max_bytes=get_config().upload_max_bytes)
     upload = Upload(
         application_id=app.id,
         owner_id=principal.id,
         material=material,
-        filename=filename[-200:] or "upload",
+        filename=display_name(filename, kind, fallback=material),
         kind=kind,
         size=len(data),
         sha256=hashlib.sha256(data).hexdigest(),
