@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from typing import Any
+from dataclasses import dataclass
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -19,6 +19,15 @@ from identity.config import get_identity_settings
 from identity.face.liveness import STEP_LABELS_ZH, Step
 from identity.face_data import active_face_consent
 from identity.purposes import FACE_PURPOSE, check_purpose
+from identity.schemas import ChallengeFrames, ChallengeOut
+
+
+@dataclass(frozen=True)
+class IssuedChallenge:
+    """A challenge as kept in Redis until its frames are uploaded."""
+
+    steps: list[Step]
+    purpose: str
 
 
 def fail_key(account_id: str) -> str:
@@ -43,7 +52,7 @@ def _challenge_key(account_id: str, nonce: str) -> str:
     return f"identity:challenge:{account_id}:{hashlib.sha256(nonce.encode()).hexdigest()}"
 
 
-async def issue_challenge(session: AsyncSession, *, principal: Principal, purpose: str) -> dict[str, Any]:
+async def issue_challenge(session: AsyncSession, *, principal: Principal, purpose: str) -> ChallengeOut:
     """A random order of blink / turn left / turn right, with a nonce valid 2 minutes, usable once."""
     check_purpose(purpose)
     if principal.identity_level < 2:
@@ -61,24 +70,24 @@ async def issue_challenge(session: AsyncSession, *, principal: Principal, purpos
     r = await get_redis()
     payload = {"steps": [x.value for x in steps], "purpose": purpose, "issued_at": utcnow().isoformat()}
     await r.set(_challenge_key(principal.id, nonce), json.dumps(payload), ex=s.challenge_ttl_s)
-    return {
-        "challenge_id": nonce,
-        "steps": payload["steps"],
-        "instructions": [STEP_LABELS_ZH[x] for x in steps],
-        "purpose": purpose,
-        "expires_in": s.challenge_ttl_s,
-        "frames": {
-            "min": s.min_frames,
-            "max": s.max_frames,
-            "max_bytes_each": s.max_image_bytes,
-            "max_bytes_total": s.max_frames_total_bytes,
-            "max_pixels": s.max_image_pixels,
-            "formats": ["image/jpeg", "image/png", "image/webp"],
-        },
-    }
+    return ChallengeOut(
+        challenge_id=nonce,
+        steps=[x.value for x in steps],
+        instructions=[STEP_LABELS_ZH[x] for x in steps],
+        purpose=purpose,
+        expires_in=s.challenge_ttl_s,
+        frames=ChallengeFrames(
+            min=s.min_frames,
+            max=s.max_frames,
+            max_bytes_each=s.max_image_bytes,
+            max_bytes_total=s.max_frames_total_bytes,
+            max_pixels=s.max_image_pixels,
+            formats=["image/jpeg", "image/png", "image/webp"],
+        ),
+    )
 
 
-async def consume_challenge(account_id: str, nonce: str) -> dict[str, Any]:
+async def consume_challenge(account_id: str, nonce: str) -> IssuedChallenge:
     """Take the challenge out of Redis (GETDEL: two uploads with one nonce cannot both get it)."""
     r = await get_redis()
     key = _challenge_key(account_id, nonce)
@@ -89,5 +98,5 @@ async def consume_challenge(account_id: str, nonce: str) -> dict[str, Any]:
     raw = await r.getdel(key)
     if raw is None:
         raise errors.ChallengeExpired()
-    data: dict[str, Any] = json.loads(raw)
-    return data
+    data = json.loads(raw)
+    return IssuedChallenge(steps=[Step(x) for x in data["steps"]], purpose=str(data["purpose"]))

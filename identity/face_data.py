@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 from sqlmodel import col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -16,6 +14,7 @@ from app_api.platform.consent.models import Consent
 from identity import errors
 from identity.models import IdentityFaceProfile
 from identity.purposes import FACE_CONSENT_TEXT, FACE_PURPOSE, FACE_SCOPES
+from identity.schemas import FaceDataDeletedOut
 
 
 async def active_face_consent(session: AsyncSession, account_id: str) -> Consent | None:
@@ -55,7 +54,7 @@ async def delete_face_data(session: AsyncSession, *, account_id: str, reason: st
     return deleted
 
 
-async def withdraw_face_consent(session: AsyncSession, *, account_id: str) -> dict[str, Any]:
+async def withdraw_face_consent(session: AsyncSession, *, account_id: str) -> FaceDataDeletedOut:
     """Withdraw every live face consent and delete the face data that relied on it."""
     withdrawn = 0
     for c in await consent_service.list_for(session, account_id):
@@ -63,7 +62,7 @@ async def withdraw_face_consent(session: AsyncSession, *, account_id: str) -> di
             await consent_service.withdraw(session, account_id=account_id, consent_id=c.id)
             withdrawn += 1
     deleted = await delete_face_data(session, account_id=account_id, reason="consent_withdrawn")
-    return {"consents_withdrawn": withdrawn, "face_data_deleted": deleted}
+    return FaceDataDeletedOut(consents_withdrawn=withdrawn, face_data_deleted=deleted)
 
 
 async def face_profile(session: AsyncSession, account_id: str) -> IdentityFaceProfile | None:

@@ -3,7 +3,7 @@ challenges and face verification, agent attestation, and the resident's own view
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse
@@ -19,7 +19,19 @@ from identity.attempts import AttemptRecorded
 from identity.challenges import issue_challenge
 from identity.config import get_identity_settings
 from identity.real_name import verify_real_name
-from identity.schemas import AttestationIn, ChallengeIn, ConsentIn, RealNameIn
+from identity.schemas import (
+    AttestationIn,
+    AttestationOut,
+    ChallengeIn,
+    ChallengeOut,
+    ConsentIn,
+    FaceConsentOut,
+    FaceDataDeletedOut,
+    FaceVerifiedOut,
+    IdentityOverview,
+    RealNameIn,
+    RealNameOut,
+)
 from identity.verification import verify_face
 
 router = APIRouter(prefix="/identity", tags=["identity"])
@@ -36,10 +48,10 @@ def _problem(err: AppError, request: Request) -> JSONResponse:
     )
 
 
-@router.post("/real-name")
+@router.post("/real-name", response_model=RealNameOut)
 async def real_name(
     body: RealNameIn, principal: CurrentAccount, session: SessionDep, request: Request
-) -> Any:
+) -> RealNameOut | JSONResponse:
     """Real-name check (L2): name and citizen ID number against the population records."""
     try:
         account = await verify_real_name(
@@ -47,46 +59,42 @@ async def real_name(
         )
     except AttemptRecorded as e:
         return _problem(e.error, request)
-    return {
-        "identity_level": max(2, account.identity_level),
-        "real_name": mask_name(account.real_name or ""),
-        "id_number": mask_id_number(account.id_number or ""),
-    }
+    return RealNameOut(
+        identity_level=max(2, account.identity_level),
+        real_name=mask_name(account.real_name or ""),
+        id_number=mask_id_number(account.id_number or ""),
+    )
 
 
 @router.post("/face/consent")
-async def face_consent(body: ConsentIn, principal: CurrentAccount, session: SessionDep) -> dict[str, Any]:
+async def face_consent(body: ConsentIn, principal: CurrentAccount, session: SessionDep) -> FaceConsentOut:
     """Consent to face processing (separate from every other consent); needed before face checks."""
     c = await face_data.grant_face_consent(session, account_id=principal.id, agree=body.agree)
-    return {
-        "consent_id": c.id,
-        "purpose": c.purpose,
-        "scopes": c.scopes,
-        "text": c.text,
-        "granted_at": c.granted_at,
-    }
+    return FaceConsentOut(
+        consent_id=c.id, purpose=c.purpose, scopes=c.scopes, text=c.text, granted_at=c.granted_at
+    )
 
 
 @router.delete("/face/consent")
-async def withdraw_face_consent(principal: CurrentAccount, session: SessionDep) -> dict[str, Any]:
+async def withdraw_face_consent(principal: CurrentAccount, session: SessionDep) -> FaceDataDeletedOut:
     """Withdraw the face consent: the stored face template and ID photo are deleted at once."""
     return await face_data.withdraw_face_consent(session, account_id=principal.id)
 
 
 @router.post("/face/challenges", status_code=201)
-async def face_challenge(body: ChallengeIn, principal: CurrentAccount, session: SessionDep) -> dict[str, Any]:
+async def face_challenge(body: ChallengeIn, principal: CurrentAccount, session: SessionDep) -> ChallengeOut:
     """Start a face check: a random order of blink / turn left / turn right, valid 2 minutes, once."""
     return await issue_challenge(session, principal=principal, purpose=body.purpose)
 
 
-@router.post("/face/verifications")
+@router.post("/face/verifications", response_model=FaceVerifiedOut)
 async def face_verification(
     principal: CurrentAccount,
     session: SessionDep,
     request: Request,
     challenge_id: Annotated[str, Form(min_length=10, max_length=100)],
     frames: Annotated[list[UploadFile], File(description="按时间顺序的画面（JPEG/PNG/WebP）")],
-) -> Any:
+) -> FaceVerifiedOut | JSONResponse:
     """Upload the challenge's frames; on success the account is L3 and gets a step-up token."""
     s = get_identity_settings()
     data: list[bytes] = []
@@ -102,8 +110,10 @@ async def face_verification(
         return _problem(e.error, request)
 
 
-@router.post("/agent/attestations", status_code=201)
-async def agent_attestation(body: AttestationIn, agent: Agent, session: SessionDep, request: Request) -> Any:
+@router.post("/agent/attestations", status_code=201, response_model=AttestationOut)
+async def agent_attestation(
+    body: AttestationIn, agent: Agent, session: SessionDep, request: Request
+) -> AttestationOut | JSONResponse:
     """An agent at a liaison station attests the resident's identity in person (L3 without a face)."""
     try:
         attempt = await attestation.attest_in_person(
@@ -117,16 +127,16 @@ async def agent_attestation(body: AttestationIn, agent: Agent, session: SessionD
         )
     except AttemptRecorded as e:
         return _problem(e.error, request)
-    return {"attestation_id": attempt.id, "identity_level": 3, "station_id": attempt.station_id}
+    return AttestationOut(attestation_id=attempt.id, identity_level=3, station_id=attempt.station_id)
 
 
 @router.get("/me")
-async def my_identity(principal: CurrentAccount, session: SessionDep) -> dict[str, Any]:
+async def my_identity(principal: CurrentAccount, session: SessionDep) -> IdentityOverview:
     """The resident's level, identity consents, face-data status and verification history."""
     return await overview.overview(session, account_id=principal.id)
 
 
 @router.delete("/me/face-data")
-async def delete_my_face_data(principal: CurrentAccount, session: SessionDep) -> dict[str, Any]:
+async def delete_my_face_data(principal: CurrentAccount, session: SessionDep) -> FaceDataDeletedOut:
     """Delete my face data (template and ID photo) and withdraw the face consent."""
     return await face_data.withdraw_face_consent(session, account_id=principal.id)

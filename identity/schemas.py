@@ -1,4 +1,8 @@
+"""Request and response bodies of the identity endpoints."""
+
 from __future__ import annotations
+
+import datetime as dt
 
 from pydantic import BaseModel, Field
 
@@ -23,3 +27,100 @@ class AttestationIn(BaseModel):
     name: str = Field(min_length=2, max_length=30)
     document: str = Field(default="resident_id_card", pattern=r"^(resident_id_card|temporary_id_card)$")
     resident_agreed: bool
+
+
+# Responses. Every field is always present (None included): the JSON the routes answered before
+# they had models.
+
+
+class RealNameOut(BaseModel):
+    identity_level: int
+    real_name: str
+    id_number: str
+
+
+class FaceConsentOut(BaseModel):
+    consent_id: str
+    purpose: str
+    scopes: list[str]
+    text: str
+    granted_at: dt.datetime
+
+
+class FaceDataDeletedOut(BaseModel):
+    consents_withdrawn: int
+    face_data_deleted: bool
+
+
+class ChallengeFrames(BaseModel):
+    """What the upload of the challenge's frames may hold."""
+
+    min: int
+    max: int
+    max_bytes_each: int
+    max_bytes_total: int
+    max_pixels: int
+    formats: list[str]
+
+
+class ChallengeOut(BaseModel):
+    challenge_id: str
+    steps: list[str]
+    instructions: list[str]
+    purpose: str
+    expires_in: int
+    frames: ChallengeFrames
+
+
+class FaceVerifiedOut(BaseModel):
+    identity_level: int
+    purpose: str
+    step_up_token: str
+    expires_in: int
+
+
+class AttestationOut(BaseModel):
+    attestation_id: str
+    identity_level: int
+    station_id: str | None
+
+
+class FaceStatus(BaseModel):
+    consented: bool
+    data_stored: bool
+    stored_at: dt.datetime | None
+    failures_today: int
+    failures_allowed_per_day: int
+    locked: bool
+    locked_for_s: int
+
+
+class IdentityConsentOut(BaseModel):
+    id: str
+    purpose: str
+    scopes: list[str]
+    text: str
+    granted_via: str
+    granted_at: dt.datetime
+    withdrawn_at: dt.datetime | None
+    active: bool
+
+
+class IdentityAttemptOut(BaseModel):
+    id: str
+    kind: str
+    purpose: str | None
+    outcome: str
+    code: str | None
+    verifier: str | None
+    station_id: str | None
+    at: dt.datetime
+
+
+class IdentityOverview(BaseModel):
+    identity_level: int
+    real_name: str | None
+    id_number: str | None
+    face: FaceStatus
+    consents: list[IdentityConsentOut]
+    history: list[IdentityAttemptOut]

@@ -19,10 +19,10 @@ from identity.attempts import AttemptRecorded, add_attempt, bump
 from identity.challenges import check_not_locked, consume_challenge, fail_key
 from identity.config import get_identity_settings
 from identity.face.factory import get_verifier
-from identity.face.liveness import Step
 from identity.face.verifier import FaceVerifier, Reference, raise_for_result
 from identity.face_data import active_face_consent, face_profile, store_face_data, stored_template
 from identity.purposes import FACE_PURPOSE
+from identity.schemas import FaceVerifiedOut
 from identity.step_up import issue_step_up
 
 
@@ -101,11 +101,10 @@ async def _reference(
 
 async def verify_face(
     session: AsyncSession, *, principal: Principal, challenge_id: str, frames: list[bytes]
-) -> dict[str, Any]:
+) -> FaceVerifiedOut:
     """Check the frames against the challenge and the registry photo; on success L3 and a step-up token."""
     challenge = await consume_challenge(principal.id, challenge_id)
-    purpose = str(challenge["purpose"])
-    steps = [Step(x) for x in challenge["steps"]]
+    purpose, steps = challenge.purpose, challenge.steps
     await check_not_locked(principal.id)
     account = await session.get(Account, principal.id)
     if account is None or not account.id_number:
@@ -188,9 +187,9 @@ async def verify_face(
         photo=photo,
     )
     token = await issue_step_up(account.id, purpose)
-    return {
-        "identity_level": max(3, account.identity_level),
-        "purpose": purpose,
-        "step_up_token": token,
-        "expires_in": s.step_up_ttl_s,
-    }
+    return FaceVerifiedOut(
+        identity_level=max(3, account.identity_level),
+        purpose=purpose,
+        step_up_token=token,
+        expires_in=s.step_up_ttl_s,
+    )

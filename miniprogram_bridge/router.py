@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from fastapi import APIRouter, Depends
 
 from app_api.core.db import SessionDep
-from app_api.core.errors import ValidationFailed
-from app_api.platform import notify
 from app_api.platform.access import CurrentAccount, public
 from miniprogram_bridge import service
-from miniprogram_bridge.config import get_mp_settings
 from miniprogram_bridge.schemas import (
     AlipayLoginRequest,
+    BindingOut,
+    BindingsOut,
     BindRequest,
     LoginOut,
     PhoneBySmsRequest,
     PhoneByWeChatRequest,
     SubscribeResults,
+    SubscribeTemplatesOut,
+    SubscriptionsOut,
+    UnbindOut,
     WeChatLoginRequest,
 )
 
@@ -68,71 +70,40 @@ async def phone_by_sms(body: PhoneBySmsRequest, session: SessionDep) -> LoginOut
     )
 
 
-def _binding_out(b: Any) -> dict[str, Any]:
-    return {
-        "platform": b.platform,
-        "app_id": b.app_id,
-        "bound_at": b.bound_at,
-        "last_login_at": b.last_login_at,
-    }
-
-
 @router.get("/bindings")
-async def my_bindings(principal: CurrentAccount, session: SessionDep) -> dict[str, Any]:
+async def my_bindings(principal: CurrentAccount, session: SessionDep) -> BindingsOut:
     """This account's mini-program identities (no openids, no session keys)."""
-    return {"bindings": [_binding_out(b) for b in await service.bindings_of(session, principal.id)]}
+    rows = await service.bindings_of(session, principal.id)
+    return BindingsOut(bindings=[BindingOut.model_validate(b) for b in rows])
 
 
 @router.post("/{platform}/bind")
 async def bind(
     platform: Literal["wechat", "alipay"], body: BindRequest, principal: CurrentAccount, session: SessionDep
-) -> dict[str, Any]:
+) -> BindingOut:
     """Link the mini-program identity behind a login code to the logged-in account."""
     b = await service.bind_logged_in(session, account_id=principal.id, platform=platform, code=body.code)
-    return _binding_out(b)
+    return BindingOut.model_validate(b)
 
 
 @router.delete("/bindings/{platform}")
 async def unbind(
     platform: Literal["wechat", "alipay"], principal: CurrentAccount, session: SessionDep
-) -> dict[str, Any]:
+) -> UnbindOut:
     """Unlink this account from its mini-program identity on one platform."""
-    return {"unbound": await service.unbind(session, account_id=principal.id, platform=platform)}
+    return UnbindOut(unbound=await service.unbind(session, account_id=principal.id, platform=platform))
 
 
 @router.get("/wechat/subscribe-templates")
-async def subscribe_templates(principal: CurrentAccount) -> dict[str, Any]:
+async def subscribe_templates(principal: CurrentAccount) -> SubscribeTemplatesOut:
     """Template ids to pass to wx.requestSubscribeMessage, by event."""
-    ids = get_mp_settings().wechat_template_ids
-    tpls = notify.templates()
-    return {
-        "templates": [
-            {"event": key, "template_id": tid, "category": tpls[key].category}
-            for key, tid in sorted(ids.items())
-            if key in tpls and tpls[key].wechat_fields
-        ]
-    }
+    return SubscribeTemplatesOut(templates=service.subscribe_templates())
 
 
 @router.post("/wechat/subscriptions")
 async def report_subscriptions(
     body: SubscribeResults, principal: CurrentAccount, session: SessionDep
-) -> dict[str, Any]:
+) -> SubscriptionsOut:
     """Record the resident's answers to wx.requestSubscribeMessage (each accept allows one message)."""
-    by_id = {tid: key for key, tid in get_mp_settings().wechat_template_ids.items()}
-    unknown = sorted(t for t in body.results if t not in by_id)
-    if unknown:
-        raise ValidationFailed("存在未知的订阅消息模板", unknown=unknown)
-    out = []
-    for tid, answer in body.results.items():
-        if answer == "filter":  # hidden by WeChat's review: nothing was asked
-            continue
-        sub = await notify.record_subscription(
-            session,
-            account_id=principal.id,
-            channel="wechat",
-            template=by_id[tid],
-            accepted=answer == "accept",
-        )
-        out.append({"event": sub.template, "remaining": sub.remaining, "refused": sub.refused_at is not None})
-    return {"subscriptions": out}
+    subs = await service.record_subscriptions(session, account_id=principal.id, results=body.results)
+    return SubscriptionsOut(subscriptions=subs)

@@ -1,5 +1,8 @@
+"""Request and response bodies of the mini-program endpoints."""
+
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -60,3 +63,43 @@ class SubscribeResults(BaseModel):
         Annotated[str, StringConstraints(min_length=1, max_length=128)],
         Literal["accept", "reject", "ban", "filter"],
     ] = Field(min_length=1, max_length=20)
+
+
+class BindingOut(BaseModel):
+    """A mini-program identity of the account (no openid, no session key)."""
+
+    model_config = ConfigDict(from_attributes=True)
+    platform: str
+    app_id: str
+    bound_at: dt.datetime | None
+    last_login_at: dt.datetime | None
+
+
+class BindingsOut(BaseModel):
+    bindings: list[BindingOut]
+
+
+class UnbindOut(BaseModel):
+    unbound: bool
+
+
+class SubscribeTemplateOut(BaseModel):
+    event: str
+    template_id: str
+    category: str
+
+
+class SubscribeTemplatesOut(BaseModel):
+    templates: list[SubscribeTemplateOut]
+
+
+class SubscriptionAnswerOut(BaseModel):
+    """What one answer left: messages the event may still send, or refused."""
+
+    event: str
+    remaining: int
+    refused: bool
+
+
+class SubscriptionsOut(BaseModel):
+    subscriptions: list[SubscriptionAnswerOut]

@@ -5,12 +5,15 @@ account in with our own tokens. An unbound one gets a single-use ticket; the res
 with it (WeChat's phone-number API, or the platform's SMS code) and the openid is bound to the
 account of that phone (created on first use). One openid belongs to one account, and one account
 has at most one openid per mini-program: anything else is refused, never silently rebound.
+
+Also the WeChat subscribe-message prompts: which templates to ask for, and what the resident answered.
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -19,14 +22,16 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_api.core.crypto import encrypt_str, mask_phone
 from app_api.core.db import utcnow
+from app_api.core.errors import ValidationFailed
 from app_api.core.redis import get_redis
-from app_api.platform import audit
+from app_api.platform import audit, notify
 from app_api.platform.accounts import service as accounts
 from app_api.platform.accounts.models import Account
 from app_api.platform.accounts.tokens import TokenPair, issue_pair
 from miniprogram_bridge import alipay, errors, wechat
 from miniprogram_bridge.config import get_mp_settings
 from miniprogram_bridge.models import MiniProgramBinding
+from miniprogram_bridge.schemas import SubscribeTemplateOut, SubscriptionAnswerOut
 
 Platform = Literal["wechat", "alipay"]
 
@@ -281,3 +286,37 @@ async def wechat_openid_of(session: AsyncSession, account_id: str) -> str | None
         )
     ).first()
     return b.openid if b else None
+
+
+def subscribe_templates() -> list[SubscribeTemplateOut]:
+    """The configured WeChat templates of events that can be sent through WeChat, by event."""
+    ids = get_mp_settings().wechat_template_ids
+    tpls = notify.templates()
+    return [
+        SubscribeTemplateOut(event=key, template_id=tid, category=tpls[key].category)
+        for key, tid in sorted(ids.items())
+        if key in tpls and tpls[key].wechat_fields
+    ]
+
+
+async def record_subscriptions(
+    session: AsyncSession, *, account_id: str, results: Mapping[str, str]
+) -> list[SubscriptionAnswerOut]:
+    """Record the answers to wx.requestSubscribeMessage (template id → accept / reject / ban / filter)."""
+    by_id = {tid: key for key, tid in get_mp_settings().wechat_template_ids.items()}
+    unknown = sorted(t for t in results if t not in by_id)
+    if unknown:
+        raise ValidationFailed("存在未知的订阅消息模板", unknown=unknown)
+    out = []
+    for tid, answer in results.items():
+        if answer == "filter":  # hidden by WeChat's review: nothing was asked
+            continue
+        sub = await notify.record_subscription(
+            session, account_id=account_id, channel="wechat", template=by_id[tid], accepted=answer == "accept"
+        )
+        out.append(
+            SubscriptionAnswerOut(
+                event=sub.template, remaining=sub.remaining, refused=sub.refused_at is not None
+            )
+        )
+    return out
