@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile
 
 from app_api.core.db import SessionDep, utcnow
 from app_api.core.errors import Forbidden, ValidationFailed
+from app_api.core.paging import CursorQuery, LimitQuery
 from app_api.platform.access import Admin, CurrentAccount, public
 from app_api.platform.accounts.principal import Principal
 from columns.gov_services import (
@@ -236,10 +237,14 @@ async def create_application(
 
 
 @router.get("/applications")
-async def list_my_applications(principal: CurrentAccount, session: SessionDep) -> ApplicationsOut:
-    """This resident's applications, newest first."""
-    apps = await applications.my_applications(session, account_id=principal.id)
-    return ApplicationsOut(applications=[_out(a) for a in apps])
+async def list_my_applications(
+    principal: CurrentAccount, session: SessionDep, cursor: CursorQuery = None, limit: LimitQuery = 50
+) -> ApplicationsOut:
+    """This resident's applications, newest first; page on with ``cursor`` = the previous ``next_cursor``."""
+    apps, next_cursor = await applications.my_applications_page(
+        session, account_id=principal.id, cursor=cursor, limit=limit
+    )
+    return ApplicationsOut(applications=[_out(a) for a in apps], next_cursor=next_cursor)
 
 
 @router.get("/applications/{app_id}")

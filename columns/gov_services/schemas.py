@@ -208,6 +208,7 @@ class RatingOut(BaseModel):
 
 class ApplicationsOut(BaseModel):
     applications: list[ApplicationOut]
+    next_cursor: str | None = Field(default=None, description="下一页的 cursor；最后一页为 null")
 
 
 class QueueOut(BaseModel):

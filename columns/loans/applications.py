@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app_api.core import paging
 from app_api.core.crypto import encrypt_str
 from app_api.core.db import utcnow
 from app_api.core.money import yuan_text
@@ -175,16 +176,18 @@ async def owned_application(session: AsyncSession, *, account_id: str, applicati
     return a
 
 
-async def my_applications(session: AsyncSession, *, account_id: str) -> list[Application]:
-    return list(
-        (
-            await session.exec(
-                select(Application)
-                .where(Application.account_id == account_id)
-                .order_by(col(Application.created_at).desc())
-            )
-        ).all()
+async def my_applications(
+    session: AsyncSession, *, account_id: str, cursor: str | None, limit: int
+) -> tuple[list[Application], str | None]:
+    """The resident's applications newest first, after ``cursor``, and the next page's cursor."""
+    q = paging.after(
+        select(Application).where(Application.account_id == account_id),
+        at_column=col(Application.created_at),
+        id_column=col(Application.id),
+        cursor=cursor,
+        limit=limit,
     )
+    return paging.page((await session.exec(q)).all(), limit=limit, key=lambda a: (a.created_at, a.id))
 
 
 async def events_of(session: AsyncSession, application_ids: list[str]) -> dict[str, list[ApplicationEvent]]:

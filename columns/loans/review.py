@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app_api.core import paging
 from app_api.core.crypto import decrypt_str
 from app_api.core.db import utcnow
 from app_api.core.money import yuan_text
@@ -41,20 +42,27 @@ async def officer_application(
 
 
 async def officer_list(
-    session: AsyncSession, *, officer: Principal, status: str | None, offset: int, limit: int
-) -> tuple[list[Application], int]:
+    session: AsyncSession,
+    *,
+    officer: Principal,
+    status: str | None,
+    cursor: str | None,
+    offset: int,
+    limit: int,
+) -> tuple[list[Application], int, str | None]:
+    """The institution's applications newest first, after ``cursor`` (or, deprecated, ``offset`` rows
+    in); the total and the next page's cursor."""
     q = select(Application).where(Application.institution_id == officer_institution(officer))
     if status:
         q = q.where(Application.status == status)
     total = (await session.exec(select(sa.func.count()).select_from(q.subquery()))).one()
-    rows = (
-        await session.exec(
-            q.order_by(col(Application.created_at).desc())
-            .offset(offset)
-            .limit(min(limit, get_config().page_size_max))
-        )
-    ).all()
-    return list(rows), int(total)
+    limit = min(limit, get_config().page_size_max)
+    stmt = paging.after(
+        q, at_column=col(Application.created_at), id_column=col(Application.id), cursor=cursor, limit=limit
+    )
+    rows = (await session.exec(stmt.offset(0 if cursor else offset))).all()
+    items, next_cursor = paging.page(rows, limit=limit, key=lambda a: (a.created_at, a.id))
+    return items, int(total), next_cursor
 
 
 async def applicant_data(

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Response
 
 from app_api.core.db import SessionDep
+from app_api.core.paging import MAX_LIMIT, CursorQuery, LegacyOffsetQuery, LimitQuery
 from app_api.platform.access import Admin, CurrentAccount, public
 from columns.loans import applications, catalogue, review
 from columns.loans.dependencies import Officer, OfficerOrAdmin, StepUpApplicant
@@ -28,6 +29,9 @@ from columns.loans.statistics import statistics
 from columns.loans.views import application_view, application_views, officer_view, officer_views
 
 router = APIRouter()
+NEXT_CURSOR_HEADER = {
+    "X-Next-Cursor": {"description": "下一页的 cursor（没有下一页时不返回）", "schema": {"type": "string"}}
+}
 StatusFilter = Literal[
     "submitted", "accepted", "info_requested", "approved", "rejected", "disbursed", "withdrawn"
 ]
@@ -83,10 +87,24 @@ async def apply(body: ApplicationCreate, me: StepUpApplicant, session: SessionDe
     return await application_view(session, a)
 
 
-@router.get("/applications")
-async def my_applications(me: CurrentAccount, session: SessionDep) -> list[ApplicationPublic]:
-    """The caller's applications, newest first."""
-    mine = await applications.my_applications(session, account_id=me.id)
+@router.get("/applications", responses={200: {"headers": NEXT_CURSOR_HEADER}})
+async def my_applications(
+    me: CurrentAccount,
+    session: SessionDep,
+    response: Response,
+    cursor: CursorQuery = None,
+    limit: LimitQuery = MAX_LIMIT,
+) -> list[ApplicationPublic]:
+    """The caller's applications, newest first.
+
+    The body stays a plain list (older clients read it as one); the next page's cursor, when there
+    is one, is in the ``X-Next-Cursor`` header.
+    """
+    mine, next_cursor = await applications.my_applications(
+        session, account_id=me.id, cursor=cursor, limit=limit
+    )
+    if next_cursor:
+        response.headers["X-Next-Cursor"] = next_cursor
     return await application_views(session, mine, with_events=False)
 
 
@@ -132,14 +150,18 @@ async def officer_applications(
     officer: Officer,
     session: SessionDep,
     status: StatusFilter | None = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: CursorQuery = None,
+    offset: LegacyOffsetQuery = 0,
+    limit: LimitQuery = 20,
 ) -> OfficerPage:
-    """Applications to the officer's institution (no other institution's)."""
-    rows, total = await review.officer_list(
-        session, officer=officer, status=status, offset=offset, limit=limit
+    """Applications to the officer's institution (no other institution's), newest first; page on
+    with ``cursor``."""
+    rows, total, next_cursor = await review.officer_list(
+        session, officer=officer, status=status, cursor=cursor, offset=offset, limit=limit
     )
-    return OfficerPage(items=await officer_views(session, officer, rows), total=total)
+    return OfficerPage(
+        items=await officer_views(session, officer, rows), total=total, next_cursor=next_cursor
+    )
 
 
 @router.get("/officer/applications/{application_id}")

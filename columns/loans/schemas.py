@@ -174,6 +174,7 @@ class OfficerApplication(ApplicationPublic):
 class OfficerPage(BaseModel):
     items: list[OfficerApplication]
     total: int
+    next_cursor: str | None = Field(default=None, description="下一页的 cursor；最后一页为 null")
 
 
 class InstitutionStats(BaseModel):

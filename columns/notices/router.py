@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from app_api.core.db import SessionDep
+from app_api.core.paging import CursorQuery, LegacyOffsetQuery, LimitQuery
 from app_api.platform.access import Admin, public
 from columns.notices import service
 from columns.notices.config import get_config
@@ -17,15 +18,20 @@ router = APIRouter()
 @router.get("/notices", dependencies=[Depends(public)])
 async def list_notices(
     session: SessionDep,
-    kind: str | None = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=200)] = 20,
+    kind: Annotated[str | None, Query(max_length=20)] = None,
+    cursor: CursorQuery = None,
+    offset: LegacyOffsetQuery = 0,
+    limit: LimitQuery = 20,
 ) -> NoticePage:
-    """Published announcements, pinned first, newest first."""
-    rows, total = await service.list_notices(
-        session, kind=kind, offset=offset, limit=min(limit, get_config().page_size_max)
+    """Published announcements, pinned first, newest first; page on with ``cursor``."""
+    rows, total, next_cursor = await service.list_notices(
+        session, kind=kind, cursor=cursor, offset=offset, limit=min(limit, get_config().page_size_max)
     )
-    return NoticePage(items=[NoticePublic.model_validate(r, from_attributes=True) for r in rows], total=total)
+    return NoticePage(
+        items=[NoticePublic.model_validate(r, from_attributes=True) for r in rows],
+        total=total,
+        next_cursor=next_cursor,
+    )
 
 
 @router.get("/notices/{notice_id}", dependencies=[Depends(public)])

@@ -3,7 +3,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=2, max_length=100)]
 Body = Annotated[str, StringConstraints(strip_whitespace=True, min_length=2, max_length=5000)]
@@ -32,3 +32,4 @@ class NoticePublic(BaseModel):
 class NoticePage(BaseModel):
     items: list[NoticePublic]
     total: int
+    next_cursor: str | None = Field(default=None, description="下一页的 cursor；最后一页为 null")

@@ -2,9 +2,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from app_api.core.db import SessionDep
+from app_api.core.paging import MAX_LIMIT, CursorQuery, LimitQuery
 from app_api.platform.access import CurrentAccount
 from app_api.platform.accounts.principal import Principal
 from columns.provident_fund import service
@@ -20,6 +21,9 @@ from columns.provident_fund.schemas import (
 )
 
 router = APIRouter()
+NEXT_CURSOR_HEADER = {
+    "X-Next-Cursor": {"description": "下一页的 cursor（没有下一页时不返回）", "schema": {"type": "string"}}
+}
 
 
 @router.get("/account")
@@ -63,13 +67,23 @@ async def withdraw(
     return WithdrawalPublic.model_validate(w, from_attributes=True)
 
 
-@router.get("/withdrawals")
-async def withdrawals(me: CurrentAccount, session: SessionDep) -> list[WithdrawalPublic]:
-    """The resident's withdrawal applications."""
-    return [
-        WithdrawalPublic.model_validate(w, from_attributes=True)
-        for w in await service.list_withdrawals(session, account_id=me.id)
-    ]
+@router.get("/withdrawals", responses={200: {"headers": NEXT_CURSOR_HEADER}})
+async def withdrawals(
+    me: CurrentAccount,
+    session: SessionDep,
+    response: Response,
+    cursor: CursorQuery = None,
+    limit: LimitQuery = MAX_LIMIT,
+) -> list[WithdrawalPublic]:
+    """The resident's withdrawal applications, newest first.
+
+    The body stays a plain list (older clients read it as one); the next page's cursor, when there
+    is one, is in the ``X-Next-Cursor`` header.
+    """
+    rows, next_cursor = await service.list_withdrawals(session, account_id=me.id, cursor=cursor, limit=limit)
+    if next_cursor:
+        response.headers["X-Next-Cursor"] = next_cursor
+    return [WithdrawalPublic.model_validate(w, from_attributes=True) for w in rows]
 
 
 @router.get("/withdrawals/{withdrawal_id}")

@@ -12,6 +12,7 @@ from typing import Any
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app_api.core import paging
 from app_api.core.crypto import encrypt_str, mask_name
 from app_api.core.db import session_scope, utcnow
 from app_api.core.jobs import outbox
@@ -323,13 +324,18 @@ async def submit_withdrawal(withdrawal_id: str) -> str:
     return outcome.value
 
 
-async def list_withdrawals(session: AsyncSession, *, account_id: str) -> list[Withdrawal]:
-    rows = await session.exec(
-        select(Withdrawal)
-        .where(Withdrawal.account_id == account_id)
-        .order_by(col(Withdrawal.created_at).desc())
+async def list_withdrawals(
+    session: AsyncSession, *, account_id: str, cursor: str | None, limit: int
+) -> tuple[list[Withdrawal], str | None]:
+    """The resident's withdrawals newest first, after ``cursor``, and the next page's cursor."""
+    q = paging.after(
+        select(Withdrawal).where(Withdrawal.account_id == account_id),
+        at_column=col(Withdrawal.created_at),
+        id_column=col(Withdrawal.id),
+        cursor=cursor,
+        limit=limit,
     )
-    return list(rows.all())
+    return paging.page((await session.exec(q)).all(), limit=limit, key=lambda w: (w.created_at, w.id))
 
 
 async def owned_withdrawal(session: AsyncSession, *, account_id: str, withdrawal_id: str) -> Withdrawal:

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app_api.core import paging
 from app_api.core.db import session_scope, utcnow
 from app_api.core.errors import AppError
 from app_api.core.jobs import outbox
@@ -157,16 +158,20 @@ async def retry_due(*, now: dt.datetime | None = None) -> dict[str, int]:
 
 
 async def list_notices(
-    session: AsyncSession, *, status: str | None, offset: int, limit: int
-) -> tuple[list[BillerNotice], int]:
+    session: AsyncSession, *, status: str | None, cursor: str | None, offset: int, limit: int
+) -> tuple[list[BillerNotice], int, str | None]:
+    """Notices newest first, after ``cursor`` (or, deprecated, ``offset`` rows in), the total and the
+    next page's cursor."""
     q = select(BillerNotice)
     if status:
         q = q.where(BillerNotice.status == status)
     total = (await session.exec(select(sa.func.count()).select_from(q.subquery()))).one()
-    rows = (
-        await session.exec(q.order_by(col(BillerNotice.created_at).desc()).offset(offset).limit(limit))
-    ).all()
-    return list(rows), int(total)
+    stmt = paging.after(
+        q, at_column=col(BillerNotice.created_at), id_column=col(BillerNotice.id), cursor=cursor, limit=limit
+    )
+    rows = (await session.exec(stmt.offset(0 if cursor else offset))).all()
+    items, next_cursor = paging.page(rows, limit=limit, key=lambda n: (n.created_at, n.id))
+    return items, int(total), next_cursor
 
 
 async def requeue(session: AsyncSession, *, notice_id: str, actor_id: str) -> BillerNotice:

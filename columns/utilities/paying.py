@@ -9,12 +9,14 @@ share is refunded.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app_api.core import paging
 from app_api.core.jobs import outbox
 from app_api.core.money import fen_to_yuan
 from app_api.platform import audit, notify
@@ -241,9 +243,20 @@ async def payment_lines(session: AsyncSession, *, payments: list[Payment]) -> di
 
 
 async def history(
-    session: AsyncSession, *, account_id: str, offset: int, limit: int
-) -> tuple[list[Payment], int]:
+    session: AsyncSession, *, account_id: str, cursor: str | None, offset: int, limit: int
+) -> tuple[list[Payment], int, str | None]:
+    """Paid payments newest paid first, after ``cursor`` (or, deprecated, ``offset`` rows in), the total
+    and the next page's cursor."""
     q = select(Payment).where(Payment.account_id == account_id, Payment.status == PaymentStatus.PAID.value)
     total = (await session.exec(select(sa.func.count()).select_from(q.subquery()))).one()
-    rows = (await session.exec(q.order_by(col(Payment.paid_at).desc()).offset(offset).limit(limit))).all()
-    return list(rows), int(total)
+    stmt = paging.after(
+        q, at_column=col(Payment.paid_at), id_column=col(Payment.id), cursor=cursor, limit=limit
+    )
+    rows = (await session.exec(stmt.offset(0 if cursor else offset))).all()
+    items, next_cursor = paging.page(rows, limit=limit, key=_paid_key)
+    return items, int(total), next_cursor
+
+
+def _paid_key(p: Payment) -> tuple[dt.datetime, str]:
+    assert p.paid_at is not None  # the list holds paid payments only
+    return p.paid_at, p.id

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request
 from app_api.core.clock import china_today
 from app_api.core.db import SessionDep
 from app_api.core.money import fen_to_yuan
+from app_api.core.paging import CursorQuery, LegacyOffsetQuery, LimitQuery
 from app_api.platform.access import Admin, CurrentAccount
 from columns.utilities import bills, bindings, delivery, paying
 from columns.utilities.config import get_config, kind_name
@@ -175,13 +176,18 @@ async def pay(body: PayRequest, request: Request, account: CurrentAccount, sessi
 async def history(
     account: CurrentAccount,
     session: SessionDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    cursor: CursorQuery = None,
+    offset: LegacyOffsetQuery = 0,
     limit: Annotated[int, Query(ge=1, le=50)] = 20,
 ) -> PaymentPage:
-    """Paid bills, newest first."""
-    rows, total = await paying.history(session, account_id=account.id, offset=offset, limit=limit)
+    """Paid bills, newest first; page on with ``cursor`` = the previous page's ``next_cursor``."""
+    rows, total, next_cursor = await paying.history(
+        session, account_id=account.id, cursor=cursor, offset=offset, limit=limit
+    )
     lines = await paying.payment_lines(session, payments=rows)
-    return PaymentPage(items=[_payment_public(p, lines[p.id]) for p in rows], total=total)
+    return PaymentPage(
+        items=[_payment_public(p, lines[p.id]) for p in rows], total=total, next_cursor=next_cursor
+    )
 
 
 @router.get("/payments/{payment_id}")
@@ -196,12 +202,19 @@ async def notices(
     admin: Admin,
     session: SessionDep,
     status: Literal["pending", "delivered", "dead"] | None = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: CursorQuery = None,
+    offset: LegacyOffsetQuery = 0,
+    limit: LimitQuery = 50,
 ) -> NoticePage:
-    """Biller notifications (``status=dead``: the dead-letter list)."""
-    rows, total = await delivery.list_notices(session, status=status, offset=offset, limit=limit)
-    return NoticePage(items=[NoticePublic.model_validate(r, from_attributes=True) for r in rows], total=total)
+    """Biller notifications, newest first (``status=dead``: the dead-letter list); page on with ``cursor``."""
+    rows, total, next_cursor = await delivery.list_notices(
+        session, status=status, cursor=cursor, offset=offset, limit=limit
+    )
+    return NoticePage(
+        items=[NoticePublic.model_validate(r, from_attributes=True) for r in rows],
+        total=total,
+        next_cursor=next_cursor,
+    )
 
 
 @router.post("/admin/notices/{notice_id}/requeue")

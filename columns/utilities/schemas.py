@@ -104,6 +104,7 @@ class PaymentPublic(BaseModel):
 class PaymentPage(BaseModel):
     items: list[PaymentPublic]
     total: int
+    next_cursor: str | None = Field(default=None, description="下一页的 cursor；最后一页为 null")
 
 
 class NoticePublic(BaseModel):
@@ -125,3 +126,4 @@ class NoticePublic(BaseModel):
 class NoticePage(BaseModel):
     items: list[NoticePublic]
     total: int
+    next_cursor: str | None = Field(default=None, description="下一页的 cursor；最后一页为 null")

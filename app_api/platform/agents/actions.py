@@ -7,6 +7,7 @@ from typing import Any
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app_api.core import paging
 from app_api.platform import audit
 from app_api.platform.agents.models import AgentAction, Mandate, Station
 from app_api.platform.agents.schemas import ActionOut
@@ -45,21 +46,25 @@ async def record_action(
     )
 
 
-async def actions_for_resident(session: AsyncSession, resident_id: str, limit: int = 100) -> list[ActionOut]:
-    """What agents did for the resident, newest first, with the station's name."""
-    q = (
-        select(AgentAction)
-        .where(AgentAction.resident_id == resident_id)
-        .order_by(col(AgentAction.at).desc())
-        .limit(limit)
+async def actions_for_resident(
+    session: AsyncSession, resident_id: str, *, cursor: str | None = None, limit: int = 100
+) -> tuple[list[ActionOut], str | None]:
+    """What agents did for the resident, newest first after ``cursor``, with the station's name, and
+    the next page's cursor."""
+    q = paging.after(
+        select(AgentAction).where(AgentAction.resident_id == resident_id),
+        at_column=col(AgentAction.at),
+        id_column=col(AgentAction.id),
+        cursor=cursor,
+        limit=limit,
     )
-    rows = list((await session.exec(q)).all())
+    rows, next_cursor = paging.page((await session.exec(q)).all(), limit=limit, key=lambda a: (a.at, a.id))
     ids = {a.station_id for a in rows}
     names: dict[str, str] = {}
     if ids:
         found = await session.exec(select(Station).where(col(Station.id).in_(ids)))
         names = {st.id: st.name for st in found.all()}
-    return [
+    out = [
         ActionOut(
             action=a.action,
             at=a.at,
@@ -69,3 +74,4 @@ async def actions_for_resident(session: AsyncSession, resident_id: str, limit: i
         )
         for a in rows
     ]
+    return out, next_cursor

@@ -16,6 +16,7 @@ from typing import Any
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app_api.core import paging
 from app_api.core.clock import CHINA_TZ
 from app_api.core.crypto import mask_id_number, mask_name, mask_phone
 from app_api.core.db import utcnow
@@ -351,14 +352,31 @@ async def withdraw_mandate(session: AsyncSession, *, mandate_id: str, by: Princi
     return m
 
 
-async def mandates_of_resident(session: AsyncSession, resident_id: str) -> list[Mandate]:
-    q = select(Mandate).where(Mandate.resident_id == resident_id).order_by(col(Mandate.created_at).desc())
-    return list((await session.exec(q)).all())
+async def mandates_of_resident(
+    session: AsyncSession, resident_id: str, *, cursor: str | None, limit: int
+) -> tuple[list[Mandate], str | None]:
+    """Mandates the resident gave, newest first, after ``cursor``, and the next page's cursor."""
+    return await _mandates_page(session, col(Mandate.resident_id) == resident_id, cursor=cursor, limit=limit)
 
 
-async def mandates_of_agent(session: AsyncSession, agent_id: str) -> list[Mandate]:
-    q = select(Mandate).where(Mandate.agent_id == agent_id).order_by(col(Mandate.created_at).desc())
-    return list((await session.exec(q)).all())
+async def mandates_of_agent(
+    session: AsyncSession, agent_id: str, *, cursor: str | None, limit: int
+) -> tuple[list[Mandate], str | None]:
+    """Mandates the agent holds, newest first, after ``cursor``, and the next page's cursor."""
+    return await _mandates_page(session, col(Mandate.agent_id) == agent_id, cursor=cursor, limit=limit)
+
+
+async def _mandates_page(
+    session: AsyncSession, whose: Any, *, cursor: str | None, limit: int
+) -> tuple[list[Mandate], str | None]:
+    q = paging.after(
+        select(Mandate).where(whose),
+        at_column=col(Mandate.created_at),
+        id_column=col(Mandate.id),
+        cursor=cursor,
+        limit=limit,
+    )
+    return paging.page((await session.exec(q)).all(), limit=limit, key=lambda m: (m.created_at, m.id))
 
 
 async def withdraw_own_mandate(session: AsyncSession, *, mandate_id: str, resident: Principal) -> Mandate:

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Form, UploadFile
 
 from app_api.core.crypto import mask_phone
 from app_api.core.db import SessionDep
+from app_api.core.paging import MAX_LIMIT, CursorQuery, LimitQuery
 from app_api.platform.access import Admin, CurrentAccount, public, require_roles
 from app_api.platform.accounts.principal import Principal
 from app_api.platform.agents import actions, filing, mandates, resident_settings, submissions
@@ -129,10 +130,14 @@ async def in_person_mandate(body: InPersonMandate, agent: Agent, session: Sessio
 
 
 @router.get("/agent/mandates")
-async def agent_mandates(agent: Agent, session: SessionDep) -> AgentsMandates:
-    """Mandates this agent holds, live and ended."""
-    rows = await mandates.mandates_of_agent(session, agent.id)
-    return AgentsMandates(mandates=[await mandates.for_agent(session, m) for m in rows])
+async def agent_mandates(
+    agent: Agent, session: SessionDep, cursor: CursorQuery = None, limit: LimitQuery = MAX_LIMIT
+) -> AgentsMandates:
+    """Mandates this agent holds, live and ended, newest first; page on with ``cursor``."""
+    rows, next_cursor = await mandates.mandates_of_agent(session, agent.id, cursor=cursor, limit=limit)
+    return AgentsMandates(
+        mandates=[await mandates.for_agent(session, m) for m in rows], next_cursor=next_cursor
+    )
 
 
 @router.delete("/agent/mandates/{mandate_id}")
@@ -214,10 +219,14 @@ async def resident_elderly_mode(
 
 
 @router.get("/me/mandates")
-async def my_mandates(principal: CurrentAccount, session: SessionDep) -> ResidentsMandates:
-    """Who may act for me, for what, until when."""
-    rows = await mandates.mandates_of_resident(session, principal.id)
-    return ResidentsMandates(mandates=[await mandates.for_resident(session, m) for m in rows])
+async def my_mandates(
+    principal: CurrentAccount, session: SessionDep, cursor: CursorQuery = None, limit: LimitQuery = MAX_LIMIT
+) -> ResidentsMandates:
+    """Who may act for me, for what, until when; newest first, page on with ``cursor``."""
+    rows, next_cursor = await mandates.mandates_of_resident(session, principal.id, cursor=cursor, limit=limit)
+    return ResidentsMandates(
+        mandates=[await mandates.for_resident(session, m) for m in rows], next_cursor=next_cursor
+    )
 
 
 @router.delete("/me/mandates/{mandate_id}")
@@ -230,6 +239,10 @@ async def withdraw_my_mandate(
 
 
 @router.get("/me/agent-actions")
-async def my_agent_actions(principal: CurrentAccount, session: SessionDep) -> ActionList:
-    """What agents did for me, with the station and the mandate used."""
-    return ActionList(actions=await actions.actions_for_resident(session, principal.id))
+async def my_agent_actions(
+    principal: CurrentAccount, session: SessionDep, cursor: CursorQuery = None, limit: LimitQuery = 100
+) -> ActionList:
+    """What agents did for me, with the station and the mandate used; newest first, page on with
+    ``cursor``."""
+    found, next_cursor = await actions.actions_for_resident(session, principal.id, cursor=cursor, limit=limit)
+    return ActionList(actions=found, next_cursor=next_cursor)

@@ -164,10 +164,12 @@ class ResidentsMandate(_MandateOut):
 
 class AgentsMandates(BaseModel):
     mandates: list[AgentsMandate]
+    next_cursor: str | None = Field(default=None, description="下一页的 cursor；最后一页为 null")
 
 
 class ResidentsMandates(BaseModel):
     mandates: list[ResidentsMandate]
+    next_cursor: str | None = Field(default=None, description="下一页的 cursor；最后一页为 null")
 
 
 class SubmissionOut(BaseModel):
@@ -205,3 +207,4 @@ class ActionOut(BaseModel):
 
 class ActionList(BaseModel):
     actions: list[ActionOut]
+    next_cursor: str | None = Field(default=None, description="下一页的 cursor；最后一页为 null")

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 
 from app_api.core.db import SessionDep
+from app_api.core.paging import CursorQuery, LimitQuery
 from app_api.platform.access import Admin
 from app_api.platform.audit import queries
 from app_api.platform.audit.schemas import AuditEntries, ChainCheck
@@ -17,14 +20,16 @@ async def list_audit(
     session: SessionDep,
     action: str | None = None,
     subject_id: str | None = None,
-    before_seq: int | None = None,
-    limit: int = 100,
+    before_seq: Annotated[
+        int | None,
+        Query(ge=1, le=queries.MAX_SEQ, deprecated=True, description="已弃用，请改用 cursor 分页"),
+    ] = None,
+    cursor: CursorQuery = None,
+    limit: LimitQuery = 100,
 ) -> AuditEntries:
-    """Audit entries, newest first."""
-    return AuditEntries(
-        items=await queries.entries(
-            session, action=action, subject_id=subject_id, before_seq=before_seq, limit=limit
-        )
+    """Audit entries, newest first; page on with ``cursor`` = the previous page's ``next_cursor``."""
+    return await queries.entries(
+        session, action=action, subject_id=subject_id, before_seq=before_seq, cursor=cursor, limit=limit
     )
 
 

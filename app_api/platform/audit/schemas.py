@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class AuditEntryOut(BaseModel):
@@ -23,6 +23,7 @@ class AuditEntryOut(BaseModel):
 
 class AuditEntries(BaseModel):
     items: list[AuditEntryOut]
+    next_cursor: str | None = Field(default=None, description="下一页的 cursor；最后一页为 null")
 
 
 class ChainCheck(BaseModel):

@@ -3,6 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app_api.core.db import SessionDep
+from app_api.core.paging import MAX_LIMIT, CursorQuery, LimitQuery
 from app_api.platform.access import CurrentAccount
 from app_api.platform.consent import service
 from app_api.platform.consent.models import Consent
@@ -27,9 +28,12 @@ def _out(c: Consent) -> ConsentOut:
 
 
 @router.get("/me/consents")
-async def my_consents(principal: CurrentAccount, session: SessionDep) -> ConsentList:
-    """The consents this resident has given, live and withdrawn."""
-    return ConsentList(consents=[_out(c) for c in await service.list_for(session, principal.id)])
+async def my_consents(
+    principal: CurrentAccount, session: SessionDep, cursor: CursorQuery = None, limit: LimitQuery = MAX_LIMIT
+) -> ConsentList:
+    """The consents this resident has given, live and withdrawn, newest first; page on with ``cursor``."""
+    rows, next_cursor = await service.page_for(session, principal.id, cursor=cursor, limit=limit)
+    return ConsentList(consents=[_out(c) for c in rows], next_cursor=next_cursor)
 
 
 @router.delete("/me/consents/{consent_id}")

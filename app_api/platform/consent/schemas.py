@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class ConsentOut(BaseModel):
@@ -22,3 +22,4 @@ class ConsentOut(BaseModel):
 
 class ConsentList(BaseModel):
     consents: list[ConsentOut]
+    next_cursor: str | None = Field(default=None, description="下一页的 cursor；最后一页为 null")

@@ -5,6 +5,7 @@ import datetime as dt
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app_api.core import paging
 from app_api.core.db import utcnow
 from app_api.core.errors import AppError, NotFound
 from app_api.platform import audit
@@ -106,3 +107,17 @@ async def list_for(session: AsyncSession, account_id: str) -> list[Consent]:
             )
         ).all()
     )
+
+
+async def page_for(
+    session: AsyncSession, account_id: str, *, cursor: str | None, limit: int
+) -> tuple[list[Consent], str | None]:
+    """The resident's consents newest first, after ``cursor``, and the next page's cursor."""
+    q = paging.after(
+        select(Consent).where(Consent.account_id == account_id),
+        at_column=col(Consent.granted_at),
+        id_column=col(Consent.id),
+        cursor=cursor,
+        limit=limit,
+    )
+    return paging.page((await session.exec(q)).all(), limit=limit, key=lambda c: (c.granted_at, c.id))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class DataAccessOut(BaseModel):
@@ -21,3 +21,4 @@ class DataAccessOut(BaseModel):
 
 class DataAccessList(BaseModel):
     items: list[DataAccessOut]
+    next_cursor: str | None = Field(default=None, description="下一页的 cursor；最后一页为 null")

@@ -20,6 +20,7 @@ from typing import Any, Protocol, TypeVar
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app_api.core import paging
 from app_api.core.crypto import decrypt_bytes, decrypt_str, lookup_hash
 from app_api.core.errors import AppError, UpstreamError
 from app_api.core.http import http_client
@@ -342,17 +343,19 @@ def get_datahub() -> Datahub:
     return Datahub(HttpDatahub() if get_settings().datahub_adapter == "http" else LocalDatahub())
 
 
-async def reads_of(session: AsyncSession, account_id: str, limit: int) -> list[DataAccessOut]:
-    """Who read this resident's records, newest first."""
-    rows = (
-        await session.exec(
-            select(DataAccessLog)
-            .where(DataAccessLog.subject_account_id == account_id)
-            .order_by(col(DataAccessLog.at).desc())
-            .limit(min(max(limit, 1), 200))
-        )
-    ).all()
-    return [
+async def reads_of(
+    session: AsyncSession, account_id: str, *, cursor: str | None, limit: int
+) -> tuple[list[DataAccessOut], str | None]:
+    """Who read this resident's records, newest first after ``cursor``, and the next page's cursor."""
+    q = paging.after(
+        select(DataAccessLog).where(DataAccessLog.subject_account_id == account_id),
+        at_column=col(DataAccessLog.at),
+        id_column=col(DataAccessLog.id),
+        cursor=cursor,
+        limit=limit,
+    )
+    rows, next_cursor = paging.page((await session.exec(q)).all(), limit=limit, key=lambda r: (r.at, r.id))
+    out = [
         DataAccessOut(
             at=r.at,
             record_type=r.record_type,
@@ -364,3 +367,4 @@ async def reads_of(session: AsyncSession, account_id: str, limit: int) -> list[D
         )
         for r in rows
     ]
+    return out, next_cursor

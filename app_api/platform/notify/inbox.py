@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import sqlalchemy as sa
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app_api.core import paging
 from app_api.core.db import utcnow
 from app_api.core.errors import NotFound, ValidationFailed
 from app_api.platform.notify.models import (
@@ -19,6 +22,7 @@ from app_api.platform.notify.schemas import (
     AttemptOut,
     DeliveryOut,
     DeliveryReport,
+    NotificationList,
     NotificationOut,
     NotificationSettingsOut,
     PreferenceUpdate,
@@ -52,17 +56,23 @@ def notification_out(n: Notification) -> NotificationOut:
     )
 
 
-async def messages_of(session: AsyncSession, account_id: str, limit: int) -> list[NotificationOut]:
-    """Messages sent to the resident, newest first."""
-    rows = (
-        await session.exec(
-            select(Notification)
-            .where(Notification.account_id == account_id)
-            .order_by(col(Notification.created_at).desc())
-            .limit(min(max(limit, 1), 200))
-        )
-    ).all()
-    return [notification_out(n) for n in rows]
+async def messages_of(
+    session: AsyncSession, account_id: str, *, cursor: str | None, limit: int
+) -> NotificationList:
+    """Messages sent to the resident, newest first, after ``cursor``, with the next page's cursor."""
+    q = paging.after(
+        select(Notification).where(Notification.account_id == account_id),
+        at_column=col(Notification.created_at),
+        id_column=col(Notification.id),
+        cursor=cursor,
+        limit=limit,
+    )
+    rows, next_cursor = paging.page((await session.exec(q)).all(), limit=limit, key=_key)
+    return NotificationList(items=[notification_out(n) for n in rows], next_cursor=next_cursor)
+
+
+def _key(n: Notification) -> tuple[dt.datetime, str]:
+    return n.created_at, n.id
 
 
 async def mark_read(session: AsyncSession, account_id: str, notification_id: str) -> NotificationOut:
@@ -120,15 +130,19 @@ async def update_settings(
 
 
 async def delivery_report(
-    session: AsyncSession, *, status: str | None, template: str | None, limit: int
+    session: AsyncSession, *, status: str | None, template: str | None, cursor: str | None, limit: int
 ) -> DeliveryReport:
-    """Delivery status for operations: attempts per message, without the message text or its data."""
-    q = select(Notification).order_by(col(Notification.created_at).desc()).limit(min(max(limit, 1), 500))
+    """Delivery status for operations: attempts per message, without the message text or its data;
+    newest first, after ``cursor``."""
+    q = select(Notification)
     if status:
         q = q.where(Notification.status == status)
     if template:
         q = q.where(Notification.template == template)
-    rows = list((await session.exec(q)).all())
+    q = paging.after(
+        q, at_column=col(Notification.created_at), id_column=col(Notification.id), cursor=cursor, limit=limit
+    )
+    rows, next_cursor = paging.page((await session.exec(q)).all(), limit=limit, key=_key)
     ids = [n.id for n in rows]
     tries: dict[str, list[NotificationAttempt]] = {}
     if ids:
@@ -166,4 +180,5 @@ async def delivery_report(
             )
             for n in rows
         ],
+        next_cursor=next_cursor,
     )

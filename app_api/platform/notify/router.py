@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from app_api.core.db import SessionDep
+from app_api.core.paging import CursorQuery, LimitQuery
 from app_api.platform.access import CurrentAccount, require_roles
 from app_api.platform.notify import inbox
 from app_api.platform.notify.schemas import (
@@ -20,10 +21,10 @@ router = APIRouter(tags=["notifications"])
 
 @router.get("/me/notifications")
 async def my_notifications(
-    principal: CurrentAccount, session: SessionDep, limit: int = 50
+    principal: CurrentAccount, session: SessionDep, cursor: CursorQuery = None, limit: LimitQuery = 50
 ) -> NotificationList:
-    """Messages sent to this resident, newest first."""
-    return NotificationList(items=await inbox.messages_of(session, principal.id, limit))
+    """Messages sent to this resident, newest first; page on with ``cursor`` (the last ``next_cursor``)."""
+    return await inbox.messages_of(session, principal.id, cursor=cursor, limit=limit)
 
 
 @router.post("/me/notifications/{notification_id}/read")
@@ -48,7 +49,12 @@ async def update_notification_settings(
 
 @router.get("/admin/notifications", dependencies=[Depends(require_roles("admin"))])
 async def admin_notifications(
-    session: SessionDep, status: str | None = None, template: str | None = None, limit: int = 100
+    session: SessionDep,
+    status: str | None = None,
+    template: str | None = None,
+    cursor: CursorQuery = None,
+    limit: LimitQuery = 100,
 ) -> DeliveryReport:
-    """Delivery status for operations: attempts per message, without the message text or its data."""
-    return await inbox.delivery_report(session, status=status, template=template, limit=limit)
+    """Delivery status for operations: attempts per message, without the message text or its data;
+    newest first, page on with ``cursor``."""
+    return await inbox.delivery_report(session, status=status, template=template, cursor=cursor, limit=limit)

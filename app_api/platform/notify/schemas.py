@@ -25,6 +25,7 @@ class NotificationOut(BaseModel):
 
 class NotificationList(BaseModel):
     items: list[NotificationOut]
+    next_cursor: str | None = Field(default=None, description="下一页的 cursor；最后一页为 null")
 
 
 class SubscriptionOut(BaseModel):
@@ -91,3 +92,4 @@ class DeliveryOut(BaseModel):
 class DeliveryReport(BaseModel):
     counts: dict[str, int]
     items: list[DeliveryOut]
+    next_cursor: str | None = Field(default=None, description="下一页的 cursor；最后一页为 null")

@@ -25,7 +25,7 @@ async def test_seed_is_idempotent_and_matches_the_demo_officer(client, login):
     ours = (await client.get(f"{API}/products", params={"institution_id": "bozhou-rcb"})).json()
     assert [p["name"] for p in ours] == ["药都e贷", "药商贷"]
     r = await client.get(f"{API}/officer/applications", headers=officer)
-    assert r.status_code == 200 and r.json() == {"items": [], "total": 0}
+    assert r.status_code == 200 and r.json() == {"items": [], "total": 0, "next_cursor": None}
     stats = (await client.get(f"{API}/officer/statistics", headers=officer)).json()
     assert (stats["applications"], stats["approvals"], stats["disbursed_fen"], stats["institutions"]) == (
         0,
