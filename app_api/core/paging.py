@@ -62,9 +62,12 @@ def decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         at_text, row_id = json.loads(raw)
         at = dt.datetime.fromisoformat(at_text)
-        if not isinstance(row_id, str) or at.tzinfo is None:
+        # Control characters (NUL) would reach the database (a 500 on PostgreSQL); a time at the edge
+        # of the calendar with an offset cannot be turned into UTC (OverflowError when bound).
+        if not isinstance(row_id, str) or at.tzinfo is None or not row_id.isprintable():
             raise ValueError("bad cursor")
-    except (ValueError, TypeError, UnicodeDecodeError):
+        at = at.astimezone(dt.UTC)
+    except (ValueError, TypeError, UnicodeDecodeError, OverflowError):
         raise BadCursor(
             errors=[{"loc": ["query", "cursor"], "type": "cursor", "msg": "无效的分页游标"}]
         ) from None
