@@ -1,9 +1,11 @@
 """The ledger's core: an order's state machine and event log, and the one place an order is paid.
 
 Services take the session plus keyword-only arguments and only ``flush()``. Concurrency: every
-change to an order happens with the order row locked (``SELECT ... FOR UPDATE`` on PostgreSQL;
-SQLite serialises writers, and the first statement of a notification is a write so the lock is
-held from the start). Orders (:mod:`payments.orders`), notifications
+change to an order happens with the order row locked (``SELECT ... FOR UPDATE`` on PostgreSQL; on
+SQLite, :func:`locked_order` first takes the database write lock with ``BEGIN IMMEDIATE``, see
+:func:`app_api.core.db.lock_for_writing`). Paths that call a provider read the order, call it, and
+only then lock and read the order again: nothing holds SQLite's write lock during a network call.
+Orders (:mod:`payments.orders`), notifications
 (:mod:`payments.notifications`), refunds (:mod:`payments.refunds`) and sweeps
 (:mod:`payments.sweeps`) change orders through this module only; :mod:`payments.handoff` tells
 the columns.
@@ -25,7 +27,7 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_api.core.clock import china_now
-from app_api.core.db import new_id, utcnow
+from app_api.core.db import lock_for_writing, new_id, utcnow
 from app_api.core.jobs import outbox
 from app_api.platform import audit
 from payments.errors import IllegalTransition
@@ -56,6 +58,8 @@ def new_out_trade_no() -> str:
 async def locked_order(
     session: AsyncSession, *, order_id: str | None = None, out_trade_no: str | None = None
 ) -> PaymentOrder | None:
+    """The order, locked for this transaction (re-read if already loaded)."""
+    await lock_for_writing(session)
     stmt = select(PaymentOrder).with_for_update()
     if order_id is not None:
         stmt = stmt.where(PaymentOrder.id == order_id)

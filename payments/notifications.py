@@ -18,7 +18,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_api.core.db import UTCDateTime, new_id, utcnow
+from app_api.core.db import UTCDateTime, lock_for_writing, new_id, utcnow
 from app_api.core.jobs import outbox
 from app_api.core.logging import request_id_var
 from app_api.platform import audit
@@ -171,7 +171,9 @@ async def apply_notifications(
     """
     if len({it.note.dedupe_key for it in items}) != len(items):
         raise ValueError("a batch holds each notification once")
-    # Orders first, locked in a stable order (two batches never wait on each other in a cycle).
+    # Orders first, locked in a stable order (two batches never wait on each other in a cycle);
+    # on SQLite the write lock comes first, or the orders' states could be read before a commit.
+    await lock_for_writing(session)
     numbers = sorted({it.note.out_trade_no for it in items})
     orders = {
         o.out_trade_no: o

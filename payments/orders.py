@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_api.core.db import utcnow
+from app_api.core.db import lock_for_writing, utcnow
 from app_api.platform import audit
 from payments.config import get_payments_settings
 from payments.errors import (
@@ -41,6 +41,10 @@ async def create_order(
     if amount_fen <= 0:
         raise IllegalTransition("金额必须大于零")
     key = purpose_key(purpose, purpose_ref)
+    # The check and the insert under one write lock (SQLite; on PostgreSQL, one per purpose), so no
+    # payment for the purpose commits between them. A payment that still races in is flagged by
+    # ledger.claim_purposes, never credited twice.
+    await lock_for_writing(session, f"payments.purpose:{key}")
     paid = await session.exec(
         select(PaymentOrder.id).where(
             PaymentOrder.purpose_key == key, col(PaymentOrder.status).in_([s.value for s in PAID_LIKE])
@@ -135,18 +139,26 @@ async def start_payment(
 async def close_order(
     session: AsyncSession, *, order_id: str, source: str, actor_id: str | None
 ) -> PaymentOrder:
-    """Close an unpaid order here and at its provider (a resident abandoning it, or finance)."""
-    order = await locked_order(session, order_id=order_id)
-    if order is None:
+    """Close an unpaid order here and at its provider (a resident abandoning it, or finance).
+
+    The provider is called without holding the write lock; the order is then locked and checked
+    again, so a payment applied meanwhile is never overwritten by the close.
+    """
+    found = (await session.exec(select(PaymentOrder).where(PaymentOrder.id == order_id))).first()
+    if found is None:
         raise OrderNotFound(order_id=order_id)
-    if OrderStatus(order.status) not in PENDING:
-        raise IllegalTransition("只有待支付的订单可以关闭", status=order.status)
+    if OrderStatus(found.status) not in PENDING:
+        raise IllegalTransition("只有待支付的订单可以关闭", status=found.status)
     try:
-        await get_provider(order.provider).close(order.out_trade_no)
+        await get_provider(found.provider).close(found.out_trade_no)
     except ProviderError as exc:
         if exc.code == "ORDERPAID":
-            raise IllegalTransition("该订单已在支付渠道付款，稍后将自动入账", status=order.status) from exc
-        raise ProviderUnavailable(provider=order.provider) from exc
+            raise IllegalTransition("该订单已在支付渠道付款，稍后将自动入账", status=found.status) from exc
+        raise ProviderUnavailable(provider=found.provider) from exc
+    order = await locked_order(session, order_id=order_id)
+    assert order is not None
+    if OrderStatus(order.status) not in PENDING:
+        raise IllegalTransition("只有待支付的订单可以关闭", status=order.status)
     order.closed_at = utcnow()
     await transition(session, order, OrderStatus.CLOSED, source=source, actor_id=actor_id)
     return order

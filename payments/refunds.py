@@ -6,8 +6,9 @@ import sqlalchemy as sa
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_api.core.db import utcnow
+from app_api.core.db import lock_for_writing, savepoint, utcnow
 from app_api.core.jobs import outbox
+from app_api.core.money import fen_to_yuan
 from app_api.platform import audit
 from payments.errors import IllegalTransition, OrderNotFound, RefundExceedsPaid, RefundNumberConflict
 from payments.ledger import event_for, flag, locked_order, transition
@@ -26,15 +27,16 @@ async def request_refund(
     source: str,
     actor_id: str | None,
 ) -> tuple[PaymentRefund, bool]:
-    """Record a refund and queue its submission. Idempotent by ``out_refund_no``: (refund, created)."""
-    existing = (
-        await session.exec(select(PaymentRefund).where(PaymentRefund.out_refund_no == out_refund_no))
-    ).first()
-    if existing is not None:
-        if existing.order_id != order_id or existing.amount_fen != amount_fen:
-            raise RefundNumberConflict(out_refund_no=out_refund_no)
-        return existing, False
+    """Record a refund and queue its submission. Idempotent by ``out_refund_no``: (refund, created).
+
+    The refundable amount is read under the order's lock (``FOR UPDATE`` on PostgreSQL, the database
+    write lock on SQLite), so two refunds of one order are checked one after the other. The refund
+    number is looked up under that lock too: a repeat sent at the same moment finds the first one.
+    """
     order = await locked_order(session, order_id=order_id)
+    existing = await _by_number(session, out_refund_no)
+    if existing is not None:
+        return _same_refund(existing, order_id=order_id, amount_fen=amount_fen), False
     if order is None:
         raise OrderNotFound(order_id=order_id)
     if OrderStatus(order.status) not in (OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED):
@@ -55,8 +57,16 @@ async def request_refund(
         requested_by=actor_id,
         source=source,
     )
-    session.add(refund)
-    await session.flush()
+    try:
+        # The same number for another order is not covered by this order's lock (PostgreSQL).
+        async with savepoint(session):
+            session.add(refund)
+            await session.flush()
+    except sa.exc.IntegrityError:
+        existing = await _by_number(session, out_refund_no)
+        if existing is None:
+            raise
+        return _same_refund(existing, order_id=order_id, amount_fen=amount_fen), False
     await event_for(
         session,
         order.id,
@@ -77,7 +87,24 @@ async def request_refund(
     return refund, True
 
 
+async def _by_number(session: AsyncSession, out_refund_no: str) -> PaymentRefund | None:
+    stmt = select(PaymentRefund).where(PaymentRefund.out_refund_no == out_refund_no)
+    return (await session.exec(stmt.execution_options(populate_existing=True))).first()
+
+
+def _same_refund(existing: PaymentRefund, *, order_id: str, amount_fen: int) -> PaymentRefund:
+    """A repeated refund number: the recorded refund if it asks for the same, else a conflict."""
+    if existing.order_id != order_id or existing.amount_fen != amount_fen:
+        raise RefundNumberConflict(
+            f"退款单号 {existing.out_refund_no} 已用于另一笔退款"
+            f"（金额 {fen_to_yuan(existing.amount_fen)} 元），请使用新的退款单号",
+            out_refund_no=existing.out_refund_no,
+        )
+    return existing
+
+
 async def _locked_refund(session: AsyncSession, **where: str) -> PaymentRefund | None:
+    await lock_for_writing(session)
     stmt = select(PaymentRefund).with_for_update().execution_options(populate_existing=True)
     for key, value in where.items():
         stmt = stmt.where(getattr(PaymentRefund, key) == value)
@@ -115,8 +142,12 @@ async def refund_succeeded(
 
 
 async def submit_refund(session: AsyncSession, *, refund_id: str) -> str:
-    """Send a recorded refund to the provider (outbox job). Safe to repeat: same refund number."""
-    refund = await _locked_refund(session, id=refund_id)
+    """Send a recorded refund to the provider (outbox job). Safe to repeat: same refund number.
+
+    The provider is called without holding a lock; the refund is then locked and read again, so a
+    refund notification applied meanwhile is not applied a second time.
+    """
+    refund = (await session.exec(select(PaymentRefund).where(PaymentRefund.id == refund_id))).first()
     if refund is None or refund.status in (RefundStatus.SUCCEEDED, RefundStatus.FAILED):
         return "done"
     order = (await session.exec(select(PaymentOrder).where(PaymentOrder.id == refund.order_id))).one()
@@ -136,6 +167,9 @@ async def submit_refund(session: AsyncSession, *, refund_id: str) -> str:
     except ProviderError as exc:
         if exc.retryable:
             raise
+        refund = await _locked_refund(session, id=refund_id)
+        if refund is None or refund.status in (RefundStatus.SUCCEEDED, RefundStatus.FAILED):
+            return "done"
         refund.status = RefundStatus.FAILED.value
         refund.last_error = str(exc)[:300]
         session.add(refund)
@@ -154,6 +188,9 @@ async def submit_refund(session: AsyncSession, *, refund_id: str) -> str:
             data={"out_refund_no": refund.out_refund_no, "code": exc.code},
         )
         return "failed"
+    refund = await _locked_refund(session, id=refund_id)
+    if refund is None or refund.status in (RefundStatus.SUCCEEDED, RefundStatus.FAILED):
+        return "done"
     refund.provider_refund_id = result.refund_id
     if result.state is RefundState.SUCCEEDED:
         await refund_succeeded(
