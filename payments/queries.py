@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from typing import Any
 
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app_api.core import paging
 from payments.errors import RunNotFound
 from payments.models import (
     PaymentEvent,
@@ -24,18 +26,27 @@ async def order(session: AsyncSession, order_id: str) -> PaymentOrder | None:
     return await session.get(PaymentOrder, order_id)
 
 
+def _order_key(o: PaymentOrder) -> tuple[dt.datetime, str]:
+    return o.created_at, o.id
+
+
+async def _order_page(
+    session: AsyncSession, stmt: Any, *, cursor: str | None, limit: int, offset: int
+) -> tuple[list[PaymentOrder], str | None]:
+    """One page of ``stmt``'s orders, newest first: after ``cursor``, or (deprecated) ``offset`` rows in."""
+    at, row_id = col(PaymentOrder.created_at), col(PaymentOrder.id)
+    stmt = paging.after(stmt, at_column=at, id_column=row_id, cursor=cursor, limit=limit)
+    if offset and not cursor:
+        stmt = stmt.offset(offset)
+    return paging.page((await session.exec(stmt)).all(), limit=limit, key=_order_key)
+
+
 async def orders_of(
-    session: AsyncSession, account_id: str, *, limit: int, offset: int
-) -> Sequence[PaymentOrder]:
-    """An account's orders, newest first."""
-    rows = await session.exec(
-        select(PaymentOrder)
-        .where(PaymentOrder.account_id == account_id)
-        .order_by(col(PaymentOrder.created_at).desc())
-        .limit(limit)
-        .offset(offset)
-    )
-    return rows.all()
+    session: AsyncSession, account_id: str, *, cursor: str | None, limit: int, offset: int = 0
+) -> tuple[list[PaymentOrder], str | None]:
+    """An account's orders, newest first, and the next page's cursor."""
+    stmt = select(PaymentOrder).where(PaymentOrder.account_id == account_id)
+    return await _order_page(session, stmt, cursor=cursor, limit=limit, offset=offset)
 
 
 async def all_orders(
@@ -44,9 +55,10 @@ async def all_orders(
     status: str | None,
     provider: str | None,
     out_trade_no: str | None,
+    cursor: str | None,
     limit: int,
-    offset: int,
-) -> Sequence[PaymentOrder]:
+    offset: int = 0,
+) -> tuple[list[PaymentOrder], str | None]:
     """All orders (finance), newest first, optionally of one status, provider or number."""
     stmt = select(PaymentOrder)
     if status:
@@ -55,8 +67,7 @@ async def all_orders(
         stmt = stmt.where(PaymentOrder.provider == provider)
     if out_trade_no:
         stmt = stmt.where(PaymentOrder.out_trade_no == out_trade_no)
-    rows = await session.exec(stmt.order_by(col(PaymentOrder.created_at).desc()).limit(limit).offset(offset))
-    return rows.all()
+    return await _order_page(session, stmt, cursor=cursor, limit=limit, offset=offset)
 
 
 async def order_events(session: AsyncSession, order_id: str) -> Sequence[PaymentEvent]:

@@ -24,11 +24,17 @@ NOTIFY_PATH = "/api/v1/payments/notify"
 class PlatformReplayGuard:
     """Replay guard on the platform Redis (shared by api replicas; fakeredis when embedded)."""
 
-    async def first_seen(self, key: str, ttl_s: int) -> bool:
+    async def seen(self, key: str) -> bool:
         from app_api.core.redis import get_redis
 
         redis = await get_redis()
-        return bool(await redis.set("payments:replay:" + key, b"1", nx=True, ex=ttl_s))
+        return bool(await redis.exists("payments:replay:" + key))
+
+    async def remember(self, key: str, ttl_s: int) -> None:
+        from app_api.core.redis import get_redis
+
+        redis = await get_redis()
+        await redis.set("payments:replay:" + key, b"1", ex=ttl_s)
 
 
 @dataclass

@@ -22,6 +22,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from app_api.core.clock import CHINA_TZ, china_today
 from app_api.core.db import SessionDep, session_scope
 from app_api.core.money import fen_to_yuan
+from app_api.core.paging import CursorQuery, LegacyOffsetQuery, LimitQuery, OffsetQuery
 from app_api.platform.access import CurrentAccount, Finance, FinanceConsole, public
 from payments import orders, queries
 from payments.batch import batcher
@@ -42,6 +43,8 @@ from payments.schemas import (
     EventPublic,
     ItemPublic,
     OrderFinance,
+    OrderFinancePage,
+    OrderPage,
     OrderPublic,
     PayRequest,
     PayResponse,
@@ -53,6 +56,8 @@ from payments.schemas import (
 )
 
 log = logging.getLogger(__name__)
+
+FINANCE_MAX_LIMIT = 500  # finance reads longer pages than residents (paging.MAX_LIMIT)
 
 notify_router = APIRouter(prefix="/payments/notify", tags=["payments"])
 router = APIRouter(prefix="/payments", tags=["payments"])
@@ -83,7 +88,15 @@ async def notify(provider: ProviderName, request: Request) -> Response:
         ack = impl.acknowledge(False, exc.reason)
         return Response(ack.body, status_code=ack.status_code, media_type=ack.media_type)
     # Applied with whatever else arrived meanwhile, in one transaction; answered after its commit.
-    await batcher().apply(note, body, request.headers)
+    # Verify first, remember second: only an applied notification is remembered as seen. If applying
+    # fails, the provider is answered with an error and its identical retry is processed again.
+    try:
+        await batcher().apply(note, body, request.headers)
+    except Exception:
+        log.exception("payments: %s notification for %s not applied", provider.value, note.out_trade_no)
+        ack = impl.acknowledge(False, "processing failed")
+        return Response(ack.body, status_code=ack.status_code, media_type=ack.media_type)
+    await impl.applied(note)
     ack = impl.acknowledge(True)
     return Response(ack.body, status_code=ack.status_code, media_type=ack.media_type)
 
@@ -102,15 +115,19 @@ async def owned_order(order_id: str, principal: CurrentAccount, session: Session
 OwnedOrder = Annotated[PaymentOrder, Depends(owned_order)]
 
 
-@router.get("/orders", response_model=list[OrderPublic])
+@router.get("/orders", response_model=OrderPage)
 async def my_orders(
     principal: CurrentAccount,
     session: SessionDep,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    cursor: CursorQuery = None,
+    limit: LimitQuery = 20,
+    offset: LegacyOffsetQuery = 0,
 ) -> Any:
-    """My payment orders, newest first."""
-    return await queries.orders_of(session, principal.id, limit=limit, offset=offset)
+    """My payment orders, newest first; page on with ``cursor`` (the last ``next_cursor``)."""
+    items, next_cursor = await queries.orders_of(
+        session, principal.id, cursor=cursor, limit=limit, offset=offset
+    )
+    return OrderPage(items=[OrderPublic.model_validate(o) for o in items], next_cursor=next_cursor)
 
 
 @router.get("/orders/{order_id}", response_model=OrderPublic)
@@ -142,25 +159,28 @@ async def close(order: OwnedOrder, principal: CurrentAccount, session: SessionDe
 # -- finance ------------------------------------------------------------------------------------
 
 
-@finance_router.get("/orders", response_model=list[OrderFinance])
+@finance_router.get("/orders", response_model=OrderFinancePage)
 async def all_orders(
     principal: Finance,
     session: SessionDep,
-    status: str | None = None,
+    status: Annotated[str | None, Query(max_length=32)] = None,
     provider: ProviderName | None = None,
-    out_trade_no: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    out_trade_no: Annotated[str | None, Query(max_length=64)] = None,
+    cursor: CursorQuery = None,
+    limit: Annotated[int, Query(ge=1, le=FINANCE_MAX_LIMIT)] = 50,
+    offset: LegacyOffsetQuery = 0,
 ) -> Any:
-    """All payment orders (finance)."""
-    return await queries.all_orders(
+    """All payment orders (finance), newest first; page on with ``cursor`` (the last ``next_cursor``)."""
+    items, next_cursor = await queries.all_orders(
         session,
         status=status,
         provider=provider.value if provider else None,
         out_trade_no=out_trade_no,
+        cursor=cursor,
         limit=limit,
         offset=offset,
     )
+    return OrderFinancePage(items=[OrderFinance.model_validate(o) for o in items], next_cursor=next_cursor)
 
 
 @finance_router.get("/orders/{order_id}/events", response_model=list[EventPublic])
@@ -169,10 +189,18 @@ async def order_events(order_id: str, principal: Finance, session: SessionDep) -
     return await queries.order_events(session, order_id)
 
 
-@finance_router.post("/orders/{order_id}/refunds", response_model=RefundPublic, status_code=202)
-async def refund(order_id: str, payload: RefundCreate, principal: Finance, session: SessionDep) -> Any:
-    """Refund all or part of a paid order; repeating the same refund number changes nothing."""
-    created, _ = await request_refund(
+@finance_router.post(
+    "/orders/{order_id}/refunds",
+    response_model=RefundPublic,
+    status_code=202,
+    responses={200: {"model": RefundPublic, "description": "该退款单号已受理（重复提交）"}},
+)
+async def refund(
+    order_id: str, payload: RefundCreate, principal: Finance, session: SessionDep, response: Response
+) -> Any:
+    """Refund all or part of a paid order (202). The same refund number again answers the refund
+    already recorded (200); the same number with another order or amount is a 409."""
+    refund, created = await request_refund(
         session,
         order_id=order_id,
         amount_fen=payload.amount_fen,
@@ -181,7 +209,9 @@ async def refund(order_id: str, payload: RefundCreate, principal: Finance, sessi
         source="finance",
         actor_id=principal.id,
     )
-    return created
+    if not created:
+        response.status_code = 200
+    return refund
 
 
 @finance_router.get("/orders/{order_id}/refunds", response_model=list[RefundPublic])
@@ -227,9 +257,9 @@ async def run_items(
     category: Discrepancy | None = None,
     unresolved: bool = False,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: OffsetQuery = 0,
 ) -> Any:
-    """A run's discrepancies."""
+    """A run's discrepancies, by category (a finished run's list does not grow: offset paging)."""
     await queries.run(session, run_id)
     return await queries.run_items_page(
         session,

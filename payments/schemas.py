@@ -32,6 +32,16 @@ class OrderFinance(OrderPublic):
     column_notified_at: dt.datetime | None
 
 
+class OrderPage(BaseModel):
+    items: list[OrderPublic]
+    next_cursor: str | None = Field(default=None, description="下一页的 cursor；最后一页为 null")
+
+
+class OrderFinancePage(BaseModel):
+    items: list[OrderFinance]
+    next_cursor: str | None = Field(default=None, description="下一页的 cursor；最后一页为 null")
+
+
 class PayRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -460,6 +460,9 @@ class AlipayProvider:
             provider=self.name, bill_date=bill_date, format=BillFormat.ALIPAY_ZIP, content=content
         )
 
+    async def applied(self, note: Notification) -> None:
+        """Nothing to remember: no replay guard (repeats are deduplicated by the ledger)."""
+
     def acknowledge(self, ok: bool, message: str = "") -> Ack:
         # Alipay retries until it reads exactly "success"; anything else counts as failure.
         return Ack(status_code=200, body=b"success" if ok else b"fail", media_type="text/plain")

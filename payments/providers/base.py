@@ -166,6 +166,8 @@ class Notification:
     refund_fen: int | None = None
     refund_state: RefundState | None = None
     raw: dict[str, Any] = field(default_factory=dict)
+    # The signed message's replay-guard key (WeChat Pay v3), remembered once the note is applied.
+    replay_key: str | None = None
 
     @property
     def dedupe_key(self) -> str:
@@ -240,12 +242,20 @@ class Ack:
 
 
 # ---------------------------------------------------------------------------------------------
-# Replay protection for notifications that carry a nonce (WeChat Pay v3).
+# Replay protection for notifications that carry a nonce (WeChat Pay v3). Verify first, remember
+# second: a signed message is looked up before it is decoded, and remembered only once it has been
+# verified, decrypted, checked and applied (``PaymentProvider.applied``). A message whose processing
+# failed is not remembered, so the provider's identical retry is applied; identical copies arriving
+# together all reach the ledger, which stores and applies a notification once per transaction.
 
 
 class ReplayGuard(Protocol):
-    async def first_seen(self, key: str, ttl_s: int) -> bool:
-        """True the first time ``key`` is offered within ``ttl_s`` seconds, False afterwards."""
+    async def seen(self, key: str) -> bool:
+        """True if ``key`` was remembered and has not expired."""
+        ...
+
+    async def remember(self, key: str, ttl_s: int) -> None:
+        """Remember ``key`` for ``ttl_s`` seconds."""
         ...
 
 
@@ -257,16 +267,18 @@ class MemoryReplayGuard:
         # A thread lock, not an asyncio one: the guard may be shared by servers on several loops.
         self._lock = threading.Lock()
 
-    async def first_seen(self, key: str, ttl_s: int) -> bool:
+    async def seen(self, key: str) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            expires = self._seen.get(key)
+            return expires is not None and expires > now
+
+    async def remember(self, key: str, ttl_s: int) -> None:
         now = time.monotonic()
         with self._lock:
             if len(self._seen) > 10_000:
                 self._seen = {k: exp for k, exp in self._seen.items() if exp > now}
-            expires = self._seen.get(key)
-            if expires is not None and expires > now:
-                return False
             self._seen[key] = now + ttl_s
-            return True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -310,6 +322,10 @@ class PaymentProvider(Protocol):
 
     def acknowledge(self, ok: bool, message: str = "") -> Ack:
         """The provider's documented answer to a notification (success stops its retries)."""
+        ...
+
+    async def applied(self, note: Notification) -> None:
+        """``note`` has been applied and committed: an exact replay of it may now be refused."""
         ...
 
 

@@ -392,6 +392,9 @@ class WeChatPayV2Provider:
             content=text.encode("utf-8"),
         )
 
+    async def applied(self, note: Notification) -> None:
+        """Nothing to remember: no replay guard (repeats are deduplicated by the ledger)."""
+
     def acknowledge(self, ok: bool, message: str = "") -> Ack:
         code, text = ("SUCCESS", "OK") if ok else ("FAIL", (message or "FAIL").replace("]]>", ""))
         body = (

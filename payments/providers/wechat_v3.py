@@ -3,7 +3,9 @@
 Always in public-key mode (``public_key`` + ``public_key_id``): without it the SDK downloads
 platform certificates at start-up. Quirks handled here:
 - ``callback()`` accepts notifications with any timestamp: we verify the signature ourselves, refuse
-  timestamps more than ``max_skew_s`` away from now, and refuse a nonce seen before (replay guard).
+  timestamps more than ``max_skew_s`` away from now, and refuse a signed message already applied
+  (replay guard: looked up on arrival, remembered only once verified, decrypted, checked and
+  applied, see ``applied``).
 - ``trade_bill`` returns a download URL with a SHA1 of the bill that ``download_bill`` never
   checks: we decompress and verify it.
 - The SDK raises bare ``Exception`` for transport and signature failures: mapped to ProviderError.
@@ -20,7 +22,7 @@ import secrets
 import time
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from app_api.core.clock import CHINA_TZ
@@ -245,8 +247,11 @@ class WeChatPayV3Provider:
         if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > self.config.max_skew_s:
             raise StaleNotification(f"timestamp {timestamp} outside ±{self.config.max_skew_s}s")
         digest = hashlib.sha256(signature.encode()).hexdigest()[:32]
-        if not await self.replay_guard.first_seen(f"wechat_v3:{nonce}:{digest}", 2 * self.config.max_skew_s):
-            raise ReplayedNotification("this signed notification was already received")
+        replay_key = f"wechat_v3:{nonce}:{digest}"
+        # Looked up now, remembered only once applied (``applied``): a retry of a message whose
+        # processing failed is processed again.
+        if await self.replay_guard.seen(replay_key):
+            raise ReplayedNotification("this signed notification was already applied")
         try:
             envelope = json.loads(text)
             result = self._client.callback(
@@ -268,7 +273,7 @@ class WeChatPayV3Provider:
         resource: dict[str, Any] = result["resource"]
         event = str(envelope.get("event_type", ""))
         if event.startswith("REFUND."):
-            return self._refund_notification(resource, envelope)
+            return replace(self._refund_notification(resource, envelope), replay_key=replay_key)
         if event != "TRANSACTION.SUCCESS":
             raise MalformedNotification(f"unexpected event_type {event!r}")
         try:
@@ -291,6 +296,7 @@ class WeChatPayV3Provider:
             trade_state=TRADE_STATES.get(trade_state, TradeState.FAILED),
             paid_at=parse_rfc3339(resource.get("success_time")),
             raw={"event_type": event, "id": envelope.get("id"), "resource": resource},
+            replay_key=replay_key,
         )
 
     def _refund_notification(self, resource: dict[str, Any], envelope: dict[str, Any]) -> Notification:
@@ -429,6 +435,11 @@ class WeChatPayV3Provider:
         return BillFile(
             provider=self.name, bill_date=bill_date, format=BillFormat.WECHAT_CSV, content=text, sha1=actual
         )
+
+    async def applied(self, note: Notification) -> None:
+        """Remember the applied message: an exact replay within twice the allowed skew is refused."""
+        if note.replay_key is not None:
+            await self.replay_guard.remember(note.replay_key, 2 * self.config.max_skew_s)
 
     def acknowledge(self, ok: bool, message: str = "") -> Ack:
         if ok:

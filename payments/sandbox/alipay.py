@@ -51,7 +51,7 @@ class AlipaySandbox(NotifierControls):
         self.alipay_key = new_rsa_key()
         self.apps: dict[str, AlipayApp] = {}
         self.trades: dict[tuple[str, str], AlipayTrade] = {}
-        self.notifier = Notifier()
+        self.notifier = Notifier(accepted=lambda status, body: status == 200 and body.strip() == b"success")
         self.extra_bill_rows: dict[dt.date, list[BillRow]] = {}
         self.bill_tamper: str | None = None  # "truncate": serve a cut-off zip
         self.notify_charset: str | None = None  # override the charset notifications are sent in

@@ -76,6 +76,8 @@ class Delivery:
     """How a notification is delivered."""
 
     copies: int = 1  # >1: the same notification sent several times (concurrently)
+    sequential: bool = False  # the copies one after another instead (exact replays)
+    retries: int = 0  # resend the identical message after a failure answer, as providers do
     delay_s: float = 0.0  # late
     hold: bool = False  # keep it until release() (to deliver out of order)
     forge: Forgery | None = None
@@ -103,8 +105,15 @@ class DeliveryRecord:
 class Notifier:
     """Sends notifications to merchants' notify URLs and remembers what they answered."""
 
-    def __init__(self, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        accepted: Callable[[int, bytes], bool] | None = None,
+    ) -> None:
         self._transport = transport
+        # What the provider reads as "received" (status, body); anything else is retried on request.
+        self._accepted = accepted or (lambda status, _body: 200 <= status < 300)
         self.held: list[OutgoingNotification] = []
         self.log: list[DeliveryRecord] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -137,7 +146,7 @@ class Notifier:
     async def _send(self, note: OutgoingNotification) -> list[DeliveryRecord]:
         async with httpx.AsyncClient(transport=self._transport, timeout=30.0) as client:
 
-            async def one() -> DeliveryRecord:
+            async def attempt() -> DeliveryRecord:
                 try:
                     response = await client.post(note.url, content=note.body, headers=note.headers)
                     status, content = response.status_code, response.content
@@ -155,7 +164,19 @@ class Notifier:
                 self.log.append(record)
                 return record
 
-            return list(await asyncio.gather(*(one() for _ in range(max(1, note.delivery.copies)))))
+            async def one() -> list[DeliveryRecord]:
+                records = [await attempt()]
+                for _ in range(note.delivery.retries):
+                    last = records[-1]
+                    if last.status_code is not None and self._accepted(last.status_code, last.response):
+                        break
+                    records.append(await attempt())
+                return records
+
+            copies = range(max(1, note.delivery.copies))
+            if note.delivery.sequential:
+                return [r for _ in copies for r in await one()]
+            return [r for records in await asyncio.gather(*(one() for _ in copies)) for r in records]
 
     def later(self, delay_s: float, factory: Callable[[], Awaitable[Any]]) -> None:
         """Run ``factory()`` after ``delay_s`` in the background (e.g. settle a refund after answering)."""
@@ -175,6 +196,8 @@ def parse_delivery(payload: dict[str, Any]) -> Delivery:
         raise ValueError(f"unknown forgery {forge!r}")
     return Delivery(
         copies=int(payload.get("copies", 1)),
+        sequential=bool(payload.get("sequential", False)),
+        retries=int(payload.get("retries", 0)),
         delay_s=float(payload.get("delay_s", 0.0)),
         hold=bool(payload.get("hold", False)),
         forge=forge,

@@ -38,7 +38,9 @@ class WeChatPayV2Sandbox(RefundControls):
     def __init__(self, *, auto_settle_refunds: bool = True) -> None:
         self.merchants: dict[str, V2Merchant] = {}
         self.orders: dict[tuple[str, str], V2Order] = {}
-        self.notifier = Notifier()
+        self.notifier = Notifier(
+            accepted=lambda status, body: status == 200 and b"<return_code><![CDATA[SUCCESS]]>" in body
+        )
         self.extra_bill_rows: dict[dt.date, list[BillRow]] = {}
         self.auto_settle_refunds = auto_settle_refunds
         self.bill_tamper: str | None = None  # "drop_row": a detail row missing, the summary unchanged

@@ -39,6 +39,7 @@ class Receiver:
             ack = provider.acknowledge(False, exc.reason)
         else:
             self.accepted.append(note)
+            await provider.applied(note)  # the ledger's part, once applied
             ack = provider.acknowledge(True)
         return Response(ack.body, status_code=ack.status_code, media_type=ack.media_type)
 

@@ -183,10 +183,10 @@ async def test_forged_and_stale_notifications_refused(v3, receiver, forge, reaso
 
 
 async def test_replayed_notification_refused(v3, receiver):
-    """The same signed message twice (a replay, not a fresh retry): the second is not applied again."""
+    """The same signed message again once applied (a replay): refused, not applied again."""
     provider, _sandbox, server = v3
     out, _ = await create(provider, receiver)
-    await control(server, "/_sandbox/pay", out_trade_no=out, copies=3)
+    await control(server, "/_sandbox/pay", out_trade_no=out, copies=3, sequential=True)
     assert len(receiver.accepted) == 1
     assert [r[0] for r in receiver.refused] == ["replayed", "replayed"]
 
