@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
 from app_api.core.crypto import decrypt_str
-from app_api.core.db import UTCDateTime, created_at_field, datetime_field, new_id
+from app_api.core.db import UTCDateTime, created_at_field, datetime_field, new_id, utcnow
 
 
 class Role(StrEnum):
@@ -74,3 +74,18 @@ class RefreshToken(SQLModel, table=True):
     expires_at: dt.datetime = Field(sa_type=UTCDateTime)
     used_at: dt.datetime | None = datetime_field()
     revoked_at: dt.datetime | None = datetime_field()
+
+
+class TokenRevocation(SQLModel, table=True):
+    """A revoked token family (a logout, or a spent refresh token presented again): the durable record.
+
+    Redis only caches these (``accounts.revocation``); access checks rebuild the cache from this table,
+    so a wiped Redis never brings a logged-out token back.
+    """
+
+    __tablename__ = "app_token_revocation"
+
+    family_id: str = Field(primary_key=True, max_length=32)
+    account_id: str = Field(foreign_key="app_account.id", index=True, max_length=32)
+    reason: str = Field(max_length=32)
+    revoked_at: dt.datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False, index=True)

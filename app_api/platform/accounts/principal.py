@@ -1,8 +1,9 @@
 """The caller of a request, as seen by access checks.
 
-Loaded per request from a Redis cache of the account (one round trip together with the token
-family's revocation flag), falling back to the database. Any change to an account's roles, level
-or flags goes through ``invalidate()``, so a revoked role or a raised level takes effect at once.
+Loaded per request from a Redis cache of the account (one round trip together with the check of
+the token family in the revocation cache, ``accounts.revocation``), falling back to the database.
+Any change to an account's roles, level or flags goes through ``invalidate()``, so a revoked role
+or a raised level takes effect at once.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app_api.core.cache import invalidate as invalidate_local
 from app_api.core.cache import local_cache
 from app_api.core.redis import get_redis
+from app_api.platform.accounts import revocation
 from app_api.platform.accounts.models import STAFF_ROLES, Account
 
 CACHE_TTL_S = 600
@@ -68,10 +70,6 @@ def _key(account_id: str) -> str:
     return f"acct:{account_id}"
 
 
-def family_key(family_id: str) -> str:
-    return f"fam:revoked:{family_id}"
-
-
 _local = local_cache("principal", ttl_s=5.0)
 
 
@@ -93,9 +91,13 @@ async def _load(
     session: AsyncSession | None, account_id: str, family_id: str
 ) -> tuple[Principal | None, bool]:
     r = await get_redis()
-    cached, revoked = await r.mget(_key(account_id), family_key(family_id))
+    async with r.pipeline(transaction=False) as p:
+        p.get(_key(account_id))
+        revocation.queue_check(p, family_id)
+        cached, check = await p.execute()
+    revoked = await revocation.answer(check, family_id)
     if cached is not None:
-        return Principal.loads(cast(bytes, cached)), revoked is not None
+        return Principal.loads(cast(bytes, cached)), revoked
     if session is None:
         from app_api.core.db import sessionmaker
 
@@ -104,17 +106,13 @@ async def _load(
     else:
         account = await session.get(Account, account_id)
     if account is None:
-        return None, revoked is not None
-    p = Principal.of(account)
-    await r.set(_key(account_id), p.dumps(), ex=CACHE_TTL_S)
-    return p, revoked is not None
+        return None, revoked
+    principal = Principal.of(account)
+    await r.set(_key(account_id), principal.dumps(), ex=CACHE_TTL_S)
+    return principal, revoked
 
 
 async def invalidate(account_id: str) -> None:
     r = await get_redis()
     await r.delete(_key(account_id))
     await invalidate_local("principal", account_id)
-
-
-async def family_revoked(family_id: str) -> None:
-    await invalidate_local("principal", family_id)

@@ -13,12 +13,11 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_api.core.db import new_id, utcnow
-from app_api.core.redis import get_redis
 from app_api.core.settings import get_settings
 from app_api.platform import audit
+from app_api.platform.accounts import revocation
 from app_api.platform.accounts.errors import RefreshRaced, RefreshReused, TokenExpired, TokenInvalid
 from app_api.platform.accounts.models import RefreshToken
-from app_api.platform.accounts.principal import family_key, family_revoked
 
 ALGORITHM = "HS256"
 ISSUER = "wojia"
@@ -95,21 +94,29 @@ async def refresh_owner(session: AsyncSession, raw: str) -> AccessClaims | None:
     return None if token is None else AccessClaims(account_id=token.account_id, family_id=token.family_id)
 
 
-async def revoke_family(session: AsyncSession, family_id: str) -> None:
+async def revoke_family(session: AsyncSession, family_id: str, account_id: str, *, reason: str) -> None:
+    """Revoke every token of a login: its refresh tokens, and its access tokens at once.
+
+    Recorded in ``app_token_revocation`` in the caller's transaction (the durable record) and put
+    into the Redis cache that access checks read (``accounts.revocation``).
+    """
     await session.exec(
         sa.update(RefreshToken)
         .where(col(RefreshToken.family_id) == family_id, col(RefreshToken.revoked_at).is_(None))
         .values(revoked_at=utcnow())
     )
-    r = await get_redis()
-    # Access tokens of the family die at once: the flag outlives the longest access token.
-    await r.set(family_key(family_id), b"1", ex=get_settings().access_token_ttl_s + 60)
-    await family_revoked(family_id)
+    await revocation.revoke(session, family_id=family_id, account_id=account_id, reason=reason)
+
+
+async def _commit_revocation(session: AsyncSession, family_id: str) -> None:
+    """Commit a revocation that must survive the error response, then refresh the cache after it."""
+    await session.commit()
+    await revocation.remember(family_id, utcnow())
 
 
 async def log_out(session: AsyncSession, claims: AccessClaims) -> None:
     """End one login (app or console): revoke its token family and record the logout."""
-    await revoke_family(session, claims.family_id)
+    await revoke_family(session, claims.family_id, claims.account_id, reason="logout")
     await audit.record(
         session,
         action="auth.logout",
@@ -130,6 +137,9 @@ async def rotate(session: AsyncSession, raw: str, *, race_grace_s: int = 0) -> t
     token = (await session.exec(select(RefreshToken).where(RefreshToken.token_hash == _hash(raw)))).first()
     if token is None:
         raise TokenInvalid()
+    if token.revoked_at is None and await revocation.is_revoked(session, token.family_id):
+        # Issued by a refresh that raced the family's revocation: the family is what counts.
+        raise TokenInvalid()
     if (
         race_grace_s > 0
         and token.used_at is not None
@@ -140,7 +150,7 @@ async def rotate(session: AsyncSession, raw: str, *, race_grace_s: int = 0) -> t
     if token.used_at is not None or token.revoked_at is not None:
         if token.used_at is not None and token.revoked_at is None:
             # A spent token presented again: someone holds a copy. Revoke the whole family.
-            await revoke_family(session, token.family_id)
+            await revoke_family(session, token.family_id, token.account_id, reason="refresh_reused")
             await audit.record(
                 session,
                 action="auth.refresh_reused",
@@ -149,7 +159,7 @@ async def rotate(session: AsyncSession, raw: str, *, race_grace_s: int = 0) -> t
                 subject_id=token.family_id,
             )
             # The revocation must survive the error response, so it is committed here.
-            await session.commit()
+            await _commit_revocation(session, token.family_id)
             raise RefreshReused()
         raise TokenInvalid()
     if token.expires_at <= utcnow():
@@ -163,7 +173,7 @@ async def rotate(session: AsyncSession, raw: str, *, race_grace_s: int = 0) -> t
     if res.rowcount != 1:
         if race_grace_s > 0:
             raise RefreshRaced()  # another tab spent it between our read and our write
-        await revoke_family(session, token.family_id)
-        await session.commit()
+        await revoke_family(session, token.family_id, token.account_id, reason="refresh_reused")
+        await _commit_revocation(session, token.family_id)
         raise RefreshReused()
     return await issue_pair(session, token.account_id, token.family_id), token.account_id
