@@ -57,6 +57,13 @@ class ValidationFailed(AppError):
     status = 422
 
 
+class InvalidCharacters(ValidationFailed):
+    """Text in the request (path, query, body, form field or file name) holds a control character."""
+
+    code = "app.invalid_characters"
+    title = "提交的内容含有不允许的字符"
+
+
 class NotFound(AppError):
     code = "app.not_found"
     title = "未找到相关内容"

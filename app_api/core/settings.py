@@ -8,21 +8,30 @@ Packages and columns own their own settings classes (``payments/config.py``,
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parents[2]
 # Local state for the embedded default (SQLite file, uploads); WOJIA_VAR_DIR moves it.
 VAR_DIR = Path(os.environ.get("WOJIA_VAR_DIR") or ROOT / "var")
 
+# A browser origin: scheme, host, optional port, nothing else.
+_ORIGIN = re.compile(r"https?://(\[[0-9A-Fa-f:]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?")
+MIN_METRICS_TOKEN = 16
+
 # Development secrets: accepted only when environment == "development" (or "test").
 DEV_SECRET_KEY = "dev-secret-key-change-me-0123456789abcdef"
 # 32 bytes, urlsafe base64: the development data-encryption key.
 DEV_DATA_KEY = "ZGV2LWRhdGEta2V5LWRvLW5vdC11c2UtaW4tcHJvZCE="
+
+
+class StartupRefused(RuntimeError):
+    """The settings are unsafe to serve the api with (see ``Settings.serving_problems``)."""
 
 
 class WojiaSettings(BaseSettings):
@@ -57,9 +66,17 @@ class Settings(WojiaSettings):
     # Keyed-hash secret for lookups of encrypted values (ID numbers, phones).
     lookup_key: SecretStr = SecretStr(DEV_SECRET_KEY + "-lookup")
 
-    # Bearer token Prometheus sends to /metrics (scrape config ``authorization``). Unset: /metrics
-    # is open, so keep it off the public proxy.
+    # Bearer token Prometheus sends to /metrics (scrape config ``authorization``). Required outside
+    # development (the api refuses to start without it); unset in development, /metrics is open.
     metrics_token: SecretStr | None = None
+
+    # /docs, /redoc and /openapi.json: served in development and test unless turned off, elsewhere
+    # only when turned on.
+    docs_enabled: bool | None = None
+    # Browser origins allowed to call the API from another origin, comma-separated
+    # ("https://a.example,https://b.example"). Empty: no CORS headers at all (the apps are native
+    # or mini programs; the staff console is same-origin).
+    cors_origins: str = ""
 
     access_token_ttl_s: int = 15 * 60
     refresh_token_ttl_s: int = 30 * 24 * 3600
@@ -105,6 +122,45 @@ class Settings(WojiaSettings):
             },
         )
         return self
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        for origin in (o.strip() for o in value.split(",") if o.strip()):
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"WOJIA_CORS_ORIGINS: {origin!r} is not an origin like https://app.example.cn"
+                )
+        return value
+
+    def serving_problems(self) -> list[str]:
+        """Why the api must not start with these settings (empty: it may).
+
+        Checked by ``create_app`` and ``wojia serve``; development and test stay open as they are.
+        """
+        if self.is_dev:
+            return []
+        problems = []
+        token = self.metrics_token.get_secret_value() if self.metrics_token else ""
+        if len(token) < MIN_METRICS_TOKEN:
+            problems.append(
+                f"WOJIA_METRICS_TOKEN must be set (at least {MIN_METRICS_TOKEN} characters) when "
+                f"environment={self.environment}: /metrics is refused without it; Prometheus sends "
+                "it as a bearer token"
+            )
+        if "*" in self.cors_allowed_origins:
+            problems.append(
+                f"WOJIA_CORS_ORIGINS may not be '*' when environment={self.environment}: list the origins"
+            )
+        return problems
+
+    @property
+    def cors_allowed_origins(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+    @property
+    def serve_docs(self) -> bool:
+        return self.is_dev if self.docs_enabled is None else self.docs_enabled
 
     @property
     def is_dev(self) -> bool:

@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute, APIRouter
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -24,9 +25,11 @@ from app_api.core.errors import (
     NotFound,
     ValidationFailed,
 )
+from app_api.core.input_guard import InputGuardMiddleware
 from app_api.core.logging import configure_logging, request_id_var
-from app_api.core.middleware import RequestContextMiddleware
-from app_api.core.settings import Settings, get_settings
+from app_api.core.middleware import RequestContextMiddleware, SecurityHeadersMiddleware, with_security_headers
+from app_api.core.settings import Settings, StartupRefused, get_settings
+from app_api.core.validation_zh import chinese_errors
 from app_api.platform.access_walk import access_kinds, is_open
 from app_api.platform.accounts.errors import ConsoleLoginRequired
 from app_api.platform.home.loader import discover
@@ -74,11 +77,8 @@ def install_error_handlers(app: FastAPI) -> None:
         errs = exc.errors()
         if any(e.get("type") == "json_invalid" for e in errs):
             return _problem(BadRequest("请求内容不是有效的 JSON", code_detail="json_invalid"), request)
-        fields = [
-            {"loc": [str(x) for x in e.get("loc", ())], "type": e.get("type"), "msg": e.get("msg")}
-            for e in errs
-        ]
-        return _problem(ValidationFailed(errors=fields), request)
+        fields = chinese_errors(errs, request.scope.get("route"))
+        return _problem(ValidationFailed("；".join(f["msg"] for f in fields[:3]), errors=fields), request)
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -93,7 +93,13 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return _problem(InternalError(), request)
+        response = _problem(InternalError(), request)
+        # Sent by Starlette's outermost error middleware, past every other middleware.
+        hsts = get_settings().public_base_url.startswith("https://")
+        response.raw_headers[:] = with_security_headers(
+            response.raw_headers, path=request.url.path, hsts=hsts
+        )
+        return response
 
 
 def mount_columns(app: FastAPI, settings: Settings) -> Registry:
@@ -174,20 +180,44 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await dispose_engine()
 
 
+def install_middleware(app: FastAPI, settings: Settings) -> None:
+    """Outermost first: security headers, CORS (only with origins configured), request context
+    (request id, size limits, metrics), then the control-character check of every text input."""
+    app.add_middleware(InputGuardMiddleware)
+    app.add_middleware(
+        RequestContextMiddleware, max_body=settings.max_body_bytes, max_upload=settings.max_upload_bytes
+    )
+    if settings.cors_allowed_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_allowed_origins,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["authorization", "content-type", "x-request-id", "x-step-up-token"],
+            expose_headers=["x-request-id", "retry-after"],
+            allow_credentials=False,
+            max_age=600,
+        )
+    app.add_middleware(SecurityHeadersMiddleware, hsts=settings.public_base_url.startswith("https://"))
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
+    """The api. Refuses (``StartupRefused``) settings unsafe to serve with outside development."""
     settings = settings or get_settings()
+    problems = settings.serving_problems()
+    if problems:
+        raise StartupRefused("the api will not start: " + "; ".join(problems))
     configure_logging(json=settings.log_json)
+    docs = settings.serve_docs
     app = FastAPI(
         title=f"我家{settings.city_name} Wojia API",
         version="0.1.0",
         lifespan=lifespan,
-        docs_url="/docs",
-        openapi_url="/openapi.json",
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
     )
     install_error_handlers(app)
-    app.add_middleware(
-        RequestContextMiddleware, max_body=settings.max_body_bytes, max_upload=settings.max_upload_bytes
-    )
+    install_middleware(app, settings)
     for component in components():
         for mount in component.routers:
             app.include_router(mount.router, prefix=mount.prefix)

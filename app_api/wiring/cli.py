@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -134,6 +134,19 @@ def seed() -> None:
     asyncio.run(run_seed(echo=typer.echo))
 
 
+def uvicorn_options(*, host: str, port: int, workers: int) -> dict[str, Any]:
+    """What ``wojia serve`` passes to uvicorn: no ``server`` banner, our own logging."""
+    return {
+        "host": host,
+        "port": port,
+        "workers": workers,
+        "proxy_headers": True,
+        "server_header": False,
+        "log_config": None,
+        "access_log": False,
+    }
+
+
 @app.command("serve")
 def serve(
     host: str = "127.0.0.1",
@@ -141,22 +154,21 @@ def serve(
     workers: int = 1,
     migrate: Annotated[bool, typer.Option(help="apply migrations first")] = True,
 ) -> None:
-    """Serve the API with uvicorn."""
+    """Serve the API with uvicorn (refuses settings unsafe outside development)."""
     import uvicorn
 
+    from app_api.core.settings import get_settings
+
+    problems = get_settings().serving_problems()
+    if problems:
+        for problem in problems:
+            typer.echo(f"refusing to start: {problem}", err=True)
+        raise typer.Exit(2)
     if migrate:
         from app_api.wiring.migrate import upgrade
 
         upgrade()
-    uvicorn.run(
-        "app_api.wiring.main:app",
-        host=host,
-        port=port,
-        workers=workers,
-        proxy_headers=True,
-        log_config=None,
-        access_log=False,
-    )
+    uvicorn.run("app_api.wiring.main:app", **uvicorn_options(host=host, port=port, workers=workers))
 
 
 @app.command("worker")
