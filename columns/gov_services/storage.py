@@ -1,15 +1,20 @@
 """Uploaded materials: checked by what the bytes are, not by what the client says, and stored encrypted.
 
 Accepted: PDF, JPEG, PNG and OFD (China's fixed-layout format, GB/T 33190: a ZIP package whose
-root holds ``OFD.xml``). A file whose content disagrees with its extension or declared type is
-refused, as is an empty or oversized one. Stored encrypted in a local folder (the embedded default)
-or in S3-compatible object storage (``WOJIA_COLUMN_GOV_SERVICES_STORAGE=s3``).
+root holds ``OFD.xml``). A file whose content disagrees with its declared type is refused, as is an
+empty or oversized one. The name shown to reviewers is cleaned (``display_name``): no path, no
+control or bidirectional-override characters, NFC, at most ``DISPLAY_MAX`` characters, and an
+extension that says what the bytes are (a JPEG sent as ``photo.pdf`` is shown as ``photo.jpg``).
+Stored encrypted in a local folder (the embedded default) or in S3-compatible object storage
+(``WOJIA_COLUMN_GOV_SERVICES_STORAGE=s3``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
+import re
+import unicodedata
 import zipfile
 from pathlib import Path
 from typing import Protocol
@@ -29,6 +34,15 @@ DECLARED = {
     "ofd": ("application/ofd", "application/zip", "application/x-zip-compressed"),
 }
 GENERIC_TYPES = ("", "application/octet-stream", "binary/octet-stream")
+# The extension a display name gets for each kind (".jpeg" is kept when the resident wrote it).
+DISPLAY_EXT = {"pdf": ".pdf", "jpeg": ".jpg", "png": ".png", "ofd": ".ofd"}
+DISPLAY_MAX = 100
+# Removed from display names: control, format (bidi overrides and isolates, LRM/RLM, zero-width
+# characters, BOM), surrogate, private-use and unassigned code points, line and paragraph separators.
+_DROP_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
+# What counts as an extension to replace: a short run of letters and digits, not only digits
+# ("v1.2" keeps its ".2").
+_EXTENSION = re.compile(r"\.([A-Za-z0-9]{1,8})$")
 
 
 def sniff(data: bytes) -> str | None:
@@ -48,8 +62,9 @@ def sniff(data: bytes) -> str | None:
     return None
 
 
-def check_upload(data: bytes, *, filename: str, declared_type: str | None, max_bytes: int) -> str:
-    """Return the kind of an acceptable upload; raise a clear error otherwise."""
+def check_upload(data: bytes, *, declared_type: str | None, max_bytes: int) -> str:
+    """Return the kind of an acceptable upload; raise a clear error otherwise. The file name plays no
+    part: its extension is replaced by the kind's (``display_name``)."""
     if not data:
         raise UploadRejected("文件为空，请重新选择")
     if len(data) > max_bytes:
@@ -57,13 +72,36 @@ def check_upload(data: bytes, *, filename: str, declared_type: str | None, max_b
     kind = sniff(data)
     if kind is None:
         raise UploadRejected("仅支持 PDF、JPG、PNG、OFD 格式的文件")
-    ext = Path(filename).suffix.lower()
-    if ext and ext not in EXTENSIONS[kind]:
-        raise UploadRejected("文件内容与扩展名不符", detected=kind, extension=ext)
     declared = (declared_type or "").split(";")[0].strip().lower()
     if declared not in GENERIC_TYPES and declared not in DECLARED[kind]:
         raise UploadRejected("文件内容与声明的类型不符", detected=kind, declared=declared)
     return kind
+
+
+def _clean(text: str) -> str:
+    text = unicodedata.normalize("NFC", text)
+    text = "".join(" " if ch.isspace() else ch for ch in text)
+    text = "".join(ch for ch in text if unicodedata.category(ch) not in _DROP_CATEGORIES)
+    return " ".join(text.split())
+
+
+def display_name(filename: str, kind: str, *, fallback: str = "材料") -> str:
+    """The name reviewers see for an upload of ``kind``: the last path component (``/`` or ``\\``),
+    without control or bidi characters, NFC-normalised, at most ``DISPLAY_MAX`` characters, ending
+    in the extension of what the bytes are (a lying or missing extension is replaced)."""
+    name = _clean(filename.replace("\\", "/").rsplit("/", 1)[-1])
+    ext = DISPLAY_EXT[kind]
+    found = _EXTENSION.search(name)
+    if found is not None and not found.group(1).isdigit():
+        given = "." + found.group(1).lower()
+        if given in EXTENSIONS[kind]:
+            ext = given
+        name = name[: found.start()]
+    stem = name.strip(" .")
+    if not stem:
+        stem = _clean(fallback.replace("\\", "/").replace("/", "_")).strip(" .") or "材料"
+    stem = stem[: DISPLAY_MAX - len(ext)].rstrip(" .") or "材料"
+    return stem + ext
 
 
 class Storage(Protocol):
