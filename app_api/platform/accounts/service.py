@@ -13,14 +13,16 @@ from app_api.core.crypto import encrypt_str, lookup_hash, mask_phone
 from app_api.core.db import utcnow
 from app_api.core.redis import get_redis
 from app_api.core.settings import get_settings
-from app_api.platform import audit
+from app_api.platform import audit, sms
 from app_api.platform.accounts import errors
 from app_api.platform.accounts.models import Account, Role
 from app_api.platform.accounts.principal import invalidate
 from app_api.platform.accounts.tokens import TokenPair, issue_pair
-from app_api.platform.sms import get_sms
 
 _ph = PasswordHasher()
+
+LOGIN_CODE = "login_code"
+sms.declare(LOGIN_CODE, "您的登录验证码为$code，$minutes分钟内有效。请勿泄露给他人。")
 
 
 def _code_hash(phone: str, code: str) -> bytes:
@@ -59,13 +61,12 @@ async def send_login_code(*, phone: str, client_ip: str) -> tuple[int, int]:
         p.set(f"sms:code:{phone}", _code_hash(phone, code), ex=s.sms_code_ttl_s)
         p.delete(f"sms:wrong:{phone}")
         await p.execute()
-    minutes = s.sms_code_ttl_s // 60
-    await get_sms().send(
-        phone,
-        f"【我家{s.city_name}】您的登录验证码为{code}，{minutes}分钟内有效。请勿泄露给他人。",
-        template="login_code",
-        params=[code, str(minutes)],
-    )
+    try:
+        await sms.get_sms().send(phone, LOGIN_CODE, {"code": code, "minutes": s.sms_code_ttl_s // 60})
+    except sms.SmsFailed:
+        # Nothing reached the phone: the resident may ask again at once.
+        await r.delete(f"sms:code:{phone}", f"sms:cool:{phone}")
+        raise
     return s.sms_code_ttl_s, s.sms_resend_cooldown_s
 
 

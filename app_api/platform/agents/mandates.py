@@ -23,7 +23,7 @@ from app_api.core.db import utcnow
 from app_api.core.errors import ValidationFailed
 from app_api.core.redis import get_redis
 from app_api.core.settings import get_settings
-from app_api.platform import notify
+from app_api.platform import notify, sms
 from app_api.platform.accounts import service as accounts
 from app_api.platform.accounts.models import Account
 from app_api.platform.accounts.principal import Principal
@@ -42,13 +42,18 @@ from app_api.platform.consent import service as consent
 from app_api.platform.consent.models import Consent
 from app_api.platform.datahub.citizen_id import problem as id_problem
 from app_api.platform.datahub.service import id_hash
-from app_api.platform.sms import get_sms
 
 MANDATE_PURPOSE = "agents.mandate"
 CODE_TTL_S = 600
 CODE_COOLDOWN_S = 60
 MAX_WRONG = 5
 MAX_DAYS = 365
+MANDATE_CODE = "agents.mandate_code"
+sms.declare(
+    MANDATE_CODE,
+    "$station代办员申请代您办理：$scopes，有效期$days天。授权验证码$code，$minutes分钟内有效。"
+    "同意请将验证码告知代办员；如非您本人申请，请勿告知他人。",
+)
 
 
 def _check_scope(scopes: list[str], items: list[str], days: int) -> tuple[list[str], list[str]]:
@@ -93,15 +98,18 @@ async def request_sms_mandate(
         "code": _code_hash(request_id, code),
     }
     await r.set(f"agents:mreq:{request_id}", json.dumps(payload), ex=CODE_TTL_S)
-    city = get_settings().city_name
-    await get_sms().send(
-        phone,
-        f"【我家{city}】{station.name}代办员申请代您办理：{_scope_text(scopes)}，有效期{days}天。"
-        f"授权验证码{code}，{CODE_TTL_S // 60}分钟内有效。"
-        "同意请将验证码告知代办员；如非您本人申请，请勿告知他人。",
-        template="agents_mandate_code",
-        params=[station.name, code],
-    )
+    params = {
+        "station": station.name,
+        "scopes": _scope_text(scopes),
+        "days": days,
+        "code": code,
+        "minutes": CODE_TTL_S // 60,
+    }
+    try:
+        await sms.get_sms().send(phone, MANDATE_CODE, params)
+    except sms.SmsFailed:
+        await r.delete(f"agents:mreq:{request_id}", f"agents:mcool:{phone}")
+        raise
     await record_action(
         session,
         agent_id=agent.id,

@@ -56,14 +56,16 @@ class SmsChannel:
 
     async def deliver(self, address: str, notification: Notification, spec: TemplateSpec) -> str:
         try:
+            # The gateway sends the template's parameters in the order its approved template declares.
             return await get_sms().send(
-                address,
-                notification.text,
-                template=notification.template,
-                params=[str(v) for v in notification.params.values()],
+                address, notification.template, notification.params, text=notification.text
             )
-        except UpstreamError as e:
-            raise ChannelError(f"sms.{e.extra.get('upstream_code', 'upstream')}", e.detail) from e
+        except UpstreamError as e:  # sms.SmsFailed and any gateway's upstream failure
+            raise ChannelError(
+                f"sms.{e.extra.get('upstream_code', 'upstream')}",
+                str(e.extra.get("upstream_message") or e.detail),
+                retryable=bool(e.extra.get("retryable", True)),
+            ) from e
         except (OSError, TimeoutError) as e:
             raise ChannelError("sms.unreachable", str(e) or type(e).__name__) from e
 

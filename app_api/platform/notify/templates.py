@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app_api.core.settings import get_settings
+from app_api.platform import sms
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ def register_template(
     ``category`` (default: the key's prefix, ``gov`` for ``gov.status_changed``) is what residents
     mute in their preferences.
     """
+    # The same key is the SMS message kind; its parameters are the text's placeholders in order.
+    sms.declare(key, text)
     _templates[key] = TemplateSpec(
         key=key,
         text=text,
