@@ -79,7 +79,9 @@ async def readyz() -> Readiness:
 async def metrics(authorization: Annotated[str | None, Header()] = None) -> Response:
     """Prometheus metrics (aggregated across workers when PROMETHEUS_MULTIPROC_DIR is set).
 
-    With ``WOJIA_METRICS_TOKEN`` set, only a scraper that sends it as a bearer token gets them.
+    With ``WOJIA_METRICS_TOKEN`` set, only a scraper that sends it as a bearer token gets them;
+    outside development the api does not start without it (``Settings.serving_problems``), so
+    ``/metrics`` is open in development and test only.
     """
     import os
 
