@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import httpx
@@ -37,12 +37,14 @@ class FlakySms(SandboxSms):
         self.fail_for: dict[str, int] = {}
         self.calls: dict[str, int] = {}
 
-    async def send(self, phone: str, text: str, *, template: str, params: list[str]) -> str:
+    async def send(
+        self, phone: str, kind: str, params: Mapping[str, object], *, text: str | None = None
+    ) -> str:
         self.calls[phone] = self.calls.get(phone, 0) + 1
         if self.fail_for.get(phone, 0) > 0:
             self.fail_for[phone] -= 1
             raise UpstreamError("短信发送失败，请稍后再试", upstream_code="RequestTimeout")
-        return await super().send(phone, text, template=template, params=params)
+        return await super().send(phone, kind, params, text=text)
 
 
 @pytest.fixture
