@@ -71,6 +71,8 @@ def _json_suspect(body: bytes) -> bool:
     return _ESCAPED_SURROGATE.search(_ESCAPED_PAIR.sub(b"", body)) is not None
 
 
+# Scope key set when the client disconnected before its body was read (no answer was sent).
+CLIENT_GONE = "wojia.client_gone"
 # At most this many problems are listed in one answer.
 MAX_PROBLEMS = 20
 # Starlette refuses larger non-file multipart fields itself; there is no need to look further.
@@ -256,12 +258,13 @@ class InputGuardMiddleware:
             return
 
         chunks: list[bytes] = []
-        tail: list[Message] = []
         while True:
             message = await receive()
             if message["type"] != "http.request":
-                tail.append(message)  # the client went away: let the application see it
-                break
+                # The client went away before the body ended: nobody to answer, and a truncated
+                # body must not reach a route as if it were whole (metrics count it as 499).
+                scope[CLIENT_GONE] = True
+                return
             chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
                 break
@@ -277,7 +280,7 @@ class InputGuardMiddleware:
             await self._refuse(scope, send, problems)
             return
 
-        replay: list[Message] = [{"type": "http.request", "body": body, "more_body": False}, *tail]
+        replay: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
         del body
 
         async def receive_replayed() -> Message:

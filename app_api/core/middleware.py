@@ -10,6 +10,7 @@ import uuid
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app_api.core.errors import PROBLEM_JSON, PayloadTooLarge
+from app_api.core.input_guard import CLIENT_GONE
 from app_api.core.logging import request_id_var
 from app_api.core.metrics import LATENCY, REQUESTS
 
@@ -139,6 +140,8 @@ class RequestContextMiddleware:
             except _TooLarge:
                 await self._too_large(send_wrapped, limit, rid)
         finally:
+            if scope.get(CLIENT_GONE):
+                status = 499  # closed by the client before it sent its whole request (nginx's code)
             route = scope.get("route")
             path = getattr(route, "path", "<unmatched>")
             elapsed = time.perf_counter() - start

@@ -95,7 +95,8 @@ def install_error_handlers(app: FastAPI) -> None:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         response = _problem(InternalError(), request)
         # Sent by Starlette's outermost error middleware, past every other middleware.
-        hsts = get_settings().public_base_url.startswith("https://")
+        settings = getattr(request.app.state, "settings", None) or get_settings()
+        hsts = settings.public_base_url.startswith("https://")
         response.raw_headers[:] = with_security_headers(
             response.raw_headers, path=request.url.path, hsts=hsts
         )

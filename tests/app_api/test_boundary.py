@@ -249,3 +249,42 @@ def test_a_json_body_without_suspect_bytes_is_not_parsed_a_second_time(
     assert parsed == []
     assert input_guard.json_problems(b'{"name": "\\u0000"}') != []
     assert len(parsed) == 1
+
+
+async def test_a_body_cut_short_by_a_disconnect_never_reaches_a_route(
+    app: Any, client: httpx.AsyncClient
+) -> None:
+    from tests.conftest import new_phone
+
+    phone = new_phone()
+    body = json.dumps({"phone": phone}).encode()
+    incoming = [
+        {"type": "http.request", "body": body[:10], "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/api/v1/auth/sms-codes",
+        "raw_path": b"/api/v1/auth/sms-codes",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"testserver"), (b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+    await app(scope, receive, send)
+    assert sent == []  # nobody to answer
+    r = await client.get("/api/v1/dev/sms", params={"phone": phone})
+    assert r.status_code == 200 and r.json()["messages"] == []
