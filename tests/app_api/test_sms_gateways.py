@@ -319,4 +319,7 @@ async def test_startup_refuses_outside_development_and_only_warns_in_development
     assert "WOJIA_SMS_PROVIDER=tencent" in str(caught.value)
     assert "no template id" in str(caught.value)
     settings.templates = {k: TemplateBinding(id=k, params=len(t.params)) for k, t in sms.declared().items()}
-    await component.startup()  # every kind bound with matching parameters: starts
+    with pytest.raises(sms.SmsTemplatesInvalid, match="WOJIA_SMS_SCHEME=http"):
+        await component.startup()  # the loopback sandbox's plain HTTP is for tests only
+    settings.scheme = "https"
+    await component.startup()  # every kind bound with matching parameters, over HTTPS: starts

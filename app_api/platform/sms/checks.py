@@ -50,6 +50,8 @@ async def startup_check() -> None:
             log.warning("WOJIA_SMS_PROVIDER=sandbox outside development: no SMS leaves this deployment")
         return
     problems = check_templates(settings, declared())
+    if settings.scheme == "http":
+        problems.append("WOJIA_SMS_SCHEME=http sends credentials-signed requests and codes in clear text")
     unknown = sorted(set(settings.templates) - set(declared()))
     if unknown:
         log.warning("WOJIA_SMS_TEMPLATES binds kinds nothing sends: %s", ", ".join(unknown))
