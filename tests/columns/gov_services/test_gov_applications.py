@@ -337,8 +337,10 @@ async def test_identity_level_and_delivery_rules(
 @pytest.mark.parametrize(
     ("data", "filename", "ctype", "status", "detail"),
     [
-        (png(), "scan.pdf", "application/pdf", 422, "扩展名不符"),  # a PNG calling itself a PDF
-        (pdf(), "photo.jpg", "image/jpeg", 422, "扩展名不符"),
+        # A PNG declared as a PDF: the declared type lies (a lying file name alone is renamed, see
+        # test_gov_upload_names).
+        (png(), "scan.pdf", "application/pdf", 422, "声明的类型不符"),
+        (pdf(), "photo.jpg", "image/jpeg", 422, "声明的类型不符"),
         (pdf(), "scan", "image/png", 422, "声明的类型不符"),
         (b"MZ\x90\x00\x03\x00\x00\x00" + b"\x00" * 200, "virus.pdf", "application/pdf", 422, "仅支持"),
         (b"", "empty.pdf", "application/pdf", 422, "文件为空"),
