@@ -242,7 +242,7 @@ def test_a_json_body_without_suspect_bytes_is_not_parsed_a_second_time(
         parsed.append(data)
         return real_loads(data)
 
-    monkeypatch.setattr(input_guard.json, "loads", counting_loads)
+    monkeypatch.setattr(json, "loads", counting_loads)  # the module the guard parses with
     ordinary = json.dumps({"name": "张建国", "note": "第一行\n第二行\t完", "tags": ["😀", "中文"]}).encode()
     assert input_guard.json_problems(ordinary) == []
     assert input_guard.json_problems('{"name": "张建国"}'.encode()) == []
@@ -258,7 +258,7 @@ async def test_a_body_cut_short_by_a_disconnect_never_reaches_a_route(
 
     phone = new_phone()
     body = json.dumps({"phone": phone}).encode()
-    incoming = [
+    incoming: list[dict[str, Any]] = [
         {"type": "http.request", "body": body[:10], "more_body": True},
         {"type": "http.disconnect"},
     ]
