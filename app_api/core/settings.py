@@ -81,19 +81,14 @@ class Settings(WojiaSettings):
     access_token_ttl_s: int = 15 * 60
     refresh_token_ttl_s: int = 30 * 24 * 3600
 
-    sms_provider: Literal["sandbox", "tencent"] = "sandbox"
-    sms_code_ttl_s: int = 300
-    sms_resend_cooldown_s: int = 60
-    sms_max_wrong: int = 5
-    sms_lock_s: int = 15 * 60
-    sms_per_phone_per_day: int = 10
-    sms_per_ip_per_hour: int = 30
-    tencent_sms_secret_id: SecretStr | None = None
-    tencent_sms_secret_key: SecretStr | None = None
-    tencent_sms_app_id: str = ""
-    tencent_sms_sign: str = ""
-    tencent_sms_template_id: str = ""
-    tencent_sms_region: str = "ap-guangzhou"
+    # Login codes. The gateway itself (provider, templates, keys) is configured with WOJIA_SMS_*
+    # in app_api.platform.sms.settings.
+    sms_code_ttl_s: int = Field(default=300, ge=60, le=3600)
+    sms_resend_cooldown_s: int = Field(default=60, ge=0, le=3600)  # 0: no cooldown
+    sms_max_wrong: int = Field(default=5, ge=1, le=20)
+    sms_lock_s: int = Field(default=15 * 60, ge=1)
+    sms_per_phone_per_day: int = Field(default=10, ge=1)
+    sms_per_ip_per_hour: int = Field(default=30, ge=1)
 
     max_body_bytes: int = 1024 * 1024
     max_upload_bytes: int = 20 * 1024 * 1024
