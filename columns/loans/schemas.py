@@ -54,11 +54,11 @@ class ProductCreate(BaseModel):
     @model_validator(mode="after")
     def _ranges(self) -> ProductCreate:
         if self.min_amount_fen > self.max_amount_fen:
-            raise ValueError("min_amount_fen > max_amount_fen")
+            raise ValueError("最低额度不能高于最高额度")
         if self.min_term_months > self.max_term_months:
-            raise ValueError("min_term_months > max_term_months")
+            raise ValueError("最短期限不能长于最长期限")
         if self.min_rate_bp > self.max_rate_bp:
-            raise ValueError("min_rate_bp > max_rate_bp")
+            raise ValueError("最低利率不能高于最高利率")
         return self
 
 
