@@ -13,6 +13,7 @@ from pydantic import TypeAdapter, ValidationError
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app_api.core.db import lock_for_writing as db_lock_for_writing
 from app_api.core.db import savepoint
 from app_api.core.errors import AppError, ValidationFailed
 from app_api.platform import notify
@@ -131,19 +132,10 @@ async def lock_for_writing(session: AsyncSession, agent_id: str) -> None:
     """Serialise one agent's submissions, before the first read.
 
     A device resends a batch whose answer it never got, sometimes while the first is still running:
-    the second waits for the first to commit and then finds every client key already filed.
-    PostgreSQL: a transaction-scoped advisory lock per agent. SQLite: the database write lock, taken
-    up front, because a deferred SQLite transaction that reads and then writes after another
-    connection (a job) committed fails at once with "database is locked" instead of waiting.
+    the second waits for the first to commit and then finds every client key already filed
+    (an advisory lock per agent on PostgreSQL, the write lock on SQLite).
     """
-    bind = session.get_bind()
-    if bind.dialect.name == "sqlite":
-        await session.exec(sa.text("UPDATE app_station SET code = code WHERE 1 = 0"))  # type: ignore[call-overload]
-    elif bind.dialect.name == "postgresql":
-        await session.exec(  # type: ignore[call-overload]
-            sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
-            params={"key": f"agents.submit:{agent_id}"},
-        )
+    await db_lock_for_writing(session, f"agents.submit:{agent_id}")
 
 
 async def submit_batch(session: AsyncSession, *, agent: Principal, items: list[Any]) -> BatchOut:
