@@ -34,6 +34,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from app_api.core.input_guard import REFUSED
+
 BASE_URL = "http://testserver"
 # One request taking longer than this is a failure of its own (a hang is as bad as a 500).
 REQUEST_TIMEOUT = 15.0
@@ -82,16 +84,41 @@ def labels() -> list[str]:
     return sorted(operations())
 
 
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return REFUSED.sub("x", value)
+    if isinstance(value, dict):
+        return {_scrub(k): _scrub(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub(v) for v in value]
+    return value
+
+
+def scrub(case: Case) -> Case:
+    """The case with every character the input guard refuses (control characters, lone surrogates)
+    replaced by "x", lengths kept: such a case would stop at the guard's 422 and never reach the
+    operation's own code."""
+    for part in ("path_parameters", "query", "headers", "cookies", "body"):
+        value = getattr(case, part)
+        if isinstance(value, (str, dict, list)):
+            setattr(case, part, _scrub(value))
+    return case
+
+
 def draw_cases(
     operation: APIOperation,
     mode: GenerationMode,
     count: int,
     seed_text: str,
     path_parameters: dict[str, Any] | None = None,
+    clean: bool = False,
 ) -> list[Case]:
-    """``count`` cases (fewer when the operation's input space is smaller), the same for the same seed."""
+    """``count`` cases (fewer when the operation's input space is smaller), the same for the same seed;
+    ``clean``: scrubbed of what the input guard refuses."""
     drawn: list[Case] = []
     strategy = operation.as_strategy(generation_mode=mode, path_parameters=path_parameters)
+    if clean:
+        strategy = strategy.map(scrub)
 
     @hypothesis.seed(zlib.crc32(seed_text.encode()))
     @hypothesis.settings(
@@ -191,6 +218,11 @@ async def send_and_check(
         return Finding(
             role, case.operation.label, "server_error", method, url, shown_body, None, repr(exc), ["raised"]
         )
+    trace = os.environ.get("WOJIA_FUZZ_TRACE")
+    if trace:  # every case, for a look at what the operations answered
+        with open(trace, "a", encoding="utf-8") as fh:
+            row = [role, method, url, shown_body, response.status_code, _short(response.content, 300)]
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     if statuses is not None:
         statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
     try:

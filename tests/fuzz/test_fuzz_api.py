@@ -18,9 +18,12 @@ from schemathesis.generation.modes import GenerationMode
 from tests.fuzz.conftest import ROLES, Roles
 from tests.fuzz.harness import Finding, draw_cases, dump, labels, operations, send_and_check, summarise
 
-# Cases per (role, operation) and generation mode; the whole run stays within a few minutes.
-POSITIVE = int(os.environ.get("WOJIA_FUZZ_POSITIVE", "6"))
-NEGATIVE = int(os.environ.get("WOJIA_FUZZ_NEGATIVE", "6"))
+# Cases per (role, operation) and kind; the whole run stays within a few minutes. Valid cases come
+# twice: as generated (any character: they test the input guard) and "clean" (only characters the
+# guard lets through: they reach the operation's own code).
+POSITIVE = int(os.environ.get("WOJIA_FUZZ_POSITIVE", "4"))
+CLEAN = int(os.environ.get("WOJIA_FUZZ_CLEAN", "6"))
+NEGATIVE = int(os.environ.get("WOJIA_FUZZ_NEGATIVE", "5"))
 # Operations whose path parameters all have known identifiers (``known_ids``) get more valid cases
 # with those: KNOWN_ID_ROUNDS combinations, KNOWN_ID_CASES cases each.
 KNOWN_ID_ROUNDS = 2
@@ -61,17 +64,21 @@ async def test_no_server_error_and_responses_match_the_schema(
     sent = 0
     statuses: dict[int, int] = {}
     headers = await fuzz_roles.headers(role)
-    batches = [(GenerationMode.POSITIVE, POSITIVE, None), (GenerationMode.NEGATIVE, NEGATIVE, None)]
+    batches: list[tuple[GenerationMode, int, dict[str, str] | None, bool]] = [
+        (GenerationMode.POSITIVE, POSITIVE, None, False),
+        (GenerationMode.POSITIVE, CLEAN, None, True),
+        (GenerationMode.NEGATIVE, NEGATIVE, None, False),
+    ]
     names = [p.name for p in operation.path_parameters]
     if names and all(n in known_ids for n in names):
         for i in range(KNOWN_ID_ROUNDS):
             fixed = {n: known_ids[n][i % len(known_ids[n])] for n in names}
-            batches.append((GenerationMode.POSITIVE, KNOWN_ID_CASES, fixed))
-    for mode, count, fixed in batches:
+            batches.append((GenerationMode.POSITIVE, KNOWN_ID_CASES, fixed, True))
+    for mode, count, fixed, clean in batches:
         if label in SESSION_ENDING:
             count = min(count, SESSION_ENDING_CASES)
-        seed = f"{role} {label} {mode.value} {fixed}"
-        for case in draw_cases(operation, mode, count, seed, path_parameters=fixed):
+        seed = f"{role} {label} {mode.value} {fixed} {clean}"
+        for case in draw_cases(operation, mode, count, seed, path_parameters=fixed, clean=clean):
             if label in SESSION_ENDING:
                 headers = await fuzz_roles.fresh(role)
             finding = await send_and_check(client, case, role, headers, statuses)
