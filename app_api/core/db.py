@@ -86,7 +86,11 @@ def make_engine(url: str) -> AsyncEngine:
         engine = create_async_engine(url, connect_args={"timeout": 30})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    # A refused or unreachable server fails the request within a second (then 503, see
+    # app_api.core.outage) instead of holding it for asyncpg's default 60 s connect timeout.
+    return create_async_engine(
+        url, pool_size=10, max_overflow=20, pool_pre_ping=True, connect_args={"timeout": 1.0}
+    )
 
 
 def get_engine() -> AsyncEngine:

@@ -94,6 +94,13 @@ class ServiceUnavailable(AppError):
     status = 503
 
 
+class DependencyUnavailable(ServiceUnavailable):
+    """PostgreSQL or Redis cannot be reached (``app_api.core.outage``): retry shortly."""
+
+    code = "app.unavailable"
+    title = "系统繁忙，请稍后再试"
+
+
 class UpstreamError(AppError):
     """An external system (biller, provider, data center) failed or answered garbage."""
 

@@ -17,7 +17,10 @@ def _make(url: str) -> aioredis.Redis:
 
         server: Any = fakeredis.FakeServer()
         return fakeredis.FakeAsyncRedis(server=server, decode_responses=False)
-    return aioredis.Redis.from_url(url, decode_responses=False, health_check_interval=30)
+    # Connecting fails within a second during an outage (then 503, see app_api.core.outage).
+    return aioredis.Redis.from_url(
+        url, decode_responses=False, health_check_interval=30, socket_connect_timeout=1.0
+    )
 
 
 async def get_redis() -> aioredis.Redis:

@@ -20,6 +20,7 @@ from app_api.core.errors import (
     PROBLEM_JSON,
     AppError,
     BadRequest,
+    DependencyUnavailable,
     InternalError,
     MethodNotAllowed,
     NotFound,
@@ -28,6 +29,7 @@ from app_api.core.errors import (
 from app_api.core.input_guard import InputGuardMiddleware
 from app_api.core.logging import configure_logging, request_id_var
 from app_api.core.middleware import RequestContextMiddleware, SecurityHeadersMiddleware, with_security_headers
+from app_api.core.outage import OUTAGE_EXCEPTIONS, unavailable_dependency
 from app_api.core.settings import Settings, StartupRefused, get_settings
 from app_api.core.validation_zh import chinese_errors
 from app_api.platform.access_walk import access_kinds, is_open
@@ -39,6 +41,8 @@ from app_api.wiring.components import components
 
 log = logging.getLogger(__name__)
 API = API_PREFIX
+# Seconds a client waits before retrying during a PostgreSQL or Redis outage.
+RETRY_AFTER_S = 5
 
 
 def _problem(err: AppError, request: Request) -> JSONResponse:
@@ -90,10 +94,28 @@ def install_error_handlers(app: FastAPI) -> None:
         err.status = exc.status_code  # type: ignore[misc]
         return _problem(err, request)
 
+    async def on_outage(request: Request, exc: Exception) -> JSONResponse:
+        # Handled here, inside the app, so the connection stays usable (the catch-all handler below
+        # runs in Starlette's outermost middleware, which re-raises after answering).
+        dependency = unavailable_dependency(exc)
+        if dependency is None:
+            raise exc
+        log.warning("%s unavailable on %s %s: %r", dependency, request.method, request.url.path, exc)
+        return _problem(DependencyUnavailable(retry_after=RETRY_AFTER_S), request)
+
+    for outage in OUTAGE_EXCEPTIONS:
+        app.add_exception_handler(outage, on_outage)
+
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        response = _problem(InternalError(), request)
+        dependency = unavailable_dependency(exc)
+        if dependency is not None:
+            log.warning("%s unavailable on %s %s: %r", dependency, request.method, request.url.path, exc)
+            problem: AppError = DependencyUnavailable(retry_after=RETRY_AFTER_S)
+        else:
+            log.exception("unhandled error on %s %s", request.method, request.url.path)
+            problem = InternalError()
+        response = _problem(problem, request)
         # Sent by Starlette's outermost error middleware, past every other middleware.
         settings = getattr(request.app.state, "settings", None) or get_settings()
         hsts = settings.public_base_url.startswith("https://")

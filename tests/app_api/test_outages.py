@@ -1,0 +1,118 @@
+"""PostgreSQL or Redis down: residents get 503 ``app.unavailable`` with Retry-After at once, not a 500
+or a hang, and the api recovers by itself when the dependency is back.
+
+The api runs for real (``wojia serve`` in a subprocess) pointed at a port where nothing listens; for
+recovery a throwaway ``redis-server`` is then started on that port. The machine's shared services are
+never touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@asynccontextmanager
+async def serving(**env: str) -> AsyncIterator[httpx.AsyncClient]:
+    port = free_port()
+    full = {**os.environ, "WOJIA_JOBS_EMBEDDED": "true", "WOJIA_IDENTITY_VERIFIER": "remote", **env}
+    cmd = [sys.executable, "-m", "app_api.wiring.cli", "serve", "--port", str(port), "--no-migrate"]
+    with tempfile.TemporaryFile() as log:
+        proc = await asyncio.create_subprocess_exec(*cmd, env=full, cwd=ROOT, stdout=log, stderr=log)
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+                for _ in range(300):
+                    if proc.returncode is not None:
+                        break
+                    try:
+                        if (await client.get("/healthz")).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        await asyncio.sleep(0.2)
+                if proc.returncode is not None:
+                    log.seek(0)
+                    pytest.fail(f"wojia serve exited {proc.returncode}:\n{log.read().decode()[-4000:]}")
+                try:
+                    yield client
+                except httpx.TransportError:
+                    log.seek(0)
+                    pytest.fail(f"wojia serve dropped the connection:\n{log.read().decode()[-3000:]}")
+        finally:
+            if proc.returncode is None:
+                proc.terminate()
+                try:
+                    await asyncio.wait_for(proc.wait(), 30)
+                except TimeoutError:
+                    proc.kill()
+                    await proc.wait()
+
+
+async def timed(client: httpx.AsyncClient, method: str, path: str, **kw: Any) -> tuple[httpx.Response, float]:
+    start = time.perf_counter()
+    r = await client.request(method, path, **kw)
+    return r, time.perf_counter() - start
+
+
+def assert_unavailable(r: httpx.Response, seconds: float) -> None:
+    assert r.status_code == 503, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    body = r.json()
+    assert body["code"] == "app.unavailable" and body["title"] == "系统繁忙，请稍后再试"
+    assert int(r.headers["retry-after"]) > 0
+    assert seconds < 1.0, f"answered after {seconds:.2f} s"
+
+
+async def test_database_down_answers_503_within_a_second(app: Any) -> None:
+    dead = free_port()
+    async with serving(WOJIA_DATABASE_URL=f"postgresql+asyncpg://postgres@127.0.0.1:{dead}/wojia") as client:
+        for path in ("/api/v1/stations", "/api/v1/columns/gov_services/items"):
+            r, seconds = await timed(client, "GET", path)
+            assert_unavailable(r, seconds)
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["checks"]["database"].startswith("error")
+
+
+async def test_redis_down_answers_503_and_recovers_without_a_restart(app: Any) -> None:
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+    async with serving(WOJIA_REDIS_URL=f"redis://127.0.0.1:{port}/0") as client:
+        login = {"json": {"phone": "13800009999"}}
+        r, seconds = await timed(client, "POST", "/api/v1/auth/sms-codes", **login)
+        assert_unavailable(r, seconds)
+        r, seconds = await timed(client, "GET", "/api/v1/home", headers={"authorization": "Bearer x.y.z"})
+        assert r.status_code in {401, 503} and seconds < 1.0  # a bad token needs no Redis to refuse
+
+        with tempfile.TemporaryDirectory() as tmp:
+            redis = await asyncio.create_subprocess_exec(
+                server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--dir", tmp,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )  # fmt: skip
+            try:
+                for _ in range(50):
+                    r = await client.post("/api/v1/auth/sms-codes", **login)
+                    if r.status_code != 503:
+                        break
+                    await asyncio.sleep(0.2)
+                assert r.status_code == 202, r.text
+            finally:
+                redis.terminate()
+                await redis.wait()
