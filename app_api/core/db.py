@@ -86,10 +86,11 @@ def make_engine(url: str) -> AsyncEngine:
         engine = create_async_engine(url, connect_args={"timeout": 30})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    # A refused or unreachable server fails the request within a second (then 503, see
-    # app_api.core.outage) instead of holding it for asyncpg's default 60 s connect timeout.
+    # A refused connection fails at once and an unreachable server within 2 s (then 503, see
+    # app_api.core.outage), instead of holding the request for asyncpg's default 60 s. Not lower:
+    # a loaded database host can take over a second to accept and authenticate.
     return create_async_engine(
-        url, pool_size=10, max_overflow=20, pool_pre_ping=True, connect_args={"timeout": 1.0}
+        url, pool_size=10, max_overflow=20, pool_pre_ping=True, connect_args={"timeout": 2.0}
     )
 
 
