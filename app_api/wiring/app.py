@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -21,9 +21,13 @@ from app_api.core.errors import (
     AppError,
     BadRequest,
     DependencyUnavailable,
+    Forbidden,
     InternalError,
     MethodNotAllowed,
     NotFound,
+    PayloadTooLarge,
+    TooManyRequests,
+    Unauthorized,
     ValidationFailed,
 )
 from app_api.core.input_guard import InputGuardMiddleware
@@ -52,6 +56,19 @@ def _problem(err: AppError, request: Request) -> JSONResponse:
         media_type=PROBLEM_JSON,
         headers={"retry-after": str(err.extra["retry_after"])} if "retry_after" in err.extra else None,
     )
+
+
+def _unreadable_body() -> AppError:
+    return BadRequest("请求内容无法解析，请检查格式与编码（UTF-8）", code_detail="body_unreadable")
+
+
+_HTTP_PROBLEMS: dict[int, Callable[[], AppError]] = {
+    400: _unreadable_body,
+    401: Unauthorized,
+    403: Forbidden,
+    413: PayloadTooLarge,
+    429: TooManyRequests,
+}
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -90,7 +107,12 @@ def install_error_handlers(app: FastAPI) -> None:
             return _problem(NotFound("请求的地址不存在"), request)
         if exc.status_code == 405:
             return _problem(MethodNotAllowed(), request)
-        err = AppError(str(exc.detail))
+        # Framework errors carry English details ("There was an error parsing the body", "Invalid
+        # multipart data."): residents get the Chinese problem of the status, never that text.
+        known = _HTTP_PROBLEMS.get(exc.status_code)
+        if known is not None:
+            return _problem(known(), request)
+        err = AppError("请求无法处理")
         err.status = exc.status_code  # type: ignore[misc]
         return _problem(err, request)
 
