@@ -11,7 +11,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help venv run test test-pg lint check bench wheel system-deps rasa-env rasa-train clean
+.PHONY: help venv run test test-pg lint check bench wheel fuzz system-deps rasa-env rasa-train clean
 
 help:
 	@echo "make run    - set up, migrate, seed demo data and serve on http://$(HOST):$(PORT)"
@@ -19,6 +19,7 @@ help:
 	@echo "make lint   - ruff, mypy, import-linter and the Alembic check"
 	@echo "make bench  - benchmarks (figures, not pass/fail)"
 	@echo "make wheel  - build the production wheel and check it holds no sandbox"
+	@echo "make fuzz   - schemathesis over every operation as four roles (also part of make test)"
 
 .venv/.synced: pyproject.toml uv.lock
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)" \
@@ -66,6 +67,11 @@ lint: venv
 	$(PY) -m app_api.wiring.cli db check
 
 check: lint test
+
+# Schemathesis over every operation as a resident, a reviewer, an agent and a finance officer
+# (also part of `make test`).
+fuzz: venv
+	$(PY) -m pytest -q tests/fuzz $(PYTEST_ARGS)
 
 # The production wheel: built with uv, then checked to hold no protocol sandbox.
 wheel: venv
