@@ -8,6 +8,7 @@ dropped after it, and a Redis database is flushed at the start.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import tempfile
@@ -133,6 +134,39 @@ async def sms_code(client: httpx.AsyncClient, phone: str) -> str:
 LoginFn = Callable[..., Awaitable[dict[str, str]]]
 
 
+async def real_login(
+    client: httpx.AsyncClient,
+    phone: str | None = None,
+    roles: list[str] | None = None,
+    level: int | None = None,
+    **staff: Any,
+) -> dict[str, str]:
+    """Authorization headers through the real SMS flow (staff: password + SMS code)."""
+    phone = phone or new_phone()
+    password = None
+    if roles and roles != ["resident"]:
+        from app_api.core.db import session_scope
+        from app_api.platform.accounts.service import create_staff
+
+        password = "Test-" + secrets.token_hex(6)
+        async with session_scope() as s:
+            await create_staff(s, phone=phone, password=password, roles=roles, **staff)
+    r = await client.post("/api/v1/auth/sms-codes", json={"phone": phone})
+    assert r.status_code == 202, r.text
+    code = await sms_code(client, phone)
+    if password:
+        r = await client.post(
+            "/api/v1/auth/staff/login", json={"phone": phone, "code": code, "password": password}
+        )
+    else:
+        r = await client.post("/api/v1/auth/login", json={"phone": phone, "code": code})
+    assert r.status_code == 200, r.text
+    headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
+    if level is not None:
+        await set_level(client, headers, level)
+    return headers
+
+
 @pytest.fixture
 def login(client: httpx.AsyncClient) -> LoginFn:
     """``await login(phone=None, roles=None, **staff_fields)`` → Authorization headers, via the real SMS flow."""
@@ -140,29 +174,7 @@ def login(client: httpx.AsyncClient) -> LoginFn:
     async def _login(
         phone: str | None = None, roles: list[str] | None = None, level: int | None = None, **staff: Any
     ) -> dict[str, str]:
-        phone = phone or new_phone()
-        password = None
-        if roles and roles != ["resident"]:
-            from app_api.core.db import session_scope
-            from app_api.platform.accounts.service import create_staff
-
-            password = "Test-" + secrets.token_hex(6)
-            async with session_scope() as s:
-                await create_staff(s, phone=phone, password=password, roles=roles, **staff)
-        r = await client.post("/api/v1/auth/sms-codes", json={"phone": phone})
-        assert r.status_code == 202, r.text
-        code = await sms_code(client, phone)
-        if password:
-            r = await client.post(
-                "/api/v1/auth/staff/login", json={"phone": phone, "code": code, "password": password}
-            )
-        else:
-            r = await client.post("/api/v1/auth/login", json={"phone": phone, "code": code})
-        assert r.status_code == 200, r.text
-        headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
-        if level is not None:
-            await set_level(client, headers, level)
-        return headers
+        return await real_login(client, phone, roles, level, **staff)
 
     return _login
 
@@ -183,6 +195,50 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def wojia_serve(env: dict[str, str]) -> AsyncIterator[httpx.AsyncClient]:
+    """``wojia serve`` (the command deployments run) in a subprocess on a free loopback port, with
+    ``env`` as its whole environment; yields a client once ``/healthz`` answers."""
+    import sys
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "app_api.wiring.cli", "serve", "--port", str(port), "--no-migrate"]
+    root = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryFile() as log:
+        proc = await asyncio.create_subprocess_exec(*cmd, env=env, cwd=root, stdout=log, stderr=log)
+
+        def output() -> str:
+            log.seek(0)
+            return log.read().decode(errors="replace")[-4000:]
+
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+                for _ in range(600):
+                    if proc.returncode is not None:
+                        break
+                    try:
+                        if (await client.get("/healthz")).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        await asyncio.sleep(0.2)
+                else:
+                    pytest.fail(f"wojia serve did not answer within two minutes:\n{output()}")
+                if proc.returncode is not None:
+                    pytest.fail(f"wojia serve exited {proc.returncode}:\n{output()}")
+                try:
+                    yield client
+                except httpx.TransportError:
+                    pytest.fail(f"wojia serve dropped the connection:\n{output()}")
+        finally:
+            if proc.returncode is None:
+                proc.terminate()
+                try:
+                    await asyncio.wait_for(proc.wait(), 30)
+                except TimeoutError:
+                    proc.kill()
+                    await proc.wait()
 
 
 @pytest.fixture(scope="session")

@@ -11,55 +11,23 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, wojia_serve
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@asynccontextmanager
-async def serving(**env: str) -> AsyncIterator[httpx.AsyncClient]:
-    port = free_port()
-    full = {**os.environ, "WOJIA_JOBS_EMBEDDED": "true", "WOJIA_IDENTITY_VERIFIER": "remote", **env}
-    cmd = [sys.executable, "-m", "app_api.wiring.cli", "serve", "--port", str(port), "--no-migrate"]
-    with tempfile.TemporaryFile() as log:
-        proc = await asyncio.create_subprocess_exec(*cmd, env=full, cwd=ROOT, stdout=log, stderr=log)
-        try:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-                for _ in range(300):
-                    if proc.returncode is not None:
-                        break
-                    try:
-                        if (await client.get("/healthz")).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        await asyncio.sleep(0.2)
-                if proc.returncode is not None:
-                    log.seek(0)
-                    pytest.fail(f"wojia serve exited {proc.returncode}:\n{log.read().decode()[-4000:]}")
-                try:
-                    yield client
-                except httpx.TransportError:
-                    log.seek(0)
-                    pytest.fail(f"wojia serve dropped the connection:\n{log.read().decode()[-3000:]}")
-        finally:
-            if proc.returncode is None:
-                proc.terminate()
-                try:
-                    await asyncio.wait_for(proc.wait(), 30)
-                except TimeoutError:
-                    proc.kill()
-                    await proc.wait()
+def serving(**env: str) -> Any:
+    return wojia_serve(
+        {**os.environ, "WOJIA_JOBS_EMBEDDED": "true", "WOJIA_IDENTITY_VERIFIER": "remote", **env}
+    )
 
 
 async def timed(client: httpx.AsyncClient, method: str, path: str, **kw: Any) -> tuple[httpx.Response, float]:

@@ -13,7 +13,6 @@ import base64
 import os
 import secrets
 import sys
-import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from tests.conftest import free_port
+from tests.conftest import free_port, wojia_serve
 
 ROOT = Path(__file__).resolve().parents[2]
 METRICS_TOKEN = "prom-" + secrets.token_hex(16)
@@ -63,39 +62,8 @@ def serve_command(port: int) -> list[str]:
 
 @pytest.fixture(scope="module")
 async def production(app: Any) -> AsyncIterator[httpx.AsyncClient]:
-    port = free_port()
-    with tempfile.TemporaryFile() as log:
-        proc = await asyncio.create_subprocess_exec(
-            *serve_command(port),
-            env=production_env(WOJIA_METRICS_TOKEN=METRICS_TOKEN),
-            cwd=ROOT,
-            stdout=log,
-            stderr=log,
-        )
-        try:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-                for _ in range(600):
-                    if proc.returncode is not None:
-                        break
-                    try:
-                        if (await client.get("/healthz")).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        await asyncio.sleep(0.2)
-                else:
-                    pytest.fail("wojia serve did not answer within two minutes")
-                if proc.returncode is not None:
-                    log.seek(0)
-                    pytest.fail(f"wojia serve exited {proc.returncode}:\n{log.read().decode()[-4000:]}")
-                yield client
-        finally:
-            if proc.returncode is None:
-                proc.terminate()
-                try:
-                    await asyncio.wait_for(proc.wait(), 30)
-                except TimeoutError:
-                    proc.kill()
-                    await proc.wait()
+    async with wojia_serve(production_env(WOJIA_METRICS_TOKEN=METRICS_TOKEN)) as client:
+        yield client
 
 
 SECURITY = {

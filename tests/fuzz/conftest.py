@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from tests.conftest import new_phone, set_level, sms_code
+from tests.conftest import real_login
 
 ROLES = ("resident", "reviewer", "agent", "finance")
 # The department the reviewer works in: one the seeded catalogue routes applications to.
@@ -33,39 +33,6 @@ def pytest_collection_modifyitems(
     fuzz = [i for i in items if "tests/fuzz/" in i.nodeid]
     if fuzz:
         items[:] = [i for i in items if "tests/fuzz/" not in i.nodeid] + fuzz
-
-
-async def real_login(
-    client: httpx.AsyncClient,
-    phone: str | None = None,
-    roles: list[str] | None = None,
-    level: int | None = None,
-    **staff: Any,
-) -> dict[str, str]:
-    """The ``login`` fixture of ``tests/conftest.py``, usable from a session-scoped fixture."""
-    phone = phone or new_phone()
-    password = None
-    if roles and roles != ["resident"]:
-        from app_api.core.db import session_scope
-        from app_api.platform.accounts.service import create_staff
-
-        password = "Test-" + secrets.token_hex(6)
-        async with session_scope() as s:
-            await create_staff(s, phone=phone, password=password, roles=roles, **staff)
-    r = await client.post("/api/v1/auth/sms-codes", json={"phone": phone})
-    assert r.status_code == 202, r.text
-    code = await sms_code(client, phone)
-    if password:
-        r = await client.post(
-            "/api/v1/auth/staff/login", json={"phone": phone, "code": code, "password": password}
-        )
-    else:
-        r = await client.post("/api/v1/auth/login", json={"phone": phone, "code": code})
-    assert r.status_code == 200, r.text
-    headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
-    if level is not None:
-        await set_level(client, headers, level)
-    return headers
 
 
 class Roles:
