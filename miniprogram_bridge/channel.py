@@ -8,6 +8,7 @@ the whole message (47003) otherwise.
 
 from __future__ import annotations
 
+import logging
 import re
 import string
 from typing import Any
@@ -17,6 +18,31 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app_api.platform import notify
 from miniprogram_bridge import wechat
 from miniprogram_bridge.config import get_mp_settings
+
+log = logging.getLogger(__name__)
+
+# What subscribeMessage.send's errors mean for a message (WeChat's documentation of the call,
+# https://developers.weixin.qq.com/miniprogram/dev/server/API/mp-message-management/subscribe-message/api_sendmessage.html
+# "错误码", and the global return codes,
+# https://developers.weixin.qq.com/doc/offiaccount/Getting_Started/Global_Return_Code.html).
+#
+# This resident cannot get it on WeChat (refused: the next channel at once, the grant we counted is
+# cleared): 43101 "user refuse to accept the msg" (no one-time grant left, or unsubscribed in
+# settings), 40003 "invalid openid" (not this mini-program's user).
+REFUSED = frozenset({wechat.USER_REFUSED, wechat.INVALID_OPENID})
+# The message can never go out as it is (permanent: the next channel at once): 40037 "invalid
+# template_id" (deleted in the console, or another app's), 47003 "argument invalid" (keywords not the
+# template's, a value over its kind's limit), 41030 "invalid page" (not in the released mini-program),
+# 43107 subscribe messages banned for this app, 45168 content hits the sensitive-word filter; and the
+# app's own configuration, which no retry mends: 40013 invalid appid, 40125 invalid appsecret, 48001
+# api unauthorized.
+PERMANENT = frozenset(
+    {wechat.INVALID_TEMPLATE, wechat.ARGUMENT_INVALID, 41030, 43107, 45168, 40013, 40125, 48001}
+)
+# Everything else is transient (retried after the backoff, then SMS after the channel's cap): no
+# errcode (network, timeout, HTTP 5xx: wechatpy raises without one), -1 "system error" (busy), 45009
+# daily quota and 45011 minute quota reached, 43108 concurrent calls for the same openid, 40001 /
+# 40014 / 42001 access token (wechatpy fetches a new token and repeats once), and codes not listed.
 
 LIMITS = {
     "thing": 20,
@@ -72,12 +98,21 @@ class WeChatChannel:
                 or "wechat"
             )
         except wechat.WeChatApiError as e:
-            code = f"wechat.{e.errcode}"
-            if e.errcode in (wechat.USER_REFUSED, wechat.INVALID_OPENID):
-                raise notify.ChannelError(code, e.errmsg, refused=True) from e
-            if e.errcode == wechat.ARGUMENT_INVALID:
-                raise notify.ChannelError(code, e.errmsg, retryable=False) from e
-            raise notify.ChannelError(code, e.errmsg, retryable=True) from e
+            raise channel_error(e) from e
+
+
+def channel_error(e: wechat.WeChatApiError) -> notify.ChannelError:
+    """A failed subscribeMessage.send as the notification service sees it (see PERMANENT above)."""
+    code = f"wechat.{e.errcode if e.errcode is not None else 'unreachable'}"
+    if e.errcode in REFUSED:
+        return notify.ChannelError(code, e.errmsg, refused=True)
+    if e.errcode in PERMANENT:
+        if e.errcode == wechat.INVALID_TEMPLATE:
+            # Every resident's message of this event fails the same way until the deployment's
+            # template id is fixed: worth an operator's attention, not only a fallback.
+            log.error("WeChat refuses the subscription template: %s", e.errmsg)
+        return notify.ChannelError(code, e.errmsg, retryable=False)
+    return notify.ChannelError(code, e.errmsg, retryable=True)
 
 
 notify.register_channel(WeChatChannel())

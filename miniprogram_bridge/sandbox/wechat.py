@@ -4,10 +4,13 @@
 (single-use login codes that expire after 5 minutes: 40029 unknown, 40163 used), ``POST
 /wxa/business/getuserphonenumber`` and ``POST /cgi-bin/message/subscribe/send`` (access token
 checked, 40001 otherwise; one-time subscribe grants consumed per message, 43101 without one;
-keywords checked against the template, 47003 on a mismatch or an over-long value). Control
-endpoints under ``/_sandbox`` play the phone: ``wx.login`` (``/_sandbox/login``), the phone button
-(``/_sandbox/phone-code``), the subscribe prompt (``/_sandbox/subscribe``), and inject failures
-(``/_sandbox/fail``), expire tokens, list delivered messages.
+keywords checked against the template, 47003 on a mismatch or an over-long value; a template id
+the app does not hold, 40037, as the real API answers for a template deleted in the mini-program
+console or one of another app). Control endpoints under ``/_sandbox`` play the phone: ``wx.login``
+(``/_sandbox/login``), the phone button (``/_sandbox/phone-code``), the subscribe prompt
+(``/_sandbox/subscribe``); and the console and the network: delete a template
+(``/_sandbox/remove-template``), inject failures (``/_sandbox/fail``: an errcode, or an HTTP status
+such as 503 as WeChat's gateway answers when overloaded), expire tokens, list delivered messages.
 """
 
 from __future__ import annotations
@@ -87,6 +90,7 @@ class WeChatSandbox:
                 Route("/_sandbox/login", self._c_login, methods=["POST"]),
                 Route("/_sandbox/phone-code", self._c_phone_code, methods=["POST"]),
                 Route("/_sandbox/subscribe", self._c_subscribe, methods=["POST"]),
+                Route("/_sandbox/remove-template", self._c_remove_template, methods=["POST"]),
                 Route("/_sandbox/fail", self._c_fail, methods=["POST"]),
                 Route("/_sandbox/expire-tokens", self._c_expire, methods=["POST"]),
                 Route("/_sandbox/messages", self._c_messages, methods=["GET"]),
@@ -100,6 +104,11 @@ class WeChatSandbox:
 
     def add_template(self, template_id: str, keywords: list[str]) -> None:
         self.templates[template_id] = list(keywords)
+
+    def remove_template(self, template_id: str) -> None:
+        """The template is deleted in the mini-program console: sends with it get 40037 from now on
+        (grants residents gave for it are void with it)."""
+        self.templates.pop(template_id, None)
 
     def login_code(self, appid: str, openid: str | None = None, unionid: str | None = None) -> str:
         """What ``wx.login()`` hands the mini-program for one user."""
@@ -116,9 +125,14 @@ class WeChatSandbox:
         if accept:
             self.grants[(openid, template_id)] = self.grants.get((openid, template_id), 0) + 1
 
-    def fail(self, path: str, errcode: int, times: int = 1, openid: str | None = None) -> None:
-        """The next ``times`` calls to ``path`` (for ``openid`` if given) answer ``errcode``."""
-        self.failures.append({"path": path, "errcode": errcode, "times": times, "openid": openid})
+    def fail(
+        self, path: str, errcode: int, times: int = 1, openid: str | None = None, status: int = 200
+    ) -> None:
+        """The next ``times`` calls to ``path`` (for ``openid`` if given) answer ``errcode``; with a
+        ``status`` other than 200, that HTTP status and a gateway's HTML page instead."""
+        self.failures.append(
+            {"path": path, "errcode": errcode, "times": times, "openid": openid, "status": status}
+        )
 
     def delivered(self, openid: str) -> list[dict[str, Any]]:
         return [m for m in self.messages if m["touser"] == openid]
@@ -128,10 +142,16 @@ class WeChatSandbox:
     def _count(self, path: str) -> None:
         self.calls[path] = self.calls.get(path, 0) + 1
 
-    def _injected(self, path: str, openid: str | None = None) -> JSONResponse | None:
+    def _injected(self, path: str, openid: str | None = None) -> Response | None:
         for f in self.failures:
             if f["path"] == path and f["times"] > 0 and f["openid"] in (None, openid):
                 f["times"] -= 1
+                if f.get("status", 200) != 200:
+                    return Response(
+                        "<html><body>Service Unavailable</body></html>",
+                        status_code=f["status"],
+                        media_type="text/html",
+                    )
                 return _err(f["errcode"], "system error" if f["errcode"] == -1 else "injected failure")
         return None
 
@@ -284,9 +304,20 @@ class WeChatSandbox:
         self.subscribe(str(d.get("openid", "")), str(d.get("template_id", "")), bool(d.get("accept", True)))
         return JSONResponse({"ok": True})
 
+    async def _c_remove_template(self, request: Request) -> Response:
+        d = await self._json(request) or {}
+        self.remove_template(str(d.get("template_id", "")))
+        return JSONResponse({"ok": True})
+
     async def _c_fail(self, request: Request) -> Response:
         d = await self._json(request) or {}
-        self.fail(str(d.get("path", "")), int(d.get("errcode", -1)), int(d.get("times", 1)), d.get("openid"))
+        self.fail(
+            str(d.get("path", "")),
+            int(d.get("errcode", -1)),
+            int(d.get("times", 1)),
+            d.get("openid"),
+            int(d.get("status", 200)),
+        )
         return JSONResponse({"ok": True})
 
     async def _c_expire(self, request: Request) -> Response:

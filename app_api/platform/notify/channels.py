@@ -13,9 +13,15 @@ from app_api.platform.sms import get_sms
 
 
 class ChannelError(Exception):
-    """A channel failed to deliver. ``refused``: this resident cannot get this message on this
-    channel at all (no grant, unsubscribed, unbound): the next channel is tried at once.
-    Otherwise ``retryable`` decides between a later retry and giving up on the channel."""
+    """A channel failed to deliver.
+
+    Permanent (``permanent``: this message will never go out on this channel, so the next channel is
+    tried at once): ``refused`` when this resident cannot get it here at all (no grant, unsubscribed,
+    a wrong or stale address; a channel with grants has this resident's grant cleared), or
+    ``retryable=False`` when the message itself is refused (a rejected template, invalid data).
+    Otherwise transient (network, the provider busy or rate limited): the same channel is tried again
+    after the backoff, up to the channel's cap, then the next channel.
+    """
 
     def __init__(self, code: str, message: str, *, retryable: bool = True, refused: bool = False) -> None:
         super().__init__(f"{code}: {message}")
@@ -23,6 +29,10 @@ class ChannelError(Exception):
         self.message = message
         self.retryable = retryable and not refused
         self.refused = refused
+
+    @property
+    def permanent(self) -> bool:
+        return not self.retryable
 
 
 class Channel(Protocol):

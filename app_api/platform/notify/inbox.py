@@ -14,12 +14,14 @@ from app_api.core.errors import NotFound, ValidationFailed
 from app_api.platform.notify.models import (
     Notification,
     NotificationAttempt,
+    NotificationDispatch,
     NotifyPreference,
     NotifySubscription,
 )
 from app_api.platform.notify.preferences import preference_of
 from app_api.platform.notify.schemas import (
     AttemptOut,
+    ChannelStateOut,
     DeliveryOut,
     DeliveryReport,
     NotificationList,
@@ -28,6 +30,7 @@ from app_api.platform.notify.schemas import (
     PreferenceUpdate,
     SubscriptionOut,
 )
+from app_api.platform.notify.settings import get_notify_settings
 from app_api.platform.notify.templates import categories
 
 STATUS_LABELS = {
@@ -36,6 +39,7 @@ STATUS_LABELS = {
     "retrying": "发送失败，稍后重试",
     "sent": "已发送",
     "failed": "发送失败",
+    "unconfirmed": "已提交发送，未获确认",
     "in_app": "仅站内消息",
 }
 
@@ -73,6 +77,11 @@ async def messages_of(
 
 def _key(n: Notification) -> tuple[dt.datetime, str]:
     return n.created_at, n.id
+
+
+def _channel_rank(d: NotificationDispatch) -> tuple[int, str]:
+    order = get_notify_settings().channel_order
+    return (order.index(d.channel) if d.channel in order else len(order), d.channel)
 
 
 async def mark_read(session: AsyncSession, account_id: str, notification_id: str) -> NotificationOut:
@@ -145,6 +154,7 @@ async def delivery_report(
     rows, next_cursor = paging.page((await session.exec(q)).all(), limit=limit, key=_key)
     ids = [n.id for n in rows]
     tries: dict[str, list[NotificationAttempt]] = {}
+    dispatches: dict[str, list[NotificationDispatch]] = {}
     if ids:
         for a in (
             await session.exec(
@@ -154,6 +164,12 @@ async def delivery_report(
             )
         ).all():
             tries.setdefault(a.notification_id, []).append(a)
+        for d in (
+            await session.exec(
+                select(NotificationDispatch).where(col(NotificationDispatch.notification_id).in_(ids))
+            )
+        ).all():
+            dispatches.setdefault(d.notification_id, []).append(d)
     grouped = await session.exec(  # type: ignore[call-overload]
         sa.select(col(Notification.status), sa.func.count()).group_by(col(Notification.status))
     )
@@ -176,6 +192,16 @@ async def delivery_report(
                 tries=[
                     AttemptOut(channel=a.channel, ok=a.ok, error_code=a.error_code, at=a.at)
                     for a in tries.get(n.id, [])
+                ],
+                channels=[
+                    ChannelStateOut(
+                        channel=d.channel,
+                        state=d.state,
+                        tries=d.tries,
+                        error_code=d.error_code,
+                        error=d.error,
+                    )
+                    for d in sorted(dispatches.get(n.id, []), key=_channel_rank)
                 ],
             )
             for n in rows

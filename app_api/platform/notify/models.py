@@ -22,7 +22,8 @@ class Notification(SQLModel, table=True):
     # The channel that delivered it (or will be tried first); "in_app" when no channel may reach them.
     channel: str = Field(default="sms", max_length=20)
     urgent: bool = False
-    # pending, deferred (quiet hours), retrying, sent, failed, in_app (inbox only)
+    # pending, deferred (quiet hours), retrying, sent, failed (every channel refused or gave up),
+    # unconfirmed (a send whose outcome was lost; not repeated), in_app (no channel may reach them)
     status: str = Field(default="pending", max_length=20, index=True)
     attempts: int = 0
     last_error: str | None = Field(default=None, max_length=300)
@@ -47,6 +48,35 @@ class NotificationAttempt(SQLModel, table=True):
     error: str | None = Field(default=None, max_length=300)
     provider_message_id: str | None = Field(default=None, max_length=120)
     at: dt.datetime = created_at_field()
+
+
+class NotificationDispatch(SQLModel, table=True):
+    """One message on one channel: at most one row per (message, channel), so a channel is claimed
+    before it is called and a message goes out on a channel at most once.
+
+    ``state``: ``sending`` (claimed, the call is in flight), ``sent``, ``retry`` (a transient failure;
+    tried again after the backoff), ``failed`` (refused for good: the next channel is tried),
+    ``exhausted`` (transient failures up to the channel's cap: the next channel is tried),
+    ``unconfirmed`` (a send whose outcome was never recorded: never repeated), ``skipped`` (the
+    channel could not reach the resident: no binding, no grant, switched off; checked again on the
+    next run).
+    """
+
+    __tablename__ = "app_notification_dispatch"
+    __table_args__ = (sa.UniqueConstraint("notification_id", "channel"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    # Looked up through the unique (notification_id, channel) index.
+    notification_id: str = Field(foreign_key="app_notification.id", max_length=32)
+    channel: str = Field(max_length=20)
+    state: str = Field(max_length=20)
+    # Calls made on this channel (a skip is not a call).
+    tries: int = 0
+    error_code: str | None = Field(default=None, max_length=60)
+    error: str | None = Field(default=None, max_length=300)
+    provider_message_id: str | None = Field(default=None, max_length=120)
+    started_at: dt.datetime | None = datetime_field()
+    updated_at: dt.datetime = created_at_field()
 
 
 class NotifyPreference(SQLModel, table=True):

@@ -72,6 +72,17 @@ class AttemptOut(BaseModel):
     at: dt.datetime
 
 
+class ChannelStateOut(BaseModel):
+    """Where one message stands on one channel: sent, retry, failed (refused for good), exhausted
+    (gave up after passing failures), unconfirmed, skipped (could not reach the resident), sending."""
+
+    channel: str
+    state: str
+    tries: int
+    error_code: str | None
+    error: str | None
+
+
 class DeliveryOut(BaseModel):
     """One message as operations see it: no text, no data."""
 
@@ -87,6 +98,7 @@ class DeliveryOut(BaseModel):
     sent_at: dt.datetime | None
     next_attempt_at: dt.datetime | None
     tries: list[AttemptOut]
+    channels: list[ChannelStateOut] = Field(default_factory=list)
 
 
 class DeliveryReport(BaseModel):

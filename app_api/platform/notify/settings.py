@@ -15,10 +15,16 @@ class NotifySettings(WojiaSettings):
         env_prefix="WOJIA_NOTIFY_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
     )
 
-    # Seconds to wait before attempt 2, 3, ...; the last figure repeats.
+    # Seconds to wait before attempt 2, 3, ... on a channel; the last figure repeats.
     retry_backoff_s: list[float] = Field(default_factory=lambda: [60.0, 300.0, 900.0, 3600.0])
-    max_attempts: int = 5
-    # A delivery claimed by a worker is not taken by another for this long (longer than any send).
+    # Calls on one channel that fail for a passing reason (network, busy, rate limit) before the
+    # message moves on to the next channel (on the last channel: before it is given up as failed).
+    max_attempts: int = Field(default=5, ge=1)
+    # Per-channel caps overriding ``max_attempts``: WeChat gives way to SMS after about 6 minutes
+    # (now, +1 min, +5 min) rather than holding a message back for an hour.
+    channel_max_attempts: dict[str, int] = Field(default_factory=lambda: {"wechat": 3})
+    # A delivery claimed by a worker is not taken by another for this long (longer than any send);
+    # a channel call still unrecorded after this long is taken as lost (``unconfirmed``, never repeated).
     claim_s: float = 120
     default_quiet_start: str = "22:00"
     default_quiet_end: str = "07:00"
