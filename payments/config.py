@@ -65,6 +65,13 @@ class PaymentsSettings(WojiaSettings):
     order_ttl_s: int = 30 * 60  # an unpaid order expires (and is closed at the provider) after this
     pending_query_after_s: int = 15 * 60  # pending orders older than this are queried by the sweep
     notification_max_skew_s: int = 300
+    # The sweeps of hand-offs (``payments.sweep_handoffs``, ``payments.sweep_refunds``, every minute):
+    # the last line of defence when a job was lost (Redis wiped) or gave up.
+    handoff_sweep_after_s: int = 60  # paid this long ago and the column still not told: tell it
+    handoff_sweep_batch: int = 500  # orders per run, oldest payment first
+    refund_submit_after_s: int = 60  # a refund still ``requested`` after this is (re)submitted
+    refund_query_after_s: int = 10 * 60  # a refund still ``processing`` after this is asked about
+    refund_sweep_batch: int = 200  # refunds per run, oldest first
     reconcile_cron: str = "30 2 * * *"  # UTC: 10:30 China time, after bills are published
     wechat_v2: WeChatV2Block | None = None
     wechat_v3: WeChatV3Block | None = None

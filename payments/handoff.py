@@ -66,8 +66,12 @@ async def _claim_for_columns(session: AsyncSession, order_ids: Sequence[str]) ->
     ]
 
 
-async def notify_column(session: AsyncSession, *, order_id: str) -> bool:
-    """Run the purpose's paid handler once; True if it ran now. Called by the outbox job."""
+async def notify_column(session: AsyncSession, *, order_id: str, source: str = "outbox") -> bool:
+    """Run the purpose's paid handler once; True if it ran now.
+
+    Called by the outbox job and by the sweep (``source="sweep"``, see :mod:`payments.sweeps`); the
+    claim decides which of them (or of two sweeps) tells the column, whichever comes first.
+    """
     claimed = await _claim_for_columns(session, [order_id])
     if not claimed:
         return False
@@ -77,9 +81,7 @@ async def notify_column(session: AsyncSession, *, order_id: str) -> bool:
         # A column that is not installed (yet): fail so the job retries and the relay keeps it.
         raise LookupError(f"no paid handler for purpose {paid.purpose!r}")
     await handler(session, paid)
-    await event_for(
-        session, order_id, kind="column_notified", source="outbox", data={"purpose": paid.purpose}
-    )
+    await event_for(session, order_id, kind="column_notified", source=source, data={"purpose": paid.purpose})
     return True
 
 

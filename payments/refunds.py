@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Protocol, runtime_checkable
+
 import sqlalchemy as sa
-from sqlmodel import select
+from sqlmodel import SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_api.core.db import lock_for_writing, savepoint, utcnow
@@ -13,8 +15,16 @@ from app_api.platform import audit
 from payments.errors import IllegalTransition, OrderNotFound, RefundExceedsPaid, RefundNumberConflict
 from payments.ledger import event_for, flag, locked_order, transition
 from payments.models import OrderStatus, PaymentOrder, PaymentRefund, RefundStatus
-from payments.providers.base import Notification, ProviderError, RefundRequest, RefundState
+from payments.providers.base import (
+    Notification,
+    ProviderError,
+    RefundRequest,
+    RefundResult,
+    RefundState,
+)
 from payments.registry import get_provider, notify_url
+
+REFUNDS: sa.Table = SQLModel.metadata.tables["payments_refund"]
 
 
 async def request_refund(
@@ -142,10 +152,12 @@ async def refund_succeeded(
 
 
 async def submit_refund(session: AsyncSession, *, refund_id: str) -> str:
-    """Send a recorded refund to the provider (outbox job). Safe to repeat: same refund number.
+    """Send a recorded refund to the provider (outbox job, or the sweep). Safe to repeat: the refund
+    number is the provider's idempotency key, so a repeat is answered with the same refund.
 
     The provider is called without holding a lock; the refund is then locked and read again, so a
-    refund notification applied meanwhile is not applied a second time.
+    refund notification applied meanwhile is not applied a second time. A refusal the provider
+    means (not a network or server error) ends the refund ``failed``, for finance to see.
     """
     refund = (await session.exec(select(PaymentRefund).where(PaymentRefund.id == refund_id))).first()
     if refund is None or refund.status in (RefundStatus.SUCCEEDED, RefundStatus.FAILED):
@@ -167,39 +179,119 @@ async def submit_refund(session: AsyncSession, *, refund_id: str) -> str:
     except ProviderError as exc:
         if exc.retryable:
             raise
-        refund = await _locked_refund(session, id=refund_id)
-        if refund is None or refund.status in (RefundStatus.SUCCEEDED, RefundStatus.FAILED):
-            return "done"
-        refund.status = RefundStatus.FAILED.value
-        refund.last_error = str(exc)[:300]
-        session.add(refund)
-        await event_for(
+        return await _refused(session, refund_id, order.id, exc)
+    return await apply_refund_result(session, refund_id, result, source=f"refund:{order.provider}")
+
+
+@runtime_checkable
+class RefundQuerying(Protocol):
+    """A provider that can be asked about a refund by its number (WeChat Pay v2 and v3)."""
+
+    async def query_refund(self, out_refund_no: str) -> RefundResult: ...
+
+
+# What the providers answer when asked about a refund they have never heard of.
+REFUND_UNKNOWN_CODES = frozenset({"REFUNDNOTEXIST", "ORDERNOTEXIST"})
+
+
+async def query_refund(session: AsyncSession, *, refund_id: str) -> str:
+    """Ask the provider about a submitted refund still ``processing`` here (the sweep).
+
+    Applied like its notification would be: succeeded once, or failed. A refund the provider does
+    not know (the submission never arrived) and a provider that cannot be asked (Alipay refunds
+    synchronously) are submitted again, under the same refund number.
+    """
+    refund = (await session.exec(select(PaymentRefund).where(PaymentRefund.id == refund_id))).first()
+    if refund is None or refund.status in (RefundStatus.SUCCEEDED, RefundStatus.FAILED):
+        return "done"
+    order = (await session.exec(select(PaymentOrder).where(PaymentOrder.id == refund.order_id))).one()
+    provider = get_provider(order.provider)
+    if not isinstance(provider, RefundQuerying):
+        return await submit_refund(session, refund_id=refund_id)
+    try:
+        result = await provider.query_refund(refund.out_refund_no)
+    except ProviderError as exc:
+        if exc.code in REFUND_UNKNOWN_CODES:
+            return await submit_refund(session, refund_id=refund_id)
+        raise
+    if result.refund_fen and result.refund_fen != refund.amount_fen:
+        return await flag(
             session,
-            order.id,
-            kind="refund_failed",
-            source="provider",
-            data={"out_refund_no": refund.out_refund_no, "error": str(exc)[:200]},
+            order,
+            "refund_amount",
+            "sweep",
+            {
+                "out_refund_no": refund.out_refund_no,
+                "expected_fen": refund.amount_fen,
+                "queried_fen": result.refund_fen,
+            },
         )
-        await audit.record(
-            session,
-            action="payments.refund_failed",
-            subject_type="payments_order",
-            subject_id=order.id,
-            data={"out_refund_no": refund.out_refund_no, "code": exc.code},
-        )
-        return "failed"
+    return await apply_refund_result(session, refund_id, result, source="sweep")
+
+
+async def apply_refund_result(
+    session: AsyncSession, refund_id: str, result: RefundResult, *, source: str
+) -> str:
+    """Apply what the provider answered about a refund (submitted or queried), under the refund's lock."""
     refund = await _locked_refund(session, id=refund_id)
     if refund is None or refund.status in (RefundStatus.SUCCEEDED, RefundStatus.FAILED):
         return "done"
-    refund.provider_refund_id = result.refund_id
+    refund.provider_refund_id = result.refund_id or refund.provider_refund_id
+    refund.last_error = None  # the provider has answered
     if result.state is RefundState.SUCCEEDED:
-        await refund_succeeded(
-            session, refund, source=f"refund:{order.provider}", provider_refund_id=result.refund_id
-        )
+        await refund_succeeded(session, refund, source=source, provider_refund_id=result.refund_id)
         return "succeeded"
+    if result.state in (RefundState.FAILED, RefundState.CLOSED):
+        await _mark_failed(
+            session, refund, source=source, error=f"provider reported {result.state}", code=str(result.state)
+        )
+        return "failed"
     refund.status = RefundStatus.PROCESSING.value
     session.add(refund)
     return "processing"
+
+
+async def _refused(session: AsyncSession, refund_id: str, order_id: str, exc: ProviderError) -> str:
+    refund = await _locked_refund(session, id=refund_id)
+    if refund is None or refund.status in (RefundStatus.SUCCEEDED, RefundStatus.FAILED):
+        return "done"
+    await _mark_failed(session, refund, source="provider", error=str(exc), code=exc.code)
+    return "failed"
+
+
+async def _mark_failed(
+    session: AsyncSession, refund: PaymentRefund, *, source: str, error: str, code: str | None
+) -> None:
+    """The provider will not pay this refund back: ``failed`` (its amount is refundable again)."""
+    refund.status = RefundStatus.FAILED.value
+    refund.last_error = error[:300]
+    session.add(refund)
+    await event_for(
+        session,
+        refund.order_id,
+        kind="refund_failed",
+        source=source,
+        data={"out_refund_no": refund.out_refund_no, "error": error[:200]},
+    )
+    await audit.record(
+        session,
+        action="payments.refund_failed",
+        subject_type="payments_order",
+        subject_id=refund.order_id,
+        data={"out_refund_no": refund.out_refund_no, "code": code},
+    )
+
+
+async def note_refund_error(session: AsyncSession, *, refund_id: str, error: str) -> None:
+    """Remember why the last attempt did not reach a verdict (shown to finance with the refund)."""
+    await session.exec(
+        sa.update(REFUNDS)
+        .where(
+            REFUNDS.c.id == refund_id,
+            REFUNDS.c.status.in_([RefundStatus.REQUESTED.value, RefundStatus.PROCESSING.value]),
+        )
+        .values(last_error=error[:300])
+    )
 
 
 async def apply_refund_notification(session: AsyncSession, order: PaymentOrder, note: Notification) -> str:

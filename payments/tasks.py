@@ -56,6 +56,30 @@ async def sweep_pending() -> dict[str, int]:
     return counts
 
 
+@broker.task(task_name="payments.sweep_handoffs", schedule=[{"cron": "* * * * *"}])
+async def sweep_handoffs(older_than_s: int | None = None, limit: int | None = None) -> dict[str, int]:
+    """Tell the column of every order paid over a minute ago whose column was never told (the job was
+    lost or gave up); once, however this races the job or another sweep."""
+    settings = get_payments_settings()
+    return await sweeps.sweep_handoffs(
+        older_than_s=settings.handoff_sweep_after_s if older_than_s is None else older_than_s,
+        limit=limit or settings.handoff_sweep_batch,
+    )
+
+
+@broker.task(task_name="payments.sweep_refunds", schedule=[{"cron": "* * * * *"}])
+async def sweep_refunds(
+    submit_after_s: int | None = None, query_after_s: int | None = None, limit: int | None = None
+) -> dict[str, int]:
+    """(Re)submit refunds left ``requested``, ask about refunds left ``processing``."""
+    settings = get_payments_settings()
+    return await sweeps.sweep_refunds(
+        submit_after_s=settings.refund_submit_after_s if submit_after_s is None else submit_after_s,
+        query_after_s=settings.refund_query_after_s if query_after_s is None else query_after_s,
+        limit=limit or settings.refund_sweep_batch,
+    )
+
+
 @broker.task(task_name="payments.reconcile_run", retry_on_error=False)
 async def reconcile_run(run_id: str, outbox_id: str | None = None) -> dict[str, Any]:
     from payments.reconciliation.runs import execute_run
