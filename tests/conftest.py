@@ -26,6 +26,9 @@ if not os.environ.get("_WOJIA_TEST_DB"):
     os.environ.setdefault("WOJIA_SMS_PER_IP_PER_HOUR", "1000000")
     os.environ.setdefault("WOJIA_SMS_PER_PHONE_PER_DAY", "1000")
     os.environ["WOJIA_JOBS_EMBEDDED"] = "true"
+    # The schedules and the relay are driven by the tests that test them (a minute's sweep firing
+    # in the middle of another test would change what it sees).
+    os.environ["WOJIA_JOBS_RUN_LOOP"] = "false"
     os.environ["WOJIA_LOG_JSON"] = "false"
     _tmp = Path(tempfile.mkdtemp(prefix="wojia-test-"))
     os.environ.setdefault("WOJIA_VAR_DIR", str(_tmp))
@@ -198,13 +201,14 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def wojia_serve(env: dict[str, str]) -> AsyncIterator[httpx.AsyncClient]:
+async def wojia_serve(env: dict[str, str], *args: str) -> AsyncIterator[httpx.AsyncClient]:
     """``wojia serve`` (the command deployments run) in a subprocess on a free loopback port, with
-    ``env`` as its whole environment; yields a client once ``/healthz`` answers."""
+    ``env`` as its whole environment and ``args`` added (``"--workers", "2"``); yields a client
+    once ``/healthz`` answers."""
     import sys
 
     port = free_port()
-    cmd = [sys.executable, "-m", "app_api.wiring.cli", "serve", "--port", str(port), "--no-migrate"]
+    cmd = [sys.executable, "-m", "app_api.wiring.cli", "serve", "--port", str(port), "--no-migrate", *args]
     root = Path(__file__).resolve().parents[1]
     with tempfile.TemporaryFile() as log:
         proc = await asyncio.create_subprocess_exec(*cmd, env=env, cwd=root, stdout=log, stderr=log)

@@ -35,6 +35,7 @@ from app_api.core.logging import configure_logging, request_id_var
 from app_api.core.middleware import RequestContextMiddleware, SecurityHeadersMiddleware, with_security_headers
 from app_api.core.outage import OUTAGE_EXCEPTIONS, unavailable_dependency
 from app_api.core.settings import Settings, StartupRefused, get_settings
+from app_api.core.shedding import install_load_shedding
 from app_api.core.validation_zh import chinese_errors
 from app_api.platform.access_walk import access_kinds, is_open
 from app_api.platform.accounts.errors import ConsoleLoginRequired
@@ -186,19 +187,13 @@ def mount_dev_sandboxes(app: FastAPI) -> None:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     from app_api.core.db import dispose_engine
     from app_api.core.http import close_http
-    from app_api.core.jobs import broker, scheduler
+    from app_api.core.jobs import broker
     from app_api.core.redis import close_redis
 
-    settings = get_settings()
     background: list[asyncio.Task[Any]] = []
-    if settings.embedded_jobs:
-        # The embedded default: the worker and the scheduler live in the api process.
-        await broker.startup()
-        from taskiq.cli.scheduler.run import SchedulerLoop
-
-        await scheduler.startup()
-        background.append(asyncio.create_task(SchedulerLoop(scheduler).run(skip_first_run=True)))
-    elif not broker.is_worker_process:
+    # In the embedded default the worker lives in the api process (an in-process broker) and the
+    # jobs component's start-up hook runs the schedules and the relay here too.
+    if not broker.is_worker_process:
         await broker.startup()
     from app_api.core.cache import listen_forever
 
@@ -263,6 +258,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     install_middleware(app, settings)
+    install_load_shedding(app, settings)  # outermost: sheds before any other work
     for component in components():
         for mount in component.routers:
             app.include_router(mount.router, prefix=mount.prefix)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import json
 import os
+import signal
 import sys
 from typing import Annotated, Any
 
@@ -159,6 +162,13 @@ def serve(
 
     from app_api.core.settings import get_settings
 
+    if get_settings().is_dev and "public_base_url" not in get_settings().model_fields_set:
+        # Development: the sandboxes and callbacks are reached where this server listens
+        # (the workers read it from the environment).
+        reachable = "127.0.0.1" if host in {"0.0.0.0", "::", ""} else host  # noqa: S104 (a test)
+        reachable = f"[{reachable}]" if ":" in reachable else reachable
+        os.environ["WOJIA_PUBLIC_BASE_URL"] = f"http://{reachable}:{port}"
+        get_settings.cache_clear()
     problems = get_settings().serving_problems()
     if problems:
         for problem in problems:
@@ -184,12 +194,137 @@ def worker(workers: int = 1) -> None:
 
 @app.command("scheduler")
 def scheduler_cmd() -> None:
-    """Run the periodic-job scheduler (one per deployment)."""
-    from taskiq.cli.scheduler.args import SchedulerArgs
-    from taskiq.cli.scheduler.run import run_scheduler
+    """Run the periodic jobs and the outbox relay (any number may run: each tick runs once)."""
 
-    args = SchedulerArgs.from_cli(["app_api.wiring.worker:scheduler"])
-    asyncio.run(run_scheduler(args))
+    async def main() -> None:
+        from app_api.core.jobs.loop import loop
+        from app_api.wiring.worker import broker
+
+        await broker.startup()
+        loop.start()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await loop.stop()
+        await broker.shutdown()
+
+    asyncio.run(main())
+
+
+jobs_app = typer.Typer(help="Jobs: schedules, dead letters, retries.", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
+
+
+def _when(moment: dt.datetime | None) -> str:
+    if moment is None:
+        return "-"
+    from app_api.core.clock import CHINA_TZ
+
+    return moment.astimezone(CHINA_TZ).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@jobs_app.command("status")
+def jobs_status() -> None:
+    """Each schedule's last run, next run and last failure, and the jobs by state."""
+
+    async def main() -> None:
+        import app_api.wiring.worker  # noqa: F401  (registers every task)
+        from app_api.core.db import sessionmaker
+        from app_api.core.jobs import admin
+
+        async with sessionmaker()() as s:
+            states = await admin.schedules(s)
+            counts = await admin.counts(s)
+        typer.echo(
+            f"{'schedule':<38} {'cron':<15} {'last run':<20} {'status':<8} {'next run':<20} last failure"
+        )
+        for st in states:
+            flag = "" if st.declared else "  (no longer declared)"
+            typer.echo(
+                f"{st.name:<38} {st.cron:<15} {_when(st.last_finished_at):<20} {st.last_status or '-':<8} "
+                f"{_when(st.next_run_at):<20} {_when(st.last_failed_at)}"
+                + (f"  {st.last_error[:80]}" if st.last_error else "")
+                + flag
+            )
+        typer.echo("jobs: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + "  (times: China)")
+
+    asyncio.run(main())
+
+
+@jobs_app.command("dead")
+def jobs_dead(
+    task: Annotated[str | None, typer.Option(help="only this task")] = None, limit: int = 50
+) -> None:
+    """List jobs in dead letter, newest first."""
+
+    async def main() -> None:
+        from app_api.core.db import sessionmaker
+        from app_api.core.jobs import admin
+        from app_api.core.jobs.models import JobStatus
+
+        async with sessionmaker()() as s:
+            rows = await admin.jobs(s, status=JobStatus.dead, task_name=task, limit=limit)
+        for r in rows:
+            when = _when(r.finished_at)
+            typer.echo(f"{r.id}  {r.task_name:<34} attempts {r.attempts:<3} {when}  {r.last_error or ''}")
+        typer.echo(f"{len(rows)} dead")
+
+    asyncio.run(main())
+
+
+@jobs_app.command("show")
+def jobs_show(job_id: str) -> None:
+    """One job in full (arguments, attempts, last error)."""
+
+    async def main() -> None:
+        from app_api.core.db import sessionmaker
+        from app_api.core.jobs import admin
+
+        async with sessionmaker()() as s:
+            r = await admin.job(s, job_id)
+        if r is None:
+            typer.echo(f"no job {job_id}", err=True)
+            raise typer.Exit(1)
+        typer.echo(json.dumps(r.model_dump(mode="json"), ensure_ascii=False, indent=2))
+
+    asyncio.run(main())
+
+
+@jobs_app.command("retry")
+def jobs_retry(
+    job_id: Annotated[str | None, typer.Argument(help="a dead job; omit with --all-dead")] = None,
+    all_dead: Annotated[bool, typer.Option("--all-dead", help="every dead job")] = False,
+    task: Annotated[str | None, typer.Option(help="with --all-dead: only this task")] = None,
+) -> None:
+    """Send dead jobs again with fresh attempts."""
+
+    async def main() -> None:
+        import app_api.wiring.worker  # noqa: F401
+        from app_api.core.db import session_scope
+        from app_api.core.jobs import admin, broker
+
+        await broker.startup()
+        try:
+            async with session_scope() as s:
+                if all_dead:
+                    n = await admin.retry_all_dead(s, task_name=task)
+                elif job_id is not None:
+                    n = int(await admin.retry(s, job_id))
+                else:
+                    typer.echo("give a job id or --all-dead", err=True)
+                    raise typer.Exit(2)
+        finally:
+            from app_api.core.jobs.outbox import flush_marks
+
+            await flush_marks()
+            await broker.shutdown()
+        if job_id is not None and not all_dead and n == 0:
+            typer.echo(f"job {job_id} is not in dead letter", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"{n} job(s) sent again")
+
+    asyncio.run(main())
 
 
 if __name__ == "__main__":

@@ -1,12 +1,17 @@
 """Worker entry point (``taskiq worker app_api.wiring.worker:broker``).
 
 Importing the components and discovering the columns imports every task module, so the worker
-knows the same jobs as the api process.
+knows the same jobs as the api process. Each worker process also runs the jobs loop (schedules and
+relay: safe in any number of processes), so a deployment without ``wojia scheduler`` still runs its
+periodic jobs and recovers lost ones.
 """
 
 from __future__ import annotations
 
-from app_api.core.jobs import broker, scheduler
+from taskiq import TaskiqEvents, TaskiqState
+
+from app_api.core.jobs import broker
+from app_api.core.jobs.loop import loop
 from app_api.core.settings import get_settings
 from app_api.platform.home.loader import discover
 from app_api.wiring.components import components
@@ -14,4 +19,15 @@ from app_api.wiring.components import components
 components()
 discover(strict=get_settings().strict_columns)
 
-__all__ = ["broker", "scheduler"]
+
+@broker.on_event(TaskiqEvents.WORKER_STARTUP)
+async def _start_loop(state: TaskiqState) -> None:
+    loop.start()
+
+
+@broker.on_event(TaskiqEvents.WORKER_SHUTDOWN)
+async def _stop_loop(state: TaskiqState) -> None:
+    await loop.stop()
+
+
+__all__ = ["broker"]

@@ -55,21 +55,32 @@ async def test_outbox_sends_on_commit_only() -> None:
             await s.exec(select(OutboxMessage).where(OutboxMessage.task_name == "tests.record_run"))
         ).all()
         assert [r.arguments["marker"] for r in rows] == ["committed"]
-        assert rows[0].dispatched_at is not None
+        assert rows[0].status == "done" and rows[0].attempts == 1
 
 
 async def test_outbox_relay_sends_rows_left_behind() -> None:
-    """A crash between commit and dispatch: the relay finds the row and sends it once."""
+    """A crash between commit and dispatch: the relay finds the row and it runs once."""
+    import datetime as dt
+
+    from app_api.core.db import utcnow
     from app_api.core.jobs.models import OutboxMessage
 
+    long_ago = utcnow() - dt.timedelta(minutes=1)
     async with sessionmaker()() as s:
-        s.add(OutboxMessage(task_name="tests.record_run", arguments={"marker": "orphan"}))
+        job = OutboxMessage(
+            task_name="tests.record_run", arguments={"marker": "orphan"}, created_at=long_ago, due_at=long_ago
+        )
+        s.add(job)
         await s.commit()  # committed without dispatch, as if the process died here
-    assert await outbox.relay(older_than_s=0) >= 1
+    assert await outbox.relay() >= 1
     assert await wait_for(lambda: "orphan" in RAN)
-    assert await outbox.relay(older_than_s=0) == 0
+    await outbox.flush_marks()
+    assert await outbox.relay() == 0
     await asyncio.sleep(0.1)
     assert RAN.count("orphan") == 1
+    async with sessionmaker()() as s:
+        row = await s.get(OutboxMessage, job.id)
+        assert row is not None and row.status == "done" and row.attempts == 1
 
 
 async def test_audit_chain_detects_tampering(

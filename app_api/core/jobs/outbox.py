@@ -1,12 +1,24 @@
-"""Transactional outbox: a job is sent to the broker exactly when its transaction commits.
+"""The transactional outbox: every job is a row written in the transaction that asks for it.
 
-``enqueue()`` writes an ``app_outbox`` row in the caller's transaction. After the commit the
-request (or ``session_scope``) sends the jobs it wrote straight from memory, and their rows are
-marked dispatched in batches a moment later (one UPDATE for many requests, off the request's path).
-If the process dies in between, ``relay`` (every minute) sends rows left unmarked for 30 s.
-A rolled-back transaction sends nothing.
-Delivery is at-least-once at the broker, so tasks are written to be idempotent (they check the
-state they change, or dedupe on the ``outbox_id`` keyword they receive).
+Delivery guarantee: **at-least-once, with idempotent handlers**. The row, not the broker, is the
+truth; a message on the broker only wakes a worker up.
+
+1. ``enqueue()`` writes an ``app_outbox`` row (``pending``) in the caller's transaction. A rolled-back
+   transaction leaves nothing.
+2. After the commit, the process sends ``app.run_job(outbox_id)`` to the broker and marks the rows
+   dispatched in batches a moment later (one UPDATE for many requests, off the request's path).
+3. A worker runs the job (``app_api.core.jobs.runner``): it claims the row with a compare-and-set
+   (``pending``/``retry`` and due -> ``running``, attempt + 1, a lease it renews while it runs), calls
+   the task's function, and records ``done`` only after the function returned. A failure waits out an
+   exponential backoff (``retry``) and, after the task's attempts, goes to ``dead`` for an admin.
+4. The relay (``relay()``, every few seconds in every process that runs the jobs loop) sends again
+   what is not done: rows never sent (the process died between commit and send), rows sent but not
+   started after ``resend_after_s`` (the message was lost: Redis wiped, a consumer group gone), retries
+   whose backoff ended, and running rows whose lease ran out (their worker died). It claims what it
+   sends with a conditional UPDATE (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), so two relays never send
+   one row twice in a round, and the runner's claim makes a duplicated message a no-op.
+
+So Redis may lose every message: PostgreSQL still holds every job that is not done.
 """
 
 from __future__ import annotations
@@ -14,29 +26,43 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.orm import Session, SessionTransaction
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_api.core.db import sessionmaker, utcnow
 from app_api.core.jobs.broker import broker
-from app_api.core.jobs.models import OutboxMessage
+from app_api.core.jobs.models import JobStatus, OutboxMessage
+from app_api.core.jobs.settings import get_jobs_settings
 
 log = logging.getLogger(__name__)
 _KEY = "outbox_written"
 _READY = "outbox_ready"
 _TABLE: sa.Table = OutboxMessage.__table__  # type: ignore[attr-defined]
+C = _TABLE.c
+RUN_TASK = "app.run_job"
+# A row committed but not yet sent is left to the committing process for this long.
+SEND_GRACE_S = 2.0
 
 
-async def enqueue(session: AsyncSession, task_name: str, /, **kwargs: Any) -> str:
+async def enqueue(
+    session: AsyncSession, task_name: str, /, *, _job_id: str | None = None, **kwargs: Any
+) -> str:
+    """Write a job in the session's transaction; it is sent when (and only if) the transaction commits."""
     msg = OutboxMessage(task_name=task_name, arguments=kwargs)
+    if _job_id is not None:
+        msg.id = _job_id
     session.add(msg)
-    session.sync_session.info.setdefault(_KEY, []).append((msg.id, task_name, kwargs))
+    _after_commit(session, [msg.id])
     return msg.id
+
+
+def _after_commit(session: AsyncSession, ids: Iterable[str]) -> None:
+    session.sync_session.info.setdefault(_KEY, []).extend(ids)
 
 
 @event.listens_for(Session, "after_commit")
@@ -55,110 +81,124 @@ def _forget(session: Session, previous_transaction: SessionTransaction) -> None:
         session.info.pop(_KEY, None)
 
 
-async def _send(rows: list[tuple[str, str, dict[str, Any]]]) -> list[str]:
+async def send(ids: Iterable[str]) -> list[str]:
+    """Send a wake-up message for each job; returns the ids the broker accepted."""
+    task = broker.find_task(RUN_TASK)
+    if task is None:  # pragma: no cover - the runner module is part of the jobs component
+        raise RuntimeError("the job runner is not registered")
     sent = []
-    for msg_id, task_name, arguments in rows:
-        task = broker.find_task(task_name)
-        if task is None:
-            log.error("outbox: no task named %s (message %s)", task_name, msg_id)
-            continue
+    for job_id in ids:
         try:
-            await task.kicker().with_labels(outbox_id=msg_id).kiq(outbox_id=msg_id, **arguments)
-            sent.append(msg_id)
-        except Exception:
-            log.exception("outbox: sending %s failed; the relay will retry", msg_id)
+            await task.kiq(job_id)
+            sent.append(job_id)
+        except Exception as exc:
+            # The row stays unsent: the relay sends it again.
+            log.warning("outbox: sending job %s failed (%s); the relay will resend it", job_id, exc)
+            break  # the broker is down: do not wait out a timeout per job
     return sent
 
 
-_to_mark: set[str] = set()
-_marker: asyncio.Task[None] | None = None
-MARK_EVERY_S = 0.2
+class _Batcher:
+    """Collects ids and writes them in one UPDATE every ``every_s`` (off the request's path)."""
+
+    def __init__(self, name: str, write: Any, every_s: float = 0.2) -> None:
+        self.name = name
+        self._write = write
+        self.every_s = every_s
+        self._pending: set[Any] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, items: Iterable[Any]) -> None:
+        self._pending.update(items)
+        if self._task is None and self._pending:
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def flush(self) -> None:
+        while self._pending:
+            batch = [self._pending.pop() for _ in range(min(len(self._pending), 500))]
+            try:
+                await self._write(batch)
+            except Exception as exc:
+                # What was not written is recovered by the relay (at-least-once).
+                log.warning("outbox: %s of %d jobs not recorded (%s)", self.name, len(batch), exc)
+                return
+
+    async def _loop(self) -> None:
+        try:
+            while self._pending:
+                await asyncio.sleep(self.every_s)
+                await self.flush()
+        finally:
+            self._task = None
 
 
-async def _mark(ids: list[str]) -> None:
+async def _write_dispatched(ids: list[str]) -> None:
     async with sessionmaker()() as s:
         await s.exec(
             sa.update(_TABLE)
-            .where(_TABLE.c.id.in_(ids), _TABLE.c.dispatched_at.is_(None))
-            .values(dispatched_at=utcnow(), attempts=_TABLE.c.attempts + 1)
+            .where(C.id.in_(ids), C.status == JobStatus.pending, C.dispatched_at.is_(None))
+            .values(dispatched_at=utcnow())
         )
         await s.commit()
 
 
+_dispatched = _Batcher("dispatch marks", _write_dispatched)
+
+
 async def flush_marks() -> None:
-    """Mark every sent message dispatched now (also called at shutdown)."""
-    while _to_mark:
-        batch = [_to_mark.pop() for _ in range(min(len(_to_mark), 500))]
-        try:
-            await _mark(batch)
-        except Exception:
-            # Unmarked rows are only re-sent by the relay: delivery stays at-least-once.
-            log.exception("outbox: marking %d messages dispatched failed", len(batch))
-            return
+    """Write every pending batch now (also called at shutdown)."""
+    from app_api.core.jobs.runner import flush_completions
 
-
-async def _marker_loop() -> None:
-    global _marker
-    try:
-        while _to_mark:
-            await asyncio.sleep(MARK_EVERY_S)
-            await flush_marks()
-    finally:
-        _marker = None
-
-
-def _schedule_mark(ids: list[str]) -> None:
-    global _marker
-    _to_mark.update(ids)
-    if _marker is None:
-        _marker = asyncio.get_running_loop().create_task(_marker_loop())
-
-
-async def dispatch(ids: list[str]) -> int:
-    """Send the listed rows that are still undispatched (the relay's path: it reads them back)."""
-    if not ids:
-        return 0
-    async with sessionmaker()() as s:
-        rows = (
-            await s.exec(
-                select(OutboxMessage).where(
-                    col(OutboxMessage.id).in_(ids), col(OutboxMessage.dispatched_at).is_(None)
-                )
-            )
-        ).all()
-    sent = await _send([(r.id, r.task_name, r.arguments) for r in rows])
-    if sent:
-        await _mark(sent)
-    return len(sent)
+    await _dispatched.flush()
+    await flush_completions()
 
 
 async def dispatch_pending_after_commit(session: AsyncSession) -> None:
-    ready: list[tuple[str, str, dict[str, Any]]] = session.sync_session.info.pop(_READY, [])
+    ready: list[str] = session.sync_session.info.pop(_READY, [])
     if ready:
-        _schedule_mark(await _send(ready))
+        _dispatched.add(await send(ready))
 
 
-@broker.task(task_name="app.outbox_relay", schedule=[{"cron": "* * * * *"}])
-async def relay(older_than_s: int = 30) -> int:
-    """Send outbox rows whose transaction committed but whose dispatch never happened."""
-    cutoff = utcnow() - dt.timedelta(seconds=older_than_s)
+def _relay_candidates(now: dt.datetime) -> sa.Select[Any]:
+    s = get_jobs_settings()
+    waiting = C.status.in_([JobStatus.pending, JobStatus.retry])
+    never_sent = sa.and_(
+        waiting, C.dispatched_at.is_(None), C.due_at <= now - dt.timedelta(seconds=SEND_GRACE_S)
+    )
+    lost = sa.and_(waiting, C.due_at <= now, C.dispatched_at < now - dt.timedelta(seconds=s.resend_after_s))
+    orphaned = sa.and_(C.status == JobStatus.running, C.lease_until < now)
+    return (
+        sa.select(C.id)
+        .where(sa.or_(never_sent, lost, orphaned))
+        .order_by(C.due_at)
+        .limit(s.relay_batch)
+        .with_for_update(skip_locked=True)
+    )
+
+
+async def relay(now: dt.datetime | None = None) -> int:
+    """Send again every job that is not done and not in hand; returns how many were sent."""
+    now = now or utcnow()
     async with sessionmaker()() as s:
-        ids = list(
-            (
+        ids = [
+            r[0]
+            for r in (
                 await s.exec(
-                    select(OutboxMessage.id)
-                    .where(col(OutboxMessage.dispatched_at).is_(None), col(OutboxMessage.created_at) < cutoff)
-                    .limit(500)
+                    sa.update(_TABLE)
+                    .where(C.id.in_(_relay_candidates(now).scalar_subquery()))
+                    .values(
+                        dispatched_at=now,
+                        # A running job whose lease ran out lost its worker: it waits again.
+                        status=sa.case(
+                            (C.status == JobStatus.running, JobStatus.pending.value), else_=C.status
+                        ),
+                        lease_until=None,
+                    )
+                    .returning(C.id)
                 )
             ).all()
-        )
-    return await dispatch(ids)
-
-
-@broker.task(task_name="app.ping")
-async def ping(token: str) -> str:
-    """Liveness probe of the job pipeline: a worker that runs it leaves ``jobs:pong:<token>`` in Redis."""
-    from app_api.core.redis import get_redis
-
-    await (await get_redis()).set(f"jobs:pong:{token}", b"1", ex=300)
-    return token
+        ]
+        await s.commit()
+    if ids:
+        log.info("outbox relay: sending %d jobs again", len(ids))
+    return len(await send(ids))
