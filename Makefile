@@ -11,7 +11,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help venv run test test-pg lint check bench wheel fuzz system-deps rasa-env rasa-train clean
+.PHONY: help venv run test test-pg lint check bench wheel fuzz faults system-deps rasa-env rasa-train clean
 
 help:
 	@echo "make run    - set up, migrate, seed demo data and serve on http://$(HOST):$(PORT)"
@@ -72,6 +72,11 @@ check: lint test
 # (also part of `make test`).
 fuzz: venv
 	$(PY) -m pytest -q tests/fuzz $(PYTEST_ARGS)
+
+# Faults under load (not part of `make test`): its own PostgreSQL and Redis on spare ports, the api,
+# worker and scheduler as processes; kills Redis, PostgreSQL, the worker, an api worker; SIGTERM.
+faults: venv
+	$(PY) -m pytest -p no:cacheprovider --confcutdir=tests/faults -s -v tests/faults $(PYTEST_ARGS)
 
 # The production wheel: built with uv, then checked to hold no protocol sandbox.
 wheel: venv
