@@ -77,6 +77,8 @@ class WeChatSandbox:
     tokens: dict[str, tuple[str, float]] = field(default_factory=dict)  # token -> (appid, expires)
     grants: dict[tuple[str, str], int] = field(default_factory=dict)  # (openid, template id) -> count
     messages: list[dict[str, Any]] = field(default_factory=list)
+    # Every subscribe-message call that reached the API (delivered or not) and its errcode.
+    sends: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
     calls: dict[str, int] = field(default_factory=dict)
 
@@ -136,6 +138,10 @@ class WeChatSandbox:
 
     def delivered(self, openid: str) -> list[dict[str, Any]]:
         return [m for m in self.messages if m["touser"] == openid]
+
+    def sent_to(self, openid: str) -> list[dict[str, Any]]:
+        """The calls made for ``openid``, failed ones included: ``{"template_id", "errcode"}``."""
+        return [c for c in self.sends if c["touser"] == openid]
 
     # -- protocol ------------------------------------------------------------------------------
 
@@ -241,10 +247,22 @@ class WeChatSandbox:
 
     async def _subscribe_send(self, request: Request) -> Response:
         self._count("subscribe_send")
-        appid = self._app_of_token(request)
+        data = await self._json(request)
+        response = self._subscribe_answer(self._app_of_token(request), data)
+        body = json.loads(bytes(response.body)) if isinstance(response, JSONResponse) else {}
+        self.sends.append(
+            {
+                "touser": str((data or {}).get("touser", "")),
+                "template_id": str((data or {}).get("template_id", "")),
+                "errcode": body.get("errcode", response.status_code),
+                "at": time.time(),
+            }
+        )
+        return response
+
+    def _subscribe_answer(self, appid: str | None, data: dict[str, Any] | None) -> Response:
         if appid is None:
             return _err(40001, "invalid credential, access_token is invalid or not latest")
-        data = await self._json(request)
         if data is None:
             return _err(47001, "data format error")
         openid = str(data.get("touser", ""))

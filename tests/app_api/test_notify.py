@@ -35,6 +35,8 @@ class FlakySms(SandboxSms):
 
     def __init__(self) -> None:
         self.fail_for: dict[str, int] = {}
+        self.refuse: set[str] = set()  # phones whose messages the provider refuses for good
+        self.stop_after_send: set[str] = set()  # the worker is stopped right after the provider took it
         self.calls: dict[str, int] = {}
 
     async def send(
@@ -44,7 +46,17 @@ class FlakySms(SandboxSms):
         if self.fail_for.get(phone, 0) > 0:
             self.fail_for[phone] -= 1
             raise UpstreamError("短信发送失败，请稍后再试", upstream_code="RequestTimeout")
-        return await super().send(phone, kind, params, text=text)
+        if phone in self.refuse:
+            raise UpstreamError(
+                "短信发送失败，请稍后再试",
+                upstream_code="InvalidParameterValue.TemplateParameterFormatError",
+                upstream_message="template parameter format error",
+                retryable=False,
+            )
+        sent = await super().send(phone, kind, params, text=text)
+        if phone in self.stop_after_send:
+            raise asyncio.CancelledError()
+        return sent
 
 
 @pytest.fixture
@@ -159,6 +171,8 @@ async def test_gives_up_after_max_attempts_and_says_so(
     n = await row(nid)
     assert n.status == "failed" and n.attempts == notify.get_notify_settings().max_attempts
     assert len(await attempts(nid)) == n.attempts
+    assert n.last_error == "all channels failed: sms: sms.RequestTimeout"
+    assert sms.calls[phone] == 1 + n.attempts
     listed = (await client.get(f"{API}/me/notifications", headers=headers)).json()["items"]
     mine = next(i for i in listed if i["id"] == nid)
     assert mine["status_label"] == "发送失败" and mine["text"].endswith("已办结。")
@@ -309,3 +323,69 @@ async def test_outcome_is_recorded_even_when_the_database_is_briefly_locked(
     assert n.status == "sent" and fails["left"] == 0
     await notify.sweep()
     assert len(await texts(sms, phone)) == 1
+
+
+async def test_sms_refused_for_good_fails_at_once_without_retries(
+    sms: FlakySms, login: LoginFn, client: httpx.AsyncClient
+) -> None:
+    phone = new_phone()
+    headers = await login(phone)
+    account = await account_id(client, headers)
+    await no_quiet_hours(account)
+    sms.refuse.add(phone)
+    nid = await send(account)
+    n = await settled(nid)
+    assert n.status == "failed" and n.attempts == 1 and n.next_attempt_at is None
+    assert n.last_error == "all channels failed: sms: sms.InvalidParameterValue.TemplateParameterFormatError"
+    for _ in range(3):
+        await notify.sweep()
+    assert sms.calls[phone] == 1 + 1  # the login code, then the one refused message
+    admin = await login(roles=["admin"])
+    r = await client.get(f"{API}/admin/notifications", headers=admin, params={"status": "failed"})
+    mine = next(i for i in r.json()["items"] if i["id"] == nid)
+    assert [(c["channel"], c["state"], c["tries"]) for c in mine["channels"]] == [("sms", "failed", 1)]
+
+
+async def test_a_send_whose_outcome_was_lost_is_not_repeated(
+    sms: FlakySms, login: LoginFn, client: httpx.AsyncClient
+) -> None:
+    phone = new_phone()
+    headers = await login(phone)
+    account = await account_id(client, headers)
+    # Held for quiet hours (no delivery job runs it), then due: this test plays the worker.
+    r = await client.patch(
+        f"{API}/me/notification-settings",
+        headers=headers,
+        json={"quiet_hours_enabled": True, "quiet_start": "00:00", "quiet_end": "23:59"},
+    )
+    assert r.status_code == 200
+    nid = await send(account)
+    assert (await row(nid)).status == "deferred"
+    await no_quiet_hours(account)
+    async with session_scope() as s:
+        n = await s.get(notify.Notification, nid)
+        assert n is not None
+        n.next_attempt_at = None
+        s.add(n)
+
+    # The provider takes the message, then the worker is stopped before it records that.
+    sms.stop_after_send.add(phone)
+    with pytest.raises(asyncio.CancelledError):
+        await notify.deliver_now(nid)
+    assert len(await texts(sms, phone)) == 1
+    # The message is free again, but its SMS is still in flight as far as anyone knows: left alone.
+    assert await notify.deliver_now(nid) == "busy"
+    s = notify.get_notify_settings()
+    before = s.claim_s
+    s.claim_s = 0.2
+    try:
+        await asyncio.sleep(0.3)
+        await notify.sweep()
+        await notify.sweep()
+    finally:
+        s.claim_s = before
+    n = await row(nid)
+    assert n.status == "unconfirmed" and n.claimed_until is None
+    assert sms.calls[phone] == 1 + 1 and len(await texts(sms, phone)) == 1
+    listed = (await client.get(f"{API}/me/notifications", headers=headers)).json()["items"]
+    assert next(i for i in listed if i["id"] == nid)["status_label"] == "已提交发送，未获确认"
