@@ -375,15 +375,15 @@ async def test_a_send_whose_outcome_was_lost_is_not_repeated(
     assert len(await texts(sms, phone)) == 1
     # The message is free again, but its SMS is still in flight as far as anyone knows: left alone.
     assert await notify.deliver_now(nid) == "busy"
-    s = notify.get_notify_settings()
-    before = s.claim_s
-    s.claim_s = 0.2
+    settings = notify.get_notify_settings()
+    before = settings.claim_s
+    settings.claim_s = 0.2
     try:
         await asyncio.sleep(0.3)
         await notify.sweep()
         await notify.sweep()
     finally:
-        s.claim_s = before
+        settings.claim_s = before
     n = await row(nid)
     assert n.status == "unconfirmed" and n.claimed_until is None
     assert sms.calls[phone] == 1 + 1 and len(await texts(sms, phone)) == 1

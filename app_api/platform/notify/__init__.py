@@ -10,11 +10,14 @@ commit through the outbox, by the first channel that can reach the resident:
 - SMS otherwise (urgent messages always reach SMS, whatever the preferences say).
 
 Per-resident preferences switch channels and categories off and set quiet hours; a non-urgent
-message due inside quiet hours is deferred to their end, never dropped. Delivery is claimed
-atomically (``claimed_until``), so two workers never send one message twice; a failed attempt is
-recorded (``app_notification_attempt``) and retried with backoff by the sweep that runs every
-minute, up to ``max_attempts``; a message reaches the resident at most once per claim, and the claim
-outlives any single send.
+message due inside quiet hours is deferred to their end, never dropped. A channel that refuses a
+message for good (``ChannelError.permanent``: a rejected template, no grant, a stale address) hands it
+to the next channel at once; a passing failure is retried on the same channel with backoff by the
+sweep that runs every minute, up to the channel's cap, then the next channel; when every channel
+failed the message is ``failed``, final. Delivery is claimed per message (``claimed_until``) and per
+channel (one ``app_notification_dispatch`` row per message and channel, taken before the call), so a
+message goes out on a channel at most once, even when two workers hold it; every call is recorded
+(``app_notification_attempt``).
 
 Modules: ``templates`` (one per event), ``models`` (tables), ``channels`` (SMS; others register),
 ``preferences`` (quiet hours, grants), ``sending`` (``send``), ``delivery`` (claim, try, record),
