@@ -22,6 +22,7 @@ from app_api.core.db import get_engine
 from app_api.core.errors import AppError, ServiceUnavailable
 from app_api.core.redis import get_redis
 from app_api.core.settings import get_settings
+from app_api.platform import ops_jobs
 from app_api.platform.access import public
 
 router = APIRouter(tags=["ops"])
@@ -98,4 +99,4 @@ async def metrics(authorization: Annotated[str | None, Header()] = None) -> Resp
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
-component = Component(name="app_api.platform.ops", routers=(Mount(router, prefix=""),))
+component = Component(name="app_api.platform.ops", routers=(Mount(router, prefix=""), Mount(ops_jobs.router)))

@@ -264,7 +264,7 @@ def jobs_dead(
         from app_api.core.jobs.models import JobStatus
 
         async with sessionmaker()() as s:
-            rows = await admin.jobs(s, status=JobStatus.dead, task_name=task, limit=limit)
+            rows, _ = await admin.jobs(s, status=JobStatus.dead, task_name=task, limit=limit)
         for r in rows:
             when = _when(r.finished_at)
             typer.echo(f"{r.id}  {r.task_name:<34} attempts {r.attempts:<3} {when}  {r.last_error or ''}")

@@ -12,6 +12,7 @@ from taskiq import TaskiqEvents, TaskiqState
 
 from app_api.core.jobs import broker
 from app_api.core.jobs.loop import loop
+from app_api.core.jobs.settings import get_jobs_settings
 from app_api.core.settings import get_settings
 from app_api.platform.home.loader import discover
 from app_api.wiring.components import components
@@ -22,7 +23,8 @@ discover(strict=get_settings().strict_columns)
 
 @broker.on_event(TaskiqEvents.WORKER_STARTUP)
 async def _start_loop(state: TaskiqState) -> None:
-    loop.start()
+    if get_jobs_settings().run_loop is not False:
+        loop.start()
 
 
 @broker.on_event(TaskiqEvents.WORKER_SHUTDOWN)

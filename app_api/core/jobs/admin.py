@@ -14,6 +14,7 @@ from app_api.core.db import utcnow
 from app_api.core.jobs.models import JobSchedule, JobStatus, OutboxMessage
 from app_api.core.jobs.outbox import _after_commit
 from app_api.core.jobs.schedules import declared
+from app_api.core.paging import after, page
 
 _TABLE: sa.Table = OutboxMessage.__table__  # type: ignore[attr-defined]
 
@@ -84,25 +85,24 @@ async def jobs(
     *,
     status: JobStatus | None = None,
     task_name: str | None = None,
-    before: tuple[dt.datetime, str] | None = None,
+    cursor: str | None = None,
     limit: int = 50,
-) -> list[OutboxMessage]:
-    """Jobs newest first (by creation), optionally of one status or task; ``before`` pages on."""
+) -> tuple[list[OutboxMessage], str | None]:
+    """Jobs newest first (by creation), optionally of one status or task, and the next page's cursor."""
     q = select(OutboxMessage)
     if status is not None:
         q = q.where(OutboxMessage.status == status)
     if task_name is not None:
         q = q.where(OutboxMessage.task_name == task_name)
-    if before is not None:
-        at, job_id = before
-        q = q.where(
-            sa.or_(
-                col(OutboxMessage.created_at) < at,
-                sa.and_(col(OutboxMessage.created_at) == at, col(OutboxMessage.id) < job_id),
-            )
-        )
-    q = q.order_by(col(OutboxMessage.created_at).desc(), col(OutboxMessage.id).desc()).limit(limit)
-    return list((await session.exec(q)).all())
+    q = after(
+        q,
+        at_column=col(OutboxMessage.created_at),
+        id_column=col(OutboxMessage.id),
+        cursor=cursor,
+        limit=limit,
+    )
+    rows = (await session.exec(q)).all()
+    return page(rows, limit=limit, key=lambda r: (r.created_at, r.id))
 
 
 async def job(session: AsyncSession, job_id: str) -> OutboxMessage | None:

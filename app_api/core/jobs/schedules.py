@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -96,18 +97,16 @@ async def sync(now: dt.datetime | None = None) -> int:
     return changed
 
 
-async def tick(now: dt.datetime | None = None) -> list[str]:
-    """Write the job of every schedule that is due; returns the job ids this process wrote."""
+async def tick(now: dt.datetime | None = None, *, only: Collection[str] | None = None) -> list[str]:
+    """Write the job of every schedule that is due (of those named in ``only``, if given); returns
+    the job ids this process wrote."""
     now = now or utcnow()
     written: list[str] = []
     async with sessionmaker()() as session:
-        due = (
-            await session.exec(
-                select(JobSchedule)
-                .where(JobSchedule.next_run_at <= now)
-                .order_by(col(JobSchedule.next_run_at))
-            )
-        ).all()
+        q = select(JobSchedule).where(JobSchedule.next_run_at <= now)
+        if only is not None:
+            q = q.where(col(JobSchedule.name).in_(list(only)))
+        due = (await session.exec(q.order_by(col(JobSchedule.next_run_at)))).all()
         plans = [(r.name, r.task_name, r.cron, r.next_run_at, r.last_job_id) for r in due]
     for name, task_name, cron, due_at, last_job_id in plans:
         async with sessionmaker()() as session:
@@ -138,7 +137,9 @@ async def tick(now: dt.datetime | None = None) -> list[str]:
                 log.info("schedule %s: previous run %s not finished; this tick is skipped", name, last_job_id)
             else:
                 session.add(
-                    OutboxMessage(id=job_id, task_name=task_name, arguments={}, due_at=now, schedule=name)
+                    OutboxMessage(
+                        id=job_id, task_name=task_name, arguments={}, due_at=utcnow(), schedule=name
+                    )
                 )
                 written.append(job_id)
             await session.commit()
