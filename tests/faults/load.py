@@ -17,6 +17,7 @@ import re
 import secrets
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -87,7 +88,9 @@ class Load:
         self.stopping = False
         self._tasks: list[asyncio.Task[None]] = []
         self.residents_done = 0
-        self.relogins = 0
+        self.cooldowns_left = 0  # a code request refused 429 although no code was sent to that phone
+        self.codes_missing = 0  # a code request answered 202 whose SMS is not in the inbox
+        self.logins_refused: Counter[str] = Counter()  # a login with the code just received, refused
         self.errors: list[str] = []  # unexpected answers (a 4xx that is not an outage, a bad body)
 
     # -- one request -----------------------------------------------------------------------------
@@ -138,18 +141,24 @@ class Load:
 
     async def login(self, c: httpx.AsyncClient) -> tuple[str, dict[str, str]]:
         """A new resident through the SMS flow. The code and the inbox live in Redis: a wipe between
-        sending and logging in loses them, and the login is started again with a new phone."""
+        sending and logging in loses them, and the login is started again with a new phone (so is
+        one refused with 429: a failed attempt left its cooldown behind; counted)."""
         while True:
             phone = "137" + f"{secrets.randbelow(10**8):08d}"
-            await self.until_ok(
-                c, "POST", "/api/v1/auth/sms-codes", "sms-code", (202,), json={"phone": phone}
+            r = await self.until_ok(
+                c, "POST", "/api/v1/auth/sms-codes", "sms-code", (202, 429), json={"phone": phone}
             )
+            if r.status_code == 429:
+                self.cooldowns_left += 1
+                await asyncio.sleep(0.3)
+                continue
             r = await self.until_ok(c, "GET", "/api/v1/dev/sms", "sms-inbox", (200,), params={"phone": phone})
             codes = [
                 m.group(1) for x in r.json()["messages"] if (m := re.search(r"验证码为(\d{6})", x["text"]))
             ]
             if not codes:
-                self.relogins += 1
+                self.codes_missing += 1
+                await asyncio.sleep(0.3)
                 continue
             r = await self.until_ok(
                 c,
@@ -160,7 +169,8 @@ class Load:
                 json={"phone": phone, "code": codes[0]},
             )
             if r.status_code != 200:
-                self.relogins += 1
+                self.logins_refused[f"{r.status_code} {r.json().get('code')}"] += 1
+                await asyncio.sleep(0.3)
                 continue
             headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
             me = await self.until_ok(c, "GET", "/api/v1/me", "me", (200,), headers=headers)

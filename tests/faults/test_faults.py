@@ -135,8 +135,9 @@ async def test_api_worker_killed_mid_notification(healthy: Cluster) -> None:
             await asyncio.sleep(0.2)
         assert len(now_workers) == 2, f"uvicorn did not replace the killed worker: {now_workers}"
         assert not alive(workers[0])
-        await c.wait_api()
-        return Window(fault_at=t, recover_at=t, recovered_at=time.monotonic(), api_down=True)
+        # The api as a whole kept serving (the other worker): no outage window; the killed worker's
+        # requests may be lost; from 2 s after the kill every request is answered.
+        return Window(fault_at=t, recover_at=t, recovered_at=t, inflight_lost_ok=True)
 
     await _scenario(healthy, "api worker kill -9 mid-notification", fault)
 
