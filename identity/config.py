@@ -5,12 +5,19 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal, Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from app_api.core.settings import WojiaSettings, get_settings
+from app_api.core.settings import (
+    WojiaSettings,
+    adapter_url,
+    check_base_url,
+    get_settings,
+    refuse_empty_url,
+)
 
 DEV_REAL_PERSON_SECRET = "dev-real-person-secret"
+REAL_PERSON_SANDBOX = "/sandbox/realperson"
 
 
 class IdentitySettings(WojiaSettings):
@@ -55,7 +62,9 @@ class IdentitySettings(WojiaSettings):
     step_up_ttl_s: int = 300
 
     verifier: Literal["local", "remote"] = "local"
-    real_person_url: str = "http://127.0.0.1:8000/sandbox/realperson"
+    # The licensed real-person service (``verifier = "remote"``). Empty: the development sandbox
+    # under the public base URL (``real_person_endpoint``); required outside development.
+    real_person_url: str = ""
     real_person_app_id: str = "wojia-dev"
     real_person_secret: SecretStr = SecretStr(DEV_REAL_PERSON_SECRET)
     # The remote service answers with a similarity score 0-100; at or above this it is a match.
@@ -63,14 +72,25 @@ class IdentitySettings(WojiaSettings):
     # scale at the local tolerance of 0.5.
     real_person_min_similarity: float = 50.0
 
+    @field_validator("real_person_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return check_base_url("WOJIA_IDENTITY_REAL_PERSON_URL", value)
+
     @model_validator(mode="after")
     def _check(self) -> Self:
         if self.verifier == "remote":
+            environment = get_settings().environment
             self.refuse_dev_secrets(
-                get_settings().environment,
+                environment,
                 {"WOJIA_IDENTITY_REAL_PERSON_SECRET": (self.real_person_secret, DEV_REAL_PERSON_SECRET)},
             )
+            refuse_empty_url(environment, "WOJIA_IDENTITY_REAL_PERSON_URL", self.real_person_url)
         return self
+
+    @property
+    def real_person_endpoint(self) -> str:
+        return adapter_url("WOJIA_IDENTITY_REAL_PERSON_URL", self.real_person_url, REAL_PERSON_SANDBOX)
 
 
 @lru_cache

@@ -8,14 +8,15 @@ from payments.registry import SANDBOX_PREFIX
 
 
 def sandbox_app() -> ASGIApp | None:
-    """The three protocol sandboxes in one ASGI app, in sandbox mode (None in live mode)."""
+    """The three protocol sandboxes in one ASGI app, shared by the api's workers, in sandbox mode
+    (None in live mode)."""
     from payments.config import get_payments_settings
-    from payments.registry import sandboxes
+    from payments.registry import sandbox_asgi
 
     if get_payments_settings().mode != "sandbox":
         return None
-    boxes = sandboxes()
-    return boxes.asgi_app() if boxes is not None else None
+    app: ASGIApp | None = sandbox_asgi()
+    return app
 
 
 component = Component(

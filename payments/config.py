@@ -1,7 +1,8 @@
 """Payments settings (prefix ``WOJIA_PAYMENTS_``; nested provider blocks with ``__``).
 
 ``mode = "sandbox"`` (the embedded default and the tests) runs the three protocol sandboxes in the
-api process with keys generated at start, and points the real SDKs at them. ``mode = "live"``
+api process, with keys made once per installation (``sandbox_keys_file``, shared by every process),
+and points the real SDKs at them under ``sandbox_url``. ``mode = "live"``
 builds each configured provider from its block, e.g.::
 
     WOJIA_PAYMENTS_MODE=live
@@ -13,12 +14,15 @@ builds each configured provider from its block, e.g.::
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import BaseModel, SecretStr, model_validator
+from pydantic import BaseModel, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from app_api.core.settings import WojiaSettings, get_settings
+from app_api.core.settings import VAR_DIR, WojiaSettings, adapter_url, check_base_url, get_settings
+
+SANDBOX_PREFIX = "/sandbox/payments"
 
 
 class WeChatV2Block(BaseModel):
@@ -62,6 +66,12 @@ class PaymentsSettings(WojiaSettings):
     mode: Literal["sandbox", "live"] = "sandbox"
     # Base URL the providers call back (notify URLs); defaults to the platform's public_base_url.
     notify_base_url: str | None = None
+    # Sandbox mode: where the three sandboxes are reached (``<sandbox_url>/wechat_v3`` etc., bill
+    # download URLs included). Empty: ``<public base URL>/sandbox/payments``, served by the api.
+    sandbox_url: str = ""
+    # Sandbox mode: the merchants' and sandboxes' keys, made by the first process that needs them
+    # and read by every other (api workers, the job worker), so they all sign alike.
+    sandbox_keys_file: Path = VAR_DIR / "sandbox" / "payments_keys.json"
     order_ttl_s: int = 30 * 60  # an unpaid order expires (and is closed at the provider) after this
     pending_query_after_s: int = 15 * 60  # pending orders older than this are queried by the sweep
     notification_max_skew_s: int = 300
@@ -77,6 +87,13 @@ class PaymentsSettings(WojiaSettings):
     wechat_v3: WeChatV3Block | None = None
     alipay: AlipayBlock | None = None
 
+    @field_validator("notify_base_url", "sandbox_url")
+    @classmethod
+    def _urls(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        return check_base_url(f"WOJIA_PAYMENTS_{str(info.field_name).upper()}", value)
+
     @model_validator(mode="after")
     def _check(self) -> Self:
         env = get_settings().environment
@@ -89,6 +106,11 @@ class PaymentsSettings(WojiaSettings):
     @property
     def notify_base(self) -> str:
         return (self.notify_base_url or get_settings().public_base_url).rstrip("/")
+
+    @property
+    def sandbox_base(self) -> str:
+        """Where the sandboxes are reached, resolved now (``WOJIA_PUBLIC_BASE_URL`` moves it)."""
+        return adapter_url("WOJIA_PAYMENTS_SANDBOX_URL", self.sandbox_url, SANDBOX_PREFIX)
 
 
 @lru_cache

@@ -1,23 +1,28 @@
 """Which providers this process talks to, built once from settings.
 
-``sandbox`` mode builds the three protocol sandboxes in-process (keys generated now, never stored),
-registers one merchant/app in each, and points the real SDKs at them under
-``<public_base_url>/sandbox/payments/<provider>``: the api serves them through the payments
-component's sandbox (:func:`payments.component.sandbox_app`). ``live`` mode builds each configured provider.
-Tests and benchmarks call :func:`configure` with their own providers.
+``sandbox`` mode builds the three protocol sandboxes in-process with the installation's keys
+(:mod:`payments.sandbox.keys`: made once, shared by every process, so api workers and a separate job
+worker sign alike), registers one merchant/app in each, and points the real SDKs at them under
+``<sandbox_url>/<provider>`` (by default ``<public_base_url>/sandbox/payments``); the sandboxes'
+own URLs (bill downloads) come from the same setting. The api serves them through the payments
+component's sandbox (:func:`payments.component.sandbox_app`). ``live`` mode builds each configured
+provider. Tests and benchmarks call :func:`configure` with their own providers.
 """
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from payments.config import SANDBOX_PREFIX as SANDBOX_PREFIX
 from payments.config import get_payments_settings
 from payments.errors import ProviderNotConfigured
 from payments.providers.base import PaymentProvider, ProviderName
 
-SANDBOX_PREFIX = "/sandbox/payments"
+if TYPE_CHECKING:
+    from payments.sandbox.keys import SandboxKeys
+
 NOTIFY_PATH = "/api/v1/payments/notify"
 
 
@@ -62,18 +67,44 @@ _sandboxes: Sandboxes | None = None
 _notify_base: str | None = None
 
 
-def build_sandbox_providers(base_url: str) -> tuple[dict[str, PaymentProvider], Sandboxes]:
-    """Sandboxes reachable at ``base_url`` + /wechat_v2 etc., and providers pointed at them."""
+def build_sandbox_providers(
+    base_url: str, keys: SandboxKeys | None = None
+) -> tuple[dict[str, PaymentProvider], Sandboxes]:
+    """Sandboxes reachable at ``base_url`` + /wechat_v2 etc., and providers pointed at them.
+
+    ``keys``: the installation's (every process the same); None, new ones for this call only.
+    """
     from payments.providers.alipay import AlipayConfig, AlipayProvider
     from payments.providers.wechat_v2 import WeChatPayV2Provider, WeChatV2Config
     from payments.providers.wechat_v3 import WeChatPayV3Provider, WeChatV3Config
     from payments.sandbox.alipay import AlipaySandbox
+    from payments.sandbox.keys import private_key
     from payments.sandbox.wechat_v2 import WeChatPayV2Sandbox
     from payments.sandbox.wechat_v3 import WeChatPayV3Sandbox
 
     base = base_url.rstrip("/")
-    v2, v3, ali = WeChatPayV2Sandbox(), WeChatPayV3Sandbox(), AlipaySandbox()
-    m2, m3, app = v2.add_merchant(), v3.add_merchant(), ali.add_app()
+    if keys is None:
+        v2, v3, ali = WeChatPayV2Sandbox(), WeChatPayV3Sandbox(), AlipaySandbox()
+        m2, m3, app = v2.add_merchant(), v3.add_merchant(), ali.add_app()
+    else:
+        v2 = WeChatPayV2Sandbox()
+        v3 = WeChatPayV3Sandbox(
+            platform_key=private_key(keys.v3_platform_key), public_key_id=keys.v3_public_key_id
+        )
+        ali = AlipaySandbox(alipay_key=private_key(keys.alipay_key))
+        m2 = v2.add_merchant(appid=keys.v2_appid, mch_id=keys.v2_mch_id, api_key=keys.v2_api_key)
+        m3 = v3.add_merchant(
+            appid=keys.v3_appid,
+            mchid=keys.v3_mchid,
+            apiv3_key=keys.v3_apiv3_key,
+            cert_serial_no=keys.v3_cert_serial_no,
+            private_key=private_key(keys.v3_merchant_key),
+        )
+        app = ali.add_app(
+            app_id=keys.alipay_app_id, pid=keys.alipay_pid, key=private_key(keys.alipay_app_key)
+        )
+    # The URLs the sandboxes hand out (bill downloads) point where they are served, prefix included.
+    v3.base_url, ali.base_url = f"{base}/wechat_v3", f"{base}/alipay"
     providers: dict[str, PaymentProvider] = {
         ProviderName.WECHAT_V2: WeChatPayV2Provider(
             WeChatV2Config(
@@ -164,10 +195,10 @@ def _ensure() -> dict[str, PaymentProvider]:
         if _providers is None:
             settings = get_payments_settings()
             if settings.mode == "sandbox":
-                from app_api.core.settings import get_settings
+                from payments.sandbox.keys import load_or_create
 
-                base = get_settings().public_base_url.rstrip("/") + SANDBOX_PREFIX
-                _providers, _sandboxes = build_sandbox_providers(base)
+                keys = load_or_create(settings.sandbox_keys_file)
+                _providers, _sandboxes = build_sandbox_providers(settings.sandbox_base, keys)
             else:
                 _providers = _build_live()
         return _providers
@@ -187,6 +218,33 @@ def get_provider(name: str) -> PaymentProvider:
 def sandboxes() -> Sandboxes | None:
     _ensure()
     return _sandboxes
+
+
+_served: Any = None  # the SharedSandboxes serving ``_sandboxes`` in this process
+
+
+def sandbox_asgi() -> Any:
+    """The ASGI app the api mounts at ``/sandbox/payments`` (None outside sandbox mode): the
+    sandboxes themselves in the process that owns them, a forwarder to it in the other workers
+    (:mod:`payments.sandbox.shared`)."""
+    global _served
+    boxes = sandboxes()
+    if boxes is None:
+        return None
+    from payments.sandbox.shared import SharedSandboxes
+
+    with _lock:
+        if _served is None or _served.boxes is not boxes:
+            if _served is not None:
+                _served.close()
+            settings = get_payments_settings()
+            _served = SharedSandboxes(
+                boxes.asgi_app(),
+                state_dir=settings.sandbox_keys_file.parent,
+                base_url=settings.sandbox_base,
+            )
+            _served.boxes = boxes
+        return _served
 
 
 def notify_url(provider: str) -> str:

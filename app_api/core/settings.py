@@ -22,12 +22,54 @@ VAR_DIR = Path(os.environ.get("WOJIA_VAR_DIR") or ROOT / "var")
 
 # A browser origin: scheme, host, optional port, nothing else.
 _ORIGIN = re.compile(r"https?://(\[[0-9A-Fa-f:]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?")
+# A base URL an adapter calls: an origin and an optional path, no query or fragment.
+_BASE_URL = re.compile(r"https?://(\[[0-9A-Fa-f:]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?(/[^\s?#]*)?")
+DEV_PUBLIC_BASE_URL = "http://127.0.0.1:8000"
 MIN_METRICS_TOKEN = 16
 
 # Development secrets: accepted only when environment == "development" (or "test").
 DEV_SECRET_KEY = "dev-secret-key-change-me-0123456789abcdef"
 # 32 bytes, urlsafe base64: the development data-encryption key.
 DEV_DATA_KEY = "ZGV2LWRhdGEta2V5LWRvLW5vdC11c2UtaW4tcHJvZCE="
+
+
+def check_base_url(name: str, value: str, *, empty_ok: bool = True) -> str:
+    """``value`` as a base URL (no trailing slash), or ValueError naming the setting ``name``.
+
+    Empty stays empty when ``empty_ok`` (an adapter URL left empty: the development sandbox).
+    """
+    value = value.strip()
+    if not value and empty_ok:
+        return ""
+    match = _BASE_URL.fullmatch(value)
+    port = match.group(2) if match else None
+    if match is None or (port is not None and not 0 < int(port[1:]) < 65536):
+        raise ValueError(f"{name}: {value!r} is not a base URL like https://host.example.cn[:port][/path]")
+    return value.rstrip("/")
+
+
+def adapter_url(name: str, value: str, sandbox_path: str, settings: Settings | None = None) -> str:
+    """Where an adapter calls: ``value`` when set, else (development and test only) the loopback
+    sandbox served by the api under the public base URL, resolved now so that
+    ``WOJIA_PUBLIC_BASE_URL`` (``make run`` sets it from ``PORT``) moves every sandbox with it.
+
+    Settings refuse an empty adapter URL outside development (:func:`refuse_empty_url`), so this
+    never points a deployment at a sandbox.
+    """
+    if value:
+        return value.rstrip("/")
+    settings = settings or get_settings()
+    if not settings.is_dev:
+        raise RuntimeError(f"{name} is not set (refused at start-up outside development)")
+    return settings.public_base_url + sandbox_path
+
+
+def refuse_empty_url(environment: str, name: str, value: str) -> None:
+    """Outside development an adapter URL must be configured: empty means "the sandbox"."""
+    if not value and environment not in {"development", "test"}:
+        raise ValueError(
+            f"{name} must be set when environment={environment} (empty means the development sandbox)"
+        )
 
 
 class StartupRefused(RuntimeError):
@@ -57,7 +99,10 @@ class Settings(WojiaSettings):
     database_url: str = f"sqlite+aiosqlite:///{VAR_DIR / 'wojia.db'}"
     # "memory://" is the in-process stand-in (fakeredis); anything else is a real Redis URL.
     redis_url: str = "memory://"
-    public_base_url: str = "http://127.0.0.1:8000"
+    # Where residents, providers and the api's own loopback sandboxes reach this api (no trailing
+    # slash). ``make run`` and ``wojia serve`` set it from the port they serve on; required outside
+    # development (serving refuses the loopback default).
+    public_base_url: str = DEV_PUBLIC_BASE_URL
 
     secret_key: SecretStr = SecretStr(DEV_SECRET_KEY)
     # Data-encryption keys, newest first: "kid:base64key,kid:base64key". The first encrypts;
@@ -97,7 +142,9 @@ class Settings(WojiaSettings):
     jobs_embedded: bool | None = None
 
     datahub_adapter: Literal["local", "http"] = "local"
-    datahub_url: str = "http://127.0.0.1:8000/sandbox/datahub"
+    # The data exchange's base URL (``datahub_adapter = "http"``). Empty: the development sandbox
+    # under the public base URL (``datahub_endpoint``); required outside development.
+    datahub_url: str = ""
     datahub_app_key: SecretStr = SecretStr("dev-datahub-key")
 
     http_timeout_s: float = 10.0
@@ -116,7 +163,19 @@ class Settings(WojiaSettings):
                 "WOJIA_LOOKUP_KEY": (self.lookup_key, DEV_SECRET_KEY + "-lookup"),
             },
         )
+        if self.datahub_adapter == "http":
+            refuse_empty_url(self.environment, "WOJIA_DATAHUB_URL", self.datahub_url)
         return self
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _public_base_url(cls, value: str) -> str:
+        return check_base_url("WOJIA_PUBLIC_BASE_URL", value, empty_ok=False)
+
+    @field_validator("datahub_url")
+    @classmethod
+    def _datahub_url(cls, value: str) -> str:
+        return check_base_url("WOJIA_DATAHUB_URL", value)
 
     @field_validator("cors_origins")
     @classmethod
@@ -143,11 +202,20 @@ class Settings(WojiaSettings):
                 f"environment={self.environment}: /metrics is refused without it; Prometheus sends "
                 "it as a bearer token"
             )
+        if self.public_base_url == DEV_PUBLIC_BASE_URL:
+            problems.append(
+                f"WOJIA_PUBLIC_BASE_URL must be set when environment={self.environment}: providers' "
+                "notifications and links residents follow are built from it"
+            )
         if "*" in self.cors_allowed_origins:
             problems.append(
                 f"WOJIA_CORS_ORIGINS may not be '*' when environment={self.environment}: list the origins"
             )
         return problems
+
+    @property
+    def datahub_endpoint(self) -> str:
+        return adapter_url("WOJIA_DATAHUB_URL", self.datahub_url, "/sandbox/datahub", self)
 
     @property
     def cors_allowed_origins(self) -> list[str]:

@@ -6,13 +6,22 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr, model_validator
+from pydantic import SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from app_api.core.settings import VAR_DIR, WojiaSettings, get_settings
+from app_api.core.settings import (
+    VAR_DIR,
+    WojiaSettings,
+    adapter_url,
+    check_base_url,
+    get_settings,
+    refuse_empty_url,
+)
 
 DEV_POSTAL_SECRET = "dev-postal-secret-change-me"
 DEV_S3_SECRET = "dev-s3-secret-change-me"
+# Where the api mounts the column's sandboxes in development (``column.dev_sandbox``).
+SANDBOX_PATH = "/sandbox/gov_services"
 
 
 class GovServicesSettings(WojiaSettings):
@@ -22,17 +31,19 @@ class GovServicesSettings(WojiaSettings):
     upload_max_bytes: int = 10 * 1024 * 1024
     storage: Literal["local", "s3"] = "local"
     upload_dir: Path = VAR_DIR / "gov_services" / "uploads"
-    # S3-compatible object storage (path-style URLs, SigV4). The development default is the column's
-    # own S3 sandbox, which the api mounts in development at /sandbox/gov_services/s3.
-    s3_endpoint: str = "http://127.0.0.1:8000/sandbox/gov_services/s3"
+    # S3-compatible object storage (path-style URLs, SigV4). Empty: the column's own S3 sandbox,
+    # which the api mounts in development at <public base URL>/sandbox/gov_services/s3
+    # (``s3_url``); required outside development when storage is "s3".
+    s3_endpoint: str = ""
     s3_bucket: str = "wojia-materials"
     s3_region: str = "us-east-1"
     s3_prefix: str = "gov_services/"
     s3_access_key: str = "wojia-dev"
     s3_secret_key: SecretStr = SecretStr(DEV_S3_SECRET)
-    # The postal service (EMS-style waybill API). The development default is the column's own
-    # protocol sandbox, which the api mounts in development at this path.
-    postal_url: str = "http://127.0.0.1:8000/sandbox/gov_services/postal"
+    # The postal service (EMS-style waybill API). Empty: the column's own protocol sandbox, which
+    # the api mounts in development at <public base URL>/sandbox/gov_services/postal
+    # (``postal_endpoint``); required outside development.
+    postal_url: str = ""
     postal_app_id: str = "wojia"
     postal_secret: SecretStr = SecretStr(DEV_POSTAL_SECRET)
     # Sender address printed on waybills of results posted home.
@@ -40,15 +51,36 @@ class GovServicesSettings(WojiaSettings):
     # How often supervision looks at open applications (cron).
     supervise_cron: str = "*/10 * * * *"
 
+    # Results approved for posting whose waybill is still missing (the carrier was down, the job
+    # failed) are posted again by this sweep (cron), once they are older than the grace below.
+    post_pending_cron: str = "*/5 * * * *"
+    post_pending_grace_s: int = 120
+
+    @field_validator("s3_endpoint", "postal_url")
+    @classmethod
+    def _urls(cls, value: str, info: ValidationInfo) -> str:
+        return check_base_url(f"WOJIA_COLUMN_GOV_SERVICES_{str(info.field_name).upper()}", value)
+
     @model_validator(mode="after")
     def _secrets(self) -> GovServicesSettings:
+        environment = get_settings().environment
         secrets: dict[str, tuple[SecretStr | None, str]] = {
             "postal_secret": (self.postal_secret, DEV_POSTAL_SECRET)
         }
+        refuse_empty_url(environment, "WOJIA_COLUMN_GOV_SERVICES_POSTAL_URL", self.postal_url)
         if self.storage == "s3":
             secrets["s3_secret_key"] = (self.s3_secret_key, DEV_S3_SECRET)
-        self.refuse_dev_secrets(get_settings().environment, secrets)
+            refuse_empty_url(environment, "WOJIA_COLUMN_GOV_SERVICES_S3_ENDPOINT", self.s3_endpoint)
+        self.refuse_dev_secrets(environment, secrets)
         return self
+
+    @property
+    def postal_endpoint(self) -> str:
+        return adapter_url("WOJIA_COLUMN_GOV_SERVICES_POSTAL_URL", self.postal_url, SANDBOX_PATH + "/postal")
+
+    @property
+    def s3_url(self) -> str:
+        return adapter_url("WOJIA_COLUMN_GOV_SERVICES_S3_ENDPOINT", self.s3_endpoint, SANDBOX_PATH + "/s3")
 
 
 @lru_cache

@@ -4,17 +4,20 @@ the carrier was down, and tracking until the parcel is delivered."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_api.core.db import utcnow
+from app_api.core.db import session_scope, utcnow
 from app_api.platform import notify
 from columns.gov_services import messages
 from columns.gov_services.config import get_config
-from columns.gov_services.lifecycle import address_of, record_event
+from columns.gov_services.lifecycle import address_of, record_event, version_of
 from columns.gov_services.models import APPROVED, DELIVERED, POSTED, Application, Waybill
 from columns.gov_services.postal import get_postal
+
+log = logging.getLogger(__name__)
 
 
 async def post_result(session: AsyncSession, *, app_id: str) -> Waybill | None:
@@ -26,7 +29,7 @@ async def post_result(session: AsyncSession, *, app_id: str) -> Waybill | None:
     if existing is not None:
         return existing
     receiver = address_of(app)
-    if receiver is None:
+    if receiver is None or not (await version_of(session, app)).result.paper:
         return None
     result = await get_postal().create_waybill(
         order_id=app.id,
@@ -58,22 +61,50 @@ async def post_result(session: AsyncSession, *, app_id: str) -> Waybill | None:
     return wb
 
 
-async def post_pending(session: AsyncSession, *, older_than: dt.timedelta = dt.timedelta(minutes=2)) -> int:
-    """Results approved for posting whose job failed (carrier down): try again."""
-    cutoff = utcnow() - older_than
-    ids = (
-        await session.exec(
-            select(Application.id).where(
-                Application.status == APPROVED,
-                Application.delivery == "免费邮寄",
-                col(Application.decided_at) < cutoff,
-            )
+async def pending_posts(
+    session: AsyncSession, *, older_than: dt.timedelta, within: dt.timedelta, limit: int
+) -> list[str]:
+    """Results approved for posting, decided between ``within`` and ``older_than`` ago, that have no
+    waybill yet (their job failed: the carrier was down or unreachable)."""
+    now = utcnow()
+    rows = await session.exec(
+        select(Application.id)
+        .where(
+            Application.status == APPROVED,
+            Application.delivery == "免费邮寄",
+            col(Application.decided_at) < now - older_than,
+            col(Application.decided_at) >= now - within,
+            ~select(Waybill.id).where(Waybill.application_id == Application.id).exists(),
         )
-    ).all()
-    posted = 0
+        .order_by(col(Application.decided_at))
+        .limit(limit)
+    )
+    return list(rows.all())
+
+
+async def post_pending(
+    *,
+    older_than: dt.timedelta | None = None,
+    within: dt.timedelta = dt.timedelta(days=30),
+    limit: int = 200,
+) -> tuple[int, int]:
+    """The sweep behind the posting job: post every pending result again, each in its own
+    transaction (one that fails again does not stop the others; it is tried at the next sweep).
+    Idempotent: a result posted meanwhile is skipped, and the carrier dedupes on the order id.
+    Returns (posted, failed)."""
+    if older_than is None:
+        older_than = dt.timedelta(seconds=get_config().post_pending_grace_s)
+    async with session_scope() as s:
+        ids = await pending_posts(s, older_than=older_than, within=within, limit=limit)
+    posted = failed = 0
     for app_id in ids:
-        posted += (await post_result(session, app_id=app_id)) is not None
-    return posted
+        try:
+            async with session_scope() as s:
+                posted += (await post_result(s, app_id=app_id)) is not None
+        except Exception as exc:  # the carrier still down: next sweep
+            failed += 1
+            log.warning("posting the result of %s failed again: %s", app_id, exc)
+    return posted, failed
 
 
 async def track_waybills(session: AsyncSession, *, limit: int = 200) -> int:

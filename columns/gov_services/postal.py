@@ -34,7 +34,7 @@ class HttpPostal:
     async def _call(self, method: str, path: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
         cfg = get_config()
         body = json.dumps(payload, ensure_ascii=False).encode() if payload is not None else b""
-        url = cfg.postal_url.rstrip("/") + path
+        url = cfg.postal_endpoint + path
         signed = signed_headers(
             app_id=cfg.postal_app_id,
             secret=cfg.postal_secret.get_secret_value(),

@@ -156,7 +156,7 @@ def get_storage() -> Storage:
     if cfg.storage == "s3":
         return EncryptedS3Storage(
             S3Storage(
-                endpoint=cfg.s3_endpoint,
+                endpoint=cfg.s3_url,
                 bucket=cfg.s3_bucket,
                 access_key=cfg.s3_access_key,
                 secret_key=cfg.s3_secret_key.get_secret_value(),

@@ -22,9 +22,15 @@ async def supervise() -> int:
         return len(await supervision.supervise(s))
 
 
+@broker.task(task_name="gov_services.post_pending", schedule=[{"cron": get_config().post_pending_cron}])
+async def post_pending() -> str:
+    """The last line of defence behind ``post_result``: results whose waybill is still missing
+    (the job failed and its retries ran out, or it was lost) are posted again."""
+    posted, failed = await delivery.post_pending()
+    return f"posted {posted}, failed {failed}"
+
+
 @broker.task(task_name="gov_services.track_waybills", schedule=[{"cron": "*/30 * * * *"}])
 async def track_waybills() -> int:
-    async with session_scope() as s:
-        await delivery.post_pending(s)
     async with session_scope() as s:
         return await delivery.track_waybills(s)

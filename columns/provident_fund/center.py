@@ -28,7 +28,7 @@ class CenterClient:
         headers = {"content-type": "application/json", **signed.headers}
         try:
             r = await http_client().post(
-                cfg.center_url.rstrip("/") + path, content=body, headers=headers, timeout=cfg.timeout_s
+                cfg.center_endpoint + path, content=body, headers=headers, timeout=cfg.timeout_s
             )
         except httpx.HTTPError as exc:
             log.warning("fund center %s: %s", path, type(exc).__name__)

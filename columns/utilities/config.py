@@ -13,10 +13,10 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Self
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from app_api.core.settings import WojiaSettings, get_settings
+from app_api.core.settings import WojiaSettings, check_base_url, get_settings
 
 DEV_BILLER_SECRET = "dev-biller-secret-change-me"
 SANDBOX_PATH = "/sandbox/utilities"
@@ -41,6 +41,11 @@ class BillerConfig(BaseModel):
     max_connections: int = Field(default=64, ge=1, le=1000)
     # Account numbers as the biller prints them on paper bills (checked before any call).
     account_no_pattern: str = r"^[0-9A-Za-z-]{6,32}$"
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return check_base_url("biller base_url", value, empty_ok=False)
 
 
 def _dev_billers() -> list[BillerConfig]:
@@ -72,9 +77,14 @@ class UtilitiesSettings(WojiaSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        if not self.billers:
-            self.billers = _dev_billers()
         env = get_settings().environment
+        if not self.billers:
+            if env not in {"development", "test"}:
+                raise ValueError(
+                    f"WOJIA_COLUMN_UTILITIES_BILLERS must be set when environment={env} "
+                    "(empty means the development sandboxes)"
+                )
+            self.billers = _dev_billers()
         for b in self.billers:
             self.refuse_dev_secrets(env, {f"biller {b.code} secret": (b.secret, DEV_BILLER_SECRET)})
         codes = [b.code for b in self.billers]

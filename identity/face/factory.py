@@ -35,7 +35,7 @@ def get_verifier() -> FaceVerifier:
     s = get_identity_settings()
     if s.verifier == "remote":
         return RemoteRealPersonVerifier(
-            base_url=s.real_person_url,
+            base_url=s.real_person_endpoint,
             app_id=s.real_person_app_id,
             secret=s.real_person_secret.get_secret_value(),
             min_similarity=s.real_person_min_similarity,

@@ -17,6 +17,7 @@ import urllib.parse
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
 from cryptography.hazmat.primitives.hashes import SHA256
 from starlette.applications import Starlette
@@ -47,8 +48,12 @@ def _invalid(sub_code: str, sub_msg: str) -> dict[str, Any]:
 
 
 class AlipaySandbox(NotifierControls):
-    def __init__(self) -> None:
-        self.alipay_key = new_rsa_key()
+    def __init__(self, *, alipay_key: rsa.RSAPrivateKey | None = None) -> None:
+        # Generated unless given (development keeps it in a file shared by its processes).
+        self.alipay_key = alipay_key or new_rsa_key()
+        # Where this sandbox is served (bill download URLs point back here): set by whoever mounts
+        # it (the registry, from settings); empty, the request's own base URL.
+        self.base_url = ""
         self.apps: dict[str, AlipayApp] = {}
         self.trades: dict[tuple[str, str], AlipayTrade] = {}
         self.notifier = Notifier(accepted=lambda status, body: status == 200 and body.strip() == b"success")
@@ -70,11 +75,13 @@ class AlipaySandbox(NotifierControls):
     def alipay_public_key_pem(self) -> str:
         return pem_public(self.alipay_key)
 
-    def add_app(self, *, app_id: str | None = None, pid: str | None = None) -> AlipayApp:
+    def add_app(
+        self, *, app_id: str | None = None, pid: str | None = None, key: rsa.RSAPrivateKey | None = None
+    ) -> AlipayApp:
         app = AlipayApp(
             app_id=app_id or "2021" + str(secrets.randbelow(10**12)).zfill(12),
             pid=pid or "2088" + str(secrets.randbelow(10**12)).zfill(12),
-            key=new_rsa_key(),
+            key=key or new_rsa_key(),
         )
         self.apps[app.app_id] = app
         return app
@@ -326,7 +333,7 @@ class AlipaySandbox(NotifierControls):
             content = content[: len(content) * 2 // 3]
         token = secrets.token_urlsafe(16)
         self._bills[token] = (time.monotonic() + 30, content)
-        base = str(request.base_url).rstrip("/")
+        base = self.base_url or str(request.base_url).rstrip("/")
         return self._ok(bill_download_url=f"{base}/_bills/{token}")
 
     async def _bill_file(self, request: Request) -> Response:

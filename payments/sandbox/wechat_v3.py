@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.hashes import SHA256
@@ -45,9 +46,16 @@ AUTH_RE = re.compile(r'(\w+)="([^"]*)"')
 
 
 class WeChatPayV3Sandbox(RefundControls):
-    def __init__(self, *, auto_settle_refunds: bool = True) -> None:
-        self.platform_key = new_rsa_key()
-        self.public_key_id = "PUB_KEY_ID_" + secrets.token_hex(16).upper()
+    def __init__(
+        self,
+        *,
+        auto_settle_refunds: bool = True,
+        platform_key: rsa.RSAPrivateKey | None = None,
+        public_key_id: str | None = None,
+    ) -> None:
+        # Generated unless given (development keeps them in a file shared by its processes).
+        self.platform_key = platform_key or new_rsa_key()
+        self.public_key_id = public_key_id or "PUB_KEY_ID_" + secrets.token_hex(16).upper()
         self.merchants: dict[str, V3Merchant] = {}
         self.orders: dict[tuple[str, str], V3Order] = {}
         self.notifier = Notifier()
@@ -56,7 +64,9 @@ class WeChatPayV3Sandbox(RefundControls):
         self.auto_settle_refunds = auto_settle_refunds
         self.refund_delay_s = 0.05
         self._bills: dict[str, bytes] = {}
-        self.base_url = ""  # set by whoever serves the app (download URLs point back here)
+        # Where this sandbox is served (bill download URLs point back here): set by whoever mounts
+        # it (the registry, from settings); empty, the request's own base URL.
+        self.base_url = ""
         self.app = Starlette(
             routes=[
                 Route("/v3/pay/transactions/jsapi", self._pay, methods=["POST"]),
@@ -80,13 +90,21 @@ class WeChatPayV3Sandbox(RefundControls):
     def platform_public_key_pem(self) -> str:
         return pem_public(self.platform_key)
 
-    def add_merchant(self, *, appid: str | None = None, mchid: str | None = None) -> V3Merchant:
+    def add_merchant(
+        self,
+        *,
+        appid: str | None = None,
+        mchid: str | None = None,
+        apiv3_key: str | None = None,
+        cert_serial_no: str | None = None,
+        private_key: rsa.RSAPrivateKey | None = None,
+    ) -> V3Merchant:
         merchant = V3Merchant(
             appid=appid or "wx" + secrets.token_hex(8),
             mchid=mchid or str(1_600_000_000 + secrets.randbelow(99_999_999)),
-            apiv3_key=secrets.token_hex(16),
-            cert_serial_no=secrets.token_hex(20).upper(),
-            private_key=new_rsa_key(),
+            apiv3_key=apiv3_key or secrets.token_hex(16),
+            cert_serial_no=cert_serial_no or secrets.token_hex(20).upper(),
+            private_key=private_key or new_rsa_key(),
         )
         self.merchants[merchant.cert_serial_no] = merchant
         return merchant

@@ -50,6 +50,9 @@ def production_env(**extra: str) -> dict[str, str]:
         WOJIA_COLUMN_GOV_SERVICES_POSTAL_SECRET="prod-" + secrets.token_hex(16),
         WOJIA_COLUMN_GOV_SERVICES_S3_SECRET_KEY="prod-" + secrets.token_hex(16),
         WOJIA_COLUMN_PROVIDENT_FUND_SECRET="prod-" + secrets.token_hex(16),
+        # Outside development every adapter in use names its endpoint (empty means the sandbox).
+        WOJIA_COLUMN_GOV_SERVICES_POSTAL_URL="https://ems.example.cn/open",
+        WOJIA_COLUMN_PROVIDENT_FUND_CENTER_URL="https://gjj.example.cn/api",
     )
     env.update(extra)
     return env
@@ -145,6 +148,7 @@ def production_settings(**over: Any) -> Any:
 
     fields: dict[str, Any] = {
         "environment": "production",
+        "public_base_url": PUBLIC,
         "secret_key": "prod-" + secrets.token_hex(24),
         "data_keys": "k1:" + base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
         "lookup_key": "prod-" + secrets.token_hex(24),

@@ -163,7 +163,7 @@ class HttpDatahub:
         )
         headers = {"content-type": "application/json", **signed.headers}
         try:
-            resp = await http_client().post(s.datahub_url.rstrip("/") + path, content=body, headers=headers)
+            resp = await http_client().post(s.datahub_endpoint + path, content=body, headers=headers)
             data: dict[str, Any] = resp.json()
         except Exception as e:
             raise UpstreamError("城市数据中心暂时无法访问") from e
