@@ -138,6 +138,16 @@ class Settings(WojiaSettings):
     max_body_bytes: int = 1024 * 1024
     max_upload_bytes: int = 20 * 1024 * 1024
 
+    # Load shedding (app_api.core.shedding): requests one api process serves at a time; beyond it
+    # ordinary requests get 503 app.overloaded at once. Payment notifications, health checks and
+    # logins may use the reserve on top. 0 turns shedding off.
+    max_in_flight: int = Field(default=64, ge=0, le=10_000)
+    in_flight_priority_reserve: int = Field(default=32, ge=0, le=10_000)
+    shed_retry_after_s: int = Field(default=2, ge=1, le=300)
+    # ... and while the event loop runs this late (a backlog). Unset: 200 ms, but not checked in
+    # development and test (a test's synchronous work would shed the next request); 0: not checked.
+    shed_loop_lag_ms: int | None = Field(default=None, ge=0, le=60_000)
+
     # Jobs: embedded runs the worker in the api process (in-memory broker).
     jobs_embedded: bool | None = None
 
@@ -228,6 +238,13 @@ class Settings(WojiaSettings):
     @property
     def is_dev(self) -> bool:
         return self.environment in {"development", "test"}
+
+    @property
+    def shed_lag_s(self) -> float:
+        """Event-loop lag beyond which ordinary requests are shed (0: not checked)."""
+        if self.shed_loop_lag_ms is None:
+            return 0.0 if self.is_dev else 0.2
+        return self.shed_loop_lag_ms / 1000
 
     @property
     def redis_is_memory(self) -> bool:

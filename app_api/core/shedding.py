@@ -1,0 +1,211 @@
+"""Load shedding: a bound on the requests one api process serves at a time.
+
+Without it, a burst beyond what the machine can serve queues inside every worker: each request
+waits behind all the others, every answer comes late (p99 was 17.8 s at the load two cores serve)
+and clients time out although the server is busy the whole time. With it, a worker serves at most
+``WOJIA_MAX_IN_FLIGHT`` requests at once and answers the rest at once with 503 ``app.overloaded``
+and ``Retry-After``: the requests it accepts keep their usual latency, the others learn right away
+that they should come back.
+
+Priority paths (payment provider notifications, health, readiness and metrics, logins) are shed
+last: they may use ``WOJIA_IN_FLIGHT_PRIORITY_RESERVE`` slots more than ordinary requests. A
+provider that gets no answer to its notification retries for hours, a load balancer that gets no
+answer to its health check takes the instance out, and a resident who cannot log in cannot do
+anything else either.
+
+The count alone does not see a worker that is short of CPU (a busy neighbour, a burst of requests
+it has not even read yet): every accepted request then waits behind the backlog of the event loop.
+So the middleware also measures that wait, the event loop's lag (a probe sleeps ``LAG_PROBE_S``
+and notes how late it woke up), and while the last two lags measured are above
+``WOJIA_SHED_LOOP_LAG_MS`` (200 ms; not checked in development and test) it sheds ordinary
+requests however few are in flight: the backlog is answered 503 for a fraction of what serving it
+costs and the loop catches up, instead of every request waiting for it.
+
+This is the outermost middleware (pure ASGI, no ``BaseHTTPMiddleware``): a shed request costs one
+comparison and one small pre-built answer, never a route lookup, a body read or a database query.
+A slot is held until the application returned, that is after the last byte of a streaming
+response was sent, after an error, or after the client went away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app_api.core.component import API_PREFIX
+from app_api.core.errors import PROBLEM_JSON, ServiceUnavailable
+from app_api.core.metrics import IN_FLIGHT, SHED
+from app_api.core.middleware import with_security_headers
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from app_api.core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Shed last (see the module docstring): exact paths, and path prefixes.
+PRIORITY_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+PRIORITY_PREFIXES = (
+    f"{API_PREFIX}/payments/notify/",
+    f"{API_PREFIX}/auth/",
+    f"{API_PREFIX}/mp/wechat/login",
+    f"{API_PREFIX}/mp/alipay/login",
+    f"{API_PREFIX}/console/login",
+)
+# How often the event loop's lag is measured.
+LAG_PROBE_S = 0.05
+# At most one warning per this many seconds per process, with the count shed since the last one.
+LOG_EVERY_S = 10.0
+
+
+class Overloaded(ServiceUnavailable):
+    """More requests in flight than this process serves at a time: come back after Retry-After."""
+
+    code = "app.overloaded"
+    title = "系统繁忙，请稍后再试"
+
+
+def is_priority(path: str) -> bool:
+    return path in PRIORITY_PATHS or path.startswith(PRIORITY_PREFIXES)
+
+
+class LoadShedding:
+    """Admit an ordinary request while fewer than ``max_in_flight`` are in flight and the event
+    loop's lag is at most ``max_lag_s`` (0: not checked), a priority one while fewer than
+    ``max_in_flight + priority_reserve`` are; answer every other request 503 at once."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_in_flight: int,
+        priority_reserve: int,
+        retry_after_s: int,
+        max_lag_s: float = 0.0,
+        hsts: bool = False,
+    ) -> None:
+        self.app = app
+        self.max_in_flight = max_in_flight
+        self.priority_limit = max_in_flight + priority_reserve
+        self.retry_after = str(retry_after_s).encode()
+        self.hsts = hsts
+        self.max_lag_s = max_lag_s
+        self.in_flight = 0
+        self.lag = 0.0
+        self._probe: asyncio.Task[None] | None = None
+        self._shed_since_log = 0
+        self._last_log = 0.0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # lifespan and websockets pass through
+            if scope["type"] == "lifespan":
+                await self.app(scope, receive, self._on_lifespan(send))
+            else:
+                await self.app(scope, receive, send)
+            return
+        if self._probe is None and self.max_lag_s > 0:
+            self._probe = asyncio.get_running_loop().create_task(self._measure_lag())
+        path: str = scope["path"]
+        priority = is_priority(path)
+        if priority:
+            over = self.in_flight >= self.priority_limit
+        else:
+            over = self.in_flight >= self.max_in_flight or (0 < self.max_lag_s < self.lag)
+        if over:
+            await self._shed(scope, send, priority)
+            return
+        self.in_flight += 1
+        IN_FLIGHT.inc()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+            IN_FLIGHT.dec()
+
+    async def _measure_lag(self) -> None:
+        # The smaller of the last two measurements: one long synchronous call is not a backlog.
+        loop = asyncio.get_running_loop()
+        last = 0.0
+        while True:
+            start = loop.time()
+            await asyncio.sleep(LAG_PROBE_S)
+            lag = loop.time() - start - LAG_PROBE_S
+            self.lag, last = min(lag, last), lag
+
+    def _on_lifespan(self, send: Send) -> Send:
+        async def send_wrapped(message: Message) -> None:
+            if message["type"].startswith("lifespan.shutdown") and self._probe is not None:
+                self._probe.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._probe
+                self._probe = None
+            await send(message)
+
+        return send_wrapped
+
+    async def _shed(self, scope: Scope, send: Send, priority: bool) -> None:
+        SHED.labels("priority" if priority else "ordinary").inc()
+        self._log_sparsely()
+        path: str = scope["path"]
+        rid = b""
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                rid = value[:64]
+                break
+        request_id = rid.decode("latin-1") or uuid.uuid4().hex
+        problem = Overloaded("当前访问人数较多，请稍后再试", retry_after=int(self.retry_after))
+        body = json.dumps(
+            problem.to_problem(instance=path, request_id=request_id), ensure_ascii=False
+        ).encode()
+        headers = [
+            (b"content-type", PROBLEM_JSON.encode()),
+            (b"content-length", str(len(body)).encode()),
+            (b"retry-after", self.retry_after),
+            (b"x-request-id", request_id.encode("latin-1")),
+        ]
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 503,
+                "headers": with_security_headers(headers, path=path, hsts=self.hsts),
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    def _log_sparsely(self) -> None:
+        self._shed_since_log += 1
+        now = time.monotonic()
+        if now - self._last_log >= LOG_EVERY_S:
+            log.warning(
+                "overloaded: shed %d request(s) since the last report "
+                "(%d in flight, limit %d; event loop lag %.0f ms)",
+                self._shed_since_log,
+                self.in_flight,
+                self.max_in_flight,
+                self.lag * 1000,
+            )
+            self._shed_since_log = 0
+            self._last_log = now
+
+
+def install_load_shedding(app: FastAPI, settings: Settings) -> None:
+    """Add :class:`LoadShedding` as the outermost middleware (call after every other middleware was
+    added). ``WOJIA_MAX_IN_FLIGHT=0`` turns it off."""
+    if settings.max_in_flight == 0:
+        return
+    app.add_middleware(
+        LoadShedding,
+        max_in_flight=settings.max_in_flight,
+        priority_reserve=settings.in_flight_priority_reserve,
+        retry_after_s=settings.shed_retry_after_s,
+        max_lag_s=settings.shed_lag_s,
+        hsts=settings.public_base_url.startswith("https://"),
+    )
