@@ -261,3 +261,12 @@ async def execute(job_id: str) -> str:
 @broker.task(task_name=RUN_TASK)
 async def run_job(outbox_id: str) -> str:
     return await execute(outbox_id)
+
+
+@broker.task(task_name="app.ping")
+async def ping(token: str) -> str:
+    """Liveness probe of the job pipeline: a worker that runs it leaves ``jobs:pong:<token>`` in Redis."""
+    from app_api.core.redis import get_redis
+
+    await (await get_redis()).set(f"jobs:pong:{token}", b"1", ex=300)
+    return token
