@@ -351,6 +351,21 @@ async def not_doubled(report: Report, cluster: Cluster, load: Load) -> None:
         )
     }
     messages_doubled = [a for a, n in messages.items() if n > paid_per_account.get(a, 0)]
+    submitted_per_account = {
+        r["applicant_id"]: r["n"]
+        for r in await cluster.query(
+            "SELECT applicant_id, count(*) AS n FROM gov_services_application WHERE applicant_id = ANY($1)"
+            " AND status <> 'draft' GROUP BY applicant_id",
+            ids,
+        )
+    }
+    for r in await cluster.query(
+        "SELECT account_id, count(*) AS n FROM app_notification WHERE account_id = ANY($1)"
+        " AND template = 'gov.submitted' GROUP BY account_id",
+        ids,
+    ):
+        if r["n"] > submitted_per_account.get(r["account_id"], 0):
+            messages_doubled.append(r["account_id"])
     sent = await cluster.query(
         "SELECT t.notification_id, count(*) AS n FROM app_notification_attempt t JOIN app_notification m"
         " ON m.id = t.notification_id WHERE m.account_id = ANY($1) AND t.ok GROUP BY t.notification_id",
@@ -371,7 +386,7 @@ async def not_doubled(report: Report, cluster: Cluster, load: Load) -> None:
     report.add("bills with more than one biller notice", len(twice_noticed))
     report.add("bills posted to the biller with >1 receipt", len(twice_posted))
     report.add("biller re-posts answered 'duplicate' (idempotent)", reposted)
-    report.add("residents with more paid messages than payments", len(messages_doubled))
+    report.add("residents with more messages than payments/submissions", len(messages_doubled))
     report.add("messages sent more than once", len(sent_twice))
     report.add("residents with more paid SMS than payments", len(sms_doubled))
     doubled = (

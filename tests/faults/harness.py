@@ -257,10 +257,17 @@ class Redis:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=10)
 
-    def dbsize(self) -> int:
+    def _command(self, line: bytes) -> bytes:
         with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
-            s.sendall(b"DBSIZE\r\n")
-            return int(s.recv(64).strip().lstrip(b":"))
+            s.sendall(line + b"\r\n")
+            return s.recv(256)
+
+    def set_marker(self) -> None:
+        """A key of our own, to see that a restart really came back empty."""
+        assert self._command(b"SET faults:marker 1").startswith(b"+OK")
+
+    def has_marker(self) -> bool:
+        return self._command(b"EXISTS faults:marker").strip() == b":1"
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
