@@ -389,3 +389,25 @@ async def test_a_send_whose_outcome_was_lost_is_not_repeated(
     assert sms.calls[phone] == 1 + 1 and len(await texts(sms, phone)) == 1
     listed = (await client.get(f"{API}/me/notifications", headers=headers)).json()["items"]
     assert next(i for i in listed if i["id"] == nid)["status_label"] == "已提交发送，未获确认"
+
+
+async def test_a_sweep_out_of_time_leaves_the_rest_to_the_next(
+    sms: FlakySms, login: LoginFn, client: httpx.AsyncClient
+) -> None:
+    phone = new_phone()
+    account = await account_id(client, await login(phone))
+    await no_quiet_hours(account)
+    sms.fail_for[phone] = 1
+    nid = await send(account)
+    assert (await settled(nid)).status == "retrying"
+    settings = notify.get_notify_settings()
+    before = settings.sweep_budget_s
+    settings.sweep_budget_s = 0
+    try:
+        counts = await notify.sweep()
+    finally:
+        settings.sweep_budget_s = before
+    assert counts.get("left", 0) >= 1 and (await row(nid)).status == "retrying"
+    assert nid in await delivery.due()
+    await notify.sweep()
+    assert (await row(nid)).status == "sent" and len(await texts(sms, phone)) == 1

@@ -31,6 +31,10 @@ class NotifySettings(WojiaSettings):
     # Channels tried first to last; a channel that cannot reach the resident is skipped.
     channel_order: list[str] = Field(default_factory=lambda: ["wechat", "sms"])
     sweep_batch: int = 500
+    # Messages one sweep delivers at once, and how long it keeps taking new ones (under the minute
+    # between sweeps, less the channels' timeouts).
+    sweep_concurrency: int = Field(default=8, ge=1, le=100)
+    sweep_budget_s: float = Field(default=40.0, ge=0)
 
 
 @lru_cache
