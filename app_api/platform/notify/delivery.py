@@ -90,6 +90,7 @@ class _Write:
     channel: str | None = None
     next_attempt_at: dt.datetime | None = None
     error: str | None = None
+    message_id: str | None = None  # the provider's id, when not in ``outcome``
     release: bool = False  # the run is over: free the message's claim
 
 
@@ -237,9 +238,8 @@ async def _attempt(notification_id: str, now: dt.datetime) -> str:
     # A channel already took it (its outcome recorded, the message's not, or another worker's run).
     sent = next((d for d in states.values() if d.state == "sent"), None)
     if sent is not None:
-        return await _record(
-            notification_id, _Write(status="sent", channel=sent.channel, release=True, error=None)
-        )
+        done = _Write(status="sent", channel=sent.channel, message_id=sent.provider_message_id, release=True)
+        return await _record(notification_id, done)
     inflight = next((d for d in states.values() if d.state == "sending"), None)
     if inflight is not None:
         started = inflight.started_at or inflight.updated_at
@@ -415,8 +415,7 @@ async def _record_once(notification_id: str, write: _Write) -> str:
             n.claimed_until = None
         if write.status == "sent":
             n.sent_at, n.last_error = utcnow(), None
-            if o is not None:
-                n.provider_message_id = o.message_id
+            n.provider_message_id = o.message_id if o is not None else write.message_id
         elif write.error:
             n.last_error = write.error
         session.add(n)
