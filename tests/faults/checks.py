@@ -113,7 +113,7 @@ def outage_answers(report: Report, load: Load, w: Window) -> None:
         worst = sorted(slow, key=lambda c: -c.seconds)[:5]
         report.fail(
             f"{len(slow)} outage answers took longer than 1 s: "
-            + ", ".join(f"{c.label} {c.status} {c.seconds:.2f}s" for c in worst)
+            + ", ".join(f"{c.label} {c.status} {c.code} {c.seconds:.2f}s ({c.request_id})" for c in worst)
         )
     if wrong:
         kinds = Counter(f"{c.label} {c.status} {c.code}" for c in wrong)
@@ -144,7 +144,10 @@ def answers_outside(report: Report, load: Load, w: Window, *, graceful: bool = F
         lost = [c for c in group if c.status is None]
         if bad:
             kinds = Counter(f"{c.label} {c.status} {c.code}" for c in bad)
-            report.fail(f"{len(bad)} 5xx answers {name}: {dict(kinds.most_common(8))}")
+            report.fail(
+                f"{len(bad)} 5xx answers {name}: {dict(kinds.most_common(8))}"
+                f" (request ids {[c.request_id for c in bad[:3]]})"
+            )
         if lost:
             kinds = Counter(f"{c.label} {(c.error or '')[:60]}" for c in lost)
             report.fail(f"{len(lost)} requests without an answer {name}: {dict(kinds.most_common(5))}")

@@ -48,10 +48,14 @@ _FAILED = pytest.StashKey[bool]()
 
 
 @pytest.fixture(scope="session")
-def cluster_base() -> Iterator[Path]:
+def cluster_base(request: pytest.FixtureRequest) -> Iterator[Path]:
     base = new_base()
     yield base
-    remove_base(base)
+    if request.session.testsfailed:
+        print(f"\nfault suite: the processes' logs are kept in {base / 'logs'}")
+        remove_base(base, keep_logs=True)
+    else:
+        remove_base(base)
 
 
 @pytest.fixture(scope="session")

@@ -541,5 +541,8 @@ def new_base() -> Path:
     return base
 
 
-def remove_base(base: Path) -> None:
-    shutil.rmtree(base, ignore_errors=True)
+def remove_base(base: Path, *, keep_logs: bool = False) -> None:
+    """Remove the run's directory (databases, Redis, var), or all but its logs."""
+    for part in base.iterdir() if keep_logs else [base]:
+        if part.name != "logs" or not keep_logs:
+            shutil.rmtree(part, ignore_errors=True)

@@ -43,6 +43,7 @@ class Call:
     error: str | None = None  # the transport error, if any
     code: str | None = None  # problem+json code
     content_type: str = ""
+    request_id: str = ""  # to find the request in the api log
 
     @property
     def seconds(self) -> float:
@@ -112,7 +113,9 @@ class Load:
                 code = r.json().get("code")
             except ValueError:
                 code = None
-        self.calls.append(Call(label, t0, t1, r.status_code, None, code, ctype))
+        self.calls.append(
+            Call(label, t0, t1, r.status_code, None, code, ctype, r.headers.get("x-request-id", ""))
+        )
         return r
 
     async def until_ok(
