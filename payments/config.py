@@ -82,6 +82,9 @@ class PaymentsSettings(WojiaSettings):
     refund_submit_after_s: int = 60  # a refund still ``requested`` after this is (re)submitted
     refund_query_after_s: int = 10 * 60  # a refund still ``processing`` after this is asked about
     refund_sweep_batch: int = 200  # refunds per run, oldest first
+    # A sweep takes no new order or refund after this, so it ends before the next minute's tick;
+    # what is left goes to the next run, oldest first.
+    sweep_budget_s: float = 40.0
     reconcile_cron: str = "30 2 * * *"  # UTC: 10:30 China time, after bills are published
     wechat_v2: WeChatV2Block | None = None
     wechat_v3: WeChatV3Block | None = None

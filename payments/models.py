@@ -47,6 +47,14 @@ class PaymentOrder(SQLModel, table=True):
         sa.UniqueConstraint("provider", "provider_txn_id", name="uq_payments_order_provider_txn"),
         sa.Index("ix_payments_order_status_created", "status", "created_at"),
         sa.Index("ix_payments_order_paid_at", "paid_at"),
+        # Paid orders whose column was never told (the hand-off sweep's every-minute query): a
+        # handful of rows however long the ledger grows.
+        sa.Index(
+            "ix_payments_order_unnotified",
+            "paid_at",
+            postgresql_where=sa.text("column_notified_at IS NULL AND paid_at IS NOT NULL"),
+            sqlite_where=sa.text("column_notified_at IS NULL AND paid_at IS NOT NULL"),
+        ),
     )
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
@@ -133,6 +141,15 @@ class RefundStatus(enum.StrEnum):
 
 class PaymentRefund(SQLModel, table=True):
     __tablename__ = "payments_refund"
+    __table_args__ = (
+        # Refunds not settled yet (the refund sweep's every-minute query).
+        sa.Index(
+            "ix_payments_refund_open",
+            "created_at",
+            postgresql_where=sa.text("status IN ('requested', 'processing')"),
+            sqlite_where=sa.text("status IN ('requested', 'processing')"),
+        ),
+    )
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
     order_id: str = Field(foreign_key="payments_order.id", index=True, max_length=32)

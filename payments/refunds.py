@@ -14,7 +14,7 @@ from app_api.core.money import fen_to_yuan
 from app_api.platform import audit
 from payments.errors import IllegalTransition, OrderNotFound, RefundExceedsPaid, RefundNumberConflict
 from payments.ledger import event_for, flag, locked_order, transition
-from payments.models import OrderStatus, PaymentOrder, PaymentRefund, RefundStatus
+from payments.models import OrderStatus, PaymentEvent, PaymentOrder, PaymentRefund, RefundStatus
 from payments.providers.base import (
     Notification,
     ProviderError,
@@ -179,7 +179,7 @@ async def submit_refund(session: AsyncSession, *, refund_id: str) -> str:
     except ProviderError as exc:
         if exc.retryable:
             raise
-        return await _refused(session, refund_id, order.id, exc)
+        return await _refused(session, refund_id, exc)
     return await apply_refund_result(session, refund_id, result, source=f"refund:{order.provider}")
 
 
@@ -215,6 +215,17 @@ async def query_refund(session: AsyncSession, *, refund_id: str) -> str:
             return await submit_refund(session, refund_id=refund_id)
         raise
     if result.refund_fen and result.refund_fen != refund.amount_fen:
+        # Left ``processing`` for finance; flagged once, not at every run of the sweep.
+        flagged = (
+            await session.exec(
+                select(PaymentEvent).where(PaymentEvent.order_id == order.id, PaymentEvent.kind == "flagged")
+            )
+        ).all()
+        if any(
+            e.data.get("reason") == "refund_amount" and e.data.get("out_refund_no") == refund.out_refund_no
+            for e in flagged
+        ):
+            return "flagged_refund_amount"
         return await flag(
             session,
             order,
@@ -233,7 +244,7 @@ async def apply_refund_result(
     session: AsyncSession, refund_id: str, result: RefundResult, *, source: str
 ) -> str:
     """Apply what the provider answered about a refund (submitted or queried), under the refund's lock."""
-    refund = await _locked_refund(session, id=refund_id)
+    refund = await _locked_order_then_refund(session, refund_id)
     if refund is None or refund.status in (RefundStatus.SUCCEEDED, RefundStatus.FAILED):
         return "done"
     refund.provider_refund_id = result.refund_id or refund.provider_refund_id
@@ -251,8 +262,21 @@ async def apply_refund_result(
     return "processing"
 
 
-async def _refused(session: AsyncSession, refund_id: str, order_id: str, exc: ProviderError) -> str:
-    refund = await _locked_refund(session, id=refund_id)
+async def _locked_order_then_refund(session: AsyncSession, refund_id: str) -> PaymentRefund | None:
+    """Lock the refund's order, then the refund: the order a refund notification locks them in
+    (orders first), so a submission and a notification of one refund never wait on each other in a
+    cycle (PostgreSQL would abort one of them as a deadlock)."""
+    order_id = (
+        await session.exec(select(PaymentRefund.order_id).where(PaymentRefund.id == refund_id))
+    ).first()
+    if order_id is None:
+        return None
+    await locked_order(session, order_id=order_id)
+    return await _locked_refund(session, id=refund_id)
+
+
+async def _refused(session: AsyncSession, refund_id: str, exc: ProviderError) -> str:
+    refund = await _locked_order_then_refund(session, refund_id)
     if refund is None or refund.status in (RefundStatus.SUCCEEDED, RefundStatus.FAILED):
         return "done"
     await _mark_failed(session, refund, source="provider", error=str(exc), code=exc.code)

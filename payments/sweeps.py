@@ -12,6 +12,7 @@ and the others go on.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 
@@ -102,6 +103,7 @@ async def unnotified_paid_order_ids(
     unnotified = (
         col(PaymentOrder.status).in_([s.value for s in PAID_LIKE]),
         col(PaymentOrder.column_notified_at).is_(None),
+        col(PaymentOrder.paid_at).is_not(None),  # with the line above: ix_payments_order_unnotified
         col(PaymentOrder.paid_at) < paid_before,
     )
     purposes = (await session.exec(select(PaymentOrder.purpose).where(*unnotified).distinct())).all()
@@ -117,20 +119,25 @@ async def unnotified_paid_order_ids(
     return list(rows.all())
 
 
-async def sweep_handoffs(*, older_than_s: int, limit: int) -> dict[str, int]:
+async def sweep_handoffs(*, older_than_s: int, limit: int, budget_s: float = 40.0) -> dict[str, int]:
     """Tell the columns of orders paid more than ``older_than_s`` ago and never told.
 
     Through the same claim as the outbox job (``handoff.notify_column``): an order's column is told
     once whether the job, this sweep or two sweeps at the same moment get there. Counts: ``told``
     (now, by this sweep), ``already`` (someone else got there first), ``failed`` (the handler
-    raised; retried at the next run).
+    raised; retried at the next run), ``left`` (out of time: the next run takes them).
     """
     async with session_scope() as session:
         ids = await unnotified_paid_order_ids(
             session, paid_before=utcnow() - dt.timedelta(seconds=older_than_s), limit=limit
         )
-    counts = {"told": 0, "already": 0, "failed": 0}
-    for order_id in ids:
+    counts = {"told": 0, "already": 0, "failed": 0, "left": 0}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + budget_s
+    for n, order_id in enumerate(ids):
+        if loop.time() > deadline:
+            counts["left"] = len(ids) - n  # for the next run
+            break
         try:
             async with session_scope() as session:
                 told = await handoff.notify_column(session, order_id=order_id, source="sweep")
@@ -154,11 +161,14 @@ async def sweep_handoffs(*, older_than_s: int, limit: int) -> dict[str, int]:
 
 async def due_refunds(
     session: AsyncSession, *, requested_before: dt.datetime, processing_before: dt.datetime, limit: int
-) -> list[tuple[str, str]]:
-    """(refund id, status) of refunds to submit or ask about, oldest first."""
+) -> list[tuple[str, str, str]]:
+    """(refund id, status, provider) of refunds to submit or ask about, oldest first."""
     rows = await session.exec(
-        select(PaymentRefund.id, PaymentRefund.status)
+        select(PaymentRefund.id, PaymentRefund.status, PaymentOrder.provider)
+        .join(PaymentOrder, col(PaymentOrder.id) == col(PaymentRefund.order_id))
         .where(
+            # The first term is ix_payments_refund_open's condition, for the planner to match.
+            col(PaymentRefund.status).in_([RefundStatus.REQUESTED.value, RefundStatus.PROCESSING.value]),
             sa.or_(
                 sa.and_(
                     col(PaymentRefund.status) == RefundStatus.REQUESTED.value,
@@ -168,21 +178,25 @@ async def due_refunds(
                     col(PaymentRefund.status) == RefundStatus.PROCESSING.value,
                     col(PaymentRefund.created_at) < processing_before,
                 ),
-            )
+            ),
         )
         .order_by(col(PaymentRefund.created_at), col(PaymentRefund.id))
         .limit(limit)
     )
-    return [(r[0], r[1]) for r in rows.all()]
+    return [(r[0], r[1], r[2]) for r in rows.all()]
 
 
-async def sweep_refunds(*, submit_after_s: int, query_after_s: int, limit: int) -> dict[str, int]:
+async def sweep_refunds(
+    *, submit_after_s: int, query_after_s: int, limit: int, budget_s: float = 40.0
+) -> dict[str, int]:
     """Submit refunds left ``requested`` (the job was lost or gave up while the provider was down),
     and ask the provider about refunds left ``processing`` (their notification never came).
 
     Counts by outcome: ``succeeded``, ``processing``, ``failed`` (the provider refused: the refund
     is ``failed`` for finance), ``done`` (settled meanwhile), ``provider_error`` (unreachable or a
-    server error: ``last_error`` is recorded and the next run tries again), ``error`` (anything else).
+    server error: ``last_error`` is recorded and the next run tries again), ``error`` (anything else),
+    ``provider_down`` (not tried: its provider was unreachable earlier in this run, so an outage
+    costs one timeout per provider, not one per refund), ``left`` (out of time: the next run).
     """
     now = utcnow()
     async with session_scope() as session:
@@ -193,7 +207,16 @@ async def sweep_refunds(*, submit_after_s: int, query_after_s: int, limit: int) 
             limit=limit,
         )
     counts: dict[str, int] = {}
-    for refund_id, status in due:
+    down: set[str] = set()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + budget_s
+    for n, (refund_id, status, provider) in enumerate(due):
+        if loop.time() > deadline:
+            counts["left"] = len(due) - n
+            break
+        if provider in down:
+            counts["provider_down"] = counts.get("provider_down", 0) + 1
+            continue
         try:
             async with session_scope() as session:
                 if status == RefundStatus.REQUESTED:
@@ -203,6 +226,8 @@ async def sweep_refunds(*, submit_after_s: int, query_after_s: int, limit: int) 
         except ProviderError as exc:
             log.warning("payments sweep: refund %s: provider error %s", refund_id, exc)
             outcome = "provider_error"
+            if exc.retryable:
+                down.add(provider)
             try:
                 async with session_scope() as session:
                     await refunds.note_refund_error(session, refund_id=refund_id, error=str(exc))

@@ -64,6 +64,7 @@ async def sweep_handoffs(older_than_s: int | None = None, limit: int | None = No
     return await sweeps.sweep_handoffs(
         older_than_s=settings.handoff_sweep_after_s if older_than_s is None else older_than_s,
         limit=limit or settings.handoff_sweep_batch,
+        budget_s=settings.sweep_budget_s,
     )
 
 
@@ -77,6 +78,7 @@ async def sweep_refunds(
         submit_after_s=settings.refund_submit_after_s if submit_after_s is None else submit_after_s,
         query_after_s=settings.refund_query_after_s if query_after_s is None else query_after_s,
         limit=limit or settings.refund_sweep_batch,
+        budget_s=settings.sweep_budget_s,
     )
 
 

@@ -221,6 +221,7 @@ async def test_lost_handoff_is_told_once_by_the_sweep(ledger, client, login):
     again = await tasks.sweep_handoffs(older_than_s=0)
     assert CALLS.count(order.id) == 1
     assert sum(r["told"] for r in runs) >= 1 and all(r["failed"] == 0 for r in (*runs, again))
+    assert sum(r["already"] for r in runs) >= 1  # the other sweep met the order, and found it told
     told = await events(order.id, "column_notified")
     assert [e.source for e in told] == ["sweep"]
     assert (await load(order.id)).column_notified_at is not None
@@ -270,6 +271,18 @@ async def test_a_failing_handler_does_not_stop_the_sweep(ledger, client, login):
     assert await notices(acc, bad.purpose_ref) == 1 and await notices(acc, good.purpose_ref) == 1
 
 
+async def test_a_sweep_out_of_time_leaves_the_rest_to_the_next(ledger, client, login):
+    headers = await login()
+    acc = await account_id(client, headers)
+    order = await new_order(acc, "alipay", purpose="sweeptest.slow")
+    await paid_with_lost_job(ledger, client, headers, order)
+    counts = await sweeps.sweep_handoffs(older_than_s=0, limit=500, budget_s=0)
+    assert counts["left"] >= 1 and counts["told"] == 0
+    assert (await load(order.id)).column_notified_at is None
+    await tasks.sweep_handoffs(older_than_s=0)
+    assert (await load(order.id)).column_notified_at is not None and CALLS.count(order.id) == 1
+
+
 async def test_purpose_without_handler_is_left_alone(ledger, client, login):
     """A column that is not installed: the sweep neither fails on it nor lets it fill the batch."""
     headers = await login()
@@ -307,16 +320,19 @@ async def test_refund_failed_while_provider_down_is_submitted_by_the_sweep(ledge
     )
     try:
         refund = await refund_with_lost_job(order, 300)
+        second = await refund_with_lost_job(order, 200)
         # The job's attempt fails: the provider cannot be reached (then the job is lost or gives up).
         with pytest.raises(ProviderError) as failed:
             async with session_scope() as s:
                 await refunds.submit_refund(s, refund_id=refund.id)
         assert failed.value.retryable
-        # The sweep, while the provider is still down: tries, records why, keeps the refund.
+        # The sweep, while the provider is still down: tries once, records why, keeps the refunds;
+        # the provider's other refunds wait for the next run instead of each waiting for a timeout.
         counts = await tasks.sweep_refunds(submit_after_s=0)
-        assert counts.get("provider_error", 0) >= 1
+        assert counts.get("provider_error", 0) >= 1 and counts.get("provider_down", 0) >= 1
         down = await load_refund(refund.id)
         assert down.status == RefundStatus.REQUESTED and down.last_error
+        assert (await load_refund(second.id)).status == RefundStatus.REQUESTED
     finally:
         registry.configure(ledger.providers, notify_base=ledger.url)
     assert await at_provider(ledger, provider, order.out_trade_no) == {}  # nothing reached it
@@ -326,14 +342,16 @@ async def test_refund_failed_while_provider_down_is_submitted_by_the_sweep(ledge
     await asyncio.gather(tasks.sweep_refunds(submit_after_s=0), tasks.sweep_refunds(submit_after_s=0))
 
     async def settled() -> bool:
-        return (await load_refund(refund.id)).status == RefundStatus.SUCCEEDED
+        statuses = [(await load_refund(r.id)).status for r in (refund, second)]
+        return statuses == [RefundStatus.SUCCEEDED, RefundStatus.SUCCEEDED]
 
     await eventually(settled)
-    assert await at_provider(ledger, provider, order.out_trade_no) == {refund.out_refund_no: 300}
+    expected = {refund.out_refund_no: 300, second.out_refund_no: 200}
+    assert await at_provider(ledger, provider, order.out_trade_no) == expected
     after = await load(order.id)
-    assert after.refunded_fen == 300 and after.status == OrderStatus.PARTIALLY_REFUNDED
+    assert after.refunded_fen == 500 and after.status == OrderStatus.PARTIALLY_REFUNDED
     await tasks.sweep_refunds(submit_after_s=0, query_after_s=0)
-    assert (await load(order.id)).refunded_fen == 300
+    assert (await load(order.id)).refunded_fen == 500
     assert (await load_refund(refund.id)).last_error is None
 
 
