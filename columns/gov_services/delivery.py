@@ -13,6 +13,7 @@ from app_api.core.db import session_scope, utcnow
 from app_api.platform import notify
 from columns.gov_services import messages
 from columns.gov_services.config import get_config
+from columns.gov_services.errors import PostalError
 from columns.gov_services.lifecycle import address_of, record_event, version_of
 from columns.gov_services.models import APPROVED, DELIVERED, POSTED, Application, Waybill
 from columns.gov_services.postal import get_postal
@@ -112,7 +113,11 @@ async def track_waybills(session: AsyncSession, *, limit: int = 200) -> int:
     rows = (await session.exec(select(Waybill).where(col(Waybill.status) != "delivered").limit(limit))).all()
     done = 0
     for wb in rows:
-        tracking = await get_postal().track(wb.tracking_no)
+        try:
+            tracking = await get_postal().track(wb.tracking_no)
+        except PostalError as exc:  # this one next time; the others are still asked about
+            log.warning("tracking waybill %s failed: %s", wb.tracking_no, exc)
+            continue
         if tracking.status == wb.status:
             continue
         wb.status = tracking.status

@@ -96,7 +96,7 @@ async def test_a_posting_that_failed_is_posted_by_the_sweep_once(
     live_url: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from app_api.core.db import session_scope
+    from app_api.core.db import session_scope, utcnow
     from columns.gov_services import delivery
     from columns.gov_services.config import get_config
     from columns.gov_services.models import Application, Waybill
@@ -110,10 +110,12 @@ async def test_a_posting_that_failed_is_posted_by_the_sweep_once(
     await asyncio.sleep(0.2)  # the posting job ran after the commit, and failed
     now = dt.timedelta(0)
     async with session_scope() as s:
-        assert app_id in await delivery.pending_posts(
-            s, older_than=now, within=dt.timedelta(days=1), limit=10_000
-        )
-    posted, failed = await delivery.post_pending(older_than=now, within=dt.timedelta(days=1), limit=10_000)
+        app = await s.get(Application, app_id)
+        assert app is not None and app.decided_at is not None
+        # The sweeps below look at this result (and any decided after it), not at other tests'.
+        within = utcnow() - app.decided_at + dt.timedelta(seconds=30)
+        assert app_id in await delivery.pending_posts(s, older_than=now, within=within, limit=10_000)
+    posted, failed = await delivery.post_pending(older_than=now, within=within, limit=10_000)
     assert failed >= 1  # each result failed on its own; the sweep went through all of them
     async with session_scope() as s:
         app = await s.get(Application, app_id)
@@ -121,16 +123,14 @@ async def test_a_posting_that_failed_is_posted_by_the_sweep_once(
 
     # The carrier is back: the next sweep posts it, and the one after does not post it again.
     monkeypatch.setattr(get_config(), "postal_url", f"{live_url}{SANDBOX}/postal")
-    posted, _ = await delivery.post_pending(older_than=now, within=dt.timedelta(days=1), limit=10_000)
+    posted, _ = await delivery.post_pending(older_than=now, within=within, limit=10_000)
     assert posted >= 1
-    await delivery.post_pending(older_than=now, within=dt.timedelta(days=1), limit=10_000)
+    await delivery.post_pending(older_than=now, within=within, limit=10_000)
     async with session_scope() as s:
         app = await s.get(Application, app_id)
         waybills = (await s.exec(select(Waybill).where(Waybill.application_id == app_id))).all()
         assert app is not None and app.status == "posted"
         assert [w.tracking_no for w in waybills] == [app.tracking_no]
-        assert app_id not in await delivery.pending_posts(
-            s, older_than=now, within=dt.timedelta(days=1), limit=10_000
-        )
+        assert app_id not in await delivery.pending_posts(s, older_than=now, within=within, limit=10_000)
     detail = (await client.get(f"{API}/applications/{app_id}", headers=r.headers)).json()
     assert detail["status"] == "posted" and detail["tracking_no"] == app.tracking_no
