@@ -446,6 +446,7 @@ async def load_summary(report: Report, load: Load) -> None:
     report.add("requests sent", len(load.calls))
     report.add("code requests refused 429 after a failed try", load.cooldowns_left)
     report.add("code requests answered 202, no SMS in the inbox", load.codes_missing)
+    report.add("binds retried after a lost answer, found done (409)", load.answers_lost_then_conflict)
     report.add("logins with the code just received, refused", dict(load.logins_refused))
     if load.errors:
         report.add("unexpected answers", len(load.errors))
@@ -459,3 +460,33 @@ async def everything(report: Report, cluster: Cluster, load: Load, w: Window) ->
     await not_doubled(report, cluster, load)
     await tokens_refused(report, cluster, load)
     await audit_intact(report, cluster)
+
+
+async def redis_aftermath(
+    report: Report, cluster: Cluster, requests: int = 80, concurrency: int = 16
+) -> None:
+    """Long after Redis came back, a burst of requests that need Redis: connections each api process
+    had pooled to the killed Redis must not turn into 503s now (each is used once, eventually)."""
+    probe = Load(cluster, actors=0)
+    async with httpx.AsyncClient(base_url=cluster.api_url, timeout=15) as c:
+        phone, headers = await probe.login(c)
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(i: int) -> None:
+            async with gate:
+                if i % 2:
+                    await probe.call(c, "GET", "/api/v1/me", "me", headers=headers)
+                else:
+                    await probe.call(c, "GET", "/api/v1/dev/sms", "sms-inbox", params={"phone": phone})
+
+        await asyncio.gather(*(one(i) for i in range(requests)))
+    calls = [c for c in probe.calls if c.label in ("me", "sms-inbox")]
+    bad = [c for c in calls if c.status != 200 and not _shed(c)]
+    report.add("burst after recovery (needs Redis)", len(calls))
+    report.add("  not answered 200", len(bad))
+    if bad:
+        kinds = Counter(f"{c.label} {c.status} {c.code}" for c in bad)
+        report.fail(
+            f"{len(bad)} of {len(calls)} requests long after Redis came back failed: {dict(kinds)}"
+            f" (request ids {[c.request_id for c in bad[:3]]})"
+        )

@@ -90,6 +90,7 @@ class Load:
         self._tasks: list[asyncio.Task[None]] = []
         self.residents_done = 0
         self.cooldowns_left = 0  # a code request refused 429 although no code was sent to that phone
+        self.answers_lost_then_conflict = 0  # a retried write found done (409) after its answer was lost
         self.codes_missing = 0  # a code request answered 202 whose SMS is not in the inbox
         self.logins_refused: Counter[str] = Counter()  # a login with the code just received, refused
         self.errors: list[str] = []  # unexpected answers (a 4xx that is not an outage, a bad body)
@@ -205,11 +206,22 @@ class Load:
             "POST",
             f"{UTIL}/bindings",
             "bind",
-            (201,),
+            (201, 409),
             headers=headers,
             json={"biller_code": "water", "account_no": account_no, "holder_name": holder},
         )
-        self.acked.bindings[r.json()["id"]] = phone
+        if r.status_code == 409:
+            # An earlier try was committed but its answer lost (an api process killed): the client
+            # reads its bindings to go on, as an app would.
+            if r.json().get("code") != "utilities.already_bound":
+                self.errors.append(f"bind: 409 {r.text[:300]}")
+                raise Stop()
+            self.answers_lost_then_conflict += 1
+            r = await self.until_ok(c, "GET", f"{UTIL}/bindings", "bindings", (200,), headers=headers)
+            binding_id = next(b["id"] for b in r.json() if b["account_no"] == account_no)
+        else:
+            binding_id = r.json()["id"]
+        self.acked.bindings[binding_id] = phone
 
         steps: list[Callable[[], Awaitable[None]]] = [
             lambda: self.pay_one(c, headers),

@@ -46,6 +46,7 @@ async def _scenario(
     fault: Callable[[Cluster, Load], Awaitable[Window]],
     *,
     graceful: bool = False,
+    aftermath: Callable[[Report, Cluster], Awaitable[None]] | None = None,
 ) -> None:
     load = Load(cluster, actors=ACTORS)
     load.start()
@@ -64,6 +65,8 @@ async def _scenario(
     checks.outage_answers(report, load, w)
     checks.answers_outside(report, load, w, graceful=graceful)
     await checks.everything(report, cluster, load, w)
+    if aftermath is not None:
+        await aftermath(report, cluster)
     print("\n" + report.show())
     assert not report.problems, report.show()
 
@@ -80,7 +83,7 @@ async def test_redis_killed_and_restarted_empty(healthy: Cluster) -> None:
         w.recovered_at = time.monotonic()
         return w
 
-    await _scenario(healthy, "Redis kill -9, restarted empty", fault)
+    await _scenario(healthy, "Redis kill -9, restarted empty", fault, aftermath=checks.redis_aftermath)
 
 
 async def test_postgres_killed(healthy: Cluster) -> None:
