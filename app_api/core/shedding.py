@@ -35,6 +35,7 @@ import json
 import logging
 import time
 import uuid
+from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -62,6 +63,13 @@ PRIORITY_PREFIXES = (
 )
 # How often the event loop's lag is measured.
 LAG_PROBE_S = 0.05
+# Set while a shed answer is sent: the server's access-log line for it is dropped (formatting,
+# masking and writing it cost more than the answer itself; shed answers are counted in
+# ``wojia_http_shed_total`` and reported by the warning below instead).
+_SHEDDING: ContextVar[bool] = ContextVar("wojia_shedding", default=False)
+# Development sandboxes of external systems, mounted in the api itself: they stand for systems
+# outside it and are neither counted nor shed (a request calling one would otherwise wait on itself).
+UNCOUNTED_PREFIX = "/sandbox/"
 # At most one warning per this many seconds per process, with the count shed since the last one.
 LOG_EVERY_S = 10.0
 
@@ -105,7 +113,8 @@ class LoadShedding:
         self._last_log = 0.0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":  # lifespan and websockets pass through
+        if scope["type"] != "http" or scope["path"].startswith(UNCOUNTED_PREFIX):
+            # lifespan, websockets and the development sandboxes pass through
             if scope["type"] == "lifespan":
                 await self.app(scope, receive, self._on_lifespan(send))
             else:
@@ -171,13 +180,17 @@ class LoadShedding:
             (b"retry-after", self.retry_after),
             (b"x-request-id", request_id.encode("latin-1")),
         ]
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 503,
-                "headers": with_security_headers(headers, path=path, hsts=self.hsts),
-            }
-        )
+        token = _SHEDDING.set(True)
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 503,
+                    "headers": with_security_headers(headers, path=path, hsts=self.hsts),
+                }
+            )
+        finally:
+            _SHEDDING.reset(token)
         await send({"type": "http.response.body", "body": body})
 
     def _log_sparsely(self) -> None:
@@ -196,11 +209,18 @@ class LoadShedding:
             self._last_log = now
 
 
+def _not_shed(record: logging.LogRecord) -> bool:
+    return not _SHEDDING.get()
+
+
 def install_load_shedding(app: FastAPI, settings: Settings) -> None:
     """Add :class:`LoadShedding` as the outermost middleware (call after every other middleware was
     added). ``WOJIA_MAX_IN_FLIGHT=0`` turns it off."""
     if settings.max_in_flight == 0:
         return
+    access = logging.getLogger("uvicorn.access")
+    if _not_shed not in access.filters:
+        access.addFilter(_not_shed)
     app.add_middleware(
         LoadShedding,
         max_in_flight=settings.max_in_flight,

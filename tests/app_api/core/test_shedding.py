@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import time
@@ -20,10 +21,11 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from pydantic import ValidationError
 
 from app_api.core.settings import Settings
-from app_api.core.shedding import LoadShedding, is_priority
+from app_api.core.shedding import LoadShedding, install_load_shedding, is_priority
 from tests.conftest import wojia_serve
 
 LIMIT = 2
@@ -275,7 +277,7 @@ async def test_a_slot_comes_back_when_the_application_raises() -> None:
     assert shedding.in_flight == 0
 
 
-async def test_lifespan_and_websockets_pass_through_uncounted() -> None:
+async def test_lifespan_websockets_and_sandboxes_pass_through_uncounted() -> None:
     seen: list[str] = []
 
     async def inner(scope: Any, receive: Any, send: Any) -> None:
@@ -287,7 +289,32 @@ async def test_lifespan_and_websockets_pass_through_uncounted() -> None:
     shedding = LoadShedding(inner, max_in_flight=0, priority_reserve=0, retry_after_s=1)
     await shedding({"type": "lifespan"}, _noop_receive, discard)
     await shedding({"type": "websocket", "path": "/ws", "headers": []}, _noop_receive, discard)
-    assert seen == ["lifespan", "websocket"] and shedding.in_flight == 0
+    await shedding(_http("/sandbox/payments/pay"), _noop_receive, discard)  # a development sandbox
+    assert seen == ["lifespan", "websocket", "http"] and shedding.in_flight == 0
+
+
+async def test_shed_answers_leave_no_access_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    """uvicorn logs its access line inside ``send``; a shed answer's line is dropped (they are counted
+    instead), every other answer's line is kept."""
+    install_load_shedding(FastAPI(), Settings())
+    access = logging.getLogger("uvicorn.access")
+
+    async def served(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def send_and_log(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            access.info('"GET %s" %d', "/x", message["status"])
+
+    shedding = LoadShedding(served, max_in_flight=1, priority_reserve=0, retry_after_s=1)
+    with caplog.at_level(logging.INFO, logger="uvicorn.access"):
+        await shedding(_http(), _noop_receive, send_and_log)
+        shedding.in_flight = 1  # as if another request were being served
+        await shedding(_http(), _noop_receive, send_and_log)
+        shedding.in_flight = 0
+    lines = [r.getMessage() for r in caplog.records if r.name == "uvicorn.access"]
+    assert lines == ['"GET /x" 200']
 
 
 def test_priority_paths() -> None:
