@@ -447,6 +447,7 @@ async def load_summary(report: Report, load: Load) -> None:
     report.add("code requests refused 429 after a failed try", load.cooldowns_left)
     report.add("code requests answered 202, no SMS in the inbox", load.codes_missing)
     report.add("binds retried after a lost answer, found done (409)", load.answers_lost_then_conflict)
+    report.add("logouts answered 503 but done (401 on the retry)", load.logouts_done_unacknowledged)
     report.add("logins with the code just received, refused", dict(load.logins_refused))
     if load.errors:
         report.add("unexpected answers", len(load.errors))
