@@ -141,10 +141,11 @@ class Settings(WojiaSettings):
     # Load shedding (app_api.core.shedding): requests one api process serves at a time; beyond it
     # ordinary requests get 503 app.overloaded at once. Payment notifications, health checks and
     # logins may use the reserve on top. 0 turns shedding off.
-    # 32: about the database pool of a worker (10 + 20 overflow), ~0.1 s of queued CPU work for the
-    # typical read (GET /api/v1/home ~2-3 ms per request per worker on the 2-core machine), and room
-    # for requests waiting on an external system; see bench/overload.py.
-    max_in_flight: int = Field(default=32, ge=0, le=10_000)
+    # 16: ~0.15 s of queued CPU work for a typical read (the bills list, ~10 ms per request per worker
+    # on the 2-core machine; its throughput stops growing at 8 concurrent requests over both
+    # workers), still 80 req/s per worker for requests waiting 0.2 s on an external system. At 4x
+    # load bench/overload.py measured accepted p99 0.25-0.7 s with 16, 1.2-4.6 s with 32.
+    max_in_flight: int = Field(default=16, ge=0, le=10_000)
     in_flight_priority_reserve: int = Field(default=16, ge=0, le=10_000)
     shed_retry_after_s: int = Field(default=2, ge=1, le=300)
     # ... and while the event loop runs this late (a backlog). Unset: 200 ms, but not checked in
