@@ -225,7 +225,7 @@ async def bind_phone_sms(session: AsyncSession, *, bind_ticket: str, phone: str,
     r = await get_redis()
     if not await r.exists(_ticket_key(bind_ticket)):
         raise errors.BindTicketInvalid()
-    await accounts.check_code(phone=phone, code=code)
+    await accounts.check_code(phone=phone, code=code, session=session)
     b = await _take_ticket(session, bind_ticket)
     return await _bind_phone(session, b, phone, via="sms")
 

@@ -8,6 +8,7 @@ half-written. Runs on SQLite (aiosqlite, the embedded default) and PostgreSQL (a
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -124,7 +125,27 @@ def on_commit(session: AsyncSession, callback: Callable[[], Awaitable[Any]]) -> 
     session.sync_session.info.setdefault(_AFTER_COMMIT, []).append(callback)
 
 
+log = logging.getLogger(__name__)
+_AFTER_ROLLBACK = "after_rollback_callbacks"
+
+
+def on_rollback(session: AsyncSession, callback: Callable[[BaseException], Awaitable[Any]]) -> None:
+    """Run ``callback(error)`` if the session's unit of work fails and is rolled back (best effort:
+    its own failure is logged). Dropped with the commit, or when a ``savepoint`` around it rolls back."""
+    session.sync_session.info.setdefault(_AFTER_ROLLBACK, []).append(callback)
+
+
+async def _run_after_rollback(session: AsyncSession, error: BaseException) -> None:
+    session.sync_session.info.pop(_AFTER_COMMIT, None)
+    for cb in session.sync_session.info.pop(_AFTER_ROLLBACK, []):
+        try:
+            await cb(error)
+        except Exception:
+            log.exception("a rollback callback failed")
+
+
 async def run_after_commit(session: AsyncSession) -> None:
+    session.sync_session.info.pop(_AFTER_ROLLBACK, None)
     from app_api.core.jobs.outbox import dispatch_pending_after_commit
 
     for cb in session.sync_session.info.pop(_AFTER_COMMIT, []):
@@ -141,9 +162,11 @@ async def get_session() -> AsyncIterator[AsyncSession]:
         try:
             yield session
             await session.commit()
-        except BaseException:
-            await session.rollback()
-            session.sync_session.info.pop(_AFTER_COMMIT, None)
+        except BaseException as error:
+            try:
+                await session.rollback()
+            finally:
+                await _run_after_rollback(session, error)
             raise
     await run_after_commit(session)
 
@@ -155,9 +178,11 @@ async def session_scope() -> AsyncIterator[AsyncSession]:
         try:
             yield session
             await session.commit()
-        except BaseException:
-            await session.rollback()
-            session.sync_session.info.pop(_AFTER_COMMIT, None)
+        except BaseException as error:
+            try:
+                await session.rollback()
+            finally:
+                await _run_after_rollback(session, error)
             raise
     await run_after_commit(session)
 

@@ -71,7 +71,9 @@ class UtilitiesSettings(WojiaSettings):
     notice_backoff_base_s: int = 30
     notice_backoff_max_s: int = 3600
     notice_max_attempts: int = 12
-    notice_lease_s: int = 120
+    # A delivery holds its notice this long (longer than any biller's call, checked below); a
+    # deliverer killed mid-call frees its notice after this, and the notice's job takes it over.
+    notice_lease_s: int = Field(default=30, ge=10, le=600)
     reminder_days_before: int = 3
     payment_ttl_s: int = 15 * 60
 
@@ -90,6 +92,12 @@ class UtilitiesSettings(WojiaSettings):
         codes = [b.code for b in self.billers]
         if len(set(codes)) != len(codes):
             raise ValueError("biller codes must be unique")
+        slowest = max(b.timeout_s for b in self.billers)
+        if self.notice_lease_s < slowest + 5:
+            raise ValueError(
+                f"WOJIA_COLUMN_UTILITIES_NOTICE_LEASE_S ({self.notice_lease_s}) must exceed the slowest "
+                f"biller's timeout ({slowest} s) by at least 5 s"
+            )
         return self
 
     def biller(self, code: str) -> BillerConfig | None:

@@ -10,7 +10,9 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_api.core.crypto import encrypt_str, lookup_hash, mask_phone
-from app_api.core.db import utcnow
+from app_api.core.db import on_rollback, utcnow
+from app_api.core.errors import DependencyUnavailable
+from app_api.core.outage import unavailable_dependency
 from app_api.core.redis import get_redis
 from app_api.core.settings import get_settings
 from app_api.platform import audit, sms
@@ -70,13 +72,19 @@ async def send_login_code(*, phone: str, client_ip: str) -> tuple[int, int]:
     return s.sms_code_ttl_s, s.sms_resend_cooldown_s
 
 
-async def check_code(*, phone: str, code: str) -> None:
-    """Consume a login code: single use; five wrong tries lock the phone for 15 minutes."""
+async def check_code(*, phone: str, code: str, session: AsyncSession | None = None) -> None:
+    """Consume a login code: single use; five wrong tries lock the phone for 15 minutes.
+
+    With ``session``: if the login's unit of work then fails because the database or Redis is away
+    (answered 503), the code is put back for the rest of its life, so the resident's retry with the
+    same code succeeds; a login refused for any other reason keeps it spent.
+    """
     s = get_settings()
     r = await get_redis()
     if await r.exists(f"sms:lock:{phone}"):
         raise errors.LoginLocked(retry_after=await r.ttl(f"sms:lock:{phone}"))
-    stored = await r.get(f"sms:code:{phone}")
+    key = f"sms:code:{phone}"
+    stored = await r.get(key)
     if stored is None:
         raise errors.CodeInvalid("验证码已失效，请重新获取")
     if not hmac.compare_digest(cast(bytes, stored), _code_hash(phone, code)):
@@ -85,16 +93,28 @@ async def check_code(*, phone: str, code: str) -> None:
         if wrong >= s.sms_max_wrong:
             async with r.pipeline(transaction=True) as p:
                 p.set(f"sms:lock:{phone}", b"1", ex=s.sms_lock_s)
-                p.delete(f"sms:code:{phone}", f"sms:wrong:{phone}")
+                p.delete(key, f"sms:wrong:{phone}")
                 await p.execute()
             raise errors.LoginLocked()
         raise errors.CodeInvalid(
             f"验证码错误，还可尝试{s.sms_max_wrong - wrong}次", tries_left=s.sms_max_wrong - wrong
         )
     # DEL tells who consumed it first: two concurrent logins with one code cannot both pass.
-    if await r.delete(f"sms:code:{phone}") != 1:
+    async with r.pipeline(transaction=True) as p:
+        p.pttl(key)
+        p.delete(key)
+        left_ms, deleted = await p.execute()
+    if deleted != 1:
         raise errors.CodeInvalid("验证码已失效，请重新获取")
     await r.delete(f"sms:wrong:{phone}")
+    if session is not None and left_ms > 0:
+
+        async def put_back(error: BaseException) -> None:
+            if unavailable_dependency(error) is not None or isinstance(error, DependencyUnavailable):
+                # NX: a newer code sent meanwhile wins.
+                await (await get_redis()).set(key, stored, px=left_ms, nx=True)
+
+        on_rollback(session, put_back)
 
 
 async def find_by_phone(session: AsyncSession, phone: str) -> Account | None:
@@ -125,7 +145,7 @@ async def get_or_create_resident(session: AsyncSession, *, phone: str) -> tuple[
 
 
 async def login_resident(session: AsyncSession, *, phone: str, code: str) -> TokenPair:
-    await check_code(phone=phone, code=code)
+    await check_code(phone=phone, code=code, session=session)
     account, _ = await get_or_create_resident(session, phone=phone)
     if account.is_staff:
         raise errors.PasswordRequired()
@@ -141,7 +161,7 @@ async def login_staff(session: AsyncSession, *, phone: str, password: str, code:
         ok = account is not None and account.password_hash is not None
     except (VerifyMismatchError, InvalidHashError):
         ok = False
-    await check_code(phone=phone, code=code)
+    await check_code(phone=phone, code=code, session=session)
     if not ok or account is None:
         raise errors.BadCredentials()
     return await _finish_login(session, account, method="password+sms")
