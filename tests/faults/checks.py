@@ -84,7 +84,11 @@ def outage_answers(report: Report, load: Load, w: Window) -> None:
     503 problem+json ``app.unavailable`` (never a 500); a refused connection only while the api
     itself is down (then the window runs until the api answers again)."""
     end = w.recovered_at if w.api_down else w.recover_at
-    during = [c for c in load.calls if w.fault_at <= c.started < end and c.label != "notify"]
+    during = [
+        c
+        for c in load.calls
+        if w.fault_at <= c.started < end and c.label != "notify" and not c.retry_found_done
+    ]
     slow = [
         c
         for c in during

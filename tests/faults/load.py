@@ -44,6 +44,9 @@ class Call:
     code: str | None = None  # problem+json code
     content_type: str = ""
     request_id: str = ""  # to find the request in the api log
+    # A retry's answer that is right because an earlier try did the work (a logout answered 503
+    # that had logged out: 401 on the retry). Not an outage answer to judge.
+    retry_found_done: bool = False
 
     @property
     def seconds(self) -> float:
@@ -243,6 +246,11 @@ class Load:
                 self.errors.append(f"logout: 401 on the first try {r.text[:200]}")
                 raise Stop()
             self.logouts_done_unacknowledged += 1
+            rid = r.headers.get("x-request-id", "")
+            for x in reversed(self.calls):
+                if x.label == "logout" and x.request_id == rid:
+                    x.retry_found_done = True
+                    break
         self.acked.logged_out.append(token)
         self.residents_done += 1
 
