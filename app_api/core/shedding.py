@@ -7,10 +7,10 @@ and clients time out although the server is busy the whole time. With it, a work
 and ``Retry-After``: the requests it accepts keep their usual latency, the others learn right away
 that they should come back.
 
-Priority paths (payment provider notifications, health, readiness and metrics, logins) are shed
-last: they may use ``WOJIA_IN_FLIGHT_PRIORITY_RESERVE`` slots more than ordinary requests. A
-provider that gets no answer to its notification retries for hours, a load balancer that gets no
-answer to its health check takes the instance out, and a resident who cannot log in cannot do
+Payment provider notifications are never shed (counted only; see ``NEVER_SHED_PREFIXES``). The
+other priority paths (health, readiness and metrics, logins) are shed last: they may use
+``WOJIA_IN_FLIGHT_PRIORITY_RESERVE`` slots more than ordinary requests. A load balancer that gets
+no answer to its health check takes the instance out, and a resident who cannot log in cannot do
 anything else either.
 
 The count alone does not see a worker that is short of CPU (a busy neighbour, a burst of requests
@@ -61,6 +61,11 @@ PRIORITY_PREFIXES = (
     f"{API_PREFIX}/mp/alipay/login",
     f"{API_PREFIX}/console/login",
 )
+# Never shed, only counted: a provider's payment notification. It is cheap (a signature check and
+# one idempotent transaction), it is what credits a resident's money, and a provider that gets a
+# 503 retries only minutes later (WeChat Pay: 15 s, 15 s, 30 s, 3 min, ...), so a burst of them
+# (a provider flushing its backlog after an outage) is worth serving rather than pushing back.
+NEVER_SHED_PREFIXES = (f"{API_PREFIX}/payments/notify/",)
 # How often the event loop's lag is measured.
 LAG_PROBE_S = 0.05
 # Set while a shed answer is sent: the server's access-log line for it is dropped (formatting,
@@ -124,7 +129,9 @@ class LoadShedding:
             self._probe = asyncio.get_running_loop().create_task(self._measure_lag())
         path: str = scope["path"]
         priority = is_priority(path)
-        if priority:
+        if path.startswith(NEVER_SHED_PREFIXES):
+            over = False
+        elif priority:
             over = self.in_flight >= self.priority_limit
         else:
             over = self.in_flight >= self.max_in_flight or (0 < self.max_lag_s < self.lag)

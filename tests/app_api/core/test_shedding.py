@@ -185,6 +185,9 @@ async def test_priority_requests_are_shed_too_once_the_reserve_is_used(api: http
                 break
             await asyncio.sleep(0.05)
         assert_shed(r, seconds)
+        # A provider's payment notification is never shed: it is read and judged by its handler.
+        r = await api.post("/api/v1/payments/notify/wechat_v3", content=b'{"id": "x"}')
+        assert r.status_code not in {503, 404}, r.text
     finally:
         for h in held:
             await h.finish()
