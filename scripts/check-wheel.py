@@ -23,6 +23,8 @@ def module_level_imports(tree: ast.Module) -> list[str]:
             elif isinstance(node, ast.ImportFrom) and node.module:
                 names.append(node.module)
                 names.extend(f"{node.module}.{a.name}" for a in node.names)
+            elif isinstance(node, ast.If) and _is_type_checking(node.test):
+                visit(node.orelse)  # ``if TYPE_CHECKING:`` never runs
             elif isinstance(node, ast.If | ast.Try | ast.With):
                 for field in ("body", "orelse", "finalbody", "handlers"):
                     for child in getattr(node, field, []):
@@ -30,6 +32,12 @@ def module_level_imports(tree: ast.Module) -> list[str]:
 
     visit(tree.body)
     return names
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def main(path: str) -> int:
