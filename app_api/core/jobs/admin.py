@@ -33,40 +33,26 @@ class ScheduleState:
     last_error: str | None
 
 
+def _state(name: str, task_name: str, cron: str, declared: bool, row: JobSchedule | None) -> ScheduleState:
+    return ScheduleState(
+        name=name,
+        task_name=task_name,
+        cron=cron,
+        declared=declared,
+        next_run_at=row.next_run_at if row else None,
+        last_tick_at=row.last_tick_at if row else None,
+        last_status=row.last_status if row else None,
+        last_finished_at=row.last_finished_at if row else None,
+        last_failed_at=row.last_failed_at if row else None,
+        last_error=row.last_error if row else None,
+    )
+
+
 async def schedules(session: AsyncSession) -> list[ScheduleState]:
     rows = {r.name: r for r in (await session.exec(select(JobSchedule))).all()}
-    out = []
-    for sch in declared():
-        r = rows.pop(sch.name, None)
-        out.append(
-            ScheduleState(
-                name=sch.name,
-                task_name=sch.task_name,
-                cron=sch.cron,
-                declared=True,
-                next_run_at=r.next_run_at if r else None,
-                last_tick_at=r.last_tick_at if r else None,
-                last_status=r.last_status if r else None,
-                last_finished_at=r.last_finished_at if r else None,
-                last_failed_at=r.last_failed_at if r else None,
-                last_error=r.last_error if r else None,
-            )
-        )
-    for r in rows.values():  # a schedule no task declares any more (left by an older release)
-        out.append(
-            ScheduleState(
-                name=r.name,
-                task_name=r.task_name,
-                cron=r.cron,
-                declared=False,
-                next_run_at=r.next_run_at,
-                last_tick_at=r.last_tick_at,
-                last_status=r.last_status,
-                last_finished_at=r.last_finished_at,
-                last_failed_at=r.last_failed_at,
-                last_error=r.last_error,
-            )
-        )
+    out = [_state(sch.name, sch.task_name, sch.cron, True, rows.pop(sch.name, None)) for sch in declared()]
+    # Schedules no task declares any more (left by an older release).
+    out += [_state(r.name, r.task_name, r.cron, False, r) for r in rows.values()]
     return out
 
 
