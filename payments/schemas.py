@@ -73,6 +73,8 @@ class RefundPublic(BaseModel):
     status: str
     reason: str | None
     source: str
+    # The provider's last refusal or failure while submitting or querying it (retried by the sweep).
+    last_error: str | None = None
     created_at: dt.datetime
     succeeded_at: dt.datetime | None
 

@@ -333,6 +333,12 @@ async def test_refund_failed_while_provider_down_is_submitted_by_the_sweep(ledge
         down = await load_refund(refund.id)
         assert down.status == RefundStatus.REQUESTED and down.last_error
         assert (await load_refund(second.id)).status == RefundStatus.REQUESTED
+        # Finance sees why the refund waits.
+        finance = await login(roles=["finance"])
+        listed = await client.get(f"/api/v1/payments/finance/orders/{order.id}/refunds", headers=finance)
+        assert listed.status_code == 200, listed.text
+        waiting = {r["id"]: r for r in listed.json()}[refund.id]
+        assert waiting["status"] == "requested" and waiting["last_error"] == down.last_error
     finally:
         registry.configure(ledger.providers, notify_base=ledger.url)
     assert await at_provider(ledger, provider, order.out_trade_no) == {}  # nothing reached it
@@ -353,6 +359,8 @@ async def test_refund_failed_while_provider_down_is_submitted_by_the_sweep(ledge
     await tasks.sweep_refunds(submit_after_s=0, query_after_s=0)
     assert (await load(order.id)).refunded_fen == 500
     assert (await load_refund(refund.id)).last_error is None
+    listed = await client.get(f"/api/v1/payments/finance/orders/{order.id}/refunds", headers=finance)
+    assert {r["id"]: r["last_error"] for r in listed.json()}[refund.id] is None
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
