@@ -10,6 +10,7 @@ of every process's log are printed.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 
@@ -51,7 +52,7 @@ _FAILED = pytest.StashKey[bool]()
 def cluster_base(request: pytest.FixtureRequest) -> Iterator[Path]:
     base = new_base()
     yield base
-    if request.session.testsfailed:
+    if request.session.testsfailed or os.environ.get("WOJIA_FAULTS_KEEP_LOGS"):
         print(f"\nfault suite: the processes' logs are kept in {base / 'logs'}")
         remove_base(base, keep_logs=True)
     else:

@@ -130,14 +130,18 @@ class Load:
         url: str,
         label: str,
         ok: tuple[int, ...],
+        trail: list[str] | None = None,
         **kw: Any,
     ) -> httpx.Response:
         """Try a step until it is answered with one of ``ok``; outages (503, no answer) are retried,
-        other answers are unexpected and end this resident."""
+        other answers are unexpected and end this resident. ``trail`` collects each try's answer."""
         while True:
             if self.stopping:
                 raise Stop()
             r = await self.call(c, method, url, label, **kw)
+            if trail is not None:
+                last = self.calls[-1]
+                trail.append(f"{last.status or last.error}{' ' + last.code if last.code else ''}")
             if r is not None and r.status_code in ok:
                 return r
             if r is not None and r.status_code not in (502, 503, 504) and r.status_code < 500:
@@ -168,16 +172,20 @@ class Load:
                 self.codes_missing += 1
                 await asyncio.sleep(0.3)
                 continue
+            trail: list[str] = []
             r = await self.until_ok(
                 c,
                 "POST",
                 "/api/v1/auth/login",
                 "login",
                 (200, 400, 401, 422),
+                trail=trail,
                 json={"phone": phone, "code": codes[0]},
             )
             if r.status_code != 200:
-                self.logins_refused[f"{r.status_code} {r.json().get('code')}"] += 1
+                # what the earlier tries of this login were answered tells why (e.g. a 503 whose
+                # unit of work did not give the code back)
+                self.logins_refused[" -> ".join(trail)] += 1
                 await asyncio.sleep(0.3)
                 continue
             headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
