@@ -6,9 +6,11 @@ import datetime as dt
 import hashlib
 import secrets
 from dataclasses import dataclass
+from functools import lru_cache
 
 import jwt
 import sqlalchemy as sa
+from jwt.algorithms import HMACAlgorithm
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -37,6 +39,47 @@ class AccessClaims:
     family_id: str
 
 
+class _PreparedHS256(HMACAlgorithm):
+    """HS256 with the configured secret checked and encoded once.
+
+    PyJWT prepares the key on every call (it refuses PEM, SSH, DER and JWK-shaped secrets, which
+    costs a quarter of a decode); the secret does not change between requests, so it is prepared
+    here once. Any other key still goes through the full preparation.
+    """
+
+    def __init__(self, secret: str) -> None:
+        super().__init__(HMACAlgorithm.SHA256)
+        self._secret = secret
+        self._prepared = super().prepare_key(secret)
+
+    def prepare_key(self, key: str | bytes) -> bytes:
+        if key == self._secret:
+            return self._prepared
+        return super().prepare_key(key)
+
+
+class _Codec(jwt.PyJWT):
+    """PyJWT's encode and decode (same tokens, same claim checks, same errors) over a signature
+    layer that knows only HS256, with the key prepared once."""
+
+    def __init__(self, secret: str) -> None:
+        super().__init__()
+        self.secret = secret
+        jws = jwt.PyJWS(algorithms=[ALGORITHM])
+        jws.unregister_algorithm(ALGORITHM)
+        jws.register_algorithm(ALGORITHM, _PreparedHS256(secret))
+        self._jws = jws
+
+
+@lru_cache(maxsize=4)
+def _codec(secret: str) -> _Codec:
+    return _Codec(secret)
+
+
+def _current_codec() -> _Codec:
+    return _codec(get_settings().secret_key.get_secret_value())
+
+
 def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -52,15 +95,17 @@ def make_access(account_id: str, family_id: str) -> str:
         "exp": int((now + dt.timedelta(seconds=s.access_token_ttl_s)).timestamp()),
         "jti": new_id(),
     }
-    return jwt.encode(claims, s.secret_key.get_secret_value(), algorithm=ALGORITHM)
+    codec = _current_codec()
+    return codec.encode(claims, codec.secret, algorithm=ALGORITHM)
 
 
 def decode_access(token: str, *, allow_expired: bool = False) -> AccessClaims:
     """Verify an access token. ``allow_expired`` still checks the signature (logout of a stale page)."""
+    codec = _current_codec()
     try:
-        claims = jwt.decode(
+        claims = codec.decode(
             token,
-            get_settings().secret_key.get_secret_value(),
+            codec.secret,
             algorithms=[ALGORITHM],
             issuer=ISSUER,
             options={"require": ["sub", "exp", "fam", "iss"], "verify_exp": not allow_expired},
