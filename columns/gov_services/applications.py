@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from dataclasses import asdict
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import col, select
@@ -18,12 +20,13 @@ from app_api.core.db import savepoint, utcnow
 from app_api.core.errors import IdentityLevelRequired, ValidationFailed
 from app_api.platform import notify
 from app_api.platform.accounts.principal import Principal
-from columns.gov_services import messages, workdays
+from columns.gov_services import eligibility, instant, messages, workdays
 from columns.gov_services.catalogue import CatalogueItem
 from columns.gov_services.catalogue_store import get_item
 from columns.gov_services.config import get_config
 from columns.gov_services.errors import (
     ApplicationNotFound,
+    ConditionsNotMet,
     DeliveryInvalid,
     InvalidTransition,
     MaterialsMissing,
@@ -190,8 +193,10 @@ async def _uploaded_materials(session: AsyncSession, app: Application) -> set[st
 
 
 async def missing_materials(session: AsyncSession, app: Application, item: CatalogueItem) -> list[str]:
-    uploaded = await _uploaded_materials(session, app)
-    form = form_of(app)
+    return _missing(app, item, form_of(app), await _uploaded_materials(session, app))
+
+
+def _missing(app: Application, item: CatalogueItem, form: dict[str, Any], uploaded: set[str]) -> list[str]:
     missing = []
     for m in item.materials:
         if not m.required or m.condition:
@@ -236,9 +241,17 @@ async def submit(
     if principal.identity_level < item.identity_level:
         raise IdentityLevelRequired(item.identity_level, principal.identity_level)
     choice = _check_delivery(item, delivery, address)
-    missing = await missing_materials(session, app, item)
+    form = form_of(app)
+    uploaded = await _uploaded_materials(session, app)
+    missing = _missing(app, item, form, uploaded)
     if missing:
         raise MaterialsMissing(f"还缺少：{'、'.join(missing)}", missing=missing)
+    checked = await eligibility.for_application(session, app=app, item=item)
+    if checked.blocking:
+        reasons = [f"{r.explain}：{r.reason}" for r in checked.blocking]
+        raise ConditionsNotMet(
+            "；".join(reasons), reasons=reasons, conditions=[asdict(r) for r in checked.results]
+        )
     if not await claim(session, app, [DRAFT], SUBMITTED):
         return app  # a concurrent submit of the same draft won; same outcome
     now = utcnow()
@@ -249,6 +262,7 @@ async def submit(
     app.submitted_at = now
     app.due_at = workdays.due_at(now, app.limit_days)
     app.updated_at = now
+    app.rule_results = checked.record()
     session.add(app)
     await session.flush()
     await record_event(
@@ -258,8 +272,16 @@ async def submit(
         title="提交申请",
         actor=principal,
         role=actor_role,
-        data={"delivery": choice, "version": app.item_version},
+        data={
+            "delivery": choice,
+            "version": app.item_version,
+            "rules": {r.id: r.status for r in checked.results},
+        },
     )
+    if await instant.try_approve(
+        session, app=app, item=item, eligibility=checked, form=form, uploaded=uploaded
+    ):
+        return app
     await notify.send(
         session,
         account_id=app.applicant_id,

@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from columns.gov_services.rules import Rule, check_rules
+
 DATA_DIR = Path(__file__).parent / "data"
 SEED_FILE = DATA_DIR / "items.json"
 
@@ -259,6 +261,11 @@ class ItemGuide(BaseModel):
     identity_level: int = Field(ge=0, le=3)
     synonyms: tuple[str, ...] = ()
     keywords: tuple[str, ...] = ()
+    # Machine-checkable conditions (:mod:`columns.gov_services.rules`) and instant approval (秒批):
+    # approved by the rules at submission, ``instant_sample_percent`` of those sampled for review.
+    rules: tuple[Rule, ...] = ()
+    instant_approval: bool = False
+    instant_sample_percent: int = Field(default=10, ge=0, le=100)
 
 
 class CatalogueItem(ItemGuide):
@@ -297,6 +304,14 @@ class CatalogueItem(ItemGuide):
             raise ValueError("送达方式重复")
         if self.result.paper and not ({"免费邮寄", "窗口领取"} & set(self.delivery)):
             raise ValueError("纸质结果需要邮寄或窗口领取")
+        check_rules(
+            self.rules, conditions=len(self.conditions), ecerts={m.ecert for m in self.materials if m.ecert}
+        )
+        if self.instant_approval:
+            covered = {r.condition for r in self.rules if r.condition is not None}
+            unchecked = [str(n) for n in range(1, len(self.conditions) + 1) if n not in covered]
+            if unchecked:
+                raise ValueError(f"秒批事项的每项受理条件都须有核验规则，第{'、'.join(unchecked)}项条件没有")
         return self
 
     @property

@@ -3,8 +3,10 @@
 Administrators maintain the catalogue in spreadsheets. The layout is flat so the same columns serve
 both formats: list cells hold one entry per line; a material is one line
 ``名称 | 必要 | 原件=1 | 复印件=0 | 电子证照=居民身份证 | 回填=person.name,person.id_number``
-(optionally ``| 模板=… | 样表=… | 条件=… | 说明=…``) and a step one line
-``名称 | 办理人 | 时限（工作日） | 说明``. Money is in yuan in the sheet (administrators think in
+(optionally ``| 模板=… | 样表=… | 条件=… | 说明=…``), a step one line
+``名称 | 办理人 | 时限（工作日） | 说明``, and a condition rule one JSON object per line
+(``{"id": "age", "kind": "age_at_least", "value": 60, "condition": 1, "explain": "…"}``, see
+:mod:`columns.gov_services.rules`). Money is in yuan in the sheet (administrators think in
 yuan) and exactly converted to fen.
 
 An import is all or nothing: every row is checked, every problem is reported with its row number
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
@@ -24,6 +27,7 @@ from pydantic import ValidationError
 
 from app_api.core.money import fen_to_yuan
 from columns.gov_services.catalogue import CatalogueItem, Material, Step
+from columns.gov_services.rules import rule_problems
 
 MAX_FILE_BYTES = 20 * 1024 * 1024
 MAX_ROWS = 20_000
@@ -59,10 +63,24 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("identity_level", "身份认证等级"),
     ("synonyms", "同义词"),
     ("keywords", "关键词"),
+    ("rules", "条件规则"),
+    ("instant_approval", "秒批"),
+    ("instant_sample_percent", "秒批抽查比例（%）"),
 )
 HEADER_OF = dict(COLUMNS)
 FIELD_OF = {h: f for f, h in COLUMNS}
-OPTIONAL_HEADERS = {"收费依据", "办理地点", "办公时间", "结果电子证照", "同义词", "关键词", "申请材料"}
+OPTIONAL_HEADERS = {
+    "收费依据",
+    "办理地点",
+    "办公时间",
+    "结果电子证照",
+    "同义词",
+    "关键词",
+    "申请材料",
+    "条件规则",
+    "秒批",
+    "秒批抽查比例（%）",
+}
 # Short lists may be written on one line with any of these separators.
 _SHORT_SEPS = ("、", "，", ",", "；", ";")
 _FORMULA_START = ("=", "+", "-", "@")
@@ -184,6 +202,29 @@ def format_step(s: Step) -> str:
     return " | ".join([s.name, s.actor, str(s.days), *([s.description] if s.description else [])])
 
 
+def parse_rules(cell: str) -> list[Any]:
+    """One rule per line, each a JSON object; raises :class:`RowError` naming every bad rule."""
+    raw: list[Any] = []
+    problems: list[str] = []
+    for n, line in enumerate(_lines(cell), start=1):
+        try:
+            raw.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            problems.append(f"第{n}条规则不是有效的 JSON（第{e.colno}个字符附近）")
+            raw.append(None)
+    if not problems:
+        problems = rule_problems(raw)
+    if problems:
+        raise RowError(HEADER_OF["rules"], "；".join(problems))
+    return raw
+
+
+def format_rules(item: CatalogueItem) -> str:
+    return "\n".join(
+        json.dumps(r.model_dump(mode="json", exclude_none=True), ensure_ascii=False) for r in item.rules
+    )
+
+
 def item_to_row(item: CatalogueItem) -> dict[str, str]:
     """One item as spreadsheet cells, keyed by header."""
     values: dict[str, str] = {
@@ -215,6 +256,9 @@ def item_to_row(item: CatalogueItem) -> dict[str, str]:
         "identity_level": str(item.identity_level),
         "synonyms": "、".join(item.synonyms),
         "keywords": "、".join(item.keywords),
+        "rules": format_rules(item),
+        "instant_approval": "是" if item.instant_approval else "否",
+        "instant_sample_percent": str(item.instant_sample_percent),
     }
     return {HEADER_OF[f]: values[f] for f, _ in COLUMNS}
 
@@ -253,6 +297,11 @@ def row_to_item_data(row: Mapping[str, str]) -> dict[str, Any]:
         "identity_level": _int(cell["identity_level"], HEADER_OF["identity_level"]),
         "synonyms": _short_list(cell.get("synonyms", "")),
         "keywords": _short_list(cell.get("keywords", "")),
+        "rules": parse_rules(cell.get("rules", "")),
+        "instant_approval": _bool(cell.get("instant_approval", ""), HEADER_OF["instant_approval"]),
+        "instant_sample_percent": _int(
+            cell.get("instant_sample_percent") or "10", HEADER_OF["instant_sample_percent"]
+        ),
     }
 
 
@@ -266,6 +315,15 @@ def _header_for_loc(loc: Sequence[Any]) -> str | None:
         sub = str(loc[1]) if len(loc) > 1 else "name"
         return HEADER_OF.get(f"result_{sub}", HEADER_OF["result_name"])
     return HEADER_OF.get(first)
+
+
+def _header_for_message(message: str) -> str | None:
+    # Whole-item checks carry no field location; rules and instant approval say so in their text.
+    if message.startswith("第") and "条规则" in message:
+        return HEADER_OF["rules"]
+    if message.startswith("秒批"):
+        return HEADER_OF["instant_approval"]
+    return None
 
 
 def _pydantic_message(err: Mapping[str, Any]) -> str:
@@ -317,9 +375,9 @@ def parse_rows(
             item = CatalogueItem.model_validate(data)
         except ValidationError as e:
             for err in e.errors():
-                errors.append(
-                    {"row": row_no, "column": _header_for_loc(err["loc"]), "message": _pydantic_message(err)}
-                )
+                message = _pydantic_message(err)
+                column = _header_for_loc(err["loc"]) or _header_for_message(message)
+                errors.append({"row": row_no, "column": column, "message": message})
             continue
         if known_departments is not None and item.department not in known_departments:
             errors.append(

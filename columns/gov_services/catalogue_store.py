@@ -22,9 +22,32 @@ from columns.gov_services.errors import ItemNotFound
 from columns.gov_services.models import Department, Item, ItemVersion
 from columns.gov_services.search import CatalogueIndex, build_index
 
+# Fields of a ``CatalogueItem`` kept in their own columns of the version, not in ``data``.
+POLICY_FIELDS = {"rules", "instant_approval", "instant_sample_percent"}
+
 
 def version_item(v: ItemVersion) -> CatalogueItem:
-    return CatalogueItem.model_validate(v.data)
+    return CatalogueItem.model_validate(
+        {
+            **v.data,
+            "rules": v.rules,
+            "instant_approval": v.instant_approval,
+            "instant_sample_percent": v.instant_sample_percent,
+        }
+    )
+
+
+def new_version(data: CatalogueItem, *, number: int, actor_id: str | None) -> ItemVersion:
+    dumped = data.model_dump(mode="json")
+    return ItemVersion(
+        code=data.code,
+        version=number,
+        data={k: v for k, v in dumped.items() if k not in POLICY_FIELDS},
+        rules=dumped["rules"],
+        instant_approval=data.instant_approval,
+        instant_sample_percent=data.instant_sample_percent,
+        created_by=actor_id,
+    )
 
 
 async def known_departments(session: AsyncSession) -> set[str]:
@@ -79,9 +102,7 @@ async def upsert_items(
             counts["unchanged"] += 1
             continue
         number = found[0].version + 1 if found else 1
-        version = ItemVersion(
-            code=data.code, version=number, data=data.model_dump(mode="json"), created_by=actor_id
-        )
+        version = new_version(data, number=number, actor_id=actor_id)
         session.add(version)
         if found is None:
             item = Item(

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from app_api.core.settings import (
@@ -55,6 +55,13 @@ class GovServicesSettings(WojiaSettings):
     # failed) are posted again by this sweep (cron), once they are older than the grace below.
     post_pending_cron: str = "*/5 * * * *"
     post_pending_grace_s: int = 120
+
+    # Instant approval (秒批): when set, this share (percent) of instant approvals of every item is
+    # sampled for a reviewer's after-the-fact review instead of each item's own share (0 or 100
+    # makes sampling certain, e.g. for a drill). A reviewer may revoke an instant approval within
+    # ``instant_revoke_hours`` of the decision.
+    instant_sample_percent: int | None = Field(default=None, ge=0, le=100)
+    instant_revoke_hours: int = Field(default=72, ge=1, le=24 * 90)
 
     @field_validator("s3_endpoint", "postal_url")
     @classmethod

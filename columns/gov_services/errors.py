@@ -70,3 +70,20 @@ class PostalError(AppError):
     code = "gov_services.postal_unavailable"
     title = "邮政寄递服务暂时不可用"
     status = 502
+
+
+class ConditionsNotMet(ValidationFailed):
+    """An unmet hard condition rule: ``reasons`` says why, ``conditions`` lists every rule's outcome."""
+
+    code = "gov_services.conditions_not_met"
+    title = "不符合申请条件"
+
+
+class NotInstantApproval(Conflict):
+    code = "gov_services.not_instant_approval"
+    title = "该申请不是秒批办结的申请"
+
+
+class RevokeWindowClosed(Conflict):
+    code = "gov_services.revoke_window_closed"
+    title = "已超过撤销时限，不能撤销该秒批结果"

@@ -25,8 +25,10 @@ APPROVED = "approved"
 REJECTED = "rejected"
 POSTED = "posted"
 DELIVERED = "delivered"
+# An instant approval (秒批) a reviewer revoked within the window.
+REVOKED = "revoked"
 OPEN_STATES = (SUBMITTED, ACCEPTED, SUPPLEMENT)
-DECIDED_STATES = (APPROVED, REJECTED, POSTED, DELIVERED)
+DECIDED_STATES = (APPROVED, REJECTED, POSTED, DELIVERED, REVOKED)
 STATUS_NAMES = {
     DRAFT: "草稿",
     SUBMITTED: "已提交",
@@ -36,6 +38,7 @@ STATUS_NAMES = {
     REJECTED: "不予办理",
     POSTED: "结果已寄出",
     DELIVERED: "结果已送达",
+    REVOKED: "已撤销",
 }
 
 
@@ -76,7 +79,14 @@ class ItemVersion(SQLModel, table=True):
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
     code: str = Field(max_length=40, index=True)
     version: int
+    # The guide (``CatalogueItem``) without the fields below, which are kept in their own columns.
     data: dict[str, Any] = Field(sa_type=sa.JSON)
+    # Machine-checkable conditions (``columns.gov_services.rules``) and instant approval (秒批).
+    rules: list[dict[str, Any]] = Field(
+        default_factory=list, sa_type=sa.JSON, sa_column_kwargs={"server_default": "[]"}
+    )
+    instant_approval: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    instant_sample_percent: int = Field(default=10, sa_column_kwargs={"server_default": "10"})
     created_by: str | None = Field(default=None, max_length=32)
     created_at: dt.datetime = created_at_field()
 
@@ -120,6 +130,17 @@ class Application(SQLModel, table=True):
     on_time: bool | None = None
     same_day: bool | None = None
     result_cert_no: str | None = Field(default=None, max_length=60)
+    # The conditions' evaluation at submission, which rules passed: [{id, kind, hard, status, explain}].
+    rule_results: list[dict[str, Any]] = Field(
+        default_factory=list, sa_type=sa.JSON, sa_column_kwargs={"server_default": "[]"}
+    )
+    # Approved by the rules at submission (秒批); sampled for a reviewer's after-the-fact review,
+    # which ends when a reviewer confirms or revokes it.
+    instant: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    instant_sampled: bool = Field(default=False, index=True, sa_column_kwargs={"server_default": sa.false()})
+    instant_reviewed_at: dt.datetime | None = datetime_field()
+    instant_reviewed_by: str | None = Field(default=None, max_length=32)
+    revoked_at: dt.datetime | None = datetime_field()
     tracking_no: str | None = Field(default=None, max_length=40)
     created_at: dt.datetime = created_at_field()
     submitted_at: dt.datetime | None = datetime_field(index=True)

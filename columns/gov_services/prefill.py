@@ -24,6 +24,7 @@ from columns.gov_services.catalogue import (
 from columns.gov_services.errors import IdentityRecordMissing, InvalidTransition
 from columns.gov_services.lifecycle import form_of, form_view, record_event, set_form, version_of
 from columns.gov_services.models import DRAFT, SUPPLEMENT, Application
+from columns.gov_services.rules import record_fields
 
 PREFILL_PURPOSE = "gov_services.prefill"
 
@@ -41,6 +42,10 @@ def prefill_preview(item: CatalogueItem) -> list[dict[str, Any]]:
             g = groups.setdefault("certificate", {"fields": {}, "materials": []})
             g["fields"][f"certificate.{m.ecert}"] = f"电子证照：{m.ecert}"
             g["materials"].append(m.name)
+    # Fields the condition rules check are read with the same consent as the materials' fields.
+    for f in sorted(record_fields(item.rules)):
+        g = groups.setdefault(f.split(".", 1)[0], {"fields": {}, "materials": []})
+        g["fields"].setdefault(f, RECORD_FIELDS[f])
     return [
         {
             "group": g,
@@ -72,7 +77,7 @@ async def prefill(
     form = form_of(app)
     consents = dict(app.consents)
     ecerts = dict(app.ecerts)
-    wanted = {f for m in item.materials for f in m.fill_fields}
+    wanted = {f for m in item.materials for f in m.fill_fields} | record_fields(item.rules)
     for g in groups:
         c = await consent.grant(
             session,

@@ -3,6 +3,9 @@ approval with the e-certificate and paper result, and rejection."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import sqlalchemy as sa
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -27,12 +30,17 @@ from columns.gov_services.lifecycle import (
 from columns.gov_services.models import (
     ACCEPTED,
     APPROVED,
+    DELIVERED,
     DRAFT,
+    POSTED,
     REJECTED,
     SUBMITTED,
     SUPPLEMENT,
     Application,
 )
+
+# States of an instant approval a reviewer may still confirm or revoke.
+INSTANT_REVIEWABLE = (APPROVED, POSTED, DELIVERED)
 
 
 async def reviewable(session: AsyncSession, *, app_id: str, principal: Principal) -> Application:
@@ -46,11 +54,22 @@ async def reviewable(session: AsyncSession, *, app_id: str, principal: Principal
 
 
 async def queue(session: AsyncSession, *, principal: Principal, status: str | None) -> list[Application]:
+    """Open applications of the reviewer's department, and instant approvals sampled for review
+    that no reviewer has confirmed or revoked yet."""
     q = select(Application).where(Application.department == (principal.department or ""))
     if status:
         q = q.where(Application.status == status)
     else:
-        q = q.where(col(Application.status).in_([SUBMITTED, ACCEPTED, SUPPLEMENT]))
+        q = q.where(
+            sa.or_(
+                col(Application.status).in_([SUBMITTED, ACCEPTED, SUPPLEMENT]),
+                sa.and_(
+                    col(Application.instant_sampled).is_(True),
+                    col(Application.instant_reviewed_at).is_(None),
+                    col(Application.status).in_(INSTANT_REVIEWABLE),
+                ),
+            )
+        )
     return list((await session.exec(q.order_by(col(Application.due_at).asc()).limit(200))).all())
 
 
@@ -100,14 +119,22 @@ async def request_supplement(
 
 
 async def approve(
-    session: AsyncSession, *, app: Application, principal: Principal, note: str | None
+    session: AsyncSession,
+    *,
+    app: Application,
+    principal: Principal | None,
+    note: str | None,
+    role: str = "reviewer",
+    data: dict[str, Any] | None = None,
 ) -> Application:
+    """Approve an accepted application. ``principal`` is None when the rules approve it (秒批,
+    ``role`` "system"); ``data`` goes into the timeline and the audit record."""
     await transition(session, app, [ACCEPTED], APPROVED)
     item = await version_of(session, app)
     now = utcnow()
     record_decision(app, now)
     app.updated_at = now
-    app.reviewer_id = app.reviewer_id or principal.id
+    app.reviewer_id = app.reviewer_id or (principal.id if principal else None)
     if item.result.ecert:
         applicant = await session.get(Account, app.applicant_id)
         holder = applicant.id_number if applicant else None
@@ -131,8 +158,8 @@ async def approve(
         title=f"办结：{item.result.name}",
         note=note,
         actor=principal,
-        role="reviewer",
-        data={"cert_no": app.result_cert_no},
+        role=role,
+        data={"cert_no": app.result_cert_no, **(data or {})},
     )
     extra = "电子证照已存入您的证照夹。" if app.result_cert_no else ""
     if item.result.paper and app.delivery == "免费邮寄":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile
@@ -16,6 +17,8 @@ from columns.gov_services import (
     applications,
     catalogue_io,
     catalogue_store,
+    eligibility,
+    instant,
     lifecycle,
     rating,
     review,
@@ -35,9 +38,11 @@ from columns.gov_services.schemas import (
     ApplicationCreate,
     ApplicationOut,
     ApplicationsOut,
+    ConditionCheckOut,
     DecisionIn,
     DepartmentRatingsOut,
     DepartmentsOut,
+    EligibilityOut,
     EventOut,
     FollowUpsOut,
     FormOut,
@@ -45,6 +50,7 @@ from columns.gov_services.schemas import (
     ItemGuideOut,
     ItemRatingsOut,
     ItemVersionOut,
+    ManualConditionOut,
     OverdueListOut,
     PrefillIn,
     PrefillPreviewOut,
@@ -53,6 +59,8 @@ from columns.gov_services.schemas import (
     RatingOut,
     RatingsSummaryOut,
     RejectIn,
+    RevokeIn,
+    RuleOutcomeOut,
     SearchHitOut,
     SearchOut,
     SeedOut,
@@ -94,6 +102,10 @@ def _out(app: Application, **extra: Any) -> ApplicationOut:
         created_at=app.created_at,
         submitted_at=app.submitted_at,
         decided_at=app.decided_at,
+        conditions=[RuleOutcomeOut.model_validate(r) for r in app.rule_results],
+        instant=app.instant,
+        instant_sampled=app.instant_sampled,
+        revoked_at=app.revoked_at,
         **extra,
     )
 
@@ -163,6 +175,38 @@ async def prefill_preview(code: str, session: SessionDep) -> PrefillPreviewOut:
     """What one-tap application would fill from the records, per consent group."""
     _, item = await catalogue_store.get_item(session, code=code)
     return PrefillPreviewOut.model_validate({"code": code, "groups": prefilling.prefill_preview(item)})
+
+
+@router.get("/items/{code}/eligibility")
+async def item_eligibility(
+    code: str,
+    principal: CurrentAccount,
+    session: SessionDep,
+    application_id: Annotated[str | None, Query(max_length=32, title="申请编号")] = None,
+) -> EligibilityOut:
+    """Which of the item's conditions you meet and why, before submitting: with ``application_id``
+    from that draft's prefilled records and e-certificates, without it from your verified ID number."""
+    if application_id:
+        app = await applications.owned_application(session, app_id=application_id, principal=principal)
+        if app.item_code != code:
+            raise ValidationFailed("该申请不是这个事项的申请", application_id=application_id)
+        item = await lifecycle.version_of(session, app)
+        checked = await eligibility.for_application(session, app=app, item=item)
+    else:
+        _, item = await catalogue_store.get_item(session, code=code)
+        checked = await eligibility.for_account(session, account_id=principal.id, item=item)
+    return EligibilityOut(
+        code=code,
+        application_id=application_id,
+        can_submit=not checked.blocking,
+        instant_possible=item.instant_approval and checked.fully_met,
+        conditions=[ConditionCheckOut.model_validate(asdict(r)) for r in checked.results],
+        manual=[
+            ManualConditionOut(condition=n, text=text, reason="需人工审核") for n, text in checked.manual
+        ],
+        blocking=[f"{r.explain}：{r.reason}" for r in checked.blocking],
+        warnings=[f"{r.explain}：{r.reason}" for r in checked.warnings],
+    )
 
 
 @router.get("/departments", dependencies=[Depends(public)])
@@ -366,6 +410,22 @@ async def reject(
 ) -> ApplicationOut:
     """Reject with a reason the resident sees."""
     return _out(await review.reject(session, app=app, principal=principal, reason=body.reason))
+
+
+@router.post("/review/applications/{app_id}/instant-confirm")
+async def confirm_instant(
+    body: DecisionIn, app: ReviewableApplication, principal: Reviewer, session: SessionDep
+) -> ApplicationOut:
+    """After-the-fact review of an instant approval (秒批): it stands."""
+    return _out(await instant.confirm(session, app=app, principal=principal, note=body.note))
+
+
+@router.post("/review/applications/{app_id}/revoke")
+async def revoke_instant(
+    body: RevokeIn, app: ReviewableApplication, principal: Reviewer, session: SessionDep
+) -> ApplicationOut:
+    """Revoke an instant approval (秒批) within the window, with a reason the resident sees."""
+    return _out(await instant.revoke(session, app=app, principal=principal, reason=body.reason))
 
 
 @router.get("/review/follow-ups")

@@ -170,6 +170,45 @@ class UploadOut(BaseModel):
     created_at: dt.datetime
 
 
+class RuleOutcomeOut(BaseModel):
+    """One condition rule's outcome, as recorded at submission."""
+
+    id: str
+    kind: str
+    hard: bool
+    status: str = Field(description="met / unmet / unknown (需人工审核)")
+    explain: str
+
+
+class ConditionCheckOut(RuleOutcomeOut):
+    condition: int | None = Field(description="所核验的受理条件序号（1 为第一条）")
+    reason: str = Field(description="满足或不满足的原因；缺少数据时为“需人工审核”")
+
+
+class ManualConditionOut(BaseModel):
+    condition: int
+    text: str
+    reason: str
+
+
+class EligibilityOut(BaseModel):
+    """Which conditions the resident meets, before submitting."""
+
+    code: str
+    application_id: str | None
+    can_submit: bool = Field(description="没有未满足的硬性条件")
+    instant_possible: bool = Field(description="本事项可秒批，且全部条件均已核验满足")
+    conditions: list[ConditionCheckOut]
+    manual: list[ManualConditionOut] = Field(description="没有核验规则、由工作人员审核的条件")
+    blocking: list[str]
+    warnings: list[str]
+
+
+class RevokeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: Reason
+
+
 class ApplicationOut(BaseModel):
     id: str
     number: str
@@ -194,6 +233,10 @@ class ApplicationOut(BaseModel):
     uploads: list[UploadOut] | None = None
     timeline: list[EventOut] | None = None
     missing_materials: list[str] | None = None
+    conditions: list[RuleOutcomeOut] = Field(default_factory=list)
+    instant: bool = False
+    instant_sampled: bool = False
+    revoked_at: dt.datetime | None = None
 
 
 class RatingOut(BaseModel):
