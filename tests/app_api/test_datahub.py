@@ -159,3 +159,56 @@ async def test_unknown_person_is_a_clear_error(login: LoginFn, client: httpx.Asy
                 consent_id=c.id,
                 subject_account_id=me["id"],
             )
+
+
+async def test_exchange_certificates_come_from_its_own_library(
+    live_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sandbox answers certificates from its library, never from the app's tables; issuing is
+    idempotent by number, and a number reused for other contents is refused."""
+    import secrets
+
+    from app_api.core.settings import get_settings
+    from app_api.platform.datahub.errors import LibraryConflict
+    from app_api.platform.datahub.models import ECertificate
+    from app_api.platform.datahub.service import IssueOrder
+
+    monkeypatch.setattr(get_settings(), "datahub_url", f"{live_url}/sandbox/datahub")
+    idn = await make_person()
+    async with session_scope() as s:
+        s.add(
+            ECertificate(
+                holder_id_hash=id_hash(idn),
+                cert_type="household_register",
+                cert_no="LOCAL" + secrets.token_hex(6),
+                title="居民户口簿",
+                issuer="亳州市公安局",
+                issued_on=dt.date(2010, 1, 1),
+            )
+        )
+    order = IssueOrder(
+        cert_no="T" + secrets.token_hex(8).upper(),
+        holder_id_number=idn,
+        cert_type="old_age_card",
+        title="老年人优待证",
+        issuer="谯城区民政局",
+        issued_on=dt.date(2028, 2, 29),
+        valid_until=dt.date(2033, 2, 28),
+        data={"item": "BZ-MZ-001"},
+        source_ref="app-1",
+    )
+    async with session_scope() as s:
+        assert [c.title for c in await LocalDatahub().certificates(s, idn)] == ["居民户口簿"]
+        assert await HttpDatahub().certificates(s, idn) == []
+        await HttpDatahub().issue_certificate(s, order)
+        await HttpDatahub().issue_certificate(s, order)
+        held = await HttpDatahub().certificates(s, idn)
+        assert [(c.cert_no, c.valid_until, c.status) for c in held] == [
+            (order.cert_no, order.valid_until, "valid")
+        ]
+        with pytest.raises(LibraryConflict):
+            await HttpDatahub().issue_certificate(s, IssueOrder(**{**order.__dict__, "title": "另一证照"}))
+        await HttpDatahub().revoke_certificate(s, order.cert_no, "信息有误")
+        assert [c.status for c in await HttpDatahub().certificates(s, idn)] == ["revoked"]
+        with pytest.raises(LibraryConflict):
+            await HttpDatahub().revoke_certificate(s, "NOSUCH" + order.cert_no, "信息有误")

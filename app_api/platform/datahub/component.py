@@ -1,9 +1,9 @@
-"""The city data center gateway, and its sandbox in development."""
+"""The city data center gateway, the certificate wallet, and the data exchange's sandbox in development."""
 
 from fastapi import APIRouter
 
 from app_api.core.component import Component, Mount, Sandbox
-from app_api.platform.datahub import models, router
+from app_api.platform.datahub import models, router, tasks
 
 
 def _sandbox() -> APIRouter:
@@ -17,4 +17,5 @@ component = Component(
     routers=(Mount(router.router),),
     sandboxes=(Sandbox("/sandbox/datahub", _sandbox),),
     models=(models,),
+    tasks=(tasks,),
 )

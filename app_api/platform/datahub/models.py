@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from app_api.core.db import created_at_field, new_id
+from app_api.core.db import created_at_field, datetime_field, new_id
 
 
 class PopulationRecord(SQLModel, table=True):
@@ -47,10 +47,22 @@ class LegalPersonRecord(SQLModel, table=True):
 
 
 class ECertificate(SQLModel, table=True):
+    """An e-certificate: with the local adapter the record itself; with the city's library a cache of
+    what we issued there, showing whether it has arrived (``state``) and whether it was revoked.
+
+    ``cert_no`` is the certificate's number in the library and the idempotency key of issuing it.
+    """
+
     __tablename__ = "app_datahub_certificate"
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
     holder_id_hash: str = Field(max_length=64, index=True)
+    # The holder's ID number, encrypted: sent to the library by the issuing job.
+    holder_id_enc: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
+    # pending: written here, not yet in the library; issued: the library has it.
+    state: str = Field(
+        default="issued", max_length=16, index=True, sa_column_kwargs={"server_default": "issued"}
+    )
     cert_type: str = Field(max_length=60, index=True)
     cert_no: str = Field(max_length=60, unique=True)
     title: str = Field(max_length=100)
@@ -60,6 +72,11 @@ class ECertificate(SQLModel, table=True):
     data: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON)
     source_ref: str | None = Field(default=None, max_length=64)
     created_at: dt.datetime = created_at_field()
+    issued_at: dt.datetime | None = datetime_field()
+    revoked_at: dt.datetime | None = datetime_field()
+    revoke_reason: str | None = Field(default=None, max_length=200)
+    # When the library was told of the revocation (None while the job is still on its way).
+    revoke_sent_at: dt.datetime | None = datetime_field()
 
 
 class DataAccessLog(SQLModel, table=True):

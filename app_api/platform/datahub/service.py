@@ -5,6 +5,11 @@ default, seeded), and ``HttpDatahub`` for the city's data exchange platform (req
 ``app_api.core.signing``; its protocol sandbox, development only, is ``app_api.platform.datahub.sandbox``).
 Whichever adapter answers, the gateway first checks the consent and then records the read in
 ``app_datahub_access``.
+
+Issuing an e-certificate writes it to the city's e-certificate library through the adapter, after
+the commit, by an outbox job (``app_api.platform.datahub.certificates``): ``issue_certificate`` keeps
+a ``pending`` row here (the cache the wallet shows) and the job sends it, keyed by its certificate
+number, until the library has it.
 """
 
 from __future__ import annotations
@@ -21,16 +26,21 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_api.core import paging
-from app_api.core.crypto import decrypt_bytes, decrypt_str, lookup_hash
+from app_api.core.clock import china_today
+from app_api.core.crypto import decrypt_bytes, decrypt_str, encrypt_str, lookup_hash
 from app_api.core.errors import AppError, UpstreamError
 from app_api.core.http import http_client
+from app_api.core.jobs import outbox
 from app_api.core.settings import get_settings
 from app_api.core.signing import signed_headers
 from app_api.platform.consent.service import require as require_consent
+from app_api.platform.datahub.errors import LibraryConflict
 from app_api.platform.datahub.models import DataAccessLog, ECertificate, LegalPersonRecord, PopulationRecord
 from app_api.platform.datahub.schemas import DataAccessOut
+from app_api.platform.datahub.validity import valid_until
 
 APP_ID = "wojia"
+ISSUE_TASK = "datahub.issue_certificate"
 R = TypeVar("R")
 
 
@@ -75,6 +85,36 @@ class Certificate:
     issued_on: dt.date
     valid_until: dt.date | None
     data: dict[str, Any]
+    # As the library answers: "valid" or "revoked".
+    status: str = "valid"
+
+
+@dataclass(frozen=True)
+class IssueOrder:
+    """One certificate to write into the library; ``cert_no`` makes a repeated order a no-op."""
+
+    cert_no: str
+    holder_id_number: str
+    cert_type: str
+    title: str
+    issuer: str
+    issued_on: dt.date
+    valid_until: dt.date | None
+    data: dict[str, Any]
+    source_ref: str | None
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "cert_no": self.cert_no,
+            "holder_id_number": self.holder_id_number,
+            "cert_type": self.cert_type,
+            "title": self.title,
+            "issuer": self.issuer,
+            "issued_on": self.issued_on.isoformat(),
+            "valid_until": self.valid_until.isoformat() if self.valid_until else None,
+            "data": self.data,
+            "source_ref": self.source_ref,
+        }
 
 
 def id_hash(id_number: str) -> str:
@@ -85,6 +125,14 @@ class Adapter(Protocol):
     async def person(self, session: AsyncSession, id_number: str) -> PersonRecord | None: ...
     async def legal_persons(self, session: AsyncSession, rep_id_number: str) -> list[LegalPerson]: ...
     async def certificates(self, session: AsyncSession, id_number: str) -> list[Certificate]: ...
+    async def issue_certificate(self, session: AsyncSession, order: IssueOrder) -> None:
+        """Write the certificate into the library; an order already there (same number, same
+        contents) is accepted again; the same number with other contents raises ``LibraryConflict``."""
+        ...
+
+    async def revoke_certificate(self, session: AsyncSession, cert_no: str, reason: str) -> None:
+        """Mark the certificate revoked in the library (again: a no-op)."""
+        ...
 
 
 def _person_of(r: PopulationRecord) -> PersonRecord:
@@ -124,10 +172,14 @@ def _cert_of(r: ECertificate) -> Certificate:
         issued_on=r.issued_on,
         valid_until=r.valid_until,
         data=r.data,
+        status="revoked" if r.revoked_at else "valid",
     )
 
 
 class LocalDatahub:
+    """The records in our own database (the embedded default): the certificate table is the library
+    itself, so a certificate is in it once its row leaves ``pending``."""
+
     async def person(self, session: AsyncSession, id_number: str) -> PersonRecord | None:
         r = (
             await session.exec(
@@ -146,9 +198,24 @@ class LocalDatahub:
 
     async def certificates(self, session: AsyncSession, id_number: str) -> list[Certificate]:
         rows = (
-            await session.exec(select(ECertificate).where(ECertificate.holder_id_hash == id_hash(id_number)))
+            await session.exec(
+                select(ECertificate).where(
+                    ECertificate.holder_id_hash == id_hash(id_number), ECertificate.state == "issued"
+                )
+            )
         ).all()
         return [_cert_of(r) for r in rows]
+
+    async def issue_certificate(self, session: AsyncSession, order: IssueOrder) -> None:
+        # The row written by ``Datahub.issue_certificate`` is the record; the job marks it issued.
+        row = (await session.exec(select(ECertificate).where(ECertificate.cert_no == order.cert_no))).first()
+        if row is None or row.holder_id_hash != id_hash(order.holder_id_number):
+            raise LibraryConflict(cert_no=order.cert_no)
+
+    async def revoke_certificate(self, session: AsyncSession, cert_no: str, reason: str) -> None:
+        # The row's ``revoked_at`` is the record's revocation.
+        if (await session.exec(select(ECertificate).where(ECertificate.cert_no == cert_no))).first() is None:
+            raise LibraryConflict(cert_no=cert_no)
 
 
 class HttpDatahub:
@@ -169,6 +236,8 @@ class HttpDatahub:
             raise UpstreamError("城市数据中心暂时无法访问") from e
         if resp.status_code == 404:
             return {}
+        if resp.status_code == 409:
+            raise LibraryConflict(upstream_code=data.get("code"), upstream_msg=data.get("msg"))
         if resp.status_code != 200 or data.get("code") != "0":
             raise UpstreamError("城市数据中心返回错误", upstream_code=data.get("code"))
         result: dict[str, Any] = data.get("data") or {}
@@ -198,6 +267,12 @@ class HttpDatahub:
             x["valid_until"] = dt.date.fromisoformat(x["valid_until"]) if x.get("valid_until") else None
             out.append(Certificate(**x))
         return out
+
+    async def issue_certificate(self, session: AsyncSession, order: IssueOrder) -> None:
+        await self._post("/v1/certificate/issue", order.payload())
+
+    async def revoke_certificate(self, session: AsyncSession, cert_no: str, reason: str) -> None:
+        await self._post("/v1/certificate/revoke", {"cert_no": cert_no, "reason": reason})
 
 
 class Datahub:
@@ -321,21 +396,27 @@ class Datahub:
         source_ref: str,
         valid_years: int | None = None,
     ) -> Certificate:
-        """Write a new e-certificate into the records (the result of an approved application)."""
-        today = dt.date.today()
+        """Issue a new e-certificate (the result of an approved application): a ``pending`` row here,
+        in the caller's transaction, and an outbox job that writes it into the city's library after the
+        commit (retried while the library is down; the certificate number makes a retry harmless).
+        Dated in China time; valid until the day before the anniversary of ``valid_years``."""
+        today = china_today()
         cert = ECertificate(
             holder_id_hash=id_hash(holder_id_number),
+            holder_id_enc=encrypt_str(holder_id_number.upper(), aad="id_number"),
+            state="pending",
             cert_type=cert_type,
             title=title,
             issuer=issuer,
             cert_no=f"{today:%Y%m%d}{secrets.token_hex(5).upper()}",
             issued_on=today,
-            valid_until=today.replace(year=today.year + valid_years) if valid_years else None,
+            valid_until=valid_until(today, valid_years),
             data=data,
             source_ref=source_ref,
         )
         session.add(cert)
         await session.flush()
+        await outbox.enqueue(session, ISSUE_TASK, certificate_id=cert.id)
         return _cert_of(cert)
 
 
