@@ -45,13 +45,16 @@ rasa-env:
 rasa-train: rasa-env venv
 	@echo "rasa model: $$(scripts/rasa-train.sh)"
 
-run: venv rasa-train
+# The API serves at once; the assistant joins when its environment and model are ready (built or
+# trained in the background by bot/rasa-run.sh when not cached; until then chat answers 503
+# bot.starting with Retry-After).
+run: venv
 	$(PY) -m app_api.wiring.cli db upgrade
 	$(PY) -m app_api.wiring.cli seed
 	@mkdir -p var
 	@echo ""
 	@echo "Wojia API on http://$(HOST):$(PORT)  -  docs: http://$(HOST):$(PORT)/docs"
-	@echo "assistant (Rasa) on http://127.0.0.1:5005, log in var/rasa.log (ready after its model loads)"
+	@echo "assistant (Rasa) on http://127.0.0.1:5005, log in var/rasa.log (ready after its model is trained if needed, and loaded)"
 	@WOJIA_BOT_ACTION_URL=http://$(HOST):$(PORT)/api/v1/bot/actions bot/rasa-run.sh > var/rasa.log 2>&1 & \
 	  rasa_pid=$$!; trap 'kill $$rasa_pid 2>/dev/null' EXIT INT TERM; \
 	  WOJIA_PUBLIC_BASE_URL=http://$(HOST):$(PORT) $(PY) -m app_api.wiring.cli serve --host $(HOST) --port $(PORT) --no-migrate

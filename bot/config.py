@@ -8,7 +8,7 @@ from typing import Self
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from app_api.core.settings import WojiaSettings, get_settings
+from app_api.core.settings import VAR_DIR, WojiaSettings, get_settings
 
 DEV_ACTION_TOKEN = "dev-bot-action-token"
 DEV_SENDER_KEY = "dev-bot-sender-key"
@@ -27,6 +27,12 @@ class BotSettings(WojiaSettings):
     action_token: SecretStr = SecretStr(DEV_ACTION_TOKEN)
     # Keyed hash that turns an account id into Rasa's sender id (Rasa never sees phone numbers).
     sender_key: SecretStr = SecretStr(DEV_SENDER_KEY)
+    # Where ``bot/rasa-run.sh`` writes "<phase> <pid>" while the assistant is not serving yet
+    # (phase: training, loading); its pid tells a start still going on from a crashed one.
+    # Empty: no such file (production runs Rasa as its own service).
+    state_file: str = str(VAR_DIR / "rasa.state")
+    # Retry-After of a chat answered while the assistant starts.
+    starting_retry_after_s: int = Field(default=30, ge=1, le=600)
     hotline: str = "12345"
     # Deep link back into the app, filled with the item code (when the catalogue gives none).
     apply_link: str = "wojia://gov_services/items/{code}/apply"

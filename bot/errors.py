@@ -11,6 +11,14 @@ class AssistantUnavailable(AppError):
     status = 503
 
 
+class AssistantStarting(AssistantUnavailable):
+    """Rasa is training or loading its model (development: ``bot/rasa-run.sh`` says so); the rest of
+    the app already serves."""
+
+    code = "bot.starting"
+    title = "智能助手正在启动，请稍后再试"
+
+
 class ActionTokenInvalid(AppError):
     code = "bot.action_token_invalid"
     title = "助手动作调用未授权"

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
 import re
 import secrets
+from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
@@ -22,7 +24,7 @@ from bot.actions.call import Rejected
 from bot.actions.dispatch import run_action
 from bot.actions.protocol import ActionRejected, ActionResult
 from bot.config import BotSettings, get_bot_settings
-from bot.errors import ActionTokenInvalid, AssistantUnavailable, UnknownAction
+from bot.errors import ActionTokenInvalid, AssistantStarting, AssistantUnavailable, UnknownAction
 from bot.schemas import ChatReply, ChatRequest, ReplyButton, ReplyMessage
 from bot.sender import account_sender_id, anonymous_sender_id
 from bot.sources import Sources
@@ -34,6 +36,27 @@ Settings = Annotated[BotSettings, Depends(get_bot_settings)]
 _SPACES = re.compile(r"\s+")
 # Spaces between two Chinese characters (老年 证) split what jieba would keep as one word.
 _CJK_SPACE = re.compile(r"(?<=[\u4e00-\u9fff])\s+(?=[\u4e00-\u9fff])")
+
+
+def starting_phase(settings: BotSettings) -> str | None:
+    """What the assistant's start script is doing ("training", "loading"), or None: no start under
+    way (no state file, or its process is gone, i.e. the start failed or Rasa stopped since)."""
+    if not settings.state_file:
+        return None
+    try:
+        phase, pid = Path(settings.state_file).read_text(encoding="utf-8").split()
+        os.kill(int(pid), 0)
+    except (OSError, ValueError):
+        return None
+    return phase if phase in ("training", "loading") else None
+
+
+def _unavailable(settings: BotSettings) -> AssistantUnavailable:
+    phase = starting_phase(settings)
+    if phase is None:
+        return AssistantUnavailable()
+    detail = "正在训练对话模型" if phase == "training" else "正在加载对话模型"
+    return AssistantStarting(f"智能助手{detail}，请稍后再试", retry_after=settings.starting_retry_after_s)
 
 
 def normalize_message(text: str) -> str:
@@ -59,10 +82,10 @@ async def send_message(body: ChatRequest, principal: OptionalAccount, settings: 
         r = await http_client().post(url, json=payload, timeout=settings.rasa_timeout_s)
     except httpx.HTTPError as e:
         log.warning("bot: Rasa unreachable at %s: %s", settings.rasa_url, type(e).__name__)
-        raise AssistantUnavailable() from e
+        raise _unavailable(settings) from e
     if r.status_code != 200:
         log.warning("bot: Rasa answered %s", r.status_code)
-        raise AssistantUnavailable()
+        raise _unavailable(settings)
     try:
         raw = r.json()
     except ValueError as e:

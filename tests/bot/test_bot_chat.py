@@ -1,7 +1,7 @@
 """The chat API with the trained model running: what a resident sees, turn by turn.
 
 Marked ``rasa``: they start ``rasa run`` with the model from ``scripts/rasa-train.sh`` (30-40 s once
-per session). The last test stops Rasa, so it must stay last in this module.
+per session). Rasa down or starting: ``test_bot_starting.py``.
 """
 
 from __future__ import annotations
@@ -125,14 +125,3 @@ async def test_elderly_mode_replies_are_shorter(client: httpx.AsyncClient, login
     short = await elderly.text("老年证要带什么材料")
     assert (await catalogue_item("老年证"))["name"] in short
     assert len(short) < len(normal)
-
-
-async def test_rasa_stopped(client: httpx.AsyncClient, chat: Chat, rasa_server: Any) -> None:
-    """Keep last: stops the session's Rasa server."""
-    rasa_server.stop()
-    r = await client.post(URL, json={"message": "老年证要带什么材料"})
-    assert r.status_code == 503
-    assert r.json()["code"] == "bot.unavailable"
-    assert "12345" in r.json()["title"]
-    # The rest of the app does not notice.
-    assert (await client.get("/healthz")).status_code == 200
