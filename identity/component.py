@@ -19,6 +19,5 @@ component = Component(
     sandboxes=(Sandbox("/sandbox/realperson", _sandbox),),
     models=(models,),
     tasks=(tasks,),
-    startup=identity.startup,
     shutdown=identity.shutdown,
 )

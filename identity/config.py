@@ -47,6 +47,9 @@ class IdentitySettings(WojiaSettings):
     face_workers: int = 2
     face_max_inflight: int = 8
     face_job_timeout_s: float = 20.0
+    # The pool's workers start on the first face job and stop after this many seconds without
+    # one (0: they stay until shutdown). Each holds the dlib models, about 160 MB.
+    face_pool_idle_s: float = Field(default=300.0, ge=0)
 
     # Liveness from landmarks (see identity.face.liveness).
     blink_closed_ratio: float = 0.6

@@ -77,6 +77,12 @@ class FaceEngineTimeout(AppError):
     status = 503
 
 
+class FaceEngineFailed(AppError):
+    code = "identity.face_engine_failed"
+    title = "人脸识别服务出错，请稍后再试"
+    status = 503
+
+
 class RealPersonServiceError(AppError):
     code = "identity.real_person_service_error"
     title = "实人认证服务暂时无法响应，请稍后再试"
