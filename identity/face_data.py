@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 from sqlmodel import col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -88,6 +87,8 @@ def stored_template(profile: IdentityFaceProfile) -> list[float] | None:
     """The profile's face template, decrypted (None when the verifier kept none)."""
     if profile.template_enc is None:
         return None
+    import numpy as np  # here, not at import: the api process should not load numpy until it is used
+
     blob = decrypt_bytes(profile.template_enc, aad=f"face_template:{profile.account_id}")
     return [float(x) for x in np.frombuffer(blob, dtype=np.float32)]
 
@@ -110,6 +111,8 @@ async def store_face_data(
     p.consent_id = consent_id
     p.verifier = verifier
     if template is not None:
+        import numpy as np
+
         blob = np.asarray(template, dtype=np.float32).tobytes()
         p.template_enc = encrypt_bytes(blob, aad=f"face_template:{account_id}")
     if photo is not None:

@@ -27,7 +27,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pypinyin import lazy_pinyin
 from rapidfuzz import fuzz, process
 
 Field = Literal["name", "synonym", "keyword"]
@@ -67,6 +66,10 @@ def strip_fillers(text: str) -> str:
 def _syllables(text: str) -> list[str]:
     """Pinyin syllables of the Chinese runs (phrase-aware, so 银行 is yin hang), other characters
     one by one: "80岁补贴" gives ["8", "0", "sui", "bu", "tie"]."""
+    # pypinyin loads its phrase dictionary (about half a second) on import: here, when an index is
+    # built, rather than in every process that imports the column.
+    from pypinyin import lazy_pinyin
+
     out: list[str] = []
     for run in _RUNS.findall(text):
         if _CJK.match(run):

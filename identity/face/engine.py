@@ -11,9 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from identity.face.image import ImageLimits, ImageProblem, decode_for_detection
 
@@ -24,6 +22,9 @@ WEAK_DETECTION_SCORE = 0.3
 # A second confident face smaller than this share of the largest one's area is a face in the
 # background, not a second subject.
 MINOR_FACE_AREA_RATIO = 0.4
+
+if TYPE_CHECKING:
+    import numpy as np
 
 LANDMARK_GROUPS: dict[str, range] = {
     "chin": range(0, 17),
@@ -179,4 +180,6 @@ def analyse_image(
 
 def face_distance(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> float:
     """Euclidean distance between two 128-d encodings (face_recognition.face_distance)."""
+    import numpy as np
+
     return float(np.linalg.norm(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)))

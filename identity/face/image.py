@@ -11,9 +11,13 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+if TYPE_CHECKING:
+    import numpy as np
+
+# Pillow and numpy are imported where images are decoded (in the face engine's workers), not by
+# the api process that only imports ImageLimits.
 
 ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP"})
 
@@ -44,6 +48,8 @@ class ImageInfo:
 
 def probe_image(data: bytes, limits: ImageLimits) -> ImageInfo:
     """Check size, format and pixel count from the header only; no pixel data is decoded."""
+    from PIL import Image, UnidentifiedImageError
+
     if len(data) > limits.max_bytes:
         raise ImageProblem("image_too_large", f"{len(data)} bytes > {limits.max_bytes}")
     if not data:
@@ -72,6 +78,9 @@ def decode_for_detection(data: bytes, limits: ImageLimits) -> tuple[np.ndarray, 
 
     Returns the array, the original header info and the scale applied (<= 1; never upscaled).
     """
+    import numpy as np
+    from PIL import Image, ImageOps
+
     info = probe_image(data, limits)
     try:
         with warnings.catch_warnings():

@@ -22,8 +22,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-import numpy as np
-
 Point = tuple[float, float]
 
 
@@ -82,6 +80,8 @@ def yaw(points: Sequence[Point]) -> float:
 
     0 is frontal; positive is towards landmark 16 (the resident's left in an unmirrored frame).
     """
+    import numpy as np
+
     p0 = np.asarray(points[0], dtype=np.float64)
     p16 = np.asarray(points[16], dtype=np.float64)
     nose = np.asarray(points[30], dtype=np.float64)
@@ -97,6 +97,8 @@ def check_liveness(
     steps: Sequence[Step], frames: Sequence[Sequence[Point]], config: LivenessConfig | None = None
 ) -> LivenessResult:
     """Did the frames (68 points each, in upload order) perform ``steps`` in that order?"""
+    import numpy as np
+
     cfg = config or LivenessConfig()
     ears = [ear(p) for p in frames]
     yaws = [yaw(p) for p in frames]

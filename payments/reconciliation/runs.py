@@ -23,9 +23,6 @@ from app_api.platform import audit
 from payments.errors import AlreadyResolved, ItemNotFound, RunInProgress, RunNotFound
 from payments.models import RECON_ITEMS, ReconciliationItem, ReconciliationRun
 from payments.providers.base import BillFile, BillUnavailable, ProviderError
-from payments.reconciliation.bills import ParsedBill, check_totals, empty_frame, parse_bill
-from payments.reconciliation.ledger_day import load_ledger
-from payments.reconciliation.matching import match
 from payments.registry import get_provider
 
 log = logging.getLogger(__name__)
@@ -71,6 +68,11 @@ async def _stage(run_id: str, stage: str, **values: Any) -> None:
 
 async def execute_run(run_id: str, *, bill: BillFile | None = None) -> dict[str, Any]:
     """Download (unless ``bill`` is given), check, parse and match; store discrepancies and totals."""
+    # polars (about half a second to import) loads with the first run, not in every api process.
+    from payments.reconciliation.bills import ParsedBill, check_totals, empty_frame, parse_bill
+    from payments.reconciliation.ledger_day import load_ledger
+    from payments.reconciliation.matching import match
+
     async with session_scope() as session:
         run = await session.get(ReconciliationRun, run_id)
         if run is None:

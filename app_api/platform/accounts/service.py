@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from functools import cache
 from typing import cast
 
 from argon2 import PasswordHasher
@@ -155,7 +156,7 @@ async def login_resident(session: AsyncSession, *, phone: str, code: str) -> Tok
 async def login_staff(session: AsyncSession, *, phone: str, password: str, code: str) -> TokenPair:
     account = await find_by_phone(session, phone)
     # Verify the password before consuming the code, with equal work for unknown accounts.
-    hashed = account.password_hash if account and account.password_hash else _DUMMY_HASH
+    hashed = account.password_hash if account and account.password_hash else _dummy_hash()
     try:
         _ph.verify(hashed, password)
         ok = account is not None and account.password_hash is not None
@@ -250,4 +251,8 @@ async def raise_level(
     return account
 
 
-_DUMMY_HASH = _ph.hash("not-a-password-" + secrets.token_hex(8))
+@cache
+def _dummy_hash() -> str:
+    """A hash to verify against for unknown accounts; made on the first staff login, not at import
+    (an argon2 hash is about a tenth of a second of CPU and 64 MiB touched)."""
+    return _ph.hash("not-a-password-" + secrets.token_hex(8))
