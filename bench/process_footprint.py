@@ -1,0 +1,187 @@
+"""The api process's footprint: how long ``import app_api.wiring.main`` takes (the module uvicorn
+imports in every worker) and how much memory a served api worker holds when idle.
+
+Import time is measured in fresh interpreters, several rounds, median reported (wall and CPU; on a
+shared machine the CPU figure is the steadier one). Idle memory: ``wojia serve --workers N`` on a
+free port, /healthz and /api/v1/home asked a few times, then, after a pause, the resident set
+size of every process of the server read from /proc (Linux): each api worker, the supervisor when
+there is one, and any face-engine process (there should be none: they start on the first face
+check). Goals (issue 19): import <= 3 s, idle RSS <= 150 MB per api worker. Figures, not pass/fail.
+
+The database and Redis are a fresh SQLite file in a temporary directory and the in-process
+stand-in unless ``--database-url`` / ``--redis-url`` say otherwise (never the shared ``test``
+database: name your own). The environment is the caller's (``WOJIA_ENVIRONMENT``, development by
+default, which also mounts the development sandboxes).
+
+Usage: .venv/bin/python bench/process_footprint.py [--rounds 5] [--workers 2]
+       [--database-url postgresql+asyncpg://...] [--redis-url redis://127.0.0.1:6379/N]
+       [--root PATH]  (measure another checkout of the project, e.g. a baseline)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+ENTRY = "app_api.wiring.main"
+IMPORT_GOAL_S = 3.0
+RSS_GOAL_MB = 150.0
+
+_IMPORT = f"""
+import time
+w, c = time.perf_counter(), time.process_time()
+import {ENTRY}
+print(time.perf_counter() - w, time.process_time() - c)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return out
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+
+
+def measure_import(env: dict[str, str], root: Path, rounds: int) -> tuple[float, float]:
+    walls, cpus = [], []
+    for _ in range(rounds):
+        out = subprocess.run(
+            [sys.executable, "-c", _IMPORT], env=env, cwd=root, capture_output=True, text=True, check=True
+        ).stdout.split()
+        walls.append(float(out[-2]))
+        cpus.append(float(out[-1]))
+    return statistics.median(walls), statistics.median(cpus)
+
+
+def measure_idle(env: dict[str, str], root: Path, workers: int, settle_s: float) -> list[tuple[str, float]]:
+    """(role, RSS in MB) of every process of an idle, served api."""
+    subprocess.run(
+        [sys.executable, "-m", "app_api.wiring.cli", "db", "upgrade"],
+        env=env,
+        cwd=root,
+        check=True,
+        capture_output=True,
+    )
+    port = free_port()
+    cmd = [sys.executable, "-m", "app_api.wiring.cli", "serve", "--port", str(port), "--no-migrate"]
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen([*cmd, "--workers", str(workers)], env=env, cwd=root, stdout=log, stderr=log)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 180
+            while True:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    raise SystemExit(f"wojia serve did not come up:\n{log.read().decode()[-3000:]}")
+                try:
+                    if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.3)
+            # Every worker answers at least once (connections are spread across them).
+            for _ in range(10 * workers):
+                for path in ("/healthz", "/api/v1/home"):
+                    r = httpx.get(base + path, timeout=10)
+                    if r.status_code != 200:
+                        raise SystemExit(f"{path}: {r.status_code} {r.text[:200]}")
+            time.sleep(settle_s)
+            out: list[tuple[str, float]] = []
+            api = children(proc.pid) if workers > 1 else [proc.pid]
+            if workers > 1:
+                out.append(("supervisor", rss_mb(proc.pid)))
+            for pid in api:
+                if "multiprocessing.resource_tracker" in cmdline(pid):
+                    out.append(("multiprocessing helper", rss_mb(pid)))
+                    continue
+                out.append(("api worker", rss_mb(pid)))
+                for child in children(pid):
+                    spawned = "multiprocessing.spawn" in cmdline(child)
+                    out.append(("face engine" if spawned else "other child", rss_mb(child)))
+            return out
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=5, help="fresh interpreters for the import time")
+    ap.add_argument("--workers", type=int, default=2, help="uvicorn workers of the served api")
+    ap.add_argument("--settle", type=float, default=3.0, help="seconds idle before reading memory")
+    ap.add_argument("--database-url", default="", help="default: a fresh SQLite file")
+    ap.add_argument("--redis-url", default="", help="default: the in-process stand-in")
+    ap.add_argument("--root", type=Path, default=ROOT, help="the checkout to measure")
+    args = ap.parse_args()
+    if args.database_url and args.database_url.rsplit("/", 1)[-1].split("?")[0] == "test":
+        raise SystemExit("refusing the shared 'test' database: name a database of your own")
+
+    root = args.root.resolve()
+    with tempfile.TemporaryDirectory(prefix="wojia-footprint-") as tmp:
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(root),
+            "WOJIA_VAR_DIR": tmp,
+            "WOJIA_DATABASE_URL": args.database_url or f"sqlite+aiosqlite:///{tmp}/footprint.db",
+            "WOJIA_REDIS_URL": args.redis_url or "memory://",
+            "WOJIA_LOG_JSON": "false",
+        }
+        wall, cpu = measure_import(env, root, args.rounds)
+        procs = measure_idle(env, root, args.workers, args.settle)
+    load = os.getloadavg()[0]
+    workers = [mb for role, mb in procs if role == "api worker"]
+    print(f"checkout: {root}  environment: {os.environ.get('WOJIA_ENVIRONMENT', 'development')}")
+    print(f"database: {args.database_url or 'SQLite (fresh)'}  redis: {args.redis_url or 'memory://'}")
+    print(f"load average at the end: {load:.2f} on {os.cpu_count()} CPUs")
+    print()
+
+    def row(name: str, value: float, goal: float) -> None:
+        print(f"{name:<44}{value:>10.2f}{goal:>10.1f}{value / goal:>8.2f}")
+
+    print(f"{'figure':<44}{'value':>10}{'goal':>10}{'ratio':>8}")
+    row(f"import {ENTRY} wall, s (median)", wall, IMPORT_GOAL_S)
+    row(f"import {ENTRY} CPU, s (median)", cpu, IMPORT_GOAL_S)
+    row("idle RSS per api worker, MB (largest)", max(workers) if workers else 0.0, RSS_GOAL_MB)
+    print(f"{'face-engine processes while idle':<44}{sum(r == 'face engine' for r, _ in procs):>10}{0:>10}")
+    print()
+    for role, mb in procs:
+        print(f"  {role:<24}{mb:>8.1f} MB")
+    print(f"  {'all processes':<24}{sum(mb for _, mb in procs):>8.1f} MB")
+
+
+if __name__ == "__main__":
+    main()
