@@ -20,8 +20,8 @@ from app_api.core.db import savepoint, utcnow
 from app_api.core.errors import IdentityLevelRequired, ValidationFailed
 from app_api.platform import notify
 from app_api.platform.accounts.principal import Principal
-from columns.gov_services import eligibility, instant, messages, workdays
-from columns.gov_services.catalogue import CatalogueItem
+from columns.gov_services import eligibility, fee_payments, instant, messages, workdays
+from columns.gov_services.catalogue import CONSENT_GROUPS, RECORD_FIELDS, CatalogueItem
 from columns.gov_services.catalogue_store import get_item
 from columns.gov_services.config import get_config
 from columns.gov_services.errors import (
@@ -38,12 +38,26 @@ from columns.gov_services.lifecycle import (
     pauses_of,
     record_event,
     set_address,
+    set_form,
     started_at,
     transition,
     version_of,
 )
-from columns.gov_services.models import ACCEPTED, DRAFT, SUBMITTED, SUPPLEMENT, Application, Upload
+from columns.gov_services.models import (
+    ACCEPTED,
+    AWAITING_PAYMENT,
+    DRAFT,
+    SUBMITTED,
+    SUPPLEMENT,
+    WITHDRAWN,
+    Application,
+    Upload,
+)
+from columns.gov_services.rules import Eligibility
 from columns.gov_services.storage import check_upload, display_name, get_storage
+
+# States the resident may withdraw from (撤回): anything not decided yet.
+WITHDRAWABLE = (AWAITING_PAYMENT, SUBMITTED, ACCEPTED, SUPPLEMENT)
 
 # Steps outside the department's review stage: the resident's own, acceptance, delivery.
 NON_REVIEW_STEPS = ("申请", "预约", "报名", "受理", "送达")
@@ -252,17 +266,53 @@ async def submit(
         raise ConditionsNotMet(
             "；".join(reasons), reasons=reasons, conditions=[asdict(r) for r in checked.results]
         )
-    if not await claim(session, app, [DRAFT], SUBMITTED):
+    fee = fee_payments.quote(item, form)
+    pay_first = fee.charge_at == "submit"
+    if not await claim(session, app, [DRAFT], AWAITING_PAYMENT if pay_first else SUBMITTED):
         return app  # a concurrent submit of the same draft won; same outcome
-    now = utcnow()
     app.delivery = choice
     if choice == "免费邮寄" and address:
         clean = {k: address[k].strip() for k in ("name", "phone", "address")}
         set_address(app, clean)
+    app.rule_results = checked.record()
+    app.fee_fen, app.fee_charge_at = fee.amount_fen, fee.charge_at
+    if pay_first:
+        await fee_payments.await_payment(session, app, stage="submit", actor=principal, role=actor_role)
+        return app
+    return await proceed_submitted(
+        session,
+        app=app,
+        actor=principal,
+        role=actor_role,
+        item=item,
+        checked=checked,
+        form=form,
+        uploaded=uploaded,
+    )
+
+
+async def proceed_submitted(
+    session: AsyncSession,
+    *,
+    app: Application,
+    actor: Principal | None,
+    role: str,
+    item: CatalogueItem | None = None,
+    checked: Eligibility | None = None,
+    form: dict[str, Any] | None = None,
+    uploaded: set[str] | None = None,
+) -> Application:
+    """The application (already claimed as submitted) reaches its department: the clock starts, the
+    rules may approve it at once (秒批), the resident is told. Called by ``submit`` for a free item
+    or one charged at acceptance, and by the fee's paid handler for one charged at submission."""
+    item = item or await version_of(session, app)
+    checked = checked or await eligibility.for_application(session, app=app, item=item)
+    form = form if form is not None else form_of(app)
+    uploaded = uploaded if uploaded is not None else await _uploaded_materials(session, app)
+    now = utcnow()
     app.submitted_at = now
     app.due_at = workdays.due_at(now, app.limit_days)
     app.updated_at = now
-    app.rule_results = checked.record()
     session.add(app)
     await session.flush()
     await record_event(
@@ -270,12 +320,13 @@ async def submit(
         app,
         kind="submitted",
         title="提交申请",
-        actor=principal,
-        role=actor_role,
+        actor=actor,
+        role=role,
         data={
-            "delivery": choice,
+            "delivery": app.delivery,
             "version": app.item_version,
             "rules": {r.id: r.status for r in checked.results},
+            **({"fee_fen": app.fee_fen} if app.fee_fen else {}),
         },
     )
     if await instant.try_approve(
@@ -287,6 +338,73 @@ async def submit(
         account_id=app.applicant_id,
         template=messages.SUBMITTED,
         params={"item": app.item_name, "number": app.number, "days": app.limit_days},
+    )
+    return app
+
+
+async def withdraw(
+    session: AsyncSession, *, app_id: str, principal: Principal, reason: str | None
+) -> Application:
+    """The resident withdraws an application not decided yet (撤回): a paid fee is refunded, and the
+    client key is freed for a new application. Withdrawing again changes nothing."""
+    app = await session.get(Application, app_id, with_for_update=True)
+    if app is None or app.applicant_id != principal.id:
+        raise ApplicationNotFound()
+    if app.status == WITHDRAWN:
+        return app
+    was = app.status
+    await transition(session, app, WITHDRAWABLE, WITHDRAWN)
+    now = utcnow()
+    if was in (SUPPLEMENT, AWAITING_PAYMENT) and app.pauses and app.pauses[-1][1] is None:
+        close_pause(app, now)
+    key = fee_payments.release_client_key(app)
+    app.decision_reason = reason
+    app.fee_due_at, app.due_at, app.updated_at = None, None, now
+    session.add(app)
+    await session.flush()
+    await record_event(
+        session,
+        app,
+        kind="withdrawn",
+        title="申请人撤回申请",
+        note=reason,
+        actor=principal,
+        role="resident",
+        data={"from": was, "client_key": key},
+    )
+    await fee_payments.refund_paid(session, app, reason=fee_payments.REFUND_WITHDRAWN)
+    return app
+
+
+async def fill_fields(
+    session: AsyncSession, *, app_id: str, principal: Principal, fields: dict[str, str]
+) -> Application:
+    """Fields the resident types (not from the records): e.g. what a fee rule or a condition rule
+    reads. Record fields come only from the data center (``prefill``)."""
+    app = await session.get(Application, app_id, with_for_update=True)
+    if app is None or app.applicant_id != principal.id:
+        raise ApplicationNotFound()
+    if app.status != DRAFT:
+        raise InvalidTransition("申请已提交，不能再修改填写内容")
+    records = [k for k in fields if k in RECORD_FIELDS or k.split(".", 1)[0] in CONSENT_GROUPS]
+    if records:
+        raise ValidationFailed(
+            f"以下信息只能经授权从人口库、法人库或电子证照库调取：{'、'.join(records)}", fields=records
+        )
+    form = form_of(app)
+    form.update({k: v.strip() for k, v in fields.items()})
+    set_form(app, form)
+    app.updated_at = utcnow()
+    session.add(app)
+    await session.flush()
+    await record_event(
+        session,
+        app,
+        kind="filled",
+        title="填写申请信息",
+        actor=principal,
+        role="resident",
+        data={"fields": sorted(fields)},
     )
     return app
 

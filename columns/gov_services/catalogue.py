@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from columns.gov_services.fees import Fee, FixedFee
 from columns.gov_services.rules import Rule, check_rules
 
 DATA_DIR = Path(__file__).parent / "data"
@@ -266,6 +267,9 @@ class ItemGuide(BaseModel):
     rules: tuple[Rule, ...] = ()
     instant_approval: bool = False
     instant_sample_percent: int = Field(default=10, ge=0, le=100)
+    # The fee actually collected (:mod:`columns.gov_services.fees`), through the payments package;
+    # None: nothing is collected online (``fee_fen`` is then only the guide's text).
+    fee: Fee | None = None
 
 
 class CatalogueItem(ItemGuide):
@@ -293,6 +297,14 @@ class CatalogueItem(ItemGuide):
             raise ValueError("各环节时限之和超过承诺时限")
         if self.fee_fen > 0 and not self.fee_basis:
             raise ValueError("收费事项必须写明收费依据")
+        if self.fee is not None:
+            if self.fee_fen <= 0:
+                raise ValueError("收费规则：有收费规则的事项须写明收费标准（元）")
+            if isinstance(self.fee, FixedFee) and self.fee.amount_fen != self.fee_fen:
+                raise ValueError("收费规则：固定金额与收费标准（元）不一致")
+            if self.instant_approval and self.fee.charge_at == "accept":
+                # An instant approval has no acceptance to charge at: it would never be collected.
+                raise ValueError("秒批事项的费用须在提交时收取（收费规则 charge_at 应为 submit）")
         if self.handling_mode == "全程网办" and self.max_visits != 0:
             raise ValueError("全程网办事项的跑动次数应为0")
         if self.handling_mode != "全程网办" and not self.where_to_go:

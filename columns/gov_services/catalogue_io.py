@@ -6,8 +6,10 @@ both formats: list cells hold one entry per line; a material is one line
 (optionally ``| 模板=… | 样表=… | 条件=… | 说明=…``), a step one line
 ``名称 | 办理人 | 时限（工作日） | 说明``, and a condition rule one JSON object per line
 (``{"id": "age", "kind": "age_at_least", "value": 60, "condition": 1, "explain": "…"}``, see
-:mod:`columns.gov_services.rules`). Money is in yuan in the sheet (administrators think in
-yuan) and exactly converted to fen.
+:mod:`columns.gov_services.rules`); the fee actually collected is one JSON object in 收费规则
+(``{"kind": "fixed", "amount_fen": 2000, "charge_at": "submit"}``, see
+:mod:`columns.gov_services.fees`; empty: nothing collected online). Money is in yuan in the sheet
+(administrators think in yuan) and exactly converted to fen.
 
 An import is all or nothing: every row is checked, every problem is reported with its row number
 and column, and a file with any error yields no items at all.
@@ -27,6 +29,7 @@ from pydantic import ValidationError
 
 from app_api.core.money import fen_to_yuan
 from columns.gov_services.catalogue import CatalogueItem, Material, Step
+from columns.gov_services.fees import fee_problems
 from columns.gov_services.rules import rule_problems
 
 MAX_FILE_BYTES = 20 * 1024 * 1024
@@ -66,6 +69,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("rules", "条件规则"),
     ("instant_approval", "秒批"),
     ("instant_sample_percent", "秒批抽查比例（%）"),
+    ("fee", "收费规则"),
 )
 HEADER_OF = dict(COLUMNS)
 FIELD_OF = {h: f for f, h in COLUMNS}
@@ -80,6 +84,7 @@ OPTIONAL_HEADERS = {
     "条件规则",
     "秒批",
     "秒批抽查比例（%）",
+    "收费规则",
 }
 # Short lists may be written on one line with any of these separators.
 _SHORT_SEPS = ("、", "，", ",", "；", ";")
@@ -225,6 +230,27 @@ def format_rules(item: CatalogueItem) -> str:
     )
 
 
+def parse_fee_cell(cell: str) -> Any:
+    """The fee rule of a row (one JSON object, empty for none); raises :class:`RowError` with why."""
+    text = cell.strip()
+    if not text:
+        return None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise RowError(HEADER_OF["fee"], f"收费规则不是有效的 JSON（第{e.colno}个字符附近）") from None
+    problems = fee_problems(raw)
+    if problems:
+        raise RowError(HEADER_OF["fee"], "；".join(problems))
+    return raw
+
+
+def format_fee(item: CatalogueItem) -> str:
+    if item.fee is None:
+        return ""
+    return json.dumps(item.fee.model_dump(mode="json"), ensure_ascii=False)
+
+
 def item_to_row(item: CatalogueItem) -> dict[str, str]:
     """One item as spreadsheet cells, keyed by header."""
     values: dict[str, str] = {
@@ -259,6 +285,7 @@ def item_to_row(item: CatalogueItem) -> dict[str, str]:
         "rules": format_rules(item),
         "instant_approval": "是" if item.instant_approval else "否",
         "instant_sample_percent": str(item.instant_sample_percent),
+        "fee": format_fee(item),
     }
     return {HEADER_OF[f]: values[f] for f, _ in COLUMNS}
 
@@ -302,6 +329,7 @@ def row_to_item_data(row: Mapping[str, str]) -> dict[str, Any]:
         "instant_sample_percent": _int(
             cell.get("instant_sample_percent") or "10", HEADER_OF["instant_sample_percent"]
         ),
+        "fee": parse_fee_cell(cell.get("fee", "")),
     }
 
 
@@ -323,6 +351,8 @@ def _header_for_message(message: str) -> str | None:
         return HEADER_OF["rules"]
     if message.startswith("秒批"):
         return HEADER_OF["instant_approval"]
+    if message.startswith("收费规则"):
+        return HEADER_OF["fee"]
     return None
 
 

@@ -63,6 +63,11 @@ class GovServicesSettings(WojiaSettings):
     instant_sample_percent: int | None = Field(default=None, ge=0, le=100)
     instant_revoke_hours: int = Field(default=72, ge=1, le=24 * 90)
 
+    # Fees (收费): an application waits ``fee_payment_ttl_s`` in 待缴费 for its fee; the sweep
+    # (cron) cancels those past their time and frees their client key.
+    fee_payment_ttl_s: int = Field(default=30 * 60, ge=60, le=7 * 24 * 3600)
+    fee_expiry_cron: str = "* * * * *"
+
     @field_validator("s3_endpoint", "postal_url")
     @classmethod
     def _urls(cls, value: str, info: ValidationInfo) -> str:

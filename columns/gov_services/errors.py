@@ -87,3 +87,15 @@ class NotInstantApproval(Conflict):
 class RevokeWindowClosed(Conflict):
     code = "gov_services.revoke_window_closed"
     title = "已超过撤销时限，不能撤销该秒批结果"
+
+
+class FeeNotComputed(ValidationFailed):
+    """The item's fee rule needs a form field the application lacks (``field``), or a valid value."""
+
+    code = "gov_services.fee_not_computed"
+    title = "无法计算应缴费用"
+
+
+class FeePaymentClosed(Conflict):
+    code = "gov_services.fee_payment_closed"
+    title = "该申请当前不能缴费"

@@ -27,6 +27,11 @@ POSTED = "posted"
 DELIVERED = "delivered"
 # An instant approval (秒批) a reviewer revoked within the window.
 REVOKED = "revoked"
+# A fee is due (at submission, or after acceptance) and not paid yet; unpaid in time it ends
+# cancelled. The resident may withdraw an application that is not decided yet.
+AWAITING_PAYMENT = "awaiting_payment"
+CANCELLED = "cancelled"
+WITHDRAWN = "withdrawn"
 OPEN_STATES = (SUBMITTED, ACCEPTED, SUPPLEMENT)
 DECIDED_STATES = (APPROVED, REJECTED, POSTED, DELIVERED, REVOKED)
 STATUS_NAMES = {
@@ -39,6 +44,9 @@ STATUS_NAMES = {
     POSTED: "结果已寄出",
     DELIVERED: "结果已送达",
     REVOKED: "已撤销",
+    AWAITING_PAYMENT: "待缴费",
+    CANCELLED: "已取消（逾期未缴费）",
+    WITHDRAWN: "已撤回",
 }
 
 
@@ -142,11 +150,48 @@ class Application(SQLModel, table=True):
     instant_reviewed_by: str | None = Field(default=None, max_length=32)
     revoked_at: dt.datetime | None = datetime_field()
     tracking_no: str | None = Field(default=None, max_length=40)
+    # The fee (``columns.gov_services.fees``) quoted at submission, when it is charged ("submit" or
+    # "accept"), the time limit to pay it while ``awaiting_payment``, and the order that paid it.
+    fee_fen: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    fee_charge_at: str | None = Field(default=None, max_length=10)
+    fee_due_at: dt.datetime | None = datetime_field(index=True)
+    fee_order_id: str | None = Field(default=None, max_length=32)
     created_at: dt.datetime = created_at_field()
     submitted_at: dt.datetime | None = datetime_field(index=True)
     accepted_at: dt.datetime | None = datetime_field()
     decided_at: dt.datetime | None = datetime_field()
     updated_at: dt.datetime = created_at_field()
+
+
+class FeePayment(SQLModel, table=True):
+    """One payment order opened for an application's fee (purpose ``gov_services.fee``, purpose
+    reference = the application id): the department it is collected for, and what became of it.
+
+    ``status``: ``open`` (ordered, not paid), ``paid`` (moved the application on), ``refunded``
+    (paid, then returned: a second payment of one application, paid after the application ended,
+    or the application was rejected or withdrawn). ``refund_no`` is the refund's number at
+    payments, so a refund is asked for once.
+    """
+
+    __tablename__ = "gov_services_fee_payment"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    application_id: str = Field(foreign_key="gov_services_application.id", index=True, max_length=32)
+    account_id: str = Field(max_length=32)
+    department: str = Field(max_length=60, index=True)
+    item_code: str = Field(max_length=40)
+    item_name: str = Field(max_length=80)
+    application_number: str = Field(max_length=24)
+    order_id: str = Field(max_length=32, unique=True)
+    out_trade_no: str = Field(max_length=32, unique=True)
+    provider: str = Field(max_length=20)
+    amount_fen: int
+    status: str = Field(default="open", max_length=10, index=True)
+    paid_at: dt.datetime | None = datetime_field()
+    refund_no: str | None = Field(default=None, max_length=40)
+    refund_reason: str | None = Field(default=None, max_length=100)
+    refunded_at: dt.datetime | None = datetime_field()
+    created_at: dt.datetime = created_at_field()
 
 
 class Upload(SQLModel, table=True):

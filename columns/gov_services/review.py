@@ -16,7 +16,7 @@ from app_api.platform import notify
 from app_api.platform.accounts.models import Account
 from app_api.platform.accounts.principal import Principal
 from app_api.platform.datahub.service import get_datahub
-from columns.gov_services import messages
+from columns.gov_services import fee_payments, messages
 from columns.gov_services.catalogue import ECERT_CODES
 from columns.gov_services.errors import ApplicationNotFound, OutsideDepartment
 from columns.gov_services.lifecycle import (
@@ -30,6 +30,7 @@ from columns.gov_services.lifecycle import (
 from columns.gov_services.models import (
     ACCEPTED,
     APPROVED,
+    AWAITING_PAYMENT,
     DELIVERED,
     DRAFT,
     POSTED,
@@ -74,13 +75,22 @@ async def queue(session: AsyncSession, *, principal: Principal, status: str | No
 
 
 async def accept(session: AsyncSession, *, app: Application, principal: Principal) -> Application:
-    await transition(session, app, [SUBMITTED], ACCEPTED)
+    """受理. An item charged at acceptance then waits for its fee (``awaiting_payment``, the clock
+    paused as for a supplement); the paid handler moves it on to ``accepted``."""
+    charge = app.fee_charge_at == "accept" and app.fee_fen > 0 and app.fee_order_id is None
+    await transition(session, app, [SUBMITTED], AWAITING_PAYMENT if charge else ACCEPTED)
     now = utcnow()
     app.accepted_at, app.reviewer_id, app.updated_at = now, principal.id, now
+    if charge:
+        app.pauses = [*app.pauses, [now.isoformat(), None, "待缴费"]]
+        app.due_at = None
     session.add(app)
     await session.flush()
     await record_event(session, app, kind="accepted", title="已受理", actor=principal, role="reviewer")
-    await tell(session, app, "已受理")
+    if charge:
+        await fee_payments.await_payment(session, app, stage="accept", actor=principal, role="reviewer")
+    else:
+        await tell(session, app, "已受理")
     return app
 
 
@@ -188,4 +198,5 @@ async def reject(
         session, app, kind="rejected", title="不予办理", note=reason, actor=principal, role="reviewer"
     )
     await tell(session, app, "不予办理", f"原因：{reason}")
+    await fee_payments.refund_paid(session, app, reason=fee_payments.REFUND_REJECTED)
     return app

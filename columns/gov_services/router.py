@@ -6,18 +6,20 @@ import datetime as dt
 from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
 
+from app_api.core.clock import CHINA_TZ, china_today
 from app_api.core.db import SessionDep, utcnow
 from app_api.core.errors import Forbidden, ValidationFailed
 from app_api.core.paging import CursorQuery, LimitQuery
-from app_api.platform.access import Admin, CurrentAccount, public
+from app_api.platform.access import Admin, CurrentAccount, Finance, public
 from app_api.platform.accounts.principal import Principal
 from columns.gov_services import (
     applications,
     catalogue_io,
     catalogue_store,
     eligibility,
+    fee_payments,
     instant,
     lifecycle,
     rating,
@@ -32,7 +34,7 @@ from columns.gov_services.catalogue import CatalogueItem
 from columns.gov_services.config import get_config
 from columns.gov_services.dependencies import OwnedApplication, ReviewableApplication, Reviewer, StaffOrAdmin
 from columns.gov_services.errors import UploadTooLarge
-from columns.gov_services.models import STATUS_NAMES, SUPPLEMENT, Application
+from columns.gov_services.models import AWAITING_PAYMENT, STATUS_NAMES, SUPPLEMENT, Application
 from columns.gov_services.schemas import (
     AnswerIn,
     ApplicationCreate,
@@ -44,6 +46,13 @@ from columns.gov_services.schemas import (
     DepartmentsOut,
     EligibilityOut,
     EventOut,
+    FeePayIn,
+    FeePaymentOut,
+    FeePayStarted,
+    FieldsIn,
+    FinanceDepartmentOut,
+    FinanceFeeOut,
+    FinanceFeesOut,
     FollowUpsOut,
     FormOut,
     ImportOut,
@@ -68,6 +77,7 @@ from columns.gov_services.schemas import (
     SupervisionFiguresOut,
     SupplementIn,
     UploadOut,
+    WithdrawIn,
 )
 
 router = APIRouter(tags=["gov_services"])
@@ -95,7 +105,7 @@ def _out(app: Application, **extra: Any) -> ApplicationOut:
         limit_days=app.limit_days,
         due_at=app.due_at,
         elapsed_days=elapsed,
-        paused=app.status == SUPPLEMENT,
+        paused=app.status == SUPPLEMENT or (app.status == AWAITING_PAYMENT and app.accepted_at is not None),
         decision_reason=app.decision_reason,
         result_cert_no=app.result_cert_no,
         tracking_no=app.tracking_no,
@@ -106,6 +116,10 @@ def _out(app: Application, **extra: Any) -> ApplicationOut:
         instant=app.instant,
         instant_sampled=app.instant_sampled,
         revoked_at=app.revoked_at,
+        fee_fen=app.fee_fen,
+        fee_charge_at=app.fee_charge_at,
+        fee_due_at=app.fee_due_at,
+        fee_paid=app.fee_order_id is not None,
         **extra,
     )
 
@@ -114,8 +128,10 @@ async def _full(session: SessionDep, app: Application) -> ApplicationOut:
     item = await lifecycle.version_of(session, app)
     uploads = await applications.uploads_of(session, app)
     events = await lifecycle.timeline(session, app)
+    fees = await fee_payments.fee_payments_of(session, app)
     return _out(
         app,
+        fee_payments=[FeePaymentOut.model_validate(f, from_attributes=True) for f in fees],
         form=FormOut.model_validate(lifecycle.form_view(app)),
         uploads=[UploadOut.model_validate(u, from_attributes=True) for u in uploads],
         timeline=[EventOut.model_validate(e, from_attributes=True) for e in events],
@@ -345,6 +361,50 @@ async def submit(
     return await _full(session, done)
 
 
+@router.put("/applications/{app_id}/fields")
+async def fill_fields(
+    body: FieldsIn, app: OwnedApplication, principal: CurrentAccount, session: SessionDep
+) -> ApplicationOut:
+    """Fill fields the records do not hold (e.g. what the item's fee or conditions read); draft only."""
+    done = await applications.fill_fields(session, app_id=app.id, principal=principal, fields=body.fields)
+    return await _full(session, done)
+
+
+@router.post("/applications/{app_id}/fee/pay", status_code=201)
+async def pay_fee(
+    body: FeePayIn, request: Request, app: OwnedApplication, session: SessionDep
+) -> FeePayStarted:
+    """Pay the application's fee (while it awaits payment); the client hands ``client_params`` to the
+    wallet. Each call opens a new order; a second payment of one application is refunded."""
+    locked = await session.get(Application, app.id, with_for_update=True, populate_existing=True)
+    assert locked is not None
+    fee, params = await fee_payments.start(
+        session,
+        app=locked,
+        provider=body.provider,
+        channel=body.channel,
+        payer_id=body.payer_id,
+        client_ip=request.client.host if request.client else "127.0.0.1",
+    )
+    return FeePayStarted(
+        fee_payment_id=fee.id,
+        order_id=fee.order_id,
+        out_trade_no=fee.out_trade_no,
+        amount_fen=fee.amount_fen,
+        fee_due_at=locked.fee_due_at,
+        client_params=params,
+    )
+
+
+@router.post("/applications/{app_id}/withdraw")
+async def withdraw(
+    body: WithdrawIn, app: OwnedApplication, principal: CurrentAccount, session: SessionDep
+) -> ApplicationOut:
+    """Withdraw an application not decided yet (撤回); a paid fee is refunded automatically."""
+    done = await applications.withdraw(session, app_id=app.id, principal=principal, reason=body.reason)
+    return await _full(session, done)
+
+
 @router.post("/applications/{app_id}/supplement")
 async def supply(app: OwnedApplication, principal: CurrentAccount, session: SessionDep) -> ApplicationOut:
     """Tell the department the requested materials are supplied: the clock runs again."""
@@ -494,3 +554,49 @@ async def ratings_summary(
         return RatingsSummaryOut(by=by, figures=[DepartmentRatingsOut.model_validate(f) for f in rows])
     rows = await rating.rating_figures(session, by="item_code")
     return RatingsSummaryOut(by=by, figures=[ItemRatingsOut.model_validate(f) for f in rows])
+
+
+# ---------------------------------------------------------------- fees (finance)
+
+
+@router.get("/finance/fees")
+async def finance_fees(
+    principal: Finance,
+    session: SessionDep,
+    since: dt.date | None = None,
+    until: dt.date | None = None,
+    department: Annotated[str | None, Query(max_length=60)] = None,
+    status: Literal["open", "paid", "refunded"] | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 200,
+) -> FinanceFeesOut:
+    """Fee payments ordered between two China dates (inclusive; default today), each with the
+    department it is collected for (the ledger's order says only ``gov_services.fee`` and the
+    application id), and per-department totals over the whole period of fees kept and refunded."""
+    first = since or china_today()
+    last = until or first
+    if last < first:
+        raise ValidationFailed("结束日期不能早于开始日期", since=first.isoformat(), until=last.isoformat())
+    start = dt.datetime.combine(first, dt.time(), tzinfo=CHINA_TZ)
+    end = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), tzinfo=CHINA_TZ)
+    rows = await fee_payments.finance_listing(
+        session, department=department, since=start, until=end, status=status, limit=limit
+    )
+    per: dict[str, FinanceDepartmentOut] = {}
+    for dept, state, count, fen in await fee_payments.finance_totals(
+        session, department=department, since=start, until=end
+    ):
+        d = per.setdefault(
+            dept,
+            FinanceDepartmentOut(department=dept, paid_count=0, paid_fen=0, refunded_count=0, refunded_fen=0),
+        )
+        if state == "paid":
+            d.paid_count, d.paid_fen = count, fen
+        elif state == "refunded":
+            d.refunded_count, d.refunded_fen = count, fen
+    return FinanceFeesOut(
+        since=first,
+        until=last,
+        department=department,
+        fees=[FinanceFeeOut.model_validate(f, from_attributes=True) for f in rows],
+        departments=sorted(per.values(), key=lambda d: d.department),
+    )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -209,6 +209,89 @@ class RevokeIn(BaseModel):
     reason: Reason
 
 
+class FeePaymentOut(BaseModel):
+    """One payment order opened for an application's fee."""
+
+    id: str
+    order_id: str
+    out_trade_no: str
+    provider: str
+    amount_fen: int
+    status: str
+    paid_at: dt.datetime | None
+    refund_reason: str | None
+    refunded_at: dt.datetime | None
+    created_at: dt.datetime
+
+
+class FeePayIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    provider: Literal["wechat_v2", "wechat_v3", "alipay"]
+    channel: Literal["miniprogram", "app"] = "app"
+    payer_id: str | None = Field(default=None, max_length=128)  # WeChat openid for mini-program payments
+
+
+class FeePayStarted(BaseModel):
+    fee_payment_id: str
+    order_id: str
+    out_trade_no: str
+    amount_fen: int
+    fee_due_at: dt.datetime | None
+    client_params: dict[str, str]
+
+
+class FieldsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    fields: dict[
+        Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)?$", max_length=60)],
+        Annotated[str, StringConstraints(max_length=200)],
+    ] = Field(min_length=1, max_length=30)
+
+
+class WithdrawIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class FinanceFeeOut(BaseModel):
+    """A fee payment as finance sees it: the department it is collected for and the ledger's order."""
+
+    id: str
+    department: str
+    item_code: str
+    item_name: str
+    application_id: str
+    application_number: str
+    order_id: str
+    out_trade_no: str
+    provider: str
+    amount_fen: int
+    status: str
+    paid_at: dt.datetime | None
+    refund_no: str | None
+    refund_reason: str | None
+    refunded_at: dt.datetime | None
+    created_at: dt.datetime
+
+
+class FinanceDepartmentOut(BaseModel):
+    """Per department over the listing: fees kept (paid, not refunded) and fees refunded."""
+
+    department: str
+    paid_count: int
+    paid_fen: int
+    refunded_count: int
+    refunded_fen: int
+
+
+class FinanceFeesOut(BaseModel):
+    since: dt.date
+    until: dt.date
+    department: str | None
+    fees: list[FinanceFeeOut]
+    departments: list[FinanceDepartmentOut]
+
+
 class ApplicationOut(BaseModel):
     id: str
     number: str
@@ -237,6 +320,12 @@ class ApplicationOut(BaseModel):
     instant: bool = False
     instant_sampled: bool = False
     revoked_at: dt.datetime | None = None
+    # The fee (0: free), when it is charged, the time limit while awaiting payment, whether paid.
+    fee_fen: int = 0
+    fee_charge_at: str | None = None
+    fee_due_at: dt.datetime | None = None
+    fee_paid: bool = False
+    fee_payments: list[FeePaymentOut] | None = None
 
 
 class RatingOut(BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from app_api.core.db import session_scope
 from app_api.core.jobs import broker
-from columns.gov_services import delivery, supervision
+from columns.gov_services import delivery, fee_payments, supervision
 from columns.gov_services.config import get_config
 
 
@@ -34,3 +34,9 @@ async def post_pending() -> str:
 async def track_waybills() -> int:
     async with session_scope() as s:
         return await delivery.track_waybills(s)
+
+
+@broker.task(task_name="gov_services.expire_fees", schedule=[{"cron": get_config().fee_expiry_cron}])
+async def expire_fees() -> int:
+    """Applications whose fee was not paid within the time limit are cancelled (client key freed)."""
+    return await fee_payments.expire_due()
