@@ -9,8 +9,9 @@ base64 HMAC-SHA256 under the shared secret of::
 
 ``PATH`` is the protocol path (``/v1/waybills``), not the deployment's base URL. A signed response
 (``x-signature``) covers ``TIMESTAMP \\n NONCE \\n hex(SHA-256(body))`` with the request's timestamp and
-nonce, which binds the answer to the question. The convention is this project's proposal for systems
-that publish no protocol of their own; ``docs/ARCHITECTURE.md`` says where it is used.
+nonce, which binds the answer to the question. The convention is this project's proposal, not any
+real platform's; the protocols that use it are written down in ``docs/adapters/`` (with what each
+maps onto where a real interface is published).
 """
 
 from __future__ import annotations

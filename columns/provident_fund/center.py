@@ -1,6 +1,7 @@
 """The provident-fund center adapter: JSON over HTTPS, each request signed by the house convention
-(:mod:`app_api.core.signing`). Errors: unreachable, 5xx or unreadable answers raise
-:class:`CenterUnavailable`; an unknown person :class:`FundAccountNotFound`."""
+(:mod:`app_api.core.signing`). The protocol is this project's proposal (no center publishes one we
+know of), written down in ``docs/adapters/provident_fund.yaml``. Errors: unreachable, 5xx or
+unreadable answers raise :class:`CenterUnavailable`; an unknown person :class:`FundAccountNotFound`."""
 
 from __future__ import annotations
 

@@ -7,8 +7,10 @@ when it refuses. ``post_payment`` must be idempotent at the biller on ``payment_
 the same payment again after a timeout, and the biller must record it once.
 
 ``http_json`` is the built-in adapter: JSON over HTTPS, requests signed as every house protocol is
-(:mod:`app_api.core.signing`); other protocols register an adapter factory under the entry-point
-group ``wojia.utilities.biller_adapters``.
+(:mod:`app_api.core.signing`). It is this project's proposed protocol, written down in
+``docs/adapters/utilities.yaml``, not a published convention of billers or banks; a biller's real
+interface is reached by an adapter factory registered under the entry-point group
+``wojia.utilities.biller_adapters``.
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
-"""Adapter for a licensed remote real-person service (CTID-style 实人认证).
+"""Adapter for a licensed remote real-person service (实人认证).
 
 Such a service holds (or reaches) the authoritative ID photo itself: we send the name, the ID
 number, the challenge asked and the frames; it checks liveness and compares, and answers with a
-similarity score (0-100). The protocol, as this adapter and its sandbox
-(:mod:`identity.sandbox.realperson`, development only) speak it:
+similarity score (0-100). The protocol is this project's proposal, not the CTID platform's or a
+cloud vendor's (their APIs differ; ``docs/adapters/realperson.yaml`` and the README beside it say
+how an integrator maps it). As this adapter and its sandbox (:mod:`identity.sandbox.realperson`,
+development only) speak it:
 
 ``POST {base}/v1/liveness/verify`` as multipart/form-data: a ``meta`` field holding JSON
 ``{"biz_no", "name", "id_number", "actions": ["blink", "turn_left", ...]}`` and the frames, in

@@ -3,7 +3,8 @@ the population record says?
 
 Two implementations: :class:`LocalFaceVerifier` (face_recognition in the face engine's process
 pool) and :class:`identity.face.remote.RemoteRealPersonVerifier` (a licensed real-person service,
-CTID-style 实人认证, which holds the authoritative photo itself). A deployment picks one with
+实人认证, which holds the authoritative photo itself, reached through this project's proposed
+protocol, ``docs/adapters/realperson.yaml``). A deployment picks one with
 ``WOJIA_IDENTITY_VERIFIER``.
 
 Contract: bad input (unreadable image, no face, two faces, too many frames) raises the matching

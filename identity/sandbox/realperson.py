@@ -1,10 +1,12 @@
-"""Protocol sandbox of a licensed real-person service (CTID-style 实人认证), for development and tests.
+"""Protocol sandbox of a licensed real-person service (实人认证), for development and tests.
 
-It speaks the protocol :mod:`identity.face.remote` documents: it checks the app id, the request
-signature, the timestamp window and single use of each nonce, then does what the real service does
-— liveness and a comparison with the authoritative photo — with the local face engine, and signs
-its answer. The authoritative photo comes from ``registry`` (in development: the population records
-of the local data center). Similarity is reported as ``100 x (1 - distance)``.
+It is the reference implementation of this project's proposed protocol, which
+:mod:`identity.face.remote` and ``docs/adapters/realperson.yaml`` document (not the CTID platform's
+or a vendor's): it checks the app id, the request signature, the timestamp window and single use of
+each nonce, then does what such a service does — liveness and a comparison with the authoritative
+photo — with the local face engine, and signs its answer. The authoritative photo comes from
+``registry`` (in development: the population records of the local data center). Similarity is
+reported as ``100 x (1 - distance)``.
 
 Mount ``build_router(...)`` at ``/sandbox/realperson`` in development, or serve ``build_app(...)``.
 """
@@ -123,7 +125,7 @@ class RealPersonSandbox:
 
     def router(self) -> APIRouter:
         r = APIRouter(tags=["sandbox"], include_in_schema=False)
-        # The sandbox authenticates callers by signature, as the real service does.
+        # The sandbox authenticates callers by signature, as the protocol requires.
         r.add_api_route(VERIFY_PATH, self.verify, methods=["POST"], dependencies=[Depends(public)])
         return r
 

@@ -19,8 +19,9 @@ from starlette.routing import Route
 
 from app_api.core.signing import verify_request
 
-# 亳州-style rule as published (figures after the 2025-05-08 rate cut); the sandbox center answers
-# with it and a deployment's center answers with its own.
+# An example rule made for the sandbox: its id, title, multiple, caps and ratios are not taken from
+# a rule any center published (the rates follow the national provident-fund loan rates from
+# 2025-05-08). The sandbox center answers with it; a deployment's center answers with its own.
 PUBLISHED_RULE: dict[str, Any] = {
     "rule_id": "BZGJJ-DK-2025-01",
     "title": "亳州市住房公积金个人住房贷款实施细则（2025年5月调整）",

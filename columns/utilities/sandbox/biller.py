@@ -1,14 +1,16 @@
 """A loopback biller speaking the ``http_json`` protocol, for development, tests and benchmarks.
 
 Each :class:`BillerSandbox` is one company (water, power or gas) with its own accounts, bills and
-shared secret. It verifies signatures and timestamps like the real platform, checks holder names,
-records payments once per ``payment_ref`` (a repeated post answers ``duplicate: true`` with the same
-receipt), and can be told to misbehave for the next N calls: answer 503, answer garbage, or time
-out — for a payment, after recording it, which is the case that tests exactly-once delivery.
+shared secret. It is the reference implementation of this project's proposed biller protocol
+(``docs/adapters/utilities.yaml``), not of any real biller's: it verifies signatures and timestamps
+as that protocol requires, checks holder names, records payments once per ``payment_ref`` (a
+repeated post answers ``duplicate: true`` with the same receipt), and can be told to misbehave for
+the next N calls: answer 503, answer garbage, or time out — for a payment, after recording it, which
+is the case that tests exactly-once delivery.
 
 Control endpoints under ``/_sandbox`` (never in production): add accounts and bills, set faults,
-read what was posted. Requests are checked as :mod:`app_api.core.signing` says (the billers' house
-protocol).
+read what was posted. Requests are checked as :mod:`app_api.core.signing` says (the signing of
+every house protocol, a proposal of this project).
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
 """Protocol sandbox of the city data exchange platform (mounted at /sandbox/datahub in development).
 
-It checks the caller's signature and timestamp (``app_api.core.signing``) as the platform would,
-then answers population and legal-person queries from the seeded records, and certificates from
-a library of its own (``library``: issue, revoke, query), so ``HttpDatahub`` is exercised over real
-HTTP. ``python -m app_api.platform.datahub.sandbox.serve --port P`` serves it as a process of its own.
+It is the reference implementation of this project's proposed data-exchange protocol
+(``docs/adapters/datahub.yaml``), not a copy of any real platform: it checks the caller's signature
+and timestamp (``app_api.core.signing``) as that protocol requires, then answers population and
+legal-person queries from the seeded records, and certificates from a library of its own
+(``library``: issue, revoke, query), so ``HttpDatahub`` is exercised over real HTTP.
+``python -m app_api.platform.datahub.sandbox.serve --port P`` serves it as a process of its own.
 """
 
 from __future__ import annotations
