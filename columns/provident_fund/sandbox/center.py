@@ -101,19 +101,19 @@ class FundCenterSandbox:
         body = await request.body()
         problem = verify_request(request.headers, secret=self.secret, method="POST", path=path, body=body)
         if problem == "stale_timestamp":
-            return self._answer(40101, "timestamp expired", status=401)
+            return self._answer(40101, "时间戳已过期", status=401)
         if problem == "bad_signature":
-            return self._answer(40102, "bad signature", status=401)
+            return self._answer(40102, "签名错误", status=401)
         with self._lock:
             self.calls += 1
             for i, failing in enumerate(self._fail):
                 if failing is None or failing == path:
                     del self._fail[i]
-                    return self._answer(50001, "system busy", status=503)
+                    return self._answer(50001, "系统繁忙", status=503)
         try:
             return dict(json.loads(body))
         except (ValueError, TypeError):
-            return self._answer(40001, "bad json", status=400)
+            return self._answer(40001, "请求格式错误", status=400)
 
     def _by_account(self, account_no: str) -> Person | None:
         return next((p for p in self.people.values() if p.account_no == account_no), None)
@@ -124,7 +124,7 @@ class FundCenterSandbox:
             return p
         person = self.people.get(str(p.get("id_number", "")))
         if person is None:
-            return self._answer(40401, "no account")
+            return self._answer(40401, "公积金账户不存在")
         return self._answer(
             0,
             "ok",
@@ -149,7 +149,7 @@ class FundCenterSandbox:
             return p
         person = self._by_account(str(p.get("account_no", "")))
         if person is None:
-            return self._answer(40401, "no account")
+            return self._answer(40401, "公积金账户不存在")
         n = max(0, min(int(p.get("months", 12)), person.months))
         today = dt.date.today().replace(day=1)
         items = []
@@ -176,7 +176,7 @@ class FundCenterSandbox:
             return p
         person = self._by_account(str(p.get("account_no", "")))
         if person is None:
-            return self._answer(40401, "no account")
+            return self._answer(40401, "公积金账户不存在")
         return self._answer(0, "ok", {"items": person.loans})
 
     async def _rule(self, request: Request) -> Response:
@@ -195,7 +195,7 @@ class FundCenterSandbox:
                 return self._answer(0, "ok", {**self.withdrawals[ref], "duplicate": True})
             person = self._by_account(str(p.get("account_no", "")))
             if person is None:
-                return self._answer(40401, "no account")
+                return self._answer(40401, "公积金账户不存在")
             amount = int(p.get("amount_fen", 0))
             if amount <= 0 or amount > person.balance_fen:
                 return self._answer(42201, "提取金额超过账户可提取余额")

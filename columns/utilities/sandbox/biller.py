@@ -144,15 +144,15 @@ class BillerSandbox:
         body = await request.body()
         problem = verify_request(request.headers, secret=self.secret, method="POST", path=path, body=body)
         if problem == "stale_timestamp":
-            return self._answer(40101, "timestamp expired", status=401)
+            return self._answer(40101, "时间戳已过期", status=401)
         if problem == "bad_signature":
-            return self._answer(40102, "bad signature", status=401)
+            return self._answer(40102, "签名错误", status=401)
         try:
             payload = json.loads(body)
         except ValueError:
-            return self._answer(40001, "bad json", status=400)
+            return self._answer(40001, "请求格式错误", status=400)
         if not isinstance(payload, dict):
-            return self._answer(40001, "bad json", status=400)
+            return self._answer(40001, "请求格式错误", status=400)
         return payload
 
     async def _faulty(self, path: str) -> Response | None:
@@ -164,11 +164,11 @@ class BillerSandbox:
     async def _fault_response(self, fault: Fault, path: str) -> Response:
         self.calls.append((path, fault))
         if fault == "error":
-            return self._answer(50001, "system busy", status=503)
+            return self._answer(50001, "系统繁忙", status=503)
         if fault == "garbage":
             return PlainTextResponse("<html><body>502 Bad Gateway</body></html>", status_code=200)
         await asyncio.sleep(self.timeout_sleep_s)
-        return self._answer(50002, "late")
+        return self._answer(50002, "处理超时")
 
     async def _verify(self, request: Request) -> Response:
         p = await self._read(request, "/v1/accounts/verify")
@@ -178,9 +178,9 @@ class BillerSandbox:
             return f
         acct = self.accounts.get(str(p.get("account_no", "")))
         if acct is None:
-            return self._answer(40401, "account not found")
+            return self._answer(40401, "户号不存在")
         if str(p.get("holder_name", "")).strip() != acct.holder_name:
-            return self._answer(40901, "holder name mismatch")
+            return self._answer(40901, "户名与户号不符")
         self.calls.append(("/v1/accounts/verify", "ok"))
         address = acct.address[:6] + "****" if acct.address else ""
         return self._answer(
@@ -201,7 +201,7 @@ class BillerSandbox:
             return f
         acct = self.accounts.get(str(p.get("account_no", "")))
         if acct is None:
-            return self._answer(40401, "account not found")
+            return self._answer(40401, "户号不存在")
         self.calls.append(("/v1/bills/query", "ok"))
         return self._answer(
             0,
@@ -237,14 +237,14 @@ class BillerSandbox:
             else:
                 acct = self.accounts.get(str(p.get("account_no", "")))
                 if acct is None:
-                    return self._answer(40401, "account not found")
+                    return self._answer(40401, "户号不存在")
                 bill = next((b for b in acct.bills if b.bill_no == p.get("bill_no")), None)
                 if bill is None:
-                    return self._answer(40402, "bill not found")
+                    return self._answer(40402, "账单不存在")
                 if bill.paid_ref is not None:
-                    return self._answer(40903, "bill already settled by another payment")
+                    return self._answer(40903, "该账单已由其他缴费销账")
                 if int(p.get("amount_fen", -1)) != bill.amount_fen:
-                    return self._answer(42201, "amount differs from the bill")
+                    return self._answer(42201, "缴费金额与账单金额不符")
                 bill.paid_ref = ref
                 receipt = f"{self.code.upper()}{dt.date.today():%Y%m%d}{next(self._receipts):06d}"
                 self.payments[ref] = PostedPayment(
