@@ -294,6 +294,10 @@ async def test_unpaid_fee_expires_cancels_the_application_and_frees_its_client_k
             .where(col(Application.id) == app_id)
             .values(fee_due_at=utcnow() - dt.timedelta(seconds=1))
         )
+    admin = await login(roles=["admin"])
+    schedules = (await client.get("/api/v1/admin/jobs/schedules", headers=admin)).json()
+    [expiry] = [x for x in schedules if x["task_name"] == "gov_services.expire_fees"]
+    assert expiry["declared"] and expiry["cron"] == "* * * * *"  # kept in the database's schedules
     assert await tasks.expire_fees() >= 1
     assert await tasks.expire_fees() == 0  # nothing left; idempotent
     app = await _app(client, r, app_id)
@@ -490,3 +494,44 @@ async def test_fee_rules_compute_and_travel_through_export_and_import(
     # Nothing was imported: the fee of the first bad row is unchanged.
     guide = (await client.get(f"{API}/items/{ID_CARD}")).json()
     assert guide["fee"] == {"charge_at": "submit", "kind": "fixed", "amount_fen": 2000}
+
+
+async def test_an_instant_approval_item_with_a_fee_is_approved_when_paid(
+    client: httpx.AsyncClient, login: LoginFn, gov_catalogue: None, pay_sandbox: dict[str, str]
+) -> None:
+    """A new item imported from a sheet: 无犯罪记录证明's guide (instant approval) with a 20 元 fee."""
+    admin = await login(roles=["admin"])
+    resp = await client.get(f"{API}/admin/catalogue/export", params={"format": "csv"}, headers=admin)
+    rows = list(csv.reader(io.StringIO(resp.content.decode("utf-8-sig"))))
+    header = rows[0]
+    row = next(list(r) for r in rows if r[header.index("事项编码")] == "BZ-GA-001")
+    code = f"BZ-FEE-{uuid.uuid4().hex[:8].upper()}"
+    row[header.index("事项编码")] = code
+    row[header.index("收费标准（元）")] = "20"
+    row[header.index("收费依据")] = "测试用收费依据"
+    row[header.index("收费规则")] = '{"kind": "fixed", "amount_fen": 2000}'
+    out = io.StringIO()
+    csv.writer(out).writerows([header, row])
+    resp = await client.post(
+        f"{API}/admin/catalogue/import",
+        files={"file": ("目录.csv", out.getvalue().encode(), "text/csv")},
+        headers=admin,
+    )
+    assert resp.status_code == 200, resp.text
+
+    r = await _resident(client, login)
+    app_id = await _draft(client, r, code)
+    resp = await client.post(f"{API}/applications/{app_id}/submit", json={}, headers=r.headers)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["status"] == "awaiting_payment" and not resp.json()["instant"]
+    started = await _start(client, r, app_id, "wechat_v3")
+    await pay_at_provider(pay_sandbox, "wechat_v3", started["out_trade_no"], started["client_params"])
+
+    async def approved() -> bool:
+        return bool((await _app(client, r, app_id))["status"] == "approved")
+
+    await wait_until(approved)
+    app = await _app(client, r, app_id)
+    assert app["instant"] and app["fee_paid"] and app["result_cert_no"]
+    kinds = [e["kind"] for e in app["timeline"]]
+    assert kinds.index("fee_paid") < kinds.index("submitted") < kinds.index("approved")
