@@ -18,12 +18,36 @@ _DATABASE = (sa_errors.OperationalError, sa_errors.InterfaceError, sa_errors.Tim
 _NETWORK = (ConnectionError, TimeoutError)  # builtins: asyncpg's refused connect, socket timeouts
 
 
+# PostgreSQL's own word that it cannot serve now, whatever the driver wraps it in: a connection
+# exception (class 08), too many connections (53300), and operator intervention (57P01 admin
+# shutdown, 57P02 crash shutdown: "terminating connection because of crash of another server
+# process", 57P03 "the database system is starting up" / "is in recovery mode"). The fault suite
+# met 57P03 as a 500 while PostgreSQL replayed its WAL after a kill -9.
+_PG_OUTAGE_SQLSTATES = frozenset({"53300", "57P01", "57P02", "57P03"})
+
+
+def _pg_outage(exc: BaseException) -> bool:
+    state = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+    return isinstance(state, str) and (state.startswith("08") or state in _PG_OUTAGE_SQLSTATES)
+
+
+def _driver_errors() -> tuple[type[Exception], ...]:
+    try:
+        from asyncpg.exceptions import PostgresError
+    except ImportError:  # pragma: no cover - asyncpg is installed with the app
+        return ()
+    return (PostgresError,)
+
+
 # What the app registers exception handlers for; :func:`unavailable_dependency` then decides.
 OUTAGE_EXCEPTIONS: tuple[type[Exception], ...] = (
     *_REDIS,
     sa_errors.DBAPIError,
     sa_errors.TimeoutError,
     *_NETWORK,
+    # asyncpg's refusals while connecting reach the app unwrapped (SQLAlchemy translates the
+    # driver's errors on statements, not on connect): 57P03 while PostgreSQL recovers.
+    *_driver_errors(),
 )
 
 
@@ -35,8 +59,10 @@ def unavailable_dependency(exc: BaseException) -> str | None:
         seen.add(id(current))
         if isinstance(current, _REDIS):
             return "redis"
-        if isinstance(current, _DATABASE) or (
-            isinstance(current, sa_errors.DBAPIError) and current.connection_invalidated
+        if (
+            isinstance(current, _DATABASE)
+            or (isinstance(current, sa_errors.DBAPIError) and current.connection_invalidated)
+            or _pg_outage(current)
         ):
             return "database"
         if isinstance(current, _NETWORK):

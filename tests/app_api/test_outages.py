@@ -84,3 +84,43 @@ async def test_redis_down_answers_503_and_recovers_without_a_restart(app: Any) -
             finally:
                 redis.terminate()
                 await redis.wait()
+
+
+async def _recovering_postgres(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """What PostgreSQL answers every new connection while it replays its WAL after a crash: the
+    startup packet is refused with FATAL 57P03 (the wire protocol's ErrorResponse)."""
+    try:
+        while True:
+            length = int.from_bytes(await reader.readexactly(4), "big")
+            code = int.from_bytes(await reader.readexactly(4), "big")
+            await reader.readexactly(length - 8)
+            if code in (80877103, 80877104):  # SSLRequest, GSSENCRequest: "not here", then the startup
+                writer.write(b"N")
+                await writer.drain()
+                continue
+            fields = [b"SFATAL", b"VFATAL", b"C57P03", b"Mthe database system is starting up"]
+            payload = b"".join(f + b"\0" for f in fields) + b"\0"
+            writer.write(b"E" + (len(payload) + 4).to_bytes(4, "big") + payload)
+            await writer.drain()
+            break
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+
+
+async def test_database_starting_up_answers_503_not_500(app: Any) -> None:
+    """PostgreSQL up but still recovering refuses connections with SQLSTATE 57P03: an outage like
+    any other (the fault suite saw it answered 500 after a kill -9 of PostgreSQL)."""
+    server = await asyncio.start_server(_recovering_postgres, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with serving(
+            WOJIA_DATABASE_URL=f"postgresql+asyncpg://postgres@127.0.0.1:{port}/wojia"
+        ) as client:
+            for path in ("/api/v1/stations", "/api/v1/columns/gov_services/items"):
+                r, seconds = await timed(client, "GET", path)
+                assert_unavailable(r, seconds)
+    finally:
+        server.close()
+        await server.wait_closed()

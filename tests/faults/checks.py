@@ -181,7 +181,7 @@ async def provider_acked(cluster: Cluster) -> set[str]:
 
 
 async def _state(cluster: Cluster, load: Load) -> dict[str, Any]:
-    otns = list(load.acked.bills)
+    otns = [*load.acked.bills, *load.acked.fees]
     orders = await cluster.query(
         "SELECT out_trade_no, id, status, column_notified_at FROM payments_order WHERE out_trade_no = ANY($1)",
         otns,
@@ -205,7 +205,7 @@ async def _state(cluster: Cluster, load: Load) -> dict[str, Any]:
 def _untold(load: Load, st: dict[str, Any]) -> tuple[list[str], list[str], list[str]]:
     """(acknowledged notifications whose order is not paid, paid orders whose column was not told,
     paid bills the biller has not heard of)."""
-    acked = (load.acked.notified | st["acked"]) & set(load.acked.bills)
+    acked = (load.acked.notified | st["acked"]) & (set(load.acked.bills) | set(load.acked.fees))
     orders = st["orders"]
     not_paid = [
         o
@@ -215,7 +215,7 @@ def _untold(load: Load, st: dict[str, Any]) -> tuple[list[str], list[str], list[
     paid = [o for o, r in orders.items() if r["status"] in ("paid", "partially_refunded", "refunded")]
     not_told = [o for o in paid if orders[o]["column_notified_at"] is None]
     posted_bills = {p["bill_no"] for p in st["posted"]}
-    biller_untold = [o for o in paid if load.acked.bills[o] not in posted_bills]
+    biller_untold = [o for o in paid if o in load.acked.bills and load.acked.bills[o] not in posted_bills]
     return not_paid, not_told, biller_untold
 
 
@@ -231,7 +231,9 @@ async def wait_told(report: Report, cluster: Cluster, load: Load, w: Window) -> 
         await asyncio.sleep(1.0)
     report.add("all told after recovery (s)", round(time.monotonic() - w.recovered_at, 1))
     report.add(
-        "payment notifications acknowledged", len((load.acked.notified | st["acked"]) & set(load.acked.bills))
+        "payment notifications acknowledged (bills, fees)",
+        f"{len((load.acked.notified | st['acked']) & set(load.acked.bills))}, "
+        f"{len((load.acked.notified | st['acked']) & set(load.acked.fees))}",
     )
     report.add("  of which not credited", len(not_paid))
     report.add("paid orders", sum(1 for r in st["orders"].values() if r["status"] == "paid"))
@@ -321,7 +323,7 @@ async def not_doubled(report: Report, cluster: Cluster, load: Load) -> None:
     credited = await cluster.query(
         "SELECT o.out_trade_no, count(*) AS n FROM payments_event e JOIN payments_order o ON o.id = e.order_id"
         " WHERE o.out_trade_no = ANY($1) AND e.to_status = 'paid' GROUP BY o.out_trade_no",
-        otns,
+        [*otns, *load.acked.fees],
     )
     twice_credited = [r["out_trade_no"] for r in credited if r["n"] > 1]
     notices = await cluster.query(

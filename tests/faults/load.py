@@ -28,7 +28,8 @@ from tests.faults.harness import Cluster
 
 UTIL = "/api/v1/columns/utilities"
 GOV = "/api/v1/columns/gov_services"
-# 居民身份证换领 (identity level 1, two materials, collected at the window).
+# 居民身份证换领 (identity level 1, two materials, collected at the window, a 20 元 fee paid at
+# submission: the application waits for it, then the fee's paid hook submits it).
 ITEM = "BZ-GA-003"
 ITEM_MATERIALS = ("原居民身份证", "居民户口簿")
 ITEM_DELIVERY = "窗口领取"
@@ -63,6 +64,7 @@ class Acked:
     notified: set[str] = field(default_factory=set)  # out_trade_no whose notification got SUCCESS
     bills: dict[str, str] = field(default_factory=dict)  # out_trade_no -> biller bill_no
     applications: set[str] = field(default_factory=set)
+    fees: dict[str, str] = field(default_factory=dict)  # fee order's out_trade_no -> application id
     submitted: set[str] = field(default_factory=set)
     logged_out: list[str] = field(default_factory=list)  # access tokens whose logout answered 204
 
@@ -336,8 +338,46 @@ class Load:
             headers=headers,
             json={"delivery": ITEM_DELIVERY},
         )
-        if r.json()["status"] == "submitted":
+        status = r.json()["status"]
+        if status == "awaiting_payment":
+            status = await self.pay_fee(c, headers, app_id)
+        if status == "submitted":
             self.acked.submitted.add(app_id)
+
+    async def pay_fee(self, c: httpx.AsyncClient, headers: dict[str, str], app_id: str) -> str:
+        """Pay the application's fee; the application's status once the column was told (or as it
+        stood when the resident gave up waiting)."""
+        r = await self.until_ok(
+            c,
+            "POST",
+            f"{GOV}/applications/{app_id}/fee/pay",
+            "fee-pay",
+            (201,),
+            headers=headers,
+            json={"provider": "wechat_v2", "channel": "app"},
+        )
+        out_trade_no = r.json()["out_trade_no"]
+        self.acked.fees[out_trade_no] = app_id
+        t0 = time.monotonic()
+        res = await self.cluster.sandbox(
+            "POST", "/wechat_v2/_sandbox/pay", json={"out_trade_no": out_trade_no}
+        )
+        t1 = time.monotonic()
+        for d in res["deliveries"]:
+            status = d["status_code"]
+            self.calls.append(Call("notify", t0, t1, status, None if status else d["response"][:200]))
+            if status == 200 and "<return_code><![CDATA[SUCCESS]]>" in d["response"]:
+                self.acked.notified.add(out_trade_no)
+        deadline = time.monotonic() + 90
+        state = "awaiting_payment"
+        while time.monotonic() < deadline and not self.stopping:
+            got = await self.call(c, "GET", f"{GOV}/applications/{app_id}", "application", headers=headers)
+            if got is not None and got.status_code == 200:
+                state = got.json()["status"]
+                if state != "awaiting_payment":
+                    break
+            await asyncio.sleep(0.5)
+        return state
 
     # -- running ---------------------------------------------------------------------------------
 
