@@ -155,6 +155,24 @@ def answers_outside(report: Report, load: Load, w: Window, *, graceful: bool = F
         if lost:
             kinds = Counter(f"{c.label} {(c.error or '')[:60]}" for c in lost)
             report.fail(f"{len(lost)} requests without an answer {name}: {dict(kinds.most_common(5))}")
+    # While the dependency comes back (PostgreSQL replaying its WAL, Redis loading): 503
+    # app.unavailable is right, a 500 is not (PostgreSQL's "starting up" refusal once was one).
+    recovering = [
+        c
+        for c in calls
+        if (w.recovered_at if w.api_down else w.recover_at) <= c.started < after
+        and c.status is not None
+        and c.status >= 500
+        and not _ok_outage_answer(c)
+        and not _shed(c)
+    ]
+    report.add("  5xx other than 503 while recovering", len(recovering))
+    if recovering:
+        kinds = Counter(f"{c.label} {c.status} {c.code}" for c in recovering)
+        report.fail(
+            f"{len(recovering)} answers while recovering were 5xx but not 503 app.unavailable:"
+            f" {dict(kinds.most_common(8))} (request ids {[c.request_id for c in recovering[:3]]})"
+        )
     inflight_bad = [
         c
         for c in inflight

@@ -75,3 +75,13 @@ def test_a_5xx_after_recovery_is_flagged_shedding_is_not() -> None:
     report = Report("t")
     answers_outside(report, _load(_call(30, 0.1, 503, "app.overloaded"), _call(31, 0.1, 502, "app.error")), w)
     assert len(report.problems) == 1 and "502 app.error" in report.problems[0], report.problems
+
+
+def test_a_500_while_the_dependency_recovers_is_flagged_503_unavailable_is_not() -> None:
+    w = Window(fault_at=10.0, recover_at=20.0, recovered_at=21.0)
+    report = Report("t")
+    answers_outside(
+        report, _load(_call(20.5, 0.1, 503, "app.unavailable"), _call(21.5, 0.1, 500, "app.internal")), w
+    )
+    assert len(report.problems) == 1 and "500 app.internal" in report.problems[0], report.problems
+    assert report.counts["  5xx other than 503 while recovering"] == 1
