@@ -50,6 +50,7 @@ REFUND_DUPLICATE = "同一申请已缴费，重复缴纳的费用原路退回"
 REFUND_ENDED = "申请已结束，费用原路退回"
 REFUND_REJECTED = "申请不予办理，已缴费用原路退回"
 REFUND_WITHDRAWN = "申请已撤回，已缴费用原路退回"
+REFUND_REVOKED = "秒批结果已撤销，已缴费用原路退回"
 # Below this many seconds left, no new order is opened (the wallet needs time to pay).
 MIN_ORDER_S = 60
 

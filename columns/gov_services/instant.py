@@ -12,11 +12,14 @@ import datetime as dt
 import secrets
 from typing import Any
 
+from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_api.core.db import utcnow
 from app_api.platform.accounts.principal import Principal
-from columns.gov_services import review
+from app_api.platform.datahub import certificates
+from app_api.platform.datahub.models import ECertificate
+from columns.gov_services import fee_payments, review
 from columns.gov_services.catalogue import CatalogueItem
 from columns.gov_services.config import get_config
 from columns.gov_services.errors import NotInstantApproval, RevokeWindowClosed
@@ -129,8 +132,9 @@ async def confirm(
 async def revoke(
     session: AsyncSession, *, app: Application, principal: Principal, reason: str
 ) -> Application:
-    """Revoke an instant approval within the window: the application ends revoked, the resident is
-    told why, and the audit chain records who did it."""
+    """Revoke an instant approval within the window: the application ends revoked, the e-certificate
+    it issued is revoked (here at once, in the city's library by datahub's job), a paid fee is
+    refunded, the resident is told why, and the audit chain records who did it."""
     _instant(app)
     now = utcnow()
     if app.status in review.INSTANT_REVIEWABLE and now > revoke_deadline(app):
@@ -155,5 +159,25 @@ async def revoke(
         role="reviewer",
         data={"cert_no": app.result_cert_no, "sampled": app.instant_sampled},
     )
+    await _revoke_certificate(session, app=app, principal=principal, reason=reason)
     await tell(session, app, "已撤销", f"原因：{reason}")
+    await fee_payments.refund_paid(session, app, reason=fee_payments.REFUND_REVOKED)
     return app
+
+
+async def _revoke_certificate(
+    session: AsyncSession, *, app: Application, principal: Principal, reason: str
+) -> None:
+    if app.result_cert_no is None:
+        return
+    cert_id = (
+        await session.exec(
+            select(ECertificate.id).where(
+                ECertificate.cert_no == app.result_cert_no, ECertificate.source_ref == app.id
+            )
+        )
+    ).first()
+    if cert_id is not None:
+        await certificates.revoke(
+            session, certificate_id=cert_id, principal=principal, reason=f"秒批结果撤销：{reason}"
+        )

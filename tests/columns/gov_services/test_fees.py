@@ -496,10 +496,11 @@ async def test_fee_rules_compute_and_travel_through_export_and_import(
     assert guide["fee"] == {"charge_at": "submit", "kind": "fixed", "amount_fen": 2000}
 
 
-async def test_an_instant_approval_item_with_a_fee_is_approved_when_paid(
+async def test_an_instant_approval_item_with_a_fee_is_approved_when_paid_and_refunded_when_revoked(
     client: httpx.AsyncClient, login: LoginFn, gov_catalogue: None, pay_sandbox: dict[str, str]
 ) -> None:
-    """A new item imported from a sheet: 无犯罪记录证明's guide (instant approval) with a 20 元 fee."""
+    """A new item imported from a sheet: 无犯罪记录证明's guide (instant approval) with a 20 元 fee.
+    A reviewer revoking the instant approval refunds the fee at the provider, once."""
     admin = await login(roles=["admin"])
     resp = await client.get(f"{API}/admin/catalogue/export", params={"format": "csv"}, headers=admin)
     rows = list(csv.reader(io.StringIO(resp.content.decode("utf-8-sig"))))
@@ -535,3 +536,21 @@ async def test_an_instant_approval_item_with_a_fee_is_approved_when_paid(
     assert app["instant"] and app["fee_paid"] and app["result_cert_no"]
     kinds = [e["kind"] for e in app["timeline"]]
     assert kinds.index("fee_paid") < kinds.index("submitted") < kinds.index("approved")
+
+    reviewer, _ = await make_staff(client, login, department="谯城区公安分局")
+    revoked = await client.post(
+        f"{API}/review/applications/{app_id}/revoke", json={"reason": "抽查发现材料不实"}, headers=reviewer
+    )
+    assert revoked.status_code == 200 and revoked.json()["status"] == "revoked", revoked.text
+
+    async def refunded_at_provider() -> bool:
+        order = await _at_provider(pay_sandbox, "wechat_v3", started["out_trade_no"])
+        return bool(order["refunds"])
+
+    await wait_until(refunded_at_provider, timeout=20)
+    order = await _at_provider(pay_sandbox, "wechat_v3", started["out_trade_no"])
+    assert len(order["refunds"]) == 1
+    app = await _app(client, r, app_id)
+    [fee] = app["fee_payments"]
+    assert fee["status"] == "refunded" and fee["refund_reason"] == "秒批结果已撤销，已缴费用原路退回"
+    assert [e["kind"] for e in app["timeline"]].count("fee_refunded") == 1

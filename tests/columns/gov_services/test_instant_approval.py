@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
 from sqlmodel import col, select
 
-from tests.columns.gov_services.conftest import API, make_staff
+from tests.columns.gov_services.conftest import API, Resident, make_staff
 from tests.columns.gov_services.rules_helpers import born_years_ago, prefilled_draft, resident_born
+from tests.columns.utilities.utilities_helpers import wait_until
 from tests.conftest import LoginFn
 
 NO_RECORD = "BZ-GA-001"  # 无犯罪记录证明: instant approval, all materials from the records
@@ -40,7 +42,7 @@ def sample_none() -> Iterator[None]:
     get_config().instant_sample_percent = before
 
 
-async def _instantly_approved(client: httpx.AsyncClient, login: LoginFn) -> tuple[str, dict[str, object]]:
+async def _instantly_approved(client: httpx.AsyncClient, login: LoginFn) -> tuple[Resident, dict[str, Any]]:
     r = await resident_born(client, login, birth=born_years_ago(41))
     app_id = await prefilled_draft(client, r, NO_RECORD)
     eligibility = (
@@ -51,7 +53,7 @@ async def _instantly_approved(client: httpx.AsyncClient, login: LoginFn) -> tupl
     assert eligibility["instant_possible"] is True and eligibility["manual"] == []
     resp = await client.post(f"{API}/applications/{app_id}/submit", json={}, headers=r.headers)
     assert resp.status_code == 200, resp.text
-    return r.id_number, resp.json()
+    return r, resp.json()
 
 
 async def test_an_instant_approval_issues_the_certificate_within_the_request(
@@ -64,7 +66,8 @@ async def test_an_instant_approval_issues_the_certificate_within_the_request(
     from columns.gov_services.models import Event
 
     reviewer, _ = await make_staff(client, login, department=POLICE)
-    id_number, done = await _instantly_approved(client, login)
+    owner, done = await _instantly_approved(client, login)
+    id_number = owner.id_number
     assert done["status"] == "approved" and done["instant"] is True and done["instant_sampled"] is False
     assert done["decided_at"] and done["result_cert_no"]
     assert {c["id"]: c["status"] for c in done["conditions"]} == {"id_card": "met", "hukou": "met"}
@@ -123,12 +126,13 @@ async def test_a_reviewer_revokes_within_the_window_and_is_refused_after_it(
 ) -> None:
     from app_api.core.db import session_scope
     from app_api.platform.audit.models import AuditEvent
+    from app_api.platform.datahub.models import ECertificate
     from columns.gov_services.config import get_config
     from columns.gov_services.models import Application
 
     reviewer, reviewer_id = await make_staff(client, login, department=POLICE)
     outsider, _ = await make_staff(client, login, department="谯城区民政局")
-    _, done = await _instantly_approved(client, login)
+    owner, done = await _instantly_approved(client, login)
     reason = {"reason": "抽查发现户籍信息与实际不符"}
 
     resp = await client.post(f"{API}/review/applications/{done['id']}/revoke", json=reason, headers=outsider)
@@ -152,6 +156,29 @@ async def test_a_reviewer_revokes_within_the_window_and_is_refused_after_it(
             )
         ).one()
         assert revoked.actor_id == reviewer_id and revoked.data["status"] == "revoked"
+        cert = (
+            await s.exec(select(ECertificate).where(ECertificate.cert_no == done["result_cert_no"]))
+        ).one()
+        assert cert.revoked_at is not None and reason["reason"] in (cert.revoke_reason or "")
+        cert_revoked = (
+            await s.exec(
+                select(AuditEvent).where(
+                    AuditEvent.subject_id == cert.id, AuditEvent.action == "datahub.certificate_revoked"
+                )
+            )
+        ).one()
+        assert cert_revoked.actor_id == reviewer_id
+    # The resident's 证照夹 shows it revoked, and the library is told by datahub's job.
+    mine = (await client.get("/api/v1/me/certificates", headers=owner.headers)).json()
+    listed = [c for c in mine["items"] if c["id"] == cert.id]
+    assert [c["status"] for c in listed] == ["revoked"]
+
+    async def library_told() -> bool:
+        async with session_scope() as s:
+            row = await s.get(ECertificate, cert.id, populate_existing=True)
+            return row is not None and row.revoke_sent_at is not None
+
+    await wait_until(library_told, timeout=20)
 
     # Another instant approval, decided longer ago than the window.
     _, late = await _instantly_approved(client, login)
