@@ -8,12 +8,13 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app_api.core.clock import china_today
 from app_api.core.db import utcnow
 from app_api.core.errors import ValidationFailed
 from app_api.platform.accounts.models import Account
 from app_api.platform.accounts.principal import Principal
 from app_api.platform.consent import service as consent
-from app_api.platform.datahub.service import get_datahub
+from app_api.platform.datahub.service import Certificate, get_datahub
 from columns.gov_services.catalogue import (
     CONSENT_GROUPS,
     CONSENT_SCOPES,
@@ -27,6 +28,14 @@ from columns.gov_services.models import DRAFT, SUPPLEMENT, Application
 from columns.gov_services.rules import record_fields
 
 PREFILL_PURPOSE = "gov_services.prefill"
+
+
+def usable_certificates(certs: list[Certificate], today: dt.date | None = None) -> list[Certificate]:
+    """The certificates a material may reference: valid as the library answers (not revoked, not
+    still being issued) and not past their last valid day; newest first."""
+    day = today or china_today()
+    ok = [c for c in certs if c.status == "valid" and (c.valid_until is None or c.valid_until >= day)]
+    return sorted(ok, key=lambda c: c.issued_on, reverse=True)
 
 
 def prefill_preview(item: CatalogueItem) -> list[dict[str, Any]]:
@@ -120,7 +129,7 @@ async def prefill(
                 }
                 form.update({k: v for k, v in values.items() if k in wanted})
         elif g == "certificate":
-            certs = await hub.certificates(session, id_number=id_number, **common)
+            certs = usable_certificates(await hub.certificates(session, id_number=id_number, **common))
             for m in item.materials:
                 if not m.ecert:
                     continue
