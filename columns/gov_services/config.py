@@ -40,9 +40,10 @@ class GovServicesSettings(WojiaSettings):
     s3_prefix: str = "gov_services/"
     s3_access_key: str = "wojia-dev"
     s3_secret_key: SecretStr = SecretStr(DEV_S3_SECRET)
-    # The postal service (EMS-style waybill API). Empty: the column's own protocol sandbox, which
-    # the api mounts in development at <public base URL>/sandbox/gov_services/postal
-    # (``postal_endpoint``); required outside development.
+    # The postal service (the project's proposed waybill protocol, docs/adapters/postal.yaml).
+    # Empty: the column's own protocol sandbox, which the api mounts in development at
+    # <public base URL>/sandbox/gov_services/postal (``postal_endpoint``); required outside
+    # development.
     postal_url: str = ""
     postal_app_id: str = "wojia"
     postal_secret: SecretStr = SecretStr(DEV_POSTAL_SECRET)

@@ -1,9 +1,10 @@
 """Results posted home for free (免费寄递): the postal service's waybill API behind an adapter.
 
-The protocol is EMS-style JSON over HTTPS with requests signed as :mod:`app_api.core.signing` says
-(the signature covers the protocol path, ``/v1/waybills``, not the deployment's base URL): create a
-waybill for an order (idempotent on the order id, so a retried job never ships twice) and query its
-tracking. ``columns.gov_services.sandbox.postal`` speaks the same protocol on loopback in development.
+The protocol is the project's proposed waybill protocol (``docs/adapters/postal.yaml``): JSON over
+HTTPS with requests signed as :mod:`app_api.core.signing` says (the signature covers the protocol
+path, ``/v1/waybills``, not the deployment's base URL): create a waybill for an order (idempotent
+on the order id, so a retried job never ships twice) and query its tracking.
+``columns.gov_services.sandbox.postal`` speaks the same protocol on loopback in development.
 """
 
 from __future__ import annotations
