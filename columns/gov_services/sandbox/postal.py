@@ -1,8 +1,10 @@
 """Protocol sandbox of the postal waybill API (development and tests).
 
-It verifies the caller's app id and request signature (:mod:`app_api.core.signing`) as the carrier
-would, creates waybills idempotently on the order id, and reports tracking. ``POST .../deliver`` is
-the sandbox's own control to simulate the courier handing the parcel over.
+It verifies the caller's app id and request signature (:mod:`app_api.core.signing`) as the protocol
+requires (``docs/adapters/postal.yaml``), creates waybills idempotently on the order id, and
+reports tracking. ``POST .../deliver`` is the sandbox's own control to simulate the courier handing
+the parcel over. A body that is not a JSON object is answered 400 in the protocol's envelope
+(``40012``), like any other bad request.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def _answer(code: str, msg: str, data: Any = None, status: int = 200) -> JSONRes
 
 
 def _protocol_path(request: Request) -> str:
-    """The path the carrier's protocol names (``/v1/waybills``), wherever the sandbox is mounted."""
+    """The protocol path (``/v1/waybills``), wherever the sandbox is mounted."""
     path: str = request.scope["path"]
     root: str = request.scope.get("root_path", "")
     return path.removeprefix(root) if root and path.startswith(root) else path
@@ -62,9 +64,14 @@ async def _verify(request: Request) -> JSONResponse | None:
 async def create_waybill(request: Request) -> JSONResponse:
     if (bad := await _verify(request)) is not None:
         return bad
-    payload = json.loads(await request.body())
-    receiver = payload.get("receiver") or {}
-    if not all(receiver.get(k) for k in ("name", "phone", "address")):
+    try:
+        payload = json.loads(await request.body())
+    except ValueError:
+        payload = None
+    if not isinstance(payload, dict):
+        return _answer("40012", "body must be a JSON object", status=400)
+    receiver = payload.get("receiver")
+    if not isinstance(receiver, dict) or not all(receiver.get(k) for k in ("name", "phone", "address")):
         return _answer("40010", "receiver name, phone and address are required", status=400)
     order_id = str(payload.get("order_id") or "")
     if not order_id:

@@ -41,6 +41,34 @@ async def test_postal_sandbox_checks_the_house_signature(client: httpx.AsyncClie
     assert again.json()["data"]["tracking_no"] == good.json()["data"]["tracking_no"]  # idempotent
 
 
+async def test_postal_sandbox_answers_a_body_that_is_not_a_json_object_with_the_protocols_400(
+    client: httpx.AsyncClient,
+) -> None:
+    from app_api.core.signing import signed_headers
+    from columns.gov_services.config import get_config
+
+    cfg = get_config()
+    secret = cfg.postal_secret.get_secret_value()
+    bodies = [
+        b"{not json",
+        "收件人".encode("gbk"),
+        b"[1, 2]",
+        '{"order_id": "x", "receiver": "张三"}'.encode(),
+    ]
+    for body in bodies:
+        signed = signed_headers(
+            app_id=cfg.postal_app_id, secret=secret, method="POST", path="/v1/waybills", body=body
+        )
+        resp = await client.post(
+            f"{SANDBOX}/postal/v1/waybills",
+            content=body,
+            headers={"content-type": "application/json", **signed.headers},
+        )
+        assert resp.status_code == 400, (body, resp.text)
+        assert set(resp.json()) == {"code", "msg", "data"} and resp.json()["data"] is None
+        assert resp.json()["code"] == ("40010" if body.startswith(b'{"order_id"') else "40012")
+
+
 def test_production_modules_do_not_import_the_sandbox() -> None:
     modules = [
         "columns.gov_services",
