@@ -32,6 +32,7 @@ from columns.gov_services.errors import (
     MaterialsMissing,
 )
 from columns.gov_services.lifecycle import (
+    bundle_changed,
     claim,
     close_pause,
     form_of,
@@ -373,6 +374,7 @@ async def withdraw(
         data={"from": was, "client_key": key},
     )
     await fee_payments.refund_paid(session, app, reason=fee_payments.REFUND_WITHDRAWN)
+    await bundle_changed(session, app)
     return app
 
 

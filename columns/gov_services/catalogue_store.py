@@ -140,11 +140,15 @@ async def upsert_items(
 
 
 async def seed(session: AsyncSession) -> str:
-    """Load the shipped departments and items (idempotent; used by ``wojia seed`` and tests)."""
+    """Load the shipped departments, items and life events (idempotent; used by ``wojia seed`` and
+    tests)."""
+    from columns.gov_services import life_events  # it reads items through this module
+
     cat = seed_catalogue()
     added = await upsert_departments(session, cat.departments)
     counts = await upsert_items(session, items=cat.items, actor_id=None)
-    return f"departments +{added}, items {counts}"
+    bundles = await life_events.seed(session, {i.code: i for i in cat.items})
+    return f"departments +{added}, items {counts}, life events +{bundles}"
 
 
 async def import_catalogue_file(

@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 async def post_result(session: AsyncSession, *, app_id: str) -> Waybill | None:
     """Create the waybill for a result to post (job; idempotent on the application)."""
     app = await session.get(Application, app_id, with_for_update=True)
-    if app is None or app.status != APPROVED or app.delivery != "免费邮寄":
+    if app is None or app.status != APPROVED or app.delivery != "免费邮寄" or app.bundle_id is not None:
+        # A life event's result goes out with the others (``life_event_applications``).
         return None
     existing = (await session.exec(select(Waybill).where(Waybill.application_id == app.id))).first()
     if existing is not None:
@@ -73,6 +74,7 @@ async def pending_posts(
         .where(
             Application.status == APPROVED,
             Application.delivery == "免费邮寄",
+            col(Application.bundle_id).is_(None),
             col(Application.decided_at) < now - older_than,
             col(Application.decided_at) >= now - within,
             ~select(Waybill.id).where(Waybill.application_id == Application.id).exists(),

@@ -9,8 +9,8 @@ from fastapi import Depends
 from app_api.core.db import SessionDep
 from app_api.platform.access import CurrentAccount, require_roles
 from app_api.platform.accounts.principal import Principal
-from columns.gov_services import applications, review
-from columns.gov_services.models import Application
+from columns.gov_services import applications, life_event_applications, review
+from columns.gov_services.models import Application, BundleApplication
 
 Reviewer = Annotated[Principal, Depends(require_roles("reviewer"))]
 StaffOrAdmin = Annotated[Principal, Depends(require_roles("reviewer", "admin"))]
@@ -26,3 +26,12 @@ async def _reviewable(app_id: str, principal: Reviewer, session: SessionDep) -> 
 
 OwnedApplication = Annotated[Application, Depends(_owned)]
 ReviewableApplication = Annotated[Application, Depends(_reviewable)]
+
+
+async def _owned_bundle(
+    bundle_app_id: str, principal: CurrentAccount, session: SessionDep
+) -> BundleApplication:
+    return await life_event_applications.owned(session, bundle_app_id=bundle_app_id, principal=principal)
+
+
+OwnedBundleApplication = Annotated[BundleApplication, Depends(_owned_bundle)]

@@ -99,3 +99,28 @@ class FeeNotComputed(ValidationFailed):
 class FeePaymentClosed(Conflict):
     code = "gov_services.fee_payment_closed"
     title = "该申请当前不能缴费"
+
+
+class BundleNotFound(NotFound):
+    code = "gov_services.bundle_not_found"
+    title = "未找到该“一件事”"
+
+
+class BundleItemUnavailable(Conflict):
+    """An item of the life event is withdrawn from the catalogue: ``items`` names it."""
+
+    code = "gov_services.bundle_item_unavailable"
+    title = "“一件事”中有事项暂不可办理"
+
+
+class BundleApplicationNotFound(NotFound):
+    # Also raised for someone else's, so its existence does not leak.
+    code = "gov_services.bundle_application_not_found"
+    title = "未找到该“一件事”申请"
+
+
+class BundleFieldsInvalid(ValidationFailed):
+    """Fields of the combined form missing or wrong: ``problems`` maps each field to why."""
+
+    code = "gov_services.bundle_fields_invalid"
+    title = "“一件事”填写的信息有误"

@@ -32,7 +32,15 @@ from columns.gov_services.catalogue import CatalogueItem
 from columns.gov_services.config import get_config
 from columns.gov_services.errors import FeeNotComputed, FeePaymentClosed
 from columns.gov_services.fees import FeeNotComputable, amount_fen
-from columns.gov_services.lifecycle import claim, close_pause, pauses_of, record_event, started_at, tell
+from columns.gov_services.lifecycle import (
+    bundle_changed,
+    claim,
+    close_pause,
+    pauses_of,
+    record_event,
+    started_at,
+    tell,
+)
 from columns.gov_services.models import (
     ACCEPTED,
     AWAITING_PAYMENT,
@@ -303,6 +311,7 @@ async def cancel_unpaid(session: AsyncSession, app: Application, *, now: dt.date
         data={"fee_fen": app.fee_fen, "client_key": key},
     )
     await tell(session, app, "已取消", "未在规定时间内缴费，如仍需办理请重新提交申请。")
+    await bundle_changed(session, app)
     return True
 
 

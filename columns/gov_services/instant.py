@@ -23,7 +23,7 @@ from columns.gov_services import fee_payments, review
 from columns.gov_services.catalogue import CatalogueItem
 from columns.gov_services.config import get_config
 from columns.gov_services.errors import NotInstantApproval, RevokeWindowClosed
-from columns.gov_services.lifecycle import record_event, tell, transition
+from columns.gov_services.lifecycle import bundle_changed, record_event, tell, transition
 from columns.gov_services.models import ACCEPTED, REVOKED, SUBMITTED, Application
 from columns.gov_services.rules import Eligibility
 
@@ -162,6 +162,7 @@ async def revoke(
     await _revoke_certificate(session, app=app, principal=principal, reason=reason)
     await tell(session, app, "已撤销", f"原因：{reason}")
     await fee_payments.refund_paid(session, app, reason=fee_payments.REFUND_REVOKED)
+    await bundle_changed(session, app)
     return app
 
 

@@ -16,6 +16,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_api.core.crypto import decrypt_str, encrypt_str, mask_id_number
 from app_api.core.db import utcnow
+from app_api.core.jobs import outbox
 from app_api.platform import audit, notify
 from app_api.platform.accounts.principal import Principal
 from columns.gov_services import messages, workdays
@@ -108,6 +109,13 @@ async def timeline(session: AsyncSession, app: Application) -> list[Event]:
             )
         ).all()
     )
+
+
+async def bundle_changed(session: AsyncSession, app: Application) -> None:
+    """An application of a life event (一件事) reached an end: the life event's job looks again
+    (files what waited for this result; delivers once when every item has ended)."""
+    if app.bundle_id is not None:
+        await outbox.enqueue(session, "gov_services.bundle_progress", bundle_app_id=app.bundle_id)
 
 
 async def tell(session: AsyncSession, app: Application, status: str, note: str = "") -> None:

@@ -32,6 +32,9 @@ REVOKED = "revoked"
 AWAITING_PAYMENT = "awaiting_payment"
 CANCELLED = "cancelled"
 WITHDRAWN = "withdrawn"
+# A life event's application (一件事) that was never filed: the item whose result it needed ended
+# without one, or it could not be filed once that result came.
+NOT_FILED = "not_filed"
 OPEN_STATES = (SUBMITTED, ACCEPTED, SUPPLEMENT)
 DECIDED_STATES = (APPROVED, REJECTED, POSTED, DELIVERED, REVOKED)
 STATUS_NAMES = {
@@ -47,6 +50,7 @@ STATUS_NAMES = {
     AWAITING_PAYMENT: "待缴费",
     CANCELLED: "已取消（逾期未缴费）",
     WITHDRAWN: "已撤回",
+    NOT_FILED: "未提交",
 }
 
 
@@ -156,11 +160,108 @@ class Application(SQLModel, table=True):
     fee_charge_at: str | None = Field(default=None, max_length=10)
     fee_due_at: dt.datetime | None = datetime_field(index=True)
     fee_order_id: str | None = Field(default=None, max_length=32)
+    # The life event (一件事) this application is one part of; its result is delivered with the others.
+    bundle_id: str | None = Field(
+        default=None, foreign_key="gov_services_bundle_application.id", index=True, max_length=32
+    )
     created_at: dt.datetime = created_at_field()
     submitted_at: dt.datetime | None = datetime_field(index=True)
     accepted_at: dt.datetime | None = datetime_field()
     decided_at: dt.datetime | None = datetime_field()
     updated_at: dt.datetime = created_at_field()
+
+
+class Bundle(SQLModel, table=True):
+    """A life event (一件事): items of several departments done as one, with the fields the items do
+    not ask themselves (the newborn's name) asked once. Seeded from ``data/bundles.json``."""
+
+    __tablename__ = "gov_services_bundle"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    code: str = Field(max_length=40, unique=True)
+    name: str = Field(max_length=80)
+    summary: str = Field(max_length=500)
+    item_codes: list[str] = Field(default_factory=list, sa_type=sa.JSON)
+    # [{"key": "newborn.name", "label": "新生儿姓名", "required": true}, ...]
+    fields: list[dict[str, Any]] = Field(default_factory=list, sa_type=sa.JSON)
+    promised_days: int = 0
+    active: bool = True
+    updated_at: dt.datetime = created_at_field()
+
+
+# A life event's application: draft, processing (its items' applications are in their
+# departments' queues, or wait for the result they need), completed (every result is in and was
+# delivered once).
+BUNDLE_DRAFT = "draft"
+BUNDLE_PROCESSING = "processing"
+BUNDLE_COMPLETED = "completed"
+BUNDLE_STATUS_NAMES = {BUNDLE_DRAFT: "草稿", BUNDLE_PROCESSING: "办理中", BUNDLE_COMPLETED: "已全部办结"}
+
+
+class BundleApplication(SQLModel, table=True):
+    """A resident's life event: one form, one set of materials and one consent, fanned out on
+    submission as one ``Application`` per item (``Application.bundle_id``); delivered once."""
+
+    __tablename__ = "gov_services_bundle_application"
+    __table_args__ = (sa.UniqueConstraint("applicant_id", "client_key"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    number: str = Field(max_length=24, unique=True)
+    client_key: str = Field(max_length=64)
+    applicant_id: str = Field(max_length=32, index=True)
+    bundle_code: str = Field(max_length=40, index=True)
+    bundle_name: str = Field(max_length=80)
+    status: str = Field(default=BUNDLE_DRAFT, max_length=20, index=True)
+    # The combined form, JSON encrypted with the bundle application's id as AAD.
+    form_enc: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
+    consents: dict[str, str] = Field(default_factory=dict, sa_type=sa.JSON)
+    ecerts: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON)
+    delivery: str | None = Field(default=None, max_length=10)
+    address_enc: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
+    tracking_no: str | None = Field(default=None, max_length=40)
+    created_at: dt.datetime = created_at_field()
+    submitted_at: dt.datetime | None = datetime_field()
+    completed_at: dt.datetime | None = datetime_field()
+    delivered_at: dt.datetime | None = datetime_field()
+    updated_at: dt.datetime = created_at_field()
+
+
+class BundleUpload(SQLModel, table=True):
+    """A material uploaded once for a life event; each item's application that needs it gets an
+    ``Upload`` row pointing at the same stored object when the life event is submitted."""
+
+    __tablename__ = "gov_services_bundle_upload"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    bundle_application_id: str = Field(
+        foreign_key="gov_services_bundle_application.id", index=True, max_length=32
+    )
+    owner_id: str = Field(max_length=32)
+    material: str = Field(max_length=100)
+    filename: str = Field(max_length=200)
+    kind: str = Field(max_length=10)
+    size: int
+    sha256: str = Field(max_length=64)
+    storage_key: str = Field(max_length=200)
+    created_at: dt.datetime = created_at_field()
+
+
+class BundleEvent(SQLModel, table=True):
+    """The life event's own timeline entries (its items' applications keep theirs in ``Event``)."""
+
+    __tablename__ = "gov_services_bundle_event"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    bundle_application_id: str = Field(
+        foreign_key="gov_services_bundle_application.id", index=True, max_length=32
+    )
+    kind: str = Field(max_length=30)
+    title: str = Field(max_length=100)
+    note: str | None = Field(default=None, max_length=500)
+    actor_id: str | None = Field(default=None, max_length=32)
+    actor_role: str = Field(max_length=20)
+    data: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON)
+    at: dt.datetime = created_at_field()
 
 
 class FeePayment(SQLModel, table=True):

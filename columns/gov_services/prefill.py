@@ -4,6 +4,7 @@ from the data center's records and attach e-certificates by reference."""
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -21,6 +22,7 @@ from columns.gov_services.catalogue import (
     ECERT_CODES,
     RECORD_FIELDS,
     CatalogueItem,
+    Material,
 )
 from columns.gov_services.errors import IdentityRecordMissing, InvalidTransition
 from columns.gov_services.lifecycle import form_of, form_view, record_event, set_form, version_of
@@ -78,26 +80,69 @@ async def prefill(
     unknown = [g for g in groups if g not in offered]
     if unknown or not groups:
         raise ValidationFailed("请选择本事项可授权的信息类别", allowed=list(offered))
+    wanted = {f for m in item.materials for f in m.fill_fields} | record_fields(item.rules)
+    filled = await fill_from_records(
+        session,
+        principal=principal,
+        consent_texts={g: offered[g]["consent_text"] for g in groups},
+        wanted=wanted,
+        materials=list(item.materials),
+    )
+    form = form_of(app)
+    form.update(filled.form)
+    set_form(app, form)
+    app.consents = {**app.consents, **filled.consents}
+    app.ecerts = {**app.ecerts, **filled.ecerts}
+    app.updated_at = utcnow()
+    session.add(app)
+    await session.flush()
+    await record_event(
+        session,
+        app,
+        kind="prefilled",
+        title="授权调取信息",
+        actor=principal,
+        role="resident",
+        data={"groups": groups},
+    )
+    return form_view(app)
+
+
+@dataclass
+class Filled:
+    form: dict[str, Any]
+    consents: dict[str, str]
+    ecerts: dict[str, Any]
+
+
+async def fill_from_records(
+    session: AsyncSession,
+    *,
+    principal: Principal,
+    consent_texts: dict[str, str],
+    wanted: set[str],
+    materials: list[Material],
+) -> Filled:
+    """One consent per group (its text as the resident saw it), then the records read with it: the
+    ``wanted`` form fields, and a usable e-certificate for each material that can be one. Shared by
+    an item's application and a life event's (one consent screen for all its items)."""
     account = await session.get(Account, principal.id)
     id_number = account.id_number if account else None
     if not id_number:
         raise IdentityRecordMissing("调取信息需要先完成实名认证（身份证号核验）")
     hub = get_datahub()
-    form = form_of(app)
-    consents = dict(app.consents)
-    ecerts = dict(app.ecerts)
-    wanted = {f for m in item.materials for f in m.fill_fields} | record_fields(item.rules)
-    for g in groups:
+    out = Filled(form={}, consents={}, ecerts={})
+    for g, text in consent_texts.items():
         c = await consent.grant(
             session,
             account_id=principal.id,
             purpose=PREFILL_PURPOSE,
             scopes=[CONSENT_SCOPES[g]],
-            text=offered[g]["consent_text"],
+            text=text,
             grantee="gov_services",
             ttl=dt.timedelta(days=30),
         )
-        consents[g] = c.id
+        out.consents[g] = c.id
         common: dict[str, Any] = {
             "accessor_id": principal.id,
             "purpose": PREFILL_PURPOSE,
@@ -115,7 +160,7 @@ async def prefill(
                 "person.household": p.household,
                 "person.photo": "人口库证件照" if p.photo else None,
             }
-            form.update({k: v for k, v in values.items() if k in wanted and v is not None})
+            out.form.update({k: v for k, v in values.items() if k in wanted and v is not None})
         elif g == "legal_person":
             found = await hub.legal_persons(session, rep_id_number=id_number, **common)
             if found:
@@ -127,36 +172,21 @@ async def prefill(
                     "legal_person.address": lp.address,
                     "legal_person.business_scope": lp.business_scope,
                 }
-                form.update({k: v for k, v in values.items() if k in wanted})
+                out.form.update({k: v for k, v in values.items() if k in wanted})
         elif g == "certificate":
             certs = usable_certificates(await hub.certificates(session, id_number=id_number, **common))
-            for m in item.materials:
+            for m in materials:
                 if not m.ecert:
                     continue
                 match = next(
                     (c for c in certs if c.cert_type == ECERT_CODES[m.ecert] or c.title == m.ecert), None
                 )
                 if match is not None:
-                    ecerts[m.name] = {
+                    out.ecerts[m.name] = {
                         "id": match.id,
                         "cert_no": match.cert_no,
                         "title": match.title,
                         "issuer": match.issuer,
                         "valid_until": match.valid_until.isoformat() if match.valid_until else None,
                     }
-    set_form(app, form)
-    app.consents = consents
-    app.ecerts = ecerts
-    app.updated_at = utcnow()
-    session.add(app)
-    await session.flush()
-    await record_event(
-        session,
-        app,
-        kind="prefilled",
-        title="授权调取信息",
-        actor=principal,
-        role="resident",
-        data={"groups": groups},
-    )
-    return form_view(app)
+    return out

@@ -20,6 +20,7 @@ from columns.gov_services import fee_payments, messages
 from columns.gov_services.catalogue import ECERT_CODES
 from columns.gov_services.errors import ApplicationNotFound, OutsideDepartment
 from columns.gov_services.lifecycle import (
+    bundle_changed,
     close_pause,
     record_decision,
     record_event,
@@ -172,7 +173,14 @@ async def approve(
         data={"cert_no": app.result_cert_no, **(data or {})},
     )
     extra = "电子证照已存入您的证照夹。" if app.result_cert_no else ""
-    if item.result.paper and app.delivery == "免费邮寄":
+    if app.bundle_id is not None:
+        # One of a life event's items: its result is delivered with the others, once.
+        if item.result.paper and app.delivery == "窗口领取":
+            extra += f"纸质结果请在“一件事”全部办结后到{item.where_to_go or app.department}领取。"
+        elif item.result.paper:
+            extra += "纸质结果将在“一件事”全部办结后一并寄出。"
+        await bundle_changed(session, app)
+    elif item.result.paper and app.delivery == "免费邮寄":
         await outbox.enqueue(session, "gov_services.post_result", application_id=app.id)
         extra += "纸质结果将免费邮寄给您。"
     elif item.result.paper and app.delivery == "窗口领取":
@@ -199,4 +207,5 @@ async def reject(
     )
     await tell(session, app, "不予办理", f"原因：{reason}")
     await fee_payments.refund_paid(session, app, reason=fee_payments.REFUND_REJECTED)
+    await bundle_changed(session, app)
     return app

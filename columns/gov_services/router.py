@@ -35,6 +35,7 @@ from columns.gov_services.config import get_config
 from columns.gov_services.dependencies import OwnedApplication, ReviewableApplication, Reviewer, StaffOrAdmin
 from columns.gov_services.errors import UploadTooLarge
 from columns.gov_services.models import AWAITING_PAYMENT, STATUS_NAMES, SUPPLEMENT, Application
+from columns.gov_services.router_life_events import router as life_events_router
 from columns.gov_services.schemas import (
     AnswerIn,
     ApplicationCreate,
@@ -81,6 +82,7 @@ from columns.gov_services.schemas import (
 )
 
 router = APIRouter(tags=["gov_services"])
+router.include_router(life_events_router)
 
 
 def _out(app: Application, **extra: Any) -> ApplicationOut:

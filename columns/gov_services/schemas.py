@@ -406,3 +406,134 @@ class ItemRatingsOut(BaseModel):
 class RatingsSummaryOut(BaseModel):
     by: str
     figures: list[DepartmentRatingsOut] | list[ItemRatingsOut]
+
+
+# ---------------------------------------------------------------- life events (一件事)
+
+
+class BundleItemOut(BaseModel):
+    code: str
+    name: str | None
+    department: str | None
+    promised_days: int | None
+    available: bool
+    # Item codes whose results this item needs (it is filed when they are issued).
+    waits_for: list[str] = []
+
+
+class BundleSummaryOut(BaseModel):
+    code: str
+    name: str
+    summary: str
+    departments: list[str]
+    items: list[BundleItemOut]
+    available: bool
+
+
+class BundlesOut(BaseModel):
+    bundles: list[BundleSummaryOut]
+
+
+class BundleFieldOut(BaseModel):
+    key: str
+    label: str
+    required: bool
+    # "resident": typed once; "records": filled from the data center with the consent.
+    source: str
+    choices: list[str] = []
+
+
+class BundleMaterialOut(BaseModel):
+    name: str
+    required: bool
+    ecert: str | None
+    fill_fields: list[str]
+    items: list[str]
+    produced_by: list[str]
+    from_resident: bool
+
+
+class BundleConsentOut(BaseModel):
+    group: str
+    consent_text: str
+    departments: list[str]
+
+
+class BundleGuideOut(BundleSummaryOut):
+    promised_days: int
+    fields: list[BundleFieldOut]
+    materials: list[BundleMaterialOut]
+    consents: list[BundleConsentOut]
+    delivery: list[str]
+    # Waves of item codes: each wave is filed once the earlier waves' results are issued.
+    order: list[list[str]]
+
+
+class BundleApplicationCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    bundle_code: str = Field(min_length=4, max_length=40)
+    client_key: ClientKey
+    # Consent groups agreed on the one consent screen: the draft is filled from the records at once.
+    consent_groups: list[str] = Field(default_factory=list, max_length=3)
+
+
+class BundleChildOut(BaseModel):
+    application_id: str
+    number: str
+    item_code: str
+    item_name: str
+    department: str
+    status: str
+    status_name: str
+    limit_days: int
+    due_at: dt.datetime | None
+    submitted_at: dt.datetime | None
+    decided_at: dt.datetime | None
+    decision_reason: str | None
+    result_cert_no: str | None
+    tracking_no: str | None
+
+
+class BundleEventOut(BaseModel):
+    at: dt.datetime
+    kind: str
+    title: str
+    note: str | None
+    actor_role: str
+    item_code: str | None = None
+    item_name: str | None = None
+    department: str | None = None
+    application_number: str | None = None
+
+
+class BundleUploadOut(BaseModel):
+    id: str
+    material: str
+    filename: str
+    kind: str
+    size: int
+    created_at: dt.datetime
+
+
+class BundleApplicationOut(BaseModel):
+    id: str
+    number: str
+    bundle_code: str
+    bundle_name: str
+    status: str
+    status_name: str
+    delivery: str | None
+    tracking_no: str | None
+    created_at: dt.datetime
+    submitted_at: dt.datetime | None
+    completed_at: dt.datetime | None
+    delivered_at: dt.datetime | None
+    form: FormOut | None = None
+    uploads: list[BundleUploadOut] = []
+    missing_materials: list[str] = []
+    applications: list[BundleChildOut] = []
+    timeline: list[BundleEventOut] = []
+
+
+class BundleApplicationsOut(BaseModel):
+    bundle_applications: list[BundleApplicationOut]
