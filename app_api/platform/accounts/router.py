@@ -1,12 +1,15 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse
 
 from app_api.core.crypto import mask_name, mask_phone
 from app_api.core.db import SessionDep
 from app_api.core.errors import NotFound
 from app_api.platform.access import CurrentAccount, public
-from app_api.platform.accounts import service
+from app_api.platform.accounts import export, service
 from app_api.platform.accounts.models import Account
 from app_api.platform.accounts.principal import invalidate
 from app_api.platform.accounts.schemas import (
@@ -105,3 +108,18 @@ async def update_me(body: MeUpdate, session: SessionDep, principal: CurrentAccou
         await session.flush()
         await invalidate(account.id)
     return await _me(session, principal)
+
+
+@router.get("/me/export", response_model=export.DataExport)
+async def export_my_data(
+    session: SessionDep,
+    principal: CurrentAccount,
+    format: Annotated[Literal["json", "html"], Query(title="格式")] = "json",
+) -> export.DataExport | HTMLResponse:
+    """A copy of all the resident's data (PIPL right of access): JSON, or a readable HTML page with
+    ``format=html``; what is not exported is listed with the reason. One export at a time: a second
+    request while one is being built is 409 ``accounts.export_in_progress``."""
+    out = await export.export(session, account_id=principal.id)
+    if format == "html":
+        return HTMLResponse(export.render_html(out))
+    return export.DataExport.model_validate(out)

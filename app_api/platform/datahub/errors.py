@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app_api.core.errors import AppError
+from app_api.core.errors import AppError, TooManyRequests
 
 
 class CertificateNotFound(AppError):
@@ -83,3 +83,8 @@ class LibraryConflict(AppError):
     code = "datahub.library_conflict"
     title = "电子证照库中已有相同编号的不同证照"
     status = 409
+
+
+class VerifyRateLimited(TooManyRequests):
+    code = "datahub.verify_rate_limited"
+    title = "核验过于频繁，请稍后再试"

@@ -80,12 +80,22 @@ class ECertificate(SQLModel, table=True):
 
 
 class DataAccessLog(SQLModel, table=True):
-    """Every read of the data center: who, about whom, for what, on which consent."""
+    """Every read of a resident's data through the gateway: who (and in which role), about whom, for
+    what, for which application, on which consent."""
 
     __tablename__ = "app_datahub_access"
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
     accessor_id: str = Field(max_length=32, index=True)
+    # Who, as the resident is told (``access_log.Actor``): resident, officer, agent, institution,
+    # system or account; None on reads recorded before actors were.
+    actor_kind: str | None = Field(default=None, max_length=16)
+    # The officer's department, the agent's station id, the bank officer's institution id.
+    actor_org: str | None = Field(default=None, max_length=64)
+    mandate_id: str | None = Field(default=None, max_length=32)
+    job: str | None = Field(default=None, max_length=80)
+    # The application the read served, as the resident knows it (办件编号).
+    application_ref: str | None = Field(default=None, max_length=64)
     subject_account_id: str | None = Field(default=None, max_length=32, index=True)
     subject_hash: str = Field(max_length=64, index=True)
     record_type: str = Field(max_length=30)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 
 from app_api.core.db import SessionDep
 from app_api.core.paging import CursorQuery, LimitQuery
@@ -10,6 +10,7 @@ from app_api.platform.access import CurrentAccount, public, require_roles
 from app_api.platform.accounts.principal import Principal
 from app_api.platform.consent.models import Consent
 from app_api.platform.datahub import certificates, wallet
+from app_api.platform.datahub.access_log import reads_of
 from app_api.platform.datahub.models import ECertificate
 from app_api.platform.datahub.schemas import (
     CertificateDetail,
@@ -24,7 +25,6 @@ from app_api.platform.datahub.schemas import (
     VerifyCode,
     VerifyResult,
 )
-from app_api.platform.datahub.service import reads_of
 
 router = APIRouter(tags=["datahub"])
 Grantee = Annotated[Principal, Depends(require_roles("reviewer", "bank_officer"))]
@@ -134,10 +134,14 @@ async def withdraw_certificate_share(
 
 @router.get("/certificates/verify", dependencies=[Depends(public)])
 async def verify_certificate(
-    session: SessionDep, code: Annotated[str, Query(title="核验码", min_length=1, max_length=120)]
+    request: Request,
+    session: SessionDep,
+    code: Annotated[str, Query(title="核验码", min_length=1, max_length=120)],
 ) -> VerifyResult:
     """A counter checks a certificate's verification code: valid, revoked or expired, with a masked
-    summary (anyone may ask; the code itself is short-lived)."""
+    summary (anyone may ask; the code itself is short-lived; limited per client address, 429
+    ``datahub.verify_rate_limited`` with Retry-After)."""
+    await wallet.limit_verify(request.client.host if request.client else "unknown")
     return VerifyResult.model_validate(await wallet.check(session, code))
 
 

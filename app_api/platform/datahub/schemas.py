@@ -9,15 +9,27 @@ from pydantic import BaseModel, Field
 
 
 class DataAccessOut(BaseModel):
-    """One read of the resident's records: when, which kind, for what, on which consent."""
+    """One read of the resident's records: when, which kind, by whom, for what, for which
+    application, on which consent."""
 
     at: dt.datetime
     record_type: str
+    record_name: str = Field(description="读取的信息类别（中文）")
     purpose: str
+    purpose_name: str = Field(description="用途（中文）")
     consent_id: str | None
     fields: list[str]
     by_self: bool
     found: bool
+    actor_kind: str = Field(
+        description="resident 本人 / officer 审核人员 / agent 代办员 / institution 金融机构 / "
+        "system 系统任务 / account 其他用户 / unknown 早期记录"
+    )
+    actor: str = Field(description="读取者（按机构与岗位，不含个人信息），如“亳州市公安局 审核人员”")
+    department: str | None = Field(default=None, description="审核人员所属部门")
+    station: str | None = Field(default=None, description="代办员所属代办点")
+    mandate_id: str | None = Field(default=None, description="代办所依据的委托")
+    application_ref: str | None = Field(default=None, description="所办事项的办件编号")
 
 
 class DataAccessList(BaseModel):

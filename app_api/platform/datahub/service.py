@@ -3,8 +3,12 @@
 Two adapters behind one contract: ``LocalDatahub`` over tables in our database (the embedded
 default, seeded), and ``HttpDatahub`` for the city's data exchange platform (requests signed with
 ``app_api.core.signing``; its protocol sandbox, development only, is ``app_api.platform.datahub.sandbox``).
-Whichever adapter answers, the gateway first checks the consent and then records the read in
-``app_datahub_access``.
+Whichever adapter answers, the gateway first checks the consent and then records the read
+(``app_api.platform.datahub.access_log``): a row in ``app_datahub_access`` naming the actor, the
+purpose and the application, and a ``datahub.registry_read`` entry in the audit chain. Callers pass
+``actor`` (an ``access_log.Actor``: the resident, an officer with department, an agent with station
+and mandate, a system job) and ``application_ref``; without ``actor`` it is worked out from
+``accessor_id`` (the subject themself, else by the account's staff role).
 
 Issuing an e-certificate writes it to the city's e-certificate library through the adapter, after
 the commit, by an outbox job (``app_api.platform.datahub.certificates``): ``issue_certificate`` keeps
@@ -22,10 +26,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from sqlmodel import col, select
+from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_api.core import paging
 from app_api.core.clock import china_today
 from app_api.core.crypto import decrypt_bytes, decrypt_str, encrypt_str, lookup_hash
 from app_api.core.errors import AppError, UpstreamError
@@ -34,9 +37,9 @@ from app_api.core.jobs import outbox
 from app_api.core.settings import get_settings
 from app_api.core.signing import signed_headers
 from app_api.platform.consent.service import require as require_consent
+from app_api.platform.datahub.access_log import Actor, record_read, resolve
 from app_api.platform.datahub.errors import LibraryConflict
-from app_api.platform.datahub.models import DataAccessLog, ECertificate, LegalPersonRecord, PopulationRecord
-from app_api.platform.datahub.schemas import DataAccessOut
+from app_api.platform.datahub.models import ECertificate, LegalPersonRecord, PopulationRecord
 from app_api.platform.datahub.validity import valid_until
 
 APP_ID = "wojia"
@@ -293,25 +296,30 @@ class Datahub:
         subject_account_id: str,
         record_type: str,
         scopes: list[str],
+        actor: Actor | None,
+        application_ref: str | None,
     ) -> R:
-        """Check the consent, read through the adapter, record the read (found or not)."""
+        """Check the consent, read through the adapter, record the read (found or not) with its
+        actor, in the access log and the audit chain."""
         await require_consent(
             session, consent_id=consent_id, account_id=subject_account_id, purpose=purpose, scopes=scopes
         )
         found = await fetch()
-        session.add(
-            DataAccessLog(
-                accessor_id=accessor_id,
-                subject_account_id=subject_account_id,
-                subject_hash=id_hash(id_number),
-                record_type=record_type,
-                purpose=purpose,
-                consent_id=consent_id,
-                fields=scopes,
-                found=bool(found),
-            )
+        if actor is None:
+            actor = await resolve(session, accessor_id, subject_account_id)
+        await record_read(
+            session,
+            actor=actor,
+            subject_account_id=subject_account_id,
+            subject_hash=id_hash(id_number),
+            record_type=record_type,
+            purpose=purpose,
+            consent_id=consent_id,
+            fields=scopes,
+            application_ref=application_ref,
+            found=bool(found),
+            registry=True,
         )
-        await session.flush()
         return found
 
     async def person(
@@ -324,6 +332,8 @@ class Datahub:
         consent_id: str | None,
         subject_account_id: str,
         scopes: list[str] | None = None,
+        actor: Actor | None = None,
+        application_ref: str | None = None,
     ) -> PersonRecord:
         rec = await self._read(
             session,
@@ -335,6 +345,8 @@ class Datahub:
             subject_account_id=subject_account_id,
             record_type="population",
             scopes=scopes or ["population.basic"],
+            actor=actor,
+            application_ref=application_ref,
         )
         if rec is None:
             raise RecordNotFound()
@@ -349,6 +361,8 @@ class Datahub:
         purpose: str,
         consent_id: str | None,
         subject_account_id: str,
+        actor: Actor | None = None,
+        application_ref: str | None = None,
     ) -> list[LegalPerson]:
         return await self._read(
             session,
@@ -360,6 +374,8 @@ class Datahub:
             subject_account_id=subject_account_id,
             record_type="legal_person",
             scopes=["legal_person"],
+            actor=actor,
+            application_ref=application_ref,
         )
 
     async def certificates(
@@ -371,6 +387,8 @@ class Datahub:
         purpose: str,
         consent_id: str | None,
         subject_account_id: str,
+        actor: Actor | None = None,
+        application_ref: str | None = None,
     ) -> list[Certificate]:
         return await self._read(
             session,
@@ -382,6 +400,8 @@ class Datahub:
             subject_account_id=subject_account_id,
             record_type="certificate",
             scopes=["certificates"],
+            actor=actor,
+            application_ref=application_ref,
         )
 
     async def issue_certificate(
@@ -422,30 +442,3 @@ class Datahub:
 
 def get_datahub() -> Datahub:
     return Datahub(HttpDatahub() if get_settings().datahub_adapter == "http" else LocalDatahub())
-
-
-async def reads_of(
-    session: AsyncSession, account_id: str, *, cursor: str | None, limit: int
-) -> tuple[list[DataAccessOut], str | None]:
-    """Who read this resident's records, newest first after ``cursor``, and the next page's cursor."""
-    q = paging.after(
-        select(DataAccessLog).where(DataAccessLog.subject_account_id == account_id),
-        at_column=col(DataAccessLog.at),
-        id_column=col(DataAccessLog.id),
-        cursor=cursor,
-        limit=limit,
-    )
-    rows, next_cursor = paging.page((await session.exec(q)).all(), limit=limit, key=lambda r: (r.at, r.id))
-    out = [
-        DataAccessOut(
-            at=r.at,
-            record_type=r.record_type,
-            purpose=r.purpose,
-            consent_id=r.consent_id,
-            fields=r.fields,
-            by_self=r.accessor_id == account_id,
-            found=r.found,
-        )
-        for r in rows
-    ]
-    return out, next_cursor

@@ -22,12 +22,14 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app_api.core.clock import china_today
 from app_api.core.crypto import decrypt_str, mask_id_number
 from app_api.core.db import utcnow
+from app_api.core.redis import get_redis
 from app_api.core.settings import get_settings
 from app_api.platform import audit
 from app_api.platform.accounts.models import Account
 from app_api.platform.accounts.principal import Principal
 from app_api.platform.consent import service as consent
 from app_api.platform.consent.models import Consent
+from app_api.platform.datahub.access_log import Actor, record_read
 from app_api.platform.datahub.errors import (
     CertificateExpired,
     CertificateNotFound,
@@ -40,11 +42,15 @@ from app_api.platform.datahub.errors import (
     UnknownGrantee,
     VerifyCodeExpired,
     VerifyCodeInvalid,
+    VerifyRateLimited,
 )
-from app_api.platform.datahub.models import DataAccessLog, ECertificate
+from app_api.platform.datahub.models import ECertificate
 
 SHARE_PURPOSE = "datahub.certificate_share"
 VERIFY_TTL = dt.timedelta(minutes=10)
+# The public verify endpoint per client address: a counter checks a handful of codes a minute;
+# guessing codes (or scraping masked summaries) needs thousands.
+VERIFY_PER_IP_PER_MINUTE = 30
 SHARE_MAX = dt.timedelta(days=366)
 GRANTEE_ROLES = {"department": "reviewer", "bank": "bank_officer"}
 STATUS_TEXT = {"pending": "签发中", "valid": "有效", "revoked": "已撤销", "expired": "已过期"}
@@ -114,6 +120,22 @@ def verify_code(row: ECertificate, now: dt.datetime | None = None) -> tuple[str,
 
 def _masked_no(cert_no: str) -> str:
     return cert_no if len(cert_no) <= 8 else f"{cert_no[:4]}{'*' * (len(cert_no) - 8)}{cert_no[-4:]}"
+
+
+async def limit_verify(client_ip: str) -> None:
+    """Count one verification from ``client_ip`` in the current minute; refuse past the limit.
+
+    A fixed window in Redis (INCR + EXPIRE NX in one transaction), like the SMS-code limits: Redis
+    holds no truth here, so a wiped Redis only restarts the window."""
+    r = await get_redis()
+    window = int(utcnow().timestamp()) // 60
+    key = f"datahub:verify:{client_ip}:{window}"
+    async with r.pipeline(transaction=True) as p:
+        p.incr(key)
+        p.expire(key, 60, nx=True)
+        count, _ = await p.execute()
+    if int(count) > VERIFY_PER_IP_PER_MINUTE:
+        raise VerifyRateLimited(retry_after=60 - int(utcnow().timestamp()) % 60)
 
 
 async def check(session: AsyncSession, code: str, now: dt.datetime | None = None) -> dict[str, object]:
@@ -277,24 +299,31 @@ async def read_share(
     if row is None:
         raise ShareNotFound()
     usable(row)
-    session.add(
-        DataAccessLog(
-            accessor_id=principal.id,
-            subject_account_id=c.account_id,
-            subject_hash=row.holder_id_hash,
-            record_type="certificate",
-            purpose=SHARE_PURPOSE,
-            consent_id=c.id,
-            fields=list(c.scopes),
-        )
+    # The share-read audit entry below is this read's entry in the chain.
+    actor = Actor.of(principal, subject_account_id=c.account_id)
+    await record_read(
+        session,
+        actor=actor,
+        subject_account_id=c.account_id,
+        subject_hash=row.holder_id_hash,
+        record_type="certificate",
+        purpose=SHARE_PURPOSE,
+        consent_id=c.id,
+        fields=list(c.scopes),
+        audited=False,
     )
-    await session.flush()
     await audit.record(
         session,
         action="datahub.certificate_share_read",
         actor_id=principal.id,
         subject_type="datahub_certificate",
         subject_id=row.id,
-        data={"consent_id": c.id, "grantee": c.grantee},
+        data={
+            "consent_id": c.id,
+            "grantee": c.grantee,
+            "subject_account_id": c.account_id,
+            "actor_kind": actor.kind,
+            "actor_org": actor.org,
+        },
     )
     return c, row
