@@ -233,3 +233,32 @@ async def test_public_certificate_verify_is_rate_limited_per_address(client: htt
         keys = [k async for k in r.scan_iter(match="datahub:verify:*")]
         if keys:
             await r.delete(*keys)
+
+
+async def test_a_read_of_our_own_records_is_logged_and_chained(
+    client: httpx.AsyncClient, login: LoginFn
+) -> None:
+    """How a column records an officer opening an application (no registry involved)."""
+    from app_api.platform.accounts.principal import Principal
+    from app_api.platform.datahub.access_log import DATA_READ, record_read
+
+    r = await make_resident(client, login)
+    _, reviewer_id = await make_staff(client, login, department=DEPARTMENT)
+    officer = Principal(id=reviewer_id, roles=("reviewer",), identity_level=0, department=DEPARTMENT)
+    async with session_scope() as s:
+        row = await record_read(
+            s,
+            actor=Actor.of(officer, subject_account_id=r.account_id),
+            subject_account_id=r.account_id,
+            record_type="application",
+            purpose="gov_services.review",
+            application_ref="BZ20261203000042",
+            fields=["form", "uploads"],
+        )
+        log_id = row.id
+    (item,) = [x for x in await _reads(client, r) if not x["by_self"]]
+    assert item["actor"] == f"{DEPARTMENT} 审核人员（办件 BZ20261203000042）"
+    assert item["purpose_name"] == "政务服务办件审核" and item["record_name"] == "办件材料"
+    async with sessionmaker()() as s:
+        entry = (await s.exec(select(AuditEvent).where(AuditEvent.subject_id == log_id))).one()
+    assert entry.action == DATA_READ and entry.actor_id == reviewer_id

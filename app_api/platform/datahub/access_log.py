@@ -150,7 +150,7 @@ async def record_read(
     *,
     actor: Actor,
     subject_account_id: str | None,
-    subject_hash: str,
+    subject_hash: str | None = None,
     record_type: str,
     purpose: str,
     consent_id: str | None = None,
@@ -162,7 +162,8 @@ async def record_read(
 ) -> DataAccessLog:
     """Record one read of a resident's data (in the caller's transaction): the access row the
     resident sees and its audit-chain entry. ``subject_hash`` is the ID number's lookup hash
-    (``service.id_hash``) or the account id when the read is of our own records.
+    (``service.id_hash``) for a registry record; a read of our own records (an application, the
+    account) leaves it out and is keyed by the account id.
 
     ``application_ref`` is the application the read serves, as the resident knows it (the 办件编号).
     ``audited=False`` only for a caller that writes its own audit entry for the same read.
@@ -175,7 +176,7 @@ async def record_read(
         job=actor.job,
         application_ref=application_ref,
         subject_account_id=subject_account_id,
-        subject_hash=subject_hash,
+        subject_hash=subject_hash or subject_account_id or "",
         record_type=record_type,
         purpose=purpose,
         consent_id=consent_id,
