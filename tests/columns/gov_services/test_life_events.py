@@ -433,3 +433,87 @@ async def test_bad_input_unknown_bundle_unavailable_item_and_a_reused_client_key
         headers=r.headers,
     )
     assert fake.status_code == 422 and fake.json()["code"] == "gov_services.upload_rejected"
+
+
+async def test_a_business_start_up_files_seal_tax_and_social_insurance_with_the_new_licence(
+    client: httpx.AsyncClient, login: LoginFn, gov_catalogue: None
+) -> None:
+    r = await resident_born(
+        client,
+        login,
+        birth=born_years_ago(33),
+        certs=(
+            ("resident_id_card", "居民身份证"),
+            ("household_register", "居民户口簿"),
+            ("real_estate_certificate", "不动产权证书"),
+        ),
+    )
+    market, _ = await make_staff(client, login, department="亳州市市场监督管理局")
+    resp = await client.post(
+        f"{API}/bundle-applications",
+        json={
+            "bundle_code": BUSINESS,
+            "client_key": uuid.uuid4().hex,
+            "consent_groups": ["person", "certificate"],
+        },
+        headers=r.headers,
+    )
+    assert resp.status_code == 201, resp.text
+    bid = resp.json()["id"]
+    assert sorted(resp.json()["missing_materials"]) == ["公司章程", "法定代表人、董事、监事、经理任职文件"]
+    for material in resp.json()["missing_materials"]:
+        up = await client.post(
+            f"{API}/bundle-applications/{bid}/uploads",
+            data={"material": material},
+            files={"file": ("doc.pdf", pdf(), "application/pdf")},
+            headers=r.headers,
+        )
+        assert up.status_code == 201, up.text
+    # The licence is the bundle's own result: it cannot be uploaded in its place.
+    licence = await client.post(
+        f"{API}/bundle-applications/{bid}/uploads",
+        data={"material": "营业执照"},
+        files={"file": ("l.pdf", pdf(), "application/pdf")},
+        headers=r.headers,
+    )
+    assert licence.status_code == 422
+    fields = {
+        "company.name": "亳州测试药业有限公司",
+        "company.registered_capital": "100",
+        "company.business_scope": "中药材购销",
+        "company.address": "亳州市谯城区药都大道1号",
+    }
+    assert (
+        await client.put(
+            f"{API}/bundle-applications/{bid}/fields", json={"fields": fields}, headers=r.headers
+        )
+    ).status_code == 200
+    resp = await client.post(
+        f"{API}/bundle-applications/{bid}/submit",
+        json={"delivery": "免费邮寄", "address": ADDRESS},
+        headers=r.headers,
+    )
+    assert resp.status_code == 200, resp.text
+    statuses = {a["item_code"]: a["status"] for a in resp.json()["applications"]}
+    assert statuses == {
+        "BZ-SJ-003": "submitted",
+        "BZ-GA-006": "draft",
+        "BZ-SW-001": "draft",
+        "BZ-RS-007": "draft",
+    }
+    company = _child(resp.json(), "BZ-SJ-003")["application_id"]
+    await _decide(client, market, company)
+
+    async def filed() -> bool:
+        b = await _bundle(client, r, bid)
+        return all(a["status"] == "submitted" for a in b["applications"] if a["item_code"] != "BZ-SJ-003")
+
+    await wait_until(filed, timeout=20)
+    b = await _bundle(client, r, bid)
+    licence_no = _child(b, "BZ-SJ-003")["result_cert_no"]
+    for code in ("BZ-GA-006", "BZ-SW-001", "BZ-RS-007"):
+        app = (
+            await client.get(f"{API}/applications/{_child(b, code)['application_id']}", headers=r.headers)
+        ).json()
+        assert app["form"]["ecerts"]["营业执照"]["cert_no"] == licence_no
+        assert {f["key"] for f in app["form"]["fields"]} >= {"company.name", "person.id_number"}
