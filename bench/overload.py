@@ -13,8 +13,9 @@ Before each open-loop run the server's database and Redis pools are warmed (clos
 512 connections are opened, as a proxy's keep-alive pool would hold them.
 
 The load generator is a separate process (raw HTTP/1.1 keep-alive over asyncio, uvloop when
-installed): an HTTP client library would spend the CPU the server needs. On a 2-core machine it
-shares the cores with the server, as a real co-located proxy would.
+installed): an HTTP client library would spend the CPU the server needs. It runs on a core of its
+own where the machine has two or more, and the server on the others (``--no-pin``: all shared): a
+generator starved of CPU sends late, and the lateness would be counted as the server's latency.
 
 Prints capacity, offered load, and for shedding on and off: accepted count with p50/p99, shed
 (503) count with p50/p99, timeouts and other errors. Goal: accepted p99 <= 1 s and shed answered
@@ -29,7 +30,7 @@ in front of the api (the proxy's connection and request limits).
 BENCH_DEBUG=1 prints accepted and shed counts and medians per second of the run.
 
 Usage: .venv/bin/python bench/overload.py [--seconds 10] [--factor 4] [--max-in-flight N]
-       [--lag-ms 200] [--path /api/v1/...] [--rate R] [--no-off] [--pg]
+       [--lag-ms 200] [--path /api/v1/...] [--rate R] [--no-off] [--pg] [--no-pin] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -290,6 +291,32 @@ def load_main(spec: dict[str, Any]) -> None:
     print(json.dumps(out))
 
 
+# Cores for the load generator and for the server (``pin_cores``): empty sets, no pinning.
+CLIENT_CPUS: set[int] = set()
+SERVER_CPUS: set[int] = set()
+
+
+def pin_cores() -> str:
+    """Give the load generator a core of its own where the machine has two or more, and the server
+    (its workers inherit it) the rest, so the generator's own work does not show as server latency
+    and the server never waits for the generator's CPU. Capacity is measured the same way, so the
+    factor stays relative to what the server gets."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return f"not pinned ({len(cpus)} core)"
+    CLIENT_CPUS.clear()
+    CLIENT_CPUS.add(cpus[-1])
+    SERVER_CPUS.clear()
+    SERVER_CPUS.update(cpus[:-1])
+    return f"server on cores {sorted(SERVER_CPUS)}, load generator on core {cpus[-1]}"
+
+
+def _pinned(cpus: set[int]) -> Any:
+    if not cpus:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
 def drive(**spec: Any) -> dict[str, Any]:
     """Run the load generator in its own process; its JSON result."""
     proc = subprocess.run(
@@ -297,6 +324,7 @@ def drive(**spec: Any) -> dict[str, Any]:
         capture_output=True,
         text=True,
         check=False,
+        preexec_fn=_pinned(CLIENT_CPUS),
     )
     if proc.returncode != 0:
         raise SystemExit(f"load generator failed:\n{proc.stderr[-3000:]}")
@@ -320,7 +348,13 @@ def serve(port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
     cmd += ["--workers", "2", "--no-migrate"]
     log = open(Path(env["WOJIA_VAR_DIR"]) / f"serve-{port}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        cmd,
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=_pinned(SERVER_CPUS),
     )
     end = time.time() + 120
     while time.time() < end:
@@ -402,7 +436,10 @@ def main() -> None:
     ap.add_argument("--no-off", action="store_true", help="skip the run with shedding off")
     ap.add_argument("--path", default=PATH, help="the authenticated GET to load")
     ap.add_argument("--pg", action="store_true", help="PostgreSQL and Redis (BENCH_PG / BENCH_REDIS)")
+    ap.add_argument("--no-pin", action="store_true", help="let the generator and the server share all cores")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds, a fresh server each; the median is judged")
     args = ap.parse_args()
+    pinning = "not pinned (--no-pin)" if args.no_pin else pin_cores()
 
     tmp = tempfile.TemporaryDirectory(prefix="wojia-overload-")
     env = {
@@ -448,29 +485,43 @@ def main() -> None:
         procs.append(serve(port, on_env))
         r = httpx.get(f"http://127.0.0.1:{port}{args.path}", headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 200, r.text
-        if args.rate is None:
-            print(f"capacity of GET {args.path} (wojia serve --workers 2, {os.cpu_count()} cores):")
-            cap, clients = capacity(port, token, min(args.seconds, 3), args.path)
-            print(f"capacity: {cap:.0f} req/s (closed loop, {clients} clients)")
-            rate = cap * args.factor
-        else:
-            rate = args.rate
-        print(
-            f"offered load: {rate:.0f} req/s open loop for {args.seconds:g} s, client timeout {TIMEOUT_S:g} s"
-        )
-        warm_up(port, token, limit, args.path)
-        on = drive(mode="open", port=port, token=token, path=args.path, rate=rate, seconds=args.seconds)
-        report(f"shedding on  (WOJIA_MAX_IN_FLIGHT={limit}, WOJIA_SHED_LOOP_LAG_MS={args.lag_ms})", on)
-        stop(procs.pop())
-        if not args.no_off:
-            port = free_port()
-            procs.append(serve(port, {**env, "WOJIA_MAX_IN_FLIGHT": "0"}))
+        cores = f"{os.cpu_count()} cores; {pinning}"
+        ons: list[dict[str, Any]] = []
+        for n in range(1, args.rounds + 1):
+            if n > 1:  # each round on a freshly started server
+                port = free_port()
+                procs.append(serve(port, on_env))
+            print(f"-- round {n} of {args.rounds}")
+            if args.rate is None:
+                print(f"capacity of GET {args.path} (wojia serve --workers 2, {cores}):")
+                cap, clients = capacity(port, token, min(args.seconds, 3), args.path)
+                print(f"capacity: {cap:.0f} req/s (closed loop, {clients} clients)")
+                rate = cap * args.factor
+            else:
+                rate = args.rate
+            print(f"offered load: {rate:.0f} req/s open loop for {args.seconds:g} s, timeout {TIMEOUT_S:g} s")
             warm_up(port, token, limit, args.path)
-            off = drive(mode="open", port=port, token=token, path=args.path, rate=rate, seconds=args.seconds)
-            report("shedding off (WOJIA_MAX_IN_FLIGHT=0)", off)
-        goal = on["accepted_p99"] <= 1.0 and on["shed_p99"] <= 1.0
+            on = drive(mode="open", port=port, token=token, path=args.path, rate=rate, seconds=args.seconds)
+            report(f"shedding on  (WOJIA_MAX_IN_FLIGHT={limit}, WOJIA_SHED_LOOP_LAG_MS={args.lag_ms})", on)
+            ons.append(on)
+            stop(procs.pop())
+            if not args.no_off:
+                port = free_port()
+                procs.append(serve(port, {**env, "WOJIA_MAX_IN_FLIGHT": "0"}))
+                warm_up(port, token, limit, args.path)
+                off = drive(
+                    mode="open", port=port, token=token, path=args.path, rate=rate, seconds=args.seconds
+                )
+                report("shedding off (WOJIA_MAX_IN_FLIGHT=0)", off)
+                stop(procs.pop())
+        met = [o["accepted_p99"] <= 1.0 and o["shed_p99"] <= 1.0 for o in ons]
+        median_p99 = sorted(o["accepted_p99"] for o in ons)[len(ons) // 2]
+        median_shed = sorted(o["shed_p99"] for o in ons)[len(ons) // 2]
+        goal = median_p99 <= 1.0 and median_shed <= 1.0
         print(
-            f"goal (accepted p99 <= 1 s, shed answered fast) with shedding on: {'met' if goal else 'NOT met'}"
+            f"median of {len(ons)} rounds with shedding on: accepted p99 {median_p99 * 1000:.0f} ms, "
+            f"shed p99 {median_shed * 1000:.0f} ms; goal (accepted p99 <= 1 s, shed answered fast) "
+            f"{'met' if goal else 'NOT met'} on the median, in {sum(met)} of {len(ons)} rounds"
         )
     finally:
         for p in procs:

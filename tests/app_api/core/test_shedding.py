@@ -349,3 +349,35 @@ def test_settings_out_of_bounds_are_refused(field: str, value: int) -> None:
 def test_the_event_loop_lag_is_checked_outside_development_only() -> None:
     assert Settings(environment="test").shed_lag_s == 0
     assert Settings(environment="development", shed_loop_lag_ms=300).shed_lag_s == 0.3
+
+
+async def test_a_request_read_while_the_loop_is_backlogged_is_shed_before_the_lag_is_measured() -> None:
+    """The loop's lag counts the moment it builds up: a request read after the loop was held up
+    longer than the limit is shed (priority ones pass), before the lag probe has even woken."""
+
+    async def ok(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    shedding = LoadShedding(ok, max_in_flight=4, priority_reserve=2, retry_after_s=1, max_lag_s=0.1)
+
+    async def status(path: str) -> int:
+        messages: list[dict[str, Any]] = []
+
+        async def collect(message: Any) -> None:
+            messages.append(message)
+
+        await shedding(_http(path), _noop_receive, collect)
+        return int(messages[0]["status"])
+
+    try:
+        assert await status("/api/v1/export") == 200  # starts the probe
+        await asyncio.sleep(0.01)  # the probe is asleep now
+        time.sleep(0.3)  # the loop held up, as by a burst it cannot keep up with
+        assert await status("/api/v1/export") == 503
+        assert await status("/healthz") == 200
+        await asyncio.sleep(0.1)  # the loop is free again: the probe wakes and so does admission
+        assert await status("/api/v1/export") == 200
+    finally:
+        assert shedding._probe is not None
+        shedding._probe.cancel()
