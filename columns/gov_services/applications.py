@@ -127,6 +127,15 @@ async def create_application(
     return app, True
 
 
+def not_left_to_bundle(app: Application) -> None:
+    """A life event's application still waiting for another item's result is filed by the life
+    event with that result, never by hand (with an older certificate from the wallet)."""
+    if app.bundle_id is not None and app.status == DRAFT:
+        raise InvalidTransition(
+            "该申请属于“一件事”，将在所需的前序事项办结后由系统自动提交", bundle_id=app.bundle_id
+        )
+
+
 async def owned_application(session: AsyncSession, *, app_id: str, principal: Principal) -> Application:
     app = await session.get(Application, app_id)
     if app is None or app.applicant_id != principal.id:

@@ -320,6 +320,7 @@ async def prefill(
     body: PrefillIn, app: OwnedApplication, principal: CurrentAccount, session: SessionDep
 ) -> FormOut:
     """Consent per group of fields and fill them from the data center."""
+    applications.not_left_to_bundle(app)
     return FormOut.model_validate(
         await prefilling.prefill(session, app=app, principal=principal, groups=body.groups)
     )
@@ -334,6 +335,7 @@ async def upload_material(
     file: Annotated[UploadFile, File()],
 ) -> UploadOut:
     """Attach a material (PDF, JPEG, PNG or OFD; checked by content)."""
+    applications.not_left_to_bundle(app)
     limit = get_config().upload_max_bytes
     data = await file.read(limit + 1)
     upload = await applications.add_upload(
@@ -353,6 +355,7 @@ async def submit(
     body: SubmitIn, app: OwnedApplication, principal: CurrentAccount, session: SessionDep
 ) -> ApplicationOut:
     """Submit; submitting again changes nothing."""
+    applications.not_left_to_bundle(app)
     done = await applications.submit(
         session,
         app_id=app.id,
@@ -368,6 +371,7 @@ async def fill_fields(
     body: FieldsIn, app: OwnedApplication, principal: CurrentAccount, session: SessionDep
 ) -> ApplicationOut:
     """Fill fields the records do not hold (e.g. what the item's fee or conditions read); draft only."""
+    applications.not_left_to_bundle(app)
     done = await applications.fill_fields(session, app_id=app.id, principal=principal, fields=body.fields)
     return await _full(session, done)
 

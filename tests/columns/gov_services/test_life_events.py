@@ -221,6 +221,15 @@ async def test_a_newborn_bundle_reaches_four_departments_and_is_delivered_once_a
     assert await _in_queue(client, reviewers[BIRTH_CERT], ids[BIRTH_CERT])
     assert await _in_queue(client, reviewers[SOCIAL_CARD], ids[SOCIAL_CARD])
     assert not await _in_queue(client, reviewers[HUKOU], ids[HUKOU])
+    # The waiting application is the life event's to file: not by hand, not with another certificate.
+    for path, kwargs in (
+        ("submit", {"json": {"delivery": "免费邮寄", "address": ADDRESS}}),
+        ("prefill", {"json": {"groups": ["certificate"]}}),
+    ):
+        by_hand = await client.post(f"{API}/applications/{ids[HUKOU]}/{path}", headers=r.headers, **kwargs)
+        assert by_hand.status_code == 409 and by_hand.json()["code"] == "gov_services.invalid_state", (
+            by_hand.text
+        )
 
     # The birth certificate is issued: the hukou registration is filed with it.
     await _decide(client, reviewers[BIRTH_CERT], ids[BIRTH_CERT])
