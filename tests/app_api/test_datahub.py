@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+from typing import Any
 
 import httpx
 import pytest
@@ -212,3 +214,68 @@ async def test_exchange_certificates_come_from_its_own_library(
         assert [c.status for c in await HttpDatahub().certificates(s, idn)] == ["revoked"]
         with pytest.raises(LibraryConflict):
             await HttpDatahub().revoke_certificate(s, "NOSUCH" + order.cert_no, "信息有误")
+
+
+async def test_a_wrong_data_center_url_is_a_failure_not_an_unknown_person(
+    live_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 404 that is not the protocol's "no such record" (40400), e.g. a misconfigured URL, is the
+    data center failing: residents are not told they are unknown, and a certificate order is not
+    taken as delivered (its job retries)."""
+    from app_api.core.errors import UpstreamError
+    from app_api.core.settings import get_settings
+    from app_api.platform.datahub.service import IssueOrder
+
+    idn = await make_person()
+    monkeypatch.setattr(get_settings(), "datahub_url", f"{live_url}/sandbox/datahub")
+    async with session_scope() as s:
+        assert await HttpDatahub().person(s, idn) is not None
+        monkeypatch.setattr(get_settings(), "datahub_url", f"{live_url}/sandbox/no-such-datahub")
+        with pytest.raises(UpstreamError):
+            await HttpDatahub().person(s, idn)
+        order = IssueOrder(
+            cert_no="W404" + idn[-6:],
+            holder_id_number=idn,
+            cert_type="old_age_card",
+            title="老年人优待证",
+            issuer="谯城区民政局",
+            issued_on=dt.date(2026, 12, 3),
+            valid_until=None,
+            data={},
+            source_ref="app-404",
+        )
+        with pytest.raises(UpstreamError):
+            await HttpDatahub().issue_certificate(s, order)
+
+
+async def test_a_data_center_answer_with_a_new_field_is_read_a_malformed_one_is_a_clear_failure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The data center's answers (served here by a transport standing for it): an added field is
+    ignored; a record missing a field or with a malformed date is a 502, never a 500."""
+    import json as jsonlib
+
+    from app_api.core.errors import UpstreamError
+    from app_api.platform.datahub import service
+
+    idn = make("341602", dt.date(1950, 5, 1), 123)
+    person = {"id_number": idn, "name": "张秀英", "gender": "女", "birth_date": "1950-05-01",
+              "ethnicity": "汉", "address": "亳州市谯城区", "household": "亳州市谯城区薛阁街道",
+              "marital_status": "已婚"}  # fmt: skip
+    answers: list[dict[str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=jsonlib.dumps({"code": "0", "msg": "ok", "data": answers[0]}))
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    monkeypatch.setattr(service, "http_client", lambda: client)
+    async with session_scope() as s:
+        assert set(person) == {f.name for f in dataclasses.fields(service.PersonRecord)} - {"photo"}
+        answers[:] = [{**person, "education": "大学专科"}]  # a field this version does not know
+        got = await HttpDatahub().person(s, idn)
+        assert got is not None and got.birth_date == dt.date(1950, 5, 1)
+        for broken in ({**answers[0], "birth_date": "1950年5月1日"}, {"id_number": idn}):
+            answers[:] = [broken]
+            with pytest.raises(UpstreamError):
+                await HttpDatahub().person(s, idn)
+    await client.aclose()

@@ -1,8 +1,10 @@
 """The gateway to the city data center: population, legal-person and e-certificate records.
 
 Two adapters behind one contract: ``LocalDatahub`` over tables in our database (the embedded
-default, seeded), and ``HttpDatahub`` for the city's data exchange platform (requests signed with
-``app_api.core.signing``; its protocol sandbox, development only, is ``app_api.platform.datahub.sandbox``).
+default, seeded), and ``HttpDatahub`` speaking the project's proposed data-center protocol
+(``docs/adapters/datahub.yaml``; a city's integrator implements or maps it to its data exchange
+platform; requests signed with ``app_api.core.signing``; its protocol sandbox, development only, is
+``app_api.platform.datahub.sandbox``).
 Whichever adapter answers, the gateway first checks the consent and then records the read
 (``app_api.platform.datahub.access_log``): a row in ``app_datahub_access`` naming the actor, the
 purpose and the application, and a ``datahub.registry_read`` entry in the audit chain. Callers pass
@@ -19,10 +21,13 @@ number, until the library has it.
 from __future__ import annotations
 
 import base64
+import binascii
+import contextlib
+import dataclasses
 import datetime as dt
 import json
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -222,10 +227,15 @@ class LocalDatahub:
 
 
 class HttpDatahub:
-    """Client of the city data exchange platform: JSON over HTTPS, requests signed the house way
-    (``app_api.core.signing``)."""
+    """Client of the project's proposed data-center protocol (``docs/adapters/datahub.yaml``), which
+    a city's integrator implements or maps to its data exchange platform: JSON over HTTPS, requests
+    signed the house way (``app_api.core.signing``)."""
 
-    async def _post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+    async def _post(self, path: str, payload: dict[str, Any], *, query: bool = True) -> dict[str, Any]:
+        """The answer's ``data``. A query's "no such record" (404 with code 40400) is ``{}``; any
+        other 404 (a wrong endpoint, a proxy's page) and any 404 to an order (issue, revoke) is the
+        data center failing, not an answer: a misconfigured URL must not make every resident unknown
+        or every certificate look delivered."""
         s = get_settings()
         body = json.dumps(payload, ensure_ascii=False).encode()
         signed = signed_headers(
@@ -237,7 +247,7 @@ class HttpDatahub:
             data: dict[str, Any] = resp.json()
         except Exception as e:
             raise UpstreamError("城市数据中心暂时无法访问") from e
-        if resp.status_code == 404:
+        if resp.status_code == 404 and query and data.get("code") == "40400":
             return {}
         if resp.status_code == 409:
             raise LibraryConflict(upstream_code=data.get("code"), upstream_msg=data.get("msg"))
@@ -250,32 +260,50 @@ class HttpDatahub:
         d = await self._post("/v1/population/query", {"id_number": id_number})
         if not d:
             return None
-        photo = base64.b64decode(d.pop("photo")) if d.get("photo") else None
-        d["birth_date"] = dt.date.fromisoformat(d["birth_date"])
-        return PersonRecord(**d, photo=photo)
+        with _unreadable():
+            photo = base64.b64decode(d.pop("photo")) if d.get("photo") else None
+            d["birth_date"] = dt.date.fromisoformat(d["birth_date"])
+            return PersonRecord(**_known(PersonRecord, d), photo=photo)
 
     async def legal_persons(self, session: AsyncSession, rep_id_number: str) -> list[LegalPerson]:
         d = await self._post("/v1/legal-person/query", {"legal_rep_id_number": rep_id_number})
         out = []
-        for x in d.get("items", []):
-            x["established_on"] = dt.date.fromisoformat(x["established_on"])
-            out.append(LegalPerson(**x))
+        with _unreadable():
+            for x in d.get("items", []):
+                x["established_on"] = dt.date.fromisoformat(x["established_on"])
+                out.append(LegalPerson(**_known(LegalPerson, x)))
         return out
 
     async def certificates(self, session: AsyncSession, id_number: str) -> list[Certificate]:
         d = await self._post("/v1/certificate/query", {"holder_id_number": id_number})
         out = []
-        for x in d.get("items", []):
-            x["issued_on"] = dt.date.fromisoformat(x["issued_on"])
-            x["valid_until"] = dt.date.fromisoformat(x["valid_until"]) if x.get("valid_until") else None
-            out.append(Certificate(**x))
+        with _unreadable():
+            for x in d.get("items", []):
+                x["issued_on"] = dt.date.fromisoformat(x["issued_on"])
+                x["valid_until"] = dt.date.fromisoformat(x["valid_until"]) if x.get("valid_until") else None
+                out.append(Certificate(**_known(Certificate, x)))
         return out
 
     async def issue_certificate(self, session: AsyncSession, order: IssueOrder) -> None:
-        await self._post("/v1/certificate/issue", order.payload())
+        await self._post("/v1/certificate/issue", order.payload(), query=False)
 
     async def revoke_certificate(self, session: AsyncSession, cert_no: str, reason: str) -> None:
-        await self._post("/v1/certificate/revoke", {"cert_no": cert_no, "reason": reason})
+        await self._post("/v1/certificate/revoke", {"cert_no": cert_no, "reason": reason}, query=False)
+
+
+def _known(record: type[Any], fields: dict[str, Any]) -> dict[str, Any]:
+    """The fields ``record`` has: a data center that adds a field to its answers breaks nothing."""
+    names = {f.name for f in dataclasses.fields(record)}
+    return {k: v for k, v in fields.items() if k in names}
+
+
+@contextlib.contextmanager
+def _unreadable() -> Iterator[None]:
+    """A record missing a field, or with a malformed date or photo: the data center failed, 502."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, binascii.Error) as e:
+        raise UpstreamError("城市数据中心返回的数据无法识别") from e
 
 
 class Datahub:
