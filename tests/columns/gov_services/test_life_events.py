@@ -526,3 +526,117 @@ async def test_a_business_start_up_files_seal_tax_and_social_insurance_with_the_
         ).json()
         assert app["form"]["ecerts"]["营业执照"]["cert_no"] == licence_no
         assert {f["key"] for f in app["form"]["fields"]} >= {"company.name", "person.id_number"}
+
+
+async def test_the_last_results_approved_at_once_deliver_once(
+    client: httpx.AsyncClient,
+    login: LoginFn,
+    gov_catalogue: None,
+    live_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    is_postgres: bool,
+) -> None:
+    """Three departments approve at the same moment while the progress job also runs by hand:
+    one completion, one waybill. PostgreSQL only: SQLite has one writer."""
+    import asyncio
+
+    if not is_postgres:
+        pytest.skip("concurrent writers need PostgreSQL")
+    from app_api.core.db import session_scope
+    from columns.gov_services import life_event_applications
+    from columns.gov_services.config import get_config
+    from columns.gov_services.models import BundleEvent
+    from columns.gov_services.sandbox import postal as postal_sandbox
+
+    monkeypatch.setattr(get_config(), "postal_url", f"{live_url}{SANDBOX}/postal")
+    r = await resident_born(
+        client,
+        login,
+        birth=born_years_ago(45),
+        certs=(("resident_id_card", "居民身份证"), ("real_estate_certificate", "不动产权证书")),
+    )
+    staff = {
+        code: (await make_staff(client, login, department=d))[0]
+        for code, d in (
+            ("BZ-SJ-003", "亳州市市场监督管理局"),
+            ("BZ-GA-006", "亳州市公安局"),
+            ("BZ-SW-001", "国家税务总局亳州市税务局"),
+            ("BZ-RS-007", "亳州市人力资源和社会保障局"),
+        )
+    }
+    bid = (
+        await client.post(
+            f"{API}/bundle-applications",
+            json={
+                "bundle_code": BUSINESS,
+                "client_key": uuid.uuid4().hex,
+                "consent_groups": ["person", "certificate"],
+            },
+            headers=r.headers,
+        )
+    ).json()["id"]
+    for material in ("公司章程", "法定代表人、董事、监事、经理任职文件"):
+        await client.post(
+            f"{API}/bundle-applications/{bid}/uploads",
+            data={"material": material},
+            files={"file": ("doc.pdf", pdf(), "application/pdf")},
+            headers=r.headers,
+        )
+    fields = {
+        "company.name": "亳州并发测试有限公司",
+        "company.registered_capital": "50",
+        "company.business_scope": "软件开发",
+        "company.address": "亳州市谯城区芍花路2号",
+    }
+    await client.put(f"{API}/bundle-applications/{bid}/fields", json={"fields": fields}, headers=r.headers)
+    resp = await client.post(
+        f"{API}/bundle-applications/{bid}/submit",
+        json={"delivery": "免费邮寄", "address": ADDRESS},
+        headers=r.headers,
+    )
+    assert resp.status_code == 200, resp.text
+    ids = {a["item_code"]: a["application_id"] for a in resp.json()["applications"]}
+    await _decide(client, staff["BZ-SJ-003"], ids["BZ-SJ-003"])
+
+    async def filed() -> bool:
+        b = await _bundle(client, r, bid)
+        return all(a["status"] == "submitted" for a in b["applications"] if a["item_code"] != "BZ-SJ-003")
+
+    await wait_until(filed, timeout=20)
+    last = [c for c in ids if c != "BZ-SJ-003"]
+    for code in last:
+        accepted = await client.post(
+            f"{API}/review/applications/{ids[code]}/accept", json={}, headers=staff[code]
+        )
+        assert accepted.status_code == 200, accepted.text
+    answers = await asyncio.gather(
+        *(
+            client.post(f"{API}/review/applications/{ids[code]}/approve", json={}, headers=staff[code])
+            for code in last
+        )
+    )
+    assert [a.status_code for a in answers] == [200, 200, 200], [a.text for a in answers]
+    runs = await asyncio.gather(*(life_event_applications.progress(bid) for _ in range(3)))
+    assert runs.count("completed") <= 1
+
+    async def completed() -> bool:
+        return bool((await _bundle(client, r, bid))["status"] == "completed")
+
+    await wait_until(completed, timeout=20)
+    done = await _bundle(client, r, bid)
+    assert postal_sandbox._by_order.get(bid) == done["tracking_no"]
+    assert {a["item_code"]: a["status"] for a in done["applications"]} == {
+        "BZ-SJ-003": "posted",
+        "BZ-GA-006": "posted",
+        "BZ-SW-001": "posted",
+        "BZ-RS-007": "approved",
+    }
+    async with session_scope() as s:
+        completions = (
+            await s.exec(
+                select(BundleEvent).where(
+                    BundleEvent.bundle_application_id == bid, BundleEvent.kind == "completed"
+                )
+            )
+        ).all()
+    assert len(completions) == 1
