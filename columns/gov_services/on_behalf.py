@@ -9,6 +9,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_api.platform.accounts.models import Account
 from app_api.platform.accounts.principal import Principal
+from app_api.platform.datahub.access_log import Actor, record_read
 from columns.gov_services.applications import add_upload, create_application, submit
 from columns.gov_services.catalogue import RECORD_FIELDS
 from columns.gov_services.errors import ApplicationNotFound, IdentityRecordMissing
@@ -86,6 +87,17 @@ async def file_on_behalf(
         }
     session.add(app)
     await session.flush()
+    # The agent read the resident's account record (name, ID number, phone) to file: the resident's
+    # "who read my data" names the station and the mandate.
+    await record_read(
+        session,
+        actor=Actor.agent(agent_id, station_id, mandate_id),
+        subject_account_id=account.id,
+        record_type="account",
+        purpose="gov_services.agent_filing",
+        application_ref=app.number,
+        fields=["person.name", "person.id_number", "person.phone"],
+    )
     await record_event(
         session,
         app,

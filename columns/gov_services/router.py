@@ -14,6 +14,7 @@ from app_api.core.errors import Forbidden, ValidationFailed
 from app_api.core.paging import CursorQuery, LimitQuery
 from app_api.platform.access import Admin, CurrentAccount, Finance, public
 from app_api.platform.accounts.principal import Principal
+from app_api.platform.datahub.access_log import Actor, record_read
 from columns.gov_services import (
     applications,
     catalogue_io,
@@ -439,8 +440,19 @@ async def review_queue(principal: Reviewer, session: SessionDep, status: str | N
 
 
 @router.get("/review/applications/{app_id}")
-async def review_detail(app: ReviewableApplication, session: SessionDep) -> ApplicationOut:
-    """An application of the reviewer's department, with form, materials and timeline."""
+async def review_detail(
+    app: ReviewableApplication, principal: Reviewer, session: SessionDep
+) -> ApplicationOut:
+    """An application of the reviewer's department, with form, materials and timeline (the read is
+    in the applicant's "who read my data", naming the department)."""
+    await record_read(
+        session,
+        actor=Actor.of(principal, subject_account_id=app.applicant_id),
+        subject_account_id=app.applicant_id,
+        record_type="application",
+        purpose="gov_services.review",
+        application_ref=app.number,
+    )
     return await _full(session, app)
 
 
