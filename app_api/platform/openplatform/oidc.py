@@ -1,0 +1,448 @@
+"""The OpenID Connect provider's flow: tickets, authorization requests, codes, tokens, claims.
+
+Built on Authlib's OAuth 2.0 pieces (its error classes give the RFC 6749 error bodies, its RFC 7636
+helper computes the S256 challenge) and joserfc for JWS/JWT. The grant logic is ours because
+Authlib's ``AuthorizationServer`` calls its storage hooks synchronously, while every query here is
+async on the request's session; the rules are RFC 6749/7636 and OIDC Core as Authlib applies them:
+PKCE S256 required, redirect URI compared exactly, a code used once (a second use revokes what the
+first issued), tokens short-lived with the column as audience.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import json
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from authlib.oauth2.rfc6749 import errors as oauth_errors
+from authlib.oauth2.rfc7636 import create_s256_code_challenge
+from joserfc import jwt
+from joserfc.errors import JoseError
+from sqlmodel import col
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app_api.core.crypto import lookup_hash
+from app_api.core.db import utcnow
+from app_api.core.settings import get_settings
+from app_api.platform import audit
+from app_api.platform.accounts.models import Account
+from app_api.platform.openplatform import keys, service
+from app_api.platform.openplatform.errors import ConsentExpired, TicketInvalid
+from app_api.platform.openplatform.models import AuthCode, AuthTicket, ExternalColumn, IssuedToken
+from app_api.platform.openplatform.schemas import SCOPE_NAMES
+
+TICKET_TTL = dt.timedelta(seconds=60)
+CODE_TTL = dt.timedelta(minutes=2)
+CONSENT_TTL = dt.timedelta(minutes=10)
+SUPPORTED_SCOPES = tuple(SCOPE_NAMES)
+
+
+def issuer() -> str:
+    return get_settings().public_base_url
+
+
+def _hash(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def pairwise_sub(account_id: str, client_id: str) -> str:
+    """The subject id a column sees: keyed, so columns cannot join their users by it."""
+    return lookup_hash(f"{account_id}:{client_id}", purpose="oidc_sub")[:40]
+
+
+def acr(level: int) -> str:
+    return f"L{level}"
+
+
+# --- tickets: the app's login carried into the webview -------------------------------------------
+
+
+async def new_ticket(session: AsyncSession, account_id: str) -> str:
+    raw = secrets.token_urlsafe(32)
+    session.add(AuthTicket(ticket_hash=_hash(raw), account_id=account_id, expires_at=utcnow() + TICKET_TTL))
+    await session.flush()
+    return raw
+
+
+async def spend_ticket(session: AsyncSession, raw: str) -> str:
+    """The account a ticket was issued to; the ticket cannot be used again."""
+    res = await session.exec(
+        sa.update(AuthTicket)
+        .where(
+            col(AuthTicket.ticket_hash) == _hash(raw),
+            col(AuthTicket.used_at).is_(None),
+            col(AuthTicket.expires_at) > utcnow(),
+        )
+        .values(used_at=utcnow())
+    )
+    if res.rowcount != 1:
+        raise TicketInvalid()
+    ticket = await session.get(AuthTicket, _hash(raw))
+    assert ticket is not None
+    return ticket.account_id
+
+
+# --- the authorization request ----------------------------------------------------------------------
+
+
+class PageError(Exception):
+    """Refused before the redirect URI is trusted: shown to the resident, never redirected."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        super().__init__(message)
+
+
+class RedirectError(Exception):
+    """Refused after the redirect URI is trusted: sent back to the column as ``error=...``."""
+
+    def __init__(self, error: oauth_errors.OAuth2Error) -> None:
+        self.error = error
+        super().__init__(error.error)
+
+
+@dataclass(frozen=True)
+class AuthRequest:
+    column_id: str
+    client_id: str
+    redirect_uri: str
+    scopes: tuple[str, ...]
+    state: str | None
+    nonce: str | None
+    code_challenge: str
+
+
+async def _refuse(session: AsyncSession, action: str, column: ExternalColumn | None, **data: Any) -> None:
+    await audit.record(
+        session,
+        action=action,
+        subject_type="external_column",
+        subject_id=column.id if column else None,
+        data=data,
+    )
+
+
+async def check_request(session: AsyncSession, params: dict[str, str]) -> tuple[ExternalColumn, AuthRequest]:
+    """Validate an authorization request (OIDC Core 3.1.2.1 with PKCE required)."""
+    column = await service.by_client_id(session, params.get("client_id", ""))
+    if column is None:
+        await _refuse(session, "openplatform.authorize_refused", None, reason="unknown_client")
+        raise PageError("未知的第三方栏目，无法登录。")
+    redirect_uri = params.get("redirect_uri", "")
+    if redirect_uri not in column.redirect_uris:
+        # Exact string match: a URI differing by one character is another site.
+        await _refuse(session, "openplatform.authorize_refused", column, reason="redirect_uri_mismatch")
+        raise PageError("该栏目的回调地址未经登记，为保护您的账号，已停止登录。")
+    if not column.enabled:
+        await _refuse(session, "openplatform.authorize_refused", column, reason="column_disabled")
+        raise PageError("该栏目已停用。")
+    if params.get("response_type") != "code":
+        raise RedirectError(oauth_errors.UnsupportedResponseTypeError())
+    scopes = tuple(dict.fromkeys(params.get("scope", "").split()))
+    if "openid" not in scopes:
+        raise RedirectError(oauth_errors.InvalidScopeError(description="scope must include openid"))
+    not_allowed = [s for s in scopes if s not in column.allowed_scopes or s not in SUPPORTED_SCOPES]
+    if not_allowed:
+        await _refuse(
+            session, "openplatform.authorize_refused", column, reason="scope_not_allowed", scopes=not_allowed
+        )
+        raise RedirectError(
+            oauth_errors.InvalidScopeError(description=f"scope not allowed: {' '.join(not_allowed)}")
+        )
+    challenge = params.get("code_challenge", "")
+    if params.get("code_challenge_method") != "S256" or not (43 <= len(challenge) <= 128):
+        await _refuse(session, "openplatform.authorize_refused", column, reason="pkce_missing")
+        raise RedirectError(oauth_errors.InvalidRequestError(description="PKCE with S256 is required"))
+    return column, AuthRequest(
+        column_id=column.id,
+        client_id=column.client_id,
+        redirect_uri=redirect_uri,
+        scopes=scopes,
+        state=params.get("state"),
+        nonce=params.get("nonce"),
+        code_challenge=challenge,
+    )
+
+
+def _sign(payload: bytes) -> str:
+    key = get_settings().secret_key.get_secret_value().encode()
+    return hmac.new(key, b"oidc-consent:" + payload, hashlib.sha256).hexdigest()
+
+
+def consent_token(req: AuthRequest, account_id: str) -> str:
+    """The consent form's hidden field: the request and the resident, signed and short-lived."""
+    body = {
+        "a": account_id,
+        "c": req.column_id,
+        "i": req.client_id,
+        "r": req.redirect_uri,
+        "s": list(req.scopes),
+        "st": req.state,
+        "n": req.nonce,
+        "cc": req.code_challenge,
+        "exp": int((utcnow() + CONSENT_TTL).timestamp()),
+    }
+    payload = base64.urlsafe_b64encode(json.dumps(body, separators=(",", ":")).encode())
+    return payload.decode() + "." + _sign(payload)
+
+
+def read_consent_token(token: str) -> tuple[AuthRequest, str]:
+    payload, _, sig = token.partition(".")
+    if not sig or not hmac.compare_digest(sig, _sign(payload.encode())):
+        raise ConsentExpired()
+    body = json.loads(base64.urlsafe_b64decode(payload.encode()))
+    if body["exp"] < utcnow().timestamp():
+        raise ConsentExpired()
+    req = AuthRequest(
+        column_id=body["c"],
+        client_id=body["i"],
+        redirect_uri=body["r"],
+        scopes=tuple(body["s"]),
+        state=body["st"],
+        nonce=body["n"],
+        code_challenge=body["cc"],
+    )
+    return req, body["a"]
+
+
+async def issue_code(session: AsyncSession, req: AuthRequest, account_id: str) -> str:
+    raw = secrets.token_urlsafe(32)
+    session.add(
+        AuthCode(
+            code_hash=_hash(raw),
+            column_id=req.column_id,
+            account_id=account_id,
+            redirect_uri=req.redirect_uri,
+            scopes=list(req.scopes),
+            code_challenge=req.code_challenge,
+            nonce=req.nonce,
+            expires_at=utcnow() + CODE_TTL,
+        )
+    )
+    await service.record_grant(
+        session, account_id=account_id, column_id=req.column_id, scopes=list(req.scopes)
+    )
+    return raw
+
+
+# --- the token endpoint ---------------------------------------------------------------------------
+
+
+class TokenError(Exception):
+    def __init__(self, error: oauth_errors.OAuth2Error) -> None:
+        self.error = error
+        super().__init__(error.error)
+
+
+def _invalid_client(description: str) -> oauth_errors.InvalidClientError:
+    error = oauth_errors.InvalidClientError(description=description)
+    error.status_code = 401  # RFC 6749 5.2: 401 for a client that authenticated (or tried to)
+    return error
+
+
+async def authenticate_client(session: AsyncSession, client_id: str, secret: str) -> ExternalColumn:
+    column = await service.by_client_id(session, client_id) if client_id else None
+    if column is None or not secret or not service.secret_matches(column, secret):
+        await _refuse(session, "openplatform.client_auth_failed", column, client_id=client_id[:64])
+        raise TokenError(_invalid_client("client authentication failed"))
+    if not column.enabled:
+        await _refuse(session, "openplatform.token_refused", column, reason="column_disabled")
+        raise TokenError(_invalid_client("column disabled"))
+    return column
+
+
+async def exchange_code(
+    session: AsyncSession, column: ExternalColumn, *, code: str, redirect_uri: str, verifier: str
+) -> dict[str, Any]:
+    """Spend an authorization code: the token response (RFC 6749 5.1 plus ``id_token``)."""
+    row = await session.get(AuthCode, _hash(code)) if code else None
+    if row is None or row.column_id != column.id:
+        await _refuse(session, "openplatform.token_refused", column, reason="unknown_code")
+        raise TokenError(oauth_errors.InvalidGrantError(description="unknown code"))
+    if row.used_at is not None:
+        # A second use means the code leaked: what the first use issued is withdrawn too.
+        res = await session.exec(
+            sa.update(IssuedToken)
+            .where(col(IssuedToken.code_hash) == row.code_hash, col(IssuedToken.revoked_at).is_(None))
+            .values(revoked_at=utcnow())
+        )
+        await _refuse(session, "openplatform.code_reused", column, tokens_revoked=int(res.rowcount or 0))
+        raise TokenError(oauth_errors.InvalidGrantError(description="code already used"))
+    if row.expires_at <= utcnow():
+        await _refuse(session, "openplatform.token_refused", column, reason="code_expired")
+        raise TokenError(oauth_errors.InvalidGrantError(description="code expired"))
+    # The code is spent by any attempt (compare-and-set), right or wrong, so it cannot be guessed at.
+    res = await session.exec(
+        sa.update(AuthCode)
+        .where(col(AuthCode.code_hash) == row.code_hash, col(AuthCode.used_at).is_(None))
+        .values(used_at=utcnow())
+    )
+    if res.rowcount != 1:
+        await _refuse(session, "openplatform.code_reused", column, tokens_revoked=0)
+        raise TokenError(oauth_errors.InvalidGrantError(description="code already used"))
+    if redirect_uri != row.redirect_uri:
+        await _refuse(session, "openplatform.token_refused", column, reason="redirect_uri_mismatch")
+        raise TokenError(oauth_errors.InvalidGrantError(description="redirect_uri does not match"))
+    if not verifier or not hmac.compare_digest(create_s256_code_challenge(verifier), row.code_challenge):
+        await _refuse(session, "openplatform.token_refused", column, reason="pkce_failed")
+        raise TokenError(oauth_errors.InvalidGrantError(description="code_verifier does not match"))
+    account = await session.get(Account, row.account_id)
+    grant = await service.active_grant(session, account_id=row.account_id, column_id=column.id)
+    if account is None or not account.is_active or grant is None:
+        raise TokenError(oauth_errors.InvalidGrantError(description="authorization withdrawn"))
+    return await _issue(session, column, account, row)
+
+
+async def _issue(
+    session: AsyncSession, column: ExternalColumn, account: Account, code: AuthCode
+) -> dict[str, Any]:
+    now = utcnow()
+    exp = now + keys.TOKEN_TTL
+    kid, key = await keys.signing_key(session)
+    jti = secrets.token_hex(16)
+    session.add(
+        IssuedToken(
+            jti=jti,
+            column_id=column.id,
+            account_id=account.id,
+            code_hash=code.code_hash,
+            scopes=code.scopes,
+            issued_at=now,
+            expires_at=exp,
+        )
+    )
+    sub = pairwise_sub(account.id, column.client_id)
+    base = {
+        "iss": issuer(),
+        "sub": sub,
+        "aud": column.client_id,
+        "iat": int(now.timestamp()),
+        "exp": int(exp.timestamp()),
+    }
+    header = {"alg": keys.ALG, "kid": kid}
+    access = jwt.encode(
+        {**header, "typ": "at+jwt"},
+        {**base, "jti": jti, "scope": " ".join(code.scopes), "client_id": column.client_id},
+        key,
+    )
+    id_claims: dict[str, Any] = {
+        **base,
+        "auth_time": int(code.expires_at.timestamp() - CODE_TTL.total_seconds()),
+    }
+    id_claims["acr"] = acr(account.identity_level)
+    if code.nonce:
+        id_claims["nonce"] = code.nonce
+    id_token = jwt.encode(header, id_claims, key)
+    await session.flush()
+    return {
+        "access_token": access,
+        "token_type": "Bearer",
+        "expires_in": int(keys.TOKEN_TTL.total_seconds()),
+        "scope": " ".join(code.scopes),
+        "id_token": id_token,
+    }
+
+
+# --- using an access token --------------------------------------------------------------------------
+
+
+class BearerError(Exception):
+    def __init__(self, error: str, description: str, status: int = 401) -> None:
+        self.error, self.description, self.status = error, description, status
+        super().__init__(error)
+
+
+@dataclass(frozen=True)
+class TokenUse:
+    token: IssuedToken
+    column: ExternalColumn
+    claims: dict[str, Any]
+
+
+async def verify_access(session: AsyncSession, raw: str, *, audience: str | None = None) -> TokenUse:
+    """A live access token: signature, expiry, not revoked, its column enabled and the grant standing.
+
+    ``audience``: the client the token is presented to; a token of another column is refused.
+    """
+    try:
+        token = jwt.decode(raw, await keys.verification_keys(session), algorithms=[keys.ALG])
+        jwt.JWTClaimsRegistry(iss={"essential": True, "value": issuer()}, exp={"essential": True}).validate(
+            token.claims
+        )
+    except (JoseError, ValueError) as exc:
+        raise BearerError("invalid_token", "token is invalid or expired") from exc
+    claims = token.claims
+    row = await session.get(IssuedToken, str(claims.get("jti", "")))
+    column = await session.get(ExternalColumn, row.column_id) if row else None
+    if row is None or column is None:
+        raise BearerError("invalid_token", "unknown token")
+    if audience is not None and claims.get("aud") != audience:
+        await _refuse(session, "openplatform.token_wrong_audience", column, presented_to=audience[:64])
+        raise BearerError("invalid_token", "token was issued to another column")
+    if row.revoked_at is not None or not column.enabled:
+        await _refuse(session, "openplatform.revoked_token_used", column)
+        raise BearerError("invalid_token", "token revoked")
+    grant = await service.active_grant(session, account_id=row.account_id, column_id=column.id)
+    if grant is None:
+        raise BearerError("invalid_token", "authorization withdrawn")
+    return TokenUse(token=row, column=column, claims=claims)
+
+
+async def userinfo(session: AsyncSession, use: TokenUse) -> dict[str, Any]:
+    """Only the claims of the scopes granted to this token (OIDC Core 5.3)."""
+    account = await session.get(Account, use.token.account_id)
+    if account is None or not account.is_active:
+        raise BearerError("invalid_token", "account closed")
+    scopes = set(use.token.scopes)
+    out: dict[str, Any] = {"sub": use.claims["sub"]}
+    if "phone" in scopes:
+        out["phone_number"] = "+86" + account.phone
+        out["phone_number_verified"] = True
+    if "real_name" in scopes and account.real_name:
+        out["name"] = account.real_name
+    if "identity_level" in scopes:
+        out["identity_level"] = account.identity_level
+        out["acr"] = acr(account.identity_level)
+    return out
+
+
+def discovery() -> dict[str, Any]:
+    base = issuer()
+    api = base + "/api/v1/oidc"
+    return {
+        "issuer": base,
+        "authorization_endpoint": api + "/authorize",
+        "token_endpoint": api + "/token",
+        "userinfo_endpoint": api + "/userinfo",
+        "introspection_endpoint": api + "/introspect",
+        "jwks_uri": api + "/jwks",
+        "response_types_supported": ["code"],
+        "grant_types_supported": ["authorization_code"],
+        "subject_types_supported": ["pairwise"],
+        "id_token_signing_alg_values_supported": [keys.ALG],
+        "scopes_supported": list(SUPPORTED_SCOPES),
+        "claims_supported": [
+            "sub",
+            "iss",
+            "aud",
+            "exp",
+            "iat",
+            "auth_time",
+            "nonce",
+            "acr",
+            "phone_number",
+            "phone_number_verified",
+            "name",
+            "identity_level",
+        ],
+        "acr_values_supported": ["L0", "L1", "L2", "L3"],
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "ui_locales_supported": ["zh-CN"],
+    }

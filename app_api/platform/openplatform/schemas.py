@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+# What a column may ask to read. ``openid`` is the sign-in itself (a pairwise subject id).
+SCOPE_NAMES: dict[str, str] = {
+    "openid": "识别您的身份（为该栏目单独生成的用户编号）",
+    "phone": "您的手机号码",
+    "real_name": "您的真实姓名",
+    "identity_level": "您的实名认证等级",
+}
+Scope = Literal["openid", "phone", "real_name", "identity_level"]
+
+
+class ColumnCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=40, title="栏目名称")
+    icon: str = Field(default="", max_length=200, title="图标")
+    category: str = Field(min_length=1, max_length=32, title="分类")
+    url: str = Field(pattern=r"^https://", max_length=500, title="栏目地址")
+    identity_level: int = Field(default=1, ge=0, le=3, title="实名等级")
+    allowed_scopes: list[Scope] = Field(min_length=1, title="可申请的授权范围")
+    redirect_uris: list[str] = Field(min_length=1, max_length=10, title="回调地址")
+    operator_contact: str = Field(min_length=1, max_length=200, title="运营方联系方式")
+    order: int = Field(default=100, title="排序")
+
+    @field_validator("allowed_scopes")
+    @classmethod
+    def _openid(cls, v: list[str]) -> list[str]:
+        if "openid" not in v:
+            raise ValueError("授权范围必须包含 openid")
+        return sorted(set(v))
+
+    @field_validator("redirect_uris")
+    @classmethod
+    def _https(cls, v: list[str]) -> list[str]:
+        for uri in v:
+            if not uri.startswith("https://") or "#" in uri or len(uri) > 500:
+                raise ValueError("回调地址必须是 https 地址，且不能包含 #")
+        return v
+
+
+class ColumnOut(BaseModel):
+    id: str
+    name: str
+    icon: str
+    category: str
+    url: str
+    identity_level: int
+    allowed_scopes: list[str]
+    redirect_uris: list[str]
+    operator_contact: str
+    enabled: bool
+    order: int
+    client_id: str
+    created_at: dt.datetime
+    disabled_at: dt.datetime | None
+
+
+class ColumnCreated(ColumnOut):
+    # Shown once: only its hash is stored.
+    client_secret: str
+
+
+class ColumnList(BaseModel):
+    columns: list[ColumnOut]
+
+
+class TicketOut(BaseModel):
+    ticket: str
+    expires_in: int
+
+
+class GrantOut(BaseModel):
+    column_id: str
+    column_name: str
+    icon: str
+    scopes: list[str]
+    scope_names: list[str]
+    granted_at: dt.datetime
+
+
+class GrantList(BaseModel):
+    grants: list[GrantOut]
+
+
+class KeyRotated(BaseModel):
+    kid: str
