@@ -432,3 +432,51 @@ async def test_wrong_client_secret_and_admin_only_registration(
     resident = await login()
     r = await client.post("/api/v1/admin/external-columns", headers=resident, json={})
     assert r.status_code == 403
+
+
+async def test_consent_form_is_answered_once_and_cannot_be_forged(
+    client: httpx.AsyncClient, login: LoginFn, column: Col
+) -> None:
+    resident = await login()
+    page = await open_consent(client, resident, auth_request(column))
+    consent = consent_value(page)
+    first = await client.post("/api/v1/oidc/authorize", data={"consent": consent, "decision": "allow"})
+    assert first.status_code == 302 and "code=" in first.headers["location"]
+    replay = await client.post("/api/v1/oidc/authorize", data={"consent": consent, "decision": "allow"})
+    assert replay.status_code == 400 and "location" not in replay.headers and "重新打开" in replay.text
+    page = await open_consent(client, resident, auth_request(column))
+    payload, _, sig = consent_value(page).partition(".")
+    forged = payload + "." + ("0" if sig[0] != "0" else "1") + sig[1:]
+    r = await client.post("/api/v1/oidc/authorize", data={"consent": forged, "decision": "allow"})
+    assert r.status_code == 400 and "location" not in r.headers
+
+
+async def test_purge_keeps_live_rows_and_drops_day_old_ones(
+    client: httpx.AsyncClient, login: LoginFn, column: Col, session: Any
+) -> None:
+    import datetime as dt
+
+    from app_api.core.db import utcnow
+    from app_api.platform.openplatform.models import AuthCode, AuthTicket, IssuedToken
+    from app_api.platform.openplatform.tasks import purge_expired
+
+    resident = await login()
+    tokens = await sign_in(client, resident, column)
+    jti = jwt.decode(tokens["access_token"], await jwks(client)).claims["jti"]
+    token = await session.get(IssuedToken, jti)
+    assert token is not None
+    code_hash, account_id = token.code_hash, token.account_id
+    # Nothing of this sign-in is a day past its expiry yet: all stays.
+    await purge_expired(now=utcnow())
+    session.expire_all()
+    assert await session.get(IssuedToken, jti) is not None
+    assert await session.get(AuthCode, code_hash) is not None
+    # Two days on, this sign-in's rows are gone (other tests' rows may go too: counts are not asserted).
+    await purge_expired(now=utcnow() + dt.timedelta(days=2))
+    session.expire_all()
+    assert await session.get(IssuedToken, jti) is None
+    assert await session.get(AuthCode, code_hash) is None
+    tickets = await session.exec(select(AuthTicket).where(AuthTicket.account_id == account_id))
+    assert tickets.all() == []
+    # The column's token is unknown now, still refused.
+    assert (await userinfo(client, tokens["access_token"])).status_code == 401

@@ -26,5 +26,5 @@ class TicketInvalid(AppError):
 
 class ConsentExpired(AppError):
     code = "openplatform.consent_expired"
-    title = "授权页面已过期，请重新打开"
+    title = "授权页面已使用或已过期，请返回应用重新打开"
     status = 400

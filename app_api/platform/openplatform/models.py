@@ -69,6 +69,8 @@ class AuthTicket(SQLModel, table=True):
     account_id: str = Field(foreign_key="app_account.id", max_length=32)
     expires_at: dt.datetime = Field(sa_type=UTCDateTime)
     used_at: dt.datetime | None = datetime_field()
+    # The consent page it opened was answered: a second answer (a replayed form) is refused.
+    decided_at: dt.datetime | None = datetime_field()
 
 
 class AuthCode(SQLModel, table=True):

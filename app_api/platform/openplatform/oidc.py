@@ -11,6 +11,7 @@ first issued), tokens short-lived with the column as audience.
 from __future__ import annotations
 
 import base64
+import binascii
 import datetime as dt
 import hashlib
 import hmac
@@ -70,6 +71,10 @@ async def new_ticket(session: AsyncSession, account_id: str) -> str:
     return raw
 
 
+def ticket_hash(raw: str) -> str:
+    return _hash(raw)
+
+
 async def spend_ticket(session: AsyncSession, raw: str) -> str:
     """The account a ticket was issued to; the ticket cannot be used again."""
     res = await session.exec(
@@ -86,6 +91,21 @@ async def spend_ticket(session: AsyncSession, raw: str) -> str:
     ticket = await session.get(AuthTicket, _hash(raw))
     assert ticket is not None
     return ticket.account_id
+
+
+async def spend_decision(session: AsyncSession, ticket_hash: str, account_id: str) -> None:
+    """The consent page of this ticket is answered once: a replayed form gets no second code."""
+    res = await session.exec(
+        sa.update(AuthTicket)
+        .where(
+            col(AuthTicket.ticket_hash) == ticket_hash,
+            col(AuthTicket.account_id) == account_id,
+            col(AuthTicket.decided_at).is_(None),
+        )
+        .values(decided_at=utcnow())
+    )
+    if res.rowcount != 1:
+        raise ConsentExpired()
 
 
 # --- the authorization request ----------------------------------------------------------------------
@@ -175,10 +195,11 @@ def _sign(payload: bytes) -> str:
     return hmac.new(key, b"oidc-consent:" + payload, hashlib.sha256).hexdigest()
 
 
-def consent_token(req: AuthRequest, account_id: str) -> str:
-    """The consent form's hidden field: the request and the resident, signed and short-lived."""
+def consent_token(req: AuthRequest, account_id: str, ticket: str) -> str:
+    """The consent form's hidden field: the request, the resident and the ticket, signed, short-lived."""
     body = {
         "a": account_id,
+        "t": ticket,
         "c": req.column_id,
         "i": req.client_id,
         "r": req.redirect_uri,
@@ -192,11 +213,15 @@ def consent_token(req: AuthRequest, account_id: str) -> str:
     return payload.decode() + "." + _sign(payload)
 
 
-def read_consent_token(token: str) -> tuple[AuthRequest, str]:
+def read_consent_token(token: str) -> tuple[AuthRequest, str, str]:
+    """(request, account id, ticket hash) from a consent form's field; ConsentExpired if forged or old."""
     payload, _, sig = token.partition(".")
     if not sig or not hmac.compare_digest(sig, _sign(payload.encode())):
         raise ConsentExpired()
-    body = json.loads(base64.urlsafe_b64decode(payload.encode()))
+    try:
+        body = json.loads(base64.urlsafe_b64decode(payload.encode()))
+    except (ValueError, binascii.Error) as exc:
+        raise ConsentExpired() from exc
     if body["exp"] < utcnow().timestamp():
         raise ConsentExpired()
     req = AuthRequest(
@@ -208,7 +233,7 @@ def read_consent_token(token: str) -> tuple[AuthRequest, str]:
         nonce=body["n"],
         code_challenge=body["cc"],
     )
-    return req, body["a"]
+    return req, body["a"], body["t"]
 
 
 async def issue_code(session: AsyncSession, req: AuthRequest, account_id: str) -> str:

@@ -18,7 +18,7 @@ from app_api.platform.access import CurrentAccount, public, require_roles
 from app_api.platform.accounts.models import Account
 from app_api.platform.accounts.principal import Principal
 from app_api.platform.openplatform import keys, oidc, service
-from app_api.platform.openplatform.errors import TicketInvalid
+from app_api.platform.openplatform.errors import ConsentExpired, TicketInvalid
 from app_api.platform.openplatform.models import ExternalColumn
 from app_api.platform.openplatform.schemas import (
     SCOPE_NAMES,
@@ -114,7 +114,7 @@ async def authorize(
         icon=column.icon,
         operator=column.operator_contact,
         scope_names=[SCOPE_NAMES[s] for s in req.scopes],
-        consent=oidc.consent_token(req, account_id),
+        consent=oidc.consent_token(req, account_id, oidc.ticket_hash(ticket)),
         action=AUTHORIZE_PATH,
     )
 
@@ -126,7 +126,11 @@ async def decide(
     decision: Annotated[str, Form(title="选择")],
 ) -> Any:
     """The resident's answer on the consent screen: back to the column with a code, or access_denied."""
-    req, account_id = oidc.read_consent_token(consent)
+    try:
+        req, account_id, ticket = oidc.read_consent_token(consent)
+        await oidc.spend_decision(session, ticket, account_id)
+    except ConsentExpired as e:
+        return _page(400, error=e.title)
     column = await session.get(ExternalColumn, req.column_id)
     if column is None or not column.enabled:
         return _page(400, error="该栏目已停用。")
