@@ -480,3 +480,18 @@ async def test_purge_keeps_live_rows_and_drops_day_old_ones(
     assert tickets.all() == []
     # The column's token is unknown now, still refused.
     assert (await userinfo(client, tokens["access_token"])).status_code == 401
+
+
+async def test_malformed_pkce_and_consent_values_are_refused_cleanly(
+    client: httpx.AsyncClient, login: LoginFn, column: Col
+) -> None:
+    resident = await login()
+    r = await open_consent(client, resident, auth_request(column, code_challenge="挑战" * 30))
+    assert r.status_code == 302 and "error=invalid_request" in r.headers["location"]
+    for verifier in ("验证" * 30, "short", "a" * 129):
+        req = auth_request(column)
+        r = await exchange(client, column, await authorize(client, resident, req), verifier)
+        assert r.status_code == 400 and r.json()["error"] == "invalid_grant", verifier
+    for consent in ("签名.签名", "nodot", "e30.abc"):
+        r = await client.post("/api/v1/oidc/authorize", data={"consent": consent, "decision": "allow"})
+        assert r.status_code == 400 and "location" not in r.headers, consent

@@ -16,6 +16,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,8 @@ TICKET_TTL = dt.timedelta(seconds=60)
 CODE_TTL = dt.timedelta(minutes=2)
 CONSENT_TTL = dt.timedelta(minutes=10)
 SUPPORTED_SCOPES = tuple(SCOPE_NAMES)
+# RFC 7636 4.1: a verifier (and an S256 challenge) is 43-128 unreserved characters.
+_PKCE_VALUE = re.compile(r"[A-Za-z0-9._~-]{43,128}")
 
 
 def issuer() -> str:
@@ -176,7 +179,7 @@ async def check_request(session: AsyncSession, params: dict[str, str]) -> tuple[
             oauth_errors.InvalidScopeError(description=f"scope not allowed: {' '.join(not_allowed)}")
         )
     challenge = params.get("code_challenge", "")
-    if params.get("code_challenge_method") != "S256" or not (43 <= len(challenge) <= 128):
+    if params.get("code_challenge_method") != "S256" or not _PKCE_VALUE.fullmatch(challenge):
         await _refuse(session, "openplatform.authorize_refused", column, reason="pkce_missing")
         raise RedirectError(oauth_errors.InvalidRequestError(description="PKCE with S256 is required"))
     return column, AuthRequest(
@@ -216,7 +219,7 @@ def consent_token(req: AuthRequest, account_id: str, ticket: str) -> str:
 def read_consent_token(token: str) -> tuple[AuthRequest, str, str]:
     """(request, account id, ticket hash) from a consent form's field; ConsentExpired if forged or old."""
     payload, _, sig = token.partition(".")
-    if not sig or not hmac.compare_digest(sig, _sign(payload.encode())):
+    if not sig or not hmac.compare_digest(sig.encode(), _sign(payload.encode()).encode()):
         raise ConsentExpired()
     try:
         body = json.loads(base64.urlsafe_b64decode(payload.encode()))
@@ -314,7 +317,9 @@ async def exchange_code(
     if redirect_uri != row.redirect_uri:
         await _refuse(session, "openplatform.token_refused", column, reason="redirect_uri_mismatch")
         raise TokenError(oauth_errors.InvalidGrantError(description="redirect_uri does not match"))
-    if not verifier or not hmac.compare_digest(create_s256_code_challenge(verifier), row.code_challenge):
+    if not _PKCE_VALUE.fullmatch(verifier) or not hmac.compare_digest(
+        create_s256_code_challenge(verifier).encode(), row.code_challenge.encode()
+    ):
         await _refuse(session, "openplatform.token_refused", column, reason="pkce_failed")
         raise TokenError(oauth_errors.InvalidGrantError(description="code_verifier does not match"))
     account = await session.get(Account, row.account_id)
