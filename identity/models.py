@@ -8,6 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
+from app_api.core.crypto import encrypted_column
 from app_api.core.db import created_at_field, new_id
 
 
@@ -48,8 +49,20 @@ class IdentityFaceProfile(SQLModel, table=True):
     account_id: str = Field(foreign_key="app_account.id", unique=True, max_length=32)
     consent_id: str = Field(max_length=32)
     # float32 x 128, encrypted; None when a remote service did the comparison.
-    template_enc: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
-    id_photo_enc: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
+    template_enc: bytes | None = Field(
+        default=None,
+        sa_type=sa.LargeBinary,
+        sa_column_kwargs=encrypted_column(
+            "face_template:{account_id}",
+            form="bytes",
+            not_exported="人脸特征模板属于生物识别数据，仅用于身份核验，不予导出",
+        ),
+    )
+    id_photo_enc: bytes | None = Field(
+        default=None,
+        sa_type=sa.LargeBinary,
+        sa_column_kwargs=encrypted_column("id_photo:{account_id}", form="bytes"),
+    )
     verifier: str = Field(max_length=20)
     created_at: dt.datetime = created_at_field()
     updated_at: dt.datetime = created_at_field()

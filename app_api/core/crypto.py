@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import os
 from functools import lru_cache
+from typing import Any, Literal
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -84,3 +85,17 @@ def mask_id_number(id_number: str) -> str:
 
 def mask_name(name: str) -> str:
     return name[0] + "*" * (len(name) - 1) if name else name
+
+
+def encrypted_column(
+    aad: str, *, form: Literal["text", "json", "bytes"] = "text", not_exported: str | None = None
+) -> dict[str, Any]:
+    """``sa_column_kwargs`` of an encrypted column, declaring how it was encrypted: ``aad`` (with
+    ``{column}`` placeholders filled from the row, e.g. ``"gov_app:{id}"``) and what the plaintext
+    is. The resident's data export decrypts by it (their own data); ``not_exported`` says why a
+    column is left out instead (a key, a biometric template). A test holds every encrypted column of
+    a table tied to an account to declaring one or the other."""
+    info: dict[str, Any] = {"aad": aad, "form": form}
+    if not_exported:
+        info["not_exported"] = not_exported
+    return {"info": info}

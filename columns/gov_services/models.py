@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
+from app_api.core.crypto import encrypted_column
 from app_api.core.db import created_at_field, datetime_field, new_id
 
 # Application states. ``decided_at`` is set on approved/rejected: the clock stops there (办结).
@@ -119,14 +120,18 @@ class Application(SQLModel, table=True):
     department: str = Field(max_length=60, index=True)
     status: str = Field(default=DRAFT, max_length=20, index=True)
     # Filled form fields (from records or typed), JSON encrypted with the application id as AAD.
-    form_enc: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
+    form_enc: bytes | None = Field(
+        default=None, sa_type=sa.LargeBinary, sa_column_kwargs=encrypted_column("gov_app:{id}", form="json")
+    )
     # Consents used for prefill, by group.
     consents: dict[str, str] = Field(default_factory=dict, sa_type=sa.JSON)
     # E-certificates attached by reference: material name -> {id, cert_no, title, cert_type}.
     ecerts: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON)
     delivery: str | None = Field(default=None, max_length=10)
     # Recipient, phone and address for a posted result, JSON encrypted.
-    address_enc: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
+    address_enc: bytes | None = Field(
+        default=None, sa_type=sa.LargeBinary, sa_column_kwargs=encrypted_column("gov_addr:{id}", form="json")
+    )
     reviewer_id: str | None = Field(default=None, max_length=32)
     # Supervision: limits copied from the version; pauses as [[from, to|null, reason], ...] ISO strings.
     limit_days: int = 0
@@ -213,11 +218,19 @@ class BundleApplication(SQLModel, table=True):
     bundle_name: str = Field(max_length=80)
     status: str = Field(default=BUNDLE_DRAFT, max_length=20, index=True)
     # The combined form, JSON encrypted with the bundle application's id as AAD.
-    form_enc: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
+    form_enc: bytes | None = Field(
+        default=None,
+        sa_type=sa.LargeBinary,
+        sa_column_kwargs=encrypted_column("gov_bundle:{id}", form="json"),
+    )
     consents: dict[str, str] = Field(default_factory=dict, sa_type=sa.JSON)
     ecerts: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON)
     delivery: str | None = Field(default=None, max_length=10)
-    address_enc: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
+    address_enc: bytes | None = Field(
+        default=None,
+        sa_type=sa.LargeBinary,
+        sa_column_kwargs=encrypted_column("gov_bundle_addr:{id}", form="json"),
+    )
     tracking_no: str | None = Field(default=None, max_length=40)
     created_at: dt.datetime = created_at_field()
     submitted_at: dt.datetime | None = datetime_field()

@@ -7,6 +7,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
+from app_api.core.crypto import encrypted_column
 from app_api.core.db import created_at_field, datetime_field, new_id
 
 
@@ -85,7 +86,9 @@ class Application(SQLModel, table=True):
     consent_id: str = Field(max_length=32)
     # The named data, captured at application and encrypted; shown to the institution's officers
     # only while the consent stands.
-    shared_enc: bytes = Field(sa_type=sa.LargeBinary)
+    shared_enc: bytes = Field(
+        sa_type=sa.LargeBinary, sa_column_kwargs=encrypted_column("loans.shared", form="json")
+    )
     officer_id: str | None = Field(default=None, max_length=32)
     info_request: str | None = Field(default=None, max_length=500)
     supplement: str | None = Field(default=None, max_length=1000)

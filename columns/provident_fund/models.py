@@ -6,6 +6,7 @@ import enum
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
+from app_api.core.crypto import encrypted_column
 from app_api.core.db import created_at_field, datetime_field, new_id
 
 
@@ -26,7 +27,9 @@ class Withdrawal(SQLModel, table=True):
     fund_account_no: str = Field(max_length=32)
     reason: str = Field(max_length=20)
     amount_fen: int = Field(sa_type=sa.BigInteger)
-    bank_account_enc: bytes = Field(sa_type=sa.LargeBinary)
+    bank_account_enc: bytes = Field(
+        sa_type=sa.LargeBinary, sa_column_kwargs=encrypted_column("provident_fund.bank")
+    )
     bank_account_masked: str = Field(max_length=40)
     status: str = Field(default=WithdrawalStatus.SUBMITTING.value, max_length=20)
     application_no: str | None = Field(default=None, max_length=40)

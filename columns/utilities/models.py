@@ -9,6 +9,7 @@ import enum
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
+from app_api.core.crypto import encrypted_column
 from app_api.core.db import UTCDateTime, created_at_field, datetime_field, new_id
 
 
@@ -35,7 +36,9 @@ class Binding(SQLModel, table=True):
     biller_code: str = Field(max_length=32)
     kind: str = Field(max_length=20)
     account_no: str = Field(max_length=32)
-    holder_name_enc: bytes = Field(sa_type=sa.LargeBinary)
+    holder_name_enc: bytes = Field(
+        sa_type=sa.LargeBinary, sa_column_kwargs=encrypted_column("utilities.holder")
+    )
     holder_masked: str = Field(max_length=20)
     address_masked: str = Field(default="", max_length=60)
     label: str = Field(default="", max_length=20)  # "家里", "父母家"

@@ -49,6 +49,20 @@ async def test_every_table_tied_to_an_account_is_exported_or_excluded_with_a_rea
         assert CJK.search(reason), reason
 
 
+async def test_every_encrypted_column_of_an_exported_table_says_how_to_open_it_or_why_not(app: Any) -> None:
+    """A column of ciphertext with no declared AAD would be silently missing from the resident's
+    copy (as the applications' forms, the utilities holder names and the loans' shared data were)."""
+    undeclared = [
+        f"{name}.{c.name}"
+        for name in export.exported_tables()
+        for c in SQLModel.metadata.tables[name].columns
+        if isinstance(c.type, sa.LargeBinary) and "aad" not in c.info
+    ]
+    assert not undeclared, f"encrypted columns without encrypted_column(...): {undeclared}"
+    for column, reason in export.encrypted_columns_not_exported().items():
+        assert CJK.search(reason), (column, reason)
+
+
 async def test_the_export_holds_the_residents_rows_and_no_one_elses(
     client: httpx.AsyncClient, login: LoginFn
 ) -> None:
@@ -68,6 +82,9 @@ async def test_the_export_holds_the_residents_rows_and_no_one_elses(
     (account,) = t["app_account"]
     assert account["real_name"] == r.name and account["id_number"] == r.id_number
     assert [a["id"] for a in t["gov_services_application"]] == [app["id"]]
+    # Encrypted fields come decrypted as their model declares: the application's prefilled form.
+    (filled,) = t["gov_services_application"]
+    assert filled["form"]["person.name"] == r.name and filled["form"]["person.id_number"] == r.id_number
     # Rows that belong to the application come with it (its timeline).
     assert {e["application_id"] for e in t["gov_services_event"]} == {app["id"]}
     assert any(c["purpose"] == "gov_services.prefill" for c in t["app_consent"])
@@ -77,7 +94,9 @@ async def test_the_export_holds_the_residents_rows_and_no_one_elses(
     assert {c["title"] for c in t["app_datahub_certificate"]} == {"居民身份证", "居民户口簿"}
     # Lookup keys are not data: no hash is exported.
     assert not any(k.endswith("_hash") for rows in t.values() for row in rows for k in row)
-    assert {x["table"] for x in body["excluded"]} == set(export.EXCLUDED)
+    assert {x["table"] for x in body["excluded"]} == set(export.EXCLUDED) | set(
+        export.encrypted_columns_not_exported()
+    )
     # Nothing of the other resident.
     leaks = {n for n, rows in t.items() if other.account_id in str(rows) or other.id_number in str(rows)}
     assert not leaks, {n: t[n] for n in leaks}

@@ -14,6 +14,7 @@ time per account: a second request while one is being built is refused (``Export
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import html
 import json
@@ -24,7 +25,7 @@ from pydantic import BaseModel, Field
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_api.core.crypto import decrypt_str
+from app_api.core.crypto import decrypt_bytes, decrypt_str
 from app_api.core.db import utcnow
 from app_api.core.errors import Conflict
 from app_api.core.redis import get_redis
@@ -67,17 +68,10 @@ EXCLUDED: dict[str, str] = {
     ),
     "utilities_biller_notice": "告知出账单位缴费结果的系统消息；缴费记录见 utilities_payment",
 }
-# Column values never exported: keys for lookups, secrets, and other people's encrypted data.
+# Column values never exported: keys for lookups and secrets. An encrypted column is exported as
+# its model declares (``app_api.core.crypto.encrypted_column``: the AAD it was encrypted with, and
+# whether the plaintext is text, JSON or bytes), or left out for the reason it gives.
 SKIP_SUFFIXES = ("_hash", "password", "secret", "_key")
-AAD_OF = {
-    "real_name_enc": "name",
-    "name_enc": "name",
-    "legal_rep_name_enc": "name",
-    "id_number_enc": "id_number",
-    "holder_id_enc": "id_number",
-    "phone_enc": "phone",
-    "address_enc": "address",
-}
 LOCK_TTL_S = 120
 
 
@@ -144,16 +138,23 @@ def exported_tables() -> dict[str, list[str]]:
     return tables
 
 
-def _value(column: str, value: Any) -> Any:
-    if isinstance(value, bytes | bytearray | memoryview):
-        aad = AAD_OF.get(column)
-        if aad is None:
-            return None
-        try:
-            return decrypt_str(bytes(value), aad=aad)
-        except Exception:
-            # Not decryptable as text with this field's key: nothing readable to give.
-            return None
+def _plain(column: sa.Column[Any], value: bytes, row: sa.RowMapping) -> Any:
+    """The plaintext of an encrypted value, as its column declares; None when it declares nothing
+    or is not to be exported, or the value does not open with the declared AAD."""
+    info = column.info
+    if "aad" not in info or info.get("not_exported"):
+        return None
+    try:
+        aad = str(info["aad"]).format(**row)
+        if info.get("form") == "bytes":
+            return base64.b64encode(decrypt_bytes(value, aad=aad)).decode()
+        text = decrypt_str(value, aad=aad)
+        return json.loads(text) if info.get("form") == "json" else text
+    except Exception:
+        return None
+
+
+def _value(value: Any) -> Any:
     if isinstance(value, dt.datetime | dt.date):
         return value.isoformat()
     return value
@@ -161,14 +162,28 @@ def _value(column: str, value: Any) -> Any:
 
 def _row(table: sa.Table, row: sa.Row[Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    mapping = row._mapping
     for c in table.columns:
         if c.name.endswith(SKIP_SUFFIXES):
             continue
-        v = _value(c.name, row._mapping[c.name])
-        if isinstance(row._mapping[c.name], bytes | bytearray | memoryview) and v is None:
+        value = mapping[c.name]
+        if isinstance(value, bytes | bytearray | memoryview):
+            plain = _plain(c, bytes(value), mapping)
+            if plain is not None:
+                out[c.name.removesuffix("_enc")] = plain
             continue
-        out[c.name.removesuffix("_enc")] = v
+        out[c.name] = _value(value)
     return out
+
+
+def encrypted_columns_not_exported() -> dict[str, str]:
+    """``table.column`` -> why, for the encrypted columns of exported tables left out on purpose."""
+    return {
+        f"{name}.{c.name}": str(c.info["not_exported"])
+        for name in exported_tables()
+        for c in SQLModel.metadata.tables[name].columns
+        if c.info.get("not_exported")
+    }
 
 
 async def build(session: AsyncSession, account: Account) -> dict[str, Any]:
@@ -190,7 +205,9 @@ async def build(session: AsyncSession, account: Account) -> dict[str, Any]:
                 conds.append(table.c[c] == account.id)
         if not conds:
             continue
-        rows = (await session.execute(sa.select(table).where(sa.or_(*conds)))).all()
+        # Core rows of any table (the session's connection: no ORM objects, no warning)
+        conn = await session.connection()
+        rows = (await conn.execute(sa.select(table).where(sa.or_(*conds)))).all()
         pk = list(table.primary_key.columns)
         if len(pk) == 1:
             keys[name] = {r._mapping[pk[0].name] for r in rows}
@@ -200,7 +217,10 @@ async def build(session: AsyncSession, account: Account) -> dict[str, Any]:
         "account_id": account.id,
         "generated_at": utcnow().isoformat(),
         "tables": data,
-        "excluded": [{"table": t, "reason": r} for t, r in sorted(EXCLUDED.items())],
+        "excluded": [
+            {"table": t, "reason": r}
+            for t, r in sorted({**EXCLUDED, **encrypted_columns_not_exported()}.items())
+        ],
     }
 
 

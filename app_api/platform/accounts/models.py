@@ -6,7 +6,7 @@ from enum import StrEnum
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from app_api.core.crypto import decrypt_str
+from app_api.core.crypto import decrypt_str, encrypted_column
 from app_api.core.db import UTCDateTime, created_at_field, datetime_field, new_id, utcnow
 
 
@@ -27,11 +27,15 @@ class Account(SQLModel, table=True):
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
     phone_hash: str = Field(max_length=64, unique=True)
-    phone_enc: bytes = Field(sa_type=sa.LargeBinary)
+    phone_enc: bytes = Field(sa_type=sa.LargeBinary, sa_column_kwargs=encrypted_column("phone"))
     roles: list[str] = Field(default_factory=lambda: [Role.resident.value], sa_type=sa.JSON)
     identity_level: int = 1
-    real_name_enc: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
-    id_number_enc: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
+    real_name_enc: bytes | None = Field(
+        default=None, sa_type=sa.LargeBinary, sa_column_kwargs=encrypted_column("name")
+    )
+    id_number_enc: bytes | None = Field(
+        default=None, sa_type=sa.LargeBinary, sa_column_kwargs=encrypted_column("id_number")
+    )
     # Unique: one citizen ID verifies one account (NULLs, the unverified, do not collide).
     id_number_hash: str | None = Field(default=None, max_length=64, unique=True)
     password_hash: str | None = Field(default=None, max_length=200)

@@ -11,6 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
+from app_api.core.crypto import encrypted_column
 from app_api.core.db import created_at_field, datetime_field, new_id
 
 
@@ -19,15 +20,17 @@ class PopulationRecord(SQLModel, table=True):
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
     id_number_hash: str = Field(max_length=64, unique=True)
-    id_number_enc: bytes = Field(sa_type=sa.LargeBinary)
-    name_enc: bytes = Field(sa_type=sa.LargeBinary)
+    id_number_enc: bytes = Field(sa_type=sa.LargeBinary, sa_column_kwargs=encrypted_column("id_number"))
+    name_enc: bytes = Field(sa_type=sa.LargeBinary, sa_column_kwargs=encrypted_column("name"))
     gender: str = Field(max_length=4)
     birth_date: dt.date
     ethnicity: str = Field(default="汉族", max_length=20)
-    address_enc: bytes = Field(sa_type=sa.LargeBinary)
+    address_enc: bytes = Field(sa_type=sa.LargeBinary, sa_column_kwargs=encrypted_column("address"))
     household: str = Field(default="", max_length=100)
     marital_status: str = Field(default="", max_length=10)
-    photo_enc: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
+    photo_enc: bytes | None = Field(
+        default=None, sa_type=sa.LargeBinary, sa_column_kwargs=encrypted_column("id_photo", form="bytes")
+    )
     updated_at: dt.datetime = created_at_field()
 
 
@@ -39,7 +42,7 @@ class LegalPersonRecord(SQLModel, table=True):
     name: str = Field(max_length=100)
     kind: str = Field(max_length=40)
     legal_rep_id_hash: str = Field(max_length=64, index=True)
-    legal_rep_name_enc: bytes = Field(sa_type=sa.LargeBinary)
+    legal_rep_name_enc: bytes = Field(sa_type=sa.LargeBinary, sa_column_kwargs=encrypted_column("name"))
     address: str = Field(max_length=200)
     business_scope: str = Field(default="", max_length=500)
     registered_capital_fen: int = Field(default=0, sa_type=sa.BigInteger)
@@ -58,7 +61,9 @@ class ECertificate(SQLModel, table=True):
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
     holder_id_hash: str = Field(max_length=64, index=True)
     # The holder's ID number, encrypted: sent to the library by the issuing job.
-    holder_id_enc: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
+    holder_id_enc: bytes | None = Field(
+        default=None, sa_type=sa.LargeBinary, sa_column_kwargs=encrypted_column("id_number")
+    )
     # pending: written here, not yet in the library; issued: the library has it.
     state: str = Field(
         default="issued", max_length=16, index=True, sa_column_kwargs={"server_default": "issued"}
