@@ -36,6 +36,12 @@ system-deps:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; \
 	fi
+	@# A CJK font, so the browser's screenshots of the Chinese screens show Chinese, not boxes.
+	@if ! fc-list :lang=zh 2>/dev/null | grep -q .; then \
+	  echo "installing a CJK font (fonts-noto-cjk)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq fonts-noto-cjk >/dev/null; \
+	fi
 
 # The assistant's own Python 3.10 environment (outside the work tree, reused across clones),
 # and its model, trained only when the NLU data or the catalogue changed.

@@ -355,4 +355,11 @@ async def logout(request: Request, session: SessionDep) -> Response:
     return response
 
 
-component = Component(name="app_api.platform.console", routers=(Mount(router),))
+def _component() -> Component:
+    # The staff workbench's own pages (its home) ride on the console's component: same login.
+    from app_api.platform.workbench import router as workbench_router
+
+    return Component(name="app_api.platform.console", routers=(Mount(router), Mount(workbench_router)))
+
+
+component = _component()

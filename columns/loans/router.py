@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Response
 from app_api.core.db import SessionDep
 from app_api.core.paging import MAX_LIMIT, CursorQuery, LegacyOffsetQuery, LimitQuery
 from app_api.platform.access import Admin, CurrentAccount, public
-from columns.loans import applications, catalogue, review
+from columns.loans import applications, catalogue, review, workbench
 from columns.loans.dependencies import Officer, OfficerOrAdmin, StepUpApplicant
 from columns.loans.schemas import (
     ApplicationCreate,
@@ -239,3 +239,8 @@ async def create_institution(body: InstitutionCreate, admin: Admin, session: Ses
     """Register an institution (its officers are staff accounts with its id)."""
     i = await catalogue.create_institution(session, data=body, actor_id=admin.id)
     return InstitutionPublic.model_validate(i, from_attributes=True)
+
+
+# -- the bank officers' workbench screens (HTML, console login) --------------------------------
+
+router.include_router(workbench.router)
