@@ -382,6 +382,12 @@ async def test_admin_disables_a_column_and_the_home_drops_it(client, login, live
             async with page.expect_navigation():
                 await row.get_by_role("button", name=f"启用{name}").click()
             assert await row.get_attribute("data-enabled") == "1"
+
+            # The workbench home lists the admin's screens only; the skip link is the first Tab stop.
+            await page.goto("/api/v1/workbench/")
+            assert await page.locator("#screens a").all_inner_texts() == ["栏目管理"]
+            await page.keyboard.press("Tab")
+            assert await page.evaluate("document.activeElement.textContent") == "跳到正文"
     finally:
         await client.patch(f"/api/v1/admin/columns/{slug}", headers=admin_api, json={"enabled": True})
     for _ in range(50):
