@@ -391,6 +391,11 @@ async def test_disabled_column_is_refused_everywhere(
     await client.post(f"/api/v1/admin/external-columns/{column.id}/enable", headers=admin)
     assert (await userinfo(client, tokens["access_token"])).status_code == 401
     assert (await sign_in(client, resident, column))["access_token"]
+    # A column that keeps retrying with its revoked token is refused every time, but audited once a
+    # minute (the first refusal above), not once per request: the chain does not grow with retries.
+    for _ in range(5):
+        assert (await userinfo(client, tokens["access_token"])).status_code == 401
+    assert len(await audited(session, "openplatform.revoked_token_used", column.id)) == 1
 
 
 async def test_ticket_is_single_use_and_required(

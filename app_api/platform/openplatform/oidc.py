@@ -31,6 +31,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_api.core.crypto import lookup_hash
 from app_api.core.db import utcnow
+from app_api.core.redis import get_redis
 from app_api.core.settings import get_settings
 from app_api.platform import audit
 from app_api.platform.accounts.models import Account
@@ -141,13 +142,38 @@ class AuthRequest:
     code_challenge: str
 
 
-async def _refuse(session: AsyncSession, action: str, column: ExternalColumn | None, **data: Any) -> None:
+# The same refusal of the same token (a column that keeps retrying with a revoked token) is audited
+# once per this many seconds, not once per request: the rest are counted in Redis and the next
+# audited entry says how many came since (``repeats_since_last``). Other refusals are each audited.
+REFUSAL_AUDIT_EVERY_S = 60
+
+
+async def _refuse(
+    session: AsyncSession,
+    action: str,
+    column: ExternalColumn | None,
+    *,
+    once_per: str | None = None,
+    **data: Any,
+) -> None:
+    repeats = 0
+    if once_per is not None:
+        kind = f"openplatform:refused:{action}:{once_per}"
+        try:
+            r = await get_redis()
+            if not await r.set(f"{kind}:audited", b"1", ex=REFUSAL_AUDIT_EVERY_S, nx=True):
+                await r.incr(f"{kind}:repeats")
+                await r.expire(f"{kind}:repeats", REFUSAL_AUDIT_EVERY_S * 10)
+                return
+            repeats = int(await r.getdel(f"{kind}:repeats") or 0)
+        except Exception:
+            repeats = 0  # Redis away: audit every refusal rather than none
     await audit.record(
         session,
         action=action,
         subject_type="external_column",
         subject_id=column.id if column else None,
-        data=data,
+        data={**data, **({"repeats_since_last": repeats} if repeats else {})},
     )
 
 
@@ -413,10 +439,12 @@ async def verify_access(session: AsyncSession, raw: str, *, audience: str | None
     if row is None or column is None:
         raise BearerError("invalid_token", "unknown token")
     if audience is not None and claims.get("aud") != audience:
-        await _refuse(session, "openplatform.token_wrong_audience", column, presented_to=audience[:64])
+        await _refuse(
+            session, "openplatform.token_wrong_audience", column, once_per=row.jti, presented_to=audience[:64]
+        )
         raise BearerError("invalid_token", "token was issued to another column")
     if row.revoked_at is not None or not column.enabled:
-        await _refuse(session, "openplatform.revoked_token_used", column)
+        await _refuse(session, "openplatform.revoked_token_used", column, once_per=row.jti)
         raise BearerError("invalid_token", "token revoked")
     grant = await service.active_grant(session, account_id=row.account_id, column_id=column.id)
     if grant is None:
