@@ -500,3 +500,32 @@ async def test_malformed_pkce_and_consent_values_are_refused_cleanly(
     for consent in ("签名.签名", "nodot", "e30.abc"):
         r = await client.post("/api/v1/oidc/authorize", data={"consent": consent, "decision": "allow"})
         assert r.status_code == 400 and "location" not in r.headers, consent
+
+
+async def test_an_external_column_is_on_the_home_screen_until_disabled(
+    client: httpx.AsyncClient, login: LoginFn, admin: dict[str, str]
+) -> None:
+    """Registered, it is listed under its category beside the built-in columns, opening its own
+    URL; disabled, it is gone from every worker's home screen at once."""
+    col = await register(client, admin)
+    resident = await login()
+
+    async def listed() -> list[dict[str, Any]]:
+        home = (await client.get("/api/v1/home", headers=resident)).json()
+        return [
+            c for cat in home["categories"] for c in cat["columns"] if c["slug"] == f"ext-{col.client_id}"
+        ]
+
+    (card,) = await listed()
+    assert card["path"] == "https://fines.example.cn/" and card["external"] is True and card["available"]
+    home = (await client.get("/api/v1/home", headers=resident)).json()
+    traffic = next(cat for cat in home["categories"] if cat["name"] == "交通出行")
+    assert any(c["slug"] == card["slug"] for c in traffic["columns"])
+    assert any(not c["external"] for cat in home["categories"] for c in cat["columns"])  # built-in ones stay
+
+    r = await client.post(f"/api/v1/admin/external-columns/{col.id}/disable", headers=admin)
+    assert r.status_code == 200
+    assert await listed() == []
+    # The admins' list of built-in columns is unchanged by external ones.
+    built_in = (await client.get("/api/v1/admin/columns", headers=admin)).json()["columns"]
+    assert not any(c["slug"].startswith("ext-") for c in built_in)

@@ -36,7 +36,7 @@ async def home(principal: OptionalAccount, reg: RegistryDep) -> Response:
     body = _home_local.get(key)
     if body is None:
         body = json.dumps(
-            home_screen(await reg.views(), level=level, elderly=elderly), ensure_ascii=False
+            home_screen(await reg.home_views(), level=level, elderly=elderly), ensure_ascii=False
         ).encode()
         _home_local.set(key, body)
     return Response(body, media_type="application/json")

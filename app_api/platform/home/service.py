@@ -19,6 +19,7 @@ from app_api.platform.column import CATEGORIES, Column
 from app_api.platform.home.models import ColumnSetting
 
 CACHE_KEY = "columns:config:v1"
+EXTERNAL_CACHE_KEY = "columns:external:v1"
 # Column settings change rarely and every change is broadcast; 30 s bounds a missed broadcast.
 _views_local = local_cache("columns", ttl_s=30.0)
 ELDERLY_MAX = 6
@@ -42,6 +43,17 @@ class ColumnView:
     elderly: bool
     description: str
     version: str
+    # An external column (``app_api.platform.openplatform``): a web page on its operator's server,
+    # opened at ``url`` (the resident signs in to it with the city's account); "" for a built-in one.
+    url: str = ""
+
+
+async def invalidate_views() -> None:
+    """Drop the cached column views here, in Redis and in every other worker (after a change to a
+    built-in or an external column)."""
+    r = await get_redis()
+    await r.delete(CACHE_KEY, EXTERNAL_CACHE_KEY)
+    await invalidate_local("columns", "*")
 
 
 class Registry:
@@ -88,6 +100,25 @@ class Registry:
         await r.set(CACHE_KEY, json.dumps([asdict(v) for v in views], ensure_ascii=False), ex=300)
         return views
 
+    async def home_views(self) -> list[ColumnView]:
+        """The built-in columns and the enabled external ones, in one order: what the home screen
+        lists. (Admin screens and the column gate see the built-in ones only, ``views``.)"""
+        hit = _views_local.get("home_views")
+        if hit is not None:
+            return hit  # type: ignore[no-any-return]
+        r = await get_redis()
+        raw = await r.get(EXTERNAL_CACHE_KEY)
+        if raw is not None:
+            external = [ColumnView(**d) for d in json.loads(raw)]
+        else:
+            external = await _external_views()
+            await r.set(
+                EXTERNAL_CACHE_KEY, json.dumps([asdict(v) for v in external], ensure_ascii=False), ex=300
+            )
+        views = sorted([*await self.views(), *external], key=lambda v: (v.position, v.slug))
+        _views_local.set("home_views", views)
+        return views
+
     async def view(self, slug: str) -> ColumnView:
         for v in await self.views():
             if v.slug == slug:
@@ -95,9 +126,31 @@ class Registry:
         raise NotFound("未找到该栏目", slug=slug)
 
     async def invalidate(self) -> None:
-        r = await get_redis()
-        await r.delete(CACHE_KEY)
-        await invalidate_local("columns", "*")
+        await invalidate_views()
+
+
+async def _external_views() -> list[ColumnView]:
+    """The enabled external columns, beside the built-in ones (same categories, levels and order)."""
+    from app_api.platform.openplatform.models import ExternalColumn
+
+    async with sessionmaker()() as s:
+        rows = (await s.exec(select(ExternalColumn).where(ExternalColumn.enabled == True))).all()  # noqa: E712
+    return [
+        ColumnView(
+            slug=f"ext-{c.client_id}",
+            name=c.name,
+            icon=c.icon,
+            category=c.category,
+            identity_level=c.identity_level,
+            position=c.order,
+            enabled=True,
+            elderly=False,
+            description=f"由第三方提供的服务，登录时需经您同意授权（运营方：{c.operator_contact}）",
+            version="external",
+            url=c.url,
+        )
+        for c in rows
+    ]
 
 
 def home_screen(views: list[ColumnView], *, level: int | None, elderly: bool) -> dict[str, Any]:
@@ -111,7 +164,8 @@ def home_screen(views: list[ColumnView], *, level: int | None, elderly: bool) ->
             "description": v.description,
             "identity_level": v.identity_level,
             "available": level is not None and level >= v.identity_level,
-            "path": f"/api/v1/columns/{v.slug}",
+            "path": v.url or f"/api/v1/columns/{v.slug}",
+            "external": bool(v.url),
         }
 
     if elderly:

@@ -5,6 +5,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from app_api.platform.column import Category
+
 # What a column may ask to read. ``openid`` is the sign-in itself (a pairwise subject id).
 SCOPE_NAMES: dict[str, str] = {
     "openid": "识别您的身份（为该栏目单独生成的用户编号）",
@@ -18,7 +20,8 @@ Scope = Literal["openid", "phone", "real_name", "identity_level"]
 class ColumnCreate(BaseModel):
     name: str = Field(min_length=1, max_length=40, title="栏目名称")
     icon: str = Field(default="", max_length=200, title="图标")
-    category: str = Field(min_length=1, max_length=32, title="分类")
+    # One of the home screen's categories: a column is listed under its category.
+    category: Category = Field(title="分类")
     url: str = Field(pattern=r"^https://", max_length=500, title="栏目地址")
     identity_level: int = Field(default=1, ge=0, le=3, title="实名等级")
     allowed_scopes: list[Scope] = Field(min_length=1, title="可申请的授权范围")

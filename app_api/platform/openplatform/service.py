@@ -10,8 +10,9 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_api.core.db import utcnow
+from app_api.core.db import on_commit, utcnow
 from app_api.platform import audit
+from app_api.platform.home.service import invalidate_views
 from app_api.platform.openplatform.errors import ColumnExists, ColumnNotFound, GrantNotFound
 from app_api.platform.openplatform.models import ColumnGrant, ExternalColumn, IssuedToken
 from app_api.platform.openplatform.schemas import ColumnCreate
@@ -39,6 +40,7 @@ async def register(session: AsyncSession, *, data: ColumnCreate, actor_id: str) 
     )
     session.add(column)
     await session.flush()
+    on_commit(session, invalidate_views)  # the home screen lists it
     await audit.record(
         session,
         action="openplatform.column_registered",
@@ -88,6 +90,7 @@ async def set_enabled(
         revoked = await revoke_tokens(session, column_id=column.id)
     session.add(column)
     await session.flush()
+    on_commit(session, invalidate_views)  # on or off the home screen
     await audit.record(
         session,
         action="openplatform.column_enabled" if enabled else "openplatform.column_disabled",
