@@ -9,10 +9,11 @@ from app_api.core.crypto import mask_name, mask_phone
 from app_api.core.db import SessionDep
 from app_api.core.errors import NotFound
 from app_api.platform.access import CurrentAccount, public
-from app_api.platform.accounts import export, service
+from app_api.platform.accounts import closure, export, service
 from app_api.platform.accounts.models import Account
 from app_api.platform.accounts.principal import invalidate
 from app_api.platform.accounts.schemas import (
+    ClosureRequest,
     LoginRequest,
     MeOut,
     MeUpdate,
@@ -123,3 +124,14 @@ async def export_my_data(
     if format == "html":
         return HTMLResponse(export.render_html(out))
     return export.DataExport.model_validate(out)
+
+
+@router.post("/me/closure", response_model=closure.ClosureReceipt)
+async def close_my_account(
+    body: ClosureRequest, session: SessionDep, principal: CurrentAccount
+) -> closure.ClosureReceipt:
+    """Close the resident's own account (注销账户) with a fresh SMS code sent to its phone. Refused
+    while anything is in progress (409 ``accounts.closure_in_progress``, with the reasons) and for
+    staff (403 ``accounts.closure_staff``). What the law requires is kept, detached from the
+    resident's identity; the rest is deleted; the receipt lists both, and every login ends."""
+    return await closure.close(session, account_id=principal.id, code=body.code)

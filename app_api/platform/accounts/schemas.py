@@ -2,10 +2,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-Phone = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^1[3-9]\d{9}$")]
-Code = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^\d{6}$")]
+Phone = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^1[3-9][0-9]{9}$")]
+# [0-9], not \d: the regex engine's \d also matches full-width and other scripts' digits.
+Code = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[0-9]{6}$")]
 
 
 class SmsCodeRequest(BaseModel):
@@ -56,3 +57,10 @@ class MeOut(BaseModel):
 class MeUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     elderly_mode: bool | None = None
+
+
+class ClosureRequest(BaseModel):
+    """注销账户: the SMS code just sent to the account's phone (``POST /auth/sms-codes``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    code: Code = Field(title="短信验证码")
