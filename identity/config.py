@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from typing import Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -18,6 +19,10 @@ from app_api.core.settings import (
 
 DEV_REAL_PERSON_SECRET = "dev-real-person-secret"
 REAL_PERSON_SANDBOX = "/sandbox/realperson"
+DEV_TENCENT_FACEID_SECRET_KEY = "dev-tencent-faceid-secret-key"
+TENCENT_FACEID_URL = "https://faceid.tencentcloudapi.com"
+# The face verifiers a deployment can name in WOJIA_IDENTITY_L3_VERIFIERS.
+FACE_VERIFIERS = ("local", "remote", "tencent_faceid")
 
 
 class IdentitySettings(WojiaSettings):
@@ -64,7 +69,11 @@ class IdentitySettings(WojiaSettings):
     challenge_ttl_s: int = 120
     step_up_ttl_s: int = 300
 
-    verifier: Literal["local", "remote"] = "local"
+    verifier: Literal["local", "remote", "tencent_faceid"] = "local"
+    # Which verifiers' passes may raise an account to L3: "*" (any, the default and the behaviour
+    # before this setting) or a comma-separated list of names from FACE_VERIFIERS, e.g.
+    # "tencent_faceid" to let only the certified service grant it (docs/identity.md says why).
+    l3_verifiers: str = "*"
     # The licensed real-person service (``verifier = "remote"``). Empty: the development sandbox
     # under the public base URL (``real_person_endpoint``); required outside development.
     real_person_url: str = ""
@@ -75,10 +84,54 @@ class IdentitySettings(WojiaSettings):
     # scale at the local tolerance of 0.5.
     real_person_min_similarity: float = 50.0
 
+    # Tencent Cloud FaceID (``verifier = "tencent_faceid"``, identity.face.tencent): the API's
+    # endpoint as scheme://host[:port] (a development sandbox: identity.sandbox.tencent_faceid, run
+    # on its own port), the CAM key pair, the region (LivenessRecognition needs none), the pass
+    # mark of its Sim (70: the service's documented fixed threshold), the seconds to wait, and the
+    # frame rate the frames are packed into a video at.
+    tencent_faceid_url: str = TENCENT_FACEID_URL
+    tencent_faceid_secret_id: str = "dev-tencent-faceid-secret-id"
+    tencent_faceid_secret_key: SecretStr = SecretStr(DEV_TENCENT_FACEID_SECRET_KEY)
+    tencent_faceid_region: str = ""
+    tencent_faceid_min_similarity: float = Field(default=70.0, ge=0, le=100)
+    tencent_faceid_timeout_s: float = Field(default=20.0, gt=0)
+    tencent_faceid_fps: float = Field(default=3.0, gt=0, le=60)
+
     @field_validator("real_person_url")
     @classmethod
     def _url(cls, value: str) -> str:
         return check_base_url("WOJIA_IDENTITY_REAL_PERSON_URL", value)
+
+    @field_validator("tencent_faceid_url")
+    @classmethod
+    def _tencent_url(cls, value: str) -> str:
+        value = check_base_url("WOJIA_IDENTITY_TENCENT_FACEID_URL", value, empty_ok=False)
+        if urlsplit(value).path:
+            raise ValueError(
+                "WOJIA_IDENTITY_TENCENT_FACEID_URL: scheme://host[:port] only (the API path is /)"
+            )
+        return value
+
+    @field_validator("l3_verifiers")
+    @classmethod
+    def _l3(cls, value: str) -> str:
+        value = value.strip()
+        if value == "*":
+            return value
+        names = [n.strip() for n in value.split(",") if n.strip()]
+        unknown = [n for n in names if n not in FACE_VERIFIERS]
+        if unknown or not names:
+            raise ValueError(
+                f"WOJIA_IDENTITY_L3_VERIFIERS: {value!r}: '*' or names from {', '.join(FACE_VERIFIERS)}"
+            )
+        return ",".join(names)
+
+    @property
+    def l3_verifier_names(self) -> frozenset[str]:
+        """The verifiers that may grant L3 (all of them for "*")."""
+        if self.l3_verifiers == "*":
+            return frozenset(FACE_VERIFIERS)
+        return frozenset(self.l3_verifiers.split(","))
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -89,6 +142,16 @@ class IdentitySettings(WojiaSettings):
                 {"WOJIA_IDENTITY_REAL_PERSON_SECRET": (self.real_person_secret, DEV_REAL_PERSON_SECRET)},
             )
             refuse_empty_url(environment, "WOJIA_IDENTITY_REAL_PERSON_URL", self.real_person_url)
+        if self.verifier == "tencent_faceid":
+            self.refuse_dev_secrets(
+                get_settings().environment,
+                {
+                    "WOJIA_IDENTITY_TENCENT_FACEID_SECRET_KEY": (
+                        self.tencent_faceid_secret_key,
+                        DEV_TENCENT_FACEID_SECRET_KEY,
+                    )
+                },
+            )
         return self
 
     @property
