@@ -130,11 +130,12 @@ class TencentFaceIDSandbox:
         self.frame_tolerance = frame_tolerance
         self.delay_s = 0.0
         self.requests = 0
-        self.answers: list[dict[str, Any]] = []  # what it answered, newest last (no images)
+        self.answers: list[dict[str, Any]] = []  # the last 100 answers, newest last (no images)
 
     def _answer(self, response: dict[str, Any]) -> JSONResponse:
         response["RequestId"] = str(uuid.uuid4())
         self.answers.append({k: v for k, v in response.items() if k != "BestFrameBase64"})
+        del self.answers[:-100]
         return JSONResponse({"Response": response})
 
     def _error(self, code: str, message: str) -> JSONResponse:
