@@ -40,6 +40,9 @@ STAFF_ROLES = ("agent", "reviewer", "finance", "bank_officer", "admin")
 
 # The navigation: (role, label, path) of each role's screens; a member of staff sees their roles' own.
 NAV: list[tuple[str, str, str]] = [
+    ("reviewer", "审核办件", "/api/v1/columns/gov_services/workbench/"),
+    ("reviewer", "效能督办", "/api/v1/columns/gov_services/workbench/supervision"),
+    ("admin", "效能督办", "/api/v1/columns/gov_services/workbench/supervision"),
     ("bank_officer", "贷款审批", "/api/v1/columns/loans/workbench/"),
     ("admin", "栏目管理", f"{WORKBENCH}admin/columns"),
     ("finance", "财务对账", "/api/v1/payments/finance/console"),
@@ -61,8 +64,15 @@ def new_idem_key() -> str:
     return secrets.token_urlsafe(18)
 
 
-def nav(principal: Principal) -> list[dict[str, str]]:
-    return [{"label": label, "path": path} for role, label, path in NAV if principal.has(role)]
+def nav(principal: Principal, current: str = "") -> list[dict[str, Any]]:
+    """The member of staff's screens, once each; ``current`` marks the one the page belongs to (the
+    longest path that prefixes it, so the queue is not current on its supervision page)."""
+    seen: dict[str, str] = {}
+    for role, label, path in NAV:
+        if principal.has(role):
+            seen.setdefault(path, label)
+    best = max((p for p in seen if current.startswith(p)), key=len, default=None)
+    return [{"label": label, "path": path, "current": path == best} for path, label in seen.items()]
 
 
 def render(
@@ -79,7 +89,7 @@ def render(
 
     html = env.get_template(name).render(
         city=get_settings().city_name,
-        nav=nav(principal),
+        nav=nav(principal, request.url.path),
         current=request.url.path,
         roles="、".join(ROLE_NAMES.get(r, r) for r in principal.roles),
         csrf=getattr(request.state, "csrf", ""),

@@ -385,9 +385,16 @@ async def test_admin_disables_a_column_and_the_home_drops_it(client, login, live
 
             # The workbench home lists the admin's screens only; the skip link is the first Tab stop.
             await page.goto("/api/v1/workbench/")
-            assert await page.locator("#screens a").all_inner_texts() == ["栏目管理"]
+            assert await page.locator("#screens a").all_inner_texts() == ["效能督办", "栏目管理"]
             await page.keyboard.press("Tab")
             assert await page.evaluate("document.activeElement.textContent") == "跳到正文"
+            # Every department's figures for an admin; the navigation marks the page it is on.
+            async with page.expect_navigation():
+                await page.locator("#screens a", has_text="效能督办").click()
+            assert await page.title() == "效能督办 · 我家亳州"
+            assert await page.locator("#figures").count() == 1 and await page.locator("#overdue").count() == 1
+            assert await page.locator("nav a[aria-current=page]").all_inner_texts() == ["效能督办"]
+            await shot(page, "supervision")
     finally:
         await client.patch(f"/api/v1/admin/columns/{slug}", headers=admin_api, json={"enabled": True})
     for _ in range(50):
