@@ -33,6 +33,10 @@ class BotSettings(WojiaSettings):
     state_file: str = str(VAR_DIR / "rasa.state")
     # Retry-After of a chat answered while the assistant starts.
     starting_retry_after_s: int = Field(default=30, ge=1, le=600)
+    # Messages a minute: per logged-in account, and per client address (anonymous residents and
+    # several residents behind one address share it, so it is the larger).
+    messages_per_account_per_minute: int = Field(default=30, ge=1)
+    messages_per_ip_per_minute: int = Field(default=120, ge=1)
     hotline: str = "12345"
     # Deep link back into the app, filled with the item code (when the catalogue gives none).
     apply_link: str = "wojia://gov_services/items/{code}/apply"

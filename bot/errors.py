@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app_api.core.errors import AppError
+from app_api.core.errors import AppError, TooManyRequests
 
 
 class AssistantUnavailable(AppError):
@@ -29,3 +29,10 @@ class UnknownAction(AppError):
     code = "bot.unknown_action"
     title = "未知的助手动作"
     status = 404
+
+
+class ChatRateLimited(TooManyRequests):
+    """Too many messages from one account or one client address in a minute."""
+
+    code = "bot.rate_limited"
+    title = "消息发送过于频繁，请稍后再试"

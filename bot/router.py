@@ -14,17 +14,25 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
-from fastapi import APIRouter, Body, Depends, Header
+from fastapi import APIRouter, Body, Depends, Header, Request
 from fastapi.responses import JSONResponse
 
-from app_api.core.db import SessionDep
+from app_api.core.db import SessionDep, utcnow
 from app_api.core.http import http_client
+from app_api.core.redis import get_redis
 from app_api.platform.access import OptionalAccount, public
 from bot.actions.call import Rejected
 from bot.actions.dispatch import run_action
 from bot.actions.protocol import ActionRejected, ActionResult
 from bot.config import BotSettings, get_bot_settings
-from bot.errors import ActionTokenInvalid, AssistantStarting, AssistantUnavailable, UnknownAction
+from bot.errors import (
+    ActionTokenInvalid,
+    AssistantStarting,
+    AssistantUnavailable,
+    ChatRateLimited,
+    UnknownAction,
+)
+from bot.pinyin import to_chinese
 from bot.schemas import ChatReply, ChatRequest, ReplyButton, ReplyMessage
 from bot.sender import account_sender_id, anonymous_sender_id
 from bot.sources import Sources
@@ -36,6 +44,14 @@ Settings = Annotated[BotSettings, Depends(get_bot_settings)]
 _SPACES = re.compile(r"\s+")
 # Spaces between two Chinese characters (老年 证) split what jieba would keep as one word.
 _CJK_SPACE = re.compile(r"(?<=[\u4e00-\u9fff])\s+(?=[\u4e00-\u9fff])")
+# Markup is not what a resident means (a pasted page, a probe): tags are dropped before NLU, so
+# they are neither parsed nor echoed back in an answer ("没有找到“<script>…”").
+_TAG = re.compile(r"<[^<>]{0,500}>")
+# Format characters (zero-width spaces and joiners, direction marks) carry no words.
+_FORMAT = re.compile(r"[\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
+# Letters (any script), digits or Chinese characters: without one, a message has no words at all.
+_WORDY = re.compile(r"[^\W_]")
+NO_WORDS_REPLY = "抱歉，我只看得懂文字。请用一句话告诉我您想办什么事，比如“老年证要带什么材料”。"
 
 
 def starting_phase(settings: BotSettings) -> str | None:
@@ -60,23 +76,61 @@ def _unavailable(settings: BotSettings) -> AssistantUnavailable:
 
 
 def normalize_message(text: str) -> str:
-    """Collapse whitespace; drop spaces between Chinese characters (a phone keyboard's habit)."""
+    """Drop markup and format characters, collapse whitespace; drop spaces between Chinese characters
+    (a phone keyboard's habit)."""
+    text = _FORMAT.sub("", _TAG.sub(" ", text))
     return _CJK_SPACE.sub("", _SPACES.sub(" ", text).strip())
 
 
-@router.post("/messages", response_model=ChatReply, response_model_exclude_none=True)
-async def send_message(body: ChatRequest, principal: OptionalAccount, settings: Settings) -> ChatReply:
-    """Send one message to the assistant and get its replies (logged in or anonymous)."""
+async def _limit(kind: str, who: str, per_minute: int) -> None:
+    """Count one message of ``who`` in the current minute; 429 past ``per_minute``.
+
+    A fixed window in Redis (INCR + EXPIRE NX in one transaction), as the other limits of the app:
+    Redis holds no truth here, a wiped Redis only restarts the window."""
+    r = await get_redis()
+    now = int(utcnow().timestamp())
+    key = f"bot:rate:{kind}:{who}:{now // 60}"
+    async with r.pipeline(transaction=True) as p:
+        p.incr(key)
+        p.expire(key, 60, nx=True)
+        count, _ = await p.execute()
+    if int(count) > per_minute:
+        raise ChatRateLimited(retry_after=60 - now % 60)
+
+
+@router.post(
+    "/messages",
+    response_model=ChatReply,
+    response_model_exclude_none=True,
+    responses={429: {"description": "发送过于频繁（每个账号、每个地址每分钟有上限）"}},
+)
+async def send_message(
+    body: ChatRequest, request: Request, principal: OptionalAccount, settings: Settings, session: SessionDep
+) -> ChatReply:
+    """Send one message to the assistant and get its replies (logged in or anonymous).
+
+    Pinyin and mixed Chinese/pinyin/English are turned into Chinese before the NLU sees them
+    (:mod:`bot.pinyin`); a message without any words (emoji only, bare markup) is answered at once.
+    Each account and each client address may send a limited number of messages a minute (429
+    ``bot.rate_limited`` with Retry-After)."""
+    client = request.client.host if request.client else "unknown"
+    await _limit("ip", client, settings.messages_per_ip_per_minute)
     conversation_id: str | None = None
     metadata: dict[str, Any] = {}
     if principal is not None:
+        await _limit("account", principal.id, settings.messages_per_account_per_minute)
         sender = account_sender_id(principal.id, settings)
         metadata = {"account_id": principal.id, "elderly": principal.elderly_mode}
     else:
         conversation_id = body.conversation_id or secrets.token_urlsafe(16)
         sender = anonymous_sender_id(conversation_id, settings)
         metadata = {"elderly": bool(body.elderly)}
-    payload = {"sender": sender, "message": normalize_message(body.message), "metadata": metadata}
+    text = normalize_message(body.message)
+    if not _WORDY.search(text):
+        return ChatReply(messages=[ReplyMessage(text=NO_WORDS_REPLY)], conversation_id=conversation_id)
+    sources = Sources(session)
+    text = normalize_message(await to_chinese(text, lambda q: sources.search(q, limit=3)))
+    payload = {"sender": sender, "message": text, "metadata": metadata}
     url = settings.rasa_url.rstrip("/") + "/webhooks/rest/webhook"
     try:
         r = await http_client().post(url, json=payload, timeout=settings.rasa_timeout_s)

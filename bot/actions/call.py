@@ -53,6 +53,21 @@ class Call:
     def active_loop(self) -> str | None:
         return (self.tracker.get("active_loop") or {}).get("name")
 
+    def gap_s(self) -> float:
+        """Seconds the resident was silent before the latest message: from the turn before it (the
+        assistant's last words, or the resident's previous message) to it. 0 when unknown."""
+        events = self.tracker.get("events") or []
+        latest: float | None = None
+        for e in reversed(events):
+            if e.get("event") not in ("user", "bot") or not isinstance(e.get("timestamp"), (int, float)):
+                continue
+            if latest is None:
+                if e.get("event") == "user":
+                    latest = float(e["timestamp"])
+                continue
+            return max(0.0, latest - float(e["timestamp"]))
+        return 0.0
+
     def user_events(self) -> list[dict[str, Any]]:
         return [e for e in self.tracker.get("events") or [] if e.get("event") == "user"]
 

@@ -5,8 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from bot.actions import guide
-from bot.actions.call import Call, Rejected
-from bot.actions.resolve import not_found, resolve
+from bot.actions.call import Call, Rejected, intent_payload
+from bot.actions.mention import mention_of
+from bot.actions.resolve import Resolution, not_found, resolve
+
+# An item talked about longer ago than this is not assumed by a question that names none: the
+# assistant asks which item. A confirmation left unanswered this long has lapsed.
+ITEM_TTL_S = 15 * 60
+CONFIRM_TTL_S = 10 * 60
+# At the confirmation step, intents that answer it; any other ends the form without applying
+# (a new question is answered, action_start_application), except a new item named with
+# start_application or inform, which changes the item to confirm.
+CONFIRM_INTENTS = {"affirm", "deny"}
+CHANGE_INTENTS = {"start_application", "inform"}
 
 # Intents that mean "not an answer to the form's question": the form's validation rejects them so
 # the rules can answer them (and then the form asks again).
@@ -59,18 +70,43 @@ async def _validate_item_form(call: Call) -> None:
         elif e.get("event") in ("action", "user"):
             break
     requested = call.slot("requested_slot")
-    if requested and requested not in candidates and call.intent in OFF_FORM_INTENTS:
+    mention = await mention_of(call)
+    lapsed = requested == "confirm" and call.gap_s() > CONFIRM_TTL_S
+    if requested == "confirm" and ("confirm" not in candidates or lapsed):
+        if call.intent == "stop" and not lapsed:
+            raise Rejected(call.name, "stop: the rule cancels the form")
+        if not lapsed and call.intent in CHANGE_INTENTS and mention is not None:
+            # A change of mind ("不，是居住证"): confirm the new item instead.
+            _take(call, mention.name, mention.resolution)
+            return
+        # A new question, or a reply after a long silence: the form ends without applying and
+        # action_start_application answers the message.
+        call.set_slot("confirm", None)
+        call.set_slot("requested_slot", None)
+        return
+    if requested and requested not in candidates and mention is None and call.intent in OFF_FORM_INTENTS:
         raise Rejected(call.name, f"{call.intent} does not answer {requested}")
-    if candidates.get("item"):
-        name = str(candidates["item"])
-        res = await resolve(call, name)
-        if res.item is None:
-            not_found(call, name, res)
+    if mention is not None:
+        # Named in this message (entity or text): replaces whatever item came before.
+        _take(call, mention.name, mention.resolution)
+    elif candidates.get("item"):
+        if call.slot("requested_slot") is None and call.gap_s() > ITEM_TTL_S:
+            # Filled long ago, not named now: ask which item rather than assume.
             call.set_slot("item", None)
         else:
-            call.set_slot("item", res.item.get("name"))
+            name = str(candidates["item"])
+            _take(call, name, await resolve(call, name))
     if "confirm" in candidates:
         call.set_slot("confirm", candidates["confirm"])
+
+
+def _take(call: Call, name: str, res: Resolution) -> None:
+    """The item slot from what the resident named: the item, or cleared (and said so)."""
+    if res.item is None:
+        not_found(call, name, res)
+        call.set_slot("item", None)
+    else:
+        call.set_slot("item", res.item.get("name"))
 
 
 async def validate_item_question_form(call: Call) -> None:
@@ -81,9 +117,69 @@ async def validate_application_form(call: Call) -> None:
     await _validate_item_form(call)
 
 
+# Intents answered by a response of the domain (as the rules answer them outside a form).
+_UTTERANCES = {
+    "greet": "utter_greet",
+    "goodbye": "utter_goodbye",
+    "thank": "utter_you_are_welcome",
+    "bot_challenge": "utter_iamabot",
+    "ask_human": "utter_handoff",
+    "complain": "utter_complain",
+    "chitchat": "utter_chitchat",
+    "out_of_scope": "utter_out_of_scope",
+    "nlu_fallback": "utter_default",
+}
+
+
+async def _moved_on(call: Call) -> None:
+    """The resident left the confirmation unanswered (a new question, or back after a long silence):
+    nothing is applied for; the new message is answered as it would be outside the form."""
+    from bot.actions.needs import action_find_item
+    from bot.actions.records import action_application_status, action_nearest_station, action_unpaid_bills
+
+    pending = call.slot("item")
+    intent = call.intent or ""
+    if intent == "affirm" and pending:
+        call.say(
+            f"刚才“{pending}”的申请确认已超时，没有为您提交。要申请的话请点“立即申请”。",
+            [("立即申请", intent_payload("start_application", item=str(pending)))],
+        )
+        return
+    if pending:
+        call.say(f"好的，先不为您申请“{pending}”。")
+    handlers = {
+        "find_item": action_find_item,
+        "application_status": action_application_status,
+        "unpaid_bills": action_unpaid_bills,
+        "nearest_station": action_nearest_station,
+    }
+    if intent in handlers:
+        await handlers[intent](call)
+    elif intent in _UTTERANCES:
+        call.utter(_UTTERANCES[intent])
+    elif intent in guide.ASPECT_INTENTS or intent in ("inform", "start_application"):
+        mention = await mention_of(call)
+        if mention is not None and mention.resolution.item is None:
+            not_found(call, mention.name, mention.resolution)
+            call.set_slot("item", None)
+            return
+        item = mention.resolution.item if mention is not None else (await resolve(call, pending)).item
+        if item is None:
+            await action_ask_item(call)
+            return
+        asked = guide.aspect(call) if intent != "start_application" else "overview"
+        call.say(guide.answer(call, item, asked), guide.item_buttons(item, asked))
+        call.set_slot("item", item.get("name"))
+    elif not pending:
+        call.say("好的，没有为您提交申请。还有别的需要可以随时问我。")
+
+
 async def action_start_application(call: Call) -> None:
     confirmed = call.slot("confirm")
     call.set_slot("confirm", None)
+    if confirmed is None:
+        await _moved_on(call)
+        return
     if not confirmed:
         call.say("好的，已取消，没有为您提交申请。还有别的需要可以随时问我。")
         return

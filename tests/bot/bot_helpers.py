@@ -68,3 +68,42 @@ def body(
 def texts(r: httpx.Response) -> str:
     assert r.status_code == 200, r.text
     return "\n".join(m.get("text", "") for m in r.json()["responses"])
+
+
+# An item no model was trained on: imported into the catalogue by the tests (catalogue import API).
+NEW_ITEM_CODE = "BZ-BOT-901"
+NEW_ITEM_NAME = "蜂农转场证明"
+NEW_ITEM_MATERIAL = "蜂群检疫合格证明"
+CATALOGUE_API = "/api/v1/columns/gov_services/admin/catalogue"
+
+
+async def import_new_item(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
+    """Import 蜂农转场证明 (a copy of an existing row with its own code, name, words and materials)
+    through the administrators' catalogue import, as a CSV sheet."""
+    import csv
+    import io
+
+    r = await client.get(f"{CATALOGUE_API}/export", params={"format": "csv"}, headers=admin)
+    assert r.status_code == 200, r.text
+    rows = list(csv.reader(io.StringIO(r.content.decode("utf-8-sig"))))
+    header = rows[0]
+    col = header.index
+    row = next(list(x) for x in rows[1:] if x[col("事项编码")] == "BZ-MZ-001")
+    row[col("事项编码")] = NEW_ITEM_CODE
+    row[col("事项名称")] = NEW_ITEM_NAME
+    row[col("同义词")] = "蜂农转场"
+    row[col("关键词")] = "养蜂转场"
+    row[col("申请材料")] = (
+        f"{NEW_ITEM_MATERIAL} | 必要 | 原件=1 | 复印件=0\n居民身份证 | 必要 | 原件=1 | 复印件=0"
+    )
+    row[col("事项简介")] = "养蜂人跨县转场放蜂前开具的证明。"
+    row[col("受理条件")] = "持有蜂群检疫合格证明的养蜂人"
+    row[col("条件规则")] = ""
+    out = io.StringIO()
+    csv.writer(out).writerows([header, row])
+    r = await client.post(
+        f"{CATALOGUE_API}/import",
+        files={"file": ("目录.csv", out.getvalue().encode(), "text/csv")},
+        headers=admin,
+    )
+    assert r.status_code == 200, r.text
