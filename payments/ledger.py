@@ -15,19 +15,19 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import logging
 import secrets
 from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_api.core.clock import china_now
-from app_api.core.db import lock_for_writing, new_id, utcnow
+from app_api.core.db import UTCDateTime, lock_for_writing, new_id, utcnow
 from app_api.core.jobs import outbox
 from app_api.platform import audit
 from payments.errors import IllegalTransition
@@ -221,6 +221,15 @@ async def apply_payment(
     return "applied_late" if late else "applied"
 
 
+# PostgreSQL: one cached text statement for any number of rows (SQLAlchemy compiles its ON CONFLICT
+# constructs again on every call, and a multi-row VALUES differs with every batch size).
+_CLAIM_PURPOSES_PG = sa.text(
+    "INSERT INTO payments_purpose_paid (purpose_key, order_id, created_at) "
+    "SELECT v.k, v.o, :now FROM json_to_recordset(CAST(CAST(:rows AS text) AS json)) AS v(k text, o text) "
+    "ORDER BY v.k ON CONFLICT (purpose_key) DO NOTHING RETURNING purpose_key"
+).bindparams(sa.bindparam("now", type_=UTCDateTime()))
+
+
 async def claim_purposes(session: AsyncSession, pairs: Sequence[tuple[str, str]]) -> set[str]:
     """Record each (purpose key, order id) as its purpose's first payment; return the keys claimed.
 
@@ -230,12 +239,16 @@ async def claim_purposes(session: AsyncSession, pairs: Sequence[tuple[str, str]]
     """
     if not pairs:
         return set()
-    table = PURPOSES_PAID
-    dialect = session.bind.dialect.name if session.bind is not None else "postgresql"
-    insert = pg_insert(table) if dialect == "postgresql" else sqlite_insert(table)
     now = utcnow()
+    conn = await session.connection()
+    if conn.dialect.name == "postgresql":
+        rows = json.dumps([{"k": k, "o": o} for k, o in pairs])
+        result = await conn.execute(_CLAIM_PURPOSES_PG, {"rows": rows, "now": now})
+        return {str(k) for k in result.scalars().all()}
+    table = PURPOSES_PAID
     stmt = (
-        insert.values([{"purpose_key": k, "order_id": o, "created_at": now} for k, o in sorted(pairs)])
+        sqlite_insert(table)
+        .values([{"purpose_key": k, "order_id": o, "created_at": now} for k, o in sorted(pairs)])
         .on_conflict_do_nothing(index_elements=[table.c.purpose_key])
         .returning(table.c.purpose_key)
     )

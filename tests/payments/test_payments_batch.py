@@ -256,3 +256,70 @@ async def test_one_purpose_paid_by_two_transactions_at_once_is_flagged_once(ledg
                 )
             ).all()
         assert [f.order_id for f in flags] == [second[0].id]
+
+
+async def test_identical_notifications_in_two_workers_batches_at_once_credit_once(ledger, client, login):
+    """Two api workers (two batchers) apply the same notifications in two transactions at once.
+
+    Each worker's batch holds every copy once, so only the database can decide: every order is
+    credited once, each copy gets one "applied" and one "duplicate" answer, and each column is told once.
+    """
+    me = await account_id(client, await login())
+    orders = [await new_order(me, "wechat_v2", amount=700 + i) for i in range(8)]
+    notes = [paid_note(o) for o in orders]
+
+    async def apply(batch: list[Notification]) -> list[str]:
+        async with session_scope() as s:
+            return [o.outcome for o in await apply_notifications(s, [received(n) for n in batch])]
+
+    first, second = await asyncio.gather(apply(notes), apply(list(reversed(notes))))
+    for i in range(len(notes)):
+        assert sorted([first[i], second[len(notes) - 1 - i]]) == ["applied", "duplicate"], (first, second)
+    for order in orders:
+        await wait_for(lambda order=order: (order.id, order.purpose_ref) in PAID_CALLS)
+    await asyncio.sleep(0.3)  # a second hand-off, if there were one, would have run by now
+    ids = [o.id for o in orders]
+    async with session_scope() as s:
+        rows = (await s.exec(select(PaymentOrder).where(col(PaymentOrder.id).in_(ids)))).all()
+        paid = (
+            await s.exec(
+                select(PaymentEvent).where(
+                    col(PaymentEvent.order_id).in_(ids), PaymentEvent.to_status == "paid"
+                )
+            )
+        ).all()
+        stored = (
+            await s.exec(select(PaymentNotification).where(col(PaymentNotification.order_id).in_(ids)))
+        ).all()
+    by_id = {o.id: o for o in orders}
+    assert all(r.status == "paid" and r.duplicate_of is None for r in rows)
+    assert {r.provider_txn_id for r in rows} == {n.transaction_id for n in notes}
+    assert sorted(e.order_id for e in paid) == sorted(ids)  # one transition each
+    assert sorted(n.order_id for n in stored) == sorted(ids) and {n.times_received for n in stored} == {2}
+    assert all(PAID_CALLS.count((i, by_id[i].purpose_ref)) == 1 for i in ids)
+
+
+async def test_a_batch_credits_the_amounts_in_fen_and_the_paid_time_given(ledger, client, login):
+    """The bulk path writes what the notification said: its transaction, its paid time (UTC)."""
+    me = await account_id(client, await login())
+    order = await new_order(me, "alipay", amount=12345)
+    at = dt.datetime(2026, 5, 1, 8, 30, 15, tzinfo=dt.timezone(dt.timedelta(hours=8)))
+    note = Notification(
+        provider=ProviderName.ALIPAY,
+        kind=NotificationKind.PAYMENT,
+        out_trade_no=order.out_trade_no,
+        transaction_id="2026" + secrets.token_hex(10),
+        app_id="2021000000000000",
+        merchant_id="2088000000000000",
+        amount_fen=12345,
+        trade_state=TradeState.PAID,
+        paid_at=at,
+    )
+    short = paid_note(await new_order(me, "alipay", amount=12345), amount=12344)  # one fen short
+    async with session_scope() as s:
+        outcomes = await apply_notifications(s, [received(note), received(short)])
+    assert [o.outcome for o in outcomes] == ["applied", "flagged_amount"]
+    paid = await load(order.id)
+    assert paid.status == "paid" and paid.provider_txn_id == note.transaction_id
+    assert paid.paid_at == at and paid.paid_at.utcoffset() == dt.timedelta(0)
+    assert (await load(outcomes[1].order_id or "")).status != "paid"
