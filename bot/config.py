@@ -41,6 +41,8 @@ class BotSettings(WojiaSettings):
     # Deep link back into the app, filled with the item code (when the catalogue gives none).
     apply_link: str = "wojia://gov_services/items/{code}/apply"
     login_link: str = "wojia://login"
+    # Where the app asks the resident's question for staff (POST /api/v1/bot/tickets).
+    ticket_link: str = "wojia://bot/tickets/new"
     # Elderly mode: at most this many list entries and buttons in one reply.
     elderly_max_entries: int = Field(default=3, ge=1)
 

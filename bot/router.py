@@ -153,7 +153,23 @@ async def send_message(
         ]
         if text or buttons:
             messages.append(ReplyMessage(text=text or "", buttons=buttons or None))
+    _offer_a_person(messages, logged_in=principal is not None, settings=settings)
     return ChatReply(messages=messages, conversation_id=conversation_id)
+
+
+def _offer_a_person(messages: list[ReplyMessage], *, logged_in: bool, settings: BotSettings) -> None:
+    """Where the assistant refers the resident to the hotline (handing off: "转人工", failures in a
+    row), it also offers an online consultation that staff answer (bot.tickets); anonymous residents
+    log in first, since the answer comes to their account."""
+    for m in messages:
+        if settings.hotline in m.text and not m.buttons:
+            offer = ("在线咨询（工作人员答复）", settings.ticket_link) if logged_in else (
+                "登录后在线咨询", settings.login_link)  # fmt: skip
+            m.buttons = [
+                ReplyButton(title=offer[0], payload=offer[1]),
+                ReplyButton(title=f"拨打 {settings.hotline}", payload=f"tel:{settings.hotline}"),
+            ]
+            return
 
 
 def _check_token(authorization: str | None, settings: BotSettings) -> None:

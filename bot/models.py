@@ -1,0 +1,38 @@
+"""The assistant's tables: consultation tickets handed to staff when the assistant cannot help."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+from app_api.core.crypto import encrypted_column
+from app_api.core.db import created_at_field, datetime_field, new_id
+from app_api.platform.accounts.closure import POLICY, Delete
+
+
+class BotTicket(SQLModel, table=True):
+    """An online consultation: the resident's question and the conversation that led to it, answered
+    by a staff member (a reviewer or an administrator) through the staff API."""
+
+    __tablename__ = "bot_ticket"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    account_id: str = Field(foreign_key="app_account.id", index=True, max_length=32)
+    # {"question": str, "transcript": [{"who": "resident" | "assistant", "text": str}, ...]} as JSON,
+    # encrypted under this row's id (residents may tell the assistant about themselves).
+    conversation_enc: bytes = Field(
+        sa_type=sa.LargeBinary,
+        sa_column_kwargs=encrypted_column("bot_ticket_conversation:{id}", form="json"),
+    )
+    status: str = Field(default="open", max_length=10, index=True)  # open | answered
+    answer: str | None = Field(default=None, max_length=2000)
+    # The staff member who answered (kept as an id: the ticket is the resident's, not theirs).
+    answered_by: str | None = Field(default=None, max_length=32)
+    created_at: dt.datetime = created_at_field()
+    answered_at: dt.datetime | None = datetime_field()
+
+
+# What closing the resident's account does with their tickets (app_api.platform.accounts.closure).
+POLICY.setdefault("bot_ticket", Delete("您向智能助手提交的在线咨询及工作人员的答复"))
