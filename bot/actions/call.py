@@ -68,6 +68,18 @@ class Call:
             return max(0.0, latest - float(e["timestamp"]))
         return 0.0
 
+    def slot_before_latest(self, name: str) -> Any:
+        """The slot's value before the latest message (Rasa fills entity slots as soon as a message
+        arrives: "居住证要带什么材料" at a confirmation has already set ``item`` to 居住证)."""
+        events = self.tracker.get("events") or []
+        last_user = max((i for i, e in enumerate(events) if e.get("event") == "user"), default=len(events))
+        seen = False
+        value: Any = None
+        for e in events[:last_user]:
+            if e.get("event") == "slot" and e.get("name") == name:
+                seen, value = True, e.get("value")
+        return value if seen else self.slot(name)
+
     def user_events(self) -> list[dict[str, Any]]:
         return [e for e in self.tracker.get("events") or [] if e.get("event") == "user"]
 

@@ -137,7 +137,7 @@ async def _moved_on(call: Call) -> None:
     from bot.actions.needs import action_find_item
     from bot.actions.records import action_application_status, action_nearest_station, action_unpaid_bills
 
-    pending = call.slot("item")
+    pending = call.slot_before_latest("item")
     intent = call.intent or ""
     if intent == "affirm" and pending:
         call.say(

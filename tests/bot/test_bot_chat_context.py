@@ -69,3 +69,19 @@ async def test_a_new_question_at_the_confirmation_moves_on(
 async def test_markup_is_neither_parsed_nor_echoed(chat: Chat) -> None:
     text = await chat.text("<script>alert('x')</script>老年证要带什么材料")
     assert "<script>" not in text and (await catalogue_item("老年证"))["name"] in text
+
+
+async def test_a_person_please_offers_a_ticket_that_carries_the_conversation(
+    client: httpx.AsyncClient, login: Any, rasa_url_configured: str
+) -> None:
+    headers = await login()
+    chat = Chat(client, headers)
+    await chat.say("老年证要带什么材料")
+    handoff = await chat.say("转人工")
+    buttons = [b["payload"] for m in handoff for b in m.get("buttons") or []]
+    assert "12345" in "\n".join(m["text"] for m in handoff) and "wojia://bot/tickets/new" in buttons
+    r = await client.post("/api/v1/bot/tickets", json={"question": "老年证能代办吗"}, headers=headers)
+    assert r.status_code == 201, r.text
+    turns = r.json()["transcript"]
+    assert {"who": "resident", "text": "转人工"} in turns
+    assert any(t["who"] == "assistant" and "12345" in t["text"] for t in turns)
