@@ -102,6 +102,8 @@ POLICY: dict[str, Policy] = {
     "app_datahub_person": Retain("人口信息由公安机关管理，不属于本应用账户"),
     "app_external_column": Retain(_NOT_YOURS),
     "app_external_column_grant": Delete("您对第三方栏目的授权"),
+    "app_external_column_message": Delete("第三方栏目发给您的消息记录"),
+    "app_external_column_template": Retain(_NOT_YOURS),
     "app_oidc_code": Delete("第三方栏目的登录凭证"),
     "app_oidc_ticket": Delete("第三方栏目的登录凭证"),
     "app_oidc_token": Delete("第三方栏目的登录凭证"),

@@ -58,6 +58,7 @@ EXCLUDED: dict[str, str] = {
     "app_outbox": "系统内部任务队列，只含处理中任务的引用",
     "app_column_setting": "栏目配置，记录的是修改配置的工作人员，不含您的信息",
     "app_station": "代办点公开信息（联系电话为代办点电话），不含您的信息",
+    "app_external_column_template": "第三方栏目的消息模板，记录的是审核模板的工作人员，不含您的信息",
     "gov_services_department": "政务部门公开信息，不含您的信息",
     "gov_services_item_version": "事项目录的版本，记录的是编辑目录的工作人员",
     "notices_notice": "公告内容，记录的是发布公告的工作人员",

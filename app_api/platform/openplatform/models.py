@@ -56,6 +56,8 @@ class ColumnGrant(SQLModel, table=True):
     account_id: str = Field(foreign_key="app_account.id", index=True, max_length=32)
     column_id: str = Field(foreign_key="app_external_column.id", index=True, max_length=32)
     scopes: list[str] = Field(default_factory=list, sa_type=sa.JSON)
+    # The pairwise subject id this column knows the resident by (its server names residents by it).
+    subject: str | None = Field(default=None, max_length=64, index=True)
     granted_at: dt.datetime = created_at_field()
     revoked_at: dt.datetime | None = datetime_field()
 
@@ -102,3 +104,44 @@ class IssuedToken(SQLModel, table=True):
     issued_at: dt.datetime = created_at_field()
     expires_at: dt.datetime = Field(sa_type=UTCDateTime)
     revoked_at: dt.datetime | None = datetime_field()
+
+
+class ColumnMessageTemplate(SQLModel, table=True):
+    """A message a column may send residents, proposed by the column and approved by an admin.
+
+    ``text`` uses ``$name`` placeholders; ``status`` is ``pending``, ``approved`` or ``rejected``.
+    """
+
+    __tablename__ = "app_external_column_template"
+    __table_args__ = (sa.UniqueConstraint("column_id", "key"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    column_id: str = Field(foreign_key="app_external_column.id", index=True, max_length=32)
+    key: str = Field(max_length=40)
+    text: str = Field(max_length=200)
+    status: str = Field(default="pending", max_length=10)
+    proposed_at: dt.datetime = created_at_field()
+    decided_by: str | None = Field(default=None, max_length=32)
+    decided_at: dt.datetime | None = datetime_field()
+    decision_note: str | None = Field(default=None, max_length=200)
+
+
+class ColumnMessage(SQLModel, table=True):
+    """One message a column sent a resident, kept on the column's idempotency key (a resent request
+    gets the same message, never a second one)."""
+
+    __tablename__ = "app_external_column_message"
+    __table_args__ = (
+        sa.UniqueConstraint("column_id", "idempotency_key"),
+        sa.Index("ix_app_external_column_message_quota", "column_id", "account_id", "created_at"),
+    )
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    column_id: str = Field(foreign_key="app_external_column.id", max_length=32)
+    account_id: str = Field(foreign_key="app_account.id", index=True, max_length=32)
+    template_id: str = Field(foreign_key="app_external_column_template.id", max_length=32)
+    idempotency_key: str = Field(max_length=64)
+    # What was asked, so a resend with the same key and another body is told apart from a retry.
+    request_hash: str = Field(max_length=64)
+    notification_id: str = Field(max_length=32)
+    created_at: dt.datetime = created_at_field()

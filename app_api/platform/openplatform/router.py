@@ -13,11 +13,12 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_api.core.db import SessionDep
+from app_api.core.errors import AppError
 from app_api.core.settings import get_settings
 from app_api.platform.access import CurrentAccount, public, require_roles
 from app_api.platform.accounts.models import Account
 from app_api.platform.accounts.principal import Principal
-from app_api.platform.openplatform import keys, oidc, service
+from app_api.platform.openplatform import keys, messages, oidc, service
 from app_api.platform.openplatform.errors import ConsentExpired, TicketInvalid
 from app_api.platform.openplatform.models import ExternalColumn
 from app_api.platform.openplatform.schemas import (
@@ -29,6 +30,12 @@ from app_api.platform.openplatform.schemas import (
     GrantList,
     GrantOut,
     KeyRotated,
+    MessageIn,
+    MessageOut,
+    TemplateDecision,
+    TemplateIn,
+    TemplateList,
+    TemplateOut,
     TicketOut,
 )
 
@@ -302,3 +309,93 @@ async def disable_column(column_id: str, admin: Admin, session: SessionDep) -> C
 async def rotate_keys(admin: Admin, session: SessionDep) -> KeyRotated:
     """Sign with a new key from now on; the old one stays in JWKS until its tokens expired."""
     return KeyRotated(kid=await keys.rotate(session, actor_id=admin.id))
+
+
+# --- a column's server: message templates and messages (HTTP Basic with its client credentials) ------
+
+
+class ClientUnauthorized(AppError):
+    code = "openplatform.client_unauthorized"
+    title = "栏目身份验证失败"
+    status = 401
+
+
+async def _column_server(request: Request, session: AsyncSession) -> ExternalColumn:
+    """The enabled column whose client credentials the request carries (the refusal audited)."""
+    try:
+        return await oidc.authenticate_client(session, *_client_credentials(request, {}))
+    except oidc.TokenError as e:
+        await session.commit()  # the refusal's audit entry stays
+        raise ClientUnauthorized(str(e.error.description or "")) from None
+
+
+def _template_out(t: Any) -> TemplateOut:
+    return TemplateOut.model_validate(t, from_attributes=True)
+
+
+@router.post("/openplatform/templates", status_code=201, dependencies=[Depends(public)])
+async def propose_template(body: TemplateIn, request: Request, session: SessionDep) -> TemplateOut:
+    """A column proposes a message template; an admin approves it before it can be sent."""
+    column = await _column_server(request, session)
+    return _template_out(await messages.propose(session, column, key=body.key, text=body.text))
+
+
+@router.get("/openplatform/templates", dependencies=[Depends(public)])
+async def column_templates(request: Request, session: SessionDep) -> TemplateList:
+    """The column's own templates and their review status."""
+    column = await _column_server(request, session)
+    return TemplateList(
+        templates=[_template_out(t) for t in await messages.templates_of(session, column_id=column.id)]
+    )
+
+
+@router.post("/openplatform/messages", status_code=201, dependencies=[Depends(public)])
+async def send_message(body: MessageIn, request: Request, session: SessionDep) -> JSONResponse:
+    """Send an approved template to a resident who authorised the column: 201 when sent, 200 with the
+    same message when this idempotency key was sent already. The resident's preferences apply."""
+    column = await _column_server(request, session)
+    try:
+        message, now = await messages.send(
+            session,
+            column,
+            subject=body.sub,
+            template_key=body.template,
+            params=body.params,
+            idempotency_key=body.idempotency_key,
+        )
+    except AppError:
+        await session.commit()  # the refusal's audit entry stays; nothing else was written
+        raise
+    out = MessageOut(id=message.id, template=body.template, created_at=message.created_at, sent_now=now)
+    return JSONResponse(out.model_dump(mode="json"), status_code=201 if now else 200)
+
+
+@router.get("/admin/external-columns/{column_id}/templates")
+async def admin_templates(column_id: str, _: Admin, session: SessionDep) -> TemplateList:
+    """A column's message templates, pending ones first to review."""
+    await service.get(session, column_id)
+    rows = await messages.templates_of(session, column_id=column_id)
+    rows.sort(key=lambda t: (t.status != "pending", t.proposed_at))
+    return TemplateList(templates=[_template_out(t) for t in rows])
+
+
+@router.post("/admin/external-column-templates/{template_id}/approve")
+async def approve_template(
+    template_id: str, body: TemplateDecision, admin: Admin, session: SessionDep
+) -> TemplateOut:
+    """Approve a column's message template (audited)."""
+    t = await messages.decide(
+        session, template_id=template_id, approve=True, admin_id=admin.id, note=body.note
+    )
+    return _template_out(t)
+
+
+@router.post("/admin/external-column-templates/{template_id}/reject")
+async def reject_template(
+    template_id: str, body: TemplateDecision, admin: Admin, session: SessionDep
+) -> TemplateOut:
+    """Reject a column's message template (audited); it can no longer be sent."""
+    t = await messages.decide(
+        session, template_id=template_id, approve=False, admin_id=admin.id, note=body.note
+    )
+    return _template_out(t)

@@ -91,3 +91,49 @@ class GrantList(BaseModel):
 
 class KeyRotated(BaseModel):
     kid: str
+
+
+class TemplateIn(BaseModel):
+    """A message template a column proposes (``$name`` placeholders)."""
+
+    model_config = {"extra": "forbid"}
+    key: str = Field(min_length=2, max_length=40, pattern=r"^[a-z][a-z0-9_]{1,39}$", title="模板标识")
+    text: str = Field(min_length=1, max_length=200, title="模板内容")
+
+
+class TemplateOut(BaseModel):
+    id: str
+    column_id: str
+    key: str
+    text: str
+    status: Literal["pending", "approved", "rejected"]
+    proposed_at: dt.datetime
+    decided_at: dt.datetime | None = None
+    decision_note: str | None = None
+
+
+class TemplateList(BaseModel):
+    templates: list[TemplateOut]
+
+
+class TemplateDecision(BaseModel):
+    model_config = {"extra": "forbid"}
+    note: str | None = Field(default=None, max_length=200, title="审核意见")
+
+
+class MessageIn(BaseModel):
+    """A message to a resident the column knows by its pairwise subject id."""
+
+    model_config = {"extra": "forbid"}
+    sub: str = Field(min_length=1, max_length=64, title="用户编号（sub）")
+    template: str = Field(min_length=2, max_length=40, title="模板标识")
+    params: dict[str, str] = Field(default_factory=dict, max_length=10, title="模板参数")
+    idempotency_key: str = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$", title="幂等键")
+
+
+class MessageOut(BaseModel):
+    id: str
+    template: str
+    created_at: dt.datetime
+    # False: this key's message had been sent already; nothing was sent again.
+    sent_now: bool

@@ -132,6 +132,12 @@ async def record_grant(session: AsyncSession, *, account_id: str, column_id: str
     ).first()
     if grant is None:
         grant = ColumnGrant(account_id=account_id, column_id=column_id, scopes=sorted(scopes))
+    if grant.subject is None:
+        column = await session.get(ExternalColumn, column_id)
+        if column is not None:
+            from app_api.platform.openplatform.oidc import pairwise_sub
+
+            grant.subject = pairwise_sub(account_id, column.client_id)
     elif grant.revoked_at is not None:
         grant.scopes, grant.revoked_at, grant.granted_at = sorted(scopes), None, utcnow()
     else:
