@@ -163,13 +163,13 @@ class FaceLocked(AppError):
 
 class StepUpRequired(AppError):
     code = "identity.step_up_required"
-    title = "此操作需要再次进行人脸认证"
+    title = "此操作需要再次认证身份（人脸认证，或到代办点由代办员现场核验）"
     status = 403
 
 
 class StepUpInvalid(AppError):
     code = "identity.step_up_invalid"
-    title = "人脸认证凭证无效或已使用，请重新认证"
+    title = "身份认证凭证无效或已使用，请重新认证"
     status = 403
 
 
@@ -206,4 +206,40 @@ class AgentStationRequired(AppError):
 class ConsentNotGiven(AppError):
     code = "identity.consent_not_given"
     title = "请先阅读并同意授权说明"
+    status = 422
+
+
+class StepUpRequestExpired(AppError):
+    code = "identity.step_up_request_expired"
+    title = "现场核验请求已过期或不存在，请在手机上重新发起"
+    status = 410
+
+
+class StepUpRequestMismatch(AppError):
+    code = "identity.step_up_request_mismatch"
+    title = "该核验请求不属于这位居民"
+    status = 403
+
+
+class StepUpRequestPending(AppError):
+    code = "identity.step_up_request_pending"
+    title = "代办员尚未完成现场核验，请稍候"
+    status = 409
+
+
+class StepUpRequestUsed(AppError):
+    code = "identity.step_up_request_used"
+    title = "该现场核验请求已完成，不能重复使用"
+    status = 409
+
+
+class StepUpRequestLimit(AppError):
+    code = "identity.step_up_request_limit"
+    title = "今日发起现场核验次数过多，请明天再试"
+    status = 429
+
+
+class ResidentNotL3(AppError):
+    code = "identity.resident_not_l3"
+    title = "该居民尚未完成 L3 实名认证，请先办理现场身份核验"
     status = 422

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hmac
+
 from sqlmodel import col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -84,13 +86,25 @@ async def face_profile(session: AsyncSession, account_id: str) -> IdentityFacePr
 
 
 def stored_template(profile: IdentityFaceProfile) -> list[float] | None:
-    """The profile's face template, decrypted (None when the verifier kept none)."""
+    """The profile's face template (the registry photo's encoding), decrypted (None when none is kept)."""
     if profile.template_enc is None:
         return None
     import numpy as np  # here, not at import: the api process should not load numpy until it is used
 
     blob = decrypt_bytes(profile.template_enc, aad=f"face_template:{profile.account_id}")
     return [float(x) for x in np.frombuffer(blob, dtype=np.float32)]
+
+
+def registry_template(profile: IdentityFaceProfile | None, photo: bytes) -> list[float] | None:
+    """The kept encoding of the registry photo ``photo``, or None when the kept one is of another
+    photo (the registry's photo was replaced, e.g. a renewed ID card) or none is kept: the caller
+    then encodes ``photo`` itself."""
+    if profile is None or profile.template_enc is None or profile.id_photo_enc is None:
+        return None
+    kept = decrypt_bytes(profile.id_photo_enc, aad=f"id_photo:{profile.account_id}")
+    if not hmac.compare_digest(kept, photo):
+        return None
+    return stored_template(profile)
 
 
 async def store_face_data(
@@ -102,7 +116,8 @@ async def store_face_data(
     template: list[float] | None,
     photo: bytes | None,
 ) -> None:
-    """Keep what a passed face check yields, encrypted and bound to the account."""
+    """Keep the reference a passed face check used, encrypted and bound to the account: the registry
+    photo and its encoding (``template``). A capture's encoding is never passed here."""
     p = (
         await session.exec(select(IdentityFaceProfile).where(IdentityFaceProfile.account_id == account_id))
     ).first()

@@ -1,11 +1,12 @@
 """Identity endpoints (mounted by the app under /api/v1): real-name, face consent, liveness
-challenges and face verification, agent attestation, and the resident's own view."""
+challenges and face verification, agent attestation, the in-person step-up, and the resident's own
+view."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Path, Request, UploadFile
 from fastapi.responses import JSONResponse
 
 from app_api.core.crypto import mask_id_number, mask_name
@@ -14,12 +15,14 @@ from app_api.core.errors import PROBLEM_JSON, AppError
 from app_api.core.logging import request_id_var
 from app_api.platform.access import CurrentAccount, require_roles
 from app_api.platform.accounts.principal import Principal
-from identity import attestation, face_data, overview
+from identity import attestation, face_data, overview, step_up
 from identity.attempts import AttemptRecorded
 from identity.challenges import issue_challenge
 from identity.config import get_identity_settings
 from identity.real_name import verify_real_name
 from identity.schemas import (
+    AgentStepUpIn,
+    AgentStepUpOut,
     AttestationIn,
     AttestationOut,
     ChallengeIn,
@@ -29,8 +32,11 @@ from identity.schemas import (
     FaceDataDeletedOut,
     FaceVerifiedOut,
     IdentityOverview,
+    InPersonStepUpIn,
+    InPersonStepUpOut,
     RealNameIn,
     RealNameOut,
+    StepUpOut,
 )
 from identity.verification import verify_face
 
@@ -128,6 +134,62 @@ async def agent_attestation(
     except AttemptRecorded as e:
         return _problem(e.error, request)
     return AttestationOut(attestation_id=attempt.id, identity_level=3, station_id=attempt.station_id)
+
+
+@router.post("/step-ups/in-person", status_code=201)
+async def in_person_step_up(body: InPersonStepUpIn, principal: CurrentAccount) -> InPersonStepUpOut:
+    """Ask for a step-up without a face: show the request to an agent who holds your mandate."""
+    request_id = await step_up.open_in_person_request(principal, body.purpose)
+    return InPersonStepUpOut(
+        request_id=request_id,
+        purpose=body.purpose,
+        expires_in=step_up.IN_PERSON_REQUEST_TTL_S,
+        instructions="请在10分钟内携带身份证到代办点，向已获您授权的代办员出示此核验请求",
+    )
+
+
+@router.post("/agent/step-ups", status_code=201, response_model=AgentStepUpOut)
+async def agent_step_up(
+    body: AgentStepUpIn, agent: Agent, session: SessionDep, request: Request
+) -> AgentStepUpOut | JSONResponse:
+    """An agent with the resident's mandate checks them in person for their pending step-up request."""
+    try:
+        attempt, mandate_id = await attestation.attest_step_up(
+            session,
+            agent=agent,
+            resident_phone=body.resident_phone,
+            request_id=body.request_id,
+            id_number=body.id_number,
+            name=body.name,
+            document=body.document,
+            resident_agreed=body.resident_agreed,
+        )
+    except AttemptRecorded as e:
+        return _problem(e.error, request)
+    return AgentStepUpOut(
+        attempt_id=attempt.id,
+        purpose=attempt.purpose or "",
+        station_id=attempt.station_id,
+        mandate_id=mandate_id,
+    )
+
+
+@router.post("/step-ups/in-person/{request_id}/token")
+async def in_person_step_up_token(
+    request_id: Annotated[str, Path(min_length=16, max_length=64)],
+    principal: CurrentAccount,
+    session: SessionDep,
+) -> StepUpOut:
+    """Collect the step-up token once the agent has approved the request (once, valid 5 minutes)."""
+    purpose, token = await step_up.claim_in_person_step_up(
+        session, account_id=principal.id, request_id=request_id
+    )
+    return StepUpOut(
+        identity_level=principal.identity_level,
+        purpose=purpose,
+        step_up_token=token,
+        expires_in=get_identity_settings().step_up_ttl_s,
+    )
 
 
 @router.get("/me")

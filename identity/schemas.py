@@ -29,6 +29,19 @@ class AttestationIn(BaseModel):
     resident_agreed: bool
 
 
+class InPersonStepUpIn(BaseModel):
+    purpose: str = Field(max_length=60, description="需要再次认证的用途，如 loans.apply")
+
+
+class AgentStepUpIn(BaseModel):
+    resident_phone: str = Field(pattern=r"^1\d{10}$")
+    request_id: str = Field(min_length=16, max_length=64, description="居民手机上显示的核验请求编号")
+    id_number: str = Field(min_length=15, max_length=20)
+    name: str = Field(min_length=2, max_length=30)
+    document: str = Field(default="resident_id_card", pattern=r"^(resident_id_card|temporary_id_card)$")
+    resident_agreed: bool
+
+
 # Responses. Every field is always present (None included): the JSON the routes answered before
 # they had models.
 
@@ -73,6 +86,27 @@ class ChallengeOut(BaseModel):
 
 
 class FaceVerifiedOut(BaseModel):
+    identity_level: int
+    purpose: str
+    step_up_token: str
+    expires_in: int
+
+
+class InPersonStepUpOut(BaseModel):
+    request_id: str
+    purpose: str
+    expires_in: int
+    instructions: str
+
+
+class AgentStepUpOut(BaseModel):
+    attempt_id: str
+    purpose: str
+    station_id: str | None
+    mandate_id: str
+
+
+class StepUpOut(BaseModel):
     identity_level: int
     purpose: str
     step_up_token: str

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app_api.core.db import new_id
 from app_api.core.errors import AppError, IdentityLevelRequired
 from app_api.platform import audit
 from app_api.platform.accounts.models import Account
@@ -19,8 +20,15 @@ from identity.attempts import AttemptRecorded, add_attempt, bump
 from identity.challenges import check_not_locked, consume_challenge, fail_key
 from identity.config import get_identity_settings
 from identity.face.factory import get_verifier
-from identity.face.verifier import FaceVerifier, Reference, raise_for_result
-from identity.face_data import active_face_consent, face_profile, store_face_data, stored_template
+from identity.face.verifier import (
+    FaceVerifier,
+    LocalFaceVerifier,
+    Reference,
+    VerificationResult,
+    raise_for_result,
+)
+from identity.face_data import active_face_consent, face_profile, registry_template, store_face_data
+from identity.models import seal_scores
 from identity.purposes import FACE_PURPOSE
 from identity.schemas import FaceVerifiedOut
 from identity.step_up import issue_step_up
@@ -66,22 +74,17 @@ async def _reference(
     verifier: FaceVerifier,
     refused: _Refusal,
 ) -> tuple[Reference, str, bytes | None]:
-    """The face to compare with, where it came from, and the registry photo when one was fetched.
+    """The face to compare with, where it came from, and the registry photo.
 
-    The local verifier compares with the template kept from an earlier check, or else with the ID
-    photo from the data center; a remote service holds the authoritative photo itself.
+    Always the registry's ID photo, fetched afresh for every check (its encoding is reused while the
+    registry still holds the same photo); never a face from an earlier capture, so that one spoof
+    that got through cannot become the reference for the next. A remote service holds the
+    authoritative photo itself.
     """
     # Looked at for every verifier: face data whose consent has gone is deleted here.
     profile = await face_profile(session, account.id)
     if verifier.name != "local":
         return Reference(id_number=id_number, name=account.real_name or ""), "remote_service", None
-    template = stored_template(profile) if profile is not None else None
-    if template is not None:
-        return (
-            Reference(id_number=id_number, name=account.real_name or "", template=template),
-            "stored_template",
-            None,
-        )
     try:
         rec = await get_datahub().person(
             session,
@@ -96,7 +99,26 @@ async def _reference(
         raise await refused(errors.ReferencePhotoUnusable("城市数据中心没有您的身份证照片")) from None
     if rec.photo is None:
         raise await refused(errors.ReferencePhotoUnusable("城市数据中心没有您的身份证照片"))
-    return Reference(id_number=id_number, name=rec.name, photo=rec.photo), "registry_photo", rec.photo
+    template = registry_template(profile, rec.photo)
+    reference = Reference(id_number=id_number, name=rec.name, photo=rec.photo, template=template)
+    return reference, "registry_photo", rec.photo
+
+
+# What a check measured: kept only encrypted (``IdentityAttempt.scores_enc``), out of the audit chain.
+_SCORE_KEYS = ("distance", "similarity", "max_frame_distance")
+
+
+def _split(result: VerificationResult) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(outcome fields kept in plain, measured scores kept encrypted) of a verifier's result."""
+    audit_data = result.audit_data()
+    plain = {k: v for k, v in audit_data.items() if k not in _SCORE_KEYS}
+    scores = {k: audit_data[k] for k in _SCORE_KEYS if audit_data.get(k) is not None}
+    if result.distance is not None:
+        scores["distance"] = result.distance  # unrounded: the exact figure compared with the tolerance
+    if result.frame_distances:
+        scores["frame_distances"] = [round(d, 4) for d in result.frame_distances]
+    scores.update(result.figures)
+    return plain, scores
 
 
 async def verify_face(
@@ -138,23 +160,25 @@ async def verify_face(
         raise await refused(e, reference=ref_source) from None
 
     passed = result.passed
+    plain, scores = _split(result)
+    attempt_id = new_id()
     await add_attempt(
         session,
+        id=attempt_id,
         account_id=account.id,
         kind="face",
         purpose=purpose,
         outcome="passed" if passed else "failed",
         code=result.code,
         verifier=result.verifier,
-        distance=result.distance,
         tolerance=result.tolerance,
-        similarity=result.similarity,
+        scores_enc=seal_scores(attempt_id, scores),
         data={
-            **result.audit_data(),
+            **plain,
             "steps": [x.value for x in steps],
             "reference": ref_source,
+            "reference_encoding_kept": reference.template is not None,
             "frames": len(frames),
-            **result.figures,
         },
     )
     await audit.record(
@@ -163,7 +187,7 @@ async def verify_face(
         actor_id=account.id,
         subject_type="account",
         subject_id=account.id,
-        data={**result.audit_data(), "purpose": purpose, "reference": ref_source},
+        data={**plain, "purpose": purpose, "reference": ref_source, "attempt_id": attempt_id},
     )
     if not passed:
         fails, reset_in = await bump(fail_key(account.id))
@@ -178,12 +202,16 @@ async def verify_face(
 
     if account.identity_level < 3:
         await raise_level(session, account.id, 3, reason="face")
+    # The registry photo's encoding is kept, never the capture's (result.template).
+    template = None
+    if photo is not None and isinstance(verifier, LocalFaceVerifier):
+        template = list(reference.template or await verifier.reference_template(reference))
     await store_face_data(
         session,
         account_id=account.id,
         consent_id=consent.id,
         verifier=result.verifier,
-        template=result.template,
+        template=template,
         photo=photo,
     )
     token = await issue_step_up(account.id, purpose)

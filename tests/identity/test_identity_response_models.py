@@ -11,7 +11,7 @@ from identity.router import router
 
 def test_every_route_declares_a_response_model() -> None:
     routes = [r for r in router.routes if isinstance(r, APIRoute)]
-    assert len(routes) == 8
+    assert len(routes) == 11
     for r in routes:
         assert isinstance(r.response_model, type) and issubclass(r.response_model, BaseModel), r.path
 
