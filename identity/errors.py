@@ -243,3 +243,9 @@ class ResidentNotL3(AppError):
     code = "identity.resident_not_l3"
     title = "该居民尚未完成 L3 实名认证，请先办理现场身份核验"
     status = 422
+
+
+class VerifierNotCertified(AppError):
+    code = "identity.verifier_not_certified"
+    title = "本地人脸核验不能用于三级实名认证或敏感业务的身份确认"
+    status = 403

@@ -19,7 +19,7 @@ from identity import errors
 from identity.attempts import AttemptRecorded, add_attempt, bump
 from identity.challenges import check_not_locked, consume_challenge, fail_key
 from identity.config import get_identity_settings
-from identity.face.factory import get_verifier
+from identity.face.factory import get_verifier, may_grant_l3
 from identity.face.verifier import (
     FaceVerifier,
     LocalFaceVerifier,
@@ -160,6 +160,9 @@ async def verify_face(
         raise await refused(e, reference=ref_source) from None
 
     passed = result.passed
+    # A deployment names the verifiers whose pass is worth L3 (WOJIA_IDENTITY_L3_VERIFIERS): a pass of
+    # another is recorded, but neither raises the level nor stands for a step-up.
+    certified = may_grant_l3(result.verifier)
     plain, scores = _split(result)
     attempt_id = new_id()
     await add_attempt(
@@ -168,8 +171,8 @@ async def verify_face(
         account_id=account.id,
         kind="face",
         purpose=purpose,
-        outcome="passed" if passed else "failed",
-        code=result.code,
+        outcome=("passed" if certified else "refused") if passed else "failed",
+        code=result.code if certified or not passed else errors.VerifierNotCertified.code,
         verifier=result.verifier,
         tolerance=result.tolerance,
         scores_enc=seal_scores(attempt_id, scores),
@@ -183,7 +186,7 @@ async def verify_face(
     )
     await audit.record(
         session,
-        action="identity.face_verified" if passed else "identity.face_failed",
+        action="identity.face_verified" if passed and certified else "identity.face_failed",
         actor_id=account.id,
         subject_type="account",
         subject_id=account.id,
@@ -200,6 +203,14 @@ async def verify_face(
                 err.extra["locked_for_s"] = reset_in
             raise AttemptRecorded(err) from None
 
+    if not certified:
+        raise AttemptRecorded(
+            errors.VerifierNotCertified(
+                "该部署未认可本核验方式用于三级实名认证：请使用经认证的人脸核验服务，"
+                "或到代办点、政务服务窗口当面核验",
+                verifier=result.verifier,
+            )
+        )
     if account.identity_level < 3:
         await raise_level(session, account.id, 3, reason="face")
     # The registry photo's encoding is kept, never the capture's (result.template).
