@@ -151,14 +151,25 @@ class _Forms:
 
 
 class CatalogueIndex:
-    """An immutable search index over catalogue rows."""
+    """An immutable search index over catalogue rows.
+
+    A city catalogue implements the same guide in many units (a 70,000-item catalogue has a few
+    hundred distinct guides), so items with the same terms form a *group* and the search scores
+    groups: postings, distinct forms and fuzzy matching all run over groups, and only the groups
+    that can reach the top are expanded into their items at the end (ties broken by name length,
+    then code, exactly as if every item had been scored).
+    """
 
     def __init__(self, rows: Iterable[Mapping[str, Any]]) -> None:
         self.codes: list[str] = []
         self.names: list[str] = []
         self.departments: list[str] = []
         self.types: list[str] = []
+        # Terms of each group's first item; ``_Term.item`` is the group id.
         self.terms: list[_Term] = []
+        self._group_of: list[int] = []
+        self._members: list[list[int]] = []
+        groups: dict[tuple[tuple[str, str], ...], int] = {}
         pinyin_cache: dict[str, tuple[tuple[str, ...], str, str]] = {}
         for row in rows:
             idx = len(self.codes)
@@ -170,34 +181,57 @@ class CatalogueIndex:
             fields: list[tuple[Field, str]] = [("name", row["name"])]
             fields += [("synonym", s) for s in row.get("synonyms", ())]
             fields += [("keyword", k) for k in row.get("keywords", ())]
+            own: list[tuple[Field, str]] = []
             for field, raw in fields:
                 text = normalize(str(raw))
-                if not text or text in seen:
-                    continue
-                seen.add(text)
-                if text not in pinyin_cache:
-                    syl = tuple(_syllables(text))
-                    pinyin_cache[text] = (syl, "".join(syl), _initials(syl))
-                syl, pinyin, initials = pinyin_cache[text]
-                self.terms.append(_Term(idx, field, text, pinyin, initials, syl, FIELD_WEIGHT[field]))
-        # Item-level posting lists: characters and pinyin syllables of all the item's terms.
+                if text and text not in seen:
+                    seen.add(text)
+                    own.append((field, text))
+            # The displayed name is part of the key: items whose names normalise alike but read
+            # differently are ranked by their own names.
+            key = (("", self.names[idx]), *own)
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = len(self._members)
+                self._members.append([])
+                for field, text in own:
+                    if text not in pinyin_cache:
+                        syl = tuple(_syllables(text))
+                        pinyin_cache[text] = (syl, "".join(syl), _initials(syl))
+                    syl, pinyin, initials = pinyin_cache[text]
+                    self.terms.append(_Term(group, field, text, pinyin, initials, syl, FIELD_WEIGHT[field]))
+            self._members[group].append(idx)
+            self._group_of.append(group)
+        for members in self._members:
+            members.sort(key=lambda i: self.codes[i])
+        # Group-level posting lists: characters and pinyin syllables of all the group's terms.
         postings: dict[str, list[int]] = {}
         for term in self.terms:
-            for key in set(term.text) | set(term.syllables):
-                lst = postings.setdefault(key, [])
+            for k in set(term.text) | set(term.syllables):
+                lst = postings.setdefault(k, [])
                 if not lst or lst[-1] != term.item:
                     lst.append(term.item)
         self._postings = postings
-        self._item_terms: list[list[int]] = [[] for _ in self.codes]
+        self._group_terms: list[list[int]] = [[] for _ in self._members]
         for i, term in enumerate(self.terms):
-            self._item_terms[term.item].append(i)
+            self._group_terms[term.item].append(i)
         self._text = _Forms([t.text for t in self.terms])
         self._pinyin = _Forms([t.pinyin for t in self.terms])
         self._initials = _Forms([t.initials for t in self.terms])
         self._code_index = {c: i for i, c in enumerate(self.codes)}
+        self._by_department: dict[str, set[int]] = {}
+        self._by_type: dict[str, set[int]] = {}
+        for i, (d, t) in enumerate(zip(self.departments, self.types, strict=True)):
+            self._by_department.setdefault(d, set()).add(i)
+            self._by_type.setdefault(t, set()).add(i)
 
     def __len__(self) -> int:
         return len(self.codes)
+
+    @property
+    def groups(self) -> int:
+        """Distinct guides (items with the same terms count once)."""
+        return len(self._members)
 
     def search(
         self,
@@ -217,17 +251,38 @@ class CatalogueIndex:
         core = strip_fillers(q) or q
         best: dict[int, tuple[float, int]] = {}
         if _CJK.search(core):
-            self._score_chinese(core, best, allowed, limit)
+            self._score_chinese(core, best)
         else:
-            self._score_letters(core, best, allowed, limit)
-        ranked = heapq.nsmallest(
-            limit,
-            (
-                (-round(score, 1), len(self.names[item]), self.codes[item], item, term_i)
-                for item, (score, term_i) in best.items()
-                if score >= MIN_SCORE and (allowed is None or item in allowed)
-            ),
+            self._score_letters(core, best)
+        return self._rank(best, allowed, limit)
+
+    def _rank(
+        self, best: dict[int, tuple[float, int]], allowed: set[int] | None, limit: int
+    ) -> list[SearchHit]:
+        """The top ``limit`` items of the scored groups: by score, then name length, then code."""
+        names, members = self.names, self._members
+        order = sorted(
+            (-round(score, 1), len(names[members[g][0]]), g)
+            for g, (score, _) in best.items()
+            if score >= MIN_SCORE
         )
+        picked: list[tuple[float, int, str, int, int]] = []
+        taken = 0
+        last: tuple[float, int] | None = None
+        for neg, length, g in order:
+            # Past ``limit`` items, only groups tied with the last one taken can still place.
+            if taken >= limit and (neg, length) != last:
+                break
+            own = 0
+            for item in members[g]:  # sorted by code: past ``limit`` of them, none can place
+                if allowed is None or item in allowed:
+                    picked.append((neg, length, self.codes[item], item, best[g][1]))
+                    taken += 1
+                    own += 1
+                    last = (neg, length)
+                    if own >= limit:
+                        break
+        ranked = heapq.nsmallest(limit, picked)
         return [
             SearchHit(code, self.names[item], -neg, self.terms[ti].text, self.terms[ti].field)
             for neg, _, code, item, ti in ranked
@@ -236,12 +291,12 @@ class CatalogueIndex:
     def _allowed(self, department: str | None, item_type: str | None) -> set[int] | None:
         if not department and not item_type:
             return None
-        return {
-            i
-            for i in range(len(self.codes))
-            if (not department or self.departments[i] == department)
-            and (not item_type or self.types[i] == item_type)
-        }
+        sets = []
+        if department:
+            sets.append(self._by_department.get(department, set()))
+        if item_type:
+            sets.append(self._by_type.get(item_type, set()))
+        return set.intersection(*sets) if len(sets) > 1 else sets[0]
 
     def _offer(self, best: dict[int, tuple[float, int]], term_i: int, score: float) -> None:
         term = self.terms[term_i]
@@ -274,9 +329,7 @@ class CatalogueIndex:
                 if current is None or weighted > current[0]:
                     best[term.item] = (weighted, ti)
 
-    def _score_chinese(
-        self, q: str, best: dict[int, tuple[float, int]], allowed: set[int] | None, limit: int
-    ) -> None:
+    def _score_chinese(self, q: str, best: dict[int, tuple[float, int]]) -> None:
         # 1. The query inside a term (partial name) or equal to it.
         scored = [
             (100.0 if (t := self._text.forms[fid]) == q else 90.0 + 8.0 * len(q) / len(t), fid)
@@ -312,12 +365,12 @@ class CatalogueIndex:
         extra: dict[int, int] = {}
         memo: dict[str, tuple[float, bool]] = {}
         terms = self.terms
-        for item, n in counts.most_common(300):
+        for group, n in counts.most_common(300):
             if n < need:
                 break
             contained = 0
             top, top_ti = -1.0, -1
-            for ti in self._item_terms[item]:
+            for ti in self._group_terms[group]:
                 term = terms[ti]
                 cached = memo.get(term.text)
                 if cached is None:
@@ -326,19 +379,17 @@ class CatalogueIndex:
                 weighted = cached[0] * term.weight
                 if weighted > top:
                     top, top_ti = weighted, ti
-            current = best.get(item)
+            current = best.get(group)
             if current is None or top > current[0]:
-                best[item] = (top, top_ti)
+                best[group] = (top, top_ti)
             if contained > 1:
-                extra[item] = contained
+                extra[group] = contained
         # A sentence naming several of an item's words ("退休" + "公积金") fits it better.
-        for item, n in extra.items():
-            score, ti = best[item]
-            best[item] = (min(99.0, score + 4.0 * (n - 1)), ti)
+        for group, n in extra.items():
+            score, ti = best[group]
+            best[group] = (min(99.0, score + 4.0 * (n - 1)), ti)
 
-    def _score_letters(
-        self, q: str, best: dict[int, tuple[float, int]], allowed: set[int] | None, limit: int
-    ) -> None:
+    def _score_letters(self, q: str, best: dict[int, tuple[float, int]]) -> None:
         scored: list[tuple[float, int]] = []
         for fid in self._initials.find_all(q):
             ini = self._initials.forms[fid]

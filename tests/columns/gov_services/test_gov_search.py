@@ -118,3 +118,27 @@ def test_department_and_type_filters() -> None:
 def test_unrelated_input_finds_nothing_confident(query: str) -> None:
     hits = seed_index().search(query)
     assert all(h.score < 80 for h in hits), [(h.name, h.score) for h in hits]
+
+
+def test_a_guide_repeated_in_every_unit_is_scored_once_and_ranked_by_code() -> None:
+    """The same guide implemented by 600 units (as in a city catalogue): a department's own copy is
+    found through the department filter however many other units hold the guide, and without a
+    filter the copies come in code order after the better-scored items."""
+    rows = [
+        {
+            "code": f"LN-{n:04d}",
+            "name": "老年人优待证办理",
+            "department": f"第{n}便民服务站",
+            "synonyms": ["老年证"],
+        }
+        for n in range(600)
+    ]
+    rows.append({"code": "LN-EXACT", "name": "老年证", "department": "第9999便民服务站", "synonyms": []})
+    idx = build_index(rows)
+    assert idx.groups == 2 and len(idx) == 601
+    hits = idx.search("老年证", limit=5)
+    assert [h.code for h in hits] == ["LN-EXACT", "LN-0000", "LN-0001", "LN-0002", "LN-0003"]
+    assert hits[1].score == hits[4].score and hits[1].matched == "老年证"
+    (own,) = idx.search("老年证", department="第417便民服务站")
+    assert own.code == "LN-0417" and own.name == "老年人优待证办理"
+    assert idx.search("老年证", department="没有的部门") == []
