@@ -22,7 +22,7 @@ class ChallengeIn(BaseModel):
 
 
 class AttestationIn(BaseModel):
-    resident_phone: str = Field(pattern=r"^1\d{10}$")
+    resident_phone: str = Field(pattern=r"^1[0-9]{10}$")
     id_number: str = Field(min_length=15, max_length=20)
     name: str = Field(min_length=2, max_length=30)
     document: str = Field(default="resident_id_card", pattern=r"^(resident_id_card|temporary_id_card)$")
@@ -34,7 +34,7 @@ class InPersonStepUpIn(BaseModel):
 
 
 class AgentStepUpIn(BaseModel):
-    resident_phone: str = Field(pattern=r"^1\d{10}$")
+    resident_phone: str = Field(pattern=r"^1[0-9]{10}$")
     request_id: str = Field(min_length=16, max_length=64, description="居民手机上显示的核验请求编号")
     id_number: str = Field(min_length=15, max_length=20)
     name: str = Field(min_length=2, max_length=30)

@@ -58,8 +58,8 @@ LOGOUT_PATH = f"{CONSOLE}/logout"
 ACCESS_COOKIE_PATH = f"{API}/"
 REFRESH_COOKIE_PATH = f"{CONSOLE}/"
 
-_PHONE = re.compile(r"1[3-9]\d{9}")
-_CODE = re.compile(r"\d{6}")
+_PHONE = re.compile(r"1[3-9][0-9]{9}")
+_CODE = re.compile(r"[0-9]{6}")
 
 router = APIRouter(prefix="/console", tags=["console"])
 

@@ -137,7 +137,7 @@ CONSENT_SCOPES: dict[str, str] = {
 }
 
 CODE_RE = re.compile(r"^[A-Z0-9][A-Z0-9-]{3,39}$")
-PHONE_RE = re.compile(r"^(0\d{2,3}-\d{7,8}|1\d{10}|\d{5})$")
+PHONE_RE = re.compile(r"^(0[0-9]{2,3}-[0-9]{7,8}|1[0-9]{10}|[0-9]{5})$")
 
 
 class CatalogueError(ValueError):

@@ -84,7 +84,7 @@ class WithdrawalRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: Reason
     amount_fen: int = Field(gt=0, le=10**10)
-    bank_account: Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^\d{12,19}$")]
+    bank_account: Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[0-9]{12,19}$")]
 
 
 class WithdrawalPublic(BaseModel):

@@ -50,6 +50,12 @@ def test_citizen_id_rules() -> None:
     assert "出生日期" in (problem("341602199002301234") or "")
     assert "地区码" in (problem("991602199001011234") or "")
     assert "18位" in (problem("34160219900101") or "")
+    # The same number in full-width (or another script's) digits is another string with the same
+    # meaning: it would pass the check digit (int() reads it) and slip past one-ID-per-account.
+    wide = good[:2] + good[2:].translate(str.maketrans("0123456789", "０１２３４５６７８９"))
+    assert int(wide[2]) == int(good[2]) and "18位" in (problem(wide) or "")
+    arabic = good[:2] + good[2:].translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩"))
+    assert "18位" in (problem(arabic) or "")
 
 
 async def test_read_requires_live_consent_and_is_logged(client: httpx.AsyncClient, login: LoginFn) -> None:

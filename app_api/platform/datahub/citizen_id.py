@@ -7,7 +7,7 @@ import re
 
 _WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _CHECK = "10X98765432"
-_RE = re.compile(r"^\d{17}[\dX]$")
+_RE = re.compile(r"^[0-9]{17}[0-9X]$")  # ASCII: \d would also match full-width and other digits
 # First two digits: the province-level region codes of GB/T 2260.
 PROVINCES = frozenset(
     {

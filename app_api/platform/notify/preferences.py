@@ -13,7 +13,7 @@ from app_api.core.db import utcnow
 from app_api.platform.notify.models import NotifyPreference, NotifySubscription
 from app_api.platform.notify.settings import get_notify_settings
 
-HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+HHMM = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
 
 
 def _clock(value: str) -> dt.time:
