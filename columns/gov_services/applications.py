@@ -11,24 +11,26 @@ from dataclasses import asdict
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_api.core import paging
 from app_api.core.clock import CHINA_TZ
-from app_api.core.db import savepoint, utcnow
+from app_api.core.db import utcnow
 from app_api.core.errors import IdentityLevelRequired, ValidationFailed
 from app_api.platform import notify
 from app_api.platform.accounts.principal import Principal
 from columns.gov_services import eligibility, fee_payments, instant, messages, workdays
 from columns.gov_services.catalogue import CONSENT_GROUPS, RECORD_FIELDS, CatalogueItem
-from columns.gov_services.catalogue_store import get_item
+from columns.gov_services.catalogue_store import get_item, get_item_for
 from columns.gov_services.config import get_config
 from columns.gov_services.errors import (
     ApplicationNotFound,
     ConditionsNotMet,
     DeliveryInvalid,
     InvalidTransition,
+    ItemNotFound,
     MaterialsMissing,
 )
 from columns.gov_services.lifecycle import (
@@ -52,9 +54,11 @@ from columns.gov_services.models import (
     SUPPLEMENT,
     WITHDRAWN,
     Application,
+    Item,
     Upload,
 )
-from columns.gov_services.rules import Eligibility
+from columns.gov_services.prefill import fill_from_records, prefill_preview
+from columns.gov_services.rules import Eligibility, record_fields
 from columns.gov_services.storage import check_upload, display_name, get_storage
 
 # States the resident may withdraw from (撤回): anything not decided yet.
@@ -69,28 +73,50 @@ def _new_number() -> str:
     return f"{now:%Y%m%d}{secrets.randbelow(10**8):08d}"
 
 
-async def create_application(
-    session: AsyncSession, *, principal: Principal, item_code: str, client_key: str
-) -> tuple[Application, bool]:
-    """A draft under the item's current version; the same client key gives back the same draft."""
-    existing = (
+async def _existing(session: AsyncSession, *, principal: Principal, client_key: str) -> Application | None:
+    return (
         await session.exec(
             select(Application).where(
                 Application.applicant_id == principal.id, Application.client_key == client_key
             )
         )
     ).first()
-    if existing is not None:
-        if existing.item_code != item_code:
-            raise ValidationFailed("该请求编号已用于其他事项的申请", client_key=client_key)
-        return existing, False
-    item_row, item = await get_item(session, code=item_code)
+
+
+def _same_item(app: Application, item_code: str, client_key: str) -> Application:
+    if app.item_code != item_code:
+        raise ValidationFailed("该请求编号已用于其他事项的申请", client_key=client_key)
+    return app
+
+
+def _draft_insert() -> sa.TextClause:
+    """INSERT of a draft that does nothing on any conflict (the client key, or the application
+    number), the same SQL on PostgreSQL and SQLite. Written as text with typed parameters: the
+    dialects' ``insert().on_conflict_do_nothing()`` is compiled again on every execution (it has no
+    cache key); this is compiled once."""
+    table: sa.Table = Application.__table__  # type: ignore[attr-defined]
+    quoted = ", ".join('"' + c.name + '"' for c in table.c)
+    params = ", ".join(":" + c.name for c in table.c)
+    sql = f"INSERT INTO {table.name} ({quoted}) VALUES ({params}) ON CONFLICT DO NOTHING"
+    return sa.text(sql).bindparams(*(sa.bindparam(c.name, type_=c.type) for c in table.c))
+
+
+_DRAFT_INSERT = _draft_insert()
+
+
+async def _insert_draft(
+    session: AsyncSession, *, principal: Principal, item_row: Item, item: CatalogueItem, client_key: str
+) -> tuple[Application, bool]:
+    """The draft in one INSERT that does nothing on a conflict (no SAVEPOINT, no read first); the
+    same client key gives back its application (``False``): a concurrent request with the key waits
+    for the other's commit, then finds its row."""
     if principal.identity_level < item.identity_level:
         raise IdentityLevelRequired(item.identity_level, principal.identity_level)
     accept_step = next((s.days for s in item.steps if s.name == "受理"), 1)
     review_steps = sum(s.days for s in item.steps if s.name not in NON_REVIEW_STEPS)
+    conn = await session.connection()
     for _attempt in range(5):
-        app = Application(
+        draft = Application(
             number=_new_number(),
             client_key=client_key,
             applicant_id=principal.id,
@@ -104,27 +130,49 @@ async def create_application(
             accept_limit_days=max(accept_step, 1),
             review_limit_days=review_steps,
         )
-        try:
-            async with savepoint(session):
-                session.add(app)
-                await session.flush()
-            break
-        except sa.exc.IntegrityError:
-            # Either a concurrent request with the same client key won (return its draft), or the
-            # random application number collided with another day's-worth of numbers (draw again).
-            again = (
-                await session.exec(
-                    select(Application).where(
-                        Application.applicant_id == principal.id, Application.client_key == client_key
-                    )
-                )
-            ).first()
-            if again is not None:
-                return again, False
-    else:
-        raise InvalidTransition("申请编号生成失败，请重试")
-    await record_event(session, app, kind="drafted", title="创建申请草稿", actor=principal, role="resident")
-    return app, True
+        inserted = await conn.execute(_DRAFT_INSERT, draft.model_dump())
+        if inserted.rowcount == 1:
+            # The row is as built here: the object joins the session as persistent, nothing read back.
+            make_transient_to_detached(draft)
+            session.add(draft)
+            return draft, True
+        # Either the client key is taken (give its application back) or the random application
+        # number collided with another of the day's numbers (draw again).
+        again = await _existing(session, principal=principal, client_key=client_key)
+        if again is not None:
+            return _same_item(again, item.code, client_key), False
+    raise InvalidTransition("申请编号生成失败，请重试")
+
+
+async def _or_existing(
+    session: AsyncSession, error: ItemNotFound, *, principal: Principal, item_code: str, client_key: str
+) -> Application:
+    """The application the client key already gave, when its item has been withdrawn from the
+    catalogue since; else the item is not found."""
+    again = await _existing(session, principal=principal, client_key=client_key)
+    if again is None:
+        raise error
+    return _same_item(again, item_code, client_key)
+
+
+async def create_application(
+    session: AsyncSession, *, principal: Principal, item_code: str, client_key: str
+) -> tuple[Application, bool]:
+    """A draft under the item's current version; the same client key gives back the same draft."""
+    try:
+        item_row, item = await get_item(session, code=item_code)
+    except ItemNotFound as e:
+        return await _or_existing(
+            session, e, principal=principal, item_code=item_code, client_key=client_key
+        ), False
+    app, created = await _insert_draft(
+        session, principal=principal, item_row=item_row, item=item, client_key=client_key
+    )
+    if created:
+        await record_event(
+            session, app, kind="drafted", title="创建申请草稿", actor=principal, role="resident"
+        )
+    return app, created
 
 
 def not_left_to_bundle(app: Application) -> None:
@@ -220,6 +268,11 @@ async def missing_materials(session: AsyncSession, app: Application, item: Catal
     return _missing(app, item, form_of(app), await _uploaded_materials(session, app))
 
 
+def missing_of(app: Application, item: CatalogueItem, uploaded: set[str]) -> list[str]:
+    """The required materials still missing, given the uploaded ones (already read)."""
+    return _missing(app, item, form_of(app), uploaded)
+
+
 def _missing(app: Application, item: CatalogueItem, form: dict[str, Any], uploaded: set[str]) -> list[str]:
     missing = []
     for m in item.materials:
@@ -272,21 +325,55 @@ async def submit(
         raise MaterialsMissing(f"还缺少：{'、'.join(missing)}", missing=missing)
     checked = await eligibility.for_application(session, app=app, item=item)
     if checked.blocking:
-        reasons = [f"{r.explain}：{r.reason}" for r in checked.blocking]
-        raise ConditionsNotMet(
-            "；".join(reasons), reasons=reasons, conditions=[asdict(r) for r in checked.results]
-        )
+        raise _not_met(checked)
     fee = fee_payments.quote(item, form)
     pay_first = fee.charge_at == "submit"
     if not await claim(session, app, [DRAFT], AWAITING_PAYMENT if pay_first else SUBMITTED):
         return app  # a concurrent submit of the same draft won; same outcome
+    return await _filed(
+        session,
+        app=app,
+        item=item,
+        principal=principal,
+        actor_role=actor_role,
+        choice=choice,
+        address=address,
+        checked=checked,
+        fee=fee,
+        form=form,
+        uploaded=uploaded,
+    )
+
+
+def _not_met(checked: Eligibility) -> ConditionsNotMet:
+    reasons = [f"{r.explain}：{r.reason}" for r in checked.blocking]
+    return ConditionsNotMet(
+        "；".join(reasons), reasons=reasons, conditions=[asdict(r) for r in checked.results]
+    )
+
+
+async def _filed(
+    session: AsyncSession,
+    *,
+    app: Application,
+    item: CatalogueItem,
+    principal: Principal,
+    actor_role: str,
+    choice: str,
+    address: dict[str, str] | None,
+    checked: Eligibility,
+    fee: fee_payments.Quote,
+    form: dict[str, Any],
+    uploaded: set[str],
+) -> Application:
+    """The application, already moved out of its draft, waits for its fee or reaches its department."""
     app.delivery = choice
     if choice == "免费邮寄" and address:
         clean = {k: address[k].strip() for k in ("name", "phone", "address")}
         set_address(app, clean)
     app.rule_results = checked.record()
     app.fee_fen, app.fee_charge_at = fee.amount_fen, fee.charge_at
-    if pay_first:
+    if fee.charge_at == "submit":
         await fee_payments.await_payment(session, app, stage="submit", actor=principal, role=actor_role)
         return app
     return await proceed_submitted(
@@ -299,6 +386,90 @@ async def submit(
         form=form,
         uploaded=uploaded,
     )
+
+
+async def one_tap(
+    session: AsyncSession,
+    *,
+    principal: Principal,
+    item_code: str,
+    client_key: str,
+    groups: list[str],
+    delivery: str | None,
+    address: dict[str, str] | None,
+) -> tuple[Application, bool]:
+    """One-tap application (一键申报) in one unit of work: the draft, the consent per record group
+    and the reads it allows, the materials and conditions check, and the submission.
+
+    An item whose materials the records cannot all supply, or whose hard conditions the records show
+    unmet, stays a draft (returned with what is missing and the conditions' outcome) for the resident
+    to complete step by step. The same client key gives back its application (``False``), unchanged.
+
+    The draft is inserted by this transaction, so no other request can see it until the commit:
+    its move to ``submitted`` needs no compare-and-set, and is written in the same UPDATE as the
+    prefilled form. About a dozen statements in all (``tests/columns/gov_services/
+    test_submit_statements.py`` guards the count)."""
+    try:
+        # The account read with the item: its ID number for the reads below, its birth date for the
+        # conditions (the session finds it while it stays referenced here).
+        item_row, item, account = await get_item_for(session, code=item_code, account_id=principal.id)
+    except ItemNotFound as e:
+        return await _or_existing(
+            session, e, principal=principal, item_code=item_code, client_key=client_key
+        ), False
+    offered = {p["group"]: p for p in prefill_preview(item)}
+    if not groups or any(g not in offered for g in groups):
+        raise ValidationFailed("请选择本事项可授权的信息类别", allowed=list(offered))
+    choice = _check_delivery(item, delivery, address)
+    app, created = await _insert_draft(
+        session, principal=principal, item_row=item_row, item=item, client_key=client_key
+    )
+    if not created:
+        return app, False
+    filled = await fill_from_records(
+        session,
+        principal=principal,
+        account=account,
+        consent_texts={g: offered[g]["consent_text"] for g in groups},
+        wanted={f for m in item.materials for f in m.fill_fields} | record_fields(item.rules),
+        materials=list(item.materials),
+    )
+    set_form(app, filled.form)
+    app.consents, app.ecerts = filled.consents, filled.ecerts
+    app.updated_at = utcnow()
+    session.add(app)
+    await record_event(session, app, kind="drafted", title="创建申请草稿", actor=principal, role="resident")
+    await record_event(
+        session,
+        app,
+        kind="prefilled",
+        title="授权调取信息",
+        actor=principal,
+        role="resident",
+        data={"groups": groups},
+    )
+    form = form_of(app)
+    # Nothing can have been uploaded to a draft this transaction has just created.
+    missing = _missing(app, item, form, set())
+    checked = await eligibility.for_application(session, app=app, item=item)
+    fee = fee_payments.quote(item, form) if not missing and not checked.blocking else None
+    if fee is None:
+        app.rule_results = checked.record()
+        return app, True
+    app.status = AWAITING_PAYMENT if fee.charge_at == "submit" else SUBMITTED
+    return await _filed(
+        session,
+        app=app,
+        item=item,
+        principal=principal,
+        actor_role="resident",
+        choice=choice,
+        address=address,
+        checked=checked,
+        fee=fee,
+        form=form,
+        uploaded=set(),
+    ), True
 
 
 async def proceed_submitted(
@@ -314,7 +485,10 @@ async def proceed_submitted(
 ) -> Application:
     """The application (already claimed as submitted) reaches its department: the clock starts, the
     rules may approve it at once (秒批), the resident is told. Called by ``submit`` for a free item
-    or one charged at acceptance, and by the fee's paid handler for one charged at submission."""
+    or one charged at acceptance, and by the fee's paid handler for one charged at submission.
+
+    Its row, the timeline entry and the message are written by the session's flushes that follow
+    (one UPDATE, one INSERT each), not one statement per step."""
     item = item or await version_of(session, app)
     checked = checked or await eligibility.for_application(session, app=app, item=item)
     form = form if form is not None else form_of(app)
@@ -324,7 +498,6 @@ async def proceed_submitted(
     app.due_at = workdays.due_at(now, app.limit_days)
     app.updated_at = now
     session.add(app)
-    await session.flush()
     await record_event(
         session,
         app,
@@ -339,6 +512,9 @@ async def proceed_submitted(
             **({"fee_fen": app.fee_fen} if app.fee_fen else {}),
         },
     )
+    if item.instant_approval:
+        # The rules' compare-and-set reads the row as written so far.
+        await session.flush()
     if await instant.try_approve(
         session, app=app, item=item, eligibility=checked, form=form, uploaded=uploaded
     ):

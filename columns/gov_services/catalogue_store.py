@@ -15,6 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app_api.core.db import utcnow
 from app_api.core.errors import ValidationFailed
 from app_api.platform import audit
+from app_api.platform.accounts.models import Account
 from columns.gov_services import catalogue_io
 from columns.gov_services.catalogue import CatalogueItem, seed_catalogue
 from columns.gov_services.catalogue import Department as DepartmentData
@@ -26,8 +27,17 @@ from columns.gov_services.search import CatalogueIndex, build_index
 POLICY_FIELDS = {"rules", "instant_approval", "instant_sample_percent"}
 
 
+# Item versions are immutable (an edit writes a new version), so the guide each one validates into
+# is kept per version id: a submission loads its version once, or not at all once it is known.
+_VERSIONS: dict[str, CatalogueItem] = {}
+VERSIONS_KEPT = 4096
+
+
 def version_item(v: ItemVersion) -> CatalogueItem:
-    return CatalogueItem.model_validate(
+    known = _VERSIONS.get(v.id)
+    if known is not None:
+        return known
+    item = CatalogueItem.model_validate(
         {
             **v.data,
             "rules": v.rules,
@@ -35,6 +45,22 @@ def version_item(v: ItemVersion) -> CatalogueItem:
             "instant_sample_percent": v.instant_sample_percent,
         }
     )
+    if v.id:
+        if len(_VERSIONS) >= VERSIONS_KEPT:
+            _VERSIONS.pop(next(iter(_VERSIONS)))
+        _VERSIONS[v.id] = item
+    return item
+
+
+async def load_version(session: AsyncSession, version_id: str) -> CatalogueItem:
+    """The guide of one item version: from memory when this process has seen it (versions never
+    change), else one read."""
+    known = _VERSIONS.get(version_id)
+    if known is not None:
+        return known
+    v = await session.get(ItemVersion, version_id)
+    assert v is not None
+    return version_item(v)
 
 
 def new_version(data: CatalogueItem, *, number: int, actor_id: str | None) -> ItemVersion:
@@ -183,6 +209,24 @@ async def get_item(session: AsyncSession, *, code: str) -> tuple[Item, Catalogue
     if row is None:
         raise ItemNotFound(item_code=code)
     return row[0], version_item(row[1])
+
+
+async def get_item_for(
+    session: AsyncSession, *, code: str, account_id: str
+) -> tuple[Item, CatalogueItem, Account | None]:
+    """An active item, its current version and the applicant's account: one statement (the version
+    comes from memory once this process has seen it; versions never change). The one-tap
+    submission reads the account's ID number next."""
+    row = (
+        await session.exec(
+            select(Item, Account)
+            .outerjoin(Account, col(Account.id) == account_id)
+            .where(Item.code == code, col(Item.active).is_(True))
+        )
+    ).first()
+    if row is None:
+        raise ItemNotFound(item_code=code)
+    return row[0], await load_version(session, row[0].current_version_id), row[1]
 
 
 async def edit_item(session: AsyncSession, *, data: CatalogueItem, actor_id: str) -> Item:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,9 +22,9 @@ from app_api.platform import audit, notify
 from app_api.platform.accounts.principal import Principal
 from columns.gov_services import messages, workdays
 from columns.gov_services.catalogue import RECORD_FIELDS, CatalogueItem
-from columns.gov_services.catalogue_store import version_item
+from columns.gov_services.catalogue_store import load_version
 from columns.gov_services.errors import InvalidTransition
-from columns.gov_services.models import STATUS_NAMES, Application, Event, ItemVersion
+from columns.gov_services.models import STATUS_NAMES, Application, Event
 
 # ---------------------------------------------------------------- encrypted personal data
 
@@ -60,9 +61,8 @@ def set_address(app: Application, address: dict[str, str]) -> None:
 
 
 async def version_of(session: AsyncSession, app: Application) -> CatalogueItem:
-    v = await session.get(ItemVersion, app.item_version_id)
-    assert v is not None
-    return version_item(v)
+    """The item version the application was filed under (read once per process: versions never change)."""
+    return await load_version(session, app.item_version_id)
 
 
 # ---------------------------------------------------------------- history
@@ -80,17 +80,19 @@ async def record_event(
     data: dict[str, Any] | None = None,
 ) -> None:
     """A timeline entry the resident and the reviewer see, and its audit record."""
-    session.add(
-        Event(
-            application_id=app.id,
-            kind=kind,
-            title=title,
-            note=note,
-            actor_id=actor.id if actor else None,
-            actor_role=role,
-            data=data or {},
-        )
+    event = Event(
+        application_id=app.id,
+        kind=kind,
+        title=title,
+        note=note,
+        actor_id=actor.id if actor else None,
+        actor_role=role,
+        data=data or {},
     )
+    session.add(event)
+    kept = session.sync_session.info.get(_KEPT)
+    if kept is not None:
+        kept.append(event)
     await audit.record(
         session,
         action=f"gov_services.application_{kind}",
@@ -99,6 +101,21 @@ async def record_event(
         subject_id=app.id,
         data={"status": app.status, "item": app.item_code, **(data or {})},
     )
+
+
+_KEPT = "gov_services.events_written"
+
+
+@contextmanager
+def keeping_events(session: AsyncSession) -> Iterator[list[Event]]:
+    """The timeline entries written in the block, as they are written: the timeline of an
+    application created in the block, without reading it back."""
+    kept: list[Event] = []
+    session.sync_session.info[_KEPT] = kept
+    try:
+        yield kept
+    finally:
+        session.sync_session.info.pop(_KEPT, None)
 
 
 async def timeline(session: AsyncSession, app: Application) -> list[Event]:

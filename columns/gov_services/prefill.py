@@ -15,7 +15,7 @@ from app_api.core.errors import ValidationFailed
 from app_api.platform.accounts.models import Account
 from app_api.platform.accounts.principal import Principal
 from app_api.platform.consent import service as consent
-from app_api.platform.datahub.service import Certificate, get_datahub
+from app_api.platform.datahub.service import Certificate, Datahub, get_datahub
 from columns.gov_services.catalogue import (
     CONSENT_GROUPS,
     CONSENT_SCOPES,
@@ -122,16 +122,22 @@ async def fill_from_records(
     consent_texts: dict[str, str],
     wanted: set[str],
     materials: list[Material],
+    account: Account | None = None,
 ) -> Filled:
     """One consent per group (its text as the resident saw it), then the records read with it: the
     ``wanted`` form fields, and a usable e-certificate for each material that can be one. Shared by
-    an item's application and a life event's (one consent screen for all its items)."""
-    account = await session.get(Account, principal.id)
+    an item's application and a life event's (one consent screen for all its items). ``account``:
+    the principal's, when the caller has read it already."""
+    if account is None or account.id != principal.id:
+        account = await session.get(Account, principal.id)
     id_number = account.id_number if account else None
     if not id_number:
         raise IdentityRecordMissing("调取信息需要先完成实名认证（身份证号核验）")
     hub = get_datahub()
     out = Filled(form={}, consents={}, ecerts={})
+    # Held until the reads are done: the gateway's consent check finds them in the session (it keeps
+    # only weak references to unchanged objects).
+    granted = []
     for g, text in consent_texts.items():
         c = await consent.grant(
             session,
@@ -141,52 +147,85 @@ async def fill_from_records(
             text=text,
             grantee="gov_services",
             ttl=dt.timedelta(days=30),
+            flush=False,
         )
         out.consents[g] = c.id
-        common: dict[str, Any] = {
-            "accessor_id": principal.id,
-            "purpose": PREFILL_PURPOSE,
-            "consent_id": c.id,
-            "subject_account_id": principal.id,
-        }
-        if g == "person":
-            p = await hub.person(session, id_number=id_number, **common)
-            values = {
-                "person.name": p.name,
-                "person.id_number": p.id_number,
-                "person.gender": p.gender,
-                "person.birth_date": p.birth_date.isoformat(),
-                "person.address": p.address,
-                "person.household": p.household,
-                "person.photo": "人口库证件照" if p.photo else None,
-            }
-            out.form.update({k: v for k, v in values.items() if k in wanted and v is not None})
-        elif g == "legal_person":
-            found = await hub.legal_persons(session, rep_id_number=id_number, **common)
-            if found:
-                lp = found[0]
-                values = {
-                    "legal_person.name": lp.name,
-                    "legal_person.credit_code": lp.uscc,
-                    "legal_person.representative": lp.legal_rep_name,
-                    "legal_person.address": lp.address,
-                    "legal_person.business_scope": lp.business_scope,
-                }
-                out.form.update({k: v for k, v in values.items() if k in wanted})
-        elif g == "certificate":
-            certs = usable_certificates(await hub.certificates(session, id_number=id_number, **common))
-            for m in materials:
-                if not m.ecert:
-                    continue
-                match = next(
-                    (c for c in certs if c.cert_type == ECERT_CODES[m.ecert] or c.title == m.ecert), None
-                )
-                if match is not None:
-                    out.ecerts[m.name] = {
-                        "id": match.id,
-                        "cert_no": match.cert_no,
-                        "title": match.title,
-                        "issuer": match.issuer,
-                        "valid_until": match.valid_until.isoformat() if match.valid_until else None,
-                    }
+        granted.append(c)
+    # The consents given on this screen in one INSERT; the gateway finds them in the session.
+    await session.flush()
+    # One read per record group, none per material; their access-log rows are written together by
+    # the next flush after the last read.
+    with session.no_autoflush:
+        for g in consent_texts:
+            await _read_group(
+                session,
+                hub,
+                g,
+                out,
+                principal=principal,
+                id_number=id_number,
+                wanted=wanted,
+                materials=materials,
+            )
+    del granted
     return out
+
+
+async def _read_group(
+    session: AsyncSession,
+    hub: Datahub,
+    g: str,
+    out: Filled,
+    *,
+    principal: Principal,
+    id_number: str,
+    wanted: set[str],
+    materials: list[Material],
+) -> None:
+    """Read one record group with its consent into ``out``."""
+    common: dict[str, Any] = {
+        "accessor_id": principal.id,
+        "purpose": PREFILL_PURPOSE,
+        "consent_id": out.consents[g],
+        "subject_account_id": principal.id,
+    }
+    if g == "person":
+        p = await hub.person(session, id_number=id_number, **common)
+        values = {
+            "person.name": p.name,
+            "person.id_number": p.id_number,
+            "person.gender": p.gender,
+            "person.birth_date": p.birth_date.isoformat(),
+            "person.address": p.address,
+            "person.household": p.household,
+            "person.photo": "人口库证件照" if p.photo else None,
+        }
+        out.form.update({k: v for k, v in values.items() if k in wanted and v is not None})
+    elif g == "legal_person":
+        found = await hub.legal_persons(session, rep_id_number=id_number, **common)
+        if found:
+            lp = found[0]
+            values = {
+                "legal_person.name": lp.name,
+                "legal_person.credit_code": lp.uscc,
+                "legal_person.representative": lp.legal_rep_name,
+                "legal_person.address": lp.address,
+                "legal_person.business_scope": lp.business_scope,
+            }
+            out.form.update({k: v for k, v in values.items() if k in wanted})
+    elif g == "certificate":
+        certs = usable_certificates(await hub.certificates(session, id_number=id_number, **common))
+        for m in materials:
+            if not m.ecert:
+                continue
+            match = next(
+                (c for c in certs if c.cert_type == ECERT_CODES[m.ecert] or c.title == m.ecert), None
+            )
+            if match is not None:
+                out.ecerts[m.name] = {
+                    "id": match.id,
+                    "cert_no": match.cert_no,
+                    "title": match.title,
+                    "issuer": match.issuer,
+                    "valid_until": match.valid_until.isoformat() if match.valid_until else None,
+                }

@@ -35,7 +35,7 @@ from columns.gov_services.catalogue import CatalogueItem
 from columns.gov_services.config import get_config
 from columns.gov_services.dependencies import OwnedApplication, ReviewableApplication, Reviewer, StaffOrAdmin
 from columns.gov_services.errors import UploadTooLarge
-from columns.gov_services.models import AWAITING_PAYMENT, STATUS_NAMES, SUPPLEMENT, Application
+from columns.gov_services.models import AWAITING_PAYMENT, STATUS_NAMES, SUPPLEMENT, Application, Event
 from columns.gov_services.router_life_events import router as life_events_router
 from columns.gov_services.schemas import (
     AnswerIn,
@@ -62,6 +62,7 @@ from columns.gov_services.schemas import (
     ItemRatingsOut,
     ItemVersionOut,
     ManualConditionOut,
+    OneTapIn,
     OverdueListOut,
     PrefillIn,
     PrefillPreviewOut,
@@ -127,18 +128,23 @@ def _out(app: Application, **extra: Any) -> ApplicationOut:
     )
 
 
-async def _full(session: SessionDep, app: Application) -> ApplicationOut:
+async def _full(session: SessionDep, app: Application, *, fresh: list[Event] | None = None) -> ApplicationOut:
+    """The application with its timeline, uploads and fee payments. ``fresh``: the timeline of an
+    application this request created (so no uploads or fee payments yet): nothing read back."""
     item = await lifecycle.version_of(session, app)
-    uploads = await applications.uploads_of(session, app)
-    events = await lifecycle.timeline(session, app)
-    fees = await fee_payments.fee_payments_of(session, app)
+    uploads = [] if fresh is not None else await applications.uploads_of(session, app)
+    if fresh is not None:
+        events = sorted(fresh, key=lambda e: (e.at, e.id))
+    else:
+        events = await lifecycle.timeline(session, app)
+    fees = [] if fresh is not None else await fee_payments.fee_payments_of(session, app)
     return _out(
         app,
         fee_payments=[FeePaymentOut.model_validate(f, from_attributes=True) for f in fees],
         form=FormOut.model_validate(lifecycle.form_view(app)),
         uploads=[UploadOut.model_validate(u, from_attributes=True) for u in uploads],
         timeline=[EventOut.model_validate(e, from_attributes=True) for e in events],
-        missing_materials=await applications.missing_materials(session, app, item),
+        missing_materials=applications.missing_of(app, item, {u.material for u in uploads}),
     )
 
 
@@ -297,6 +303,30 @@ async def create_application(
     if not created:
         response.status_code = 200
     return await _full(session, app)
+
+
+@router.post("/applications/one-tap", status_code=201)
+async def one_tap(
+    body: OneTapIn, principal: CurrentAccount, session: SessionDep, response: Response
+) -> ApplicationOut:
+    """One-tap application (一键申报) in one request: the draft, the consents and the records they
+    allow, and the submission. 201 with ``status`` submitted (or awaiting payment, or accepted when
+    approved by the rules); 201 with ``status`` draft when materials are missing
+    (``missing_materials``) or a condition is unmet (``conditions``), to complete step by step; 200
+    with the application the same ``client_key`` already gave."""
+    with lifecycle.keeping_events(session) as written:
+        app, created = await applications.one_tap(
+            session,
+            principal=principal,
+            item_code=body.item_code,
+            client_key=body.client_key,
+            groups=body.groups,
+            delivery=body.delivery,
+            address=body.address.model_dump() if body.address else None,
+        )
+    if not created:
+        response.status_code = 200
+    return await _full(session, app, fresh=written if created else None)
 
 
 @router.get("/applications")

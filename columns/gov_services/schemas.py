@@ -126,6 +126,18 @@ class SubmitIn(BaseModel):
     address: Address | None = None
 
 
+class OneTapIn(BaseModel):
+    """One-tap application (一键申报): the item, the record groups the resident consented to on the
+    one screen, and how the result is delivered."""
+
+    model_config = ConfigDict(extra="forbid")
+    item_code: str = Field(min_length=4, max_length=40)
+    client_key: ClientKey
+    groups: list[str] = Field(min_length=1, max_length=3)
+    delivery: str | None = None
+    address: Address | None = None
+
+
 class SupplementIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: Reason

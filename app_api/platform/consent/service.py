@@ -29,7 +29,10 @@ async def grant(
     granted_via: str = "self",
     ttl: dt.timedelta | None = None,
     actor_id: str | None = None,
+    flush: bool = True,
 ) -> Consent:
+    """Record a consent (and its audit entry). ``flush=False`` leaves the row to the caller's next
+    flush, so several consents given on one screen are written in one INSERT."""
     c = Consent(
         account_id=account_id,
         purpose=purpose,
@@ -40,7 +43,8 @@ async def grant(
         expires_at=utcnow() + ttl if ttl else None,
     )
     session.add(c)
-    await session.flush()
+    if flush:
+        await session.flush()
     await audit.record(
         session,
         action="consent.granted",

@@ -159,6 +159,7 @@ async def record_read(
     found: bool = True,
     registry: bool = False,
     audited: bool = True,
+    flush: bool = True,
 ) -> DataAccessLog:
     """Record one read of a resident's data (in the caller's transaction): the access row the
     resident sees and its audit-chain entry. ``subject_hash`` is the ID number's lookup hash
@@ -167,6 +168,7 @@ async def record_read(
 
     ``application_ref`` is the application the read serves, as the resident knows it (the 办件编号).
     ``audited=False`` only for a caller that writes its own audit entry for the same read.
+    ``flush=False`` leaves the row to the session's next flush (several reads' rows in one INSERT).
     """
     row = DataAccessLog(
         accessor_id=actor.accessor_id,
@@ -184,7 +186,8 @@ async def record_read(
         found=found,
     )
     session.add(row)
-    await session.flush()
+    if flush:
+        await session.flush()
     if audited:
         await audit.record(
             session,

@@ -347,6 +347,9 @@ class Datahub:
             application_ref=application_ref,
             found=bool(found),
             registry=True,
+            # Written with the transaction's next flush: a caller pulling several records under
+            # ``session.no_autoflush`` writes all their access rows in one INSERT.
+            flush=False,
         )
         return found
 
