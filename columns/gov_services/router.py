@@ -82,9 +82,12 @@ from columns.gov_services.schemas import (
     UploadOut,
     WithdrawIn,
 )
+from columns.gov_services.workbench import router as workbench_router
 
 router = APIRouter(tags=["gov_services"])
 router.include_router(life_events_router)
+# The reviewers' and supervisors' workbench screens (HTML, console login).
+router.include_router(workbench_router)
 
 
 def _out(app: Application, **extra: Any) -> ApplicationOut:

@@ -1,0 +1,135 @@
+"""The reviewers' workbench screens (issue 15): the department's queue with each application's clock,
+one application with the applicant's form and materials (the read lands in the applicant's access log
+naming the department), the actions its state allows done once per form, a field error shown beside the
+field, another department's reviewer refused, and the supervision page scoped to the department."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+
+from app_api.platform.workbench import new_idem_key
+from tests.columns.gov_services.conftest import API, Resident, make_staff
+from tests.columns.gov_services.rules_helpers import born_years_ago, prefilled_draft, resident_born
+from tests.conftest import LoginFn
+
+WB = f"{API}/workbench"
+OLD_AGE = "BZ-MZ-001"  # 老年人优待证, 谯城区民政局
+DEPARTMENT = "谯城区民政局"
+
+
+async def _submitted(client: httpx.AsyncClient, login: LoginFn) -> tuple[Resident, dict[str, str]]:
+    r = await resident_born(client, login, birth=born_years_ago(67))
+    app_id = await prefilled_draft(client, r, OLD_AGE)
+    resp = await client.post(f"{API}/applications/{app_id}/submit", json={}, headers=r.headers)
+    assert resp.status_code == 200 and resp.json()["status"] == "submitted", resp.text
+    return r, resp.json()
+
+
+async def _status(client: httpx.AsyncClient, r: Resident, app_id: str) -> str:
+    return str((await client.get(f"{API}/applications/{app_id}", headers=r.headers)).json()["status"])
+
+
+async def test_a_reviewer_works_an_application_from_the_queue_to_its_decision(
+    client: httpx.AsyncClient, login: LoginFn, gov_catalogue: None
+) -> None:
+    r, app = await _submitted(client, login)
+    reviewer, _ = await make_staff(client, login, department=DEPARTMENT)
+
+    page = await client.get(f"{WB}/", headers=reviewer)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    row = re.search(rf'<tr data-id="{app["id"]}"[^>]*>(.*?)</tr>', page.text, re.S)
+    assert row, page.text
+    assert app["number"] in row.group(1) and "老年" in row.group(1)
+    assert re.search(r"0\.0 / \d+", row.group(1)) and "正常" in row.group(1)
+
+    page = await client.get(f"{WB}/applications/{app['id']}", headers=reviewer)
+    assert page.status_code == 200, page.text
+    assert r.name in page.text  # the prefilled form
+    assert r.id_number not in page.text  # shown masked
+    assert r.id_number[:3] in page.text and r.id_number[-4:] in page.text
+    assert 'id="form-accept"' in page.text and 'id="form-approve"' not in page.text  # not accepted yet
+    log = (await client.get("/api/v1/me/data-access", headers=r.headers)).json()["items"]
+    assert any(x["actor"] == f"{DEPARTMENT} 审核人员（办件 {app['number']}）" for x in log)
+
+    # 受理, sent twice with the same form: done once, both land on the application.
+    key = new_idem_key()
+    for _ in range(2):
+        resp = await client.post(
+            f"{WB}/applications/{app['id']}/accept", data={"idem": key}, headers=reviewer
+        )
+        assert resp.status_code == 303, resp.text
+        assert resp.headers["location"] == f"{WB}/applications/{app['id']}?done=accept"
+    assert await _status(client, r, app["id"]) == "accepted"
+    timeline = (await client.get(f"{API}/applications/{app['id']}", headers=r.headers)).json()["timeline"]
+    assert sum(1 for e in timeline if e["kind"] == "accepted") == 1, timeline
+
+    # A supplement request without its reason: the page says so beside the field, nothing changes.
+    resp = await client.post(
+        f"{WB}/applications/{app['id']}/supplement",
+        data={"idem": new_idem_key(), "reason": "", "materials": ["居民身份证"]},
+        headers=reviewer,
+    )
+    assert resp.status_code == 422, resp.text
+    assert "请填写原因" in resp.text and 'aria-invalid="true"' in resp.text
+    assert await _status(client, r, app["id"]) == "accepted"
+
+    resp = await client.post(
+        f"{WB}/applications/{app['id']}/approve",
+        data={"idem": new_idem_key(), "note": "材料齐全，准予办理"},
+        headers=reviewer,
+    )
+    assert resp.status_code == 303, resp.text
+    page = await client.get(resp.headers["location"], headers=reviewer)
+    assert "已办结（准予办理）" in page.text and 'id="no-actions"' in page.text
+    assert await _status(client, r, app["id"]) in ("approved", "posted", "delivered")
+    # The decided application leaves the queue.
+    assert app["id"] not in (await client.get(f"{WB}/", headers=reviewer)).text
+
+
+async def test_another_departments_reviewer_and_a_resident_are_refused(
+    client: httpx.AsyncClient, login: LoginFn, gov_catalogue: None
+) -> None:
+    r, app = await _submitted(client, login)
+    other, _ = await make_staff(client, login, department="谯城区公安分局")
+    page = await client.get(f"{WB}/applications/{app['id']}", headers=other)
+    assert page.status_code == 403 and "不属于您所在的部门" in page.text
+    resp = await client.post(
+        f"{WB}/applications/{app['id']}/accept", data={"idem": new_idem_key()}, headers=other
+    )
+    assert resp.status_code == 403
+    assert await _status(client, r, app["id"]) == "submitted"
+    assert app["number"] not in (await client.get(f"{WB}/", headers=other)).text
+    # Nothing was read on the applicant's behalf by the refused reviewer.
+    log = (await client.get("/api/v1/me/data-access", headers=r.headers)).json()["items"]
+    assert not any("谯城区公安分局" in x["actor"] for x in log)
+
+    finance = await login(roles=["finance"])
+    page = await client.get(f"{WB}/", headers=finance)
+    assert page.status_code == 403 and "审核人员" in page.text
+    resident = await client.get(f"{WB}/", headers=r.headers)
+    assert resident.status_code in (401, 403)
+    assert r.name not in resident.text
+
+
+async def test_the_supervision_page_shows_the_departments_figures_and_only_its_own(
+    client: httpx.AsyncClient, login: LoginFn, gov_catalogue: None
+) -> None:
+    await _submitted(client, login)
+    supervisor, _ = await make_staff(client, login, department=DEPARTMENT, supervisor=True)
+    page = await client.get(f"{WB}/supervision", headers=supervisor)
+    assert page.status_code == 200, page.text
+    row = re.search(rf'<tr data-department="{DEPARTMENT}">(.*?)</tr>', page.text, re.S)
+    assert row, page.text
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", row.group(1))
+    assert int(cells[3]) >= 1  # in progress, ours among them
+    assert "谯城区公安分局" not in page.text
+    refused = await client.get(
+        f"{WB}/supervision", params={"department": "谯城区公安分局"}, headers=supervisor
+    )
+    assert refused.status_code == 403
+
+    admin = await login(roles=["admin"])
+    page = await client.get(f"{WB}/supervision", headers=admin)
+    assert page.status_code == 200 and f'data-department="{DEPARTMENT}"' in page.text
