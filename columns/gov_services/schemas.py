@@ -116,7 +116,9 @@ class PrefillIn(BaseModel):
 class Address(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=30)]
-    phone: Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^1[0-9]{10}$|^0[0-9]{2,3}-?[0-9]{7,8}$")]
+    phone: Annotated[
+        str, StringConstraints(strip_whitespace=True, pattern=r"^1[0-9]{10}$|^0[0-9]{2,3}-?[0-9]{7,8}$")
+    ]
     address: Annotated[str, StringConstraints(strip_whitespace=True, min_length=5, max_length=200)]
 
 
