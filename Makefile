@@ -29,12 +29,19 @@ help:
 
 venv: .venv/.synced
 
-# Debian packages the tests need: chromium for the finance console's browser test.
+# Debian packages the tests and benches need: chromium for the finance console's browser test, wrk
+# for the HTTP benches.
 system-deps:
 	@if ! command -v chromium >/dev/null 2>&1; then \
 	  echo "installing Debian's chromium (browser tests)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; \
+	fi
+	@# wrk: the load generator of the HTTP benches (bench/_harness.py).
+	@if ! command -v wrk >/dev/null 2>&1; then \
+	  echo "installing Debian's wrk (HTTP benches)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk >/dev/null; \
 	fi
 	@# A CJK font, so the browser's screenshots of the Chinese screens show Chinese, not boxes.
 	@if ! fc-list :lang=zh 2>/dev/null | grep -q .; then \
@@ -93,8 +100,9 @@ wheel: venv
 	$(UV) build --wheel -o dist -q
 	$(PY) scripts/check-wheel.py dist/*.whl
 
+# Every bench (each prints its figures, then one table: work, goal, figure, ratio; see bench/report.py).
 bench: venv
-	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	$(PY) bench/report.py
 
 clean:
 	rm -rf .venv var .pytest_cache .mypy_cache .ruff_cache

@@ -1,8 +1,13 @@
-"""Requests per second of GET /api/v1/home for a logged-in resident, 2 uvicorn workers, on
-PostgreSQL and Redis, beside a bare FastAPI hello-world served the same way in the same run.
+"""Requests per second of GET /api/v1/home for a logged-in resident, beside a bare FastAPI
+hello-world (bench/hello_app.py) served the same way (uvicorn, the same worker count, the same
+cores) in the same run, on PostgreSQL and Redis.
 
-Prints both figures and their ratio (goal: at least 0.5). Needs wrk (Debian package `wrk`).
-Usage: .venv/bin/python bench/home_rps.py [--seconds 10] [--connections 64]
+The two servers are measured alternately (hello, home, hello, home, ...; the other one paused) and
+the ratio reported is the median of the per-round ratios. Goal (issue 19): at least 0.6.
+See bench/_harness.py for the CPU plan, the scratch database and the load generator (wrk).
+
+Usage: .venv/bin/python bench/home_rps.py [--rounds 3] [--seconds 10] [--connections 64]
+       [--workers 2] [--hello-port P] [--api-port P] [--no-pin] [--json]
 """
 
 from __future__ import annotations
@@ -10,85 +15,34 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import secrets
-import shutil
-import signal
-import socket
-import subprocess
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
-PG_BASE = os.environ.get("BENCH_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
-REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/12")
+sys.path.insert(0, str(ROOT))
 
+from bench._harness import (  # noqa: E402
+    REDIS,
+    Load,
+    Server,
+    Side,
+    add_common_args,
+    alternate,
+    api_env,
+    cpu_plan,
+    emit,
+    migrate,
+    need_wrk,
+    running,
+    scratch_database,
+    wrk,
+)
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_up(url: str, timeout: float = 60) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"server at {url} did not come up")
-
-
-def wrk(url: str, seconds: int, connections: int, token: str | None) -> tuple[float, str]:
-    cmd = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency"]
-    if token:
-        cmd += ["-H", f"Authorization: Bearer {token}"]
-    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if non2xx:
-        raise SystemExit(f"{url}: {non2xx.group(1)} error responses\n{out}")
-    p99 = re.search(r"99%\s+(\S+)", out)
-    return rps, p99.group(1) if p99 else "?"
-
-
-def serve(app: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            app,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "2",
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-
-
-def stop(p: subprocess.Popen[bytes]) -> None:
-    os.killpg(p.pid, signal.SIGTERM)
-    try:
-        p.wait(10)
-    except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
+GOAL = 0.6
 
 
 async def make_token(env: dict[str, str]) -> str:
@@ -104,69 +58,68 @@ async def make_token(env: dict[str, str]) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--seconds", type=int, default=10)
-    ap.add_argument("--connections", type=int, default=64)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    add_common_args(ap)
+    ap.add_argument("--hello-port", type=int, default=0, help="0: a free port")
+    ap.add_argument("--api-port", type=int, default=0, help="0: a free port")
     args = ap.parse_args()
-    if not shutil.which("wrk"):
-        raise SystemExit("wrk is needed: apt-get install wrk")
-    import asyncpg
-
-    db = f"wojia_bench_{secrets.token_hex(4)}"
-    admin = PG_BASE.replace("postgresql+asyncpg://", "postgresql://")
-
-    async def pg(sql: str) -> None:
-        c = await asyncpg.connect(admin)
-        await c.execute(sql)
-        await c.close()
-
-    asyncio.run(pg(f'CREATE DATABASE "{db}"'))
-    env = {
-        **os.environ,
-        "WOJIA_DATABASE_URL": PG_BASE.rsplit("/", 1)[0] + f"/{db}",
-        "WOJIA_REDIS_URL": REDIS,
-        "WOJIA_ENVIRONMENT": "development",
-        "WOJIA_JOBS_EMBEDDED": "true",
-        "WOJIA_LOG_JSON": "true",
-    }
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        subprocess.run(
-            [sys.executable, "-m", "app_api.wiring.cli", "db", "upgrade"],
-            cwd=ROOT,
-            env=env,
-            check=True,
-            capture_output=True,
-        )
+    need_wrk()
+    plan = cpu_plan(args.no_pin)
+    with scratch_database() as database_url:
+        # Load shedding stays on, with room for every connection: the bench measures throughput,
+        # not what the api answers beyond its limit (bench/overload.py does).
+        env = api_env(database_url, REDIS, WOJIA_MAX_IN_FLIGHT=str(max(16, args.connections)))
+        migrate(env)
         token = asyncio.run(make_token(env))
-        hello_port, api_port = free_port(), free_port()
-        procs.append(serve("bench.hello_app:app", hello_port, env))
-        procs.append(serve("app_api.wiring.main:app", api_port, env))
-        wait_up(f"http://127.0.0.1:{hello_port}/hello")
-        wait_up(f"http://127.0.0.1:{api_port}/healthz")
-        home_url = f"http://127.0.0.1:{api_port}/api/v1/home"
-        r = httpx.get(home_url, headers={"Authorization": f"Bearer {token}"})
-        assert r.status_code == 200 and r.json()["categories"], r.text
-        # Warm up both, then measure alternately so background noise hits both alike.
-        wrk(f"http://127.0.0.1:{hello_port}/hello", 2, args.connections, None)
-        wrk(home_url, 2, args.connections, token)
-        hello_rps, hello_p99 = wrk(
-            f"http://127.0.0.1:{hello_port}/hello", args.seconds, args.connections, None
-        )
-        home_rps, home_p99 = wrk(home_url, args.seconds, args.connections, token)
-        print(f"hello-world  : {hello_rps:9.0f} req/s  p99 {hello_p99}")
-        print(
-            f"GET /home    : {home_rps:9.0f} req/s  p99 {home_p99}  (logged-in resident, PostgreSQL + Redis)"
-        )
-        print(
-            f"ratio home/hello: {home_rps / hello_rps:.2f}  (goal >= 0.5)  "
-            f"[2 uvicorn workers each, wrk -t2 -c{args.connections} -d{args.seconds}s, "
-            f"{os.cpu_count()} cores]"
-        )
-    finally:
-        for p in procs:
-            stop(p)
-        asyncio.run(pg(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
+        hello = Server("bench.hello_app:app", env, args.workers, plan, args.hello_port, health="/hello")
+        api = Server("app_api.wiring.main:app", env, args.workers, plan, args.api_port)
+        with running(hello, api):
+            home_url = f"{api.base}/api/v1/home"
+            auth = {"Authorization": f"Bearer {token}"}
+            r = httpx.get(home_url, headers=auth)
+            assert r.status_code == 200 and r.json()["categories"], r.text
+
+            def measure(url: str, headers: dict[str, str] | None = None) -> Callable[[], Load]:
+                return lambda: wrk(
+                    url,
+                    seconds=args.seconds,
+                    connections=args.connections,
+                    plan=plan,
+                    headers=headers,
+                )
+
+            result = alternate(
+                [
+                    Side("hello", hello, measure(f"{hello.base}/hello")),
+                    Side("home", api, measure(home_url, auth)),
+                ],
+                args.rounds,
+            )
+    ratios = result.ratios("home", "hello")
+    ratio = result.median_ratio("home", "hello")
+    print(f"hello-world : median {result.median_rps('hello'):8.0f} req/s")
+    print(
+        f"GET /home   : median {result.median_rps('home'):8.0f} req/s"
+        "  (logged-in resident, PostgreSQL + Redis)"
+    )
+    print(
+        f"ratio home/hello per round: {', '.join(f'{x:.2f}' for x in ratios)}; "
+        f"median {ratio:.2f} (goal >= {GOAL})"
+    )
+    print(
+        f"[{args.workers} uvicorn worker(s) per server; wrk -c{args.connections} -d{args.seconds}s; "
+        f"{args.rounds} alternating round(s); WOJIA_MAX_IN_FLIGHT={max(16, args.connections)}; "
+        f"{plan.label()}; {os.cpu_count()} cpus on the machine]"
+    )
+    emit(
+        args.json,
+        work=f"GET /api/v1/home vs hello-world ({args.workers} workers, PG + Redis)",
+        goal=f">= {GOAL}x hello",
+        figure=f"{ratio:.2f}x ({result.median_rps('home'):.0f} vs {result.median_rps('hello'):.0f} req/s)",
+        ratio=round(ratio / GOAL, 3),
+        script="home_rps.py",
+        rounds=[{k: v.rps for k, v in row.items()} for row in result.rounds],
+    )
 
 
 if __name__ == "__main__":

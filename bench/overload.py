@@ -53,9 +53,13 @@ from typing import Any, cast
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench._harness import emit, json_requested
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-PG_BASE = os.environ.get("BENCH_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+# Admin connection: the bench creates and drops its own database there (never the shared "test").
+PG_BASE = os.environ.get("BENCH_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
 REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/12")
 # A typical authenticated read: the resident's utility bills (the column gate, the resident's
 # bindings from the database). --path /api/v1/home measures the home screen (cached, ~10x cheaper:
@@ -438,6 +442,7 @@ def main() -> None:
     ap.add_argument("--pg", action="store_true", help="PostgreSQL and Redis (BENCH_PG / BENCH_REDIS)")
     ap.add_argument("--no-pin", action="store_true", help="let the generator and the server share all cores")
     ap.add_argument("--rounds", type=int, default=3, help="rounds, a fresh server each; the median is judged")
+    ap.add_argument("--json", action="store_true", default=json_requested(), help="print a final BENCH line")
     args = ap.parse_args()
     pinning = "not pinned (--no-pin)" if args.no_pin else pin_cores()
 
@@ -522,6 +527,14 @@ def main() -> None:
             f"median of {len(ons)} rounds with shedding on: accepted p99 {median_p99 * 1000:.0f} ms, "
             f"shed p99 {median_shed * 1000:.0f} ms; goal (accepted p99 <= 1 s, shed answered fast) "
             f"{'met' if goal else 'NOT met'} on the median, in {sum(met)} of {len(ons)} rounds"
+        )
+        emit(
+            args.json,
+            work=f"overload: GET {args.path} at {args.factor:g}x capacity, shedding on",
+            goal="accepted p99 <= 1000 ms",
+            figure=f"p99 {median_p99 * 1000:.0f} ms (shed p99 {median_shed * 1000:.0f} ms)",
+            ratio=round(1.0 / median_p99, 3) if median_p99 > 0 else None,
+            script="overload.py",
         )
     finally:
         for p in procs:

@@ -33,6 +33,9 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from bench._harness import emit, json_requested  # noqa: E402
+
 ENTRY = "app_api.wiring.main"
 IMPORT_GOAL_S = 3.0
 RSS_GOAL_MB = 150.0
@@ -146,6 +149,7 @@ def main() -> None:
     ap.add_argument("--database-url", default="", help="default: a fresh SQLite file")
     ap.add_argument("--redis-url", default="", help="default: the in-process stand-in")
     ap.add_argument("--root", type=Path, default=ROOT, help="the checkout to measure")
+    ap.add_argument("--json", action="store_true", default=json_requested(), help="print final BENCH lines")
     args = ap.parse_args()
     if args.database_url and args.database_url.rsplit("/", 1)[-1].split("?")[0] == "test":
         raise SystemExit("refusing the shared 'test' database: name a database of your own")
@@ -181,6 +185,24 @@ def main() -> None:
     for role, mb in procs:
         print(f"  {role:<24}{mb:>8.1f} MB")
     print(f"  {'all processes':<24}{sum(mb for _, mb in procs):>8.1f} MB")
+    rss = max(workers) if workers else 0.0
+    # ratio: goal over figure (the smaller the figure the better; >= 1 is met)
+    emit(
+        args.json,
+        work=f"API import ({ENTRY}, median of {args.rounds})",
+        goal=f"<= {IMPORT_GOAL_S:g} s",
+        figure=f"{wall:.2f} s wall, {cpu:.2f} s CPU",
+        ratio=round(IMPORT_GOAL_S / wall, 3) if wall > 0 else None,
+        script="process_footprint.py",
+    )
+    emit(
+        args.json,
+        work=f"idle RSS per api worker ({args.workers} workers, largest)",
+        goal=f"<= {RSS_GOAL_MB:g} MB",
+        figure=f"{rss:.0f} MB; face-engine processes idle: {sum(r == 'face engine' for r, _ in procs)}",
+        ratio=round(RSS_GOAL_MB / rss, 3) if rss > 0 else None,
+        script="process_footprint.py",
+    )
 
 
 if __name__ == "__main__":

@@ -25,10 +25,12 @@ the backlog (the bench showed why: a burst that made the load generator open a t
 connections swamped the loop for a second or two before two late probes had been measured, and
 the requests admitted meanwhile waited over a second; accepted p99 1.4-1.5 s in those runs).
 
-This is the outermost middleware (pure ASGI, no ``BaseHTTPMiddleware``): a shed request costs one
-comparison and one small pre-built answer, never a route lookup, a body read or a database query.
-A slot is held until the application returned, that is after the last byte of a streaming
-response was sent, after an error, or after the client went away.
+The api checks admission first thing in its single edge layer (pure ASGI, no
+``BaseHTTPMiddleware``: ``app_api.core.middleware.EdgeMiddleware``; ``LoadShedding`` is the same
+check as a layer of its own): a shed request costs one comparison and one small pre-built answer,
+never a route lookup, a body read or a database query. A slot is held until the application
+returned, that is after the last byte of a streaming response was sent, after an error, or after
+the client went away.
 """
 
 from __future__ import annotations
@@ -94,14 +96,18 @@ def is_priority(path: str) -> bool:
     return path in PRIORITY_PATHS or path.startswith(PRIORITY_PREFIXES)
 
 
-class LoadShedding:
+class Admission:
     """Admit an ordinary request while fewer than ``max_in_flight`` are in flight and the event
     loop's lag is at most ``max_lag_s`` (0: not checked), a priority one while fewer than
-    ``max_in_flight + priority_reserve`` are; answer every other request 503 at once."""
+    ``max_in_flight + priority_reserve`` are; answer every other request 503 at once.
+
+    The state and the decision, without an ASGI layer of its own: the api's single edge layer
+    (``app_api.core.middleware.EdgeMiddleware``) consults it; :class:`LoadShedding` wraps it as a
+    middleware of its own for other apps.
+    """
 
     def __init__(
         self,
-        app: ASGIApp,
         *,
         max_in_flight: int,
         priority_reserve: int,
@@ -109,7 +115,6 @@ class LoadShedding:
         max_lag_s: float = 0.0,
         hsts: bool = False,
     ) -> None:
-        self.app = app
         self.max_in_flight = max_in_flight
         self.priority_limit = max_in_flight + priority_reserve
         self.retry_after = str(retry_after_s).encode()
@@ -123,37 +128,20 @@ class LoadShedding:
         self._shed_since_log = 0
         self._last_log = 0.0
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(UNCOUNTED_PREFIX):
-            # lifespan, websockets and the development sandboxes pass through
-            if scope["type"] == "lifespan":
-                await self.app(scope, receive, self._on_lifespan(send))
-            else:
-                await self.app(scope, receive, send)
-            return
+    def refuses(self, path: str) -> tuple[bool, bool]:
+        """(shed it, priority path) for a request to ``path`` arriving now."""
         if self._probe is None and self.max_lag_s > 0:
             self._probe = asyncio.get_running_loop().create_task(self._measure_lag())
-        path: str = scope["path"]
         priority = is_priority(path)
         if path.startswith(NEVER_SHED_PREFIXES):
-            over = False
-        elif priority:
-            over = self.in_flight >= self.priority_limit
-        else:
-            over = self.in_flight >= self.max_in_flight or (
-                self.max_lag_s > 0
-                and (self.lag > self.max_lag_s or time.monotonic() - self._probe_due > self.max_lag_s)
-            )
-        if over:
-            await self._shed(scope, send, priority)
-            return
-        self.in_flight += 1
-        IN_FLIGHT.inc()
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.in_flight -= 1
-            IN_FLIGHT.dec()
+            return False, priority
+        if priority:
+            return self.in_flight >= self.priority_limit, True
+        over = self.in_flight >= self.max_in_flight or (
+            self.max_lag_s > 0
+            and (self.lag > self.max_lag_s or time.monotonic() - self._probe_due > self.max_lag_s)
+        )
+        return over, False
 
     async def _measure_lag(self) -> None:
         # The smaller of the last two measurements: one long synchronous call is not a backlog
@@ -166,7 +154,9 @@ class LoadShedding:
             self._probe_due = float("inf")
             self.lag, last = min(lag, last), lag
 
-    def _on_lifespan(self, send: Send) -> Send:
+    def on_lifespan(self, send: Send) -> Send:
+        """``send`` for the lifespan scope: stops the lag probe at shutdown."""
+
         async def send_wrapped(message: Message) -> None:
             if message["type"].startswith("lifespan.shutdown") and self._probe is not None:
                 self._probe.cancel()
@@ -177,7 +167,9 @@ class LoadShedding:
 
         return send_wrapped
 
-    async def _shed(self, scope: Scope, send: Send, priority: bool) -> None:
+    async def shed(self, scope: Scope, send: Send, priority: bool) -> None:
+        """Answer 503 ``app.overloaded`` at once (counted; no access-log line)."""
+
         SHED.labels("priority" if priority else "ordinary").inc()
         self._log_sparsely()
         path: str = scope["path"]
@@ -226,23 +218,83 @@ class LoadShedding:
             self._last_log = now
 
 
+class LoadShedding(Admission):
+    """:class:`Admission` as a pure ASGI middleware of its own (outermost: a shed request costs one
+    comparison and one small pre-built answer, never a route lookup, a body read or a query)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_in_flight: int,
+        priority_reserve: int,
+        retry_after_s: int,
+        max_lag_s: float = 0.0,
+        hsts: bool = False,
+    ) -> None:
+        super().__init__(
+            max_in_flight=max_in_flight,
+            priority_reserve=priority_reserve,
+            retry_after_s=retry_after_s,
+            max_lag_s=max_lag_s,
+            hsts=hsts,
+        )
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(UNCOUNTED_PREFIX):
+            # lifespan, websockets and the development sandboxes pass through
+            if scope["type"] == "lifespan":
+                await self.app(scope, receive, self.on_lifespan(send))
+            else:
+                await self.app(scope, receive, send)
+            return
+        over, priority = self.refuses(scope["path"])
+        if over:
+            await self.shed(scope, send, priority)
+            return
+        self.in_flight += 1
+        IN_FLIGHT.inc()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+            IN_FLIGHT.dec()
+
+
 def _not_shed(record: logging.LogRecord) -> bool:
     return not _SHEDDING.get()
 
 
-def install_load_shedding(app: FastAPI, settings: Settings) -> None:
-    """Add :class:`LoadShedding` as the outermost middleware (call after every other middleware was
-    added). ``WOJIA_MAX_IN_FLIGHT=0`` turns it off."""
+def admission_for(settings: Settings) -> Admission | None:
+    """The api's admission control (None with ``WOJIA_MAX_IN_FLIGHT=0``: off). Shed answers leave
+    no line in uvicorn's access log."""
     if settings.max_in_flight == 0:
-        return
+        return None
     access = logging.getLogger("uvicorn.access")
     if _not_shed not in access.filters:
         access.addFilter(_not_shed)
-    app.add_middleware(
-        LoadShedding,
+    return Admission(
         max_in_flight=settings.max_in_flight,
         priority_reserve=settings.in_flight_priority_reserve,
         retry_after_s=settings.shed_retry_after_s,
         max_lag_s=settings.shed_lag_s,
         hsts=settings.public_base_url.startswith("https://"),
+    )
+
+
+def install_load_shedding(app: FastAPI, settings: Settings) -> None:
+    """Add :class:`LoadShedding` as the outermost middleware of ``app`` (call after every other
+    middleware was added). ``WOJIA_MAX_IN_FLIGHT=0`` turns it off. The api itself does not use
+    this: its edge layer admits requests (``admission_for``)."""
+    admission = admission_for(settings)
+    if admission is None:
+        return
+    app.add_middleware(
+        LoadShedding,
+        max_in_flight=admission.max_in_flight,
+        priority_reserve=admission.priority_limit - admission.max_in_flight,
+        retry_after_s=int(admission.retry_after),
+        max_lag_s=admission.max_lag_s,
+        hsts=admission.hsts,
     )

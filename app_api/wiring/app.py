@@ -10,7 +10,6 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute, APIRouter
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -32,10 +31,10 @@ from app_api.core.errors import (
 )
 from app_api.core.input_guard import InputGuardMiddleware
 from app_api.core.logging import configure_logging, request_id_var
-from app_api.core.middleware import RequestContextMiddleware, SecurityHeadersMiddleware, with_security_headers
+from app_api.core.middleware import EdgeMiddleware, with_security_headers
 from app_api.core.outage import OUTAGE_EXCEPTIONS, unavailable_dependency
 from app_api.core.settings import Settings, StartupRefused, get_settings
-from app_api.core.shedding import install_load_shedding
+from app_api.core.shedding import admission_for
 from app_api.core.validation_zh import chinese_errors
 from app_api.platform.access_walk import access_kinds, is_open
 from app_api.platform.accounts.errors import ConsoleLoginRequired
@@ -43,6 +42,7 @@ from app_api.platform.home.loader import discover
 from app_api.platform.home.router import column_gate
 from app_api.platform.home.service import Registry
 from app_api.wiring.components import components
+from app_api.wiring.route_index import install_route_index
 
 log = logging.getLogger(__name__)
 API = API_PREFIX
@@ -221,23 +221,28 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def install_middleware(app: FastAPI, settings: Settings) -> None:
-    """Outermost first: security headers, CORS (only with origins configured), request context
-    (request id, size limits, metrics), then the control-character check of every text input."""
+    """One edge layer, outermost (admission, request id, size limits, security headers, metrics;
+    CORS inside it when origins are configured), then the control-character check of every text
+    input."""
     app.add_middleware(InputGuardMiddleware)
-    app.add_middleware(
-        RequestContextMiddleware, max_body=settings.max_body_bytes, max_upload=settings.max_upload_bytes
-    )
+    cors: dict[str, Any] | None = None
     if settings.cors_allowed_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_allowed_origins,
-            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-            allow_headers=["authorization", "content-type", "x-request-id", "x-step-up-token"],
-            expose_headers=["x-request-id", "retry-after"],
-            allow_credentials=False,
-            max_age=600,
-        )
-    app.add_middleware(SecurityHeadersMiddleware, hsts=settings.public_base_url.startswith("https://"))
+        cors = {
+            "allow_origins": settings.cors_allowed_origins,
+            "allow_methods": ["GET", "POST", "PUT", "PATCH", "DELETE"],
+            "allow_headers": ["authorization", "content-type", "x-request-id", "x-step-up-token"],
+            "expose_headers": ["x-request-id", "retry-after"],
+            "allow_credentials": False,
+            "max_age": 600,
+        }
+    app.add_middleware(
+        EdgeMiddleware,
+        max_body=settings.max_body_bytes,
+        max_upload=settings.max_upload_bytes,
+        hsts=settings.public_base_url.startswith("https://"),
+        admission=admission_for(settings),
+        cors=cors,
+    )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -258,12 +263,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     install_middleware(app, settings)
-    install_load_shedding(app, settings)  # outermost: sheds before any other work
     for component in components():
         for mount in component.routers:
             app.include_router(mount.router, prefix=mount.prefix)
     app.state.columns = mount_columns(app, settings)
     if settings.is_dev:
         mount_dev_sandboxes(app)
+    install_route_index(app)
     app.state.settings = settings
     return app

@@ -15,7 +15,8 @@ router = APIRouter(tags=["home"])
 admin_router = APIRouter(tags=["admin"])
 
 
-def registry(request: Request) -> Registry:
+async def registry(request: Request) -> Registry:
+    # async: a plain function dependency is run in the thread pool, a hand-off on every request.
     reg: Registry = request.app.state.columns
     return reg
 
