@@ -25,6 +25,7 @@ VIDEO = ROOT / "tests" / "fixtures" / "faces" / "video"
 
 from identity.face.capture import (  # noqa: E402
     Capture,
+    CaptureLimits,
     analyse_frames,
     check_challenge,
     decode_clip,
@@ -60,7 +61,8 @@ def raw(cap: Capture, upsample: int) -> float:
 
 def ours(cap: Capture, upsample: int, steps: list[Step]) -> tuple[float, bool]:
     t = time.perf_counter()
-    fps = validate_capture(cap) if len(cap.frames) >= 8 else 0.0
+    # The selfie stretch is 0.93 s: the bench measures, it does not enforce the 1 s minimum.
+    fps = validate_capture(cap, CaptureLimits(min_duration_ms=500))
     faces = analyse_frames(cap, upsample=upsample)
     res = check_challenge(steps, faces, fps=fps)
     return time.perf_counter() - t, res.passed

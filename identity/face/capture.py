@@ -869,3 +869,86 @@ def analyse_capture(
     fps = validate_capture(capture, lim)
     faces = analyse_frames(capture, upsample=upsample, max_side=lim.max_side)
     return check_challenge(steps, faces, fps=fps, step_windows_ms=step_windows_ms), faces
+
+
+# ---------------------------------------------------------------------------------------------
+# One job for the face engine's process pool: bytes in, plain data out
+
+
+@dataclass
+class CaptureOutcome:
+    """What a worker sends back: no images, no landmarks (only the best frame's encoding)."""
+
+    passed: bool = False
+    failed_step: str | None = None
+    reason: str = ""
+    # Set when the capture was refused: the problem's code, detail and members.
+    problem: tuple[str, str, dict[str, Any]] | None = None
+    best_frame: int = 0
+    best_encoding: list[float] = field(default_factory=list)
+    figures: dict[str, Any] = field(default_factory=dict)
+
+    def raise_problem(self) -> None:
+        """Raise the refusal as its identity.capture_* error (exceptions do not cross processes
+        with their members, so the worker sends the parts)."""
+        if self.problem is None:
+            return
+        code, detail, extra = self.problem
+        cls = _PROBLEMS.get(code)
+        if cls is None:
+            raise CaptureInvalid(detail, **extra)
+        raise cls(detail, **extra)
+
+
+_PROBLEMS: dict[str, type[AppError]] = {
+    c.code: c
+    for c in (
+        CaptureInvalid,
+        CaptureTooLarge,
+        CaptureFrameRate,
+        CaptureTooShort,
+        CaptureTooLong,
+        CaptureOutOfOrder,
+        CaptureDuplicateFrames,
+        CaptureMixedResolution,
+        CaptureNotContinuous,
+        CaptureMultipleFaces,
+        CaptureNoFace,
+        CaptureLivenessFailed,
+    )
+}
+
+
+def capture_job(
+    steps: Sequence[str],
+    *,
+    clip: bytes | None = None,
+    burst: Sequence[bytes] | None = None,
+    timestamps_ms: Sequence[float] | None = None,
+    step_windows_ms: Sequence[tuple[float, float]] | None = None,
+    limits: CaptureLimits | None = None,
+    upsample: int = 1,
+) -> CaptureOutcome:
+    """Decode, validate and analyse one capture (a clip, or a burst with its timestamps) inside a
+    worker process; refusals come back as ``problem``, never raised across the process boundary."""
+    lim = limits or CaptureLimits()
+    try:
+        if clip is not None:
+            capture = decode_clip(clip, lim)
+        else:
+            capture = decode_burst(burst or [], timestamps_ms or [], lim)
+        analysis, faces = analyse_capture(
+            capture, [Step(s) for s in steps], limits=lim, step_windows_ms=step_windows_ms, upsample=upsample
+        )
+    except AppError as e:
+        return CaptureOutcome(problem=(e.code, e.detail, dict(e.extra)))
+    out = CaptureOutcome(
+        passed=analysis.passed,
+        failed_step=analysis.failed_step.value if analysis.failed_step else None,
+        reason=analysis.reason,
+        best_frame=analysis.best_frame,
+        figures=analysis.figures(),
+    )
+    if analysis.passed:
+        out.best_encoding = list(faces[analysis.best_frame].encoding)
+    return out

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 import pytest
 from face_synth import paint_closed_eyes
+from identity_helpers import face_bytes
 from PIL import Image
 
 from app_api.core.errors import AppError
@@ -34,7 +35,6 @@ from identity.face.capture import (
     validate_capture,
 )
 from identity.face.liveness import Step, check_liveness
-from tests.identity.identity_helpers import face_bytes
 
 CANVAS = 360
 FPS = 10.0

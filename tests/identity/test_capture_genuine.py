@@ -193,3 +193,14 @@ def test_group_video_is_refused_as_more_than_one_face() -> None:
     faces = analyse_frames(cap.subsample(6), upsample=1)
     with pytest.raises(CaptureMultipleFaces):
         check_continuity(faces)
+
+
+def test_capture_job_on_a_real_clip_end_to_end() -> None:
+    """The call the verification flow makes, on a whole real clip (all 75 frames at 25 fps)."""
+    from identity.face.capture import capture_job
+
+    data = (VIDEO / "grid" / "brbk7n.mpg").read_bytes()
+    out = capture_job(["blink"], clip=data, upsample=0)
+    assert out.passed, out.reason
+    assert out.problem is None and len(out.best_encoding) == 128
+    assert out.figures["fps"] == 25.0 and 19 <= out.figures["blinks"][0]["start"] <= 23

@@ -174,3 +174,19 @@ def test_every_capture_problem_is_a_4xx_problem_with_a_chinese_title() -> None:
         assert cls.code.startswith("identity.capture_")
         assert 400 <= cls.status < 500
         assert any("\u4e00" <= ch <= "\u9fff" for ch in cls.title)
+
+
+def test_capture_job_sends_refusals_back_as_data_and_reraises_them() -> None:
+    import pickle
+
+    from identity.face.capture import capture_job
+
+    frames = _frames(12, fps=2.0)
+    out = capture_job(
+        ["blink"], burst=[_jpeg(f.image) for f in frames], timestamps_ms=[f.t_ms for f in frames]
+    )
+    out = pickle.loads(pickle.dumps(out))  # what crosses the process boundary
+    assert not out.passed and out.problem is not None and out.problem[0] == "identity.capture_frame_rate"
+    with pytest.raises(CaptureFrameRate) as e:
+        out.raise_problem()
+    assert e.value.extra["fps"] == 2.0 and e.value.detail.startswith("帧率 2.0")
