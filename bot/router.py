@@ -6,6 +6,7 @@ The lead includes ``router`` under ``/api/v1``.
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import os
 import re
@@ -129,7 +130,10 @@ async def send_message(
     if not _WORDY.search(text):
         return ChatReply(messages=[ReplyMessage(text=NO_WORDS_REPLY)], conversation_id=conversation_id)
     sources = Sources(session)
+    typed = text
     text = normalize_message(await to_chinese(text, lambda q: sources.search(q, limit=3)))
+    if text != typed:
+        text = await _rescue(text, sources, settings)
     payload = {"sender": sender, "message": text, "metadata": metadata}
     url = settings.rasa_url.rstrip("/") + "/webhooks/rest/webhook"
     try:
@@ -155,6 +159,46 @@ async def send_message(
             messages.append(ReplyMessage(text=text or "", buttons=buttons or None))
     _offer_a_person(messages, logged_in=principal is not None, settings=settings)
     return ChatReply(messages=messages, conversation_id=conversation_id)
+
+
+# A question turned from pinyin into Chinese reads differently from what the model learnt ("社会保障卡
+# 申领怎么办" instead of "社保卡怎么办"). When the model then finds no intent (or a greeting or
+# goodbye: "shebao ka zen me ban" once got "再见") but the message names a catalogue item clearly,
+# the question is sent as the intent its words say, with the item.
+_RESCUED_INTENTS = {"out_of_scope", "nlu_fallback", "goodbye", "greet", "chitchat"}
+_ASPECT_WORDS = (
+    ("ask_materials", ("材料", "证件", "带什么", "准备什么")),
+    ("ask_fee", ("多少钱", "收费", "费用", "钱")),
+    ("ask_time_limit", ("多久", "多长时间", "几天", "时间")),
+    ("ask_location", ("在哪", "哪里", "哪儿", "地点", "地址")),
+    ("ask_online", ("网上", "线上", "在线")),
+    ("ask_conditions", ("条件", "资格")),
+    ("start_application", ("申请", "申报")),
+)
+
+
+async def _rescue(text: str, sources: Sources, settings: BotSettings) -> str:
+    """``text``, or an intent payload for it when the model cannot read it but it names an item."""
+    from bot.actions.mention import text_mentions
+    from bot.pinyin import CLEAR_MARGIN, ITEM_SCORE
+
+    try:
+        url = settings.rasa_url.rstrip("/") + "/model/parse"
+        r = await http_client().post(url, json={"text": text}, timeout=settings.rasa_timeout_s)
+        intent = ((r.json() or {}).get("intent") or {}).get("name") if r.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        return text  # the chat call itself says what is wrong with Rasa
+    if intent not in _RESCUED_INTENTS:
+        return text
+    for mention in text_mentions(text):
+        hits = await sources.search(mention, limit=3)
+        top = float(hits[0].get("score", 0)) if hits else 0.0
+        second = float(hits[1].get("score", 0)) if len(hits) > 1 else 0.0
+        if top >= ITEM_SCORE and top - second >= CLEAR_MARGIN:
+            asked = next((i for i, words in _ASPECT_WORDS if any(w in text for w in words)), "inform")
+            log.info("bot: a converted message read as %s by the model, sent as %s", intent, asked)
+            return f"/{asked}" + json.dumps({"item": str(hits[0].get("name"))}, ensure_ascii=False)
+    return text
 
 
 def _offer_a_person(messages: list[ReplyMessage], *, logged_in: bool, settings: BotSettings) -> None:
