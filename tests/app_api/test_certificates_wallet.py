@@ -136,9 +136,12 @@ async def library(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LibraryProce
 
     lib = LibraryProcess()
     await lib.start()
-    # Short backoffs, so "down for a while" fits in a test.
+    # Short backoffs, so "down for a while" fits in a test; as many attempts as the settings allow,
+    # so the compressed retry budget (up to 150 s) outlasts a library that takes long to restart on
+    # a loaded machine (27 s was seen), as the real budget (hours) outlasts a real outage.
     monkeypatch.setattr(get_jobs_settings(), "retry_base_s", 0.3)
     monkeypatch.setattr(get_jobs_settings(), "retry_cap_s", 1.5)
+    monkeypatch.setattr(get_jobs_settings(), "max_attempts", 100)
     try:
         yield lib
     finally:
