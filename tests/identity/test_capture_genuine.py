@@ -196,11 +196,12 @@ def test_group_video_is_refused_as_more_than_one_face() -> None:
 
 
 def test_capture_job_on_a_real_clip_end_to_end() -> None:
-    """The call the verification flow makes, on a whole real clip (all 75 frames at 25 fps)."""
+    """The call the verification flow makes, on a whole real clip (75 frames at 25 fps, all
+    validated, every 2nd analysed: at most 15 fps by default)."""
     from identity.face.capture import capture_job
 
     data = (VIDEO / "grid" / "brbk7n.mpg").read_bytes()
     out = capture_job(["blink"], clip=data, upsample=0)
     assert out.passed, out.reason
     assert out.problem is None and len(out.best_encoding) == 128
-    assert out.figures["fps"] == 25.0 and 19 <= out.figures["blinks"][0]["start"] <= 23
+    assert out.figures["fps"] == 25.0 and 20 <= out.figures["blinks"][0]["start"] <= 22  # README: 21-22
