@@ -45,17 +45,24 @@ async def test_outbox_sends_on_commit_only() -> None:
             raise RuntimeError("business failure")
     await asyncio.sleep(0.2)
     assert "rolled-back" not in RAN
-    await outbox.flush_marks()
-    async with sessionmaker()() as s:
-        from sqlmodel import select
+    from sqlmodel import select
 
-        from app_api.core.jobs.models import OutboxMessage
+    from app_api.core.jobs.models import OutboxMessage
 
-        rows = (
-            await s.exec(select(OutboxMessage).where(OutboxMessage.task_name == "tests.record_run"))
-        ).all()
-        assert [r.arguments["marker"] for r in rows] == ["committed"]
-        assert rows[0].status == "done" and rows[0].attempts == 1
+    async def rows() -> list[OutboxMessage]:
+        # The run is marked done after the task body returns, in the runner's next batch of marks.
+        await outbox.flush_marks()
+        async with sessionmaker()() as s:
+            q = select(OutboxMessage).where(OutboxMessage.task_name == "tests.record_run")
+            return list((await s.exec(q)).all())
+
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 10
+    while [r.status for r in await rows()] != ["done"] and loop.time() < end:
+        await asyncio.sleep(0.05)
+    found = await rows()
+    assert [r.arguments["marker"] for r in found] == ["committed"]
+    assert found[0].status == "done" and found[0].attempts == 1
 
 
 async def test_outbox_relay_sends_rows_left_behind() -> None:
