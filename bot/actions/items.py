@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot.actions import guide
-from bot.actions.call import Call, Rejected, intent_payload
+from bot.actions.call import Call, Rejected, intent_of, intent_payload
 from bot.actions.mention import mention_of
 from bot.actions.resolve import Resolution, not_found, resolve
 
@@ -90,14 +90,25 @@ async def _validate_item_form(call: Call) -> None:
         # Named in this message (entity or text): replaces whatever item came before.
         _take(call, mention.name, mention.resolution)
     elif candidates.get("item"):
-        if call.slot("requested_slot") is None and call.gap_s() > ITEM_TTL_S:
-            # Filled long ago, not named now: ask which item rather than assume.
+        if call.slot("requested_slot") is None and (call.gap_s() > ITEM_TTL_S or _topic_changed(call)):
+            # Filled long ago, or before the talk moved to something else, and not named now: ask
+            # which item rather than assume.
             call.set_slot("item", None)
         else:
             name = str(candidates["item"])
             _take(call, name, await resolve(call, name))
     if "confirm" in candidates:
         call.set_slot("confirm", candidates["confirm"])
+
+
+# Turns about something other than one item: a question after one of them does not refer to the
+# item talked about before it.
+TOPIC_INTENTS = {"find_item", "application_status", "unpaid_bills", "nearest_station"}
+
+
+def _topic_changed(call: Call) -> bool:
+    users = call.user_events()
+    return len(users) >= 2 and intent_of(users[-2]) in TOPIC_INTENTS
 
 
 def _take(call: Call, name: str, res: Resolution) -> None:

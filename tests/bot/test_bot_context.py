@@ -106,6 +106,16 @@ async def test_a_question_without_an_item_keeps_the_item_and_after_a_long_gap_as
     assert slot_events(await client.post(URL, json=late, headers=auth())) == {"item": None}
 
 
+async def test_a_question_without_an_item_after_a_topic_change_asks_which(client: httpx.AsyncClient) -> None:
+    before = [
+        user("老年证要带什么材料", "ask_materials", item="老年证"),
+        user("我有没有欠费", "unpaid_bills"),
+    ]
+    b = validation("item_question_form", user("要多少钱", "ask_fee"), before, {"item": "老年人优待证办理"}, None,
+                   {"item": "老年人优待证办理"})  # fmt: skip
+    assert slot_events(await client.post(URL, json=b, headers=auth())) == {"item": None}
+
+
 CONFIRMING = {"item": "老年人优待证办理", "confirm": None}
 
 
