@@ -15,10 +15,12 @@ is recorded in the applicant's "who read my data", as the API's reviewer read is
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -31,7 +33,7 @@ from app_api.core.money import fen_to_yuan
 from app_api.platform.accounts.principal import Principal
 from app_api.platform.datahub.access_log import Actor, record_read
 from app_api.platform.workbench import IDEM_FIELD, WorkbenchStaff, environment, forbidden, once, render
-from columns.gov_services import applications, instant, lifecycle, review, supervision
+from columns.gov_services import applications, instant, lifecycle, rating, review, supervision
 from columns.gov_services.errors import ApplicationNotFound, OutsideDepartment
 from columns.gov_services.models import (
     ACCEPTED,
@@ -40,7 +42,7 @@ from columns.gov_services.models import (
     SUPPLEMENT,
     Application,
 )
-from columns.gov_services.schemas import DecisionIn, RejectIn, RevokeIn, SupplementIn
+from columns.gov_services.schemas import AnswerIn, DecisionIn, RejectIn, RevokeIn, SupplementIn
 
 ROLE = "reviewer"
 BASE = "/api/v1/columns/gov_services/workbench"
@@ -281,36 +283,165 @@ async def act(
     return RedirectResponse(target, status_code=303, headers={"cache-control": "no-store"})
 
 
+def _scope(who: Principal, department: str) -> str | HTMLResponse | None:
+    """The department a supervision page shows: an admin's choice (all by default), else one's own."""
+    if who.has("admin"):
+        return department or None
+    own = who.supervisor_of or who.department
+    if department and department != own:
+        return HTMLResponse(status_code=403)
+    return own
+
+
+async def _supervision_data(
+    session: SessionDep, scope: str | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    since = utcnow() - dt.timedelta(days=OVERVIEW_DAYS)
+    figures = await supervision.department_figures(session, department=scope, since=since)
+    overdue = await supervision.overdue(session, department=scope)
+    return figures, overdue
+
+
 @router.get("/supervision", response_class=HTMLResponse)
 async def supervision_page(
     request: Request,
     who: WorkbenchStaff,
     session: SessionDep,
     department: Annotated[str, Query(max_length=60)] = "",
+    answered: Annotated[str, Query(max_length=40)] = "",
 ) -> HTMLResponse:
-    """效能督办: figures over 30 days and the overdue applications; a reviewer or supervisor sees
-    their own department, an admin any (all by default)."""
+    """效能督办: figures over 30 days, the overdue applications and the 好差评 follow-ups waiting for an
+    answer (with the answer form); a reviewer or supervisor sees their own department, an admin any
+    (all by default)."""
     if (denied := forbidden(request, who, ROLE, "admin")) is not None:
         return denied
-    if who.has("admin"):
-        scope = department or None
-    else:
-        scope = who.supervisor_of or who.department
-        if department and department != scope:
-            return forbidden(request, who, ROLE, message="只能查看本部门的督办数据") or HTMLResponse(
-                status_code=403
-            )
-    since = utcnow() - dt.timedelta(days=OVERVIEW_DAYS)
-    figures = await supervision.department_figures(session, department=scope, since=since)
-    overdue = await supervision.overdue(session, department=scope)
+    scope = _scope(who, department)
+    if isinstance(scope, HTMLResponse):
+        denied = forbidden(request, who, ROLE, message="只能查看本部门的督办数据")
+        return denied or scope
+    return await _supervision(request, session, who, scope, answered=answered)
+
+
+async def _supervision(
+    request: Request,
+    session: SessionDep,
+    who: Principal,
+    scope: str | None,
+    *,
+    answered: str = "",
+    errors: dict[str, str] | None = None,
+    values: dict[str, str] | None = None,
+) -> HTMLResponse:
+    figures, overdue = await _supervision_data(session, scope)
+    # Follow-ups are answered by the department's own staff (the rating service checks it too).
+    follow_ups = (
+        await rating.open_follow_ups(session, department=who.department)
+        if who.has(ROLE) and who.department and scope in (None, who.department)
+        else []
+    )
     return render(
         _env,
         "supervision.html",
         request,
         who,
+        status_code=422 if errors else 200,
         figures=figures,
         overdue=overdue,
+        follow_ups=follow_ups,
+        answered=answered,
+        errors=errors or {},
+        values=values or {},
         scope=scope or "全部部门",
+        department=scope or "",
         days=OVERVIEW_DAYS,
         base=BASE,
+    )
+
+
+@router.post("/ratings/{rating_id}/answer", response_class=HTMLResponse)
+async def answer_follow_up(
+    request: Request,
+    rating_id: str,
+    who: WorkbenchStaff,
+    session: SessionDep,
+    idem: Annotated[str, Form(alias=IDEM_FIELD)] = "",
+    answer: Annotated[str, Form(max_length=4000)] = "",
+) -> Response:
+    """回访: answer a 1-2 star rating of one's department; the resident is told."""
+    if (denied := forbidden(request, who, ROLE)) is not None:
+        return denied
+    scope = who.supervisor_of or who.department
+
+    async def run() -> str:
+        try:
+            text = AnswerIn.model_validate({"answer": answer}).answer
+        except ValidationError as e:
+            raise FieldErrors({f"answer-{rating_id}": "请填写回访答复（2至1000字）"}) from e
+        async with savepoint(session):
+            await rating.answer_follow_up(session, rating_id=rating_id, principal=who, answer=text)
+        return f"{BASE}/supervision?{urlencode({'answered': rating_id})}"
+
+    try:
+        target = await once(who, idem, run)
+    except FieldErrors as e:
+        values = {f"answer-{rating_id}": answer}
+        return await _supervision(request, session, who, scope, errors=e.errors, values=values)
+    except AppError as e:
+        return await _supervision(request, session, who, scope, errors={"_": e.detail})
+    return RedirectResponse(target, status_code=303, headers={"cache-control": "no-store"})
+
+
+@router.get("/supervision.csv")
+async def supervision_csv(
+    request: Request,
+    who: WorkbenchStaff,
+    session: SessionDep,
+    department: Annotated[str, Query(max_length=60)] = "",
+) -> Response:
+    """The supervision figures and the overdue list as CSV (UTF-8 with BOM, so spreadsheet programs
+    read the Chinese)."""
+    if (denied := forbidden(request, who, ROLE, "admin")) is not None:
+        return denied
+    scope = _scope(who, department)
+    if isinstance(scope, HTMLResponse):
+        denied = forbidden(request, who, ROLE, message="只能查看本部门的督办数据")
+        return denied or scope
+    figures, overdue = await _supervision_data(session, scope)
+    out = io.StringIO()
+    w = csv.writer(out)
+    w.writerow(["部门", "提交", "办结", "在办", "超期在办", "按时办结率", "当日办结率", "平均用时（工作日）"])
+    for d in figures:
+        w.writerow(
+            [
+                d["department"],
+                d["submitted"],
+                d["decided"],
+                d["open"],
+                d["overdue"],
+                "" if d["on_time_rate"] is None else f"{d['on_time_rate'] * 100:.0f}%",
+                "" if d["same_day_rate"] is None else f"{d['same_day_rate'] * 100:.0f}%",
+                "" if d["average_days"] is None else f"{d['average_days']:.1f}",
+            ]
+        )
+    w.writerow([])
+    w.writerow(["超期办件编号", "事项", "部门", "状态", "已用工作日", "承诺工作日"])
+    for o in overdue:
+        w.writerow(
+            [
+                o["number"],
+                o["item"],
+                o["department"],
+                STATUS_NAMES.get(o["status"], o["status"]),
+                f"{o['elapsed_days']:.1f}",
+                o["limit_days"],
+            ]
+        )
+    name = f"效能督办-{dt.datetime.now(CHINA_TZ):%Y%m%d}.csv"
+    return Response(
+        "\ufeff" + out.getvalue(),
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "content-disposition": f"attachment; filename*=UTF-8''{quote(name)}",
+            "cache-control": "no-store",
+        },
     )

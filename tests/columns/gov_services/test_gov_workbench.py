@@ -133,3 +133,54 @@ async def test_the_supervision_page_shows_the_departments_figures_and_only_its_o
     admin = await login(roles=["admin"])
     page = await client.get(f"{WB}/supervision", headers=admin)
     assert page.status_code == 200 and f'data-department="{DEPARTMENT}"' in page.text
+
+
+async def test_a_supervisor_answers_a_one_star_rating_and_exports_the_figures(
+    client: httpx.AsyncClient, login: LoginFn, gov_catalogue: None
+) -> None:
+    r, app = await _submitted(client, login)
+    reviewer, _ = await make_staff(client, login, department=DEPARTMENT)
+    for action in ("accept", "approve"):
+        resp = await client.post(f"{API}/review/applications/{app['id']}/{action}", json={}, headers=reviewer)
+        assert resp.status_code == 200, resp.text
+    resp = await client.post(
+        f"{API}/applications/{app['id']}/rating", json={"score": 1, "text": "窗口排队太久"}, headers=r.headers
+    )
+    assert resp.status_code == 201 and resp.json()["follow_up"] == "open", resp.text
+    rating_id = resp.json()["id"]
+
+    supervisor, _ = await make_staff(client, login, department=DEPARTMENT, supervisor=True)
+    page = await client.get(f"{WB}/supervision", headers=supervisor)
+    form = re.search(rf'<form[^>]*id="follow-up-{rating_id}".*?</form>', page.text, re.S)
+    assert form and "窗口排队太久" in form.group(0) and "1 星" in form.group(0), page.text
+
+    # An answer too short is shown beside its field; nothing is sent.
+    resp = await client.post(
+        f"{WB}/ratings/{rating_id}/answer", data={"idem": new_idem_key(), "answer": "好"}, headers=supervisor
+    )
+    assert resp.status_code == 422 and "请填写回访答复" in resp.text, resp.text
+    key = new_idem_key()
+    for _ in range(2):  # a double-submitted form answers once
+        resp = await client.post(
+            f"{WB}/ratings/{rating_id}/answer",
+            data={"idem": key, "answer": "已增加高峰时段窗口，感谢您的意见"},
+            headers=supervisor,
+        )
+        assert resp.status_code == 303, resp.text
+    page = await client.get(resp.headers["location"], headers=supervisor)
+    assert "回访答复已发送" in page.text and f'id="follow-up-{rating_id}"' not in page.text
+    timeline = (await client.get(f"{API}/applications/{app['id']}", headers=r.headers)).json()["timeline"]
+    answers = [e for e in timeline if e["kind"] == "follow_up_answered"]
+    assert [e["note"] for e in answers] == ["已增加高峰时段窗口，感谢您的意见"]
+
+    resp = await client.get(f"{WB}/supervision.csv", headers=supervisor)
+    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/csv")
+    assert "attachment" in resp.headers["content-disposition"]
+    text = resp.content.decode("utf-8")
+    assert text.startswith("\ufeff部门,提交,办结")
+    assert any(line.startswith(DEPARTMENT + ",") for line in text.splitlines())
+    assert "谯城区公安分局" not in text
+    refused = await client.get(
+        f"{WB}/supervision.csv", params={"department": "谯城区公安分局"}, headers=supervisor
+    )
+    assert refused.status_code == 403
