@@ -41,8 +41,10 @@ from columns.gov_services.models import (
     SUBMITTED,
     SUPPLEMENT,
     Application,
+    Upload,
 )
 from columns.gov_services.schemas import AnswerIn, DecisionIn, RejectIn, RevokeIn, SupplementIn
+from columns.gov_services.storage import get_storage
 
 ROLE = "reviewer"
 BASE = "/api/v1/columns/gov_services/workbench"
@@ -241,6 +243,45 @@ async def application(
         application_ref=app.number,
     )
     return await _page(request, session, who, app, done=done)
+
+
+# How a material is shown: images and PDFs in the browser, OFD (no browser reads it) downloaded.
+_PREVIEW = {"jpeg": "image/jpeg", "png": "image/png", "pdf": "application/pdf"}
+
+
+@router.get("/applications/{app_id}/materials/{upload_id}")
+async def material(
+    request: Request, app_id: str, upload_id: str, who: WorkbenchStaff, session: SessionDep
+) -> Response:
+    """One uploaded material of an application of the reviewer's department, for the preview; the
+    read is in the applicant's access log. Served inert: no sniffing, sandboxed, never cached."""
+    if (denied := forbidden(request, who, ROLE)) is not None:
+        return denied
+    app = await _ours(session, who, app_id)
+    upload = await session.get(Upload, upload_id) if app is not None else None
+    if app is None or upload is None or upload.application_id != app.id:
+        return forbidden(request, who, ROLE, message=NOT_OURS) or HTMLResponse(status_code=403)
+    data = await get_storage().get(upload.storage_key)
+    await record_read(
+        session,
+        actor=Actor.of(who, subject_account_id=app.applicant_id),
+        subject_account_id=app.applicant_id,
+        record_type="application",
+        purpose="gov_services.review",
+        application_ref=app.number,
+    )
+    media = _PREVIEW.get(upload.kind, "application/octet-stream")
+    disposition = "inline" if upload.kind in _PREVIEW else "attachment"
+    headers = {
+        "content-disposition": f"{disposition}; filename*=UTF-8''{quote(upload.filename)}",
+        "cache-control": "no-store",
+        "x-content-type-options": "nosniff",
+    }
+    if upload.kind != "pdf":
+        # Not for PDFs: Chromium refuses to show a PDF under a sandbox policy. Uploads were checked
+        # by content when they came in (storage.check_upload), so a "PDF" is a PDF.
+        headers["content-security-policy"] = "sandbox; default-src 'none'"
+    return Response(data, media_type=media, headers=headers)
 
 
 @router.post("/applications/{app_id}/{action}", response_class=HTMLResponse)

@@ -10,18 +10,27 @@ import re
 import httpx
 
 from app_api.platform.workbench import new_idem_key
-from tests.columns.gov_services.conftest import API, Resident, make_staff
+from tests.columns.gov_services.conftest import API, Resident, jpeg, make_staff
 from tests.columns.gov_services.rules_helpers import born_years_ago, prefilled_draft, resident_born
 from tests.conftest import LoginFn
 
 WB = f"{API}/workbench"
 OLD_AGE = "BZ-MZ-001"  # 老年人优待证, 谯城区民政局
 DEPARTMENT = "谯城区民政局"
+PHOTO = "近期免冠彩色证件照片"
+PHOTO_BYTES = jpeg((60, 80))
 
 
 async def _submitted(client: httpx.AsyncClient, login: LoginFn) -> tuple[Resident, dict[str, str]]:
     r = await resident_born(client, login, birth=born_years_ago(67))
     app_id = await prefilled_draft(client, r, OLD_AGE)
+    resp = await client.post(
+        f"{API}/applications/{app_id}/uploads",
+        data={"material": PHOTO},
+        files={"file": ("证件照.jpg", PHOTO_BYTES, "image/jpeg")},
+        headers=r.headers,
+    )
+    assert resp.status_code == 201, resp.text
     resp = await client.post(f"{API}/applications/{app_id}/submit", json={}, headers=r.headers)
     assert resp.status_code == 200 and resp.json()["status"] == "submitted", resp.text
     return r, resp.json()
@@ -52,6 +61,16 @@ async def test_a_reviewer_works_an_application_from_the_queue_to_its_decision(
     assert 'id="form-accept"' in page.text and 'id="form-approve"' not in page.text  # not accepted yet
     log = (await client.get("/api/v1/me/data-access", headers=r.headers)).json()["items"]
     assert any(x["actor"] == f"{DEPARTMENT} 审核人员（办件 {app['number']}）" for x in log)
+    # The photo the resident uploaded, previewed as it was sent, inert.
+    (href,) = set(re.findall(rf'href="({WB}/applications/{app["id"]}/materials/[0-9a-f]+)"', page.text))
+    assert f'<img src="{href}"' in page.text
+    shown = await client.get(href, headers=reviewer)
+    assert shown.status_code == 200 and shown.content == PHOTO_BYTES
+    assert (
+        shown.headers["content-type"] == "image/jpeg" and shown.headers["x-content-type-options"] == "nosniff"
+    )
+    assert shown.headers["content-security-policy"].startswith("sandbox")
+    assert shown.headers["cache-control"] == "no-store"
 
     # 受理, sent twice with the same form: done once, both land on the application.
     key = new_idem_key()
@@ -100,6 +119,12 @@ async def test_another_departments_reviewer_and_a_resident_are_refused(
     )
     assert resp.status_code == 403
     assert await _status(client, r, app["id"]) == "submitted"
+    # Nor fetch its materials, even with the material's id.
+    reviewer, _ = await make_staff(client, login, department=DEPARTMENT)
+    page = await client.get(f"{WB}/applications/{app['id']}", headers=reviewer)
+    (href,) = set(re.findall(rf'href="({WB}/applications/{app["id"]}/materials/[0-9a-f]+)"', page.text))
+    refused = await client.get(href, headers=other)
+    assert refused.status_code == 403 and PHOTO_BYTES not in refused.content
     assert app["number"] not in (await client.get(f"{WB}/", headers=other)).text
     # Nothing was read on the applicant's behalf by the refused reviewer.
     log = (await client.get("/api/v1/me/data-access", headers=r.headers)).json()["items"]
