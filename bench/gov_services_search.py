@@ -92,7 +92,7 @@ def run(size: int, rounds: int) -> dict[str, float | int]:
         f"CPU: {', '.join(f'{x:.2f}' for x in round_cpu95)} ms"
     )
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
-    print(f"MEDIAN p95 {figure:.2f} ms (goal <= {goal:g} ms: {figure / goal:.2f}x of budget)")
+    print(f"MEDIAN p95 {figure:.2f} ms (goal <= {goal:g} ms: {figure / goal:.2f} of the budget)")
     return {
         "size": size,
         "p95_ms": round(figure, 3),
@@ -105,16 +105,17 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("sizes", nargs="*", type=int, default=[7_000, 70_000])
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--json", action="store_true", help="also print one BENCH line per size")
+    ap.add_argument("--json", action="store_true", help="one BENCH line per size (also BENCH_JSON=1)")
     args = ap.parse_args()
     for size in args.sizes:
         r = run(size, args.rounds)
-        if args.json:
+        if args.json or os.environ.get("BENCH_JSON"):
             line = {
                 "work": f"search p95, {size:,} items",
                 "goal": f"<= {r['goal_ms']:g} ms",
                 "figure": f"{r['p95_ms']:.2f} ms",
-                "ratio": round(float(r["p95_ms"]) / float(r["goal_ms"]), 3),
+                # report.py's convention: 1.00 or more meets the goal.
+                "ratio": round(float(r["goal_ms"]) / max(float(r["p95_ms"]), 1e-9), 3),
                 "ok": float(r["p95_ms"]) <= float(r["goal_ms"]),
             }
             print("BENCH " + json.dumps(line, ensure_ascii=False))

@@ -27,6 +27,7 @@ admin DSN, used only to create a scratch database and drop it at the end. Figure
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import statistics
 import sys
@@ -413,6 +414,21 @@ async def main() -> None:
         ratio = med(taps, "rate") / med(bases, "rate")
         verdict = "meets" if ratio >= GOAL_RATIO else "misses"
         print(f"\nratio one-tap / baseline (medians): {ratio:.2f}x, {verdict} the goal of >= {GOAL_RATIO}x")
+        for line in (
+            {
+                "work": "one-tap submissions vs bare INSERT",
+                "goal": f">= {GOAL_RATIO}x",
+                "figure": f"{med(taps, 'rate'):.0f}/s vs {med(bases, 'rate'):.0f}/s ({ratio:.2f}x)",
+                "ratio": round(ratio / GOAL_RATIO, 3),
+            },
+            {
+                "work": "SQL statements per one-tap submission",
+                "goal": f"<= {GOAL_STATEMENTS}",
+                "figure": f"{med(taps, 'statements'):.0f}",
+                "ratio": round(GOAL_STATEMENTS / max(med(taps, "statements"), 1), 3),
+            },
+        ):
+            print("BENCH " + json.dumps(line, ensure_ascii=False))
         print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (the machine may be shared)")
         await outbox.flush_marks()
         await broker.shutdown()

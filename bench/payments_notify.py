@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import json
 import os
 import secrets
 import statistics
@@ -401,6 +402,7 @@ async def run(args: argparse.Namespace, proc: subprocess.Popen[bytes]) -> None:
                 + ("" if right else "  << WRONG")
             )
     print()
+    bench_lines: list[dict[str, object]] = []
     print(
         f"{'provider':10s} {'acknowledged/s (median)':>24s} {'ratio to 1,000/s':>17s} {'column told/s':>14s}"
     )
@@ -408,10 +410,20 @@ async def run(args: argparse.Namespace, proc: subprocess.Popen[bytes]) -> None:
         acked = statistics.median(r[0] for r in rows_)
         told_ = statistics.median(r[1] for r in rows_)
         print(f"{provider:10s} {acked:24.1f} {acked / GOAL_PER_S:17.2f} {told_:14.1f}")
+        bench_lines.append(
+            {
+                "work": f"payment notifications, {provider} ({args.workers} workers)",
+                "goal": f">= {GOAL_PER_S:,.0f}/s",
+                "figure": f"{acked:,.0f}/s",
+                "ratio": round(acked / GOAL_PER_S, 3),
+            }
+        )
     print(
         f"(median of {args.rounds} rounds of {args.orders}; the client, the {args.workers} workers and "
         "PostgreSQL share the machine's cores)"
     )
+    for line in bench_lines:  # make bench's table (bench/report.py)
+        print("BENCH " + json.dumps(line, ensure_ascii=False))
 
 
 def main() -> None:
