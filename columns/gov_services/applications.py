@@ -519,12 +519,13 @@ async def proceed_submitted(
         session, app=app, item=item, eligibility=checked, form=form, uploaded=uploaded
     ):
         return app
-    await notify.send(
-        session,
-        account_id=app.applicant_id,
-        template=messages.SUBMITTED,
-        params={"item": app.item_name, "number": app.number, "days": app.limit_days},
-    )
+    if app.bundle_id is None:  # a life event's items are announced together (its own message)
+        await notify.send(
+            session,
+            account_id=app.applicant_id,
+            template=messages.SUBMITTED,
+            params={"item": app.item_name, "number": app.number, "days": app.limit_days},
+        )
     return app
 
 

@@ -487,6 +487,18 @@ async def submit(
             exc.extra.setdefault("item_code", item.code)
             exc.detail = f"{item.name}：{exc.detail}"
             raise
+    # One message for the whole life event (its items' own submitted/accepted/approved are quiet).
+    await notify.send(
+        session,
+        account_id=b.applicant_id,
+        template=messages.BUNDLE_SUBMITTED,
+        params={
+            "bundle": b.bundle_name,
+            "number": b.number,
+            "count": len(items),
+            "departments": len({i.department for i in items}),
+        },
+    )
     return b
 
 

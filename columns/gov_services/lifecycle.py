@@ -135,8 +135,17 @@ async def bundle_changed(session: AsyncSession, app: Application) -> None:
         await outbox.enqueue(session, "gov_services.bundle_progress", bundle_app_id=app.bundle_id)
 
 
+# The steps of a life event's item (一件事) its applicant is not told about one by one: they hear once
+# when the life event is submitted and once when every item has ended; what asks something of them
+# (a supplement, a fee, a refusal, a cancellation) is still told per item.
+QUIET_IN_BUNDLE = frozenset({"已受理", "已办结"})
+
+
 async def tell(session: AsyncSession, app: Application, status: str, note: str = "") -> None:
-    """Tell the applicant their application's status changed."""
+    """Tell the applicant their application's status changed (a life event's item: only what asks
+    something of them, see ``QUIET_IN_BUNDLE``)."""
+    if app.bundle_id is not None and status in QUIET_IN_BUNDLE:
+        return
     await notify.send(
         session,
         account_id=app.applicant_id,

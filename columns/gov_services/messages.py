@@ -8,6 +8,7 @@ from app_api.platform import notify
 SUBMITTED = "gov.submitted"
 STATUS_CHANGED = "gov.status_changed"
 SUPPLEMENT = "gov.supplement"
+BUNDLE_SUBMITTED = "gov.bundle_submitted"
 POSTED = "gov.posted"
 WARNING = "gov.warning"
 FOLLOW_UP = "gov.follow_up"
@@ -21,6 +22,11 @@ notify.register_template(
 )
 notify.register_template(
     SUPPLEMENT, "您申请的“$item”（编号$number）需要补正材料：$reason。补正期间不计入办理时限。"
+)
+notify.register_template(
+    BUNDLE_SUBMITTED,
+    "您的“$bundle”已提交（编号$number），共$count个事项，由$departments个部门办理，全部办结后结果一次送达；"
+    "需要您补正材料或缴费时会另行通知。",
 )
 notify.register_template(POSTED, "您申请的“$item”办理结果已免费寄出，邮件号$tracking_no，请注意查收。")
 notify.register_template(

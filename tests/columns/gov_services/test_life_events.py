@@ -300,6 +300,14 @@ async def test_a_newborn_bundle_reaches_four_departments_and_is_delivered_once_a
     assert [e["kind"] for e in timeline].count("completed") == 1
     mine = (await client.get(f"{API}/bundle-applications", headers=r.headers)).json()["bundle_applications"]
     assert [b["id"] for b in mine] == [bid]
+    # The resident heard twice about the life event: when it was submitted and when it ended;
+    # not about each of the four items being submitted, accepted and approved.
+    inbox = (await client.get("/api/v1/me/notifications", headers=r.headers)).json()["items"]
+    texts = [n["text"] for n in inbox]
+    assert sum("新生儿出生一件事" in t and "已提交" in t and "共4个事项" in t for t in texts) == 1, texts
+    assert sum("新生儿出生一件事" in t and "已全部办结" in t for t in texts) == 1, texts
+    numbers = {a["number"] for a in done["applications"]}
+    assert not [t for t in texts if any(n in t for n in numbers)], texts
 
     # The parcel is signed for: the life event and its posted items are delivered.
     async with httpx.AsyncClient() as raw:
