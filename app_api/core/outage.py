@@ -9,6 +9,8 @@ connections, redis-py reconnects on the next command).
 
 from __future__ import annotations
 
+import re
+
 import redis.exceptions as redis_errors
 import sqlalchemy.exc as sa_errors
 
@@ -29,6 +31,27 @@ _PG_OUTAGE_SQLSTATES = frozenset({"53300", "57P01", "57P02", "57P03"})
 def _pg_outage(exc: BaseException) -> bool:
     state = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
     return isinstance(state, str) and (state.startswith("08") or state in _PG_OUTAGE_SQLSTATES)
+
+
+# A connection torn down under a driver while it writes: uvloop (and asyncio) raise a bare
+# RuntimeError for a write on a transport already closed. The fault suite met it as a 500 when Redis
+# was killed while a connection of redis-py was sending its HELLO. Only when raised inside a
+# driver's code: the same words elsewhere are a bug.
+_CLOSED_TRANSPORT = re.compile(
+    r"^unable to perform operation on <\w*Transport\b.*closed=True.*>; the handler is closed$"
+)
+_DRIVERS = ("redis.", "asyncpg.", "sqlalchemy.")
+
+
+def _closed_under_driver(exc: BaseException) -> bool:
+    if not isinstance(exc, RuntimeError) or not _CLOSED_TRANSPORT.match(str(exc)):
+        return False
+    tb = exc.__traceback__
+    while tb is not None:
+        if str(tb.tb_frame.f_globals.get("__name__", "")).startswith(_DRIVERS):
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _driver_errors() -> tuple[type[Exception], ...]:
@@ -65,7 +88,7 @@ def unavailable_dependency(exc: BaseException) -> str | None:
             or _pg_outage(current)
         ):
             return "database"
-        if isinstance(current, _NETWORK):
+        if isinstance(current, _NETWORK) or _closed_under_driver(current):
             return "network"
         current = current.__cause__ or current.__context__
     return None
