@@ -60,6 +60,14 @@ def environment(own: Path) -> Environment:
     return env
 
 
+class FieldErrors(Exception):
+    """Form input a screen could not read: Chinese messages by field name, shown beside each field."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__(errors)
+        self.errors = errors
+
+
 def new_idem_key() -> str:
     return secrets.token_urlsafe(18)
 

@@ -32,7 +32,15 @@ from app_api.core.errors import AppError
 from app_api.core.money import fen_to_yuan
 from app_api.platform.accounts.principal import Principal
 from app_api.platform.datahub.access_log import Actor, record_read
-from app_api.platform.workbench import IDEM_FIELD, WorkbenchStaff, environment, forbidden, once, render
+from app_api.platform.workbench import (
+    IDEM_FIELD,
+    FieldErrors,
+    WorkbenchStaff,
+    environment,
+    forbidden,
+    once,
+    render,
+)
 from columns.gov_services import applications, instant, lifecycle, rating, review, supervision
 from columns.gov_services.errors import ApplicationNotFound, OutsideDepartment
 from columns.gov_services.models import (
@@ -67,12 +75,6 @@ _env.filters["yuan"] = lambda fen: "" if fen is None else fen_to_yuan(int(fen))
 _env.globals["status_names"] = STATUS_NAMES
 
 router = APIRouter(prefix="/workbench", tags=["workbench"])
-
-
-class FieldErrors(Exception):
-    def __init__(self, errors: dict[str, str]) -> None:
-        super().__init__(errors)
-        self.errors = errors
 
 
 def _available(app: Application) -> list[dict[str, str]]:
@@ -141,6 +143,18 @@ async def _run(
         await instant.confirm(session, app=app, principal=who, **data)
     elif action == "revoke":
         await instant.revoke(session, app=app, principal=who, **data)
+
+
+async def _record_review_read(session: SessionDep, who: Principal, app: Application) -> None:
+    """The reviewer's read of the application (its page or a material), in the applicant's log."""
+    await record_read(
+        session,
+        actor=Actor.of(who, subject_account_id=app.applicant_id),
+        subject_account_id=app.applicant_id,
+        record_type="application",
+        purpose="gov_services.review",
+        application_ref=app.number,
+    )
 
 
 async def _ours(session: SessionDep, who: Principal, app_id: str) -> Application | None:
@@ -234,14 +248,7 @@ async def application(
     app = await _ours(session, who, app_id)
     if app is None:
         return forbidden(request, who, ROLE, message=NOT_OURS) or HTMLResponse(status_code=403)
-    await record_read(
-        session,
-        actor=Actor.of(who, subject_account_id=app.applicant_id),
-        subject_account_id=app.applicant_id,
-        record_type="application",
-        purpose="gov_services.review",
-        application_ref=app.number,
-    )
+    await _record_review_read(session, who, app)
     return await _page(request, session, who, app, done=done)
 
 
@@ -262,14 +269,7 @@ async def material(
     if app is None or upload is None or upload.application_id != app.id:
         return forbidden(request, who, ROLE, message=NOT_OURS) or HTMLResponse(status_code=403)
     data = await get_storage().get(upload.storage_key)
-    await record_read(
-        session,
-        actor=Actor.of(who, subject_account_id=app.applicant_id),
-        subject_account_id=app.applicant_id,
-        record_type="application",
-        purpose="gov_services.review",
-        application_ref=app.number,
-    )
+    await _record_review_read(session, who, app)
     media = _PREVIEW.get(upload.kind, "application/octet-stream")
     disposition = "inline" if upload.kind in _PREVIEW else "attachment"
     headers = {

@@ -21,7 +21,15 @@ from app_api.core.db import SessionDep, savepoint
 from app_api.core.errors import AppError
 from app_api.core.money import fen_to_yuan, yuan_to_fen
 from app_api.platform.accounts.principal import Principal
-from app_api.platform.workbench import IDEM_FIELD, WorkbenchStaff, environment, forbidden, once, render
+from app_api.platform.workbench import (
+    IDEM_FIELD,
+    FieldErrors,
+    WorkbenchStaff,
+    environment,
+    forbidden,
+    once,
+    render,
+)
 from columns.loans import review
 from columns.loans.applications import STATUS_NAMES
 from columns.loans.errors import AmountOutOfRange, ApplicationNotFound, RateOutOfRange, TermOutOfRange
@@ -60,14 +68,6 @@ _env.globals["action_names"] = {
 }
 
 router = APIRouter(prefix="/workbench", tags=["workbench"])
-
-
-class FieldErrors(Exception):
-    """Form input the screen could not read: Chinese messages by field name."""
-
-    def __init__(self, errors: dict[str, str]) -> None:
-        super().__init__(errors)
-        self.errors = errors
 
 
 def _available(status: str) -> list[dict[str, str]]:
