@@ -13,6 +13,7 @@ import pytest
 from sqlmodel import select
 
 from app_api.core.db import session_scope, sessionmaker
+from tests.citizens import new_id_number
 from tests.conftest import LoginFn, new_phone, set_level
 
 API = "/api/v1"
@@ -94,14 +95,13 @@ async def make_resident(
     from app_api.core.crypto import encrypt_str
     from app_api.platform.accounts.models import Account
     from app_api.platform.accounts.principal import invalidate
-    from app_api.platform.datahub.citizen_id import make
     from app_api.platform.datahub.service import id_hash
 
     phone = new_phone()
     headers = await login(phone)
     await set_level(client, headers, level)
     rid = (await client.get(f"{API}/me", headers=headers)).json()["id"]
-    id_number = make("341602", dt.date(1948, 1, 1) + dt.timedelta(days=next(_seq)), next(_seq))
+    id_number = new_id_number("341602", dt.date(1948, 1, 1) + dt.timedelta(days=next(_seq)))
     if real_name:
         async with session_scope() as s:
             acc = await s.get(Account, rid)

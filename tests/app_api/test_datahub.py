@@ -16,13 +16,13 @@ from app_api.platform.consent import service as consent
 from app_api.platform.datahub.citizen_id import make, problem
 from app_api.platform.datahub.models import PopulationRecord
 from app_api.platform.datahub.service import Datahub, HttpDatahub, LocalDatahub, RecordNotFound, id_hash
+from tests.citizens import new_id_number
 from tests.conftest import LoginFn
 
 
 async def make_person(photo: bytes | None = b"\xff\xd8fakejpeg") -> str:
-    import secrets
 
-    idn = make("341602", dt.date(1960, 1, 1), secrets.randbelow(999))
+    idn = new_id_number("341602", dt.date(1960, 1, 1))
     async with session_scope() as s:
         existing = (
             await s.exec(select(PopulationRecord).where(PopulationRecord.id_number_hash == id_hash(idn)))

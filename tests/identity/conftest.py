@@ -15,6 +15,7 @@ from identity_helpers import FACES, LIMITS, face_bytes
 
 from identity.face.engine import FaceAnalysis, analyse_image
 from identity.face.pool import FaceEngine
+from tests.citizens import new_id_number
 
 
 @pytest.fixture(scope="session")
@@ -101,13 +102,12 @@ async def person_factory(app: Any) -> Callable[..., Awaitable[tuple[str, str]]]:
 
     from app_api.core.crypto import encrypt_bytes, encrypt_str
     from app_api.core.db import session_scope
-    from app_api.platform.datahub.citizen_id import make
     from app_api.platform.datahub.models import PopulationRecord
     from app_api.platform.datahub.service import id_hash
 
     async def person(name: str, photo: str | None = "obama_3.jpg") -> tuple[str, str]:
         birth = dt.date(1950 + secrets.randbelow(50), 1 + secrets.randbelow(12), 1 + secrets.randbelow(28))
-        number = make("341602", birth, secrets.randbelow(1000))
+        number = new_id_number("341602", birth)
         async with session_scope() as s:
             s.add(
                 PopulationRecord(

@@ -27,6 +27,7 @@ from identity_api_helpers import challenge, consented, problem, real_name, uploa
 from identity_helpers import LIMITS, face_bytes
 
 from identity.face.pool import FaceEngine
+from tests.citizens import new_id_number
 from tests.conftest import free_port, real_login
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads processes from /proc")
@@ -133,12 +134,11 @@ async def new_person(name: str, photo: str) -> str:
     """A population record with an ID photo in the local data center; returns the ID number."""
     from app_api.core.crypto import encrypt_bytes, encrypt_str
     from app_api.core.db import session_scope
-    from app_api.platform.datahub.citizen_id import make
     from app_api.platform.datahub.models import PopulationRecord
     from app_api.platform.datahub.service import id_hash
 
     birth = dt.date(1950 + secrets.randbelow(50), 1 + secrets.randbelow(12), 1 + secrets.randbelow(28))
-    number = make("341602", birth, secrets.randbelow(1000))
+    number = new_id_number("341602", birth)
     async with session_scope() as s:
         s.add(
             PopulationRecord(

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from tests.citizens import new_id_number
 from tests.conftest import LoginFn, new_phone
 
 API = "/api/v1/columns/gov_services"
@@ -62,7 +63,6 @@ async def make_resident(
     from app_api.core.db import session_scope
     from app_api.platform.accounts.models import Account
     from app_api.platform.accounts.principal import invalidate
-    from app_api.platform.datahub.citizen_id import make
     from app_api.platform.datahub.models import ECertificate, PopulationRecord
     from app_api.platform.datahub.service import id_hash
 
@@ -70,7 +70,7 @@ async def make_resident(
     headers = await login(phone, level=level)
     me = (await client.get("/api/v1/me", headers=headers)).json()
     birth = dt.date(1940, 1, 1) + dt.timedelta(days=secrets.randbelow(365 * 20))
-    id_number = make("341602", birth, secrets.randbelow(999) + 1)
+    id_number = new_id_number("341602", birth)
     name = "测试" + secrets.choice("明华强丽芳军")
     async with session_scope() as s:
         account = await s.get(Account, me["id"])

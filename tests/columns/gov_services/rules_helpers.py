@@ -9,6 +9,7 @@ import uuid
 
 import httpx
 
+from tests.citizens import new_id_number
 from tests.columns.gov_services.conftest import API, Resident, jpeg
 from tests.conftest import LoginFn, new_phone
 
@@ -37,14 +38,13 @@ async def resident_born(
     from app_api.core.db import session_scope
     from app_api.platform.accounts.models import Account
     from app_api.platform.accounts.principal import invalidate
-    from app_api.platform.datahub.citizen_id import make
     from app_api.platform.datahub.models import ECertificate, PopulationRecord
     from app_api.platform.datahub.service import id_hash
 
     phone = new_phone()
     headers = await login(phone, level=3)
     me = (await client.get("/api/v1/me", headers=headers)).json()
-    id_number = make("341602", birth, secrets.randbelow(999) + 1)
+    id_number = new_id_number("341602", birth)
     name = "测试" + secrets.choice("明华强丽芳军")
     async with session_scope() as s:
         account = await s.get(Account, me["id"])

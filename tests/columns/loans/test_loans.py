@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from tests.citizens import new_id_number
+
 API = "/api/v1/columns/loans"
 
 
@@ -50,11 +52,10 @@ async def applicant(client: Any, login: Any, *, level: int = 3) -> tuple[dict[st
     from app_api.core.crypto import encrypt_str
     from app_api.core.db import session_scope
     from app_api.platform.accounts.models import Account
-    from app_api.platform.datahub.citizen_id import make
 
     headers = await login(level=level)
     me = (await client.get("/api/v1/me", headers=headers)).json()
-    number = make("341623", dt.date(1979, 8, 2), secrets.randbelow(999) + 1)
+    number = new_id_number("341623", dt.date(1979, 8, 2))
     async with session_scope() as s:
         a = await s.get(Account, me["id"])
         assert a is not None

@@ -9,6 +9,7 @@ import secrets
 from typing import Any
 
 from columns.provident_fund.sandbox.center import Person
+from tests.citizens import new_id_number
 
 API = "/api/v1/columns/provident_fund"
 
@@ -26,11 +27,10 @@ async def real_named(
     from app_api.core.crypto import encrypt_str
     from app_api.core.db import session_scope
     from app_api.platform.accounts.models import Account
-    from app_api.platform.datahub.citizen_id import make
     from app_api.platform.datahub.service import id_hash
 
     headers = await login(level=level)
-    number = make("341602", dt.date(1985, 3, 14), secrets.randbelow(999) + 1)
+    number = new_id_number("341602", dt.date(1985, 3, 14))
     me = (await client.get("/api/v1/me", headers=headers)).json()
     async with session_scope() as s:
         account = await s.get(Account, me["id"])
