@@ -63,7 +63,7 @@ def _memoize_default_factory_check() -> None:
             return original(default_factory)
 
     takes_validated_data_argument._wojia_memoized = True  # type: ignore[attr-defined]
-    _fields.takes_validated_data_argument = takes_validated_data_argument
+    _fields.takes_validated_data_argument = takes_validated_data_argument  # type: ignore[assignment]
 
 
 _memoize_default_factory_check()
