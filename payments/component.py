@@ -3,7 +3,7 @@
 from starlette.types import ASGIApp
 
 from app_api.core.component import Component, Mount, Sandbox
-from payments import models, router, tasks
+from payments import external_cashier, models, router, tasks
 from payments.registry import SANDBOX_PREFIX
 
 
@@ -24,5 +24,6 @@ component = Component(
     routers=(Mount(router.router_all),),
     sandboxes=(Sandbox(SANDBOX_PREFIX, sandbox_app),),
     models=(models,),
-    tasks=(tasks,),
+    # external_cashier: the open platform's cashier port and its paid hook, loaded with the tasks.
+    tasks=(tasks, external_cashier),
 )
