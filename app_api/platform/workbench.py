@@ -44,7 +44,11 @@ NAV: list[tuple[str, str, str]] = [
     ("reviewer", "效能督办", "/api/v1/columns/gov_services/workbench/supervision"),
     ("admin", "效能督办", "/api/v1/columns/gov_services/workbench/supervision"),
     ("bank_officer", "贷款审批", "/api/v1/columns/loans/workbench/"),
+    ("agent", "代办服务", f"{WORKBENCH}agent/"),
+    ("agent", "批量代办", f"{WORKBENCH}agent/batch"),
     ("admin", "栏目管理", f"{WORKBENCH}admin/columns"),
+    ("admin", "人员与角色", f"{WORKBENCH}admin/staff"),
+    ("admin", "审计核验", f"{WORKBENCH}admin/audit"),
     ("finance", "财务对账", "/api/v1/payments/finance/console"),
 ]
 
@@ -156,7 +160,19 @@ async def once(principal: Principal, key: str, action: Callable[[], Awaitable[st
 router = APIRouter(prefix="/workbench", tags=["workbench"])
 
 
+def mount(screens: APIRouter) -> None:
+    """Add a platform package's screens under ``/workbench`` (they ride on this router's mount)."""
+    router.include_router(screens)
+
+
 @router.get("/", response_class=HTMLResponse)
 async def index(request: Request, who: WorkbenchStaff) -> HTMLResponse:
     """The workbench home: the screens of the staff member's roles."""
     return render(_shared, "index.html", request, who)
+
+
+# The platform's own screens call mount() when their module is imported. Imported here, last, so
+# that mounting the console's component brings them; a screen module imported first finds this one
+# complete and mounts itself when it is done.
+from app_api.platform import workbench_admin  # noqa: E402, F401
+from app_api.platform.agents import workbench as agents_workbench  # noqa: E402, F401
