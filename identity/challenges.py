@@ -1,4 +1,7 @@
-"""Liveness challenges (a random order of moves under a single-use nonce) and the daily face lock."""
+"""Liveness challenges (a random order of moves under a single-use nonce, valid two minutes) and the
+daily face lock. The steps are kept server-side under the nonce's hash: the upload names the nonce
+only, and the capture is checked against the steps stored here, never against steps the client
+sends."""
 
 from __future__ import annotations
 
@@ -16,10 +19,11 @@ from app_api.platform.accounts.principal import Principal
 from identity import errors
 from identity.attempts import bump, day, seconds_to_midnight
 from identity.config import get_identity_settings
+from identity.face.capture import CaptureLimits
 from identity.face.liveness import STEP_LABELS_ZH, Step
 from identity.face_data import active_face_consent
 from identity.purposes import FACE_PURPOSE, check_purpose
-from identity.schemas import ChallengeFrames, ChallengeOut
+from identity.schemas import ChallengeCapture, ChallengeFrames, ChallengeOut
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,13 @@ async def check_not_locked(account_id: str) -> None:
         raise errors.FaceLocked(retry_after=reset_in, failures=fails)
 
 
+def draw_steps() -> list[Step]:
+    """The moves of a new challenge: all three, in an order from the system's CSPRNG."""
+    steps = list(Step)
+    secrets.SystemRandom().shuffle(steps)
+    return steps
+
+
 def _challenge_key(account_id: str, nonce: str) -> str:
     return f"identity:challenge:{account_id}:{hashlib.sha256(nonce.encode()).hexdigest()}"
 
@@ -64,8 +75,7 @@ async def issue_challenge(session: AsyncSession, *, principal: Principal, purpos
     count, reset_in = await bump(f"identity:challenges:{principal.id}:{day()}")
     if count > s.challenges_per_day:
         raise errors.ChallengeLimit(retry_after=reset_in)
-    steps = list(Step)
-    secrets.SystemRandom().shuffle(steps)
+    steps = draw_steps()
     nonce = secrets.token_urlsafe(24)
     r = await get_redis()
     payload = {"steps": [x.value for x in steps], "purpose": purpose, "issued_at": utcnow().isoformat()}
@@ -84,6 +94,23 @@ async def issue_challenge(session: AsyncSession, *, principal: Principal, purpos
             max_pixels=s.max_image_pixels,
             formats=["image/jpeg", "image/png", "image/webp"],
         ),
+        capture=_capture_rules(),
+    )
+
+
+def _capture_rules() -> ChallengeCapture:
+    lim = CaptureLimits()
+    return ChallengeCapture(
+        min_fps=lim.min_fps,
+        max_fps=lim.max_fps,
+        min_duration_ms=lim.min_duration_ms,
+        max_duration_ms=lim.max_duration_ms,
+        min_frames=lim.min_frames,
+        max_frames=lim.max_frames,
+        max_bytes=lim.max_bytes,
+        max_pixels=lim.max_pixels,
+        clip_formats=["video/mp4", "video/x-msvideo", "video/mpeg", "image/gif"],
+        burst_formats=["image/jpeg", "image/png", "image/webp"],
     )
 
 

@@ -52,6 +52,16 @@ class IdentitySettings(WojiaSettings):
     face_workers: int = 2
     face_max_inflight: int = 8
     face_job_timeout_s: float = 20.0
+    # Seconds for one whole capture (a clip or timed burst) in one worker: decoding, then detection,
+    # landmarks and encoding of every analysed frame. A 3 s clip analysed at 15 fps is 45 frames,
+    # 7-14 s on one loaded core; the budget leaves room for a second capture queued behind it.
+    face_capture_timeout_s: float = Field(default=60.0, gt=0)
+    # Face work on at most this many frames a second of a capture (every frame is still validated).
+    capture_analyse_fps: float = Field(default=15.0, ge=8, le=61)
+    # HOG upsampling for a capture's frames. 0: faces from about 80 px (at most 640 px on the
+    # longer side), which a selfie capture exceeds by far, at a quarter of the work of 1; 1 finds
+    # faces from about 40 px (the still photos' setting, detect_upsample).
+    capture_detect_upsample: int = Field(default=0, ge=0, le=2)
     # The pool's workers start on the first face job and stop after this many seconds without
     # one (0: they stay until shutdown). Each holds the dlib models, about 160 MB.
     face_pool_idle_s: float = Field(default=300.0, ge=0)

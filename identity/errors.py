@@ -249,3 +249,12 @@ class VerifierNotCertified(AppError):
     code = "identity.verifier_not_certified"
     title = "本地人脸核验不能用于三级实名认证或敏感业务的身份确认"
     status = 403
+
+
+class CaptureRequired(AppError):
+    """The local verifier judges liveness on one capture only (a clip, or a burst with a timestamp
+    per frame): separately uploaded stills can no longer show it (docs/identity.md)."""
+
+    code = "identity.capture_required"
+    title = "请使用手机相机连续拍摄，按提示完成动作后上传视频或连拍"
+    status = 422

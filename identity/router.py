@@ -19,6 +19,7 @@ from identity import attestation, face_data, overview, step_up
 from identity.attempts import AttemptRecorded
 from identity.challenges import issue_challenge
 from identity.config import get_identity_settings
+from identity.face.capture import CaptureLimits
 from identity.real_name import verify_real_name
 from identity.schemas import (
     AgentStepUpIn,
@@ -99,19 +100,42 @@ async def face_verification(
     session: SessionDep,
     request: Request,
     challenge_id: Annotated[str, Form(min_length=10, max_length=100)],
-    frames: Annotated[list[UploadFile], File(description="按时间顺序的画面（JPEG/PNG/WebP）")],
+    clip: Annotated[
+        UploadFile | None, File(description="一段连续拍摄的视频（MP4/AVI/MPEG/GIF），按提示完成全部动作")
+    ] = None,
+    frames: Annotated[
+        list[UploadFile] | None, File(description="或：连拍画面（JPEG/PNG/WebP），按时间顺序")
+    ] = None,
+    timestamps_ms: Annotated[
+        str | None, Form(max_length=20_000, description="连拍时每帧的拍摄时间（毫秒，JSON 数组）")
+    ] = None,
+    step_windows_ms: Annotated[
+        str | None,
+        Form(max_length=2_000, description="可选：每个动作提示显示的时间段（距第一帧的毫秒，JSON 数组）"),
+    ] = None,
 ) -> FaceVerifiedOut | JSONResponse:
-    """Upload the challenge's frames; on success the account is L3 and gets a step-up token."""
+    """Upload one capture of the challenge (a clip, or a timed burst); on success L3 and a step-up token."""
     s = get_identity_settings()
+    lim = CaptureLimits()
+    clip_data = None if clip is None else await clip.read(lim.max_bytes + 1)
     data: list[bytes] = []
     # Read at most one frame past the limit, and at most one byte past each frame's limit: the
     # service refuses both, and nothing larger is held in memory.
-    for f in frames[: s.max_frames + 1]:
+    uploads = frames or []
+    for f in uploads[: lim.max_frames + 1]:
         data.append(await f.read(s.max_image_bytes + 1))
-    if len(frames) > s.max_frames:
-        data.extend(b"" for _ in range(len(frames) - len(data)))
+    if len(uploads) > lim.max_frames:
+        data.extend(b"" for _ in range(len(uploads) - len(data)))
     try:
-        return await verify_face(session, principal=principal, challenge_id=challenge_id, frames=data)
+        return await verify_face(
+            session,
+            principal=principal,
+            challenge_id=challenge_id,
+            clip=clip_data,
+            frames=data,
+            timestamps_ms=timestamps_ms,
+            step_windows_ms=step_windows_ms,
+        )
     except AttemptRecorded as e:
         return _problem(e.error, request)
 

@@ -76,13 +76,30 @@ class ChallengeFrames(BaseModel):
     formats: list[str]
 
 
+class ChallengeCapture(BaseModel):
+    """What the capture (one clip, or one burst with a timestamp per frame) must be."""
+
+    min_fps: float
+    max_fps: float
+    min_duration_ms: float
+    max_duration_ms: float
+    min_frames: int
+    max_frames: int
+    max_bytes: int
+    max_pixels: int
+    clip_formats: list[str]
+    burst_formats: list[str]
+
+
 class ChallengeOut(BaseModel):
     challenge_id: str
     steps: list[str]
     instructions: list[str]
     purpose: str
     expires_in: int
+    # The stills upload of a certified remote verifier (see docs/identity.md).
     frames: ChallengeFrames
+    capture: ChallengeCapture
 
 
 class FaceVerifiedOut(BaseModel):

@@ -1,8 +1,17 @@
-"""Face verification: the challenge's frames against the reference face; L3 and a step-up token on
-success. Every outcome is recorded (attempt row and audit line), refusals and failures included."""
+"""Face verification: the challenge's capture against the reference face; L3 and a step-up token on
+success. Every outcome is recorded (attempt row and audit line), refusals and failures included.
+
+The local verifier needs one capture (a clip, or a burst with a timestamp per frame) and checks it
+in the face engine's pool (``identity.face.capture``); stills without timestamps are refused
+(``identity.capture_required``). A remote verifier (a licensed service doing its own liveness)
+gets the burst's frames as before. The request awaits the pool's job (seconds): the event loop is
+free meanwhile, and the face work runs in the pool's processes, not in the api's.
+"""
 
 from __future__ import annotations
 
+import json
+import math
 from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -19,8 +28,10 @@ from identity import errors
 from identity.attempts import AttemptRecorded, add_attempt, bump
 from identity.challenges import check_not_locked, consume_challenge, fail_key
 from identity.config import get_identity_settings
+from identity.face.capture import CaptureInvalid, CaptureLimits, CaptureTooLarge
 from identity.face.factory import get_verifier, may_grant_l3
 from identity.face.verifier import (
+    CaptureUpload,
     FaceVerifier,
     LocalFaceVerifier,
     Reference,
@@ -121,10 +132,77 @@ def _split(result: VerificationResult) -> tuple[dict[str, Any], dict[str, Any]]:
     return plain, scores
 
 
+def _numbers(raw: str | None, name: str) -> list[Any] | None:
+    """A JSON array from a form field (None when the field was not sent)."""
+    if raw is None or raw == "":
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise CaptureInvalid(f"{name} 不是 JSON 数组", field=name) from None
+    if not isinstance(value, list):
+        raise CaptureInvalid(f"{name} 不是 JSON 数组", field=name)
+    return value
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def parse_capture(
+    *,
+    clip: bytes | None,
+    frames: list[bytes],
+    timestamps_ms: str | None,
+    step_windows_ms: str | None,
+    steps: int,
+) -> CaptureUpload:
+    """The upload as one :class:`CaptureUpload`; malformed fields raise ``identity.capture_invalid``."""
+    if clip is not None and frames:
+        raise CaptureInvalid("请只上传视频（clip）或连拍画面（frames）之一")
+    ts = _numbers(timestamps_ms, "timestamps_ms")
+    if ts is not None:
+        if clip is not None:
+            raise CaptureInvalid("视频自带时间戳，不应另附 timestamps_ms", field="timestamps_ms")
+        if not all(_finite(x) for x in ts):
+            raise CaptureInvalid("timestamps_ms 应为数字（毫秒）", field="timestamps_ms")
+        if len(ts) != len(frames):
+            raise CaptureInvalid(
+                f"连拍 {len(frames)} 帧，时间戳 {len(ts)} 个", frames=len(frames), timestamps=len(ts)
+            )
+    windows = _numbers(step_windows_ms, "step_windows_ms")
+    if windows is not None:
+        ok = len(windows) == steps and all(
+            isinstance(w, list) and len(w) == 2 and all(_finite(x) for x in w) and w[0] <= w[1]
+            for w in windows
+        )
+        if not ok:
+            raise CaptureInvalid(
+                f"step_windows_ms 应为 {steps} 个 [开始, 结束] 毫秒区间", field="step_windows_ms"
+            )
+    if clip is None and not frames:
+        raise CaptureInvalid("没有上传视频或连拍画面")
+    return CaptureUpload(
+        clip=clip,
+        burst=tuple(frames),
+        timestamps_ms=None if ts is None else [float(x) for x in ts],
+        step_windows_ms=None if windows is None else [(float(a), float(b)) for a, b in windows],
+    )
+
+
 async def verify_face(
-    session: AsyncSession, *, principal: Principal, challenge_id: str, frames: list[bytes]
+    session: AsyncSession,
+    *,
+    principal: Principal,
+    challenge_id: str,
+    clip: bytes | None = None,
+    frames: list[bytes] | None = None,
+    timestamps_ms: str | None = None,
+    step_windows_ms: str | None = None,
 ) -> FaceVerifiedOut:
-    """Check the frames against the challenge and the registry photo; on success L3 and a step-up token."""
+    """Check the capture against the challenge and the registry photo; on success L3 and a step-up
+    token. ``timestamps_ms`` and ``step_windows_ms`` are the form fields as sent (JSON arrays)."""
+    frames = frames or []
     challenge = await consume_challenge(principal.id, challenge_id)
     purpose, steps = challenge.purpose, challenge.steps
     await check_not_locked(principal.id)
@@ -139,12 +217,35 @@ async def verify_face(
     refused = _Refusal(
         session, account_id=account.id, purpose=purpose, verifier=verifier.name, frames=len(frames)
     )
-
-    for i, f in enumerate(frames[: s.max_frames]):
+    lim = CaptureLimits()
+    if clip is not None and len(clip) > lim.max_bytes:
+        raise await refused(CaptureTooLarge("视频文件过大", max_bytes=lim.max_bytes))
+    for i, f in enumerate(frames[: lim.max_frames]):
         if len(f) > s.max_image_bytes:
             raise await refused(
                 errors.ImageTooLarge(f"第 {i + 1} 帧文件过大", frame=i, max_bytes=s.max_image_bytes)
             )
+    try:
+        capture = parse_capture(
+            clip=clip,
+            frames=frames,
+            timestamps_ms=timestamps_ms,
+            step_windows_ms=step_windows_ms,
+            steps=len(steps),
+        )
+    except AppError as e:
+        raise await refused(e) from None
+    local = isinstance(verifier, LocalFaceVerifier)
+    if local and not capture.is_capture:
+        raise await refused(
+            errors.CaptureRequired(
+                "单独拍摄的照片无法证明活体：请上传一段视频（clip），或连拍画面并附每帧的拍摄时间（timestamps_ms）"
+            )
+        )
+    if not local and capture.clip is not None:
+        raise await refused(
+            CaptureInvalid("本部署的实人认证服务接受连拍画面（frames），暂不接受视频文件", field="clip")
+        )
 
     reference, ref_source, photo = await _reference(
         session,
@@ -155,7 +256,10 @@ async def verify_face(
         refused=refused,
     )
     try:
-        result = await verifier.verify(steps=steps, frames=frames, reference=reference)
+        if isinstance(verifier, LocalFaceVerifier):
+            result = await verifier.verify_capture(steps=steps, capture=capture, reference=reference)
+        else:
+            result = await verifier.verify(steps=steps, frames=frames, reference=reference)
     except AppError as e:
         raise await refused(e, reference=ref_source) from None
 
@@ -182,6 +286,7 @@ async def verify_face(
             "reference": ref_source,
             "reference_encoding_kept": reference.template is not None,
             "frames": len(frames),
+            "capture": "clip" if capture.clip is not None else "burst" if capture.is_capture else "stills",
         },
     )
     await audit.record(

@@ -11,6 +11,11 @@ job timeout for a slot and then gets ``identity.face_engine_busy``. A job that e
 answers ``identity.face_engine_timeout``; its slot is released only when the worker really
 finishes (a process-pool job cannot be interrupted), so a stuck image cannot make the pool accept
 more work than it can do.
+
+Two kinds of job: one image (``analyse``, ``face_job_timeout_s``) and one whole capture
+(``capture``: a clip or timed burst checked against the challenge by ``capture_job``,
+``face_capture_timeout_s``). A capture holds one worker for seconds; the api's event loop only
+awaits it.
 """
 
 from __future__ import annotations
@@ -20,15 +25,18 @@ import contextlib
 import logging
 import multiprocessing
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
 
 from identity.errors import FaceEngineBusy, FaceEngineFailed, FaceEngineTimeout
+from identity.face.capture import CaptureLimits, CaptureOutcome, capture_job
 from identity.face.engine import FaceAnalysis, analyse_image, warm_up
 from identity.face.image import ImageLimits
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class FaceEngine:
@@ -41,13 +49,22 @@ class FaceEngine:
         timeout_s: float = 20.0,
         upsample: int = 1,
         idle_s: float = 0.0,
+        capture_timeout_s: float = 60.0,
+        capture_limits: CaptureLimits | None = None,
+        capture_fps: float = 15.0,
+        capture_upsample: int = 0,
     ) -> None:
         """``idle_s``: stop the worker processes after this many seconds without a job (0: keep
-        them until :meth:`close`)."""
+        them until :meth:`close`). ``capture_timeout_s``: the budget of one capture job (a whole
+        clip: one detection and encoding per analysed frame), much longer than one image's."""
         self.limits = limits
         self.workers = workers
         self.max_inflight = max_inflight
         self.timeout_s = timeout_s
+        self.capture_timeout_s = capture_timeout_s
+        self.capture_limits = capture_limits or CaptureLimits()
+        self.capture_fps = capture_fps
+        self.capture_upsample = capture_upsample
         self.upsample = upsample
         self.idle_s = idle_s
         self._pool: ProcessPoolExecutor | None = None
@@ -112,46 +129,77 @@ class FaceEngine:
 
     async def analyse(self, data: bytes, *, encode: bool = True) -> FaceAnalysis:
         """Decode, detect, landmarks and encode one image in a worker."""
+        return await self._run(
+            analyse_image, data, self.limits, upsample=self.upsample, encode=encode, timeout_s=self.timeout_s
+        )
+
+    async def capture(
+        self,
+        steps: Sequence[str],
+        *,
+        clip: bytes | None = None,
+        burst: Sequence[bytes] | None = None,
+        timestamps_ms: Sequence[float] | None = None,
+        step_windows_ms: Sequence[tuple[float, float]] | None = None,
+    ) -> CaptureOutcome:
+        """One whole capture (a clip, or a burst with its timestamps) checked against the challenge's
+        steps in one worker (``identity.face.capture.capture_job``), under ``capture_timeout_s``."""
+        return await self._run(
+            capture_job,
+            list(steps),
+            clip=clip,
+            burst=list(burst) if burst is not None else None,
+            timestamps_ms=list(timestamps_ms) if timestamps_ms is not None else None,
+            step_windows_ms=list(step_windows_ms) if step_windows_ms is not None else None,
+            limits=self.capture_limits,
+            upsample=self.capture_upsample,
+            analyse_fps=self.capture_fps,
+            timeout_s=self.capture_timeout_s,
+        )
+
+    async def _run(self, fn: Callable[..., T], *args: Any, timeout_s: float, **kwargs: Any) -> T:
         try:
-            return await self._analyse_once(data, encode=encode)
+            return await self._run_once(fn, args, kwargs, timeout_s)
         except BrokenProcessPool:
             # A worker died under this job (or just before it: the executor notices a dead
             # worker only asynchronously). Once more on a fresh pool; a second death is an error.
             log.warning("face engine worker died; retrying the job on a fresh pool")
             try:
-                return await self._analyse_once(data, encode=encode)
+                return await self._run_once(fn, args, kwargs, timeout_s)
             except BrokenProcessPool:
                 raise FaceEngineFailed() from None
 
-    async def _analyse_once(self, data: bytes, *, encode: bool) -> FaceAnalysis:
+    async def _run_once(
+        self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any], timeout_s: float
+    ) -> T:
         try:
-            await asyncio.wait_for(self._slots.acquire(), timeout=self.timeout_s)
+            await asyncio.wait_for(self._slots.acquire(), timeout=timeout_s)
         except TimeoutError:
             raise FaceEngineBusy() from None
         loop = asyncio.get_running_loop()
         try:
-            fut = self._submit(data, encode=encode)
+            fut = self._submit(fn, args, kwargs)
         except BaseException:
             self._slots.release()
             raise
 
-        def done(_f: Future[FaceAnalysis]) -> None:
+        def done(_f: Future[T]) -> None:
             # Release the slot when the worker is done, whether or not anyone still waits for it.
             self._last_used = time.monotonic()
             self._slots.release()
 
         fut.add_done_callback(lambda f: loop.call_soon_threadsafe(done, f))
         try:
-            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(fut)), timeout=self.timeout_s)
+            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(fut)), timeout=timeout_s)
         except TimeoutError:
             raise FaceEngineTimeout() from None
 
-    def _submit(self, data: bytes, *, encode: bool) -> Future[FaceAnalysis]:
+    def _submit(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[T]:
         self._last_used = time.monotonic()
         for attempt in (1, 2):
             pool = self._executor()
             try:
-                return pool.submit(analyse_image, data, self.limits, upsample=self.upsample, encode=encode)
+                return pool.submit(fn, *args, **kwargs)
             except BrokenProcessPool:
                 # The pool broke while idle (a worker was killed): replace it.
                 self._drop(pool)
@@ -186,6 +234,9 @@ def get_face_engine() -> FaceEngine:
             timeout_s=s.face_job_timeout_s,
             upsample=s.detect_upsample,
             idle_s=s.face_pool_idle_s,
+            capture_timeout_s=s.face_capture_timeout_s,
+            capture_fps=s.capture_analyse_fps,
+            capture_upsample=s.capture_detect_upsample,
         )
     return _engine
 

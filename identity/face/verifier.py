@@ -10,6 +10,14 @@ protocol, ``docs/adapters/realperson.yaml``). A deployment picks one with
 Contract: bad input (unreadable image, no face, two faces, too many frames) raises the matching
 ``identity.*`` error; a completed check returns a :class:`VerificationResult`, passed or not,
 with the figures the audit log keeps.
+
+The local verifier judges liveness on **one capture** (:class:`CaptureUpload`: a clip, or a burst
+with a timestamp per frame; ``LocalFaceVerifier.verify_capture``, ``identity.face.capture``). Its
+stills judge (``verify``: landmark moves across separately taken photos) cannot tell a doctored
+photo from a face (issue 13) and never serves the deployment's own check: the verification flow
+refuses stills for the local verifier (``identity.capture_required``). It stays only as the
+decision of the development stand-in for a licensed real-person service (``identity.sandbox.
+realperson``), whose protocol takes stills and whose real counterpart does its own liveness.
 """
 
 from __future__ import annotations
@@ -22,6 +30,13 @@ from typing import Any, Protocol
 
 from app_api.core.errors import AppError
 from identity import errors
+from identity.face.capture import (
+    CaptureLivenessFailed,
+    CaptureMultipleFaces,
+    CaptureNoFace,
+    CaptureNotContinuous,
+    CaptureOutcome,
+)
 from identity.face.engine import FaceAnalysis, face_distance
 from identity.face.liveness import LivenessConfig, Step, check_liveness
 from identity.face.pool import FaceEngine
@@ -39,6 +54,36 @@ class Reference:
     name: str
     photo: bytes | None = None
     template: Sequence[float] | None = None
+
+
+@dataclass(frozen=True)
+class CaptureUpload:
+    """One capture of the challenge: a clip, or a burst of frames with the capture time of each
+    (ms, the camera's clock), and optionally the time window (ms from the first frame) in which the
+    client showed each step's instruction."""
+
+    clip: bytes | None = None
+    burst: Sequence[bytes] = ()
+    timestamps_ms: Sequence[float] | None = None
+    step_windows_ms: Sequence[tuple[float, float]] | None = None
+
+    @property
+    def is_capture(self) -> bool:
+        """A clip or a timed burst (stills without timestamps are not a capture)."""
+        return self.clip is not None or self.timestamps_ms is not None
+
+    @property
+    def frames(self) -> int:
+        return len(self.burst)
+
+
+# What a capture's refusal says about the person in front of the camera (a verdict counted towards
+# the day's failures), as against a refusal of the upload itself (frame rate, size, format: a
+# recorded refusal only). Not one face track covers a collage, alternating photos, a photo moved
+# about and a change of person.
+CAPTURE_VERDICTS = frozenset(
+    {CaptureNotContinuous.code, CaptureMultipleFaces.code, CaptureNoFace.code, CaptureLivenessFailed.code}
+)
 
 
 @dataclass
@@ -177,6 +222,68 @@ class LocalFaceVerifier:
             raise_for_frame(a, i)
         return self.judge(steps, analyses, ref_encoding, t0=t0)
 
+    async def verify_capture(
+        self, *, steps: Sequence[Step], capture: CaptureUpload, reference: Reference
+    ) -> VerificationResult:
+        """One capture against the challenge (continuity, 3D turns, blinks: ``capture_job`` in the
+        pool), then its best frame against the reference. A refused upload raises its
+        ``identity.capture_*`` error; a capture that is not one live track, or not the asked moves,
+        or not the reference's person returns a failed result."""
+        t0 = time.perf_counter()
+        if not capture.is_capture:
+            raise errors.CaptureRequired(
+                "本核验方式需要一次连续拍摄：上传视频（clip），或连拍画面并附每帧的拍摄时间（timestamps_ms）"
+            )
+        outcome_task = asyncio.ensure_future(
+            self.engine.capture(
+                [s.value for s in steps],
+                clip=capture.clip,
+                burst=None if capture.clip is not None else list(capture.burst),
+                timestamps_ms=capture.timestamps_ms,
+                step_windows_ms=capture.step_windows_ms,
+            )
+        )
+        try:
+            ref_encoding = await self.reference_template(reference)
+        finally:
+            outcome = await outcome_task
+        return self.judge_capture(outcome, ref_encoding, t0=t0)
+
+    def judge_capture(
+        self, outcome: CaptureOutcome, ref_encoding: Sequence[float], *, t0: float
+    ) -> VerificationResult:
+        """The decision from a capture's outcome: refused upload (raised), broken track or missing
+        move (failed), the best frame against the reference."""
+        res = VerificationResult(
+            passed=False,
+            verifier=self.name,
+            tolerance=self.tolerance,
+            liveness_passed=outcome.passed,
+            failed_step=outcome.failed_step,
+            best_frame=outcome.best_frame if outcome.passed else None,
+            figures={"capture": outcome.figures} if outcome.figures else {},
+        )
+        if outcome.problem is not None:
+            code, detail, extra = outcome.problem
+            if code not in CAPTURE_VERDICTS:
+                outcome.raise_problem()
+            res.code, res.detail = code, detail
+            res.figures["capture_problem"] = {"code": code, **extra}
+        elif not outcome.passed:
+            step = outcome.failed_step
+            res.code = errors.LivenessFailed.code
+            res.detail = f"未检测到动作：{_STEP_ZH[step]}" if step in _STEP_ZH else "未能确认按提示完成动作"
+            res.figures["reason"] = outcome.reason
+        else:
+            res.distance = face_distance(outcome.best_encoding, ref_encoding)
+            if res.distance > self.tolerance:
+                res.code, res.detail = errors.FaceMismatch.code, "人脸与登记照片不一致"
+            else:
+                res.passed = True
+                res.template = list(outcome.best_encoding)
+        res.elapsed_ms = (time.perf_counter() - t0) * 1e3
+        return res
+
     def judge(
         self,
         steps: Sequence[Step],
@@ -233,12 +340,18 @@ def raise_for_result(result: VerificationResult) -> None:
     """Turn a failed result into its ``identity.*`` error (after the caller has audited it)."""
     if result.passed:
         return
-    cls = {
+    cls: type[AppError] = {
         errors.LivenessFailed.code: errors.LivenessFailed,
         errors.FaceMismatch.code: errors.FaceMismatch,
         errors.FramesNotSamePerson.code: errors.FramesNotSamePerson,
+        CaptureNotContinuous.code: CaptureNotContinuous,
+        CaptureMultipleFaces.code: CaptureMultipleFaces,
+        CaptureNoFace.code: CaptureNoFace,
+        CaptureLivenessFailed.code: CaptureLivenessFailed,
     }.get(result.code or "", errors.LivenessFailed)
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {
+        k: v for k, v in result.figures.get("capture_problem", {}).items() if k != "code"
+    }
     if result.failed_step:
         extra["failed_step"] = result.failed_step
     raise cls(result.detail or None, **extra)

@@ -96,7 +96,7 @@ async def client(app: Any) -> AsyncIterator[Any]:
 @pytest.fixture(scope="session")
 async def person_factory(app: Any) -> Callable[..., Awaitable[tuple[str, str]]]:
     """``await person(name, photo="obama_3.jpg")`` → (name, id_number): a population record in the
-    local data center, with an ID photo from tests/fixtures/faces (or none)."""
+    local data center, with an ID photo from tests/fixtures/faces, given bytes, or none."""
     import datetime as dt
     import secrets
 
@@ -105,7 +105,7 @@ async def person_factory(app: Any) -> Callable[..., Awaitable[tuple[str, str]]]:
     from app_api.platform.datahub.models import PopulationRecord
     from app_api.platform.datahub.service import id_hash
 
-    async def person(name: str, photo: str | None = "obama_3.jpg") -> tuple[str, str]:
+    async def person(name: str, photo: str | bytes | None = "obama_3.jpg") -> tuple[str, str]:
         birth = dt.date(1950 + secrets.randbelow(50), 1 + secrets.randbelow(12), 1 + secrets.randbelow(28))
         number = new_id_number("341602", birth)
         async with session_scope() as s:
@@ -117,7 +117,11 @@ async def person_factory(app: Any) -> Callable[..., Awaitable[tuple[str, str]]]:
                     gender="男",
                     birth_date=birth,
                     address_enc=encrypt_str("安徽省亳州市谯城区测试路1号", aad="address"),
-                    photo_enc=encrypt_bytes(face_bytes(photo), aad="id_photo") if photo else None,
+                    photo_enc=encrypt_bytes(
+                        face_bytes(photo) if isinstance(photo, str) else photo, aad="id_photo"
+                    )
+                    if photo
+                    else None,
                 )
             )
         return name, number
@@ -133,3 +137,16 @@ def motion_frames(closed_eyes_obama: bytes) -> dict[str, bytes]:
         "left": face_bytes("obama_4.jpg"),
         "right": face_bytes("obama_2.jpg"),
     }
+
+
+@pytest.fixture
+def fix_steps(monkeypatch: pytest.MonkeyPatch) -> Callable[[list[str]], None]:
+    """``fix_steps(["blink"])``: the next challenges ask for these moves (the draw is otherwise
+    random; no real fixture clip performs all three moves)."""
+    import identity.challenges as challenges
+    from identity.face.liveness import Step
+
+    def fix(steps: list[str]) -> None:
+        monkeypatch.setattr(challenges, "draw_steps", lambda: [Step(s) for s in steps])
+
+    return fix
