@@ -4,6 +4,10 @@
   days used of the promised limit, yellow and red cards); one application with the applicant's form,
   materials, the conditions as checked at submission and the timeline; the actions its state allows
   (受理, 补正, 办结, 不予办理, and for a sampled instant approval 确认 / 撤销).
+- 审核办件 is sortable by time left, submission time or item; the application page says where each
+  prefilled field came from (population or legal-person registry, e-certificate library, the
+  resident, the station's agent): :mod:`columns.gov_services.workbench_queue`.
+- 事项目录 (catalogue editors): :mod:`columns.gov_services.workbench_catalogue`.
 - 效能督办: the department's figures over 30 days and its overdue applications (a supervisor or
   reviewer sees their own department, an admin every department).
 
@@ -53,6 +57,15 @@ from columns.gov_services.models import (
 )
 from columns.gov_services.schemas import AnswerIn, DecisionIn, RejectIn, RevokeIn, SupplementIn
 from columns.gov_services.storage import get_storage
+from columns.gov_services.workbench_catalogue import router as catalogue_router
+from columns.gov_services.workbench_queue import (
+    DEFAULT_SORT,
+    QUEUE_LIMIT,
+    SORTS,
+    field_source,
+    material_source,
+    sorted_queue,
+)
 
 ROLE = "reviewer"
 BASE = "/api/v1/columns/gov_services/workbench"
@@ -75,6 +88,8 @@ _env.filters["yuan"] = lambda fen: "" if fen is None else fen_to_yuan(int(fen))
 _env.globals["status_names"] = STATUS_NAMES
 
 router = APIRouter(prefix="/workbench", tags=["workbench"])
+# The catalogue editors' screens (admins), under /workbench/catalogue.
+router.include_router(catalogue_router)
 
 
 def _available(app: Application) -> list[dict[str, str]]:
@@ -180,6 +195,12 @@ async def _page(
     fees = []
     if app.fee_fen:
         fees.append({"amount": fen_to_yuan(app.fee_fen), "paid": app.fee_order_id is not None})
+    form = lifecycle.form_view(app)
+    for f in form["fields"]:
+        f["source"] = field_source(app, f["key"])
+    ecerts = [
+        {"material": name, "ref": ref, "source": material_source(ref)} for name, ref in form["ecerts"].items()
+    ]
     return render(
         _env,
         "application.html",
@@ -188,7 +209,8 @@ async def _page(
         status_code=422 if errors else 200,
         app=app,
         clock=_clock(app, utcnow()),
-        form=lifecycle.form_view(app),
+        form=form,
+        ecerts=ecerts,
         uploads=await applications.uploads_of(session, app),
         missing=await applications.missing_materials(session, app, item),
         item_materials=[m.name for m in item.materials],
@@ -209,12 +231,15 @@ async def queue(
     who: WorkbenchStaff,
     session: SessionDep,
     status: Annotated[str, Query()] = "",
+    sort: Annotated[str, Query(max_length=20)] = DEFAULT_SORT,
 ) -> HTMLResponse:
-    """The open applications of the reviewer's department, most urgent first."""
+    """The open applications of the reviewer's department, most urgent first, or by submission time
+    or item (``sort``)."""
     if (denied := forbidden(request, who, ROLE)) is not None:
         return denied
     wanted = status if status in (SUBMITTED, ACCEPTED, SUPPLEMENT) else None
-    apps = await review.queue(session, principal=who, status=wanted)
+    sort = sort if sort in SORTS else DEFAULT_SORT
+    apps = await sorted_queue(session, principal=who, status=wanted, sort=sort)
     now = utcnow()
     rows = [{"app": a, "clock": _clock(a, now)} for a in apps]
     return render(
@@ -225,6 +250,9 @@ async def queue(
         rows=rows,
         department=who.department or "",
         status=wanted or "",
+        sort=sort,
+        sorts={k: v[0] for k, v in SORTS.items()},
+        limit=QUEUE_LIMIT,
         filters={
             SUBMITTED: STATUS_NAMES[SUBMITTED],
             ACCEPTED: STATUS_NAMES[ACCEPTED],
