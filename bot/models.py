@@ -1,4 +1,5 @@
-"""The assistant's tables: consultation tickets handed to staff when the assistant cannot help."""
+"""The assistant's tables: consultation tickets handed to staff when the assistant cannot help, and
+conditions walk-throughs under way."""
 
 from __future__ import annotations
 
@@ -36,3 +37,29 @@ class BotTicket(SQLModel, table=True):
 
 # What closing the resident's account does with their tickets (app_api.platform.accounts.closure).
 POLICY.setdefault("bot_ticket", Delete("您向智能助手提交的在线咨询及工作人员的答复"))
+
+
+class BotWalkthrough(SQLModel, table=True):
+    """A conditions walk-through under way in one conversation (``bot.walkthrough``): the item, its
+    questions and the answers so far, until the verdict or :data:`bot.walkthrough.TTL_S` of silence."""
+
+    __tablename__ = "bot_walkthrough"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    # Rasa's sender id (a keyed hash of the account or of the anonymous conversation): one pending
+    # walk-through per conversation.
+    sender: str = Field(max_length=40, unique=True)
+    # Logged-in residents only (anonymous conversations have none).
+    account_id: str | None = Field(default=None, foreign_key="app_account.id", index=True, max_length=32)
+    item_code: str = Field(max_length=40)
+    # {"code", "name", "questions": [...], "answers": {key: value}} as JSON, encrypted under this
+    # row's id (the answers are about the resident: age bracket, household, family).
+    state_enc: bytes = Field(
+        sa_type=sa.LargeBinary,
+        sa_column_kwargs=encrypted_column("bot_walkthrough_state:{id}", form="json"),
+    )
+    updated_at: dt.datetime = created_at_field()
+    expires_at: dt.datetime = datetime_field(nullable=False, index=True)
+
+
+POLICY.setdefault("bot_walkthrough", Delete("您与智能助手进行中的条件核对及您的回答"))

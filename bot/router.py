@@ -22,6 +22,7 @@ from app_api.core.db import SessionDep, utcnow
 from app_api.core.http import http_client
 from app_api.core.redis import get_redis
 from app_api.platform.access import OptionalAccount, public
+from bot import walkthrough
 from bot.actions.call import Rejected
 from bot.actions.dispatch import run_action
 from bot.actions.protocol import ActionRejected, ActionResult
@@ -129,6 +130,17 @@ async def send_message(
     text = normalize_message(body.message)
     if not _WORDY.search(text):
         return ChatReply(messages=[ReplyMessage(text=NO_WORDS_REPLY)], conversation_id=conversation_id)
+    # A pending conditions walk-through takes its answers (buttons or typed) without the NLU.
+    walked, handled = await walkthrough.handle(
+        session,
+        sender=sender,
+        account_id=principal.id if principal is not None else None,
+        text=text,
+        settings=settings,
+    )
+    before = [_reply(r) for r in walked]
+    if handled:
+        return ChatReply(messages=before, conversation_id=conversation_id)
     sources = Sources(session)
     typed = text
     text = normalize_message(await to_chinese(text, lambda q: sources.search(q, limit=3)))
@@ -148,7 +160,7 @@ async def send_message(
         raw = r.json()
     except ValueError as e:
         raise AssistantUnavailable() from e
-    messages: list[ReplyMessage] = []
+    messages: list[ReplyMessage] = before
     for m in raw if isinstance(raw, list) else []:
         text = m.get("text")
         buttons = [
@@ -159,6 +171,11 @@ async def send_message(
             messages.append(ReplyMessage(text=text or "", buttons=buttons or None))
     _offer_a_person(messages, logged_in=principal is not None, settings=settings)
     return ChatReply(messages=messages, conversation_id=conversation_id)
+
+
+def _reply(r: walkthrough.Reply) -> ReplyMessage:
+    buttons = [ReplyButton(title=t, payload=p) for t, p in r.buttons]
+    return ReplyMessage(text=r.text, buttons=buttons or None)
 
 
 # A question turned from pinyin into Chinese reads differently from what the model learnt ("社会保障卡

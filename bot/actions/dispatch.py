@@ -6,6 +6,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from bot import walkthrough
+from bot.actions import guide
 from bot.actions.call import Call
 from bot.actions.conversation import action_handle_failure, action_session_start
 from bot.actions.items import (
@@ -17,8 +19,9 @@ from bot.actions.items import (
     validate_item_question_form,
 )
 from bot.actions.needs import action_find_item
-from bot.actions.protocol import ActionResult
+from bot.actions.protocol import ActionResult, NamedResponse, TextMessage
 from bot.actions.records import action_application_status, action_nearest_station, action_unpaid_bills
+from bot.actions.resolve import resolve
 from bot.config import BotSettings
 from bot.sender import account_sender_id
 from bot.sources import Sources
@@ -62,6 +65,41 @@ def _who(tracker: dict[str, Any], settings: BotSettings) -> tuple[str | None, bo
     return (str(account_id) if account_id else None), bool(meta.get("elderly"))
 
 
+async def _walk_conditions(call: Call) -> None:
+    """After the listed conditions of an item (``ask_conditions``), the walk-through of them
+    (:mod:`bot.walkthrough`): its first question replaces the answer's buttons; the chat endpoint
+    handles the answers."""
+    if guide.aspect(call) != "conditions" or call.sources.session is None:
+        return
+    name = next(
+        (
+            e.get("value")
+            for e in reversed(call.events)
+            if e.get("event") == "slot" and e.get("name") == "item"
+        ),
+        None,
+    )
+    res = await resolve(call, str(name)) if name else None
+    if res is None or res.item is None:
+        return
+    replies = await walkthrough.start(
+        call.sources.session,
+        sender=str(call.tracker.get("sender_id") or ""),
+        account_id=call.account_id,
+        code=str(res.item.get("code")),
+        settings=call.settings,
+    )
+    if not replies:
+        return
+    # The answer's own buttons (other questions about the item) would compete with the question's.
+    kept: list[TextMessage | NamedResponse] = []
+    for r in call.responses:
+        kept.append({"text": r["text"]} if "text" in r else r)  # type: ignore[typeddict-item]
+    call.responses = kept
+    for reply in replies:
+        call.say(reply.text, reply.buttons)
+
+
 async def run_action(body: dict[str, Any], sources: Sources, settings: BotSettings) -> ActionResult:
     """Run one action for Rasa. Raises KeyError for an unknown action, Rejected to reject it."""
     name = str(body.get("next_action") or "")
@@ -77,6 +115,8 @@ async def run_action(body: dict[str, Any], sources: Sources, settings: BotSettin
         elderly=elderly,
     )
     await handler(call)
+    if name == "action_answer_item":
+        await _walk_conditions(call)
     # Elderly mode can change mid-conversation. Not from validation actions: any SlotSet they
     # return counts as "the resident answered", which would stop Rasa rejecting the form.
     if not name.startswith(("validate_", "action_session_start")) and bool(call.slot("elderly")) != elderly:

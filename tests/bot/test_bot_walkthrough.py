@@ -1,0 +1,263 @@
+"""The conditions walk-through: started by the action webhook when a resident asks about an item's
+conditions (as Rasa calls it), answered through the chat API without the NLU (Rasa is pointed at a
+port where nothing listens: a message that reached it would answer 503), ending in the verdict, the
+materials that apply and, logged in, an application draft only the resident can open."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from bot_helpers import ACTIONS_URL, auth, body, user
+
+from app_api.core.db import session_scope
+from bot.config import BotSettings, get_bot_settings
+from bot.sender import account_sender_id, anonymous_sender_id
+from tests.citizens import new_id_number
+
+CHAT = "/api/v1/bot/messages"
+APPS = "/api/v1/columns/gov_services/applications"
+ELDERLY_CARD = "老年人优待证办理"
+LOW_INCOME = "最低生活保障申请"
+
+
+@pytest.fixture(autouse=True)
+def guide_offered() -> None:
+    """The catalogue's side of the walk-through, offered as the column offers its capabilities."""
+    from columns.gov_services.assist import provide_guide
+
+    provide_guide()
+
+
+@pytest.fixture
+def no_rasa(app: Any) -> Iterator[None]:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = BotSettings(rasa_url=f"http://127.0.0.1:{port}", state_file="")
+    app.dependency_overrides[get_bot_settings] = lambda: settings
+    yield
+    app.dependency_overrides.pop(get_bot_settings, None)
+
+
+async def verified_resident(
+    client: httpx.AsyncClient, login: Any, birth: dt.date
+) -> tuple[dict[str, str], str]:
+    """A resident whose ID number (and so birth date) was verified at real-name authentication."""
+    from app_api.core.crypto import encrypt_str
+    from app_api.platform.accounts.models import Account
+    from app_api.platform.accounts.principal import invalidate
+    from app_api.platform.datahub.service import id_hash
+
+    headers = await login(level=3)
+    me = (await client.get("/api/v1/me", headers=headers)).json()
+    number = new_id_number("341602", birth)
+    async with session_scope() as s:
+        account = await s.get(Account, me["id"])
+        assert account is not None
+        account.id_number_enc = encrypt_str(number, aad="id_number")
+        account.id_number_hash = id_hash(number)
+        s.add(account)
+    await invalidate(me["id"])
+    return headers, str(me["id"])
+
+
+class Walk:
+    """One conversation: the webhook call Rasa would make for "<item>需要什么条件", then chat turns."""
+
+    def __init__(self, client: httpx.AsyncClient, headers: dict[str, str] | None, account_id: str | None):
+        self.client = client
+        self.headers = headers or {}
+        self.account_id = account_id
+        self.conversation_id = None if account_id else secrets.token_urlsafe(12)
+        settings = get_bot_settings()
+        self.sender = (
+            account_sender_id(account_id, settings)
+            if account_id
+            else anonymous_sender_id(str(self.conversation_id), settings)
+        )
+
+    async def ask_conditions(self, item: str) -> list[dict[str, Any]]:
+        meta = {"account_id": self.account_id} if self.account_id else {}
+        events = [user(f"{item}需要什么条件", "ask_conditions", meta, item=item)]
+        r = await self.client.post(
+            ACTIONS_URL,
+            json=body("action_answer_item", events, {"item": item}, sender=self.sender),
+            headers=auth(),
+        )
+        assert r.status_code == 200, r.text
+        return list(r.json()["responses"])
+
+    async def say(self, message: str, status: int = 200) -> list[dict[str, Any]]:
+        data: dict[str, Any] = {"message": message}
+        if self.conversation_id:
+            data["conversation_id"] = self.conversation_id
+        r = await self.client.post(CHAT, json=data, headers=self.headers)
+        assert r.status_code == status, r.text
+        return list(r.json()["messages"]) if status == 200 else [r.json()]
+
+    async def tap(self, messages: list[dict[str, Any]], title: str) -> list[dict[str, Any]]:
+        button = next(b for m in messages for b in m.get("buttons") or () if b["title"] == title)
+        return await self.say(button["payload"])
+
+
+def text_of(messages: list[dict[str, Any]]) -> str:
+    return "\n".join(str(m.get("text", "")) for m in messages)
+
+
+def link_of(messages: list[dict[str, Any]], title: str = "一键申报") -> str:
+    return next(b["payload"] for m in messages for b in m.get("buttons") or () if b["title"] == title)
+
+
+async def test_elderly_card_takes_age_from_the_registry_and_ends_in_an_owned_draft(
+    client: httpx.AsyncClient, login: Any, no_rasa: None
+) -> None:
+    headers, account_id = await verified_resident(client, login, dt.date(1950, 3, 9))
+    walk = Walk(client, headers, account_id)
+    first = await walk.ask_conditions(ELDERLY_CARD)
+    said = text_of(first)
+    # The listed conditions, then the walk-through: the age is known, only the household is asked.
+    assert "年满60周岁的本市户籍老年人" in said
+    assert "已根据您实名认证的信息核对：申请人须年满60周岁" in said
+    assert "户籍是否在亳州市" in said and "年满60周岁？" not in said
+    # Only the question's buttons: the answer's own ("要带什么材料"...) would compete with them.
+    titles = [b["title"] for m in first for b in m.get("buttons") or ()]
+    assert titles == ["是，亳州市户籍", "不是亳州市户籍", "不确定"]
+
+    second = await walk.tap(first, "是，亳州市户籍")
+    assert "委托他人代办的" in text_of(second)
+    done = await walk.say("不是")  # typed: the buttons' words work too
+    verdict = text_of(done)
+    assert "您今年76周岁，已满60周岁" in verdict or "您今年75周岁，已满60周岁" in verdict
+    assert "根据您的回答，符合" in verdict  # the household, declared
+    # The card's listed conditions no rule points at are a reviewer's, never passed here.
+    assert "以下几项将由工作人员审核" in verdict and "需工作人员审核" in verdict
+    assert "申请人居民身份证" in verdict and "近期免冠彩色证件照片" in verdict
+    assert "居住证" not in verdict.split("需要准备")[1].split("已为您生成")[0]
+    assert "授权委托书" not in verdict
+
+    app_id = link_of(done).rsplit("/", 1)[1]
+    r = await client.get(f"{APPS}/{app_id}", headers=headers)
+    assert r.status_code == 200, r.text
+    app = r.json()
+    assert app["status"] == "draft" and app["item_name"] == ELDERLY_CARD
+    assert any(e.get("kind") == "assistant_answers" for e in app.get("events") or app.get("timeline") or [])
+    # Not another resident's to open.
+    other = await login(level=3)
+    assert (await client.get(f"{APPS}/{app_id}", headers=other)).status_code == 404
+    # The walk-through is over: a late tap of one of its buttons changes nothing.
+    late = await walk.tap(second, "不是")
+    assert "已结束或超时" in text_of(late)
+
+
+async def test_low_income_asks_the_resident_and_lists_the_materials_that_apply(
+    client: httpx.AsyncClient, login: Any, no_rasa: None
+) -> None:
+    headers, account_id = await verified_resident(client, login, dt.date(1980, 5, 1))
+    walk = Walk(client, headers, account_id)
+    msgs = await walk.ask_conditions(LOW_INCOME)
+    assert "（1/3）您的户籍是否在亳州市？" in text_of(msgs)
+    msgs = await walk.tap(msgs, "是，亳州市户籍")
+    assert "家庭成员有残疾的" in text_of(msgs)
+    msgs = await walk.tap(msgs, "是")
+    assert "委托他人代办的" in text_of(msgs)
+    done = await walk.tap(msgs, "不是")
+    verdict = text_of(done)
+    assert "申请人须具有本市户籍：根据您的回答，符合" in verdict
+    assert "共同生活家庭成员人均月收入低于当地低保标准：需工作人员审核" in verdict
+    needed = verdict.split("需要准备")[1]
+    assert "残疾人证" in needed and "授权委托书" not in needed and "家庭经济状况核对授权书" in needed
+    app_id = link_of(done).rsplit("/", 1)[1]
+    assert (await client.get(f"{APPS}/{app_id}", headers=headers)).json()["status"] == "draft"
+
+    # The same resident, not of the city: a hard rule unmet, no draft.
+    msgs = await walk.ask_conditions(LOW_INCOME)
+    msgs = await walk.tap(msgs, "不是亳州市户籍")
+    msgs = await walk.tap(msgs, "不是")
+    done = await walk.tap(msgs, "不是")
+    verdict = text_of(done)
+    assert "暂不符合" in verdict and "根据您的回答，不符合" in verdict
+    assert not any(b["title"] == "一键申报" for m in done for b in m.get("buttons") or ())
+
+
+async def test_anonymous_resident_is_asked_the_age_and_told_to_log_in(
+    client: httpx.AsyncClient, no_rasa: None
+) -> None:
+    walk = Walk(client, None, None)
+    msgs = await walk.ask_conditions(ELDERLY_CARD)
+    assert "您是否已年满60周岁？" in text_of(msgs)
+    msgs = await walk.tap(msgs, "未满60周岁")
+    msgs = await walk.tap(msgs, "是，亳州市户籍")
+    done = await walk.tap(msgs, "不是")
+    assert "暂不符合" in text_of(done) and "申请人须年满60周岁：根据您的回答，不符合" in text_of(done)
+
+    msgs = await walk.ask_conditions(ELDERLY_CARD)
+    msgs = await walk.tap(msgs, "不确定")  # cannot be evaluated: a reviewer's, never passed
+    msgs = await walk.tap(msgs, "是，亳州市户籍")
+    done = await walk.tap(msgs, "不是")
+    verdict = text_of(done)
+    assert "申请人须年满60周岁：您不确定或无法核实，需工作人员审核" in verdict
+    assert "您符合" not in verdict
+    assert "需要先登录" in verdict and link_of(done, "去登录") == get_bot_settings().login_link
+    assert not any(b["title"] == "一键申报" for m in done for b in m.get("buttons") or ())
+
+
+async def test_leaving_a_walkthrough_stale_buttons_double_taps_and_expiry(
+    client: httpx.AsyncClient, login: Any, no_rasa: None
+) -> None:
+    from sqlmodel import select
+
+    from app_api.core.redis import get_redis
+    from bot.models import BotWalkthrough
+
+    headers, account_id = await verified_resident(client, login, dt.date(1948, 1, 1))
+    walk = Walk(client, headers, account_id)
+    first = await walk.ask_conditions(LOW_INCOME)
+    # Redis wiped mid-walk-through: the state is in the database.
+    await (await get_redis()).flushdb()
+    second = await walk.tap(first, "是，亳州市户籍")
+    # A double tap of the first button does not answer twice: the open question is asked again.
+    again = await walk.tap(first, "是，亳州市户籍")
+    assert text_of(again) == text_of(second)[: len(text_of(again))] and "（2/3）" in text_of(again)
+    # "不用了" ends it without the NLU.
+    ended = await walk.say("不用了")
+    assert "已结束“最低生活保障申请”的条件核对" in text_of(ended)
+    assert "已结束或超时" in text_of(await walk.tap(second, "是"))
+
+    # A new question mid-walk-through leaves it and goes to the NLU (down here: 503), the walk-through gone.
+    first = await walk.ask_conditions(LOW_INCOME)
+    await walk.say("居住证在哪里办", status=503)
+    assert "已结束或超时" in text_of(await walk.tap(first, "是，亳州市户籍"))
+
+    # Silence: a walk-through past its time answers nothing, and a typed "是" goes to the NLU.
+    first = await walk.ask_conditions(LOW_INCOME)
+    async with session_scope() as s:
+        row = (await s.exec(select(BotWalkthrough).where(BotWalkthrough.sender == walk.sender))).one()
+        assert b"\xe4\xba\xb3" not in row.state_enc  # 亳 is not stored in clear
+        row.expires_at = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+        s.add(row)
+    await walk.say("是", status=503)
+    assert "已结束或超时" in text_of(await walk.tap(first, "是，亳州市户籍"))
+    async with session_scope() as s:
+        left = (await s.exec(select(BotWalkthrough).where(BotWalkthrough.sender == walk.sender))).all()
+    assert left == []
+
+
+async def test_a_forged_or_broken_payload_is_no_answer(client: httpx.AsyncClient, no_rasa: None) -> None:
+    walk = Walk(client, None, None)
+    first = await walk.ask_conditions(ELDERLY_CARD)
+    payload = json.loads(next(b for b in first[-1]["buttons"])["payload"].removeprefix("/walkthrough"))
+    forged = "/walkthrough" + json.dumps({**payload, "a": "maybe"})
+    again = await walk.say(forged)
+    assert "您是否已年满60周岁？" in text_of(again)
+    assert "您是否已年满60周岁？" in text_of(await walk.say("/walkthrough{not json"))
+    assert "您是否已年满60周岁？" in text_of(await walk.say("/walkthrough[1]"))
+    await walk.say("不用了")
+    assert "已结束或超时" in text_of(await walk.say("/walkthrough{not json"))
