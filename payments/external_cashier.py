@@ -8,14 +8,18 @@ cashier order (two attempts paid) is credited as the ledger always does and refu
 
 from __future__ import annotations
 
+import datetime as dt
+
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app_api.core.errors import AppError
 from app_api.platform.openplatform import cashier, cashier_notify
 from payments.hooks import PaidPurpose, on_paid
-from payments.models import PaymentRefund
+from payments.models import PaymentOrder, PaymentRefund, ReconciliationItem, ReconciliationRun
 from payments.orders import create_order, start_payment
 from payments.refunds import request_refund
+from payments.registry import get_provider
 
 REFUND_UNCLAIMED = "该订单已由另一笔支付完成，本笔费用原路退回"
 
@@ -80,6 +84,53 @@ class LedgerCashier:
     ) -> dict[str, cashier.RefundState]:
         rows = await session.exec(select(PaymentRefund).where(col(PaymentRefund.id).in_(payment_refund_ids)))
         return {r.id: _state(r) for r in rows.all()}
+
+    async def reconciliation(
+        self, session: AsyncSession, *, day: dt.date, payments: list[tuple[str, str]]
+    ) -> dict[str, str]:
+        """Each (provider, out_trade_no) paid on ``day``: ``matched``, the discrepancy's category, or
+        ``not_run``. A run covers a payment when it finished for that day after the payment and its
+        provider's merchant (runs use the configured one) is the one the order was opened under."""
+        numbers = [n for _, n in payments]
+        orders = {
+            o.out_trade_no: o
+            for o in (
+                await session.exec(select(PaymentOrder).where(col(PaymentOrder.out_trade_no).in_(numbers)))
+            ).all()
+        }
+        out = dict.fromkeys(numbers, "not_run")
+        for provider in {p for p, _ in payments}:
+            try:
+                merchant = get_provider(provider).merchant_id
+            except AppError:
+                continue
+            runs = (
+                await session.exec(
+                    select(ReconciliationRun)
+                    .where(
+                        ReconciliationRun.provider == provider,
+                        ReconciliationRun.bill_date == day,
+                        ReconciliationRun.status == "done",
+                    )
+                    .order_by(col(ReconciliationRun.started_at).desc())
+                )
+            ).all()
+            for number in (n for p, n in payments if p == provider):
+                order = orders.get(number)
+                if order is None or order.paid_at is None or order.merchant_id not in (merchant, ""):
+                    continue
+                run = next((r for r in runs if r.started_at >= order.paid_at), None)
+                if run is None:
+                    continue
+                item = (
+                    await session.exec(
+                        select(ReconciliationItem).where(
+                            ReconciliationItem.run_id == run.id, ReconciliationItem.out_trade_no == number
+                        )
+                    )
+                ).first()
+                out[number] = item.category if item is not None else "matched"
+        return out
 
 
 cashier.provide_payments(LedgerCashier())

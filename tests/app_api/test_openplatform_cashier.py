@@ -254,7 +254,14 @@ async def test_order_paid_told_once_after_a_failure_refunded_in_part_and_reconci
     assert note["event"] == "order.paid" and note["amount_fen"] == 1000
     assert note["out_order_no"] == body["out_order_no"] and note["out_trade_no"] == started["out_trade_no"]
     assert note["provider"] == provider and note["sub_account"] == "fines-01"
-    # Nothing is sent again: neither the relay nor a stray second run of the job.
+
+    async def recorded() -> bool:
+        async with session_scope() as s:
+            n = await s.get(CashierNotice, note["notice_id"])
+            return n is not None and n.status == "delivered"
+
+    await wait_until(recorded, timeout=10)
+    # Nothing is sent again once recorded: neither the relay nor a stray second run of the job.
     assert await outbox.relay() >= 0
     assert await cashier_notify.deliver(note["notice_id"]) == "skipped"
     await asyncio.sleep(0.5)
@@ -307,6 +314,7 @@ async def test_order_paid_told_once_after_a_failure_refunded_in_part_and_reconci
     assert mine["column_name"] == c.name and mine["paid_count"] == 1
     assert mine["paid_fen"] == 1000 and mine["refunded_fen"] == 300
     assert mine["orders"][0]["out_trade_no"] == started["out_trade_no"]
+    assert mine["orders"][0]["reconciliation"] == "not_run" and mine["unmatched_count"] == 0
     assert (await client.get(f"{API}/finance/external-columns/payments", headers=resident)).status_code == 403
 
     from app_api.core.clock import china_today
@@ -335,6 +343,10 @@ async def test_order_paid_told_once_after_a_failure_refunded_in_part_and_reconci
     ).json()
     assert all(i.get("out_trade_no") != started["out_trade_no"] for i in items)
     assert result["totals"]["provider_paid_count"] >= 1
+    # The column's listing shows the payment as matched by the day's reconciliation.
+    day = (await client.get(f"{API}/finance/external-columns/payments", headers=finance)).json()
+    [mine] = [x for x in day["columns"] if x["column_id"] == c.col.id]
+    assert [o["reconciliation"] for o in mine["orders"]] == ["matched"] and mine["unmatched_count"] == 0
 
 
 async def test_a_column_down_is_retried_then_given_up_visibly_and_an_admin_resends(

@@ -182,6 +182,13 @@ class CashierPayments(Protocol):
         self, session: AsyncSession, payment_refund_ids: list[str]
     ) -> dict[str, RefundState]: ...
 
+    async def reconciliation(
+        self, session: AsyncSession, *, day: dt.date, payments: list[tuple[str, str]]
+    ) -> dict[str, str]:
+        """``out_trade_no`` -> ``matched``, a discrepancy category, or ``not_run`` (no finished run
+        of that provider for the day)."""
+        ...
+
 
 _payments: CashierPayments | None = None
 

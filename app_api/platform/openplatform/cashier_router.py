@@ -205,10 +205,36 @@ async def pay(
 async def finance_day(
     _: Finance, session: SessionDep, day: Annotated[dt.date | None, Query(title="日期（北京时间）")] = None
 ) -> FinanceDay:
-    """Each third-party column's payments of a China-time day (default today), by column name."""
+    """Each third-party column's payments of a China-time day (default today), by column name, each
+    with its standing in the day's reconciliation."""
     day = day or dt.datetime.now(CHINA_TZ).date()
+    paid = await cashier.paid_on(session, day)
+    standing = await cashier.payments_port().reconciliation(
+        session,
+        day=day,
+        payments=[
+            (o.provider, o.out_trade_no)
+            for _, orders in paid
+            for o in orders
+            if o.provider and o.out_trade_no
+        ],
+    )
     columns = []
-    for column, orders in await cashier.paid_on(session, day):
+    for column, orders in paid:
+        rows = [
+            FinanceOrder(
+                order_id=o.id,
+                out_order_no=o.out_order_no,
+                out_trade_no=o.out_trade_no,
+                provider=o.provider,
+                sub_account=o.sub_account,
+                amount_fen=o.amount_fen,
+                refunded_fen=o.refunded_fen,
+                paid_at=o.paid_at,
+                reconciliation=standing.get(o.out_trade_no or "", "not_run"),
+            )
+            for o in orders
+        ]
         columns.append(
             FinanceColumn(
                 column_id=column.id,
@@ -217,19 +243,8 @@ async def finance_day(
                 paid_count=len(orders),
                 paid_fen=sum(o.amount_fen for o in orders),
                 refunded_fen=sum(o.refunded_fen for o in orders),
-                orders=[
-                    FinanceOrder(
-                        order_id=o.id,
-                        out_order_no=o.out_order_no,
-                        out_trade_no=o.out_trade_no,
-                        provider=o.provider,
-                        sub_account=o.sub_account,
-                        amount_fen=o.amount_fen,
-                        refunded_fen=o.refunded_fen,
-                        paid_at=o.paid_at,
-                    )
-                    for o in orders
-                ],
+                unmatched_count=sum(r.reconciliation not in ("matched", "not_run") for r in rows),
+                orders=rows,
             )
         )
     return FinanceDay(day=day, columns=columns)

@@ -112,6 +112,8 @@ class FinanceOrder(BaseModel):
     amount_fen: int
     refunded_fen: int
     paid_at: dt.datetime | None
+    # The day's latest finished reconciliation of its provider: matched, a discrepancy, or not_run.
+    reconciliation: str
 
 
 class FinanceColumn(BaseModel):
@@ -121,6 +123,7 @@ class FinanceColumn(BaseModel):
     paid_count: int
     paid_fen: int
     refunded_fen: int
+    unmatched_count: int  # payments the day's reconciliation flagged
     orders: list[FinanceOrder]
 
 
