@@ -33,7 +33,7 @@ from sqlmodel import col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_api.core.crypto import decrypt_str, encrypt_str
-from app_api.core.db import savepoint, utcnow
+from app_api.core.db import lock_for_writing, savepoint, utcnow
 from app_api.core.errors import AppError
 from app_api.platform.capabilities import lookup
 from bot.config import BotSettings
@@ -201,7 +201,13 @@ async def handle(
     replies then say the walk-through ended)."""
     m = _PAYLOAD.match(text)
     query = select(BotWalkthrough).where(col(BotWalkthrough.sender) == sender)
-    row = (await session.exec(query.with_for_update())).first()
+    row = (await session.exec(query)).first()
+    if row is not None:
+        # Two taps at once (a double tap, two devices) answer one after the other: the second finds
+        # its question answered. SQLite ignores FOR UPDATE, hence the write lock before the re-read.
+        await lock_for_writing(session)
+        locked = query.with_for_update().execution_options(populate_existing=True)
+        row = (await session.exec(locked)).first()
     if row is not None and row.expires_at <= utcnow():
         await session.delete(row)
         await session.commit()
@@ -297,7 +303,7 @@ async def _finish(
         replies.append(
             Reply(
                 f"如对条件有疑问，可以拨打 {settings.hotline} 热线咨询。",
-                [("查看办事指南", f"/ask_conditions{json.dumps({'item': name}, ensure_ascii=False)}")],
+                [("重新核对条件", f"/ask_conditions{json.dumps({'item': name}, ensure_ascii=False)}")],
             )
         )
         return replies

@@ -261,3 +261,35 @@ async def test_a_forged_or_broken_payload_is_no_answer(client: httpx.AsyncClient
     assert "您是否已年满60周岁？" in text_of(await walk.say("/walkthrough[1]"))
     await walk.say("不用了")
     assert "已结束或超时" in text_of(await walk.say("/walkthrough{not json"))
+
+
+async def test_two_taps_at_once_make_one_draft(client: httpx.AsyncClient, login: Any, no_rasa: None) -> None:
+    import asyncio
+
+    headers, account_id = await verified_resident(client, login, dt.date(1955, 7, 7))
+    walk = Walk(client, headers, account_id)
+    msgs = await walk.ask_conditions(ELDERLY_CARD)
+    msgs = await walk.tap(msgs, "是，亳州市户籍")
+    both = await asyncio.gather(walk.tap(msgs, "不是"), walk.tap(msgs, "不是"))
+    links = {
+        b["payload"] for m in both[0] + both[1] for b in m.get("buttons") or () if b["title"] == "一键申报"
+    }
+    assert len(links) == 1
+    apps = (await client.get(APPS, headers=headers)).json()["applications"]
+    assert [a["item_name"] for a in apps] == [ELDERLY_CARD]
+
+
+async def test_without_the_catalogues_guide_the_listed_conditions_stand(
+    client: httpx.AsyncClient, no_rasa: None
+) -> None:
+    from app_api.platform.capabilities import provide, withdraw
+    from bot.walkthrough import ConditionsGuide
+
+    guide = withdraw(ConditionsGuide)
+    try:
+        msgs = await Walk(client, None, None).ask_conditions(ELDERLY_CARD)
+    finally:
+        assert guide is not None
+        provide(ConditionsGuide, guide)  # type: ignore[arg-type]
+    assert "年满60周岁的本市户籍老年人" in text_of(msgs) and "/walkthrough" not in json.dumps(msgs)
+    assert any(b["title"] == "立即申请" for m in msgs for b in m.get("buttons") or ())
