@@ -292,7 +292,9 @@ async def test_order_paid_told_once_after_a_failure_refunded_in_part_and_reconci
         r.json()["code"] == "openplatform.cashier_refund_exceeds_paid" and r.json()["refundable_fen"] == 700
     )
     assert r.json()["title"] == "退款金额超过可退金额"
-    assert len(await _audited("openplatform.cashier_refused", c.col.id)) >= 1
+    refusals = await _audited("openplatform.cashier_refused", c.col.id)
+    [over_refused] = [e for e in refusals if e.data["reason"] == "refund_exceeds_paid"]
+    assert over_refused.data["amount_fen"] == 701 and over_refused.data["refundable_fen"] == 700
     r = await _call(http, c, "POST", f"{ORDERS}/{order['id']}/refunds", {**refund, "amount_fen": 200})
     assert r.status_code == 409 and r.json()["code"] == "openplatform.cashier_refund_no_reused", r.text
 

@@ -142,7 +142,8 @@ async def refund_order(order_id: str, request: Request, session: SessionDep) -> 
             reason=data.reason,
         )
     except AppError:
-        await session.rollback()  # a refusal after the order's lock: keep only the audit entry
+        # Every refusal is raised before anything is written: the nonce and the audit entry stay.
+        await session.commit()
         raise
     out = RefundOut(
         id=r.id,
