@@ -221,6 +221,7 @@ async def test_admin_disables_a_staff_account_and_checks_the_audit_chain(
             await page.get_by_role("button", name="查找").click()
         row = page.locator(f"#staff tr[data-id='{target.id}']")
         assert await row.count() == 1 and "金融机构人员" in await row.inner_text()
+        assert await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
         await shot(page, "admin-staff")
         async with page.expect_navigation():
             await row.get_by_role("link").click()

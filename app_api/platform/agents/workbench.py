@@ -32,6 +32,8 @@ from app_api.platform.agents import actions, errors, filing, mandates, submissio
 from app_api.platform.agents.models import SCOPES, AgentAction, Mandate, Submission
 from app_api.platform.agents.schemas import SubmissionIn
 from app_api.platform.agents.stations import agent_station
+from app_api.platform.datahub.access_log import Actor
+from app_api.platform.datahub.service import RecordNotFound, get_datahub
 from app_api.platform.workbench import (
     IDEM_FIELD,
     WORKBENCH,
@@ -67,6 +69,7 @@ _DONE = {
     "uploaded": "材料已上传",
     "pickup": "已登记居民领取办理结果",
 }
+FROM_REGISTRY = "已从城市人口信息调取，请与居民证件核对"
 
 _env = environment(Path(__file__).parent / "workbench_templates")
 _env.filters["china"] = lambda t: t.astimezone(CHINA_TZ).strftime("%Y-%m-%d %H:%M") if t else ""
@@ -111,13 +114,23 @@ async def _mandates_of(session: AsyncSession, agent: Principal, resident_id: str
                 "id": m.id,
                 "scopes": m.scopes,
                 "scope_labels": "、".join(SCOPES.get(s, s) for s in m.scopes),
-                "items": "、".join(m.items) or "不限",
+                "item_list": "、".join(m.items) or "不限",
                 "expires_at": m.expires_at,
                 "state": state,
                 "state_name": {"valid": "有效", "expired": "已过期", "withdrawn": "已撤回"}.get(state, state),
             }
         )
     return out
+
+
+# What a filing answers is ``FiledApplication`` (id, number, status code); a fresh filing is in one
+# of these two states. Later states come from the catalogue's ``my_applications`` with their names.
+_FILED_STATES = {"submitted": "已提交", "awaiting_payment": "待缴费"}
+
+
+def _at_filing(app: dict[str, Any]) -> str:
+    status = str(app.get("status") or "")
+    return str(app.get("status_name") or _FILED_STATES.get(status, status))
 
 
 async def _filings(
@@ -171,10 +184,7 @@ async def _filings(
                 "item": app.get("item_name") or r.item_code,
                 "number": app.get("number") or "",
                 "application_id": app.get("id") or "",
-                "state": (current or {}).get("status_name")
-                or app.get("status_name")
-                or app.get("status")
-                or "",
+                "state": (current or {}).get("status_name") or _at_filing(app),
                 "state_now": current is not None,
                 "pickup": r.pickup,
                 "picked_up": r.id in picked,
@@ -278,6 +288,7 @@ async def _resident_page(
     values: dict[str, Any] | None = None,
     done: str = "",
     extra: str = "",
+    address_source: str = "",
 ) -> HTMLResponse:
     station = await agent_station(session, who)
     found = await _mandates_of(session, who, resident.id)
@@ -300,6 +311,7 @@ async def _resident_page(
         filing_available=filing.catalogue() is not None,
         done=_DONE.get(done, ""),
         extra=extra,
+        address_source=address_source,
         base=BASE,
     )
 
@@ -334,7 +346,7 @@ def _mandate_form(scopes: list[str], days: str, items: str) -> dict[str, Any]:
         problems["days"] = "授权期限为1至365天"
     codes = [c for c in re.split(r"[\s,，、]+", items.strip()) if c]
     if len(codes) > 50 or any(not _ITEM.fullmatch(c) for c in codes):
-        problems["items"] = "事项编码只含字母、数字和 _ . -，多个用逗号分隔，最多50个"
+        problems["item_codes"] = "事项编码只含字母、数字和 _ . -，多个用逗号分隔，最多50个"
     if problems:
         raise FieldErrors(problems)
     return {"scopes": chosen, "days": int(days.strip()), "items": codes}
@@ -349,7 +361,7 @@ async def request_mandate(
     resident_id: Annotated[str, Form()] = "",
     scopes: Annotated[list[str] | None, Form()] = None,
     days: Annotated[str, Form()] = "90",
-    items: Annotated[str, Form()] = "",
+    item_codes: Annotated[str, Form()] = "",
     idem: Annotated[str, Form(alias=IDEM_FIELD)] = "",
 ) -> Response:
     """Send the resident the SMS code naming the station, the scope and the period."""
@@ -357,12 +369,12 @@ async def request_mandate(
         return denied
     resident = await _resident(session, resident_id) if resident_id else None
     number = resident.phone if resident is not None else phone.strip()
-    values = {"scopes": scopes or [], "days": days, "items": items, "phone": phone}
+    values = {"scopes": scopes or [], "days": days, "item_codes": item_codes, "phone": phone}
 
     async def run() -> str:
         if not _PHONE.fullmatch(number):
             raise FieldErrors({"phone": "请输入居民本人的11位手机号"})
-        asked = _mandate_form(scopes or [], days, items)
+        asked = _mandate_form(scopes or [], days, item_codes)
         sent = await mandates.request_sms_mandate(session, agent=who, phone=number, **asked)
         return f"{BASE}/mandates/{sent.request_id}?to={resident.id if resident else ''}"
 
@@ -437,6 +449,54 @@ async def confirm_mandate(
             values={"code": code},
             base=BASE,
         )
+
+
+@router.post("/residents/{resident_id}/prefill", response_class=HTMLResponse)
+async def prefill(
+    request: Request, resident_id: str, who: WorkbenchStaff, session: SessionDep
+) -> HTMLResponse:
+    """Fill the filing form's address from the city's population record, read under the mandate.
+
+    The mandate is the resident's recorded consent (purpose ``agents.mandate``) to apply for them:
+    the read is checked against it by the data-center gateway and lands in the resident's access
+    log with the agent, the station and the mandate."""
+    if (denied := forbidden(request, who, ROLE)) is not None:
+        return denied
+    resident = await _resident(session, resident_id)
+    if resident is None:
+        return forbidden(request, who, ROLE, message="未找到该居民账户") or HTMLResponse(status_code=403)
+    try:
+        try:
+            m, station = await mandates.require_mandate(
+                session, agent=who, resident_id=resident.id, scope="apply"
+            )
+            number = resident.id_number
+            if not number:
+                raise FieldErrors({"address": "该居民尚未实名登记身份证号，无法调取，请核对证件后填写"})
+            record = await get_datahub().person(
+                session,
+                id_number=number,
+                accessor_id=who.id,
+                purpose=mandates.MANDATE_PURPOSE,
+                consent_id=m.consent_id,
+                subject_account_id=resident.id,
+                scopes=["apply"],
+                actor=Actor.agent(who.id, station.id, m.id),
+            )
+        except RecordNotFound:
+            raise FieldErrors({"address": "城市人口信息中未找到该居民，请核对证件后填写"}) from None
+        except FieldErrors:
+            raise
+        except AppError as e:
+            raise FieldErrors({"_": e.detail}) from e
+    except FieldErrors as e:
+        try:
+            return await _resident_page(request, who, session, resident, errors_=e.errors)
+        except errors.NotAssigned as denied_:
+            return _refused(request, who, denied_)
+    return await _resident_page(
+        request, who, session, resident, values={"address": record.address}, address_source=FROM_REGISTRY
+    )
 
 
 @router.post("/residents/{resident_id}/file", response_class=HTMLResponse)
