@@ -23,7 +23,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-from identity_api_helpers import challenge, consented, problem, real_name, upload
+from identity_api_helpers import (
+    GENUINE_CLIP,
+    burst_of,
+    challenge,
+    consented,
+    problem,
+    real_name,
+    upload_burst,
+)
 from identity_helpers import LIMITS, face_bytes
 
 from identity.face.pool import FaceEngine
@@ -155,10 +163,11 @@ async def new_person(name: str, photo: str) -> str:
 
 
 async def face_check(client: httpx.AsyncClient, headers: dict[str, str]) -> None:
-    """One face check by a resident replaying a still: the engine analyses every frame, and the
-    check fails liveness."""
+    """One face check with a real 1.2 s burst (GRID, frontal, no head turn): the engine analyses
+    the capture, and the check fails liveness (every challenge asks for both turns)."""
     c = await challenge(client, headers)
-    r = await upload(client, headers, c["challenge_id"], [face_bytes("obama_1.jpg")] * 4)
+    frames, ts = burst_of(GENUINE_CLIP, 0, 30)
+    r = await upload_burst(client, headers, c["challenge_id"], frames, ts)
     problem(r, 422, "identity.liveness_failed")
 
 
@@ -169,6 +178,7 @@ async def test_a_fresh_api_has_no_face_engine_until_a_face_check_and_loses_it_wh
         "WOJIA_IDENTITY_FACE_WORKERS": "1",
         "WOJIA_IDENTITY_FACE_POOL_IDLE_S": str(IDLE_S),
         "WOJIA_IDENTITY_FACE_JOB_TIMEOUT_S": "120",
+        "WOJIA_IDENTITY_FACE_CAPTURE_TIMEOUT_S": "180",
     }
     async with serving(env) as (proc, client):
         pid = proc.pid

@@ -7,40 +7,30 @@ import secrets
 from identity_api_helpers import (
     API,
     account_id,
-    challenge,
-    consented,
-    l2_resident,
+    genuine_resident,
     me,
     problem,
+    reach_l3,
     real_name,
-    upload,
 )
-from identity_helpers import challenge_frames
 
 from app_api.core.redis import get_redis
 
 
 async def test_step_up_token_is_single_use_and_bound_to_its_purpose(
-    client, login, person_factory, motion_frames
+    client, login, person_factory, fix_steps
 ) -> None:
     guarded = "/api/v1/test-only/loan-apply"
-    headers = await l2_resident(client, login, person_factory)
-    await consented(client, headers)
+    headers = await genuine_resident(client, login, person_factory)
     problem(await client.post(guarded, headers=headers), 403, "identity.step_up_required")
-    c = await challenge(client, headers, purpose="fund.withdraw")
-    wrong = (
-        await upload(client, headers, c["challenge_id"], challenge_frames(motion_frames, c["steps"]))
-    ).json()
+    wrong = (await reach_l3(client, headers, fix_steps, purpose="fund.withdraw")).json()
     problem(
         await client.post(guarded, headers={**headers, "X-Step-Up-Token": wrong["step_up_token"]}),
         403,
         "identity.step_up_invalid",
     )
-    # Second check: the stored template now stands in for the registry photo.
-    c = await challenge(client, headers, purpose="loan.apply")
-    ok = (
-        await upload(client, headers, c["challenge_id"], challenge_frames(motion_frames, c["steps"]))
-    ).json()
+    # Second check: the registry photo's kept encoding stands in for decoding the photo again.
+    ok = (await reach_l3(client, headers, fix_steps, purpose="loan.apply")).json()
     token = {**headers, "X-Step-Up-Token": ok["step_up_token"]}
     other = await login()
     problem(

@@ -13,28 +13,46 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from identity_api_helpers import account_id, attempts, challenge, consented, l2_resident, problem, upload
-from identity_helpers import challenge_frames, face_bytes
+from identity_api_helpers import (
+    GENUINE_CLIP,
+    GENUINE_PHOTO,
+    account_id,
+    attempts,
+    challenge,
+    genuine_resident,
+    problem,
+    reach_l3,
+    still_of,
+    upload_clip,
+    video_bytes,
+)
+from identity_helpers import face_bytes
 from sqlmodel import select
 
 from app_api.core.crypto import decrypt_str
 from app_api.core.db import sessionmaker
 from app_api.platform.audit.models import AuditEvent
-from identity.face.engine import FaceAnalysis, face_distance
+from identity.face.engine import face_distance
 from identity.face_data import stored_template
 from identity.models import IdentityAttempt, IdentityFaceProfile
 
-# What the impostor uploads: a real photo of Biden (a different person from the resident, whose
-# registry photo is obama_3.jpg). Its distance to obama_3 is 0.856, to obama_1 (the capture's best
-# frame) 0.837: the recorded distance tells which of the two was the reference.
-IMPOSTOR = ["biden_2.jpg"] * 5
+# What the impostor uploads: a real clip of another GRID person (person 1, blinking at frames 42-46
+# and 50-53), a live track that does the blink: only the comparison can refuse it. The resident's
+# registry photo is GRID person 3 from one recording, the passed capture person 3 from another:
+# the recorded distance tells which of the two was the reference.
+IMPOSTOR = "grid/bbaf2n.mpg"
 
 
-def _capture_names(steps: list[str]) -> list[str]:
-    """The fixture file of each frame ``challenge_frames`` builds (the painted blink is obama_1)."""
-    names = {"front": "obama_1.jpg", "closed": "obama_1.jpg", "left": "obama_4.jpg", "right": "obama_2.jpg"}
-    moves = {"blink": "closed", "turn_left": "left", "turn_right": "right"}
-    return [names["front"]] + [n for s in steps for n in (names[moves[s]], names["front"])]
+def clip_encoding(rel: str, frame: int) -> list[float]:
+    """The encoding the capture analysis computes for one frame of a fixture clip (same pixels,
+    same detector settings as the pool's capture job)."""
+    from identity_api_helpers import _decoded
+
+    from identity.face.capture import Capture, Frame, analyse_frames
+
+    faces = analyse_frames(Capture([Frame(_decoded(rel)[frame][0], 0.0)]), upsample=0)
+    assert faces[0].encoding
+    return list(faces[0].encoding)
 
 
 async def _raw_attempt(attempt_id: str) -> dict[str, Any]:
@@ -53,20 +71,20 @@ async def test_a_later_check_is_compared_with_the_registry_photo_not_the_last_ca
     client: Any,
     login: Any,
     person_factory: Any,
-    motion_frames: dict[str, bytes],
-    analysed: Callable[[str], FaceAnalysis],
+    fix_steps: Callable[[list[str]], None],
     session: Any,
 ) -> None:
-    headers = await l2_resident(client, login, person_factory)  # registry photo: obama_3.jpg
-    await consented(client, headers)
-    c = await challenge(client, headers)
-    r = await upload(client, headers, c["challenge_id"], challenge_frames(motion_frames, c["steps"]))
-    assert r.status_code == 200, r.text
+    from identity_helpers import LIMITS
+
+    from identity.face.engine import analyse_image
+
+    headers = await genuine_resident(client, login, person_factory)
+    await reach_l3(client, headers, fix_steps)
     aid = await account_id(client, headers)
     (passed,) = [a for a in await attempts(session, aid) if a.kind == "face"]
     assert passed.outcome == "passed" and passed.data["reference"] == "registry_photo"
-    registry = analysed("obama_3.jpg").encoding
-    capture = analysed(_capture_names(c["steps"])[passed.data["best_frame"]]).encoding
+    registry = analyse_image(still_of(*GENUINE_PHOTO), LIMITS).encoding
+    capture = clip_encoding(GENUINE_CLIP, passed.data["best_frame"])
 
     # What is kept is the registry photo's encoding, not the capture's.
     async with sessionmaker()() as s:
@@ -78,17 +96,16 @@ async def test_a_later_check_is_compared_with_the_registry_photo_not_the_last_ca
     assert face_distance(kept, registry) < 1e-3
     assert face_distance(kept, capture) > 0.1
 
-    # A different person's frames, later: compared with the registry photo, and refused.
+    # A different person's live capture, later: compared with the registry photo, and refused.
     c = await challenge(client, headers, purpose="loans.apply")
-    r = await upload(client, headers, c["challenge_id"], [face_bytes(n) for n in IMPOSTOR])
-    assert r.status_code == 422, r.text
-    assert r.json()["code"] in {"identity.face_mismatch", "identity.liveness_failed"}
+    r = await upload_clip(client, headers, c["challenge_id"], video_bytes(IMPOSTOR))
+    problem(r, 422, "identity.face_mismatch")
     assert "step_up_token" not in r.text
     session.expunge_all()
     later = [a for a in await attempts(session, aid) if a.kind == "face"][-1]
     assert later.outcome == "failed" and later.purpose == "loans.apply"
     assert later.data["reference"] == "registry_photo" and later.data["reference_encoding_kept"] is True
-    impostor = analysed(IMPOSTOR[later.data["best_frame"]]).encoding
+    impostor = clip_encoding(IMPOSTOR, later.data["best_frame"])
     to_registry, to_capture = face_distance(impostor, registry), face_distance(impostor, capture)
     # The two candidate references are far enough apart for the recorded distance to tell them apart.
     assert abs(to_registry - to_capture) > 0.01, (to_registry, to_capture)
@@ -105,7 +122,7 @@ async def test_a_later_check_is_compared_with_the_registry_photo_not_the_last_ca
             assert text.encode() not in raw["scores_enc"]
             assert text not in raw["data"]
         scores = json.loads(decrypt_str(raw["scores_enc"], aad=f"identity_attempt_scores:{a.id}"))
-        assert scores["distance"] == a.distance and "min_ear" in scores and "frame_distances" in scores
+        assert scores["distance"] == a.distance and scores["capture"]["continuity"]["micro_motion"] > 0
         with pytest.raises(Exception):
             decrypt_str(
                 raw["scores_enc"], aad=f"identity_attempt_scores:{passed.id if a is later else later.id}"
@@ -126,19 +143,18 @@ async def test_a_renewed_id_photo_replaces_the_kept_encoding(
     client: Any,
     login: Any,
     person_factory: Any,
-    motion_frames: dict[str, bytes],
-    analysed: Callable[[str], FaceAnalysis],
+    fix_steps: Callable[[list[str]], None],
 ) -> None:
     """The kept encoding is used only while the registry holds the photo it came from."""
+    from identity_helpers import LIMITS
+
     from app_api.core.crypto import encrypt_bytes
     from app_api.platform.accounts.models import Account
     from app_api.platform.datahub.models import PopulationRecord
+    from identity.face.engine import analyse_image
 
-    headers = await l2_resident(client, login, person_factory)
-    await consented(client, headers)
-    c = await challenge(client, headers)
-    r = await upload(client, headers, c["challenge_id"], challenge_frames(motion_frames, c["steps"]))
-    assert r.status_code == 200, r.text
+    headers = await genuine_resident(client, login, person_factory)
+    await reach_l3(client, headers, fix_steps)
     aid = await account_id(client, headers)
     # The resident renews their ID card: the registry now holds Biden's photo for this number.
     async with sessionmaker()() as s:
@@ -152,9 +168,9 @@ async def test_a_renewed_id_photo_replaces_the_kept_encoding(
         rec.photo_enc = encrypt_bytes(face_bytes("biden_1.jpg"), aad="id_photo")
         s.add(rec)
         await s.commit()
-    c = await challenge(client, headers)
+    c = await challenge(client, headers)  # the fixed draw (blink) still holds
     problem(
-        await upload(client, headers, c["challenge_id"], challenge_frames(motion_frames, c["steps"])),
+        await upload_clip(client, headers, c["challenge_id"], video_bytes(GENUINE_CLIP)),
         422,
         "identity.face_mismatch",
     )
@@ -173,4 +189,5 @@ async def test_a_renewed_id_photo_replaces_the_kept_encoding(
         ).one()
         kept = stored_template(profile)
     # A failed check keeps nothing: the kept encoding is still the old photo's until a check passes.
-    assert kept is not None and face_distance(kept, analysed("obama_3.jpg").encoding) < 1e-3
+    registry = analyse_image(still_of(*GENUINE_PHOTO), LIMITS).encoding
+    assert kept is not None and face_distance(kept, registry) < 1e-3
