@@ -9,6 +9,7 @@ timestamp, another column's order, a refund over the paid amount, a disabled col
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import secrets
 import time
@@ -27,8 +28,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from app_api.core import signing
-from app_api.core.db import session_scope, sessionmaker
-from app_api.core.jobs import outbox
+from app_api.core.db import session_scope, sessionmaker, utcnow
+from app_api.core.jobs import outbox, runner
+from app_api.core.jobs.models import JobStatus, OutboxMessage
 from app_api.platform.audit.models import AuditEvent
 from app_api.platform.openplatform import cashier_notify
 from app_api.platform.openplatform.cashier_models import CashierNonce, CashierNotice, CashierOrder
@@ -419,6 +421,116 @@ async def test_a_column_down_is_retried_then_given_up_visibly_and_an_admin_resen
     await asyncio.sleep(0.5)
     assert len(receiver.for_order(order["id"], acked=True)) == 1
     assert len(await _audited("openplatform.cashier_notice_retried", c.col.id)) == 1
+
+
+async def _notice_jobs(notice_id: str) -> list[OutboxMessage]:
+    async with sessionmaker()() as s:
+        rows = await s.exec(select(OutboxMessage).where(OutboxMessage.task_name == cashier_notify.TASK))
+        return [j for j in rows.all() if j.arguments.get("notice_id") == notice_id]
+
+
+async def test_a_worker_killed_mid_delivery_and_redis_wiped_still_tell_the_column_once(
+    client: httpx.AsyncClient,
+    http: httpx.AsyncClient,
+    login: LoginFn,
+    receiver: Receiver,
+    pay_sandbox: dict[str, str],
+) -> None:
+    admin = await login(roles=["admin"])
+    c = await _cashier(client, admin, receiver)
+    resident = await login()
+    sub = await _subject(client, resident, c.col)
+    order = (await _call(http, c, "POST", ORDERS, _order(sub, 700))).json()
+    receiver.fail[c.col.client_id] = 10**6
+    started = (
+        await client.post(f"{order['pay_path']}/pay", headers=resident, json={"provider": "wechat_v3"})
+    ).json()
+    await pay_at_provider(pay_sandbox, "wechat_v3", started["out_trade_no"], started["client_params"])
+
+    async def tried() -> bool:
+        return len(receiver.for_order(order["id"])) >= 1
+
+    await wait_until(tried, timeout=30)
+    notice_id = receiver.for_order(order["id"])[0]["notice_id"]
+    [job] = await _notice_jobs(notice_id)
+    # The worker holding the job dies mid-post (its lease runs out, nobody renews it) and Redis is
+    # emptied: only the database remembers the job.
+    from app_api.core.redis import get_redis
+
+    await (await get_redis()).flushdb()
+    past = utcnow() - dt.timedelta(seconds=5)
+    async with session_scope() as s:
+        await s.exec(
+            sa.update(OutboxMessage)
+            .where(col(OutboxMessage.id) == job.id)
+            .values(status=JobStatus.running, lease_until=past, due_at=past, started_at=past)
+        )
+    receiver.fail[c.col.client_id] = 0  # the column is back
+
+    async def acknowledged() -> bool:
+        await outbox.relay()
+        return len(receiver.for_order(order["id"], acked=True)) >= 1
+
+    await wait_until(acknowledged, timeout=60)
+
+    async def done() -> bool:
+        return [j.status for j in await _notice_jobs(notice_id)] == [JobStatus.done]
+
+    await wait_until(done, timeout=30)
+    # A second process running the same job, or the relay again: nothing more is sent.
+    assert set(await asyncio.gather(*(runner.execute(job.id) for _ in range(3)))) == {"skipped"}
+    assert await cashier_notify.deliver(notice_id) == "skipped"
+    await outbox.relay()
+    await asyncio.sleep(0.5)
+    assert len(receiver.for_order(order["id"], acked=True)) == 1
+    async with session_scope() as s:
+        notice = await s.get(CashierNotice, notice_id)
+        assert notice is not None and notice.status == "delivered"
+
+
+async def test_an_order_paid_twice_is_told_once_and_the_second_payment_refunded(
+    client: httpx.AsyncClient,
+    http: httpx.AsyncClient,
+    login: LoginFn,
+    receiver: Receiver,
+    pay_sandbox: dict[str, str],
+) -> None:
+    admin = await login(roles=["admin"])
+    c = await _cashier(client, admin, receiver)
+    resident = await login()
+    sub = await _subject(client, resident, c.col)
+    order = (await _call(http, c, "POST", ORDERS, _order(sub, 1200))).json()
+    # Two wallets opened before either paid (two phones): both pay.
+    first = (
+        await client.post(f"{order['pay_path']}/pay", headers=resident, json={"provider": "wechat_v2"})
+    ).json()
+    second = (
+        await client.post(f"{order['pay_path']}/pay", headers=resident, json={"provider": "alipay"})
+    ).json()
+    await pay_at_provider(pay_sandbox, "wechat_v2", first["out_trade_no"], first["client_params"])
+
+    async def told() -> bool:
+        return len(receiver.for_order(order["id"], acked=True)) == 1
+
+    await wait_until(told, timeout=30)
+    await pay_at_provider(pay_sandbox, "alipay", second["out_trade_no"], second["client_params"])
+
+    async def second_refunded() -> bool:
+        async with httpx.AsyncClient(base_url=pay_sandbox["alipay"], timeout=30) as sb:
+            got = (await sb.get(f"/_sandbox/orders/{second['out_trade_no']}")).json()
+        return len(got.get("refunds") or []) == 1
+
+    await wait_until(second_refunded, timeout=30)
+    async with httpx.AsyncClient(base_url=pay_sandbox["wechat_v2"], timeout=30) as sb:
+        kept = (await sb.get(f"/_sandbox/orders/{first['out_trade_no']}")).json()
+    assert not kept.get("refunds")
+    await asyncio.sleep(0.5)
+    [note] = receiver.for_order(order["id"], acked=True)
+    assert note["out_trade_no"] == first["out_trade_no"] and note["amount_fen"] == 1200
+    got = (await _call(http, c, "GET", f"{ORDERS}/{order['id']}")).json()
+    assert (
+        got["status"] == "paid" and got["refunded_fen"] == 0 and got["out_trade_no"] == first["out_trade_no"]
+    )
 
 
 # --- bad input ----------------------------------------------------------------------------------------
