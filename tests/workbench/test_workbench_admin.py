@@ -245,3 +245,16 @@ async def test_admin_disables_a_staff_account_and_checks_the_audit_chain(
             await page.get_by_role("button", name="核验审计链").click()
         assert "审计链" in await page.inner_text("#chain")
         await shot(page, "admin-audit")
+
+
+async def test_without_a_session_the_pages_go_to_the_login_and_back(client: httpx.AsyncClient) -> None:
+    from urllib.parse import quote
+
+    for url in (STAFF, AUDIT):
+        r = await client.get(url, headers={"cookie": "wojia_console=expired.or.forged"})
+        assert r.status_code == 303 and r.headers["location"].startswith("/api/v1/console/refresh?next=")
+        r = await client.get(r.headers["location"])
+        assert r.headers["location"] == f"/api/v1/console/login?next={quote(url, safe='')}"
+    # A form sent without a session does nothing.
+    r = await client.post(STAFF, data={"phone": new_phone(), "password": "Pw-0123456789", "roles": ["admin"]})
+    assert r.status_code in (401, 403)

@@ -398,3 +398,15 @@ async def login_me(client: httpx.AsyncClient, phone: str, password: str) -> tupl
     assert r.status_code == 200, r.text
     headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
     return headers, (await client.get("/api/v1/me", headers=headers)).json()["id"]
+
+
+async def test_without_a_session_the_pages_go_to_the_login_and_back(client: httpx.AsyncClient) -> None:
+    from urllib.parse import quote
+
+    for url in (f"{AGENT}/", f"{AGENT}/batch"):
+        r = await client.get(url, headers={"cookie": "wojia_console=expired.or.forged"})
+        assert r.status_code == 303 and r.headers["location"].startswith("/api/v1/console/refresh?next=")
+        r = await client.get(r.headers["location"])
+        assert r.headers["location"] == f"/api/v1/console/login?next={quote(url, safe='')}"
+    r = await client.post(f"{AGENT}/find", data={"phone": new_phone()})
+    assert r.status_code in (401, 403)
