@@ -178,10 +178,10 @@ def _typed_answer(text: str, q: dict[str, Any]) -> str | None:
     words = text.strip().rstrip("。.!！")
     if q.get("number"):
         try:
-            Decimal(words)
+            number = Decimal(words)
         except InvalidOperation:
             return None
-        return words
+        return words if number.is_finite() else None
     for o in q["options"]:
         if words == o["title"]:
             return str(o["value"])
@@ -320,7 +320,8 @@ async def _finish(
             )
         )
         return replies
-    key = f"bot-walkthrough-{row_id or utcnow().strftime('%Y%m%d%H%M%S%f')}"
+    # One draft per walk-through, whatever is retried; with nothing asked, one per item and day.
+    key = f"bot-walkthrough-{row_id or state.code + '-' + utcnow().strftime('%Y%m%d')}"
     assert g is not None
     try:
         async with savepoint(session):

@@ -293,3 +293,36 @@ async def test_without_the_catalogues_guide_the_listed_conditions_stand(
         provide(ConditionsGuide, guide)  # type: ignore[arg-type]
     assert "年满60周岁的本市户籍老年人" in text_of(msgs) and "/walkthrough" not in json.dumps(msgs)
     assert any(b["title"] == "立即申请" for m in msgs for b in m.get("buttons") or ())
+
+
+async def test_nothing_asked_when_the_registry_answers_everything(
+    client: httpx.AsyncClient, login: Any, no_rasa: None
+) -> None:
+    pension = "城乡居民基本养老保险待遇申领"
+    headers, account_id = await verified_resident(client, login, dt.date(1960, 1, 2))
+    msgs = await Walk(client, headers, account_id).ask_conditions(pension)
+    said = text_of(msgs)
+    assert "/walkthrough" not in json.dumps(msgs, ensure_ascii=False)  # no question
+    assert "已满60周岁" in said and "累计缴费满15年：需工作人员审核" in said
+    app_id = link_of(msgs).rsplit("/", 1)[1]
+    assert (await client.get(f"{APPS}/{app_id}", headers=headers)).json()["item_name"] == pension
+    # Asked again the same day: the same draft, not a second one.
+    again = await Walk(client, headers, account_id).ask_conditions(pension)
+    assert link_of(again) == link_of(msgs)
+
+    young, young_id = await verified_resident(client, login, dt.date(1990, 6, 1))
+    msgs = await Walk(client, young, young_id).ask_conditions(pension)
+    assert "暂不符合" in text_of(msgs) and "未满60周岁" in text_of(msgs)
+    assert not any(b["title"] == "一键申报" for m in msgs for b in m.get("buttons") or ())
+    assert (await client.get(APPS, headers=young)).json()["applications"] == []
+
+
+def test_a_typed_number_answers_a_number_question_only_when_it_is_one() -> None:
+    from bot.walkthrough import _typed_answer
+
+    q = {"key": "rule:income", "text": "请直接输入家庭人均月收入（数字）：", "options": [], "number": True}
+    assert _typed_answer("1200.5", q) == "1200.5"
+    assert _typed_answer("NaN", q) is None and _typed_answer("Infinity", q) is None
+    assert _typed_answer("一千二", q) is None
+    yes_no = {"key": "rule:hukou", "options": [{"title": "是，亳州市户籍", "value": "yes"}]}
+    assert _typed_answer("是的。", yes_no) == "yes" and _typed_answer("不是", yes_no) is None
