@@ -326,3 +326,29 @@ def test_a_typed_number_answers_a_number_question_only_when_it_is_one() -> None:
     assert _typed_answer("一千二", q) is None
     yes_no = {"key": "rule:hukou", "options": [{"title": "是，亳州市户籍", "value": "yes"}]}
     assert _typed_answer("是的。", yes_no) == "yes" and _typed_answer("不是", yes_no) is None
+
+
+async def test_an_item_without_rules_asks_its_listed_conditions(
+    client: httpx.AsyncClient, login: Any, no_rasa: None
+) -> None:
+    headers, account_id = await verified_resident(client, login, dt.date(1992, 2, 2))
+    walk = Walk(client, headers, account_id)
+    msgs = await walk.ask_conditions("居住证办理")
+    assert "（1/5）您是否符合这一条件：在本市居住半年以上？" in text_of(msgs)
+    msgs = await walk.tap(msgs, "符合")
+    msgs = await walk.say("符合")
+    msgs = await walk.tap(msgs, "是")  # 以住所条件申请的
+    msgs = await walk.tap(msgs, "不是")  # 以就业条件申请的
+    done = await walk.tap(msgs, "不是")  # 以就读条件申请的
+    verdict = text_of(done)
+    # Declared, not checked: a reviewer confirms them, and the resident is told so.
+    assert "以下几项将由工作人员审核" in verdict and "在本市居住半年以上：根据您的回答，符合" in verdict
+    needed = verdict.split("需要准备")[1]
+    assert "合法稳定住所证明" in needed and "就业证明" not in needed and "就读证明" not in needed
+    assert link_of(done).startswith("wojia://columns/gov_services/applications/")
+
+    msgs = await walk.ask_conditions("居住证办理")
+    msgs = await walk.tap(msgs, "不符合")
+    for _ in range(4):
+        msgs = await walk.say("不是" if "情况" in text_of(msgs) else "不确定")
+    assert "暂不符合" in text_of(msgs) and "在本市居住半年以上：根据您的回答，不符合" in text_of(msgs)
