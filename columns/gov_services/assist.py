@@ -21,6 +21,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_api.platform.accounts.models import Account
 from app_api.platform.accounts.principal import Principal
+from app_api.platform.column import Column
 from app_api.platform.datahub import citizen_id
 from columns.gov_services import applications, catalogue_store
 from columns.gov_services.catalogue import RECORD_FIELDS, CatalogueItem
@@ -336,9 +337,14 @@ class GovConditionsGuide:
         return {"id": app.id, "number": app.number, "deep_link": DRAFT_LINK.format(id=app.id)}
 
 
-def provide_guide() -> None:
-    """Offer the walk-through's capability (called where the column offers its capabilities)."""
+def provide_guide(column: Column | None = None) -> None:
+    """Offer the walk-through's capability: through ``column`` when the column's ``_provide`` calls
+    this (the loader registers it with the column's others), else directly."""
     from app_api.platform.capabilities import provide
     from bot.walkthrough import ConditionsGuide
 
-    provide(ConditionsGuide, GovConditionsGuide())
+    guide = GovConditionsGuide()
+    if column is not None:
+        column.provide(ConditionsGuide, guide)
+    else:
+        provide(ConditionsGuide, guide)
