@@ -16,7 +16,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app_api.core.errors import AppError
 from app_api.platform.openplatform import cashier, cashier_notify
 from payments.hooks import PaidPurpose, on_paid
-from payments.models import PaymentOrder, PaymentRefund, ReconciliationItem, ReconciliationRun
+from payments.models import (
+    DISCREPANCY_NAMES,
+    PaymentOrder,
+    PaymentRefund,
+    ReconciliationItem,
+    ReconciliationRun,
+)
 from payments.orders import create_order, start_payment
 from payments.refunds import request_refund
 from payments.registry import get_provider
@@ -131,6 +137,9 @@ class LedgerCashier:
                 ).first()
                 out[number] = item.category if item is not None else "matched"
         return out
+
+    async def discrepancy_names(self) -> dict[str, str]:
+        return {k.value: v for k, v in DISCREPANCY_NAMES.items()}
 
 
 cashier.provide_payments(LedgerCashier())

@@ -351,6 +351,13 @@ async def test_order_paid_told_once_after_a_failure_refunded_in_part_and_reconci
     day = (await client.get(f"{API}/finance/external-columns/payments", headers=finance)).json()
     [mine] = [x for x in day["columns"] if x["column_id"] == c.col.id]
     assert [o["reconciliation"] for o in mine["orders"]] == ["matched"] and mine["unmatched_count"] == 0
+    # The finance console's page names the column and shows the payment matched.
+    page = await client.get(f"{API}/finance/external-columns/console", headers=finance)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html"), page.text
+    section = page.text.split(f"<h2>{c.name}</h2>", 1)[1].split("</table>", 1)[0]
+    assert started["out_trade_no"] in section and "10.00" in section and "3.00" in section
+    assert "已对平" in section
+    assert (await client.get(f"{API}/finance/external-columns/console", headers=resident)).status_code == 403
 
 
 async def test_a_column_down_is_retried_then_given_up_visibly_and_an_admin_resends(

@@ -189,6 +189,10 @@ class CashierPayments(Protocol):
         of that provider for the day)."""
         ...
 
+    async def discrepancy_names(self) -> dict[str, str]:
+        """The Chinese name of each reconciliation discrepancy category."""
+        ...
+
 
 _payments: CashierPayments | None = None
 

@@ -6,14 +6,16 @@ import datetime as dt
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
+from jinja2 import Environment, PackageLoader, select_autoescape
 from pydantic import BaseModel, ValidationError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_api.core.clock import CHINA_TZ
 from app_api.core.db import SessionDep
 from app_api.core.errors import AppError, ValidationFailed
-from app_api.platform.access import CurrentAccount, public, require_roles
+from app_api.core.money import fen_to_yuan
+from app_api.platform.access import CurrentAccount, public, require_console_roles, require_roles
 from app_api.platform.accounts.principal import Principal
 from app_api.platform.openplatform import cashier, cashier_notify, service
 from app_api.platform.openplatform.cashier_models import CashierOrder
@@ -38,6 +40,7 @@ from app_api.platform.openplatform.models import ExternalColumn
 router = APIRouter(tags=["openplatform-cashier"])
 Admin = Annotated[Principal, Depends(require_roles("admin"))]
 Finance = Annotated[Principal, Depends(require_roles("finance"))]
+FinanceConsole = Annotated[Principal, Depends(require_console_roles("finance"))]
 M = TypeVar("M", bound=BaseModel)
 PAY_PATH = "/api/v1/cashier/orders/{id}"
 
@@ -202,12 +205,7 @@ async def pay(
 # --- finance -----------------------------------------------------------------------------------------
 
 
-@router.get("/finance/external-columns/payments")
-async def finance_day(
-    _: Finance, session: SessionDep, day: Annotated[dt.date | None, Query(title="日期（北京时间）")] = None
-) -> FinanceDay:
-    """Each third-party column's payments of a China-time day (default today), by column name, each
-    with its standing in the day's reconciliation."""
+async def _finance_day(session: AsyncSession, day: dt.date | None) -> FinanceDay:
     day = day or dt.datetime.now(CHINA_TZ).date()
     paid = await cashier.paid_on(session, day)
     standing = await cashier.payments_port().reconciliation(
@@ -249,6 +247,42 @@ async def finance_day(
             )
         )
     return FinanceDay(day=day, columns=columns)
+
+
+Day = Annotated[dt.date | None, Query(title="日期（北京时间）")]
+
+
+@router.get("/finance/external-columns/payments")
+async def finance_day(_: Finance, session: SessionDep, day: Day = None) -> FinanceDay:
+    """Each third-party column's payments of a China-time day (default today), by column name, each
+    with its standing in the day's reconciliation."""
+    return await _finance_day(session, day)
+
+
+_templates = Environment(
+    loader=PackageLoader("app_api.platform.openplatform", "templates"),
+    autoescape=select_autoescape(default=True),
+)
+PROVIDER_NAMES = {"wechat_v2": "微信支付", "wechat_v3": "微信支付", "alipay": "支付宝"}
+
+
+@router.get("/finance/external-columns/console", response_class=HTMLResponse)
+async def finance_console(
+    request: Request, _: FinanceConsole, session: SessionDep, day: Day = None
+) -> HTMLResponse:
+    """Finance console page: each third-party column's payments of a day, by name, with reconciliation."""
+    data = await _finance_day(session, day)
+    names = await cashier.payments_port().discrepancy_names()
+    html = _templates.get_template("cashier_console.html").render(
+        day=data,
+        yuan=fen_to_yuan,
+        local=lambda t: t.astimezone(CHINA_TZ).strftime("%Y-%m-%d %H:%M:%S") if t else "",
+        providers=PROVIDER_NAMES,
+        standing={"matched": "已对平", "not_run": "未对账", **names},
+        csrf=getattr(request.state, "csrf", ""),
+        logout_url=request.url_for("console_logout").path,
+    )
+    return HTMLResponse(html, headers={"cache-control": "no-store"})
 
 
 # --- administration ----------------------------------------------------------------------------------
