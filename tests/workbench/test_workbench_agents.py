@@ -184,7 +184,7 @@ async def test_find_mandate_prefill_file_and_pickup(client: httpx.AsyncClient, l
     r = await client.get(f"{AGENT}/", headers=h)
     assert f'data-number="{app.number}"' in r.text and "登记领取" in r.text
     row = r.text.split(f'data-number="{app.number}"')[1].split("</tr>")[0]
-    assert "已提交" in row and "submitted" not in row
+    assert "已提交" in row and "submitted" not in row and "提交时" not in row  # its state now ("track")
     sub_id = re.search(rf'<tr data-id="([^"]+)" data-number="{app.number}"', r.text)
     assert sub_id
     for _ in range(2):
@@ -276,6 +276,12 @@ async def test_batch_gives_each_row_its_result_and_a_resend_files_nothing_twice(
     assert statuses == [(str(i + 2), s) for i, s in enumerate(["created"] * 5 + ["failed"] * 3)]
     assert "未找到该手机号的居民账户" in r.text and "户籍地址" in r.text and "手机号格式不正确" in r.text
     assert "已代办提交 5 行" in r.text
+    # Without a "track" mandate the station's list shows the state at filing, and says so.
+    home = await client.get(f"{AGENT}/", headers=agent.headers)
+    assert home.text.count("（提交时）") == 5 and home.text.count('<tr data-id="') == 5
+    assert 'id="more"' not in home.text
+    later = await client.get(f"{AGENT}/", headers=agent.headers, params={"page": 2})
+    assert later.status_code == 200 and '<tr data-id="' not in later.text
     apps = await gov_applications(agent.id)
     assert len(apps) == 5 and {a.applicant_id for a in apps} == {r.id for r in residents}
     # The same form sent again (a double click, a reload): nothing filed twice.

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request, UploadFile
+from fastapi import APIRouter, Form, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 from sqlmodel import col, select
@@ -32,6 +32,7 @@ from app_api.platform.agents import actions, errors, filing, mandates, submissio
 from app_api.platform.agents.models import SCOPES, AgentAction, Mandate, Submission
 from app_api.platform.agents.schemas import SubmissionIn
 from app_api.platform.agents.stations import agent_station
+from app_api.platform.consent.models import Consent
 from app_api.platform.datahub.access_log import Actor
 from app_api.platform.datahub.service import RecordNotFound, get_datahub
 from app_api.platform.workbench import (
@@ -48,7 +49,8 @@ from app_api.platform.workbench import (
 
 ROLE = "agent"
 BASE = f"{WORKBENCH}agent"
-FILINGS_SHOWN = 50
+FILINGS_SHOWN = 20
+MAX_PAGE = 500
 UPLOAD_MAX = 10 * 1024 * 1024
 BATCH_FILE_MAX = 2 * 1024 * 1024
 PICKED_UP = "result_picked_up"
@@ -133,8 +135,34 @@ def _at_filing(app: dict[str, Any]) -> str:
     return str(app.get("status_name") or _FILED_STATES.get(status, status))
 
 
+async def _tracked(session: AsyncSession, agent: Principal, station_id: str, residents: set[str]) -> set[str]:
+    """The residents whose valid mandate lets this agent see their applications ("track"): the
+    mandates and their consents read in two queries, judged by the mandates service's own rules."""
+    if not residents:
+        return set()
+    q = select(Mandate).where(
+        Mandate.agent_id == agent.id,
+        Mandate.station_id == station_id,
+        col(Mandate.resident_id).in_(residents),
+    )
+    found = list((await session.exec(q)).all())
+    ids = [m.consent_id for m in found]
+    # Held while judging: in the session's identity map (weakly referenced), mandate_state finds
+    # each consent without a query.
+    consents = (
+        list((await session.exec(select(Consent).where(col(Consent.id).in_(ids)))).all()) if ids else []
+    )
+    out = set()
+    for m in found:
+        tracking = m.resident_id not in out and mandates.covers(m, "track", None)
+        if tracking and await mandates.mandate_state(session, m) == "valid":
+            out.add(m.resident_id)
+    del consents
+    return out
+
+
 async def _filings(
-    session: AsyncSession, agent: Principal, station_id: str, *, resident_id: str | None = None
+    session: AsyncSession, agent: Principal, station_id: str, *, resident_id: str | None = None, page: int = 1
 ) -> list[dict[str, Any]]:
     """The station's newest filings with their state now (where a "track" mandate lets the agent
     see it; else the state at filing) and whether a result posted to the station was picked up."""
@@ -142,7 +170,13 @@ async def _filings(
     if resident_id:
         q = q.where(Submission.resident_id == resident_id)
     rows = list(
-        (await session.exec(q.order_by(col(Submission.created_at).desc()).limit(FILINGS_SHOWN))).all()
+        (
+            await session.exec(
+                q.order_by(col(Submission.created_at).desc(), col(Submission.id))
+                .offset((page - 1) * FILINGS_SHOWN)
+                .limit(FILINGS_SHOWN)
+            )
+        ).all()
     )
     picked = set()
     if rows:
@@ -163,13 +197,9 @@ async def _filings(
         else {}
     )
     now: dict[str, dict[str, Any]] = {}
-    for rid in {r.resident_id for r in rows}:
-        try:
-            await mandates.require_mandate(session, agent=agent, resident_id=rid, scope="track")
-            for a in await filing.applications_of(session, rid, limit=50):
-                now[str(a.get("id"))] = a
-        except AppError:
-            continue
+    for rid in await _tracked(session, agent, station_id, {r.resident_id for r in rows}):
+        for a in await filing.applications_of(session, rid, limit=FILINGS_SHOWN):
+            now[str(a.get("id"))] = a
     out = []
     for r in rows:
         app = r.result or {}
@@ -204,8 +234,10 @@ async def _home(
     new_phone: str = "",
     done: str = "",
     status_code: int | None = None,
+    page: int = 1,
 ) -> HTMLResponse:
     station = await agent_station(session, who)
+    filings = await _filings(session, who, station.id, page=page)
     return render(
         _env,
         "agent_home.html",
@@ -213,7 +245,9 @@ async def _home(
         who,
         status_code=status_code or (422 if errors_ else 200),
         station=station,
-        filings=await _filings(session, who, station.id),
+        filings=filings,
+        page=page,
+        more=f"{BASE}/?page={page + 1}" if len(filings) == FILINGS_SHOWN and page < MAX_PAGE else "",
         errors=errors_ or {},
         values={"scopes": ["apply", "upload", "track", "pickup"], "days": "90", **(values or {})},
         new_phone=new_phone,
@@ -229,12 +263,18 @@ def _refused(request: Request, who: Principal, e: AppError) -> HTMLResponse:
 
 
 @router.get("/", response_class=HTMLResponse)
-async def home(request: Request, who: WorkbenchStaff, session: SessionDep, done: str = "") -> HTMLResponse:
+async def home(
+    request: Request,
+    who: WorkbenchStaff,
+    session: SessionDep,
+    done: str = "",
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
+) -> HTMLResponse:
     """The station's page: find a resident by phone, the station's filings and their states."""
     if (denied := forbidden(request, who, ROLE)) is not None:
         return denied
     try:
-        return await _home(request, who, session, done=done)
+        return await _home(request, who, session, done=done, page=page)
     except errors.NotAssigned as e:
         return _refused(request, who, e)
 
