@@ -60,7 +60,7 @@ from columns.gov_services.storage import get_storage
 from columns.gov_services.workbench_catalogue import router as catalogue_router
 from columns.gov_services.workbench_queue import (
     DEFAULT_SORT,
-    QUEUE_LIMIT,
+    PAGE_SIZE,
     SORTS,
     field_source,
     material_source,
@@ -232,6 +232,7 @@ async def queue(
     session: SessionDep,
     status: Annotated[str, Query()] = "",
     sort: Annotated[str, Query(max_length=20)] = DEFAULT_SORT,
+    page: Annotated[int, Query(ge=1, le=10_000)] = 1,
 ) -> HTMLResponse:
     """The open applications of the reviewer's department, most urgent first, or by submission time
     or item (``sort``)."""
@@ -239,7 +240,7 @@ async def queue(
         return denied
     wanted = status if status in (SUBMITTED, ACCEPTED, SUPPLEMENT) else None
     sort = sort if sort in SORTS else DEFAULT_SORT
-    apps = await sorted_queue(session, principal=who, status=wanted, sort=sort)
+    apps, total = await sorted_queue(session, principal=who, status=wanted, sort=sort, page=page)
     now = utcnow()
     rows = [{"app": a, "clock": _clock(a, now)} for a in apps]
     return render(
@@ -252,7 +253,9 @@ async def queue(
         status=wanted or "",
         sort=sort,
         sorts={k: v[0] for k, v in SORTS.items()},
-        limit=QUEUE_LIMIT,
+        total=total,
+        page=page,
+        pages=max(1, -(-total // PAGE_SIZE)),
         filters={
             SUBMITTED: STATUS_NAMES[SUBMITTED],
             ACCEPTED: STATUS_NAMES[ACCEPTED],

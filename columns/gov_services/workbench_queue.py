@@ -3,8 +3,8 @@ order the reviewer picked (time left on the clock, submission time, item), and w
 field of an application came from.
 
 The set of applications is :func:`columns.gov_services.review.queue`'s; only the order is the
-screen's. The order is applied in SQL, so with more open applications than a page holds the page
-shows the first ones in that order, not a re-sorted slice of the most urgent.
+screen's. The order is applied in SQL, page by page, so a page shows the next applications in that
+order, not a re-sorted slice of the most urgent.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ from columns.gov_services.catalogue import CONSENT_GROUPS
 from columns.gov_services.models import ACCEPTED, SUBMITTED, SUPPLEMENT, Application
 from columns.gov_services.review import INSTANT_REVIEWABLE
 
-QUEUE_LIMIT = 200
+# Rows per page: each row's clock is a working-day walk (``supervision.clocks``, about 1-3 ms), and a
+# 1366x768 screen shows a few dozen rows anyway.
+PAGE_SIZE = 50
 # sort key -> (label, ORDER BY). Time left: the clock's due time (a paused clock's due time moves
 # when it resumes); ties by submission so the order is stable.
 SORTS: dict[str, tuple[str, tuple[Any, ...]]] = {
@@ -32,10 +34,20 @@ DEFAULT_SORT = "due"
 
 
 async def sorted_queue(
-    session: AsyncSession, *, principal: Principal, status: str | None, sort: str
-) -> list[Application]:
-    """The applications of the reviewer's queue (those ``review.queue`` lists) in ``sort`` order."""
-    q = select(Application).where(Application.department == (principal.department or ""))
+    session: AsyncSession, *, principal: Principal, status: str | None, sort: str, page: int = 1
+) -> tuple[list[Application], int]:
+    """One page of the reviewer's queue (the applications ``review.queue`` lists) in ``sort`` order,
+    and how many the queue holds."""
+    q = _queue_filter(select(Application), principal=principal, status=status)
+    order = SORTS.get(sort, SORTS[DEFAULT_SORT])[1]
+    rows = (await session.exec(q.order_by(*order).offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE))).all()
+    counted = _queue_filter(select(sa.func.count()), principal=principal, status=status)
+    total = (await session.exec(counted)).one()
+    return list(rows), int(total)
+
+
+def _queue_filter(q: Any, *, principal: Principal, status: str | None) -> Any:
+    q = q.select_from(Application).where(Application.department == (principal.department or ""))
     if status:
         q = q.where(Application.status == status)
     else:
@@ -49,8 +61,7 @@ async def sorted_queue(
                 ),
             )
         )
-    order = SORTS.get(sort, SORTS[DEFAULT_SORT])[1]
-    return list((await session.exec(q.order_by(*order).limit(QUEUE_LIMIT))).all())
+    return q
 
 
 # Where a form field or material came from, as the reviewer is shown it.

@@ -382,6 +382,7 @@ async def test_the_queue_sorts_and_the_application_says_where_each_field_came_fr
     assert {a["id"] for a in api["applications"]} == set(ids)
     page = await client.get(f"{WB}/", params={"sort": "submitted"}, headers=reviewer)
     assert 'aria-sort="ascending"><a href="' in page.text and "提交时间（最早在前）" in page.text
+    assert '<span id="total">3</span>' in page.text and 'id="pages"' not in page.text
 
     page = await client.get(f"{WB}/applications/{ids[0]}", headers=reviewer)
     assert page.status_code == 200, page.text
@@ -415,6 +416,19 @@ async def test_browser_an_editor_publishes_a_version_and_the_residents_guide_cha
         await page.goto(f"{CAT}?department={dept}")
         await log_in(page, client, phone, password)
         assert await page.title() == "事项目录 · 我家亳州"
+        # An import with a bad row, through the page: every error listed, nothing imported.
+        broken = item_data(dept, name=f"工作台导入测试{secrets.token_hex(2)}")
+        broken["_bad"] = {"身份认证等级": "高", "送达方式": "快递"}
+        await page.get_by_label("目录文件（.xlsx 或 .csv，不超过 20MB）").set_input_files(
+            {"name": "事项目录.csv", "mimeType": "text/csv", "buffer": csv_of([broken])}
+        )
+        async with page.expect_navigation():
+            await page.get_by_role("button", name="导入").click()
+        errors = await page.inner_text("#import-errors")
+        assert "身份认证等级" in errors and "应为整数" in errors
+        assert "未导入任何事项" in await page.inner_text("#e-file")
+        await shot(page, "catalogue-import-errors")
+        assert (await client.get(f"{API}/items/{broken['code']}")).status_code == 404
         await page.get_by_label("搜索事项（名称、俗称、拼音首字母）").fill(data["name"])
         async with page.expect_navigation():
             await page.get_by_role("button", name="搜索").click()
