@@ -659,3 +659,28 @@ async def test_a_disabled_column_is_refused_at_its_next_call(
         e.data["reason"] for e in await _audited("openplatform.cashier_refused", c.col.id)
     }
     assert await _count(CashierOrder, column_id=c.col.id) == 1
+
+
+async def test_the_retries_outlast_a_column_down_for_an_hour_and_old_nonces_are_purged() -> None:
+    from app_api.core.jobs.settings import get_jobs_settings
+    from app_api.platform.openplatform import cashier
+
+    s = get_jobs_settings()
+    waits = [
+        runner.backoff_s(n, base=s.retry_base_s, cap=s.retry_cap_s, rand=lambda: 0.0)
+        for n in range(1, cashier_notify.ATTEMPTS)
+    ]
+    # Even with the shortest jitter, the last attempt comes more than an hour after the first.
+    assert sum(waits) > 3600 and max(waits) <= s.retry_cap_s
+    # The job runtime never gives up before the notice does (the notice's give-up is the visible one).
+    assert runner.max_attempts(cashier_notify.TASK) > cashier_notify.ATTEMPTS
+
+    old, fresh = "old" + secrets.token_hex(10), "new" + secrets.token_hex(10)
+    async with session_scope() as session:
+        session.add(CashierNonce(column_id="c1", nonce=old, seen_at=utcnow() - dt.timedelta(days=2)))
+        session.add(CashierNonce(column_id="c1", nonce=fresh))
+    async with session_scope() as session:
+        assert await cashier.purge_nonces(session) >= 1
+    async with session_scope() as session:
+        assert await session.get(CashierNonce, ("c1", old)) is None
+        assert await session.get(CashierNonce, ("c1", fresh)) is not None

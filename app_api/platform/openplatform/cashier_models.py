@@ -14,7 +14,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
+from app_api.core.crypto import encrypted_column
 from app_api.core.db import created_at_field, datetime_field, new_id
+from app_api.platform.accounts.closure import POLICY, Retain
 
 
 class CashierAccount(SQLModel, table=True):
@@ -26,7 +28,12 @@ class CashierAccount(SQLModel, table=True):
     column_id: str = Field(foreign_key="app_external_column.id", primary_key=True, max_length=32)
     notify_url: str = Field(max_length=500)
     sub_accounts: list[str] = Field(default_factory=list, sa_type=sa.JSON)
-    secret_enc: bytes = Field(sa_type=sa.LargeBinary)
+    secret_enc: bytes = Field(
+        sa_type=sa.LargeBinary,
+        sa_column_kwargs=encrypted_column(
+            "openplatform.cashier:{column_id}", not_exported="第三方栏目的签名密钥，不含您的个人信息"
+        ),
+    )
     created_by: str = Field(max_length=32)
     created_at: dt.datetime = created_at_field()
     updated_at: dt.datetime = created_at_field()
@@ -107,3 +114,12 @@ class CashierNotice(SQLModel, table=True):
     last_attempt_at: dt.datetime | None = datetime_field()
     delivered_at: dt.datetime | None = datetime_field()
     created_at: dt.datetime = created_at_field()
+
+
+# What closing a resident's account does with these rows (app_api.platform.accounts.closure): money
+# records are kept for the accounting law, as the ledger's own are.
+_ACCOUNTING = "第三方栏目的收款订单、退款及支付结果通知依《会计档案管理办法》保存"
+POLICY.setdefault("app_cashier_order", Retain(_ACCOUNTING))
+POLICY.setdefault("app_cashier_refund", Retain(_ACCOUNTING))
+POLICY.setdefault("app_cashier_notice", Retain(_ACCOUNTING))
+POLICY.setdefault("app_cashier_account", Retain("由工作人员维护的第三方栏目收银设置，不含您的个人信息"))
