@@ -22,7 +22,6 @@ from identity_api_helpers import (
     attempts,
     challenge,
     consented,
-    l2_resident,
     me,
     problem,
     real_name,
@@ -345,17 +344,17 @@ async def test_api_timeout_is_504_counted_and_stores_nothing(
     await asyncio.sleep(0)
 
 
-async def test_api_verifier_not_allowed_does_not_grant_l3(
-    client, login, person_factory, motion_frames
-) -> None:
+async def test_api_verifier_not_allowed_does_not_grant_l3(client, login, person_factory, fix_steps) -> None:
+    from identity_api_helpers import GENUINE_CLIP, genuine_resident, upload_clip, video_bytes
+
     settings = get_identity_settings()
     saved = settings.verifier, settings.l3_verifiers
     settings.verifier, settings.l3_verifiers = "local", "tencent_faceid"
     try:
-        headers = await l2_resident(client, login, person_factory)
-        await consented(client, headers)
+        headers = await genuine_resident(client, login, person_factory)
+        fix_steps(["blink"])
         c = await challenge(client, headers)
-        r = await upload(client, headers, c["challenge_id"], challenge_frames(motion_frames, c["steps"]))
+        r = await upload_clip(client, headers, c["challenge_id"], video_bytes(GENUINE_CLIP))
         # The local check passed, but this deployment does not take it for L3: no level, no token.
         assert r.status_code == 403, r.text
         assert r.json()["code"] == "identity.verifier_not_certified" and "step_up_token" not in r.json()
