@@ -352,3 +352,24 @@ async def test_an_item_without_rules_asks_its_listed_conditions(
     for _ in range(4):
         msgs = await walk.say("不是" if "情况" in text_of(msgs) else "不确定")
     assert "暂不符合" in text_of(msgs) and "在本市居住半年以上：根据您的回答，不符合" in text_of(msgs)
+
+
+@pytest.mark.rasa
+@pytest.mark.slow
+async def test_through_the_trained_model_the_elderly_card_walkthrough_ends_in_a_draft(
+    client: httpx.AsyncClient, login: Any, rasa_url_configured: str
+) -> None:
+    """The resident asks in their own words; Rasa reads ask_conditions and calls the webhook, which
+    starts the walk-through; the answers never reach the model."""
+    headers, account_id = await verified_resident(client, login, dt.date(1951, 10, 1))
+    walk = Walk(client, headers, account_id)
+    msgs = await walk.say("老年证需要什么条件")
+    said = text_of(msgs)
+    assert "户籍是否在亳州市" in said and "年满60周岁？" not in said
+    msgs = await walk.tap(msgs, "是，亳州市户籍")
+    done = await walk.say("不是")
+    assert "已满60周岁" in text_of(done)
+    app_id = link_of(done).rsplit("/", 1)[1]
+    assert (await client.get(f"{APPS}/{app_id}", headers=headers)).json()["status"] == "draft"
+    # A new question after it is the model's again, about the item talked about.
+    assert "老年人优待证办理" in text_of(await walk.say("老年证要带什么材料"))
