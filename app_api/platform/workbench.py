@@ -43,6 +43,7 @@ NAV: list[tuple[str, str, str]] = [
     ("reviewer", "审核办件", "/api/v1/columns/gov_services/workbench/"),
     ("reviewer", "效能督办", "/api/v1/columns/gov_services/workbench/supervision"),
     ("admin", "效能督办", "/api/v1/columns/gov_services/workbench/supervision"),
+    ("admin", "事项目录", "/api/v1/columns/gov_services/workbench/catalogue"),
     ("bank_officer", "贷款审批", "/api/v1/columns/loans/workbench/"),
     ("agent", "代办服务", f"{WORKBENCH}agent/"),
     ("agent", "批量代办", f"{WORKBENCH}agent/batch"),

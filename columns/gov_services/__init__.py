@@ -27,6 +27,11 @@ def _provide() -> None:
 
     column.provide(ServiceCatalogue, GovServiceCatalogue())
 
+    # The assistant's conditions walk-through (bot/walkthrough.py) asks the catalogue's rules through this.
+    from columns.gov_services.assist import provide_guide
+
+    provide_guide(column)
+
 
 column.dev_sandbox = _dev_sandbox
 _provide()

@@ -385,7 +385,13 @@ async def test_admin_disables_a_column_and_the_home_drops_it(client, login, live
 
             # The workbench home lists the admin's screens only; the skip link is the first Tab stop.
             await page.goto("/api/v1/workbench/")
-            assert await page.locator("#screens a").all_inner_texts() == ["效能督办", "栏目管理"]
+            assert await page.locator("#screens a").all_inner_texts() == [
+                "效能督办",
+                "事项目录",
+                "栏目管理",
+                "人员与角色",
+                "审计核验",
+            ]
             await page.keyboard.press("Tab")
             assert await page.evaluate("document.activeElement.textContent") == "跳到正文"
             # Every department's figures for an admin; the navigation marks the page it is on.
