@@ -64,6 +64,31 @@ async def _pg(sql: str) -> None:
         await conn.close()
 
 
+# Test modules that use neither the database nor Redis (the face engine and capture judge on real
+# clips, several minutes on the shared cores). They are marked ``backend_independent`` so CI's second
+# pass, on PostgreSQL and Redis, can leave them out: they would only repeat the first pass.
+BACKEND_INDEPENDENT = frozenset(
+    {
+        "tests/identity/test_capture_attacks.py",
+        "tests/identity/test_capture_genuine.py",
+        "tests/identity/test_capture_input.py",
+        "tests/identity/test_identity_face_engine.py",
+        "tests/identity/test_identity_liveness.py",
+        "tests/identity/test_identity_verifier.py",
+    }
+)
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    missing = [m for m in BACKEND_INDEPENDENT if not (_ROOT / m).is_file()]
+    if missing:  # a renamed module must not silently start running twice, or stop being listed
+        raise pytest.UsageError(f"BACKEND_INDEPENDENT lists missing modules: {missing}")
+    for item in items:
+        if Path(os.path.relpath(item.path, _ROOT)).as_posix() in BACKEND_INDEPENDENT:
+            item.add_marker(pytest.mark.backend_independent)
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     if _PG_DB:
         asyncio.run(_pg(f'CREATE DATABASE "{_PG_DB}"'))
