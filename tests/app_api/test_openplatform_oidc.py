@@ -417,7 +417,8 @@ async def test_identity_level_below_the_columns(
     col = await register(client, admin, level=3)
     resident = await login()
     r = await open_consent(client, resident, auth_request(col))
-    assert r.status_code == 403 and "L3" in r.text
+    # Sent to step up (tests/app_api/test_openplatform_stepup.py), never to the consent form.
+    assert r.status_code == 200 and "要求实名认证等级 L3" in r.text and 'value="allow"' not in r.text
 
 
 async def test_wrong_client_secret_and_admin_only_registration(

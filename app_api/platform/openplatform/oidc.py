@@ -43,6 +43,10 @@ from app_api.platform.openplatform.schemas import SCOPE_NAMES
 TICKET_TTL = dt.timedelta(seconds=60)
 CODE_TTL = dt.timedelta(minutes=2)
 CONSENT_TTL = dt.timedelta(minutes=10)
+# A step-up (a real-name check, a face check, a visit to an agent) may take a while: the paused
+# request waits this long for the resident to come back with a new ticket.
+RESUME_TTL = dt.timedelta(minutes=30)
+ACR_LEVELS = {"L0": 0, "L1": 1, "L2": 2, "L3": 3}
 SUPPORTED_SCOPES = tuple(SCOPE_NAMES)
 # RFC 7636 4.1: a verifier (and an S256 challenge) is 43-128 unreserved characters.
 _PKCE_VALUE = re.compile(r"[A-Za-z0-9._~-]{43,128}")
@@ -131,6 +135,12 @@ class RedirectError(Exception):
         super().__init__(error.error)
 
 
+class UnmetAuthenticationRequirements(oauth_errors.OAuth2Error):  # type: ignore[misc]
+    """OpenID Connect Core Unmet Authentication Requirements 1.0: only for an essential ``acr``."""
+
+    error = "unmet_authentication_requirements"
+
+
 @dataclass(frozen=True)
 class AuthRequest:
     column_id: str
@@ -140,6 +150,60 @@ class AuthRequest:
     state: str | None
     nonce: str | None
     code_challenge: str
+    # The identity level the column asked for in this request (``acr_values`` or an ``acr`` claim
+    # request), 0 when it asked for none; ``acr_essential``: asked as an essential claim.
+    acr_level: int = 0
+    acr_essential: bool = False
+
+
+def required_level(column: ExternalColumn, req: AuthRequest) -> int:
+    """The level a code needs: the column's registered level, or higher if this request asks so."""
+    return max(column.identity_level, req.acr_level)
+
+
+def refusal_for_level(req: AuthRequest, *, declined: bool) -> oauth_errors.OAuth2Error:
+    """What the column is told when the resident does not reach the level: the OIDC error for an
+    essential ``acr`` claim, ``access_denied`` otherwise (the spec reserves the former)."""
+    needed = f"L{req.acr_level}" if req.acr_level else "the column's registered level"
+    what = "declined" if declined else "did not complete"
+    description = f"identity level {needed} required; the resident {what} the step-up"
+    if req.acr_essential:
+        return UnmetAuthenticationRequirements(description=description)
+    return oauth_errors.AccessDeniedError(description=description)
+
+
+def _requested_acr(params: dict[str, str]) -> tuple[int, bool]:
+    """(level, essential) from ``acr_values`` (OIDC Core 3.1.2.1) and the ``claims`` parameter's
+    ``id_token.acr`` (5.5.1.1). Levels nest (L3 satisfies L2), so the lowest value listed suffices.
+    Unknown values of a voluntary request are ignored; an essential request with none we know is
+    refused as unmet."""
+    level, essential = 0, False
+    voluntary = [ACR_LEVELS[v] for v in params.get("acr_values", "").split() if v in ACR_LEVELS]
+    if voluntary:
+        level = min(voluntary)
+    raw = params.get("claims")
+    if raw:
+        try:
+            claims = json.loads(raw)
+        except ValueError as exc:
+            raise RedirectError(
+                oauth_errors.InvalidRequestError(description="claims is not valid JSON")
+            ) from exc
+        id_token = claims.get("id_token") if isinstance(claims, dict) else None
+        acr_req = id_token.get("acr") if isinstance(id_token, dict) else None
+        if isinstance(acr_req, dict):
+            values = acr_req.get("values")
+            if not isinstance(values, list):
+                values = [acr_req["value"]] if "value" in acr_req else []
+            known = [ACR_LEVELS[v] for v in values if isinstance(v, str) and v in ACR_LEVELS]
+            essential = acr_req.get("essential") is True
+            if essential and values and not known:
+                raise RedirectError(
+                    UnmetAuthenticationRequirements(description="none of the requested acr values is offered")
+                )
+            if known:
+                level = max(level, min(known))
+    return level, essential
 
 
 # The same refusal of the same token (a column that keeps retrying with a revoked token) is audited
@@ -177,6 +241,9 @@ async def _refuse(
     )
 
 
+refuse = _refuse
+
+
 async def check_request(session: AsyncSession, params: dict[str, str]) -> tuple[ExternalColumn, AuthRequest]:
     """Validate an authorization request (OIDC Core 3.1.2.1 with PKCE required)."""
     column = await service.by_client_id(session, params.get("client_id", ""))
@@ -208,6 +275,7 @@ async def check_request(session: AsyncSession, params: dict[str, str]) -> tuple[
     if params.get("code_challenge_method") != "S256" or not _PKCE_VALUE.fullmatch(challenge):
         await _refuse(session, "openplatform.authorize_refused", column, reason="pkce_missing")
         raise RedirectError(oauth_errors.InvalidRequestError(description="PKCE with S256 is required"))
+    acr_level, acr_essential = _requested_acr(params)
     return column, AuthRequest(
         column_id=column.id,
         client_id=column.client_id,
@@ -216,19 +284,19 @@ async def check_request(session: AsyncSession, params: dict[str, str]) -> tuple[
         state=params.get("state"),
         nonce=params.get("nonce"),
         code_challenge=challenge,
+        acr_level=acr_level,
+        acr_essential=acr_essential,
     )
 
 
-def _sign(payload: bytes) -> str:
+def _sign(payload: bytes, kind: str = "consent") -> str:
     key = get_settings().secret_key.get_secret_value().encode()
-    return hmac.new(key, b"oidc-consent:" + payload, hashlib.sha256).hexdigest()
+    return hmac.new(key, f"oidc-{kind}:".encode() + payload, hashlib.sha256).hexdigest()
 
 
-def consent_token(req: AuthRequest, account_id: str, ticket: str) -> str:
-    """The consent form's hidden field: the request, the resident and the ticket, signed, short-lived."""
-    body = {
+def _request_body(req: AuthRequest, account_id: str, ttl: dt.timedelta) -> dict[str, Any]:
+    return {
         "a": account_id,
-        "t": ticket,
         "c": req.column_id,
         "i": req.client_id,
         "r": req.redirect_uri,
@@ -236,24 +304,45 @@ def consent_token(req: AuthRequest, account_id: str, ticket: str) -> str:
         "st": req.state,
         "n": req.nonce,
         "cc": req.code_challenge,
-        "exp": int((utcnow() + CONSENT_TTL).timestamp()),
+        "al": req.acr_level,
+        "ae": req.acr_essential,
+        "exp": int((utcnow() + ttl).timestamp()),
     }
+
+
+def _seal(body: dict[str, Any], kind: str) -> str:
     payload = base64.urlsafe_b64encode(json.dumps(body, separators=(",", ":")).encode())
-    return payload.decode() + "." + _sign(payload)
+    return payload.decode() + "." + _sign(payload, kind)
 
 
-def read_consent_token(token: str) -> tuple[AuthRequest, str, str]:
-    """(request, account id, ticket hash) from a consent form's field; ConsentExpired if forged or old."""
+def _unseal(token: str, kind: str) -> dict[str, Any]:
     payload, _, sig = token.partition(".")
-    if not sig or not hmac.compare_digest(sig.encode(), _sign(payload.encode()).encode()):
+    if not sig or not hmac.compare_digest(sig.encode(), _sign(payload.encode(), kind).encode()):
         raise ConsentExpired()
     try:
         body = json.loads(base64.urlsafe_b64decode(payload.encode()))
     except (ValueError, binascii.Error) as exc:
         raise ConsentExpired() from exc
-    if body["exp"] < utcnow().timestamp():
+    if not isinstance(body, dict) or body.get("exp", 0) < utcnow().timestamp():
         raise ConsentExpired()
-    req = AuthRequest(
+    return body
+
+
+def consent_token(req: AuthRequest, account_id: str, ticket: str, *, step_up: bool = False) -> str:
+    """The consent form's hidden field: the request, the resident and the ticket, signed, short-lived.
+
+    ``step_up``: the form of the step-up page, whose only answer is to decline."""
+    return _seal({**_request_body(req, account_id, CONSENT_TTL), "t": ticket, "su": step_up}, "consent")
+
+
+def resume_token(req: AuthRequest, account_id: str) -> str:
+    """A paused request (the resident went to step up), for the same resident to continue with a new
+    ticket; signed, 30 minutes. Continuing checks everything again, the level included."""
+    return _seal(_request_body(req, account_id, RESUME_TTL), "resume")
+
+
+def _request_of(body: dict[str, Any]) -> AuthRequest:
+    return AuthRequest(
         column_id=body["c"],
         client_id=body["i"],
         redirect_uri=body["r"],
@@ -261,8 +350,28 @@ def read_consent_token(token: str) -> tuple[AuthRequest, str, str]:
         state=body["st"],
         nonce=body["n"],
         code_challenge=body["cc"],
+        acr_level=int(body.get("al", 0)),
+        acr_essential=bool(body.get("ae", False)),
     )
-    return req, body["a"], body["t"]
+
+
+def read_consent_token(token: str) -> tuple[AuthRequest, str, str, bool]:
+    """(request, account id, ticket hash, is the step-up page's) from a consent form's field;
+    ConsentExpired if forged or old."""
+    body = _unseal(token, "consent")
+    try:
+        return _request_of(body), body["a"], body["t"], bool(body.get("su", False))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConsentExpired() from exc
+
+
+def read_resume_token(token: str) -> tuple[AuthRequest, str]:
+    """(request, account id) of a paused request; ConsentExpired if forged or older than 30 minutes."""
+    body = _unseal(token, "resume")
+    try:
+        return _request_of(body), body["a"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConsentExpired() from exc
 
 
 async def issue_code(session: AsyncSession, req: AuthRequest, account_id: str) -> str:
@@ -499,7 +608,8 @@ def discovery() -> dict[str, Any]:
             "name",
             "identity_level",
         ],
-        "acr_values_supported": ["L0", "L1", "L2", "L3"],
+        "acr_values_supported": list(ACR_LEVELS),
+        "claims_parameter_supported": True,
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "ui_locales_supported": ["zh-CN"],

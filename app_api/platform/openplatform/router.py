@@ -93,18 +93,46 @@ async def new_ticket(principal: CurrentAccount, session: SessionDep) -> TicketOu
     )
 
 
+# What each level asks of the resident, on the step-up page.
+_LEVEL_NAMES = {
+    1: "手机号码验证",
+    2: "实名认证（核验姓名和身份证号码）",
+    3: "人脸识别认证（或携带身份证到代办点现场核验）",
+}
+STEP_UP_LINK = "wojia://identity/step-up"
+
+
 @router.get("/oidc/authorize", response_class=HTMLResponse, dependencies=[Depends(public)])
 async def authorize(
-    request: Request, session: SessionDep, ticket: Annotated[str, Query(title="登录凭据")] = ""
+    request: Request,
+    session: SessionDep,
+    ticket: Annotated[str, Query(title="登录凭据")] = "",
+    resume: Annotated[str, Query(title="继续授权", max_length=4000)] = "",
 ) -> Any:
-    """The consent screen for a column's authorization request (the resident comes with a ticket)."""
-    params = {k: v for k, v in request.query_params.items() if k != "ticket"}
-    try:
-        column, req = await oidc.check_request(session, params)
-    except oidc.PageError as e:
-        return _page(400, error=e.message)
-    except oidc.RedirectError as e:
-        return _redirect(params["redirect_uri"], {**dict(e.error.get_body()), "state": params.get("state")})
+    """The consent screen for a column's authorization request (the resident comes with a ticket).
+
+    A resident below the level the column needs (its registered level, or ``acr_values`` / an
+    ``acr`` claim request) gets the step-up page instead: the app raises the level, then opens the
+    page's ``continue`` address with a new ticket and the request goes on where it stopped."""
+    if resume:
+        try:
+            req, paused_for = oidc.read_resume_token(resume)
+        except ConsentExpired as e:
+            return _page(400, error=e.title)
+        column = await session.get(ExternalColumn, req.column_id)
+        if column is None or not column.enabled:
+            return _page(400, error="该栏目已停用。")
+    else:
+        params = {k: v for k, v in request.query_params.items() if k != "ticket"}
+        try:
+            column, req = await oidc.check_request(session, params)
+        except oidc.PageError as e:
+            return _page(400, error=e.message)
+        except oidc.RedirectError as e:
+            return _redirect(
+                params["redirect_uri"], {**dict(e.error.get_body()), "state": params.get("state")}
+            )
+        paused_for = None
     try:
         account_id = await oidc.spend_ticket(session, ticket)
     except TicketInvalid as e:
@@ -112,9 +140,38 @@ async def authorize(
     account = await session.get(Account, account_id)
     if account is None or not account.is_active:
         return _page(403, error="账号不可用。")
-    if account.identity_level < column.identity_level:
+    if paused_for is not None and paused_for != account_id:
+        # Another account's ticket cannot carry on a request paused for someone else.
+        await oidc.refuse(session, "openplatform.authorize_refused", column, reason="resume_other_account")
+        return _page(403, error="该授权请求属于另一个账号，请返回应用重新打开。")
+    needed = oidc.required_level(column, req)
+    if account.identity_level < needed:
+        await oidc.refuse(
+            session,
+            "openplatform.step_up_required",
+            column,
+            level_required=needed,
+            level_current=account.identity_level,
+            essential=req.acr_essential,
+        )
+        cont = (
+            str(request.base_url).rstrip("/")
+            + AUTHORIZE_PATH
+            + "?"
+            + urlencode({"resume": oidc.resume_token(req, account_id)})
+        )
         return _page(
-            403, error=f"该栏目要求实名认证等级 L{column.identity_level}，请先在应用中完成实名认证后再试。"
+            column_name=column.name,
+            icon=column.icon,
+            operator=column.operator_contact,
+            step_up=True,
+            level_required=needed,
+            level_current=account.identity_level,
+            level_name=_LEVEL_NAMES.get(needed, ""),
+            step_up_link=STEP_UP_LINK + "?" + urlencode({"level": needed, "continue": cont}),
+            continue_url=cont,
+            consent=oidc.consent_token(req, account_id, oidc.ticket_hash(ticket), step_up=True),
+            action=AUTHORIZE_PATH,
         )
     return _page(
         column_name=column.name,
@@ -132,17 +189,40 @@ async def decide(
     consent: Annotated[str, Form(title="授权请求")],
     decision: Annotated[str, Form(title="选择")],
 ) -> Any:
-    """The resident's answer on the consent screen: back to the column with a code, or access_denied."""
+    """The resident's answer on the consent screen: back to the column with a code, or access_denied.
+
+    On the step-up page the only answer is to decline: the column gets ``access_denied``, or
+    ``unmet_authentication_requirements`` when it asked for the level as an essential claim."""
     try:
-        req, account_id, ticket = oidc.read_consent_token(consent)
+        req, account_id, ticket, step_up = oidc.read_consent_token(consent)
         await oidc.spend_decision(session, ticket, account_id)
     except ConsentExpired as e:
         return _page(400, error=e.title)
     column = await session.get(ExternalColumn, req.column_id)
     if column is None or not column.enabled:
         return _page(400, error="该栏目已停用。")
+    if step_up:
+        await oidc.refuse(
+            session, "openplatform.step_up_declined", column, level_required=oidc.required_level(column, req)
+        )
+        error = oidc.refusal_for_level(req, declined=True)
+        return _redirect(req.redirect_uri, {**dict(error.get_body()), "state": req.state})
     if decision != "allow":
         return _redirect(req.redirect_uri, {"error": "access_denied", "state": req.state})
+    account = await session.get(Account, account_id)
+    needed = oidc.required_level(column, req)
+    if account is None or not account.is_active or account.identity_level < needed:
+        # The level is checked again when the code is issued: a code is never issued below it.
+        await oidc.refuse(
+            session,
+            "openplatform.authorize_refused",
+            column,
+            reason="level_not_met",
+            level_required=needed,
+            level_current=account.identity_level if account else None,
+        )
+        error = oidc.refusal_for_level(req, declined=False)
+        return _redirect(req.redirect_uri, {**dict(error.get_body()), "state": req.state})
     code = await oidc.issue_code(session, req, account_id)
     return _redirect(req.redirect_uri, {"code": code, "state": req.state})
 
