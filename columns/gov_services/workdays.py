@@ -9,12 +9,20 @@ Clocks are continuous: a working day contributes its 24 local hours (Asia/Shangh
 weekends contribute nothing, and pauses (a supplement requested from the resident, 补正) contribute
 nothing. So "elapsed 4.0 of 5 working days" is exact at any instant, and a limit of N days ends at
 midnight after the Nth working day following the start day.
+
+The clocks answer from a running total (:class:`WorkingDayIndex`): for every date from 1992 to 2100,
+how many working days precede it, built once per holiday calendar and kept in-process. Elapsed time
+between two instants is then two look-ups, minus two per pause, instead of a walk over every day;
+instants outside the index (or malformed pauses) fall back to the walk, which defines the semantics.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
+from array import array
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -98,6 +106,181 @@ def default_calendar() -> HolidayCalendar:
     return HolidayCalendar.from_mapping(json.loads(HOLIDAYS_FILE.read_text(encoding="utf-8")))
 
 
+# ---------------------------------------------------------------- the running total
+
+# China has kept UTC+8 without daylight saving since 1991, so from 1992 on a local day is 24 hours
+# and wall-clock differences are real ones; the index covers 1992-2100 and leaves anything outside
+# to the day-by-day walk.
+INDEX_FIRST = dt.date(1992, 1, 1)
+INDEX_END = dt.date(2101, 1, 1)
+DAY_US = DAY_SECONDS * 1_000_000
+_HORIZON_DAYS = MAX_LIMIT_DAYS * 3  # the walk's bound: days from the clock's start it looks at
+
+
+class WorkingDayIndex:
+    """Cumulative working days per date for one holiday calendar.
+
+    ``before[i]`` is the number of working days in ``[INDEX_FIRST, INDEX_FIRST + i)``, so working
+    days in any date range are one subtraction and the working time before any instant (its
+    :meth:`running` total) is O(1).
+    """
+
+    __slots__ = ("before", "days")
+
+    def __init__(self, cal: HolidayCalendar) -> None:
+        self.days = (INDEX_END - INDEX_FIRST).days
+        before = array("l", [0]) * (self.days + 1)
+        count = 0
+        day = INDEX_FIRST
+        one = dt.timedelta(days=1)
+        for i in range(self.days):
+            before[i] = count
+            if cal.is_working_day(day):
+                count += 1
+            day += one
+        before[self.days] = count
+        self.before = before
+
+    def offset(self, day: dt.date) -> int | None:
+        i = (day - INDEX_FIRST).days
+        return i if 0 <= i < self.days else None
+
+    def working(self, i: int) -> bool:
+        return self.before[i + 1] > self.before[i]
+
+    def running(self, at: dt.datetime) -> int | None:
+        """Working time (microseconds) from ``INDEX_FIRST`` to ``at``; ``None`` outside the index."""
+        local = at.astimezone(CHINA_TZ)
+        i = self.offset(local.date())
+        if i is None:
+            return None
+        total = self.before[i] * DAY_US
+        if self.before[i + 1] > self.before[i]:
+            total += ((local.hour * 60 + local.minute) * 60 + local.second) * 1_000_000 + local.microsecond
+        return total
+
+    def instant(self, total: int) -> dt.datetime | None:
+        """The earliest instant whose :meth:`running` total reaches ``total`` (> 0); ``None`` when
+        it falls outside the index."""
+        k = -(-total // DAY_US) - 1  # the 0-based working day it falls in
+        j = bisect_left(self.before, k + 1)
+        if k < 0 or j > self.days:
+            return None
+        midnight = dt.datetime.combine(INDEX_FIRST + dt.timedelta(days=j - 1), dt.time(), tzinfo=CHINA_TZ)
+        return midnight + dt.timedelta(microseconds=total - k * DAY_US)
+
+
+_indexes: dict[HolidayCalendar, WorkingDayIndex] = {}
+_indexes_lock = threading.Lock()
+_MAX_INDEXES = 8
+
+
+def working_day_index(cal: HolidayCalendar) -> WorkingDayIndex:
+    """The calendar's index, built on first use and kept in-process.
+
+    Keyed by the calendar's content: calendars are immutable, so a changed holiday schedule (a new
+    ``holidays.json``, an :meth:`HolidayCalendar.extended` calendar) is a different key and gets
+    its own index; :func:`clear_indexes` drops them all (with ``default_calendar.cache_clear()``
+    when the shipped file is reloaded).
+    """
+    index = _indexes.get(cal)
+    if index is None:
+        index = WorkingDayIndex(cal)
+        with _indexes_lock:
+            if len(_indexes) >= _MAX_INDEXES:
+                _indexes.pop(next(iter(_indexes)))
+            _indexes[cal] = index
+    return index
+
+
+def clear_indexes() -> None:
+    with _indexes_lock:
+        _indexes.clear()
+
+
+def _merged(pauses: Sequence[Pause]) -> list[tuple[dt.datetime, dt.datetime | None]] | None:
+    """Pauses sorted and merged (``None`` end: still paused); ``None`` when one ends before it
+    starts (the walk's answer for that is kept)."""
+    out: list[tuple[dt.datetime, dt.datetime | None]] = []
+    for p0, p1 in sorted(pauses, key=lambda p: p[0]):
+        if p1 is not None and p1 < p0:
+            return None
+        if out:
+            q0, q1 = out[-1]
+            if q1 is None:
+                break
+            if p0 <= q1:
+                out[-1] = (q0, None if p1 is None else max(q1, p1))
+                continue
+        out.append((p0, p1))
+    return out
+
+
+def _elapsed_fast(
+    begin: dt.datetime, now: dt.datetime, pauses: Sequence[Pause], index: WorkingDayIndex
+) -> float | None:
+    if now <= begin:
+        return 0.0
+    merged = _merged(pauses)
+    if merged is None:
+        return None
+    horizon = dt.datetime.combine(
+        local_date(begin) + dt.timedelta(days=_HORIZON_DAYS), dt.time(), tzinfo=CHINA_TZ
+    )
+    end = min(now, horizon)
+    w_begin, w_end = index.running(begin), index.running(end)
+    if w_begin is None or w_end is None:
+        return None
+    total = w_end - w_begin
+    for p0, p1 in merged:
+        lo = max(p0, begin)
+        hi = end if p1 is None else min(p1, end)
+        if hi <= lo:
+            continue
+        w_lo, w_hi = index.running(lo), index.running(hi)
+        if w_lo is None or w_hi is None:
+            return None
+        total -= w_hi - w_lo
+    return (total / 1_000_000) / DAY_SECONDS
+
+
+def _due_fast(
+    begin: dt.datetime, limit_days: int, pauses: Sequence[Pause], index: WorkingDayIndex
+) -> tuple[dt.datetime | None] | None:
+    """``(due,)`` from the index, or ``None`` when the walk must answer."""
+    merged = _merged(pauses)
+    if merged is None:
+        return None
+    remaining = limit_days * DAY_US
+    cur = begin
+    w_cur = index.running(cur)
+    if w_cur is None:
+        return None
+    for p0, p1 in merged:
+        if p1 is not None and p1 <= cur:
+            continue
+        if p0 > cur:
+            w_p0 = index.running(p0)
+            if w_p0 is None:
+                return None
+            if w_p0 - w_cur >= remaining:
+                break
+            remaining -= w_p0 - w_cur
+        if p1 is None:
+            return (None,)
+        cur = p1
+        w_cur = index.running(cur)
+        if w_cur is None:
+            return None
+    found = index.instant(w_cur + remaining)
+    horizon = dt.datetime.combine(
+        local_date(begin) + dt.timedelta(days=_HORIZON_DAYS), dt.time(), tzinfo=CHINA_TZ
+    )
+    if found is None or found > horizon:
+        return None
+    return (found,)
+
+
 def local_date(at: dt.datetime) -> dt.date:
     _require_aware(at)
     return at.astimezone(CHINA_TZ).date()
@@ -111,6 +294,15 @@ def add_working_days(start: dt.date, days: int, cal: HolidayCalendar | None = No
     cal = cal or default_calendar()
     if days < 0 or days > MAX_LIMIT_DAYS:
         raise ValueError(f"working days out of range: {days}")
+    if days == 0:
+        return start
+    index = working_day_index(cal)
+    i = index.offset(start)
+    if i is not None:
+        # The target is the day after which ``before`` first reaches ``before[i + 1] + days``.
+        j = bisect_left(index.before, index.before[i + 1] + days)
+        if j <= index.days:
+            return INDEX_FIRST + dt.timedelta(days=j - 1)
     day = start
     remaining = days
     while remaining:
@@ -125,6 +317,10 @@ def working_days_between(start: dt.date, end: dt.date, cal: HolidayCalendar | No
     cal = cal or default_calendar()
     if end <= start:
         return 0
+    index = working_day_index(cal)
+    i, j = index.offset(start), index.offset(end)
+    if i is not None and j is not None:
+        return index.before[j + 1] - index.before[i + 1]
     count = 0
     day = start
     while day < end:
@@ -197,8 +393,19 @@ def elapsed_working_days(
         _require_aware(p0)
         if p1 is not None:
             _require_aware(p1)
+    begin = clock_start(started_at)
+    fast = _elapsed_fast(begin, now, pauses, working_day_index(cal))
+    if fast is not None:
+        return fast
+    return _elapsed_walk(begin, now, pauses, cal)
+
+
+def _elapsed_walk(
+    begin: dt.datetime, now: dt.datetime, pauses: Sequence[Pause], cal: HolidayCalendar
+) -> float:
+    """The day-by-day definition of :func:`elapsed_working_days` (outside the index)."""
     total = 0.0
-    for s, e in _active_segments(clock_start(started_at), pauses, cal):
+    for s, e in _active_segments(begin, pauses, cal):
         if s >= now:
             break
         total += (min(e, now) - s).total_seconds()
@@ -219,6 +426,16 @@ def due_at(
     begin = clock_start(started_at)
     if limit_days == 0:
         return begin
+    fast = _due_fast(begin, limit_days, pauses, working_day_index(cal))
+    if fast is not None:
+        return fast[0]
+    return _due_walk(begin, limit_days, pauses, cal)
+
+
+def _due_walk(
+    begin: dt.datetime, limit_days: int, pauses: Sequence[Pause], cal: HolidayCalendar
+) -> dt.datetime | None:
+    """The day-by-day definition of :func:`due_at` (outside the index)."""
     remaining = float(limit_days * DAY_SECONDS)
     for s, e in _active_segments(begin, pauses, cal):
         span = (e - s).total_seconds()
