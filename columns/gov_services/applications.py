@@ -17,11 +17,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_api.core import paging
 from app_api.core.clock import CHINA_TZ
-from app_api.core.db import utcnow
+from app_api.core.db import new_id, utcnow
 from app_api.core.errors import IdentityLevelRequired, ValidationFailed
-from app_api.platform import notify
+from app_api.platform import audit, notify
 from app_api.platform.accounts.principal import Principal
-from columns.gov_services import eligibility, fee_payments, instant, messages, workdays
+from columns.gov_services import eligibility, fee_payments, instant, lifecycle, messages, workdays
 from columns.gov_services.catalogue import CONSENT_GROUPS, RECORD_FIELDS, CatalogueItem
 from columns.gov_services.catalogue_store import get_item, get_item_for
 from columns.gov_services.config import get_config
@@ -54,6 +54,7 @@ from columns.gov_services.models import (
     SUPPLEMENT,
     WITHDRAWN,
     Application,
+    Event,
     Item,
     Upload,
 )
@@ -102,6 +103,57 @@ def _draft_insert() -> sa.TextClause:
 
 
 _DRAFT_INSERT = _draft_insert()
+# Built once: the engine caches its compiled form (no statement construction per submission).
+_EVENTS_INSERT = sa.insert(Event.__table__)  # type: ignore[attr-defined]
+
+
+async def _timeline_entry(
+    session: AsyncSession,
+    rows: list[dict[str, Any]],
+    app: Application,
+    *,
+    kind: str,
+    title: str,
+    actor: Principal | None,
+    role: str,
+    data: dict[str, Any] | None = None,
+) -> None:
+    """``lifecycle.record_event`` on the submission's hot path: the same timeline row, kept as a
+    plain dict in ``rows`` (written with the others by ``_write_timeline``, one INSERT), and the
+    same audit record, queued now (the application's status as it is at this step)."""
+    actor_id = actor.id if actor else None
+    row: dict[str, Any] = {
+        "id": new_id(),
+        "application_id": app.id,
+        "kind": kind,
+        "title": title,
+        "note": None,
+        "actor_id": actor_id,
+        "actor_role": role,
+        "data": data or {},
+        "at": utcnow(),
+    }
+    rows.append(row)
+    # The one-tap endpoint answers with the timeline as written, without reading it back.
+    kept = session.sync_session.info.get(lifecycle._KEPT)
+    if kept is not None:
+        kept.append(Event(**row))
+    await audit.record(
+        session,
+        action=f"gov_services.application_{kind}",
+        actor_id=actor_id,
+        subject_type="gov_services_application",
+        subject_id=app.id,
+        data={"status": app.status, "item": app.item_code, **(data or {})},
+    )
+
+
+async def _write_timeline(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """The timeline rows kept so far, in one INSERT (then forgotten)."""
+    if rows:
+        conn = await session.connection()
+        await conn.execute(_EVENTS_INSERT, rows)
+        rows.clear()
 
 
 async def _insert_draft(
@@ -365,8 +417,10 @@ async def _filed(
     fee: fee_payments.Quote,
     form: dict[str, Any],
     uploaded: set[str],
+    timeline: list[dict[str, Any]] | None = None,
 ) -> Application:
-    """The application, already moved out of its draft, waits for its fee or reaches its department."""
+    """The application, already moved out of its draft, waits for its fee or reaches its department.
+    ``timeline``: entries kept by ``_timeline_entry`` and not written yet."""
     app.delivery = choice
     if choice == "免费邮寄" and address:
         clean = {k: address[k].strip() for k in ("name", "phone", "address")}
@@ -374,6 +428,7 @@ async def _filed(
     app.rule_results = checked.record()
     app.fee_fen, app.fee_charge_at = fee.amount_fen, fee.charge_at
     if fee.charge_at == "submit":
+        await _write_timeline(session, timeline or [])
         await fee_payments.await_payment(session, app, stage="submit", actor=principal, role=actor_role)
         return app
     return await proceed_submitted(
@@ -385,6 +440,7 @@ async def _filed(
         checked=checked,
         form=form,
         uploaded=uploaded,
+        timeline=timeline,
     )
 
 
@@ -438,9 +494,13 @@ async def one_tap(
     app.consents, app.ecerts = filled.consents, filled.ecerts
     app.updated_at = utcnow()
     session.add(app)
-    await record_event(session, app, kind="drafted", title="创建申请草稿", actor=principal, role="resident")
-    await record_event(
+    timeline: list[dict[str, Any]] = []
+    await _timeline_entry(
+        session, timeline, app, kind="drafted", title="创建申请草稿", actor=principal, role="resident"
+    )
+    await _timeline_entry(
         session,
+        timeline,
         app,
         kind="prefilled",
         title="授权调取信息",
@@ -455,6 +515,7 @@ async def one_tap(
     fee = fee_payments.quote(item, form) if not missing and not checked.blocking else None
     if fee is None:
         app.rule_results = checked.record()
+        await _write_timeline(session, timeline)
         return app, True
     app.status = AWAITING_PAYMENT if fee.charge_at == "submit" else SUBMITTED
     return await _filed(
@@ -469,6 +530,7 @@ async def one_tap(
         fee=fee,
         form=form,
         uploaded=set(),
+        timeline=timeline,
     ), True
 
 
@@ -482,13 +544,15 @@ async def proceed_submitted(
     checked: Eligibility | None = None,
     form: dict[str, Any] | None = None,
     uploaded: set[str] | None = None,
+    timeline: list[dict[str, Any]] | None = None,
 ) -> Application:
     """The application (already claimed as submitted) reaches its department: the clock starts, the
     rules may approve it at once (秒批), the resident is told. Called by ``submit`` for a free item
     or one charged at acceptance, and by the fee's paid handler for one charged at submission.
 
-    Its row, the timeline entry and the message are written by the session's flushes that follow
-    (one UPDATE, one INSERT each), not one statement per step."""
+    Its row is written by the session's flush that follows (one UPDATE); the timeline entry (with
+    those of ``timeline`` not written yet, in one INSERT) and the message by cached Core INSERTs
+    of plain rows, without ORM objects."""
     item = item or await version_of(session, app)
     checked = checked or await eligibility.for_application(session, app=app, item=item)
     form = form if form is not None else form_of(app)
@@ -498,8 +562,10 @@ async def proceed_submitted(
     app.due_at = workdays.due_at(now, app.limit_days)
     app.updated_at = now
     session.add(app)
-    await record_event(
+    rows = timeline if timeline is not None else []
+    await _timeline_entry(
         session,
+        rows,
         app,
         kind="submitted",
         title="提交申请",
@@ -512,6 +578,7 @@ async def proceed_submitted(
             **({"fee_fen": app.fee_fen} if app.fee_fen else {}),
         },
     )
+    await _write_timeline(session, rows)
     if item.instant_approval:
         # The rules' compare-and-set reads the row as written so far.
         await session.flush()
@@ -520,7 +587,7 @@ async def proceed_submitted(
     ):
         return app
     if app.bundle_id is None:  # a life event's items are announced together (its own message)
-        await notify.send(
+        await notify.post(
             session,
             account_id=app.applicant_id,
             template=messages.SUBMITTED,

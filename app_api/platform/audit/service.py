@@ -71,20 +71,27 @@ async def record(
     )
 
 
+_HEAD: sa.Table = AuditHead.__table__  # type: ignore[attr-defined]
+# Core statements on the tables, built once (their compiled form is cached by the engine): an
+# ORM-enabled UPDATE would re-evaluate the identity map.
+_RESERVE = (
+    sa.update(_HEAD)
+    .where(_HEAD.c.id == 1)
+    .values(seq=_HEAD.c.seq + sa.bindparam("n_events", type_=sa.BigInteger), updated_at=sa.bindparam("now"))
+    .returning(_HEAD.c.seq, _HEAD.c.hash)
+)
+_APPEND = sa.insert(AuditEvent.__table__)  # type: ignore[attr-defined]
+_LINK = sa.update(_HEAD).where(_HEAD.c.id == 1).values(hash=sa.bindparam("last_hash"))
+
+
 @event.listens_for(Session, "before_commit")
 def _append_pending(session: Session) -> None:
     pending: list[dict[str, Any]] = session.info.pop(_PENDING, [])
     if not pending:
         return
     n = len(pending)
-    head: sa.Table = AuditHead.__table__  # type: ignore[attr-defined]
-    # Core statements on the table: an ORM-enabled UPDATE would re-evaluate the identity map.
-    row = session.execute(
-        sa.update(head)
-        .where(head.c.id == 1)
-        .values(seq=head.c.seq + n, updated_at=utcnow())
-        .returning(head.c.seq, head.c.hash)
-    ).first()
+    # The head row's lock (held to the commit) orders concurrent appends.
+    row = session.execute(_RESERVE, {"n_events": n, "now": utcnow()}).first()
     if row is None:
         raise RuntimeError("audit head row missing: run the migrations")
     last_seq, prev = int(row[0]) - n, str(row[1])
@@ -96,8 +103,8 @@ def _append_pending(session: Session) -> None:
         )
         events.append({"seq": seq, "prev_hash": prev, "hash": h, **e})
         prev = h
-    session.execute(sa.insert(AuditEvent.__table__), events)  # type: ignore[attr-defined]
-    session.execute(sa.update(head).where(head.c.id == 1).values(hash=prev))
+    session.execute(_APPEND, events)
+    session.execute(_LINK, {"last_hash": prev})
 
 
 # after_soft_rollback with the outermost transaction: "after_rollback" also fires when a SAVEPOINT

@@ -35,9 +35,14 @@ async def preference_of(session: AsyncSession, account_id: str) -> NotifyPrefere
 
 def quiet_until(pref: NotifyPreference, now: dt.datetime) -> dt.datetime | None:
     """The end of the quiet period ``now`` falls in (local time, China), or None outside it."""
-    if not pref.quiet_hours_enabled:
+    return quiet_end(pref.quiet_hours_enabled, pref.quiet_start, pref.quiet_end, now)
+
+
+def quiet_end(enabled: bool, begins: str, ends: str, now: dt.datetime) -> dt.datetime | None:
+    """``quiet_until`` on the preference's three fields (read as a row, without an ORM object)."""
+    if not enabled:
         return None
-    start, end = _clock(pref.quiet_start), _clock(pref.quiet_end)
+    start, end = _clock(begins), _clock(ends)
     if start == end:
         return None
     local = now.astimezone(CHINA_TZ)
