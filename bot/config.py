@@ -43,6 +43,11 @@ class BotSettings(WojiaSettings):
     login_link: str = "wojia://login"
     # Where the app asks the resident's question for staff (POST /api/v1/bot/tickets).
     ticket_link: str = "wojia://bot/tickets/new"
+    # The application draft a conditions walk-through hands over is short-lived: removed this long
+    # after it was made unless the resident opens it (the deep link below) or takes it up in the app.
+    walkthrough_draft_ttl_s: int = Field(default=24 * 3600, ge=60, le=30 * 24 * 3600)
+    # The deep link to such a draft, filled with the application id (GET /api/v1/bot/drafts/{id}).
+    draft_link: str = "wojia://bot/drafts/{id}"
     # Elderly mode: at most this many list entries and buttons in one reply.
     elderly_max_entries: int = Field(default=3, ge=1)
 

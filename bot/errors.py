@@ -36,3 +36,17 @@ class ChatRateLimited(TooManyRequests):
 
     code = "bot.rate_limited"
     title = "消息发送过于频繁，请稍后再试"
+
+
+class DraftNotFound(AppError):
+    code = "bot.draft_not_found"
+    title = "没有找到这份申请草稿"
+    status = 404
+
+
+class DraftExpired(AppError):
+    """The walk-through's draft was not opened in time and has been removed."""
+
+    code = "bot.draft_expired"
+    title = "这份申请草稿已过期"
+    status = 410

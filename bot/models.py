@@ -63,3 +63,31 @@ class BotWalkthrough(SQLModel, table=True):
 
 
 POLICY.setdefault("bot_walkthrough", Delete("您与智能助手进行中的条件核对及您的回答"))
+
+
+class BotWalkthroughDraft(SQLModel, table=True):
+    """An application draft a walk-through handed over (``bot.walkthrough``), short-lived: unless the
+    resident opens it through the assistant's deep link (``GET /api/v1/bot/drafts/{id}``) or takes
+    it up in the app (submits, fills, uploads), the expiry sweep (``bot.tasks``) removes it once
+    ``expires_at`` passes, through the catalogue (``ConditionsGuide.discard_draft``). The row stays
+    as a tombstone for a while so the deep link can say the draft expired rather than "not found".
+
+    Its own table rather than ``bot_walkthrough``: that row is the conversation's pending walk-through
+    (one per sender, replaced by the next one), while a resident may hold several drafts from several
+    walk-throughs; the gov_services draft itself stays an ordinary draft (its tables are untouched)."""
+
+    __tablename__ = "bot_walkthrough_draft"
+
+    # The gov_services application id (no foreign key: the column's tables are its own business).
+    application_id: str = Field(primary_key=True, max_length=32)
+    account_id: str = Field(foreign_key="app_account.id", index=True, max_length=32)
+    item_code: str = Field(max_length=40)
+    created_at: dt.datetime = created_at_field()
+    # None once the draft no longer expires (opened through the deep link, or taken up in the app).
+    expires_at: dt.datetime | None = datetime_field(index=True)
+    opened_at: dt.datetime | None = datetime_field()
+    # Set when the sweep removed the draft; the row is purged :data:`bot.drafts.TOMBSTONE_DAYS` later.
+    discarded_at: dt.datetime | None = datetime_field(index=True)
+
+
+POLICY.setdefault("bot_walkthrough_draft", Delete("智能助手为您生成的申请草稿的有效期记录"))

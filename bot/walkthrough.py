@@ -1,6 +1,7 @@
 """The conditions walk-through: a few questions, one at a time with buttons, that end in whether the
 resident qualifies for an item and why, exactly the materials that apply, and (logged in) an
-application draft with the answers in it, handed over by deep link.
+application draft with the answers in it, handed over by deep link. The draft is short-lived
+(``bot.drafts``): removed after ``WOJIA_BOT_WALKTHROUGH_DRAFT_TTL_S`` unless the resident opens it.
 
 The action webhook starts it when the resident asks about an item's conditions (``ask_conditions``:
 :func:`start`, called by the dispatch after ``action_answer_item``). The chat endpoint then handles
@@ -36,6 +37,7 @@ from app_api.core.crypto import decrypt_str, encrypt_str
 from app_api.core.db import lock_for_writing, savepoint, utcnow
 from app_api.core.errors import AppError
 from app_api.platform.capabilities import lookup
+from bot import drafts
 from bot.config import BotSettings
 from bot.models import BotWalkthrough
 
@@ -78,6 +80,11 @@ class ConditionsGuide(Protocol):
         self, code: str, *, account_id: str, answers: dict[str, str], client_key: str, session: AsyncSession
     ) -> dict[str, Any]:
         """The resident's application draft with the answers: ``{id, number, deep_link}``."""
+        ...
+
+    async def discard_draft(self, app_id: str, *, account_id: str, session: AsyncSession) -> str:
+        """Remove a draft :meth:`draft` made that the resident never took up: ``removed``, ``kept``
+        (submitted or changed since), ``gone`` (no such draft of theirs). Idempotent."""
         ...
 
 
@@ -275,6 +282,19 @@ async def _answer(
 _STATUS = {"met": "✔", "unmet": "✘", "unknown": "？"}
 
 
+def _which(check: dict[str, Any]) -> str:
+    """Which of the item's listed conditions a rule's check decides (a listed condition asked as
+    such is its own text already)."""
+    n, text = check.get("condition"), check.get("condition_text")
+    if not n or not text or text == check["explain"]:
+        return ""
+    return f"（受理条件第{n}条：{text}）"
+
+
+def _hours(seconds: int) -> str:
+    return f"{seconds // 3600}小时" if seconds % 3600 == 0 else f"{max(1, seconds // 60)}分钟"
+
+
 async def _finish(
     session: AsyncSession, state: State, *, account_id: str | None, row_id: str | None, settings: BotSettings
 ) -> list[Reply]:
@@ -294,7 +314,7 @@ async def _finish(
         "unmet": f"根据核对，您暂不符合“{name}”的申请条件：",
         "review": f"根据核对，您没有明显不符合“{name}”的条件，以下几项将由工作人员审核：",
     }[verdict]
-    lines = [f"{_STATUS[c['status']]} {c['explain']}：{c['reason']}" for c in assessed["checks"]]
+    lines = [f"{_STATUS[c['status']]} {c['explain']}：{c['reason']}{_which(c)}" for c in assessed["checks"]]
     if not assessed["checks"] and verdict != "review":
         lines = []
     lines += [f"？ {text}：需工作人员审核" for text in assessed["review"]]
@@ -332,11 +352,20 @@ async def _finish(
         log.info("bot: walk-through draft refused: %s", e.code)
         replies.append(Reply(f"暂时无法为您生成申请草稿：{e.detail or e.title}"))
         return replies
+    # Short-lived: removed unless the resident opens it or takes it up in the app (bot.drafts).
+    await drafts.record(
+        session,
+        application_id=str(draft["id"]),
+        account_id=account_id,
+        item_code=state.code,
+        settings=settings,
+    )
     replies.append(
         Reply(
             f"已为您生成“{name}”的申请草稿（编号 {draft['number']}），带入了您刚才的回答。"
-            "点“一键申报”继续，授权后系统会自动填好个人信息。",
-            [("一键申报", str(draft["deep_link"]))],
+            "点“一键申报”继续，授权后系统会自动填好个人信息。"
+            f"草稿保留{_hours(settings.walkthrough_draft_ttl_s)}，期间没有打开将自动删除。",
+            [("一键申报", drafts.draft_link(str(draft["id"]), settings))],
         )
     )
     return replies

@@ -17,6 +17,7 @@ import datetime as dt
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from sqlmodel import col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_api.platform.accounts.models import Account
@@ -27,6 +28,7 @@ from columns.gov_services import applications, catalogue_store
 from columns.gov_services.catalogue import RECORD_FIELDS, CatalogueItem
 from columns.gov_services.errors import ItemNotFound
 from columns.gov_services.lifecycle import record_event
+from columns.gov_services.models import DRAFT, Application, Event, FeePayment, Upload, Warning_
 from columns.gov_services.rules import (
     MET,
     UNKNOWN,
@@ -48,6 +50,9 @@ OTHER = "other"
 # compares place names; this one is in none).
 ELSEWHERE = "外地"
 DRAFT_LINK = "wojia://columns/gov_services/applications/{id}"
+# What creating the walk-through's draft writes on its timeline, "assistant_answers" last; anything
+# else, or anything after it, is the resident's doing.
+_CREATION_EVENTS = {"drafted", "filled", "assistant_answers"}
 
 
 def _yes_no(yes: str, no: str) -> list[dict[str, str]]:
@@ -174,7 +179,8 @@ class GovConditionsGuide:
         self, code: str, *, account_id: str | None, answers: dict[str, str], session: AsyncSession
     ) -> dict[str, Any] | None:
         """The verdict on ``answers`` (question key → option value or number): ``{code, name,
-        verdict: "met" | "unmet" | "review", checks: [{explain, status, reason, hard, source}],
+        verdict: "met" | "unmet" | "review", checks: [{explain, status, reason, hard, source,
+        condition, condition_text}],
         review: [text], materials: [name], fields: {key: value}}``. None: no such item."""
         item = await self._item(session, code)
         if item is None:
@@ -192,6 +198,7 @@ class GovConditionsGuide:
                 reason = "根据您的回答" + ("，符合" if r.status == MET else "，不符合")
             elif r.status == UNKNOWN:
                 reason = "您不确定或无法核实，需工作人员审核"
+            n = rule.condition
             checks.append(
                 {
                     "explain": r.explain,
@@ -199,6 +206,9 @@ class GovConditionsGuide:
                     "reason": reason,
                     "hard": r.hard,
                     "source": "declared" if declared else "registry",
+                    # The listed condition the rule checks (1 = the first), and its text.
+                    "condition": n,
+                    "condition_text": item.conditions[n - 1] if n and n <= len(item.conditions) else None,
                 }
             )
         review: list[str] = []
@@ -216,6 +226,8 @@ class GovConditionsGuide:
                         "status": status,
                         "hard": True,
                         "source": "declared",
+                        "condition": n,
+                        "condition_text": text,
                         "reason": {
                             MET: "根据您的回答，符合",
                             UNMET: "根据您的回答，不符合",
@@ -335,6 +347,48 @@ class GovConditionsGuide:
                 },
             )
         return {"id": app.id, "number": app.number, "deep_link": DRAFT_LINK.format(id=app.id)}
+
+    async def discard_draft(self, app_id: str, *, account_id: str, session: AsyncSession) -> str:
+        """Remove a walk-through's draft the resident never took up (the assistant's expiry sweep):
+        ``"removed"``; ``"kept"`` when it is no longer the untouched draft the walk-through wrote
+        (submitted, withdrawn, part of a life event, or changed since: fields, uploads, consents,
+        e-certificates, timeline entries); ``"gone"`` when there is no such draft of this resident.
+        Idempotent; the application row is locked first, so a submission at the same moment either
+        happens before (kept) or finds no draft. Runs in the caller's transaction."""
+        locked = (
+            select(Application)
+            .where(col(Application.id) == app_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        app = (await session.exec(locked)).first()
+        if app is None or app.applicant_id != account_id:
+            return "gone"
+        if (
+            app.status != DRAFT
+            or app.bundle_id is not None
+            or app.consents
+            or app.ecerts
+            or app.delivery is not None
+        ):
+            return "kept"
+        for model in (Upload, FeePayment):
+            taken = select(model.id).where(col(model.application_id) == app_id).limit(1)
+            if (await session.exec(taken)).first() is not None:
+                return "kept"
+        events = (await session.exec(select(Event).where(col(Event.application_id) == app_id))).all()
+        handed = max((e.at for e in events if e.kind == "assistant_answers"), default=None)
+        if (
+            handed is None  # not a draft the walk-through wrote
+            or app.updated_at > handed
+            or any(e.kind not in _CREATION_EVENTS or e.at > handed for e in events)
+        ):
+            return "kept"
+        await session.exec(delete(Event).where(col(Event.application_id) == app_id))
+        await session.exec(delete(Warning_).where(col(Warning_.application_id) == app_id))
+        await session.delete(app)
+        await session.flush()
+        return "removed"
 
 
 def provide_guide(column: Column | None = None) -> None:

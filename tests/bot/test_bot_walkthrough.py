@@ -345,7 +345,7 @@ async def test_an_item_without_rules_asks_its_listed_conditions(
     assert "以下几项将由工作人员审核" in verdict and "在本市居住半年以上：根据您的回答，符合" in verdict
     needed = verdict.split("需要准备")[1]
     assert "合法稳定住所证明" in needed and "就业证明" not in needed and "就读证明" not in needed
-    assert link_of(done).startswith("wojia://columns/gov_services/applications/")
+    assert link_of(done).startswith("wojia://bot/drafts/")
 
     msgs = await walk.ask_conditions("居住证办理")
     msgs = await walk.tap(msgs, "不符合")
@@ -373,3 +373,203 @@ async def test_through_the_trained_model_the_elderly_card_walkthrough_ends_in_a_
     assert (await client.get(f"{APPS}/{app_id}", headers=headers)).json()["status"] == "draft"
     # A new question after it is the model's again, about the item talked about.
     assert "老年人优待证办理" in text_of(await walk.say("老年证要带什么材料"))
+
+
+def _years_ago(years: int) -> dt.date:
+    """A birth date well inside the year of age (no birthday near today)."""
+    today = dt.date.today()
+    return today.replace(year=today.year - years, day=1) - dt.timedelta(days=40)
+
+
+# 老年证 with each rule linked to the listed condition it checks ("condition": n), imported under its
+# own code and name (the seed entry gets the same links with its catalogue change).
+LINKED_CODE = "BZ-BOT-902"
+LINKED_NAME = "银龄优待卡办理"
+LINKED_CONDITIONS = ["申请人年满60周岁", "本市户籍，或持有本市居住证的非本市户籍老年人"]
+
+
+async def import_linked_elderly_card(client: httpx.AsyncClient, login: Any) -> None:
+    """A copy of 老年人优待证办理 whose two rules name the listed conditions they check, through the
+    administrators' catalogue import."""
+    import csv
+    import io
+
+    admin = await login(roles=["admin"])
+    api = "/api/v1/columns/gov_services/admin/catalogue"
+    r = await client.get(f"{api}/export", params={"format": "csv"}, headers=admin)
+    assert r.status_code == 200, r.text
+    rows = list(csv.reader(io.StringIO(r.content.decode("utf-8-sig"))))
+    header = rows[0]
+    col = header.index
+    row = next(list(x) for x in rows[1:] if x[col("事项编码")] == "BZ-MZ-001")
+    rules = [json.loads(line) for line in row[col("条件规则")].splitlines()]
+    assert [r["id"] for r in rules] == ["age", "hukou"]
+    for rule, n in zip(rules, (1, 2), strict=True):
+        rule["condition"] = n
+    row[col("事项编码")] = LINKED_CODE
+    row[col("事项名称")] = LINKED_NAME
+    row[col("同义词")] = ""
+    row[col("关键词")] = ""
+    row[col("受理条件")] = "\n".join(LINKED_CONDITIONS)
+    row[col("条件规则")] = "\n".join(json.dumps(r, ensure_ascii=False) for r in rules)
+    out = io.StringIO()
+    csv.writer(out).writerows([header, row])
+    r = await client.post(
+        f"{api}/import", files={"file": ("目录.csv", out.getvalue().encode(), "text/csv")}, headers=admin
+    )
+    assert r.status_code == 200, r.text
+
+
+async def test_the_elderly_card_verdict_names_the_age_condition_it_decides(
+    client: httpx.AsyncClient, login: Any, no_rasa: None
+) -> None:
+    await import_linked_elderly_card(client, login)
+    # 38: the age from the registry decides the first listed condition against them, no draft.
+    headers, account_id = await verified_resident(client, login, _years_ago(38))
+    walk = Walk(client, headers, account_id)
+    msgs = await walk.ask_conditions(LINKED_NAME)
+    msgs = await walk.tap(msgs, "是，亳州市户籍")
+    done = await walk.say("不是")
+    verdict = text_of(done)
+    assert "您暂不符合“银龄优待卡办理”的申请条件" in verdict
+    assert "✘ 申请人须年满60周岁：您今年38周岁，未满60周岁（受理条件第1条：申请人年满60周岁）" in verdict
+    assert "需工作人员审核" not in verdict  # both listed conditions are checked by a rule
+    assert not any(b["title"] == "一键申报" for m in done for b in m.get("buttons") or ())
+
+    # 65: the same condition is met, and said to be.
+    headers, account_id = await verified_resident(client, login, _years_ago(65))
+    walk = Walk(client, headers, account_id)
+    msgs = await walk.ask_conditions(LINKED_NAME)
+    msgs = await walk.tap(msgs, "是，亳州市户籍")
+    done = await walk.say("不是")
+    verdict = text_of(done)
+    assert "您符合“银龄优待卡办理”的申请条件" in verdict
+    assert "✔ 申请人须年满60周岁：您今年65周岁，已满60周岁（受理条件第1条：申请人年满60周岁）" in verdict
+    assert "草稿保留24小时" in verdict
+    assert link_of(done).startswith("wojia://bot/drafts/")
+
+    # Not of the city: the household condition (the second) is a soft rule: a reviewer decides.
+    msgs = await walk.ask_conditions(LINKED_NAME)
+    msgs = await walk.tap(msgs, "不是亳州市户籍")
+    verdict = text_of(await walk.tap(msgs, "不是"))
+    assert "以下几项将由工作人员审核" in verdict and "（受理条件第2条：" in verdict
+    assert "居住证" in verdict.split("需要准备")[1]
+
+
+async def _elderly_draft(client: httpx.AsyncClient, login: Any) -> tuple[dict[str, str], str, str]:
+    headers, account_id = await verified_resident(client, login, _years_ago(70))
+    walk = Walk(client, headers, account_id)
+    msgs = await walk.ask_conditions(ELDERLY_CARD)
+    msgs = await walk.tap(msgs, "是，亳州市户籍")
+    done = await walk.say("不是")
+    return headers, account_id, link_of(done).rsplit("/", 1)[1]
+
+
+DRAFTS = "/api/v1/bot/drafts"
+
+
+async def test_a_walkthrough_draft_nobody_opens_expires_once_and_its_link_says_so(
+    client: httpx.AsyncClient, login: Any, no_rasa: None
+) -> None:
+    import asyncio
+
+    from sqlmodel import col, select
+
+    from app_api.core.redis import get_redis
+    from bot import drafts
+    from bot.models import BotWalkthroughDraft
+    from bot.tasks import expire_walkthrough_drafts
+
+    headers, _, app_id = await _elderly_draft(client, login)
+    async with session_scope() as s:
+        row = await s.get(BotWalkthroughDraft, app_id)
+        assert row is not None and row.expires_at is not None
+        left = row.expires_at - dt.datetime.now(dt.UTC)
+        assert dt.timedelta(hours=23, minutes=59) < left <= dt.timedelta(hours=24)
+    # Before its time the sweep leaves it alone; the resident still has it.
+    assert (await drafts.sweep())["removed"] == 0
+    assert (await client.get(f"{APPS}/{app_id}", headers=headers)).json()["status"] == "draft"
+
+    # A day later, Redis wiped, two schedulers' sweeps at once: removed once.
+    await (await get_redis()).flushdb()
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=24, minutes=1)
+    async with session_scope() as s:  # other tests' drafts are due as well
+        due = (
+            await s.exec(
+                select(BotWalkthroughDraft).where(
+                    col(BotWalkthroughDraft.discarded_at).is_(None),
+                    col(BotWalkthroughDraft.expires_at) <= later,
+                )
+            )
+        ).all()
+    both = await asyncio.gather(drafts.sweep(later), drafts.sweep(later))
+    assert sum(c["removed"] + c["kept"] + c["gone"] for c in both) == len(due)  # each handled once
+    assert (await client.get(f"{APPS}/{app_id}", headers=headers)).status_code == 404
+    assert app_id not in json.dumps((await client.get(APPS, headers=headers)).json())
+    # Run again (the scheduled job itself): nothing more to do.
+    assert (await expire_walkthrough_drafts())["removed"] == 0
+
+    r = await client.get(f"{DRAFTS}/{app_id}", headers=headers)
+    assert r.status_code == 410 and r.headers["content-type"].startswith("application/problem+json")
+    problem = r.json()
+    assert problem["code"] == "bot.draft_expired" and problem["title"] == "这份申请草稿已过期"
+    assert "再问一次智能助手" in problem["detail"]
+    # Someone else's link, or a made-up one: not found, nothing said about the draft.
+    other = await login(level=3)
+    assert (await client.get(f"{DRAFTS}/{app_id}", headers=other)).json()["code"] == "bot.draft_not_found"
+    assert (await client.get(f"{DRAFTS}/nosuchdraft", headers=headers)).status_code == 404
+    assert (await client.get(f"{DRAFTS}/{app_id}")).status_code == 401
+
+
+async def test_a_walkthrough_draft_opened_or_taken_up_in_time_stays(
+    client: httpx.AsyncClient, login: Any, no_rasa: None
+) -> None:
+    from bot import drafts
+
+    # Opened through the deep link: the application to go to, and no expiry any more.
+    headers, _, app_id = await _elderly_draft(client, login)
+    r = await client.get(f"{DRAFTS}/{app_id}", headers=headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["deep_link"] == f"wojia://columns/gov_services/applications/{app_id}"
+    assert (await client.get(f"{DRAFTS}/{app_id}", headers=headers)).status_code == 200  # again: same
+
+    # Taken up in the app without the link (a field filled): kept too.
+    headers2, _, app2 = await _elderly_draft(client, login)
+    r = await client.put(
+        f"{APPS}/{app2}/fields", json={"fields": {"applicant.note": "周末方便联系"}}, headers=headers2
+    )
+    assert r.status_code == 200, r.text
+
+    # Neither: removed. Two days later, only the untouched one is gone.
+    headers3, _, app3 = await _elderly_draft(client, login)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=2)
+    await drafts.sweep(later)
+    assert (await client.get(f"{APPS}/{app_id}", headers=headers)).json()["status"] == "draft"
+    assert (await client.get(f"{APPS}/{app2}", headers=headers2)).json()["status"] == "draft"
+    assert (await client.get(f"{APPS}/{app3}", headers=headers3)).status_code == 404
+    assert (await client.get(f"{DRAFTS}/{app2}", headers=headers2)).status_code == 200
+    # Tombstones are purged after a while: then the link is simply not found.
+    await drafts.sweep(later + dt.timedelta(days=drafts.TOMBSTONE_DAYS + 1))
+    assert (await client.get(f"{DRAFTS}/{app3}", headers=headers3)).json()["code"] == "bot.draft_not_found"
+
+
+async def test_a_draft_past_its_time_is_expired_when_opened_before_the_sweep(
+    client: httpx.AsyncClient, login: Any, no_rasa: None
+) -> None:
+    from bot.models import BotWalkthroughDraft
+
+    headers, _, app_id = await _elderly_draft(client, login)
+    async with session_scope() as s:
+        row = await s.get(BotWalkthroughDraft, app_id)
+        assert row is not None
+        row.expires_at = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+        s.add(row)
+    r = await client.get(f"{DRAFTS}/{app_id}", headers=headers)
+    assert r.status_code == 410 and r.json()["code"] == "bot.draft_expired"
+    assert (await client.get(f"{APPS}/{app_id}", headers=headers)).status_code == 404
+
+
+def test_the_expiry_sweep_is_a_scheduled_job() -> None:
+    from app_api.core.jobs.schedules import declared
+
+    assert any(s.task_name == "bot.expire_walkthrough_drafts" for s in declared())
