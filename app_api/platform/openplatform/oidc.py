@@ -35,7 +35,7 @@ from app_api.core.redis import get_redis
 from app_api.core.settings import get_settings
 from app_api.platform import audit
 from app_api.platform.accounts.models import Account
-from app_api.platform.openplatform import keys, service
+from app_api.platform.openplatform import claims, keys, service
 from app_api.platform.openplatform.errors import ConsentExpired, TicketInvalid
 from app_api.platform.openplatform.models import AuthCode, AuthTicket, ExternalColumn, IssuedToken
 from app_api.platform.openplatform.schemas import SCOPE_NAMES
@@ -391,6 +391,9 @@ async def issue_code(session: AsyncSession, req: AuthRequest, account_id: str) -
     await service.record_grant(
         session, account_id=account_id, column_id=req.column_id, scopes=list(req.scopes)
     )
+    column = await session.get(ExternalColumn, req.column_id)
+    if column is not None:
+        await claims.record_consent(session, account_id=account_id, column=column, scopes=req.scopes)
     return raw
 
 
@@ -576,6 +579,9 @@ async def userinfo(session: AsyncSession, use: TokenUse) -> dict[str, Any]:
     if "identity_level" in scopes:
         out["identity_level"] = account.identity_level
         out["acr"] = acr(account.identity_level)
+    out.update(
+        await claims.registry_claims(session, account=account, column=use.column, scopes=use.token.scopes)
+    )
     return out
 
 
@@ -607,6 +613,8 @@ def discovery() -> dict[str, Any]:
             "phone_number_verified",
             "name",
             "identity_level",
+            "address",
+            "ecertificates",
         ],
         "acr_values_supported": list(ACR_LEVELS),
         "claims_parameter_supported": True,

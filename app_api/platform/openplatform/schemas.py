@@ -7,14 +7,30 @@ from pydantic import BaseModel, Field, field_validator
 
 from app_api.platform.column import Category
 
+# The e-certificate types a column may be granted, one scope each (``ecert:<type>``): a column reads
+# only the types it was granted, never the resident's whole wallet. Codes as in the city's library.
+ECERT_TYPES: dict[str, str] = {
+    "resident_id_card": "居民身份证",
+    "household_register": "居民户口簿",
+    "marriage_certificate": "结婚证",
+    "birth_certificate": "出生医学证明",
+    "driving_license": "机动车驾驶证",
+    "business_license": "营业执照",
+    "social_security_card": "社会保障卡",
+    "disability_certificate": "残疾人证",
+    "real_estate_certificate": "不动产权证书",
+}
+ECERT_PREFIX = "ecert:"
+
 # What a column may ask to read. ``openid`` is the sign-in itself (a pairwise subject id).
 SCOPE_NAMES: dict[str, str] = {
     "openid": "识别您的身份（为该栏目单独生成的用户编号）",
     "phone": "您的手机号码",
     "real_name": "您的真实姓名",
     "identity_level": "您的实名认证等级",
+    "address": "您的户籍地址（从城市人口信息库读取）",
+    **{ECERT_PREFIX + t: f"您的电子证照：{name}" for t, name in ECERT_TYPES.items()},
 }
-Scope = Literal["openid", "phone", "real_name", "identity_level"]
 
 
 class ColumnCreate(BaseModel):
@@ -24,7 +40,7 @@ class ColumnCreate(BaseModel):
     category: Category = Field(title="分类")
     url: str = Field(pattern=r"^https://", max_length=500, title="栏目地址")
     identity_level: int = Field(default=1, ge=0, le=3, title="实名等级")
-    allowed_scopes: list[Scope] = Field(min_length=1, title="可申请的授权范围")
+    allowed_scopes: list[str] = Field(min_length=1, max_length=20, title="可申请的授权范围")
     redirect_uris: list[str] = Field(min_length=1, max_length=10, title="回调地址")
     operator_contact: str = Field(min_length=1, max_length=200, title="运营方联系方式")
     order: int = Field(default=100, title="排序")
@@ -32,6 +48,9 @@ class ColumnCreate(BaseModel):
     @field_validator("allowed_scopes")
     @classmethod
     def _openid(cls, v: list[str]) -> list[str]:
+        unknown = [x for x in v if x not in SCOPE_NAMES]
+        if unknown:
+            raise ValueError(f"不支持的授权范围：{' '.join(x[:40] for x in unknown)}")
         if "openid" not in v:
             raise ValueError("授权范围必须包含 openid")
         return sorted(set(v))

@@ -163,6 +163,10 @@ async def revoke_grant(session: AsyncSession, *, account_id: str, column_id: str
     session.add(grant)
     revoked = await revoke_tokens(session, column_id=column_id, account_id=account_id)
     await session.flush()
+    # The registry reads it was allowed end with it (imported here: claims reads the grant's column).
+    from app_api.platform.openplatform.claims import withdraw_consents
+
+    await withdraw_consents(session, account_id=account_id, column_id=column_id)
     await audit.record(
         session,
         action="openplatform.grant_revoked",
