@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Start the example column in development, beside the platform of `make run`.
+#
+#   SCHOOL_FEES_CLIENT_ID=... SCHOOL_FEES_CLIENT_SECRET=... SCHOOL_FEES_CASHIER_KEY=... \
+#     docs/examples/school_fees/run.sh
+#
+# The three secrets come from registering the column as an admin (README.md, "Registering the
+# column"). PYTHON defaults to the repository's .venv, which has every library the example needs
+# (see requirements.txt for a venv of its own).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../../.." && pwd)"
+PYTHON="${PYTHON:-$root/.venv/bin/python}"
+PORT="${SCHOOL_FEES_PORT:-8443}"
+NOTIFY_PORT="${SCHOOL_FEES_NOTIFY_PORT:-8081}"
+state="${SCHOOL_FEES_STATE_DIR:-$root/var/school_fees}"
+mkdir -p "$state"
+
+: "${SCHOOL_FEES_CLIENT_ID:?register the column first (README.md) and set SCHOOL_FEES_CLIENT_ID}"
+: "${SCHOOL_FEES_CLIENT_SECRET:?set SCHOOL_FEES_CLIENT_SECRET (shown once at registration)}"
+: "${SCHOOL_FEES_CASHIER_KEY:?set SCHOOL_FEES_CASHIER_KEY (shown once when the cashier was opened)}"
+export SCHOOL_FEES_ISSUER="${SCHOOL_FEES_ISSUER:-http://127.0.0.1:${WOJIA_PORT:-8000}}"
+export SCHOOL_FEES_PUBLIC_URL="${SCHOOL_FEES_PUBLIC_URL:-https://127.0.0.1:$PORT}"
+export SCHOOL_FEES_DB="${SCHOOL_FEES_DB:-$state/school_fees.db}"
+export SCHOOL_FEES_OPERATOR_TOKEN="${SCHOOL_FEES_OPERATOR_TOKEN:-dev-operator-token}"
+export SCHOOL_FEES_CLIENT_ID SCHOOL_FEES_CLIENT_SECRET SCHOOL_FEES_CASHIER_KEY
+
+cd "$here"
+exec "$PYTHON" -m school_fees --port "$PORT" --notify-port "$NOTIFY_PORT" --state-dir "$state"
