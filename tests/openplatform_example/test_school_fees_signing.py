@@ -154,3 +154,31 @@ async def test_the_notify_endpoint_records_once_and_refuses_forgeries_and_replay
     assert notice["deliveries"] == 2
     # The back office is closed without the operator's token.
     assert (await example.get("/operator/notices")).status_code == 401
+
+
+async def test_an_order_closed_unpaid_makes_the_bill_payable_again_under_a_new_number(
+    example: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    from school_fees.store import Store
+
+    store = Store(str(tmp_path / "school_fees.db"))  # the example's own file, as its process sees it
+    store.ensure_demo_bill("sub-1", student="李明轩", term="2026年秋季学期", amount_fen=128000)
+    [bill] = store.bills_of("sub-1")
+    store.set_order(bill["id"], "order-1")
+    body = json.dumps(
+        {
+            "notice_id": "nt_" + secrets.token_hex(6),
+            "event": "order.closed",
+            "order_id": "order-1",
+            "out_order_no": bill["out_order_no"],
+        },
+        separators=(",", ":"),
+    ).encode()
+    r = await _post(example, body, _platform_notice(body))
+    assert r.status_code == 200 and r.json() == {"code": "SUCCESS"}
+    [reopened] = store.bills_of("sub-1")
+    assert reopened["status"] == "unpaid" and reopened["order_id"] is None
+    assert reopened["out_order_no"] == f"SF{bill['id']}-2" != bill["out_order_no"]
+    # Told again (a redelivery): nothing changes a second time.
+    r = await _post(example, body, _platform_notice(body))
+    assert r.status_code == 200 and store.bills_of("sub-1")[0]["out_order_no"] == f"SF{bill['id']}-2"

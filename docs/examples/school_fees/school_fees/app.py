@@ -231,6 +231,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 amount_fen=bill["amount_fen"],
                 description=f"{SCHOOL}{bill['title']}",
             )
+            if order["status"] == "closed":
+                # Its payment window passed before the platform's notice reached us: a new number.
+                store.reopen(bill["out_order_no"])
+                bill = store.bill(bill["id"]) or bill
+                order = await platform().create_order(
+                    out_order_no=bill["out_order_no"],
+                    sub=sess["sub"],
+                    amount_fen=bill["amount_fen"],
+                    description=f"{SCHOOL}{bill['title']}",
+                )
         except PlatformError as e:
             return unavailable(e)
         store.set_order(bill["id"], order["id"])

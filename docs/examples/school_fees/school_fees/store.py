@@ -26,8 +26,8 @@ CREATE TABLE IF NOT EXISTS resident (
 CREATE TABLE IF NOT EXISTS bill (
     id TEXT PRIMARY KEY, sub TEXT NOT NULL, student TEXT NOT NULL, term TEXT NOT NULL,
     title TEXT NOT NULL, amount_fen INTEGER NOT NULL, status TEXT NOT NULL DEFAULT 'unpaid',
-    order_id TEXT, out_order_no TEXT NOT NULL UNIQUE, paid_at TEXT, provider TEXT,
-    refunded_fen INTEGER NOT NULL DEFAULT 0);
+    order_id TEXT, out_order_no TEXT NOT NULL UNIQUE, attempt INTEGER NOT NULL DEFAULT 1,
+    paid_at TEXT, provider TEXT, refunded_fen INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS notice (
     notice_id TEXT PRIMARY KEY, event TEXT NOT NULL, order_id TEXT, body TEXT NOT NULL,
     recorded_at REAL NOT NULL);
@@ -151,6 +151,20 @@ class Store:
                 (order_id, bill_id),
             )
 
+    def reopen(self, out_order_no: str) -> None:
+        """The platform closed the unpaid order (its payment window passed): the bill is payable
+        again under a new order number, since the closed number answers with the closed order."""
+        with self.tx() as db:
+            self._reopen(db, out_order_no)
+
+    @staticmethod
+    def _reopen(db: sqlite3.Connection, out_order_no: str) -> None:
+        db.execute(
+            "UPDATE bill SET status = 'unpaid', order_id = NULL, attempt = attempt + 1, "
+            "out_order_no = 'SF' || id || '-' || (attempt + 1) WHERE out_order_no = ? AND status != 'paid'",
+            (out_order_no,),
+        )
+
     def set_refunded(self, bill_id: str, refunded_fen: int) -> None:
         with self.tx() as db:
             db.execute("UPDATE bill SET refunded_fen = ? WHERE id = ?", (refunded_fen, bill_id))
@@ -199,6 +213,8 @@ class Store:
                         notice.get("amount_fen"),
                     ),
                 )
+            elif first and notice.get("event") == "order.closed":
+                self._reopen(db, str(notice.get("out_order_no", "")))
         return first
 
     def notices(self) -> list[dict[str, Any]]:
