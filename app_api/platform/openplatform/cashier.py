@@ -45,6 +45,7 @@ from app_api.platform.openplatform.cashier_models import (
     CashierOrder,
     CashierRefund,
 )
+from app_api.platform.openplatform.config import get_openplatform_settings
 from app_api.platform.openplatform.models import ColumnGrant, ExternalColumn
 
 PURPOSE = "openplatform.cashier"
@@ -115,6 +116,11 @@ class OrderNotPaid(Conflict):
 class OrderAlreadyPaid(Conflict):
     code = "openplatform.cashier_order_paid"
     title = "该订单已支付"
+
+
+class OrderClosed(Conflict):
+    code = "openplatform.cashier_order_closed"
+    title = "订单已超时关闭，请返回栏目重新下单"
 
 
 class RefundExceedsPaid(AppError):
@@ -377,6 +383,7 @@ async def create_order(
         amount_fen=amount_fen,
         description=description,
         sub_account=sub_account,
+        expires_at=utcnow() + dt.timedelta(seconds=get_openplatform_settings().cashier_order_ttl_s),
     )
     try:
         async with savepoint(session):
@@ -533,6 +540,11 @@ async def pay(
     order, column = await resident_order(session, account_id=account_id, order_id=order_id)
     if not column.enabled:
         raise ColumnDisabled()
+    if order.status == "closed" or (
+        order.status == "created" and order.expires_at is not None and order.expires_at <= utcnow()
+    ):
+        await refused(session, column.id, "order_closed", order_id=order.id)
+        raise OrderClosed()
     if order.status != "created":
         raise OrderAlreadyPaid()
     opened = await payments_port().open(

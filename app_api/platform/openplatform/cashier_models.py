@@ -51,12 +51,15 @@ class CashierNonce(SQLModel, table=True):
 
 
 class CashierOrder(SQLModel, table=True):
-    """An order a column opened for a resident; ``status`` is ``created``, ``paid`` or ``refunded``."""
+    """An order a column opened for a resident; ``status`` is ``created``, ``paid``, ``refunded`` or
+    ``closed`` (unpaid at ``expires_at``: the column is told, a late payment is refunded)."""
 
     __tablename__ = "app_cashier_order"
     __table_args__ = (
         sa.UniqueConstraint("column_id", "out_order_no"),
         sa.Index("ix_app_cashier_order_paid", "paid_at"),
+        # The expiry sweep's query: unpaid orders by their deadline.
+        sa.Index("ix_app_cashier_order_open", "status", "expires_at"),
     )
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
@@ -75,6 +78,9 @@ class CashierOrder(SQLModel, table=True):
     refunded_fen: int = Field(default=0, sa_type=sa.BigInteger)
     paid_at: dt.datetime | None = datetime_field()
     created_at: dt.datetime = created_at_field()
+    # Orders from before expiry existed have none and never expire.
+    expires_at: dt.datetime | None = datetime_field()
+    closed_at: dt.datetime | None = datetime_field()
 
 
 class CashierRefund(SQLModel, table=True):
@@ -91,6 +97,9 @@ class CashierRefund(SQLModel, table=True):
     reason: str | None = Field(default=None, max_length=80)
     payment_refund_id: str = Field(max_length=32)
     created_at: dt.datetime = created_at_field()
+    # The ledger's final answer (``succeeded`` / ``failed``), recorded once with the column's notice.
+    settled_status: str | None = Field(default=None, max_length=20)
+    settled_at: dt.datetime | None = datetime_field(index=True)
 
 
 class CashierNotice(SQLModel, table=True):

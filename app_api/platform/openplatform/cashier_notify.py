@@ -69,6 +69,17 @@ async def order_paid(
     order = await session.get(CashierOrder, cashier_order_id, with_for_update=True, populate_existing=True)
     if order is None or order.status != "created" or order.amount_fen != amount_fen:
         return False
+    if order.expires_at is not None and paid_at > order.expires_at:
+        # Paid after the deadline (a wallet page left open): the order closes (the sweep tells the
+        # column) and this payment is refunded, as a second payment would be.
+        await audit.record(
+            session,
+            action="openplatform.cashier_late_payment",
+            subject_type="external_column",
+            subject_id=order.column_id,
+            data={"order_id": order.id, "payment_order_id": payment_order_id, "amount_fen": amount_fen},
+        )
+        return False
     order.status, order.paid_at = "paid", paid_at
     order.payment_order_id, order.out_trade_no, order.provider = payment_order_id, out_trade_no, provider
     session.add(order)

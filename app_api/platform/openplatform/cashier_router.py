@@ -177,6 +177,7 @@ async def resident_order(order_id: str, principal: CurrentAccount, session: Sess
         amount_fen=order.amount_fen,
         status=order.status,
         paid_at=order.paid_at,
+        expires_at=order.expires_at,
     )
 
 
@@ -185,15 +186,19 @@ async def pay(
     order_id: str, body: PayIn, request: Request, principal: CurrentAccount, session: SessionDep
 ) -> PayOut:
     """Pay a column's order with WeChat Pay or Alipay; ``client_params`` go to the wallet's SDK."""
-    order, opened = await cashier.pay(
-        session,
-        account_id=principal.id,
-        order_id=order_id,
-        provider=body.provider,
-        channel=body.channel,
-        payer_id=body.payer_id,
-        client_ip=request.client.host if request.client else "127.0.0.1",
-    )
+    try:
+        order, opened = await cashier.pay(
+            session,
+            account_id=principal.id,
+            order_id=order_id,
+            provider=body.provider,
+            channel=body.channel,
+            payer_id=body.payer_id,
+            client_ip=request.client.host if request.client else "127.0.0.1",
+        )
+    except cashier.OrderClosed:
+        await session.commit()  # the refusal's audit entry stays; nothing else was written
+        raise
     return PayOut(
         order_id=order.id,
         payment_order_id=opened.payment_order_id,

@@ -52,7 +52,7 @@ class RefundOut(BaseModel):
 class OrderOut(BaseModel):
     id: str
     out_order_no: str
-    status: Literal["created", "paid", "refunded"]
+    status: Literal["created", "paid", "refunded", "closed"]
     amount_fen: int
     refunded_fen: int
     description: str
@@ -61,6 +61,9 @@ class OrderOut(BaseModel):
     out_trade_no: str | None
     paid_at: dt.datetime | None
     created_at: dt.datetime
+    # Unpaid by then, the order is closed and the column told (``order.closed``).
+    expires_at: dt.datetime | None = None
+    closed_at: dt.datetime | None = None
     pay_path: str
     refunds: list[RefundOut] = []
 
@@ -72,6 +75,7 @@ class ResidentOrderOut(BaseModel):
     amount_fen: int
     status: str
     paid_at: dt.datetime | None
+    expires_at: dt.datetime | None = None
 
 
 class PayIn(BaseModel):

@@ -5,6 +5,7 @@ from app_api.platform.openplatform import (
     cashier_models,
     cashier_notify,
     cashier_router,
+    cashier_sweep,
     models,
     router,
     tasks,
@@ -14,5 +15,5 @@ component = Component(
     name="app_api.platform.openplatform",
     routers=(Mount(router.router), Mount(router.well_known, prefix=""), Mount(cashier_router.router)),
     models=(models, cashier_models),
-    tasks=(tasks, cashier_notify),
+    tasks=(tasks, cashier_notify, cashier_sweep),
 )
