@@ -619,6 +619,53 @@ class TurnConfig:
     min_nonplanarity: float = 0.04
 
 
+@dataclass(frozen=True)
+class StepTiming:
+    """The challenge's pacing, derived by the server whatever windows the client sends.
+
+    Each asked move is searched over the whole capture, in the asked order; the server bounds when
+    each may start: the first within ``max_first_delay_ms`` of the capture's first frame, each next
+    one at least ``min_onset_gap_ms`` after the previous move's start (a resident reads the next
+    instruction, then moves) and within ``max_step_delay_ms`` of the previous move's end (the
+    client shows each instruction for 2-3 s; a move long after is not an answer to it). The real
+    Intel turns start 830 ms apart; two natural blinks of one GRID clip 320 ms (blinks are never
+    asked twice in one challenge). Client windows (``step_windows_ms``) are the client's own claim:
+    they must be ordered, inside the capture and at least ``min_window_ms`` long, and each move
+    must fall inside its window; they can only narrow what the server allows, never widen it.
+    """
+
+    min_onset_gap_ms: float = 400.0
+    max_first_delay_ms: float = 6000.0
+    max_step_delay_ms: float = 6000.0
+    min_window_ms: float = 200.0
+    # A client window may run past the capture's last frame by this much (its timeline vs the
+    # camera's); a window that starts after the capture ended is refused.
+    window_slack_ms: float = 500.0
+
+
+def check_windows(
+    windows: Sequence[tuple[float, float]], steps: int, duration_ms: float, timing: StepTiming
+) -> None:
+    """The client's step windows as a claim about this capture: one per step, ordered, inside it."""
+    if len(windows) != steps:
+        raise CaptureInvalid(f"step_windows_ms 应为 {steps} 个区间", field="step_windows_ms")
+    prev_start = -math.inf
+    for n, (a, b) in enumerate(windows):
+        if not (math.isfinite(a) and math.isfinite(b)) or a < 0 or b - a < timing.min_window_ms:
+            raise CaptureInvalid(
+                f"第 {n + 1} 个步骤的时间区间无效（至少 {timing.min_window_ms:.0f} 毫秒）",
+                field="step_windows_ms",
+                step=n,
+            )
+        if a < prev_start:
+            raise CaptureInvalid(f"第 {n + 1} 个步骤的时间区间早于前一步骤", field="step_windows_ms", step=n)
+        if a > duration_ms + timing.window_slack_ms:
+            raise CaptureInvalid(
+                f"第 {n + 1} 个步骤的时间区间在拍摄结束之后", field="step_windows_ms", step=n
+            )
+        prev_start = a
+
+
 @dataclass
 class CaptureAnalysis:
     passed: bool
@@ -627,6 +674,8 @@ class CaptureAnalysis:
     fps: float
     continuity: ContinuityResult | None
     step_frames: list[int] = field(default_factory=list)
+    step_onsets_ms: list[float] = field(default_factory=list)  # from the first frame
+    duration_ms: float = 0.0
     blinks: list[dict[str, Any]] = field(default_factory=list)
     turns: list[dict[str, Any]] = field(default_factory=list)
     best_frame: int = 0
@@ -637,6 +686,8 @@ class CaptureAnalysis:
         return {
             "fps": round(self.fps, 2),
             "step_frames": self.step_frames,
+            "step_onsets_ms": [round(t) for t in self.step_onsets_ms],
+            "duration_ms": round(self.duration_ms),
             "blinks": self.blinks,
             "turns": self.turns,
             "continuity": None
@@ -793,15 +844,24 @@ def check_challenge(
     step_windows_ms: Sequence[tuple[float, float]] | None = None,
     continuity: ContinuityConfig | None = None,
     turns: TurnConfig | None = None,
+    timing: StepTiming | None = None,
     moves_only: bool = False,
 ) -> CaptureAnalysis:
     """Continuity (raises on a broken track), then the asked moves in the asked order.
 
-    ``step_windows_ms``: per step, (start, end) in ms from the first frame, when the client showed
-    each instruction for a set time; each move must start inside its window. Without it the moves
-    need only be in order. Unasked turns fail; unasked blinks are tolerated. ``moves_only`` skips
-    the continuity check (diagnostics and tests: what the move checks alone would say).
+    Each move is searched over the whole capture in the asked order, and must start when the
+    server's pacing allows (:class:`StepTiming`), whatever the client sends. ``step_windows_ms``:
+    per step, (start, end) in ms from the first frame, when the client showed each instruction;
+    checked as a claim about this capture (``check_windows``: malformed ones raise
+    ``identity.capture_invalid``), and each move must also start inside its window. Unasked turns
+    fail; unasked blinks are tolerated. ``moves_only`` skips the continuity check (diagnostics and
+    tests: what the move checks alone would say).
     """
+    tm = timing or StepTiming()
+    t0 = faces[0].t_ms if faces else 0.0
+    duration = faces[-1].t_ms - t0 if faces else 0.0
+    if step_windows_ms is not None:
+        check_windows(step_windows_ms, len(steps), duration, tm)
     cont = None if moves_only else check_continuity(faces, continuity)
     turn_events = find_turns(faces, turns)
     blink_events = find_capture_blinks(faces)
@@ -814,12 +874,23 @@ def check_challenge(
         continuity=cont,
         blinks=blink_events,
         turns=turn_events,
+        duration_ms=duration,
     )
-    t0 = faces[0].t_ms if faces else 0.0
+    end_t = {f.index: f.t_ms for f in faces}
     k = 0
+    prev_onset: float | None = None  # ms from the first frame
+    prev_end = 0.0
     for n, step in enumerate(steps):
         window = step_windows_ms[n] if step_windows_ms is not None else None
-        while k < len(events) and events[k]["step"] != step.value and events[k]["step"] == Step.BLINK.value:
+        # The server's window for this move: after the previous move (a reaction's time later),
+        # not long after it ended (or after the capture began, for the first move).
+        lo = 0.0 if prev_onset is None else prev_onset + tm.min_onset_gap_ms
+        hi = tm.max_first_delay_ms if prev_onset is None else prev_end + tm.max_step_delay_ms
+        # Blinks are tolerated anywhere: skip the unasked ones and, for a blink step, those that
+        # start too soon after the previous move (a blink during a turn does not answer the next).
+        while k < len(events) and events[k]["step"] == Step.BLINK.value:
+            if events[k]["step"] == step.value and events[k]["t_ms"] - t0 >= lo:
+                break
             k += 1
         if k >= len(events) or events[k]["step"] != step.value:
             out.failed_step = step
@@ -830,11 +901,21 @@ def check_challenge(
         if not ev["ok"]:
             out.failed_step, out.reason = step, f"{step.value} at frame {ev['start']}: {ev['reason']}"
             return out
-        if window is not None and not window[0] <= ev["t_ms"] - t0 <= window[1]:
+        onset = ev["t_ms"] - t0
+        if not lo <= onset <= hi:
             out.failed_step = step
-            out.reason = f"{step.value} at {ev['t_ms'] - t0:.0f} ms, outside its window {window}"
+            out.reason = (
+                f"{step.value} at {onset:.0f} ms, outside the pace the server allows ({lo:.0f}-{hi:.0f} ms)"
+            )
+            return out
+        if window is not None and not window[0] <= onset <= window[1]:
+            out.failed_step = step
+            out.reason = f"{step.value} at {onset:.0f} ms, outside its window {window}"
             return out
         out.step_frames.append(int(ev["start"]))
+        out.step_onsets_ms.append(onset)
+        prev_onset = onset
+        prev_end = end_t.get(int(ev["end"]), ev["t_ms"]) - t0
         k += 1
     extra = [e for e in events[k:] if e["step"] != Step.BLINK.value]
     if extra:
