@@ -57,7 +57,8 @@ async def record(
 ) -> dt.datetime | None:
     """Start the clock of a draft the walk-through just handed over (in the caller's transaction).
     The same draft handed over again (the same walk-through retried, or asked again the same day)
-    keeps its row: a draft already opened stays opened. Returns when it expires (None: it does not)."""
+    keeps its row: a draft already opened stays opened, one not opened yet gets a new full term.
+    Returns when it expires (None: it does not)."""
     now = utcnow()
     expires_at = now + dt.timedelta(seconds=settings.walkthrough_draft_ttl_s)
     values = {
@@ -71,7 +72,12 @@ async def record(
     insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_TABLE)
     await session.exec(insert.values(**values).on_conflict_do_nothing(index_elements=["application_id"]))
     row = await session.get(BotWalkthroughDraft, application_id, populate_existing=True)
-    if row is not None and row.discarded_at is not None:
+    if row is not None and row.discarded_at is None and row.expires_at is not None:
+        # Handed over again before anyone opened it: the clock starts again.
+        row.expires_at = max(row.expires_at, expires_at)
+        session.add(row)
+        await session.flush()
+    elif row is not None and row.discarded_at is not None:
         # Removed earlier and made again under the same key (the same item asked the same day): a
         # fresh draft, a fresh clock.
         row.discarded_at = None
