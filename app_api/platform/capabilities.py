@@ -12,6 +12,7 @@ caller's transaction.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol, TypedDict, TypeVar, cast, runtime_checkable
 
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -50,6 +51,13 @@ class ServiceCatalogue(Protocol):
         self, account_id: str, *, limit: int = 10, session: AsyncSession | None = None
     ) -> list[dict[str, Any]]:
         """The resident's newest applications: ``[{item, status_name, number, tracking_no, ...}]``."""
+        ...
+
+    async def applications_of_residents(
+        self, account_ids: Sequence[str], *, limit: int = 10, session: AsyncSession | None = None
+    ) -> dict[str, list[dict[str, Any]]]:
+        """:meth:`my_applications` of several residents in one call (a station's filings page):
+        ``{account_id: [its newest applications, as my_applications lists them]}``, every id a key."""
         ...
 
     async def file_on_behalf(

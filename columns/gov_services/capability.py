@@ -8,19 +8,35 @@ optional session (the assistant's webhook has one) and otherwise open their own.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+import sqlalchemy as sa
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_api.core.money import fen_to_yuan
 from app_api.platform.capabilities import FiledApplication
 from columns.gov_services import applications, catalogue_store, on_behalf
 from columns.gov_services.catalogue import CatalogueItem
-from columns.gov_services.models import STATUS_NAMES
+from columns.gov_services.models import STATUS_NAMES, Application
 
 API = "/api/v1/columns/gov_services"
+
+
+def _listed(a: Application) -> dict[str, Any]:
+    """One application as ``my_applications`` lists it."""
+    return {
+        "id": a.id,
+        "number": a.number,
+        "item": a.item_name,
+        "status": a.status,
+        "status_name": STATUS_NAMES[a.status],
+        "submitted_at": a.submitted_at.isoformat() if a.submitted_at else None,
+        "due_at": a.due_at.isoformat() if a.due_at else None,
+        "tracking_no": a.tracking_no,
+    }
 
 
 def _fee(item: CatalogueItem) -> dict[str, Any]:
@@ -231,16 +247,33 @@ class GovServiceCatalogue:
         """The resident's applications and their status (only the asking resident's own)."""
         async with self._session(session) as s:
             apps = await applications.my_applications(s, account_id=account_id, limit=limit)
-        return [
-            {
-                "id": a.id,
-                "number": a.number,
-                "item": a.item_name,
-                "status": a.status,
-                "status_name": STATUS_NAMES[a.status],
-                "submitted_at": a.submitted_at.isoformat() if a.submitted_at else None,
-                "due_at": a.due_at.isoformat() if a.due_at else None,
-                "tracking_no": a.tracking_no,
-            }
-            for a in apps
-        ]
+        return [_listed(a) for a in apps]
+
+    async def applications_of_residents(
+        self, account_ids: Sequence[str], *, limit: int = 10, session: AsyncSession | None = None
+    ) -> dict[str, list[dict[str, Any]]]:
+        """:meth:`my_applications` of each resident, in one query: each one's ``limit`` newest
+        (``created_at`` then ``id``, descending, as ``applications.my_applications`` pages them)."""
+        ids = list(dict.fromkeys(account_ids))
+        out: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
+        if not ids or limit < 1:
+            return out
+        rank = (
+            sa.func.row_number()
+            .over(
+                partition_by=Application.applicant_id,
+                order_by=(col(Application.created_at).desc(), col(Application.id).desc()),
+            )
+            .label("rank")
+        )
+        inner = select(col(Application.id), rank).where(col(Application.applicant_id).in_(ids)).subquery()
+        q = (
+            select(Application)
+            .join(inner, col(Application.id) == inner.c.id)
+            .where(inner.c.rank <= limit)
+            .order_by(col(Application.created_at).desc(), col(Application.id).desc())
+        )
+        async with self._session(session) as s:
+            for a in (await s.exec(q)).all():
+                out[a.applicant_id].append(_listed(a))
+        return out

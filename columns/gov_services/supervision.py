@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -141,17 +142,82 @@ async def supervise(session: AsyncSession, *, now: dt.datetime | None = None) ->
     return issued
 
 
+@dataclass(frozen=True, slots=True)
+class OpenClock:
+    """An open application's total clock, read from the columns the board needs (not whole rows)."""
+
+    id: str
+    number: str
+    item: str
+    department: str
+    status: str
+    submitted_at: dt.datetime
+    elapsed: float
+    limit: int
+    reviewer_id: str | None
+
+    @property
+    def overdue(self) -> bool:
+        return self.elapsed >= self.limit
+
+
+def _pauses(raw: list[list[Any]] | None) -> list[workdays.Pause]:
+    return [
+        (dt.datetime.fromisoformat(p[0]), dt.datetime.fromisoformat(p[1]) if p[1] else None)
+        for p in raw or []
+    ]
+
+
+async def open_clocks(
+    session: AsyncSession,
+    *,
+    now: dt.datetime,
+    department: str | None = None,
+    since: dt.datetime | None = None,
+) -> list[OpenClock]:
+    """Every open application's total clock (``clocks(app, now)["total"]``), in submission order.
+
+    Only the clock's columns are read; each clock is the running-total calendar's O(1) answer."""
+    a = Application
+    q = select(  # type: ignore[call-overload]
+        a.id,
+        a.number,
+        a.item_name,
+        a.department,
+        a.status,
+        a.submitted_at,
+        a.decided_at,
+        a.pauses,
+        a.limit_days,
+        a.reviewer_id,
+    ).where(col(a.status).in_(list(OPEN_STATES)), col(a.submitted_at).is_not(None))
+    if since is not None:
+        q = q.where(col(a.submitted_at) >= since)
+    if department:
+        q = q.where(a.department == department)
+    q = q.order_by(col(a.submitted_at), col(a.id))
+    out = []
+    for id_, number, item, dept, status, submitted, decided, pauses, limit, reviewer in (
+        await session.exec(q)
+    ).all():
+        elapsed = workdays.elapsed_working_days(submitted, decided or now, pauses=_pauses(pauses))
+        out.append(OpenClock(id_, number, item, dept, status, submitted, elapsed, limit, reviewer))
+    return out
+
+
 async def department_figures(
     session: AsyncSession,
     *,
     now: dt.datetime | None = None,
     department: str | None = None,
     since: dt.datetime | None = None,
+    open_: list[OpenClock] | None = None,
 ) -> list[dict[str, Any]]:
     """Per department, over applications filed since ``since`` (default: the last 30 days).
 
     Decided applications aggregate in SQL from what was fixed at the decision; only open ones
-    (a bounded set) have their clocks computed here.
+    (a bounded set) have their clocks computed here (``open_`` when the caller has them already:
+    :func:`open_clocks` over the same department, any ``since`` at or before this one).
     """
     now = now or utcnow()
     since = since or now - dt.timedelta(days=30)
@@ -166,12 +232,8 @@ async def department_figures(
         .where(col(Application.decided_at).is_not(None), col(Application.submitted_at) >= since)
         .group_by(Application.department)
     )
-    open_q = select(Application).where(
-        col(Application.status).in_(list(OPEN_STATES)), col(Application.submitted_at) >= since
-    )
     if department:
         decided_q = decided_q.where(Application.department == department)
-        open_q = open_q.where(Application.department == department)
     per: dict[str, dict[str, Any]] = {}
 
     def row(dept: str) -> dict[str, Any]:
@@ -196,36 +258,54 @@ async def department_figures(
         f["on_time_rate"] = round(int(on_time or 0) / int(n), 4) if n else None
         f["same_day_rate"] = round(int(same_day or 0) / int(n), 4) if n else None
         f["average_days"] = round(float(avg), 2) if avg is not None else None
-    for app in (await session.exec(open_q)).all():
-        f = row(app.department)
+    if open_ is None:
+        open_ = await open_clocks(session, now=now, department=department, since=since)
+    for c in open_:
+        if c.submitted_at < since:
+            continue
+        f = row(c.department)
         f["submitted"] += 1
         f["open"] += 1
-        elapsed, limit = clocks(app, now)["total"]
-        f["overdue"] += elapsed >= limit
+        f["overdue"] += c.overdue
     return sorted(per.values(), key=lambda x: x["department"])
+
+
+def overdue_list(open_: list[OpenClock]) -> list[dict[str, Any]]:
+    """The overdue ones among ``open_``, the most overdue (elapsed over limit) first."""
+    out = [
+        {
+            "id": c.id,
+            "number": c.number,
+            "item": c.item,
+            "department": c.department,
+            "status": c.status,
+            "elapsed_days": round(c.elapsed, 2),
+            "limit_days": c.limit,
+            "reviewer_id": c.reviewer_id,
+        }
+        for c in open_
+        if c.overdue
+    ]
+    return sorted(out, key=lambda x: -x["elapsed_days"] / max(x["limit_days"], 1))
 
 
 async def overdue(
     session: AsyncSession, *, now: dt.datetime | None = None, department: str | None = None
 ) -> list[dict[str, Any]]:
     now = now or utcnow()
-    q = select(Application).where(col(Application.status).in_(list(OPEN_STATES)))
-    if department:
-        q = q.where(Application.department == department)
-    out = []
-    for app in (await session.exec(q)).all():
-        elapsed, limit = clocks(app, now)["total"]
-        if elapsed >= limit:
-            out.append(
-                {
-                    "id": app.id,
-                    "number": app.number,
-                    "item": app.item_name,
-                    "department": app.department,
-                    "status": app.status,
-                    "elapsed_days": round(elapsed, 2),
-                    "limit_days": limit,
-                    "reviewer_id": app.reviewer_id,
-                }
-            )
-    return sorted(out, key=lambda x: -x["elapsed_days"] / max(x["limit_days"], 1))
+    return overdue_list(await open_clocks(session, now=now, department=department))
+
+
+async def board(
+    session: AsyncSession,
+    *,
+    since: dt.datetime,
+    now: dt.datetime | None = None,
+    department: str | None = None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """:func:`department_figures` since ``since`` and the whole :func:`overdue` list, each open
+    application's clock computed once."""
+    now = now or utcnow()
+    open_ = await open_clocks(session, now=now, department=department)
+    figures = await department_figures(session, now=now, department=department, since=since, open_=open_)
+    return figures, overdue_list(open_)

@@ -368,10 +368,9 @@ def _scope(who: Principal, department: str) -> str | HTMLResponse | None:
 async def _supervision_data(
     session: SessionDep, scope: str | None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    since = utcnow() - dt.timedelta(days=OVERVIEW_DAYS)
-    figures = await supervision.department_figures(session, department=scope, since=since)
-    overdue = await supervision.overdue(session, department=scope)
-    return figures, overdue
+    now = utcnow()
+    since = now - dt.timedelta(days=OVERVIEW_DAYS)
+    return await supervision.board(session, now=now, department=scope, since=since)
 
 
 @router.get("/supervision", response_class=HTMLResponse)

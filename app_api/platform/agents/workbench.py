@@ -197,9 +197,16 @@ async def _filings(
         else {}
     )
     now: dict[str, dict[str, Any]] = {}
-    for rid in await _tracked(session, agent, station_id, {r.resident_id for r in rows}):
-        for a in await filing.applications_of(session, rid, limit=FILINGS_SHOWN):
-            now[str(a.get("id"))] = a
+    tracked = await _tracked(session, agent, station_id, {r.resident_id for r in rows})
+    if tracked:
+        # One call for every tracked resident (their newest applications, as ``my_applications``).
+        cat = filing.catalogue()
+        if cat is None:
+            raise errors.FilingUnavailable("办理进度查询暂未开通")
+        found = await cat.applications_of_residents(sorted(tracked), limit=FILINGS_SHOWN, session=session)
+        for listed in found.values():
+            for a in listed:
+                now[str(a.get("id"))] = a
     out = []
     for r in rows:
         app = r.result or {}
