@@ -18,7 +18,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app_api.platform.accounts.models import Account
 from app_api.platform.consent import service as consent
 from app_api.platform.consent.models import Consent
-from app_api.platform.datahub.access_log import Actor, ActorKind
+from app_api.platform.datahub.access_log import PURPOSE_NAMES, Actor, ActorKind
 from app_api.platform.datahub.service import RecordNotFound, get_datahub
 from app_api.platform.openplatform.models import ExternalColumn
 from app_api.platform.openplatform.schemas import ECERT_PREFIX, ECERT_TYPES, SCOPE_NAMES
@@ -26,6 +26,8 @@ from app_api.platform.openplatform.schemas import ECERT_PREFIX, ECERT_TYPES, SCO
 PURPOSE = "openplatform.userinfo"
 ADDRESS_SCOPE = "population.address"
 CERT_SCOPE = "certificates"
+# How the resident's "who read my data" names the purpose (as packages add their entries at import).
+PURPOSE_NAMES.setdefault(PURPOSE, "第三方栏目读取您授权的信息（登录授权时同意）")
 
 
 def registry_scopes(scopes: list[str] | tuple[str, ...]) -> list[str]:
