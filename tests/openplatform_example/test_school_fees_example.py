@@ -31,7 +31,7 @@ from app_api.core.crypto import encrypt_str
 from app_api.core.db import session_scope
 from app_api.core.settings import get_settings
 from app_api.platform.accounts.models import Account
-from app_api.platform.openplatform import cashier_notify
+from app_api.platform.openplatform import cashier_notify, cashier_sweep
 from app_api.platform.openplatform.cashier_models import CashierNotice
 from tests.columns.utilities.utilities_helpers import pay_at_provider, wait_until
 from tests.conftest import LoginFn, free_port
@@ -346,16 +346,31 @@ async def test_a_resident_pays_school_fees_at_the_example_column_in_a_real_brows
             json={"amount_fen": REFUND_FEN, "reason": "教辅资料费重复收取", "out_refund_no": refund_no},
         )
         assert r.status_code == 201, r.text
-        r = await office.post(f"/operator/bills/{bill_id}/refunds", json={"amount_fen": FEE_FEN})
+        over_no = "SR" + secrets.token_hex(6)
+        r = await office.post(
+            f"/operator/bills/{bill_id}/refunds", json={"amount_fen": FEE_FEN, "out_refund_no": over_no}
+        )
         assert r.status_code == 502 and r.json()["code"] == "openplatform.cashier_refund_exceeds_paid", r.text
 
-        async def refunded() -> bool:
-            got = (await office.get(f"/operator/bills/{bill_id}")).json()
-            return [x["status"] for x in got["refunds"] if x["out_refund_no"] == refund_no] == ["succeeded"]
+        async def told_refunded() -> bool:
+            # The platform's refund sweep (every minute in a deployment) tells the column once the
+            # ledger finished the refund.
+            await cashier_sweep.notify_refunds()
+            notices = (await office.get("/operator/notices")).json()["notices"]
+            return any(n["body"].get("out_refund_no") == refund_no for n in notices)
 
-        await wait_until(refunded, timeout=30)
+        await wait_until(told_refunded, timeout=30)
+        [told] = [
+            n for n in (await office.get("/operator/notices")).json()["notices"] if n["event"] != "order.paid"
+        ]
+        assert told["event"] == "refund.succeeded" and told["deliveries"] == 1
+        assert told["body"]["amount_fen"] == REFUND_FEN and told["body"]["order_refunded_fen"] == REFUND_FEN
         got = (await office.get(f"/operator/bills/{bill_id}")).json()
         assert got["order"]["refunded_fen"] == REFUND_FEN and got["bill"]["refunded_fen"] == REFUND_FEN
+        assert [(x["out_refund_no"], x["status"]) for x in got["refunds"]] == [
+            (refund_no, "succeeded"),
+            (over_no, "refused"),
+        ]
         await page.reload()
         assert "已缴费（已退款 80.00 元）" in await page.locator("tr[data-bill] .status").inner_text()
 
@@ -419,7 +434,9 @@ async def test_a_resident_pays_school_fees_at_the_example_column_in_a_real_brows
         assert not [c for cat in home["categories"] for c in cat["columns"] if c.get("path") == f"{public}/"]
         async with session_scope() as s:
             notices = (await s.exec(select(CashierNotice).where(CashierNotice.column_id == reg.id))).all()
-        assert len(notices) == 1  # one payment, one notice
+        # One payment, one refund: one notice each, each delivered.
+        assert sorted(n.payload["event"] for n in notices) == ["order.paid", "refund.succeeded"]
+        assert all(n.status == "delivered" for n in notices)
 
 
 def r_template_id(listed: httpx.Response) -> str:

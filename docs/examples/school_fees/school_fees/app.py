@@ -84,6 +84,8 @@ def mask_phone(phone: str) -> str:
     return digits[:3] + "****" + digits[-4:] if len(digits) == 11 else "已授权"
 
 
+# Refusals that may pass when the same request is signed anew later.
+RETRYABLE = {"openplatform.cashier_timestamp_stale", "openplatform.cashier_nonce_replayed"}
 STATUS = {"unpaid": "待缴费", "paying": "待支付", "paid": "已缴费"}
 
 
@@ -343,6 +345,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 bill["order_id"], out_refund_no=no, amount_fen=row["amount_fen"], reason=row["reason"]
             )
         except PlatformError as e:
+            if 400 <= e.status < 500 and e.code not in RETRYABLE:
+                store.refund_answered(no, None, "refused")  # never made: sending it again cannot help
             return refused(e)
         store.refund_answered(no, r["id"], r["status"])
         return JSONResponse({"refund": r}, status_code=201)

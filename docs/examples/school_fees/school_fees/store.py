@@ -215,6 +215,16 @@ class Store:
                 )
             elif first and notice.get("event") == "order.closed":
                 self._reopen(db, str(notice.get("out_order_no", "")))
+            elif first and str(notice.get("event", "")).startswith("refund."):
+                # refund.succeeded / refund.failed: the refund went back to the resident, or did not.
+                db.execute(
+                    "UPDATE refund SET status = ?, refund_id = ? WHERE out_refund_no = ?",
+                    (
+                        notice["event"].removeprefix("refund."),
+                        notice.get("refund_id"),
+                        notice.get("out_refund_no"),
+                    ),
+                )
         return first
 
     def notices(self) -> list[dict[str, Any]]:
@@ -241,10 +251,10 @@ class Store:
             row = db.execute("SELECT * FROM refund WHERE out_refund_no = ?", (out_refund_no,)).fetchone()
         return dict(row)
 
-    def refund_answered(self, out_refund_no: str, refund_id: str, status: str) -> None:
+    def refund_answered(self, out_refund_no: str, refund_id: str | None, status: str) -> None:
         with self.tx() as db:
             db.execute(
-                "UPDATE refund SET refund_id = ?, status = ? WHERE out_refund_no = ?",
+                "UPDATE refund SET refund_id = COALESCE(?, refund_id), status = ? WHERE out_refund_no = ?",
                 (refund_id, status, out_refund_no),
             )
 
