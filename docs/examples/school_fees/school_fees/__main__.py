@@ -98,9 +98,14 @@ async def serve(args: argparse.Namespace) -> None:
                 uvicorn.Config(app, host="127.0.0.1", port=args.notify_port, lifespan="off", log_level="info")
             )
         )
+
+    def stop() -> None:
+        for s in servers:
+            s.should_exit = True
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, lambda: [setattr(s, "should_exit", True) for s in servers])
+        loop.add_signal_handler(sig, stop)
     first = asyncio.create_task(servers[0].serve())
     while not servers[0].started and not first.done():  # noqa: ASYNC110 (uvicorn offers no event)
         await asyncio.sleep(0.05)
