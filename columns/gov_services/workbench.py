@@ -71,6 +71,8 @@ ROLE = "reviewer"
 BASE = "/api/v1/columns/gov_services/workbench"
 NOT_OURS = "该办件不属于您所在的部门（或不存在），无权查看"
 OVERVIEW_DAYS = 30
+# Overdue applications per page of the supervision board (the CSV export has them all).
+OVERDUE_PAGE_SIZE = 50
 
 # action (URL and form) -> (button label, what the resident is told)
 ACTIONS: dict[str, tuple[str, str]] = {
@@ -380,17 +382,18 @@ async def supervision_page(
     session: SessionDep,
     department: Annotated[str, Query(max_length=60)] = "",
     answered: Annotated[str, Query(max_length=40)] = "",
+    page: Annotated[int, Query(ge=1, le=10_000)] = 1,
 ) -> HTMLResponse:
-    """效能督办: figures over 30 days, the overdue applications and the 好差评 follow-ups waiting for an
-    answer (with the answer form); a reviewer or supervisor sees their own department, an admin any
-    (all by default)."""
+    """效能督办: figures over 30 days, the overdue applications (most overdue first, a page at a time)
+    and the 好差评 follow-ups waiting for an answer (with the answer form); a reviewer or supervisor
+    sees their own department, an admin any (all by default)."""
     if (denied := forbidden(request, who, ROLE, "admin")) is not None:
         return denied
     scope = _scope(who, department)
     if isinstance(scope, HTMLResponse):
         denied = forbidden(request, who, ROLE, message="只能查看本部门的督办数据")
         return denied or scope
-    return await _supervision(request, session, who, scope, answered=answered)
+    return await _supervision(request, session, who, scope, answered=answered, page=page)
 
 
 async def _supervision(
@@ -402,8 +405,12 @@ async def _supervision(
     answered: str = "",
     errors: dict[str, str] | None = None,
     values: dict[str, str] | None = None,
+    page: int = 1,
 ) -> HTMLResponse:
     figures, overdue = await _supervision_data(session, scope)
+    # The whole list is ordered (each clock is O(1)); only a page of it is rendered.
+    pages = max(1, -(-len(overdue) // OVERDUE_PAGE_SIZE))
+    page = min(page, pages)
     # Follow-ups are answered by the department's own staff (the rating service checks it too).
     follow_ups = (
         await rating.open_follow_ups(session, department=who.department)
@@ -417,7 +424,10 @@ async def _supervision(
         who,
         status_code=422 if errors else 200,
         figures=figures,
-        overdue=overdue,
+        overdue=overdue[(page - 1) * OVERDUE_PAGE_SIZE : page * OVERDUE_PAGE_SIZE],
+        overdue_total=len(overdue),
+        overdue_page=page,
+        overdue_pages=pages,
         follow_ups=follow_ups,
         answered=answered,
         errors=errors or {},

@@ -10,6 +10,9 @@ from typing import Any
 
 import httpx
 
+from tests.columns.gov_services.conftest import API
+from tests.conftest import LoginFn
+
 DAY = dt.timedelta(days=1)
 
 
@@ -17,7 +20,7 @@ def _iso(at: dt.datetime) -> str:
     return at.isoformat()
 
 
-async def _seed(department: str, now: dt.datetime, rng: random.Random) -> None:
+async def _seed(department: str, now: dt.datetime, rng: random.Random, count: int = 60) -> None:
     from sqlmodel import select
 
     from app_api.core.db import session_scope
@@ -25,11 +28,11 @@ async def _seed(department: str, now: dt.datetime, rng: random.Random) -> None:
 
     async with session_scope() as s:
         item = (await s.exec(select(Item).where(Item.code == "BZ-MZ-001"))).one()
-        for n in range(61):
+        for n in range(count + 1):
             submitted = now - dt.timedelta(days=rng.uniform(0, 50), minutes=rng.randrange(1440))
             status = rng.choice(["submitted", "accepted", "supplement", "approved", "rejected"])
             limit = rng.choice([0, 1, 3, 5, 10, 20])
-            if n == 60:  # a same-day (即办) item filed an hour ago: 0 of 0 days used is overdue
+            if n == count:  # a same-day (即办) item filed an hour ago: 0 of 0 days used is overdue
                 submitted, status, limit = now - dt.timedelta(hours=1), "submitted", 0
             pauses: list[list[Any]] = []
             if status in ("accepted", "supplement") and rng.random() < 0.6:
@@ -160,3 +163,43 @@ async def test_board_figures_and_overdue_list_as_before(
     assert sorted(late, key=lambda r: r["id"]) == sorted(want_late, key=lambda r: r["id"])
     assert _order_free(late) == _order_free(want_late) == _order_free(board_late)
     assert late == board_late
+
+
+async def test_the_board_shows_the_overdue_list_a_page_at_a_time(
+    client: httpx.AsyncClient, login: LoginFn, gov_catalogue: None
+) -> None:
+    import re
+
+    from app_api.core.db import session_scope, utcnow
+    from columns.gov_services import supervision
+
+    department = f"督办分页局{secrets.token_hex(3)}"
+    now = utcnow()
+    await _seed(department, now, random.Random(7), count=140)
+    async with session_scope() as s:
+        late = await supervision.overdue(s, department=department)
+    assert len(late) > 50
+    admin = await login(roles=["admin"])
+    shown: list[str] = []
+    for page in (1, 2, 3):
+        resp = await client.get(
+            f"{API}/workbench/supervision", params={"department": department, "page": page}, headers=admin
+        )
+        assert resp.status_code == 200
+        table = re.search(r'<table id="overdue">.*?</table>', resp.text, re.S)
+        assert table is not None
+        rows = re.findall(r'<tr data-id="([0-9a-f]+)">', table.group(0))
+        assert f'<span id="overdue-total">{len(late)}</span>' in resp.text
+        shown += rows
+        if len(shown) >= len(late):
+            assert "下一页" not in resp.text.split('id="overdue-pages"')[1]
+            break
+        assert len(rows) == 50 and f"page={page + 1}" in resp.text
+    # Every overdue application once, most overdue first (ties in either order).
+    assert sorted(shown) == sorted(r["id"] for r in late)
+    urgency = {r["id"]: r["elapsed_days"] / max(r["limit_days"], 1) for r in late}
+    assert [urgency[i] for i in shown] == sorted(urgency.values(), reverse=True)
+    csv = await client.get(
+        f"{API}/workbench/supervision.csv", params={"department": department}, headers=admin
+    )
+    assert csv.status_code == 200 and all(r["number"] in csv.text for r in late)
