@@ -6,6 +6,9 @@ PostgreSQL database (``BENCH_PG``, see bench/_harness.py) with the shipped catal
 40%) in one department, the reviewer's, so its queue and figures are the busiest; states mixed as a
 working hall has them (about a quarter open, most decided within their limit, some overdue, some
 drafts), submitted over the last 60 days. One item has a second version (the history's diff).
+A station agent has filed for ``AGENT_RESIDENTS`` residents (a tracking mandate each, five
+applications each besides the 10,000, the newest the filing), so the agent home lists a page of
+filings whose states come from the catalogue capability.
 
 Each page is requested ``--requests`` times one after another (after ``--warmup`` requests), by a
 reviewer of that department or an admin, with a bearer token; the time is the client's wall time on
@@ -52,6 +55,8 @@ GOAL_MS = 150.0
 DEPARTMENT_ITEM = "BZ-MZ-001"  # 老年人优待证, 谯城区民政局: the reviewer's department
 EDITED_ITEM = "BZ-MZ-001"
 WB = "/api/v1/columns/gov_services/workbench"
+AGENT_HOME = "/api/v1/workbench/agent/"
+AGENT_RESIDENTS = 20  # the agent home's page of filings (FILINGS_SHOWN)
 
 
 def _app_row(
@@ -142,6 +147,76 @@ def _app_row(
     return app, events
 
 
+async def _agent_filings(
+    s: Any, rng: random.Random, items: dict[str, Any], versions: dict[str, str], now: dt.datetime, n0: int
+) -> tuple[str, str]:
+    """A station, its agent and AGENT_RESIDENTS residents each with a tracking mandate, five
+    applications and one filing by the agent; the agent's token and id."""
+    from app_api.platform.accounts.principal import Principal
+    from app_api.platform.accounts.service import create_staff, get_or_create_resident
+    from app_api.platform.accounts.tokens import issue_pair
+    from app_api.platform.agents.mandates import _create_mandate
+    from app_api.platform.agents.models import Station, Submission
+
+    station = Station(
+        code=f"BENCH-{secrets.token_hex(3)}",
+        name="十八里镇王庄村便民服务站",
+        city="亳州市",
+        district="谯城区",
+        address="亳州市谯城区十八里镇王庄村",
+    )
+    s.add(station)
+    await s.flush()
+    agent = await create_staff(
+        s,
+        phone="138" + f"{secrets.randbelow(10**8):08d}",
+        password="Pw-" + secrets.token_hex(6),
+        roles=["agent"],
+        station_id=station.id,
+    )
+    who = Principal(id=agent.id, roles=("agent",), identity_level=1, station_id=station.id)
+    item = items[DEPARTMENT_ITEM]
+    for k in range(AGENT_RESIDENTS):
+        resident, _ = await get_or_create_resident(s, phone="137" + f"{secrets.randbelow(10**8):08d}")
+        mandate = await _create_mandate(
+            s,
+            agent=who,
+            station=station,
+            resident=resident,
+            scopes=["apply", "track"],
+            items=[],
+            days=90,
+            method="sms",
+            attestation={},
+        )
+        filed = None
+        for j in range(5):
+            app, events = _app_row(rng, item, versions[item.code], now, n0 + k * 5 + j)
+            app.applicant_id = resident.id
+            app.agent_id = agent.id
+            s.add(app)
+            s.add_all(events)
+            filed = app
+        assert filed is not None
+        s.add(
+            Submission(
+                agent_id=agent.id,
+                client_key=secrets.token_hex(8),
+                station_id=station.id,
+                resident_id=resident.id,
+                mandate_id=mandate.id,
+                item_code=item.code,
+                result={
+                    "id": filed.id,
+                    "number": filed.number,
+                    "item_name": filed.item_name,
+                    "status": "submitted",
+                },
+            )
+        )
+    return (await issue_pair(s, agent.id)).access_token, agent.id
+
+
 async def populate(env: dict[str, str], applications: int, share: float) -> dict[str, Any]:
     """The catalogue, the applications and two staff tokens; what the pages are requested with."""
     os.environ.update(env)
@@ -189,6 +264,9 @@ async def populate(env: dict[str, str], applications: int, share: float) -> dict
             )
             tokens[role] = (await issue_pair(s, account.id)).access_token
             ids[role] = account.id
+    # A station agent who filed for AGENT_RESIDENTS residents under a tracking mandate each.
+    async with session_scope() as s:
+        tokens["agent"], ids["agent"] = await _agent_filings(s, rng, items, versions, now, applications)
     # A second version of one item, for the history page's diff.
     async with session_scope() as s:
         base = items[EDITED_ITEM]
@@ -267,6 +345,7 @@ def main() -> None:
         )
         reviewer = {"Authorization": f"Bearer {data['tokens']['reviewer']}"}
         admin = {"Authorization": f"Bearer {data['tokens']['admin']}"}
+        agent = {"Authorization": f"Bearer {data['tokens']['agent']}"}
         api = Server("app_api.wiring.main:app", env, 1, plan)
         with running(api), httpx.Client(base_url=api.base, timeout=30) as client:
             form = data["form"]
@@ -300,6 +379,7 @@ def main() -> None:
                     {"headers": admin},
                 ),
                 ("事项目录: CSV export", "GET", f"{WB}/catalogue/export?format=csv", {"headers": admin}),
+                ("代办员: home with the station's filings", "GET", AGENT_HOME, {"headers": agent}),
             ]
             results = []
             for name, method, url, kw in pages:
