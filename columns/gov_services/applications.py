@@ -12,6 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.base import manager_of_class
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -103,6 +104,30 @@ def _draft_insert() -> sa.TextClause:
 
 
 _DRAFT_INSERT = _draft_insert()
+_APP_MANAGER = manager_of_class(Application)
+
+
+def _draft_row(values: dict[str, Any]) -> dict[str, Any]:
+    """The draft's row as ``Application(**values)`` would hold it: every other field at its
+    default (its factory called), as SQLModel's constructor fills them."""
+    row = {}
+    for name, field in Application.model_fields.items():
+        row[name] = values[name] if name in values else field.get_default(call_default_factory=True)
+    return row
+
+
+def _persistent_draft(session: AsyncSession, row: dict[str, Any], given: set[str]) -> Application:
+    """The inserted draft as a persistent object of the session, built as the ORM builds an object
+    it loads (its attributes set at once, no history), not through the model's constructor, which
+    sets (and instruments) each of its fifty-odd fields one by one."""
+    draft: Application = _APP_MANAGER.new_instance()
+    draft.__dict__.update(row)
+    object.__setattr__(draft, "__pydantic_fields_set__", set(given))
+    make_transient_to_detached(draft)
+    session.add(draft)
+    return draft
+
+
 # Built once: the engine caches its compiled form (no statement construction per submission).
 _EVENTS_INSERT = sa.insert(Event.__table__)  # type: ignore[attr-defined]
 
@@ -168,26 +193,25 @@ async def _insert_draft(
     review_steps = sum(s.days for s in item.steps if s.name not in NON_REVIEW_STEPS)
     conn = await session.connection()
     for _attempt in range(5):
-        draft = Application(
-            number=_new_number(),
-            client_key=client_key,
-            applicant_id=principal.id,
-            agent_id=None,
-            item_code=item.code,
-            item_version_id=item_row.current_version_id,
-            item_version=item_row.version,
-            item_name=item.name,
-            department=item.department,
-            limit_days=item.promised_days,
-            accept_limit_days=max(accept_step, 1),
-            review_limit_days=review_steps,
-        )
-        inserted = await conn.execute(_DRAFT_INSERT, draft.model_dump())
+        given = {
+            "number": _new_number(),
+            "client_key": client_key,
+            "applicant_id": principal.id,
+            "agent_id": None,
+            "item_code": item.code,
+            "item_version_id": item_row.current_version_id,
+            "item_version": item_row.version,
+            "item_name": item.name,
+            "department": item.department,
+            "limit_days": item.promised_days,
+            "accept_limit_days": max(accept_step, 1),
+            "review_limit_days": review_steps,
+        }
+        row = _draft_row(given)
+        inserted = await conn.execute(_DRAFT_INSERT, row)
         if inserted.rowcount == 1:
             # The row is as built here: the object joins the session as persistent, nothing read back.
-            make_transient_to_detached(draft)
-            session.add(draft)
-            return draft, True
+            return _persistent_draft(session, row, set(given)), True
         # Either the client key is taken (give its application back) or the random application
         # number collided with another of the day's numbers (draw again).
         again = await _existing(session, principal=principal, client_key=client_key)
