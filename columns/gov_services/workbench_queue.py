@@ -20,8 +20,8 @@ from columns.gov_services.catalogue import CONSENT_GROUPS
 from columns.gov_services.models import ACCEPTED, SUBMITTED, SUPPLEMENT, Application
 from columns.gov_services.review import INSTANT_REVIEWABLE
 
-# Rows per page: each row's clock is a working-day walk (``supervision.clocks``, about 1-3 ms), and a
-# 1366x768 screen shows a few dozen rows anyway.
+# Rows per page: a 1366x768 screen shows a few dozen rows. Each row's clock (``supervision.clocks``)
+# is two look-ups in the working-day running total, some microseconds; the order is SQL's.
 PAGE_SIZE = 50
 # sort key -> (label, ORDER BY). Time left: the clock's due time (a paused clock's due time moves
 # when it resumes); ties by submission so the order is stable.
