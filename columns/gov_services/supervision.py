@@ -270,23 +270,28 @@ async def department_figures(
     return sorted(per.values(), key=lambda x: x["department"])
 
 
+def _overdue_row(c: OpenClock) -> dict[str, Any]:
+    return {
+        "id": c.id,
+        "number": c.number,
+        "item": c.item,
+        "department": c.department,
+        "status": c.status,
+        "elapsed_days": round(c.elapsed, 2),
+        "limit_days": c.limit,
+        "reviewer_id": c.reviewer_id,
+    }
+
+
+def _most_overdue_first(open_: list[OpenClock]) -> list[OpenClock]:
+    """The overdue ones among ``open_``, the most overdue (rounded elapsed days over the limit) first;
+    a stable sort, so equals keep ``open_``'s order."""
+    return sorted((c for c in open_ if c.overdue), key=lambda c: -round(c.elapsed, 2) / max(c.limit, 1))
+
+
 def overdue_list(open_: list[OpenClock]) -> list[dict[str, Any]]:
     """The overdue ones among ``open_``, the most overdue (elapsed over limit) first."""
-    out = [
-        {
-            "id": c.id,
-            "number": c.number,
-            "item": c.item,
-            "department": c.department,
-            "status": c.status,
-            "elapsed_days": round(c.elapsed, 2),
-            "limit_days": c.limit,
-            "reviewer_id": c.reviewer_id,
-        }
-        for c in open_
-        if c.overdue
-    ]
-    return sorted(out, key=lambda x: -x["elapsed_days"] / max(x["limit_days"], 1))
+    return [_overdue_row(c) for c in _most_overdue_first(open_)]
 
 
 async def overdue(
@@ -309,3 +314,27 @@ async def board(
     open_ = await open_clocks(session, now=now, department=department)
     figures = await department_figures(session, now=now, department=department, since=since, open_=open_)
     return figures, overdue_list(open_)
+
+
+async def board_page(
+    session: AsyncSession,
+    *,
+    since: dt.datetime,
+    page: int,
+    page_size: int,
+    now: dt.datetime | None = None,
+    department: str | None = None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int, int]:
+    """:func:`board` for a screen: the figures, one page of the overdue list (the page number
+    bounded by the last page), how many are overdue, and the page shown."""
+    now = now or utcnow()
+    open_ = await open_clocks(session, now=now, department=department)
+    figures = await department_figures(session, now=now, department=department, since=since, open_=open_)
+    late = _most_overdue_first(open_)
+    page = max(1, min(page, -(-len(late) // page_size)))
+    return (
+        figures,
+        [_overdue_row(c) for c in late[(page - 1) * page_size : page * page_size]],
+        len(late),
+        page,
+    )

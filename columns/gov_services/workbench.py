@@ -407,10 +407,16 @@ async def _supervision(
     values: dict[str, str] | None = None,
     page: int = 1,
 ) -> HTMLResponse:
-    figures, overdue = await _supervision_data(session, scope)
+    now = utcnow()
     # The whole list is ordered (each clock is O(1)); only a page of it is rendered.
-    pages = max(1, -(-len(overdue) // OVERDUE_PAGE_SIZE))
-    page = min(page, pages)
+    figures, overdue, overdue_total, page = await supervision.board_page(
+        session,
+        now=now,
+        department=scope,
+        since=now - dt.timedelta(days=OVERVIEW_DAYS),
+        page=page,
+        page_size=OVERDUE_PAGE_SIZE,
+    )
     # Follow-ups are answered by the department's own staff (the rating service checks it too).
     follow_ups = (
         await rating.open_follow_ups(session, department=who.department)
@@ -424,10 +430,10 @@ async def _supervision(
         who,
         status_code=422 if errors else 200,
         figures=figures,
-        overdue=overdue[(page - 1) * OVERDUE_PAGE_SIZE : page * OVERDUE_PAGE_SIZE],
-        overdue_total=len(overdue),
+        overdue=overdue,
+        overdue_total=overdue_total,
         overdue_page=page,
-        overdue_pages=pages,
+        overdue_pages=max(1, -(-overdue_total // OVERDUE_PAGE_SIZE)),
         follow_ups=follow_ups,
         answered=answered,
         errors=errors or {},

@@ -159,10 +159,20 @@ async def test_board_figures_and_overdue_list_as_before(
         figures = await supervision.department_figures(s, now=now, department=department, since=since)
         late = await supervision.overdue(s, now=now, department=department)
         board_figures, board_late = await supervision.board(s, now=now, department=department, since=since)
+        paged: list[dict[str, Any]] = []
+        for page in range(1, 30):
+            page_figures, rows, total, shown = await supervision.board_page(
+                s, now=now, department=department, since=since, page=page, page_size=7
+            )
+            assert page_figures == want_figures and total == len(want_late)
+            if shown < page:  # past the last page: the last one again
+                assert rows == paged[-len(rows) :]
+                break
+            paged += rows
     assert figures == board_figures == want_figures
     assert sorted(late, key=lambda r: r["id"]) == sorted(want_late, key=lambda r: r["id"])
     assert _order_free(late) == _order_free(want_late) == _order_free(board_late)
-    assert late == board_late
+    assert late == board_late == paged[: len(late)]
 
 
 async def test_the_board_shows_the_overdue_list_a_page_at_a_time(
