@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -266,13 +267,10 @@ class GovServiceCatalogue:
             )
             .label("rank")
         )
-        inner = select(col(Application.id), rank).where(col(Application.applicant_id).in_(ids)).subquery()
-        q = (
-            select(Application)
-            .join(inner, col(Application.id) == inner.c.id)
-            .where(inner.c.rank <= limit)
-            .order_by(col(Application.created_at).desc(), col(Application.id).desc())
-        )
+        # The rows ranked where they are read (by the applicant index), not joined back to the table.
+        ranked = select(Application, rank).where(col(Application.applicant_id).in_(ids)).subquery()
+        row = aliased(Application, ranked)
+        q = select(row).where(ranked.c.rank <= limit).order_by(ranked.c.created_at.desc(), ranked.c.id.desc())
         async with self._session(session) as s:
             for a in (await s.exec(q)).all():
                 out[a.applicant_id].append(_listed(a))
