@@ -124,7 +124,7 @@ async def test_elderly_card_takes_age_from_the_registry_and_ends_in_an_owned_dra
     first = await walk.ask_conditions(ELDERLY_CARD)
     said = text_of(first)
     # The listed conditions, then the walk-through: the age is known, only the household is asked.
-    assert "年满60周岁的本市户籍老年人" in said
+    assert "本市户籍，或持有本市居住证的非本市户籍老年人" in said
     assert "已根据您实名认证的信息核对：申请人须年满60周岁" in said
     assert "户籍是否在亳州市" in said and "年满60周岁？" not in said
     # Only the question's buttons: the answer's own ("要带什么材料"...) would compete with them.
@@ -137,8 +137,10 @@ async def test_elderly_card_takes_age_from_the_registry_and_ends_in_an_owned_dra
     verdict = text_of(done)
     assert "您今年76周岁，已满60周岁" in verdict or "您今年75周岁，已满60周岁" in verdict
     assert "根据您的回答，符合" in verdict  # the household, declared
-    # The card's listed conditions no rule points at are a reviewer's, never passed here.
-    assert "以下几项将由工作人员审核" in verdict and "需工作人员审核" in verdict
+    # Each rule names the listed condition it checks: both are checked, nothing is left to a reviewer.
+    assert "您符合“老年人优待证办理”的申请条件" in verdict and "需工作人员审核" not in verdict
+    assert "（受理条件第1条：申请人年满60周岁）" in verdict
+    assert "（受理条件第2条：本市户籍，或持有本市居住证的非本市户籍老年人）" in verdict
     assert "申请人居民身份证" in verdict and "近期免冠彩色证件照片" in verdict
     assert "居住证" not in verdict.split("需要准备")[1].split("已为您生成")[0]
     assert "授权委托书" not in verdict
@@ -291,7 +293,7 @@ async def test_without_the_catalogues_guide_the_listed_conditions_stand(
     finally:
         assert guide is not None
         provide(ConditionsGuide, guide)  # type: ignore[arg-type]
-    assert "年满60周岁的本市户籍老年人" in text_of(msgs) and "/walkthrough" not in json.dumps(msgs)
+    assert "申请人年满60周岁" in text_of(msgs) and "/walkthrough" not in json.dumps(msgs)
     assert any(b["title"] == "立即申请" for m in msgs for b in m.get("buttons") or ())
 
 
@@ -381,8 +383,8 @@ def _years_ago(years: int) -> dt.date:
     return today.replace(year=today.year - years, day=1) - dt.timedelta(days=40)
 
 
-# 老年证 with each rule linked to the listed condition it checks ("condition": n), imported under its
-# own code and name (the seed entry gets the same links with its catalogue change).
+# 老年证 with each rule linked to the listed condition it checks ("condition": n), as the seed entry
+# has it, imported under its own code and name (an administrator's links work the same).
 LINKED_CODE = "BZ-BOT-902"
 LINKED_NAME = "银龄优待卡办理"
 LINKED_CONDITIONS = ["申请人年满60周岁", "本市户籍，或持有本市居住证的非本市户籍老年人"]
@@ -420,18 +422,19 @@ async def import_linked_elderly_card(client: httpx.AsyncClient, login: Any) -> N
     assert r.status_code == 200, r.text
 
 
+@pytest.mark.parametrize("item", [ELDERLY_CARD, LINKED_NAME], ids=["seed entry", "imported with the links"])
 async def test_the_elderly_card_verdict_names_the_age_condition_it_decides(
-    client: httpx.AsyncClient, login: Any, no_rasa: None
+    client: httpx.AsyncClient, login: Any, no_rasa: None, item: str
 ) -> None:
     await import_linked_elderly_card(client, login)
     # 38: the age from the registry decides the first listed condition against them, no draft.
     headers, account_id = await verified_resident(client, login, _years_ago(38))
     walk = Walk(client, headers, account_id)
-    msgs = await walk.ask_conditions(LINKED_NAME)
+    msgs = await walk.ask_conditions(item)
     msgs = await walk.tap(msgs, "是，亳州市户籍")
     done = await walk.say("不是")
     verdict = text_of(done)
-    assert "您暂不符合“银龄优待卡办理”的申请条件" in verdict
+    assert f"您暂不符合“{item}”的申请条件" in verdict
     assert "✘ 申请人须年满60周岁：您今年38周岁，未满60周岁（受理条件第1条：申请人年满60周岁）" in verdict
     assert "需工作人员审核" not in verdict  # both listed conditions are checked by a rule
     assert not any(b["title"] == "一键申报" for m in done for b in m.get("buttons") or ())
@@ -439,17 +442,17 @@ async def test_the_elderly_card_verdict_names_the_age_condition_it_decides(
     # 65: the same condition is met, and said to be.
     headers, account_id = await verified_resident(client, login, _years_ago(65))
     walk = Walk(client, headers, account_id)
-    msgs = await walk.ask_conditions(LINKED_NAME)
+    msgs = await walk.ask_conditions(item)
     msgs = await walk.tap(msgs, "是，亳州市户籍")
     done = await walk.say("不是")
     verdict = text_of(done)
-    assert "您符合“银龄优待卡办理”的申请条件" in verdict
+    assert f"您符合“{item}”的申请条件" in verdict
     assert "✔ 申请人须年满60周岁：您今年65周岁，已满60周岁（受理条件第1条：申请人年满60周岁）" in verdict
     assert "草稿保留24小时" in verdict
     assert link_of(done).startswith("wojia://bot/drafts/")
 
     # Not of the city: the household condition (the second) is a soft rule: a reviewer decides.
-    msgs = await walk.ask_conditions(LINKED_NAME)
+    msgs = await walk.ask_conditions(item)
     msgs = await walk.tap(msgs, "不是亳州市户籍")
     verdict = text_of(await walk.tap(msgs, "不是"))
     assert "以下几项将由工作人员审核" in verdict and "（受理条件第2条：" in verdict
