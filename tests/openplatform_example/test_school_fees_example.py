@@ -184,12 +184,9 @@ async def webview(
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
         try:
-            # The example's development certificate is self-signed. bypass_csp: the consent page's
-            # Content-Security-Policy (``form-action 'self'``, from app_api/core/middleware.py) makes
-            # Chromium abort the consent form's redirect back to the column, so no real browser can
-            # finish a sign-in; test_consent_page_lets_the_form_return_to_the_column (strict xfail)
-            # holds that bug until the platform fixes it, then this bypass goes.
-            context = await browser.new_context(ignore_https_errors=True, locale="zh-CN", bypass_csp=True)
+            # The example's development certificate is self-signed. The pages' Content-Security-Policy
+            # is enforced: the consent form's redirect back to the column must be allowed by it.
+            context = await browser.new_context(ignore_https_errors=True, locale="zh-CN")
             await context.route(f"{public}/login", carry_login)
             await context.expose_function("wojiaPay", pay)
             await context.add_init_script("window.WojiaJSBridge = {pay: (id) => window.wojiaPay(id)};")
@@ -444,12 +441,6 @@ def r_template_id(listed: httpx.Response) -> str:
     return str(t["id"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="platform bug: the consent page is served with CSP form-action 'self', so a browser aborts "
-    "the redirect to the column's redirect_uri after 同意/拒绝 (app_api/platform/openplatform/router.py "
-    "_page should send its own CSP allowing the request's redirect_uri origin)",
-)
 async def test_consent_page_lets_the_form_return_to_the_column(
     client: httpx.AsyncClient, login: LoginFn
 ) -> None:
@@ -481,6 +472,7 @@ async def test_consent_page_lets_the_form_return_to_the_column(
         for d in page.headers.get("content-security-policy", "").split(";")
         if d.strip()
     }
-    # CSP3 form-action governs the redirects that follow a form submission (Chromium enforces it).
-    sources = policy.get("form-action")
-    assert sources is None or "*" in sources or public in sources or "https:" in sources, sources
+    # CSP3 form-action governs the redirects that follow a form submission (Chromium enforces it):
+    # the column's own origin, and no other site, is a target besides the platform itself.
+    assert policy["form-action"] == ["'self'", public], policy
+    assert policy["default-src"] == ["'none'"] and policy["frame-ancestors"] == ["'none'"], policy

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
@@ -51,10 +52,47 @@ AUTHORIZE_PATH = "/api/v1/oidc/authorize"
 _NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}
 
 
-def _page(status_code: int = 200, **ctx: Any) -> HTMLResponse:
+def _origin(url: str | None) -> str | None:
+    """``scheme://host[:port]`` of an http(s) URL, or None (also for anything that could break out of
+    a policy's source list)."""
+    if not url:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not _HOST_PORT.fullmatch(parts.netloc):
+        return None
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+_HOST_PORT = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
+
+
+def _csp(redirect_uri: str | None, icon: str | None) -> str:
+    """The consent page's own policy: the API's page policy, plus the column's redirect origin as a
+    form target (CSP3 ``form-action`` governs the redirect that follows the form: without it Chromium
+    aborts the way back to the column) and the icon's origin as an image source."""
+    form = " ".join(filter(None, ["'self'", _origin(redirect_uri)]))
+    img = _origin(icon)
+    return "; ".join(
+        [
+            "default-src 'none'",
+            "style-src 'unsafe-inline'",
+            f"form-action {form}",
+            *([f"img-src {img}"] if img else []),
+            "base-uri 'none'",
+            "frame-ancestors 'none'",
+        ]
+    )
+
+
+def _page(status_code: int = 200, *, redirect_uri: str | None = None, **ctx: Any) -> HTMLResponse:
     html = _templates.get_template("consent.html").render(city=get_settings().city_name, **ctx)
     # Framing the consent page would let another site trick a resident into clicking "同意".
-    return HTMLResponse(html, status_code=status_code, headers={**_NO_STORE, "x-frame-options": "DENY"})
+    headers = {
+        **_NO_STORE,
+        "x-frame-options": "DENY",
+        "content-security-policy": _csp(redirect_uri, ctx.get("icon")),
+    }
+    return HTMLResponse(html, status_code=status_code, headers=headers)
 
 
 def _redirect(uri: str, params: dict[str, str | None]) -> RedirectResponse:
@@ -161,6 +199,7 @@ async def authorize(
             + urlencode({"resume": oidc.resume_token(req, account_id)})
         )
         return _page(
+            redirect_uri=req.redirect_uri,
             column_name=column.name,
             icon=column.icon,
             operator=column.operator_contact,
@@ -174,6 +213,7 @@ async def authorize(
             action=AUTHORIZE_PATH,
         )
     return _page(
+        redirect_uri=req.redirect_uri,
         column_name=column.name,
         icon=column.icon,
         operator=column.operator_contact,
