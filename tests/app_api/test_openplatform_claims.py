@@ -100,6 +100,8 @@ async def test_address_and_granted_certificates_only(
     mine = [e for e in log["items"] if e["purpose"] == "openplatform.userinfo"]
     assert len(mine) == 2 and not any(e["by_self"] for e in mine)
     assert {e["purpose_name"] for e in mine} == {"第三方栏目读取您授权的信息（登录授权时同意）"}
+    name = await column_name(client, admin, col)
+    assert {e["actor"] for e in mine} == {f"第三方栏目“{name}”（经您授权）"}
     consents = (await session.exec(select(Consent).where(Consent.grantee == col.id))).all()
     assert len(consents) == 1 and set(consents[0].scopes) == {
         "population.address",

@@ -28,7 +28,7 @@ from app_api.platform.agents.models import Station
 from app_api.platform.datahub.models import DataAccessLog
 from app_api.platform.datahub.schemas import DataAccessOut
 
-ActorKind = Literal["resident", "officer", "agent", "institution", "system", "account"]
+ActorKind = Literal["resident", "officer", "agent", "institution", "column", "system", "account"]
 
 REGISTRY_READ = "datahub.registry_read"
 DATA_READ = "datahub.data_read"
@@ -83,6 +83,11 @@ class Actor:
     @classmethod
     def institution(cls, account_id: str, institution_id: str | None) -> Actor:
         return cls("institution", account_id, institution_id)
+
+    @classmethod
+    def column(cls, column_id: str, name: str) -> Actor:
+        """A third-party column reading under the resident's sign-in consent (open platform)."""
+        return cls("column", column_id, name)
 
     @classmethod
     def system(cls, job: str) -> Actor:
@@ -234,6 +239,8 @@ def describe(row: DataAccessLog, account_id: str, stations: dict[str, str]) -> s
         text = f"{station} 代办员" + ("（依您的代办委托）" if row.mandate_id else "")
     elif kind == "institution":
         text = f"金融机构（{row.actor_org or '未登记'}） 工作人员"
+    elif kind == "column":
+        text = f"第三方栏目“{row.actor_org or '未登记'}”（经您授权）"
     elif kind == "system":
         text = f"系统自动处理（{JOB_NAMES.get(row.job or '', row.job or '后台任务')}）"
     else:

@@ -10,7 +10,7 @@ consent with it.
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -18,7 +18,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app_api.platform.accounts.models import Account
 from app_api.platform.consent import service as consent
 from app_api.platform.consent.models import Consent
-from app_api.platform.datahub.access_log import PURPOSE_NAMES, Actor, ActorKind
+from app_api.platform.datahub.access_log import PURPOSE_NAMES, Actor
 from app_api.platform.datahub.service import RecordNotFound, get_datahub
 from app_api.platform.openplatform.models import ExternalColumn
 from app_api.platform.openplatform.schemas import ECERT_PREFIX, ECERT_TYPES, SCOPE_NAMES
@@ -47,9 +47,8 @@ def cert_types(scopes: list[str] | tuple[str, ...]) -> list[str]:
 
 
 def actor(column: ExternalColumn) -> Actor:
-    """The column as the reader. ``column`` is not yet one of the access log's actor kinds: until it is
-    (see the integrator's note), the row carries the kind, the column's id and its name all the same."""
-    return Actor(cast(ActorKind, "column"), column.id, column.name)
+    """The column as the reader, named in the resident's "who read my data"."""
+    return Actor.column(column.id, column.name)
 
 
 async def record_consent(
