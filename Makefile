@@ -15,6 +15,8 @@ export UV_PYTHON_DOWNLOADS := never
 # (about 9 s of CPU each on this machine's cores).
 unexport PYTHONDONTWRITEBYTECODE
 
+
+.PHONY: run-school-fees
 .PHONY: help venv run test test-pg lint check bench wheel fuzz faults system-deps rasa-env rasa-train clean
 
 help:
@@ -23,6 +25,7 @@ help:
 	@echo "make lint   - ruff, mypy, import-linter and the Alembic check"
 	@echo "make bench  - benchmarks (figures, not pass/fail)"
 	@echo "make wheel  - build the production wheel and check it holds no sandbox"
+	@echo "make run-school-fees - the example third-party column (docs/examples/school_fees) beside make run"
 	@echo "make fuzz   - schemathesis over every operation as four roles (also part of make test)"
 
 .venv/.synced: pyproject.toml uv.lock
@@ -75,6 +78,11 @@ run: venv
 	@WOJIA_BOT_ACTION_URL=http://$(HOST):$(PORT)/api/v1/bot/actions bot/rasa-run.sh > var/rasa.log 2>&1 & \
 	  rasa_pid=$$!; trap 'kill $$rasa_pid 2>/dev/null' EXIT INT TERM; \
 	  WOJIA_PUBLIC_BASE_URL=http://$(HOST):$(PORT) $(PY) -m app_api.wiring.cli serve --host $(HOST) --port $(PORT) --no-migrate
+
+# The example third-party column (its own process, docs/examples/school_fees/README.md), beside
+# `make run`; register it first (the README's curl lines) and export the three keys run.sh names.
+run-school-fees: venv
+	SCHOOL_FEES_ISSUER=http://$(HOST):$(PORT) docs/examples/school_fees/run.sh
 
 test: venv system-deps rasa-train
 	$(PY) -m pytest $(PYTEST_ARGS)
