@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_api.core.db import savepoint, utcnow
+from app_api.core.db import lock_for_writing, savepoint, utcnow
 from app_api.core.errors import AppError, Conflict, NotFound, TooManyRequests, ValidationFailed
 from app_api.platform import audit, notify
 from app_api.platform.openplatform.models import (
@@ -182,6 +182,10 @@ async def send(
 ) -> tuple[ColumnMessage, bool]:
     """Send an approved template to the resident known to the column as ``subject``; returns the
     message and whether it was sent now (False: the same request was already sent)."""
+    # The checks below (same key sent already? the day's count) and the write are one step: sends to one
+    # resident from one column take turns (on SQLite the write lock from the start, so a concurrent
+    # writer makes this wait instead of failing the upgrade from read to write).
+    await lock_for_writing(session, key=f"openplatform.message:{column.id}:{subject}")
     digest = _request_hash(subject, template_key, params)
     earlier = (
         await session.exec(
