@@ -23,7 +23,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_api.core.clock import CHINA_TZ
 from app_api.core.crypto import mask_id_number, mask_name, mask_phone
-from app_api.core.db import SessionDep, savepoint
+from app_api.core.db import SessionDep, lock_for_writing, savepoint
 from app_api.core.errors import AppError
 from app_api.platform.accounts import service as accounts
 from app_api.platform.accounts.models import Account
@@ -652,6 +652,9 @@ async def upload(
         if problems:
             raise FieldErrors(problems)
         assert file is not None
+        # Reads then writes: on SQLite take the write lock first, so a concurrent writer (a job
+        # delivering the supplement's notice) makes this wait instead of failing the upgrade.
+        await lock_for_writing(session)
         m, station = await mandates.require_mandate(
             session, agent=who, resident_id=resident.id, scope="upload"
         )
