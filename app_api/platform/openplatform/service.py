@@ -52,6 +52,26 @@ async def register(session: AsyncSession, *, data: ColumnCreate, actor_id: str) 
     return column, secret
 
 
+async def rotate_client_secret(
+    session: AsyncSession, *, column_id: str, actor_id: str
+) -> tuple[ExternalColumn, str]:
+    """A new client secret (shown once, stored hashed); the old one stops working at once."""
+    column = await get(session, column_id)
+    secret = secrets.token_urlsafe(32)
+    column.client_secret_hash = secret_hash(secret)
+    session.add(column)
+    await session.flush()
+    await audit.record(
+        session,
+        action="openplatform.client_secret_rotated",
+        actor_id=actor_id,
+        subject_type="external_column",
+        subject_id=column.id,
+        data={"client_id": column.client_id},
+    )
+    return column, secret
+
+
 async def get(session: AsyncSession, column_id: str) -> ExternalColumn:
     column = await session.get(ExternalColumn, column_id)
     if column is None:

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Start the example column in development, beside the platform of `make run`.
 #
-#   SCHOOL_FEES_CLIENT_ID=... SCHOOL_FEES_CLIENT_SECRET=... SCHOOL_FEES_CASHIER_KEY=... \
-#     docs/examples/school_fees/run.sh
+#   docs/examples/school_fees/run.sh
 #
-# The three secrets come from registering the column as an admin (README.md, "Registering the
-# column"). PYTHON defaults to the repository's .venv, which has every library the example needs
+# The three credentials come from the environment (SCHOOL_FEES_CLIENT_ID, SCHOOL_FEES_CLIENT_SECRET,
+# SCHOOL_FEES_CASHIER_KEY) or, for those not set, from var/school_fees.env, which the development
+# seed of `make run` writes when it registers the column (README.md, "Registering the column").
+# PYTHON defaults to the repository's .venv, which has every library the example needs
 # (see requirements.txt for a venv of its own).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -16,7 +17,18 @@ NOTIFY_PORT="${SCHOOL_FEES_NOTIFY_PORT:-8081}"
 state="${SCHOOL_FEES_STATE_DIR:-$root/var/school_fees}"
 mkdir -p "$state"
 
-: "${SCHOOL_FEES_CLIENT_ID:?register the column first (README.md) and set SCHOOL_FEES_CLIENT_ID}"
+creds="${SCHOOL_FEES_ENV_FILE:-${WOJIA_VAR_DIR:-$root/var}/school_fees.env}"
+if [ -r "$creds" ]; then
+  # NAME=value lines, read (not sourced); a variable already set wins.
+  while IFS='=' read -r name value; do
+    case "$name" in
+      SCHOOL_FEES_CLIENT_ID | SCHOOL_FEES_CLIENT_SECRET | SCHOOL_FEES_CASHIER_KEY)
+        if [ -z "${!name:-}" ]; then printf -v "$name" '%s' "$value"; fi ;;
+    esac
+  done < "$creds"
+fi
+
+: "${SCHOOL_FEES_CLIENT_ID:?run the development seed (make run) or register the column (README.md) and set SCHOOL_FEES_CLIENT_ID}"
 : "${SCHOOL_FEES_CLIENT_SECRET:?set SCHOOL_FEES_CLIENT_SECRET (shown once at registration)}"
 : "${SCHOOL_FEES_CASHIER_KEY:?set SCHOOL_FEES_CASHIER_KEY (shown once when the cashier was opened)}"
 export SCHOOL_FEES_ISSUER="${SCHOOL_FEES_ISSUER:-http://127.0.0.1:${WOJIA_PORT:-8000}}"
