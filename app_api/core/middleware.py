@@ -35,9 +35,10 @@ _ALWAYS: tuple[tuple[bytes, bytes], ...] = (
 )
 # Data (JSON, problem+json, CSV, images): nothing in it may run or be framed.
 CSP_DATA = b"default-src 'none'; frame-ancestors 'none'"
-# Server-rendered pages under /api/ (the staff console): inline styles and same-origin forms only.
+# Server-rendered pages under /api/ (the staff console and workbench): inline styles, same-origin forms
+# and same-origin images (a material's preview on the reviewer's application page).
 CSP_API_HTML = (
-    b"default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; base-uri 'none'; "
+    b"default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; base-uri 'none'; "
     b"frame-ancestors 'none'"
 )
 # Other pages (the development /docs and sandboxes load scripts from elsewhere): never framed.

@@ -269,11 +269,6 @@ async def test_a_supervisor_answers_a_one_star_rating(
     assert f"{dept} 对您的评价回复：{answer}" in await notifications(client, r)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the staff pages' Content-Security-Policy (app_api.core.middleware.CSP_API_HTML) has no "
-    "img-src, so default-src 'none' blocks the uploaded photo's preview on the application page",
-)
 async def test_the_reviewer_sees_the_uploaded_photo(
     client: httpx.AsyncClient, login: LoginFn, live_url: str
 ) -> None:
