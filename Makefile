@@ -75,12 +75,16 @@ run: venv
 	@echo ""
 	@echo "Wojia API on http://$(HOST):$(PORT)  -  docs: http://$(HOST):$(PORT)/docs"
 	@echo "assistant (Rasa) on http://127.0.0.1:5005, log in var/rasa.log (ready after its model is trained if needed, and loaded)"
+	@echo "example third-party column (docs/examples/school_fees) on https://127.0.0.1:8443, log in var/school_fees.log"
 	@WOJIA_BOT_ACTION_URL=http://$(HOST):$(PORT)/api/v1/bot/actions bot/rasa-run.sh > var/rasa.log 2>&1 & \
-	  rasa_pid=$$!; trap 'kill $$rasa_pid 2>/dev/null' EXIT INT TERM; \
+	  rasa_pid=$$!; \
+	  SCHOOL_FEES_ISSUER=http://$(HOST):$(PORT) docs/examples/school_fees/run.sh > var/school_fees.log 2>&1 & \
+	  school_fees_pid=$$!; \
+	  trap 'kill $$rasa_pid $$school_fees_pid 2>/dev/null' EXIT INT TERM; \
 	  WOJIA_PUBLIC_BASE_URL=http://$(HOST):$(PORT) $(PY) -m app_api.wiring.cli serve --host $(HOST) --port $(PORT) --no-migrate
 
-# The example third-party column (its own process, docs/examples/school_fees/README.md), beside
-# `make run`; register it first (the README's curl lines) and export the three keys run.sh names.
+# The example third-party column alone (its own process, docs/examples/school_fees/README.md); `make run`
+# starts it too. Its keys come from var/school_fees.env, written by the development seed.
 run-school-fees: venv
 	SCHOOL_FEES_ISSUER=http://$(HOST):$(PORT) docs/examples/school_fees/run.sh
 
