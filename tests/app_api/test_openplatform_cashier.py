@@ -684,3 +684,26 @@ async def test_the_retries_outlast_a_column_down_for_an_hour_and_old_nonces_are_
     async with session_scope() as session:
         assert await session.get(CashierNonce, ("c1", old)) is None
         assert await session.get(CashierNonce, ("c1", fresh)) is not None
+
+
+@pytest.mark.parametrize("environment", ["production", "staging"])
+async def test_outside_development_payment_notices_go_to_https_only(
+    client: httpx.AsyncClient, login: LoginFn, monkeypatch: pytest.MonkeyPatch, environment: str
+) -> None:
+    from app_api.core.settings import get_settings
+    from app_api.platform.openplatform.cashier_models import CashierAccount
+
+    admin = await login(roles=["admin"])
+    col = await register(client, admin)
+    monkeypatch.setattr(get_settings(), "environment", environment)
+    url = f"{API}/admin/external-columns/{col.id}/cashier"
+    r = await client.put(
+        url, headers=admin, json={"notify_url": "http://fines.example.cn/n", "sub_accounts": ["f1"]}
+    )
+    assert r.status_code == 422 and r.json()["title"] and "https" in r.json()["detail"], r.text
+    async with sessionmaker()() as s:
+        assert await s.get(CashierAccount, col.id) is None  # nothing half-written
+    r = await client.put(
+        url, headers=admin, json={"notify_url": "https://fines.example.cn/n", "sub_accounts": ["f1"]}
+    )
+    assert r.status_code == 200 and r.json()["cashier_secret"], r.text

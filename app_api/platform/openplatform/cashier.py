@@ -38,6 +38,7 @@ from app_api.core.clock import CHINA_TZ
 from app_api.core.crypto import decrypt_str, encrypt_str
 from app_api.core.db import lock_for_writing, savepoint, utcnow
 from app_api.core.errors import AppError, Conflict, NotFound, ServiceUnavailable, ValidationFailed
+from app_api.core.settings import get_settings
 from app_api.platform import audit
 from app_api.platform.openplatform.cashier_models import (
     CashierAccount,
@@ -238,6 +239,10 @@ async def register(
     parts = urlsplit(notify_url)
     if parts.scheme not in ("https", "http") or not parts.netloc:
         raise ValidationFailed("通知地址须为 http(s) 网址")
+    # Notices carry payments: outside development they travel over TLS only (the development example
+    # column listens for them on plain http on the loopback).
+    if parts.scheme == "http" and get_settings().environment not in ("development", "test"):
+        raise ValidationFailed("通知地址须为 https 网址")
     bad = [s for s in sub_accounts if not SUB_ACCOUNT.fullmatch(s)]
     if not sub_accounts or bad or len(sub_accounts) > 20:
         raise ValidationFailed("收款子账户须为1至20个，每个1至64位字母、数字、下划线或连字符")
