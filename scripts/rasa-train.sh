@@ -44,7 +44,7 @@ fi
 
 mkdir -p "$models"
 load() { cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?"; }
-echo "rasa-train: training $(basename "$model") (about 2 minutes on 2 quiet cores; load $(load))" >&2
+echo "rasa-train: training $(basename "$model") (under a minute on 2 quiet cores; load $(load))" >&2
 # Wall and CPU time of the training (bot/EVALUATION.md argues the quiet figure from the CPU time:
 # the pipeline trains no neural network and runs mostly on one core).
 TIMEFORMAT="rasa-train: trained in %0R s wall, %0U s user + %0S s sys CPU"
