@@ -229,6 +229,11 @@ async def savepoint(session: AsyncSession) -> AsyncIterator[None]:
     Audit entries, outbox jobs and after-commit callbacks are kept in lists on the session until
     it commits; a bare ``begin_nested()`` that rolls back would still write and send them.
     """
+    # Under SQLite a SAVEPOINT opened outside a transaction starts a deferred one: its first read
+    # pins a snapshot, and its first write then fails at once with "database is locked" if another
+    # connection committed in between (the busy timeout does not apply to that upgrade). Everything
+    # done in a savepoint here is a write, so take the write lock first.
+    await lock_for_writing(session)
     info = session.sync_session.info
     marks = {key: len(value) for key, value in info.items() if isinstance(value, list)}
     try:
