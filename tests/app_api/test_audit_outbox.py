@@ -196,7 +196,9 @@ async def test_a_savepoint_that_reads_then_writes_is_not_refused_after_another_w
 
     probe = sa.table("savepoint_probe", sa.column("id", sa.Integer), sa.column("n", sa.Integer))
     async with sessionmaker()() as s:
-        await s.execute(sa.text("CREATE TABLE IF NOT EXISTS savepoint_probe (id INTEGER PRIMARY KEY, n INTEGER)"))
+        await s.execute(
+            sa.text("CREATE TABLE IF NOT EXISTS savepoint_probe (id INTEGER PRIMARY KEY, n INTEGER)")
+        )
         await s.execute(sa.delete(probe))
         await s.execute(sa.insert(probe).values(id=1, n=0))
         await s.commit()
@@ -209,14 +211,13 @@ async def test_a_savepoint_that_reads_then_writes_is_not_refused_after_another_w
                 await other.execute(sa.update(probe).where(probe.c.id == 1).values(n=probe.c.n + 10))
 
         writer = asyncio.create_task(other_writer())
-        async with session_scope() as s:
-            async with savepoint(s):
-                # FOR UPDATE locks the row under PostgreSQL (as the services do); SQLite ignores it.
-                read = sa.select(probe.c.n).where(probe.c.id == 1).with_for_update()
-                (n,) = (await s.execute(read)).one()
-                reader_has_read.set()
-                await asyncio.sleep(0.2)  # the other writer commits now, or waits for this one
-                await s.execute(sa.update(probe).where(probe.c.id == 1).values(n=n + 1))
+        async with session_scope() as s, savepoint(s):
+            # FOR UPDATE locks the row under PostgreSQL (as the services do); SQLite ignores it.
+            read = sa.select(probe.c.n).where(probe.c.id == 1).with_for_update()
+            (n,) = (await s.execute(read)).one()
+            reader_has_read.set()
+            await asyncio.sleep(0.2)  # the other writer commits now, or waits for this one
+            await s.execute(sa.update(probe).where(probe.c.id == 1).values(n=n + 1))
         await asyncio.wait_for(writer, 10)
         async with sessionmaker()() as s:
             (final,) = (await s.execute(sa.select(probe.c.n).where(probe.c.id == 1))).one()
