@@ -530,3 +530,35 @@ async def test_an_external_column_is_on_the_home_screen_until_disabled(
     # The admins' list of built-in columns is unchanged by external ones.
     built_in = (await client.get("/api/v1/admin/columns", headers=admin)).json()["columns"]
     assert not any(c["slug"].startswith("ext-") for c in built_in)
+
+
+async def test_an_admin_rotates_a_columns_client_secret(
+    client: httpx.AsyncClient, login: LoginFn, admin: dict[str, str], column: Col, session: Any
+) -> None:
+    """A leaked secret is replaced: the new one is shown once and works, the old one is refused at
+    once, the rotation is audited; only an admin may do it, and an unknown column is a 404."""
+    resident = await login()
+    before = await sign_in(client, resident, column)
+    r = await client.post(f"/api/v1/admin/external-columns/{column.id}/client-secret", headers=admin)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["client_id"] == column.client_id and "client_secret_hash" not in body
+    new = Col(column.id, column.client_id, body["client_secret"])
+    assert new.secret != column.secret
+
+    req = auth_request(column)
+    code = await authorize(client, resident, req)
+    refused = await exchange(client, column, code, req.verifier)
+    assert refused.status_code == 401 and refused.json()["error"] == "invalid_client"
+    after = await sign_in(client, resident, new)
+    assert (await userinfo(client, after["access_token"])).status_code == 200
+    # Tokens issued before the rotation stay valid (disabling the column is what revokes them).
+    assert (await userinfo(client, before["access_token"])).status_code == 200
+    assert len(await audited(session, "openplatform.client_secret_rotated", column.id)) == 1
+
+    r = await client.post(f"/api/v1/admin/external-columns/{column.id}/client-secret", headers=resident)
+    assert r.status_code == 403
+    r = await client.post("/api/v1/admin/external-columns/nope/client-secret", headers=admin)
+    assert r.status_code == 404 and r.headers["content-type"].startswith("application/problem+json")
+    # Neither refusal changed the secret.
+    assert (await sign_in(client, resident, new))["access_token"]

@@ -5,17 +5,17 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlencode, urlsplit
 
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
-from jinja2 import Environment, PackageLoader, select_autoescape
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_api.core.db import SessionDep
 from app_api.core.errors import AppError
 from app_api.core.settings import get_settings
+from app_api.core.templates import LazyEnvironment
 from app_api.platform.access import CurrentAccount, public, require_roles
 from app_api.platform.accounts.models import Account
 from app_api.platform.accounts.principal import Principal
@@ -40,14 +40,24 @@ from app_api.platform.openplatform.schemas import (
     TicketOut,
 )
 
+if TYPE_CHECKING:
+    from jinja2 import Environment
+
 router = APIRouter(tags=["openplatform"])
 well_known = APIRouter(tags=["openplatform"])
 Admin = Annotated[Principal, Depends(require_roles("admin"))]
 
-_templates = Environment(
-    loader=PackageLoader("app_api.platform.openplatform", "templates"),
-    autoescape=select_autoescape(default=True),
-)
+
+def _environment() -> Environment:
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    return Environment(
+        loader=PackageLoader("app_api.platform.openplatform", "templates"),
+        autoescape=select_autoescape(default=True),
+    )
+
+
+_templates = LazyEnvironment(_environment)
 AUTHORIZE_PATH = "/api/v1/oidc/authorize"
 _NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}
 
@@ -423,6 +433,14 @@ async def enable_column(column_id: str, admin: Admin, session: SessionDep) -> Co
 async def disable_column(column_id: str, admin: Admin, session: SessionDep) -> ColumnOut:
     """Disable a column: sign-in stops and every token it holds is refused from its next use."""
     return await _toggle(session, column_id, False, admin)
+
+
+@router.post("/admin/external-columns/{column_id}/client-secret")
+async def rotate_column_secret(column_id: str, admin: Admin, session: SessionDep) -> ColumnCreated:
+    """Issue the column a new client secret (in this answer only; stored hashed). The old secret is
+    refused from now on; tokens already issued stay valid (disable the column to revoke them)."""
+    column, secret = await service.rotate_client_secret(session, column_id=column_id, actor_id=admin.id)
+    return ColumnCreated(**_column_out(column), client_secret=secret)
 
 
 @router.post("/admin/oidc/keys/rotate")

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_api.core.db import on_commit, utcnow
+from app_api.core.db import lock_for_writing, on_commit, utcnow
 from app_api.platform import audit
 from app_api.platform.home.service import invalidate_views
 from app_api.platform.openplatform.errors import ColumnExists, ColumnNotFound, GrantNotFound
@@ -55,8 +55,14 @@ async def register(session: AsyncSession, *, data: ColumnCreate, actor_id: str) 
 async def rotate_client_secret(
     session: AsyncSession, *, column_id: str, actor_id: str
 ) -> tuple[ExternalColumn, str]:
-    """A new client secret (shown once, stored hashed); the old one stops working at once."""
-    column = await get(session, column_id)
+    """A new client secret (shown once, stored hashed); the old one stops working at once.
+
+    The row is locked first: two admins rotating at once are taken one after the other, and the
+    secret the second one is shown is the one that works (both rotations audited)."""
+    await lock_for_writing(session)
+    column = await session.get(ExternalColumn, column_id, with_for_update=True)
+    if column is None:
+        raise ColumnNotFound()
     secret = secrets.token_urlsafe(32)
     column.client_secret_hash = secret_hash(secret)
     session.add(column)
