@@ -389,6 +389,7 @@ async def test_admin_disables_a_column_and_the_home_drops_it(client, login, live
                 "效能督办",
                 "事项目录",
                 "栏目管理",
+                "第三方栏目",
                 "人员与角色",
                 "审计核验",
             ]

@@ -13,6 +13,7 @@ from app_api.platform.openplatform import (
     models,
     router,
     tasks,
+    workbench,
 )
 
 
@@ -25,7 +26,12 @@ async def _seed(session: AsyncSession) -> Any:
 
 component = Component(
     name="app_api.platform.openplatform",
-    routers=(Mount(router.router), Mount(router.well_known, prefix=""), Mount(cashier_router.router)),
+    routers=(
+        Mount(router.router),
+        Mount(router.well_known, prefix=""),
+        Mount(cashier_router.router),
+        Mount(workbench.router),
+    ),
     models=(models, cashier_models),
     tasks=(tasks, cashier_notify, cashier_sweep),
     seed=_seed,
