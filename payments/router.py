@@ -13,16 +13,16 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from app_api.core.clock import CHINA_TZ, china_today
 from app_api.core.db import SessionDep, session_scope
 from app_api.core.money import fen_to_yuan
 from app_api.core.paging import CursorQuery, LegacyOffsetQuery, LimitQuery, OffsetQuery
+from app_api.core.templates import LazyEnvironment
 from app_api.platform.access import CurrentAccount, Finance, FinanceConsole, public
 from payments import orders, queries
 from payments.batch import batcher
@@ -54,6 +54,9 @@ from payments.schemas import (
     RunCreate,
     RunPublic,
 )
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
 
 log = logging.getLogger(__name__)
 
@@ -307,9 +310,16 @@ async def export(
 # Browsers use the console session of app_api.platform.console (cookie + CSRF field); API clients may still
 # send the bearer header. The JSON finance API above stays bearer-only.
 
-_templates = Environment(
-    loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape(["html"])
-)
+
+def _environment() -> Environment:
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+    return Environment(
+        loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape(["html"])
+    )
+
+
+_templates = LazyEnvironment(_environment)
 _templates.filters["yuan"] = lambda fen: "" if fen is None else fen_to_yuan(int(fen))
 _templates.filters["china"] = lambda t: t.astimezone(CHINA_TZ).strftime("%Y-%m-%d %H:%M:%S") if t else ""
 

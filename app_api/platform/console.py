@@ -23,12 +23,12 @@ from urllib.parse import urlencode, urlsplit
 
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from jinja2 import Environment, select_autoescape
 
 from app_api.core.component import Component, Mount
 from app_api.core.db import SessionDep, savepoint
 from app_api.core.errors import AppError, BadRequest
 from app_api.core.settings import get_settings
+from app_api.core.templates import LazyTemplate
 from app_api.platform.access import (
     CONSOLE_COOKIE,
     CONSOLE_REFRESH_COOKIE,
@@ -164,7 +164,7 @@ button { margin-top: 1rem; padding: .5rem 1rem; font-size: 16px; }
 </body>
 </html>
 """
-_page_template = Environment(autoescape=select_autoescape(default=True)).from_string(_PAGE)
+_page_template = LazyTemplate(_PAGE)
 
 # Another tab of the same browser refreshed a moment ago: wait for its cookies, then go on.
 _RETRY = """<!doctype html>
@@ -179,7 +179,7 @@ _RETRY = """<!doctype html>
 </body>
 </html>
 """
-_retry_template = Environment(autoescape=select_autoescape(default=True)).from_string(_RETRY)
+_retry_template = LazyTemplate(_RETRY)
 # Seconds during which a just-spent refresh cookie means "another tab", not "a stolen copy".
 REFRESH_RACE_GRACE_S = 20
 

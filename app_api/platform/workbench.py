@@ -19,17 +19,20 @@ import re
 import secrets
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
-from jinja2 import ChoiceLoader, Environment, FileSystemLoader, select_autoescape
 
 from app_api.core.errors import BadRequest
 from app_api.core.redis import get_redis
 from app_api.core.settings import get_settings
+from app_api.core.templates import LazyEnvironment
 from app_api.platform.access import CSRF_FIELD, ROLE_NAMES, require_console_roles
 from app_api.platform.accounts.principal import Principal
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
 
 SHARED_TEMPLATES = Path(__file__).parent / "workbench_templates"
 WORKBENCH = "/api/v1/workbench/"
@@ -57,13 +60,19 @@ NAV: list[tuple[str, str, str]] = [
 WorkbenchStaff = Annotated[Principal, Depends(require_console_roles(*STAFF_ROLES))]
 
 
-def environment(own: Path) -> Environment:
-    """A Jinja2 environment reading a package's own templates first, then the shared ones."""
-    env = Environment(
-        loader=ChoiceLoader([FileSystemLoader(own), FileSystemLoader(SHARED_TEMPLATES)]),
-        autoescape=select_autoescape(default=True),
-    )
-    return env
+def environment(own: Path) -> LazyEnvironment:
+    """A Jinja2 environment reading a package's own templates first, then the shared ones (built on
+    the first page shown)."""
+
+    def build() -> Environment:
+        from jinja2 import ChoiceLoader, Environment, FileSystemLoader, select_autoescape
+
+        return Environment(
+            loader=ChoiceLoader([FileSystemLoader(own), FileSystemLoader(SHARED_TEMPLATES)]),
+            autoescape=select_autoescape(default=True),
+        )
+
+    return LazyEnvironment(build)
 
 
 class FieldErrors(Exception):
@@ -90,7 +99,7 @@ def nav(principal: Principal, current: str = "") -> list[dict[str, Any]]:
 
 
 def render(
-    env: Environment,
+    env: LazyEnvironment,
     name: str,
     request: Request,
     principal: Principal,

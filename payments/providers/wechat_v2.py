@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -150,21 +151,36 @@ class WeChatPayV2Provider:
     name = ProviderName.WECHAT_V2
 
     def __init__(self, config: WeChatV2Config) -> None:
-        from wechatpy.pay import WeChatPay
-
         self.config = config
         self.app_id = config.appid
         self.merchant_id = config.mch_id
-        self._client = WeChatPay(
-            appid=config.appid,
-            api_key=config.api_key,
-            mch_id=config.mch_id,
-            mch_cert=config.mch_cert,
-            mch_key=config.mch_key,
-            timeout=config.timeout_s,
-        )
-        # wechatpy reads the gateway from this attribute on every request.
-        self._client.API_BASE_URL = config.base_url.rstrip("/") + "/"
+        self._wechatpy: Any = None
+        self._wechatpy_lock = threading.Lock()
+
+    @property
+    def _client(self) -> Any:
+        """wechatpy's ``WeChatPay``, built on first use: wechatpy (and requests under it) stay out of
+        the api process until a WeChat Pay v2 call is made (issue 19: a lighter process)."""
+        client = self._wechatpy
+        if client is None:
+            with self._wechatpy_lock:
+                client = self._wechatpy
+                if client is None:
+                    from wechatpy.pay import WeChatPay
+
+                    config = self.config
+                    client = WeChatPay(
+                        appid=config.appid,
+                        api_key=config.api_key,
+                        mch_id=config.mch_id,
+                        mch_cert=config.mch_cert,
+                        mch_key=config.mch_key,
+                        timeout=config.timeout_s,
+                    )
+                    # wechatpy reads the gateway from this attribute on every request.
+                    client.API_BASE_URL = config.base_url.rstrip("/") + "/"
+                    self._wechatpy = client
+        return client
 
     # -- helpers --------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import threading
 import time
 import zlib
 from collections.abc import Mapping
@@ -107,30 +108,80 @@ def parse_rfc3339(value: str | None) -> dt.datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=CHINA_TZ)
 
 
+def _pem(body: str, kind: str) -> bytes:
+    """A key given as PEM or as its bare base64 body, as PEM (wechatpayv3's ``format_*_key``)."""
+    start, end = f"-----BEGIN {kind}-----\n", f"\n-----END {kind}-----"
+    text = body.strip()
+    if not text.startswith(start):
+        text = start + text
+    if not text.endswith(end):
+        text = text + end
+    return text.encode()
+
+
+def _pem_private_key(body: str) -> Any:
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    if not body:
+        return None
+    try:
+        return load_pem_private_key(_pem(body, "PRIVATE KEY"), password=None)
+    except Exception as exc:
+        raise ValueError("failed to load private key.") from exc
+
+
+def _pem_public_key(body: str) -> Any:
+    """The platform public key, the object wechatpayv3's ``load_public_key`` returns."""
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    if not body:
+        return None
+    try:
+        return load_pem_public_key(_pem(body, "PUBLIC KEY"))
+    except Exception as exc:
+        raise ValueError("failed to load public key.") from exc
+
+
 class WeChatPayV3Provider:
     name = ProviderName.WECHAT_V3
 
     def __init__(self, config: WeChatV3Config, *, replay_guard: ReplayGuard | None = None) -> None:
-        from wechatpayv3 import WeChatPay, WeChatPayType
-        from wechatpayv3.utils import load_public_key
-
         self.config = config
         self.app_id = config.appid
         self.merchant_id = config.mchid
         self.replay_guard: ReplayGuard = replay_guard or MemoryReplayGuard()
-        self._client = WeChatPay(
-            wechatpay_type=WeChatPayType.MINIPROG,
-            mchid=config.mchid,
-            private_key=config.private_key,
-            cert_serial_no=config.cert_serial_no,
-            appid=config.appid,
-            apiv3_key=config.apiv3_key,
-            public_key=config.public_key,
-            public_key_id=config.public_key_id,
-            timeout=config.timeout_s,
-        )
-        self._client._core._gate_way = config.base_url.rstrip("/")
-        self._public_key = load_public_key(config.public_key)
+        # Both keys are read here, as wechatpayv3's client would: a bad key stops the start-up, not
+        # the first payment. The client itself (wechatpayv3, requests) is built on first use.
+        _pem_private_key(config.private_key)
+        self._public_key = _pem_public_key(config.public_key)
+        self._wechatpayv3: Any = None
+        self._wechatpayv3_lock = threading.Lock()
+
+    @property
+    def _client(self) -> Any:
+        """wechatpayv3's ``WeChatPay``, built on first use (issue 19: a lighter api process)."""
+        client = self._wechatpayv3
+        if client is None:
+            with self._wechatpayv3_lock:
+                client = self._wechatpayv3
+                if client is None:
+                    from wechatpayv3 import WeChatPay, WeChatPayType
+
+                    config = self.config
+                    client = WeChatPay(
+                        wechatpay_type=WeChatPayType.MINIPROG,
+                        mchid=config.mchid,
+                        private_key=config.private_key,
+                        cert_serial_no=config.cert_serial_no,
+                        appid=config.appid,
+                        apiv3_key=config.apiv3_key,
+                        public_key=config.public_key,
+                        public_key_id=config.public_key_id,
+                        timeout=config.timeout_s,
+                    )
+                    client._core._gate_way = config.base_url.rstrip("/")
+                    self._wechatpayv3 = client
+        return client
 
     # -- helpers --------------------------------------------------------------------------------
 

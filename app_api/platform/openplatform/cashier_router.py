@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
-from jinja2 import Environment, PackageLoader, select_autoescape
 from pydantic import BaseModel, ValidationError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -15,6 +14,7 @@ from app_api.core.clock import CHINA_TZ
 from app_api.core.db import SessionDep
 from app_api.core.errors import AppError, ValidationFailed
 from app_api.core.money import fen_to_yuan
+from app_api.core.templates import LazyEnvironment
 from app_api.platform.access import CurrentAccount, public, require_console_roles, require_roles
 from app_api.platform.accounts.principal import Principal
 from app_api.platform.openplatform import cashier, cashier_notify, service
@@ -36,6 +36,9 @@ from app_api.platform.openplatform.cashier_schemas import (
     ResidentOrderOut,
 )
 from app_api.platform.openplatform.models import ExternalColumn
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
 
 router = APIRouter(tags=["openplatform-cashier"])
 Admin = Annotated[Principal, Depends(require_roles("admin"))]
@@ -264,10 +267,16 @@ async def finance_day(_: Finance, session: SessionDep, day: Day = None) -> Finan
     return await _finance_day(session, day)
 
 
-_templates = Environment(
-    loader=PackageLoader("app_api.platform.openplatform", "templates"),
-    autoescape=select_autoescape(default=True),
-)
+def _environment() -> Environment:
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    return Environment(
+        loader=PackageLoader("app_api.platform.openplatform", "templates"),
+        autoescape=select_autoescape(default=True),
+    )
+
+
+_templates = LazyEnvironment(_environment)
 PROVIDER_NAMES = {"wechat_v2": "微信支付", "wechat_v3": "微信支付", "alipay": "支付宝"}
 
 
