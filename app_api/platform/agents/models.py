@@ -80,7 +80,11 @@ class Submission(SQLModel, table=True):
     """A filed submission, kept on the agent's client key so a resent one is not filed again."""
 
     __tablename__ = "app_agent_submission"
-    __table_args__ = (sa.UniqueConstraint("agent_id", "client_key"),)
+    __table_args__ = (
+        sa.UniqueConstraint("agent_id", "client_key"),
+        # The station's filings page: newest first within one station.
+        sa.Index("ix_app_agent_submission_station_created", "station_id", "created_at"),
+    )
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
     agent_id: str = Field(foreign_key="app_account.id", max_length=32)
