@@ -10,7 +10,8 @@ typed reply that matches the question's options ("是", "不是", "不确定", a
 message leaves the walk-through ("不用了" ends it; a new question is answered by Rasa as usual).
 
 What the questions are and what the answers mean is the catalogue's business, through the
-:class:`ConditionsGuide` capability (``columns/gov_services/assist.py``): the assistant never sees
+:class:`~app_api.platform.capabilities.ConditionsGuide` capability
+(``columns/gov_services/assist.py``): the assistant never sees
 the rules, and the catalogue's own rules engine gives the verdict (a rule without its data: "needs a
 reviewer", never passed). Questions the resident's verified data answers (age from the ID number)
 are not asked.
@@ -28,7 +29,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from sqlmodel import col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -36,7 +37,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app_api.core.crypto import decrypt_str, encrypt_str
 from app_api.core.db import lock_for_writing, savepoint, utcnow
 from app_api.core.errors import AppError
-from app_api.platform.capabilities import lookup
+from app_api.platform.capabilities import ConditionsGuide, lookup
 from bot import drafts
 from bot.config import BotSettings
 from bot.models import BotWalkthrough
@@ -55,37 +56,6 @@ _TYPED = {
     "no": {"不是", "否", "没有", "不符合", "不对", "没满", "未满", "无"},
     "unsure": {"不确定", "不知道", "不清楚", "不晓得", "说不清"},
 }
-
-
-@runtime_checkable
-class ConditionsGuide(Protocol):
-    """The catalogue's side of the walk-through (offered by the ``gov_services`` column,
-    ``columns.gov_services.assist.GovConditionsGuide``)."""
-
-    async def questions(
-        self, code: str, *, account_id: str | None, session: AsyncSession
-    ) -> dict[str, Any] | None:
-        """``{code, name, known: [text], questions: [{key, text, options: [{title, value}],
-        number?}]}``, only what the resident's verified data leaves open; None: no such item."""
-        ...
-
-    async def assess(
-        self, code: str, *, account_id: str | None, answers: dict[str, str], session: AsyncSession
-    ) -> dict[str, Any] | None:
-        """``{name, verdict: met | unmet | review, checks: [{explain, status, reason, hard}],
-        review: [text], materials: [name], fields}``; None: no such item."""
-        ...
-
-    async def draft(
-        self, code: str, *, account_id: str, answers: dict[str, str], client_key: str, session: AsyncSession
-    ) -> dict[str, Any]:
-        """The resident's application draft with the answers: ``{id, number, deep_link}``."""
-        ...
-
-    async def discard_draft(self, app_id: str, *, account_id: str, session: AsyncSession) -> str:
-        """Remove a draft :meth:`draft` made that the resident never took up: ``removed``, ``kept``
-        (submitted or changed since), ``gone`` (no such draft of theirs). Idempotent."""
-        ...
 
 
 @dataclass

@@ -116,6 +116,37 @@ class LiaisonStations(Protocol):
     ) -> list[dict[str, Any]]: ...
 
 
+@runtime_checkable
+class ConditionsGuide(Protocol):
+    """The catalogue's side of the assistant's conditions walk-through (``bot.walkthrough``; offered
+    by the ``gov_services`` column, ``columns.gov_services.assist.GovConditionsGuide``)."""
+
+    async def questions(
+        self, code: str, *, account_id: str | None, session: AsyncSession
+    ) -> dict[str, Any] | None:
+        """``{code, name, known: [text], questions: [{key, text, options: [{title, value}],
+        number?}]}``, only what the resident's verified data leaves open; None: no such item."""
+        ...
+
+    async def assess(
+        self, code: str, *, account_id: str | None, answers: dict[str, str], session: AsyncSession
+    ) -> dict[str, Any] | None:
+        """``{name, verdict: met | unmet | review, checks: [{explain, status, reason, hard}],
+        review: [text], materials: [name], fields}``; None: no such item."""
+        ...
+
+    async def draft(
+        self, code: str, *, account_id: str, answers: dict[str, str], client_key: str, session: AsyncSession
+    ) -> dict[str, Any]:
+        """The resident's application draft with the answers: ``{id, number, deep_link}``."""
+        ...
+
+    async def discard_draft(self, app_id: str, *, account_id: str, session: AsyncSession) -> str:
+        """Remove a draft :meth:`draft` made that the resident never took up: ``removed``, ``kept``
+        (submitted or changed since), ``gone`` (no such draft of theirs). Idempotent."""
+        ...
+
+
 _provided: dict[type, object] = {}
 
 

@@ -2,7 +2,8 @@
 item's conditions and materials for one resident, what the catalogue's own rules engine
 (:mod:`columns.gov_services.rules`) says of the answers, and the application draft they hand over to.
 
-Implements ``bot.walkthrough.ConditionsGuide`` (the assistant reaches it by lookup, never by import).
+Implements ``app_api.platform.capabilities.ConditionsGuide`` (the assistant reaches it by lookup,
+never by import).
 The questions come from the item's rules where it has any (each condition a rule checks, unless the
 resident's verified data answers it: the birth date from the verified ID number), otherwise from its
 listed conditions (a yes/no each), plus one per material that only some applicants bring. The
@@ -394,8 +395,7 @@ class GovConditionsGuide:
 def provide_guide(column: Column | None = None) -> None:
     """Offer the walk-through's capability: through ``column`` when the column's ``_provide`` calls
     this (the loader registers it with the column's others), else directly."""
-    from app_api.platform.capabilities import provide
-    from bot.walkthrough import ConditionsGuide
+    from app_api.platform.capabilities import ConditionsGuide, provide
 
     guide = GovConditionsGuide()
     if column is not None:

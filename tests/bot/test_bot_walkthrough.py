@@ -284,8 +284,7 @@ async def test_two_taps_at_once_make_one_draft(client: httpx.AsyncClient, login:
 async def test_without_the_catalogues_guide_the_listed_conditions_stand(
     client: httpx.AsyncClient, no_rasa: None
 ) -> None:
-    from app_api.platform.capabilities import provide, withdraw
-    from bot.walkthrough import ConditionsGuide
+    from app_api.platform.capabilities import ConditionsGuide, provide, withdraw
 
     guide = withdraw(ConditionsGuide)
     try:
