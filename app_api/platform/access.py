@@ -16,6 +16,8 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
+from starlette.types import Scope
 
 from app_api.core.errors import Forbidden, Unauthorized
 from app_api.core.settings import get_settings
@@ -74,16 +76,48 @@ def _mark(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     return deco
 
 
-async def _principal_from(request: Request, creds: HTTPAuthorizationCredentials | None) -> Principal | None:
-    if creds is None:
+def bearer_token(authorization: str | None) -> str | None:
+    """The credentials of an ``Authorization: Bearer`` header, as ``HTTPBearer(auto_error=False)``
+    reads them: None when the header is missing, empty or of another scheme."""
+    scheme, credentials = get_authorization_scheme_param(authorization)
+    if not (authorization and scheme and credentials) or scheme.lower() != "bearer":
         return None
-    claims = verify_access(creds.credentials)
+    return credentials
+
+
+async def principal_for(token: str | None) -> Principal | None:
+    """The caller an access token names (None without a token); TokenInvalid, TokenExpired or
+    AccountDisabled as every authenticated route answers them."""
+    if token is None:
+        return None
+    claims = verify_access(token)
     principal, revoked = await load(None, claims.account_id, claims.family_id)
     if principal is None or revoked:
         raise TokenInvalid()
     if not principal.is_active:
         raise AccountDisabled()
-    request.state.principal = principal
+    return principal
+
+
+async def optional_principal(scope: Scope) -> Principal | None:
+    """``optional_account`` for a handler that runs without FastAPI's dependency resolution (a
+    plain ASGI handler, see ``app_api.wiring.route_index``): the same checks and errors, and the
+    principal kept in the request state as the dependency keeps it."""
+    authorization = None
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            authorization = value.decode("latin-1")
+            break
+    principal = await principal_for(bearer_token(authorization))
+    if principal is not None:
+        scope.setdefault("state", {})["principal"] = principal
+    return principal
+
+
+async def _principal_from(request: Request, creds: HTTPAuthorizationCredentials | None) -> Principal | None:
+    principal = await principal_for(creds.credentials if creds is not None else None)
+    if principal is not None:
+        request.state.principal = principal
     return principal
 
 
