@@ -12,13 +12,36 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_api.core.db import new_id, savepoint, utcnow
+from app_api.core.db import UTCDateTime, savepoint, utcnow
 from app_api.core.jobs import outbox
 from payments.hooks import PaidPurpose, paid_handler
-from payments.ledger import event_for
-from payments.models import EVENTS, ORDERS, PAID_LIKE
+from payments.ledger import event_for, insert_events
+from payments.models import ORDERS, PAID_LIKE
 
 log = logging.getLogger(__name__)
+
+
+# The table, not the ORM entity: an ORM-enabled UPDATE re-evaluates the session's identity map on
+# every call, which cost more than the statement itself. Built once: its compiled form is cached.
+_CLAIM_COLUMNS = (
+    sa.update(ORDERS)
+    .where(
+        ORDERS.c.id.in_(sa.bindparam("order_ids", expanding=True)),
+        ORDERS.c.column_notified_at.is_(None),
+        ORDERS.c.status.in_([s.value for s in PAID_LIKE]),
+    )
+    .values(column_notified_at=sa.bindparam("now", type_=UTCDateTime()))
+    .returning(
+        ORDERS.c.id,
+        ORDERS.c.out_trade_no,
+        ORDERS.c.account_id,
+        ORDERS.c.purpose,
+        ORDERS.c.purpose_ref,
+        ORDERS.c.amount_fen,
+        ORDERS.c.provider,
+        ORDERS.c.paid_at,
+    )
+)
 
 
 async def _claim_for_columns(session: AsyncSession, order_ids: Sequence[str]) -> list[PaidPurpose]:
@@ -28,29 +51,8 @@ async def _claim_for_columns(session: AsyncSession, order_ids: Sequence[str]) ->
     locked for writers (SQLite), and a concurrent or repeated job finds nothing left to claim. If a
     handler fails, its claim is rolled back or released and the job retries.
     """
-    rows = (
-        await session.exec(
-            # The table, not the ORM entity: an ORM-enabled UPDATE re-evaluates the session's
-            # identity map on every call, which cost more than the statement itself.
-            sa.update(ORDERS)
-            .where(
-                ORDERS.c.id.in_(list(order_ids)),
-                ORDERS.c.column_notified_at.is_(None),
-                ORDERS.c.status.in_([s.value for s in PAID_LIKE]),
-            )
-            .values(column_notified_at=utcnow())
-            .returning(
-                ORDERS.c.id,
-                ORDERS.c.out_trade_no,
-                ORDERS.c.account_id,
-                ORDERS.c.purpose,
-                ORDERS.c.purpose_ref,
-                ORDERS.c.amount_fen,
-                ORDERS.c.provider,
-                ORDERS.c.paid_at,
-            )
-        )
-    ).all()
+    conn = await session.connection()
+    rows = (await conn.execute(_CLAIM_COLUMNS, {"order_ids": list(order_ids), "now": utcnow()})).all()
     return [
         PaidPurpose(
             order_id=r[0],
@@ -115,23 +117,18 @@ async def notify_columns(session: AsyncSession, *, order_ids: Sequence[str]) -> 
         for order_id in failed:
             await outbox.enqueue(session, "payments.notify_column", order_id=order_id)
     if told:
-        now = utcnow()
         purposes = {paid.order_id: paid.purpose for paid in claimed}
-        await session.exec(
-            sa.insert(EVENTS),
-            params=[
+        await insert_events(
+            session,
+            [
                 {
-                    "id": new_id(),
                     "order_id": order_id,
                     "kind": "column_notified",
-                    "from_status": None,
-                    "to_status": None,
-                    "actor_id": None,
                     "source": "outbox",
                     "data": {"purpose": purposes[order_id]},
-                    "created_at": now,
                 }
                 for order_id in told
             ],
+            now=utcnow(),
         )
     return told

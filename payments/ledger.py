@@ -223,6 +223,36 @@ async def apply_payment(
 
 # PostgreSQL: one cached text statement for any number of rows (SQLAlchemy compiles its ON CONFLICT
 # constructs again on every call, and a multi-row VALUES differs with every batch size).
+# PostgreSQL: a batch of events as one JSON parameter (one cached statement for any batch size, and
+# one JSON encoding instead of a bound-parameter round per row and column).
+_INSERT_EVENTS_PG = sa.text(
+    "INSERT INTO payments_event (id, order_id, kind, from_status, to_status, actor_id, source, data, "
+    "created_at) SELECT v.id, v.order_id, v.kind, v.from_status, v.to_status, v.actor_id, v.source, "
+    "v.data, :now FROM json_to_recordset(CAST(CAST(:rows AS text) AS json)) AS v(id text, order_id text, "
+    "kind text, from_status text, to_status text, actor_id text, source text, data json)"
+).bindparams(sa.bindparam("now", type_=UTCDateTime()))
+_EVENT_FIELDS = ("order_id", "kind", "from_status", "to_status", "actor_id", "source", "data")
+
+
+async def insert_events(session: AsyncSession, events: Sequence[dict[str, Any]], *, now: dt.datetime) -> None:
+    """Append several events created at ``now`` in one statement.
+
+    Each event gives ``order_id``, ``kind``, ``source`` and optionally ``from_status``,
+    ``to_status``, ``actor_id`` and ``data``; ids are made here.
+    """
+    if not events:
+        return
+    rows = [{"id": new_id(), **{f: e.get(f) for f in _EVENT_FIELDS}} for e in events]
+    for row in rows:
+        if row["data"] is None:
+            row["data"] = {}
+    conn = await session.connection()
+    if conn.dialect.name == "postgresql":
+        await conn.execute(_INSERT_EVENTS_PG, {"rows": json.dumps(rows), "now": now})
+        return
+    await conn.execute(sa.insert(EVENTS), [{**row, "created_at": now} for row in rows])
+
+
 _CLAIM_PURPOSES_PG = sa.text(
     "INSERT INTO payments_purpose_paid (purpose_key, order_id, created_at) "
     "SELECT v.k, v.o, :now FROM json_to_recordset(CAST(CAST(:rows AS text) AS json)) AS v(k text, o text) "

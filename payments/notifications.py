@@ -19,12 +19,12 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_api.core.db import UTCDateTime, lock_for_writing, new_id, utcnow
+from app_api.core.db import UTCDateTime, lock_for_writing, utcnow
 from app_api.core.jobs import outbox
 from app_api.core.logging import request_id_var
 from app_api.platform import audit
-from payments.ledger import apply_payment, claim_purposes, locked_order
-from payments.models import EVENTS, NOTIFICATIONS, ORDERS, PENDING, OrderStatus
+from payments.ledger import apply_payment, claim_purposes, insert_events, locked_order
+from payments.models import NOTIFICATIONS, ORDERS, PENDING, OrderStatus
 from payments.providers.base import Notification, NotificationKind, TradeState
 from payments.refunds import apply_refund_notification
 
@@ -276,15 +276,12 @@ async def apply_notifications(
         )
         events.append(
             {
-                "id": new_id(),
                 "order_id": order.id,
                 "kind": "transition",
                 "from_status": order.status,
                 "to_status": OrderStatus.PAID.value,
-                "actor_id": None,
                 "source": source,
                 "data": {"txn": note.transaction_id, "amount_fen": note.amount_fen, "late": False},
-                "created_at": now,
             }
         )
         token = request_id_var.set(it.request_id)
@@ -309,7 +306,7 @@ async def apply_notifications(
             changed = (await conn.execute(_PAY_ORDERS, updates)).rowcount
         if changed != len(updates):  # impossible with the rows locked; never credit on a doubt
             raise RuntimeError(f"paid {changed} of {len(updates)} locked pending orders")
-        await conn.execute(sa.insert(EVENTS), events)
+        await insert_events(session, events, now=now)
         # One job tells the columns about the whole batch (each order still exactly once).
         await outbox.enqueue(session, "payments.notify_columns", order_ids=[e["order_id"] for e in events])
     for i, it in sorted(slow, key=lambda pair: pair[0]):

@@ -2,8 +2,9 @@
 
 Always in public-key mode (``public_key`` + ``public_key_id``): without it the SDK downloads
 platform certificates at start-up. Quirks handled here:
-- ``callback()`` accepts notifications with any timestamp: we verify the signature ourselves, refuse
-  timestamps more than ``max_skew_s`` away from now, and refuse a signed message already applied
+- ``callback()`` accepts notifications with any timestamp (and verifies, parses and decrypts with
+  new objects each time): notifications are verified and decrypted here with keys prepared once; we
+  refuse timestamps more than ``max_skew_s`` away from now and a signed message already applied
   (replay guard: looked up on arrival, remembered only once verified, decrypted, checked and
   applied, see ``applied``).
 - ``trade_bill`` returns a download URL with a SHA1 of the bill that ``download_bill`` never
@@ -13,7 +14,9 @@ platform certificates at start-up. Quirks handled here:
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import functools
 import gzip
 import hashlib
 import hmac
@@ -276,8 +279,6 @@ class WeChatPayV3Provider:
         }
 
     async def parse_notification(self, headers: Mapping[str, str], body: bytes) -> Notification:
-        from wechatpayv3.utils import rsa_verify
-
         if len(body) > MAX_NOTIFICATION_BYTES:
             raise MalformedNotification("notification too large")
         h = {k.lower(): v for k, v in headers.items()}
@@ -293,7 +294,7 @@ class WeChatPayV3Provider:
             text = body.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise MalformedNotification("body is not UTF-8") from exc
-        if not rsa_verify(timestamp, nonce, text, signature, self._public_key):
+        if not self._signed(timestamp, nonce, text, signature):
             raise BadSignature("signature does not match")
         if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > self.config.max_skew_s:
             raise StaleNotification(f"timestamp {timestamp} outside ±{self.config.max_skew_s}s")
@@ -303,25 +304,16 @@ class WeChatPayV3Provider:
         # processing failed is processed again.
         if await self.replay_guard.seen(replay_key):
             raise ReplayedNotification("this signed notification was already applied")
+        # The SDK's ``callback`` would verify the same signature again and parse the body three
+        # times; its decryption is done here once (same checks: an encrypted resource, AES-256-GCM,
+        # nonce and ciphertext present, the tag matching our APIv3 key).
         try:
             envelope = json.loads(text)
-            result = self._client.callback(
-                headers={
-                    "Wechatpay-Signature": signature,
-                    "Wechatpay-Timestamp": timestamp,
-                    "Wechatpay-Nonce": nonce,
-                    "Wechatpay-Serial": serial,
-                    "Wechatpay-Signature-Type": SIGNATURE_TYPE,
-                },
-                body=text,
-            )
+            resource: Any = self._decrypt_resource(envelope) if isinstance(envelope, dict) else None
         except (ValueError, TypeError) as exc:
             raise MalformedNotification(f"not JSON: {exc}") from exc
-        except Exception as exc:
-            raise MalformedNotification(str(exc)) from exc
-        if not isinstance(envelope, dict) or not result or not isinstance(result.get("resource"), dict):
+        if not isinstance(resource, dict):
             raise BadSignature("resource does not decrypt with our APIv3 key")
-        resource: dict[str, Any] = result["resource"]
         event = str(envelope.get("event_type", ""))
         if event.startswith("REFUND."):
             return replace(self._refund_notification(resource, envelope), replay_key=replay_key)
@@ -349,6 +341,49 @@ class WeChatPayV3Provider:
             raw={"event_type": event, "id": envelope.get("id"), "resource": resource},
             replay_key=replay_key,
         )
+
+    def _signed(self, timestamp: str, nonce: str, text: str, signature: str) -> bool:
+        """wechatpayv3's ``rsa_verify``: SHA256withRSA (PKCS#1 v1.5) over timestamp, nonce and body."""
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
+        from cryptography.hazmat.primitives.hashes import SHA256
+
+        try:
+            self._public_key.verify(
+                base64.b64decode(signature), f"{timestamp}\n{nonce}\n{text}\n".encode(), PKCS1v15(), SHA256()
+            )
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
+    @functools.cached_property
+    def _aesgcm(self) -> Any:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        return AESGCM(self.config.apiv3_key.encode("utf-8"))
+
+    def _decrypt_resource(self, envelope: dict[str, Any]) -> Any:
+        """The decrypted ``resource`` of a verified envelope, parsed; None if it does not decrypt."""
+        from cryptography.exceptions import InvalidTag
+
+        if envelope.get("resource_type") != "encrypt-resource":
+            return None
+        sealed = envelope.get("resource")
+        if not isinstance(sealed, dict):
+            return None
+        if sealed.get("algorithm") != "AEAD_AES_256_GCM":
+            raise MalformedNotification(f"unsupported resource algorithm {sealed.get('algorithm')!r}")
+        nonce, ciphertext = sealed.get("nonce"), sealed.get("ciphertext")
+        if not (nonce and ciphertext):
+            return None
+        associated = sealed.get("associated_data") or ""
+        try:
+            plain = self._aesgcm.decrypt(
+                str(nonce).encode("utf-8"), base64.b64decode(ciphertext), str(associated).encode("utf-8")
+            )
+        except InvalidTag:
+            return None
+        return json.loads(plain.decode("utf-8"))
 
     def _refund_notification(self, resource: dict[str, Any], envelope: dict[str, Any]) -> Notification:
         try:
