@@ -225,3 +225,43 @@ async def test_late_notification_arrives_after_the_delay(v2, receiver):
     assert result["deliveries"] == [] and receiver.accepted == []
     await wait_for(lambda: any(n.out_trade_no == out for n in receiver.accepted))
     assert [n.out_trade_no for n in receiver.accepted if n.out_trade_no == out] == [out]
+
+
+@pytest.mark.parametrize(
+    ("body", "fields"),
+    [
+        (b"<xml><a>1</a><b><![CDATA[x y]]></b></xml>", {"a": "1", "b": "x y"}),
+        (b"<xml><a> 1 </a><b></b><c>  </c></xml>", {"a": "1"}),  # stripped; empty ones left out
+        ("<xml><a>水费</a><b>&amp;&lt;</b></xml>".encode(), {"a": "水费", "b": "&<"}),
+        (b"<?xml version='1.0' encoding='utf-8'?><xml><a>x\n y</a></xml>", {"a": "x\n y"}),
+        (b"<xml><a></a></xml>", {}),
+    ],
+)
+def test_flat_xml_read_as_before(body, fields):
+    from payments.providers.wechat_v2 import parse_xml
+
+    assert parse_xml(body) == fields
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<xml></xml>",
+        b"<xml> only text </xml>",
+        b"<root><a>1</a></root>",
+        b"<xml><a>1</a><a>2</a></xml>",  # repeated
+        b"<xml><a></a><a>2</a></xml>",
+        b"<xml><a>1</a><a></a></xml>",
+        b"<xml><a k='v'>1</a></xml>",  # an attribute on a field
+        b"<xml><a><b>1</b></a></xml>",  # nested
+        b"<xml><a>1<b/></a></xml>",
+        b"<xml><a>1</a>",  # unclosed
+        b"<xml><a>1</a></xml><b/>",
+    ],
+)
+def test_flat_xml_refuses_structure(body):
+    from payments.providers.base import MalformedNotification
+    from payments.providers.wechat_v2 import parse_xml
+
+    with pytest.raises(MalformedNotification):
+        parse_xml(body)
