@@ -308,7 +308,8 @@ def wrk(
     errors = int(non2xx.group(1)) if non2xx else 0
     if sock:
         errors += sum(int(g) for g in sock.groups())
-    p99 = re.search(r"99%\s+(\S+)", out)
+    # The latency distribution's line, not a "+/- Stdev" column that ends in 99% (e.g. 1.99%).
+    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)
     return Load(float(found.group(1)), p99.group(1) if p99 else "?", errors, out)
 
 
