@@ -8,6 +8,12 @@ size of every process of the server read from /proc (Linux): each api worker, th
 there is one, and any face-engine process (there should be none: they start on the first face
 check). Goals (issue 19): import <= 3 s, idle RSS <= 150 MB per api worker. Figures, not pass/fail.
 
+Bytecode: as in the image (``UV_COMPILE_BYTECODE=1``) and ``make run`` (which unexports
+``PYTHONDONTWRITEBYTECODE``), modules load from compiled bytecode: the measured processes write and
+read it under a private ``PYTHONPYCACHEPREFIX`` in the temporary directory (nothing written into the
+checkout or the venv), warmed by one unmeasured import. ``--no-bytecode-cache`` measures instead
+every module compiled from source, as a shell with ``PYTHONDONTWRITEBYTECODE=1`` and no caches does.
+
 The database and Redis are a fresh SQLite file in a temporary directory and the in-process
 stand-in unless ``--database-url`` / ``--redis-url`` say otherwise (never the shared ``test``
 database: name your own). The environment is the caller's (``WOJIA_ENVIRONMENT``, development by
@@ -75,8 +81,10 @@ def cmdline(pid: int) -> str:
     return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
 
 
-def measure_import(env: dict[str, str], root: Path, rounds: int) -> tuple[float, float]:
+def measure_import(env: dict[str, str], root: Path, rounds: int, warm: bool) -> tuple[float, float]:
     walls, cpus = [], []
+    if warm:  # fills the bytecode cache; not measured
+        subprocess.run([sys.executable, "-c", _IMPORT], env=env, cwd=root, capture_output=True, check=True)
     for _ in range(rounds):
         out = subprocess.run(
             [sys.executable, "-c", _IMPORT], env=env, cwd=root, capture_output=True, text=True, check=True
@@ -149,6 +157,11 @@ def main() -> None:
     ap.add_argument("--database-url", default="", help="default: a fresh SQLite file")
     ap.add_argument("--redis-url", default="", help="default: the in-process stand-in")
     ap.add_argument("--root", type=Path, default=ROOT, help="the checkout to measure")
+    ap.add_argument(
+        "--no-bytecode-cache",
+        action="store_true",
+        help="compile every module from source in every process (default: a private bytecode cache)",
+    )
     ap.add_argument("--json", action="store_true", default=json_requested(), help="print final BENCH lines")
     args = ap.parse_args()
     if args.database_url and args.database_url.rsplit("/", 1)[-1].split("?")[0] == "test":
@@ -164,12 +177,19 @@ def main() -> None:
             "WOJIA_REDIS_URL": args.redis_url or "memory://",
             "WOJIA_LOG_JSON": "false",
         }
-        wall, cpu = measure_import(env, root, args.rounds)
+        if args.no_bytecode_cache:
+            env["PYTHONDONTWRITEBYTECODE"] = "1"
+        else:
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
+            env["PYTHONPYCACHEPREFIX"] = f"{tmp}/pycache"
+        wall, cpu = measure_import(env, root, args.rounds, warm=not args.no_bytecode_cache)
         procs = measure_idle(env, root, args.workers, args.settle)
     load = os.getloadavg()[0]
     workers = [mb for role, mb in procs if role == "api worker"]
     print(f"checkout: {root}  environment: {os.environ.get('WOJIA_ENVIRONMENT', 'development')}")
     print(f"database: {args.database_url or 'SQLite (fresh)'}  redis: {args.redis_url or 'memory://'}")
+    cache = "none (compiled from source)" if args.no_bytecode_cache else "private cache, warmed"
+    print(f"bytecode: {cache}")
     print(f"load average at the end: {load:.2f} on {os.cpu_count()} CPUs")
     print()
 
