@@ -51,10 +51,10 @@ NAV: list[tuple[str, str, str]] = [
     ("agent", "代办服务", f"{WORKBENCH}agent/"),
     ("agent", "批量代办", f"{WORKBENCH}agent/batch"),
     ("admin", "栏目管理", f"{WORKBENCH}admin/columns"),
+    ("admin", "第三方栏目", f"{WORKBENCH}admin/external-columns"),
     ("admin", "人员与角色", f"{WORKBENCH}admin/staff"),
     ("admin", "审计核验", f"{WORKBENCH}admin/audit"),
     ("finance", "财务对账", "/api/v1/payments/finance/console"),
-    ("admin", "第三方栏目", f"{WORKBENCH}admin/external-columns"),
 ]
 
 WorkbenchStaff = Annotated[Principal, Depends(require_console_roles(*STAFF_ROLES))]
