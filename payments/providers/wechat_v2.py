@@ -145,6 +145,10 @@ class _FlatXml:
             self.root_text.append(data)
 
 
+def _refuse_dtd(*_: object) -> None:
+    raise ValueError("DTDs are not accepted")
+
+
 def parse_xml(body: bytes) -> dict[str, str]:
     """Parse a flat v2 ``<xml>`` document; refuse DTDs (entity expansion) and nested junk."""
     if len(body) > MAX_NOTIFICATION_BYTES:
@@ -153,6 +157,9 @@ def parse_xml(body: bytes) -> dict[str, str]:
         raise MalformedNotification("DTDs are not accepted")
     flat = _FlatXml()
     parser = ParserCreate()
+    # The byte check above misses a DTD in another encoding (UTF-16 with its BOM): expat refuses it here.
+    parser.StartDoctypeDeclHandler = _refuse_dtd
+    parser.EntityDeclHandler = _refuse_dtd
     parser.StartElementHandler = flat.start
     parser.EndElementHandler = flat.end
     parser.CharacterDataHandler = flat.chars

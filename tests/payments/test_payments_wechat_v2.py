@@ -265,3 +265,16 @@ def test_flat_xml_refuses_structure(body):
 
     with pytest.raises(MalformedNotification):
         parse_xml(body)
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16", "utf-16-be"])
+def test_a_dtd_is_refused_in_any_encoding(encoding):
+    """Entity declarations (expansion bombs, external entities) are refused before anything is read,
+    also where the byte check cannot see them (UTF-16)."""
+    from payments.providers.base import MalformedNotification
+    from payments.providers.wechat_v2 import parse_xml
+
+    text = f'<?xml version="1.0" encoding="{encoding.upper()}"?>'
+    text += '<!DOCTYPE xml [<!ENTITY a "aaaa">]><xml><return_code>&a;</return_code></xml>'
+    with pytest.raises(MalformedNotification, match=r"DTD|not XML"):
+        parse_xml(text.encode(encoding))
