@@ -20,7 +20,7 @@ released to the in-process worker, and its delivery is measured on its own (stat
 and CPU per notification).
 
 Run: .venv/bin/python bench/gov_services_submit.py [submissions per round] [concurrency] [rounds]
-Needs PostgreSQL: ``BENCH_PG`` (default postgresql+asyncpg://postgres@127.0.0.1:5432/test) is the
+Needs PostgreSQL: ``BENCH_PG`` (default postgresql+asyncpg://postgres@127.0.0.1:5432/postgres) is the
 admin DSN, used only to create a scratch database and drop it at the end. Figures, not pass/fail.
 """
 
@@ -37,7 +37,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-BASE = os.environ.get("BENCH_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+BASE = os.environ.get("BENCH_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
 SCRATCH = f"wojia_bench_gov_{uuid.uuid4().hex[:8]}"
 os.environ["WOJIA_DATABASE_URL"] = BASE.rsplit("/", 1)[0] + f"/{SCRATCH}"
 os.environ.setdefault("WOJIA_ENVIRONMENT", "test")
