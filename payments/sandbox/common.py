@@ -150,9 +150,13 @@ class Notifier:
                 try:
                     response = await client.post(note.url, content=note.body, headers=note.headers)
                     status, content = response.status_code, response.content
-                except httpx.HTTPError as exc:
-                    log.warning("sandbox notification to %s failed: %s", note.url, exc)
-                    status, content = None, str(exc).encode()
+                except Exception as exc:
+                    # Whatever went wrong, the notification was not delivered and the provider goes on
+                    # (retries on request): not only httpx's errors. A connection torn down while it is
+                    # being set up (a merchant server stopping) can surface from anyio as an
+                    # AttributeError; that made this sandbox answer 500 to the one who paid.
+                    log.warning("sandbox notification to %s failed: %r", note.url, exc)
+                    status, content = None, (str(exc) or repr(exc)).encode()
                 record = DeliveryRecord(
                     label=note.label,
                     url=note.url,
