@@ -16,7 +16,7 @@ from sqlalchemy.orm.base import manager_of_class
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_api.core import paging
+from app_api.core import paging, write_batch
 from app_api.core.clock import CHINA_TZ
 from app_api.core.db import new_id, utcnow
 from app_api.core.errors import IdentityLevelRequired, ValidationFailed
@@ -129,7 +129,8 @@ def _persistent_draft(session: AsyncSession, row: dict[str, Any], given: set[str
 
 
 # Built once: the engine caches its compiled form (no statement construction per submission).
-_EVENTS_INSERT = sa.insert(Event.__table__)  # type: ignore[attr-defined]
+_EVENTS_TABLE: sa.Table = Event.__table__  # type: ignore[attr-defined]
+_EVENTS_INSERT = sa.insert(_EVENTS_TABLE)
 
 
 async def _timeline_entry(
@@ -176,8 +177,9 @@ async def _timeline_entry(
 async def _write_timeline(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     """The timeline rows kept so far, in one INSERT (then forgotten)."""
     if rows:
-        conn = await session.connection()
-        await conn.execute(_EVENTS_INSERT, rows)
+        if not write_batch.queue(session, _EVENTS_TABLE, list(rows)):
+            conn = await session.connection()
+            await conn.execute(_EVENTS_INSERT, rows)
         rows.clear()
 
 
@@ -488,7 +490,9 @@ async def one_tap(
     The draft is inserted by this transaction, so no other request can see it until the commit:
     its move to ``submitted`` needs no compare-and-set, and is written in the same UPDATE as the
     prefilled form. About a dozen statements in all (``tests/columns/gov_services/
-    test_submit_statements.py`` guards the count)."""
+    test_submit_statements.py`` guards the count). Its append-only rows (consents, access log,
+    timeline, message, job, audit) are written together at the commit (``write_batch``)."""
+    write_batch.defer(session)
     try:
         # The account read with the item: its ID number for the reads below, its birth date for the
         # conditions (the session finds it while it stays referenced here).

@@ -251,7 +251,7 @@ async def test_a_read_of_our_own_records_is_logged_and_chained(
     _, reviewer_id = await make_staff(client, login, department=DEPARTMENT)
     officer = Principal(id=reviewer_id, roles=("reviewer",), identity_level=0, department=DEPARTMENT)
     async with session_scope() as s:
-        row = await record_read(
+        log_id = await record_read(
             s,
             actor=Actor.of(officer, subject_account_id=r.account_id),
             subject_account_id=r.account_id,
@@ -260,7 +260,6 @@ async def test_a_read_of_our_own_records_is_logged_and_chained(
             application_ref="BZ20261203000042",
             fields=["form", "uploads"],
         )
-        log_id = row.id
     (item,) = [x for x in await _reads(client, r) if not x["by_self"]]
     assert item["actor"] == f"{DEPARTMENT} 审核人员（办件 BZ20261203000042）"
     assert item["purpose_name"] == "政务服务办件审核" and item["record_name"] == "办件材料"

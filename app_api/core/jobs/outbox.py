@@ -34,6 +34,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session, SessionTransaction
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app_api.core import write_batch
 from app_api.core.db import sessionmaker, utcnow
 from app_api.core.jobs.broker import broker
 from app_api.core.jobs.models import JobStatus, OutboxMessage
@@ -56,7 +57,7 @@ async def enqueue(
     msg = OutboxMessage(task_name=task_name, arguments=kwargs)
     if _job_id is not None:
         msg.id = _job_id
-    session.add(msg)
+    write_batch.add(session, msg)
     _after_commit(session, [msg.id])
     return msg.id
 

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app_api.core import write_batch
 from app_api.core.db import utcnow
 from app_api.core.logging import request_id_var
 from app_api.platform.audit.models import GENESIS, AuditEvent, AuditHead
@@ -80,31 +81,33 @@ _RESERVE = (
     .values(seq=_HEAD.c.seq + sa.bindparam("n_events", type_=sa.BigInteger), updated_at=sa.bindparam("now"))
     .returning(_HEAD.c.seq, _HEAD.c.hash)
 )
-_APPEND = sa.insert(AuditEvent.__table__)  # type: ignore[attr-defined]
+_EVENTS: sa.Table = AuditEvent.__table__  # type: ignore[attr-defined]
 _LINK = sa.update(_HEAD).where(_HEAD.c.id == 1).values(hash=sa.bindparam("last_hash"))
 
 
-@event.listens_for(Session, "before_commit")
-def _append_pending(session: Session) -> None:
+@write_batch.contribute
+def _append_pending(session: Session) -> write_batch.Contribution | None:
+    """At the commit: the queued entries join the chain. The head row's update reserves their
+    sequence numbers and returns the last hash (its lock, held to the commit, orders concurrent
+    appends); the entries and the head's new hash are written with the unit of work's other queued
+    rows (on PostgreSQL, one statement)."""
     pending: list[dict[str, Any]] = session.info.pop(_PENDING, [])
     if not pending:
-        return
+        return None
     n = len(pending)
-    # The head row's lock (held to the commit) orders concurrent appends.
     row = session.execute(_RESERVE, {"n_events": n, "now": utcnow()}).first()
     if row is None:
         raise RuntimeError("audit head row missing: run the migrations")
     last_seq, prev = int(row[0]) - n, str(row[1])
-    events: list[dict[str, Any]] = []
+    events: list[tuple[sa.Table, dict[str, Any]]] = []
     for i, e in enumerate(pending, start=1):
         seq = last_seq + i
         h = _digest(
             prev, seq, e["at"], e["action"], e["actor_id"], e["subject_type"], e["subject_id"], e["data"]
         )
-        events.append({"seq": seq, "prev_hash": prev, "hash": h, **e})
+        events.append((_EVENTS, {"seq": seq, "prev_hash": prev, "hash": h, **e}))
         prev = h
-    session.execute(_APPEND, events)
-    session.execute(_LINK, {"last_hash": prev})
+    return events, _LINK, {"last_hash": prev}
 
 
 # after_soft_rollback with the outermost transaction: "after_rollback" also fires when a SAVEPOINT

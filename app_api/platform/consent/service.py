@@ -5,7 +5,7 @@ import datetime as dt
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_api.core import paging
+from app_api.core import paging, write_batch
 from app_api.core.db import utcnow
 from app_api.core.errors import AppError, NotFound
 from app_api.platform import audit
@@ -42,8 +42,8 @@ async def grant(
         granted_via=granted_via,
         expires_at=utcnow() + ttl if ttl else None,
     )
-    session.add(c)
-    if flush:
+    # Queued for the commit when the unit of work defers its writes (``require`` finds it meanwhile).
+    if not write_batch.add(session, c) and flush:
         await session.flush()
     await audit.record(
         session,
@@ -90,7 +90,9 @@ async def require(
     grantee: str | None = None,
 ) -> Consent:
     """The consent must exist, belong to this resident, be live, and cover the purpose and scopes."""
-    c = await session.get(Consent, consent_id) if consent_id else None
+    c = write_batch.held(session, Consent, consent_id) if consent_id else None
+    if c is None and consent_id:
+        c = await session.get(Consent, consent_id)
     if c is None or c.account_id != account_id or not is_valid(c):
         raise ConsentRequired("未找到有效的授权，请先同意授权", purpose=purpose)
     if c.purpose != purpose or (grantee is not None and c.grantee not in (None, grantee)):

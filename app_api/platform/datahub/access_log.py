@@ -15,12 +15,13 @@ resident's data.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_api.core import paging
+from app_api.core import paging, write_batch
+from app_api.core.db import new_id, utcnow
 from app_api.platform import audit
 from app_api.platform.accounts.models import Account
 from app_api.platform.accounts.principal import Principal
@@ -165,7 +166,7 @@ async def record_read(
     registry: bool = False,
     audited: bool = True,
     flush: bool = True,
-) -> DataAccessLog:
+) -> str:
     """Record one read of a resident's data (in the caller's transaction): the access row the
     resident sees and its audit-chain entry. ``subject_hash`` is the ID number's lookup hash
     (``service.id_hash``) for a registry record; a read of our own records (an application, the
@@ -174,38 +175,45 @@ async def record_read(
     ``application_ref`` is the application the read serves, as the resident knows it (the 办件编号).
     ``audited=False`` only for a caller that writes its own audit entry for the same read.
     ``flush=False`` leaves the row to the session's next flush (several reads' rows in one INSERT).
+    In a unit of work that defers its writes (``write_batch``) the row is queued for the commit.
+    Returns the row's id.
     """
-    row = DataAccessLog(
-        accessor_id=actor.accessor_id,
-        actor_kind=actor.kind,
-        actor_org=actor.org,
-        mandate_id=actor.mandate_id,
-        job=actor.job,
-        application_ref=application_ref,
-        subject_account_id=subject_account_id,
-        subject_hash=subject_hash or subject_account_id or "",
-        record_type=record_type,
-        purpose=purpose,
-        consent_id=consent_id,
-        fields=list(fields or []),
-        found=found,
-    )
-    session.add(row)
-    if flush:
-        await session.flush()
+    row_id = new_id()
+    values: dict[str, Any] = {
+        "id": row_id,
+        "accessor_id": actor.accessor_id,
+        "actor_kind": actor.kind,
+        "actor_org": actor.org,
+        "mandate_id": actor.mandate_id,
+        "job": actor.job,
+        "application_ref": application_ref,
+        "subject_account_id": subject_account_id,
+        "subject_hash": subject_hash or subject_account_id or "",
+        "record_type": record_type,
+        "purpose": purpose,
+        "consent_id": consent_id,
+        "fields": list(fields or []),
+        "found": found,
+        "at": utcnow(),
+    }
+    # Queued as a plain row (no ORM object to build) when the unit of work defers its writes.
+    if not write_batch.queue(session, _TABLE, [values]):
+        session.add(DataAccessLog(**values))
+        if flush:
+            await session.flush()
     if audited:
         await audit.record(
             session,
             action=REGISTRY_READ if registry else DATA_READ,
-            actor_id=actor.id or row.accessor_id,
+            actor_id=actor.id or actor.accessor_id,
             subject_type="datahub_access",
-            subject_id=row.id,
+            subject_id=row_id,
             data={
                 "subject_account_id": subject_account_id,
                 "record_type": record_type,
                 "purpose": purpose,
                 "consent_id": consent_id,
-                "fields": row.fields,
+                "fields": values["fields"],
                 "found": found,
                 "actor_kind": actor.kind,
                 "actor_org": actor.org,
@@ -214,7 +222,10 @@ async def record_read(
                 "application_ref": application_ref,
             },
         )
-    return row
+    return row_id
+
+
+_TABLE = DataAccessLog.__table__  # type: ignore[attr-defined]
 
 
 async def _station_names(session: AsyncSession, ids: set[str]) -> dict[str, str]:

@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+import sqlalchemy as sa
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -184,16 +185,19 @@ def _cert_of(r: ECertificate) -> Certificate:
     )
 
 
+# The local records' reads, built once (the engine caches their compiled form).
+_PERSON = select(PopulationRecord).where(PopulationRecord.id_number_hash == sa.bindparam("h"))
+_ISSUED = select(ECertificate).where(
+    ECertificate.holder_id_hash == sa.bindparam("h"), ECertificate.state == "issued"
+)
+
+
 class LocalDatahub:
     """The records in our own database (the embedded default): the certificate table is the library
     itself, so a certificate is in it once its row leaves ``pending``."""
 
     async def person(self, session: AsyncSession, id_number: str) -> PersonRecord | None:
-        r = (
-            await session.exec(
-                select(PopulationRecord).where(PopulationRecord.id_number_hash == id_hash(id_number))
-            )
-        ).first()
+        r = (await session.exec(_PERSON, params={"h": id_hash(id_number)})).first()
         return _person_of(r) if r else None
 
     async def legal_persons(self, session: AsyncSession, rep_id_number: str) -> list[LegalPerson]:
@@ -205,13 +209,7 @@ class LocalDatahub:
         return [_legal_of(r) for r in rows]
 
     async def certificates(self, session: AsyncSession, id_number: str) -> list[Certificate]:
-        rows = (
-            await session.exec(
-                select(ECertificate).where(
-                    ECertificate.holder_id_hash == id_hash(id_number), ECertificate.state == "issued"
-                )
-            )
-        ).all()
+        rows = (await session.exec(_ISSUED, params={"h": id_hash(id_number)})).all()
         return [_cert_of(r) for r in rows]
 
     async def issue_certificate(self, session: AsyncSession, order: IssueOrder) -> None:

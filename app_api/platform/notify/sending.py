@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm.util import identity_key
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app_api.core import write_batch
 from app_api.core.db import new_id, utcnow
 from app_api.core.jobs import outbox
 from app_api.platform.notify.models import Notification, NotifyPreference
@@ -91,8 +92,9 @@ async def post(
         "claimed_until": None,
         "provider_message_id": None,
     }
-    conn = await session.connection()
-    await conn.execute(_INSERT, row)
+    if not write_batch.queue(session, _TABLE, [row]):
+        conn = await session.connection()
+        await conn.execute(_INSERT, row)
     if status == "pending":
         await outbox.enqueue(session, "app.notify_deliver", notification_id=row["id"])
     return str(row["id"])

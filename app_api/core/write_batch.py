@@ -1,0 +1,229 @@
+"""Write-behind inserts for one unit of work.
+
+A request that writes many append-only rows (timeline entries, consents, access-log rows, messages,
+outbox jobs, audit events) pays one round trip per table when each is written where it is made. A
+unit of work that opts in with ``defer(session)`` queues them instead (``queue`` / ``add``), and the
+commit writes them all at once, after the session's own (ORM) flush so that the rows they refer to
+exist:
+
+- PostgreSQL: one statement. Each table's multi-row INSERT is a data-modifying CTE of the last one
+  (or of a closing statement a contributor gives, such as the audit chain's head update). Foreign
+  keys are checked at the end of the statement, so the order of the CTEs does not matter to them.
+- SQLite: one multi-row INSERT per table, parents first (it has no data-modifying CTEs).
+
+Contributors (``contribute``) add rows and a closing statement at the commit: the audit chain
+reserves its sequence numbers (one statement that locks the head row) and hands its events and the
+head's new hash to the same statement as everything else.
+
+Nothing changes for a session that has not opted in: the writers write where they are called.
+
+What a deferred row is not: visible to a read of its own transaction before the commit, except
+through the session. A SELECT run with ``session.execute`` on a table with queued rows writes the
+queue first; a read on ``session.connection()`` directly does not (no caller here reads back what it
+queued). ``app_api.core.db.savepoint`` drops rows queued inside a savepoint that rolls back (the
+queue is a list on ``session.info``), and a rollback drops the whole queue: nothing half-written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from functools import cache, lru_cache
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
+from sqlalchemy.sql import util as sql_util
+from sqlalchemy.sql.expression import Executable
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+_QUEUE = "write_batch"
+_DEFER = "write_batch_defer"
+_FLUSHING = "write_batch_flushing"
+_HELD = "write_batch_held"
+# asyncpg's limit is 32,767 bind parameters per statement; stay well under it.
+_MAX_PARAMS = 20_000
+# Beyond this many rows one statement per table is cheaper than a statement compiled for the shape.
+_MAX_CTES = 64
+
+Row = dict[str, Any]
+T = TypeVar("T")
+# A contributor, called at the commit after the session's flush: rows to insert with the queue and
+# an optional closing statement with its parameters (or None when it has nothing to add).
+Contribution = tuple[list[tuple[sa.Table, Row]], Executable | None, dict[str, Any]]
+Contributor = Callable[[Session], Contribution | None]
+_CONTRIBUTORS: list[Contributor] = []
+
+
+def contribute(fn: Contributor) -> Contributor:
+    """Register a commit-time contributor (a decorator; once per function)."""
+    if fn not in _CONTRIBUTORS:
+        _CONTRIBUTORS.append(fn)
+    return fn
+
+
+def defer(session: AsyncSession | Session) -> None:
+    """Queue this transaction's append-only rows until its commit (see the module's docstring)."""
+    sync = session.sync_session if isinstance(session, AsyncSession) else session
+    sync.info[_DEFER] = True
+
+
+def deferring(session: AsyncSession | Session) -> bool:
+    sync = session.sync_session if isinstance(session, AsyncSession) else session
+    return bool(sync.info.get(_DEFER))
+
+
+def queue(session: AsyncSession, table: sa.Table, rows: Iterable[Row]) -> bool:
+    """Queue ``rows`` for ``table`` when the unit of work defers its writes; ``False`` (nothing
+    queued) when it does not, and the caller writes them itself."""
+    info = session.sync_session.info
+    if not info.get(_DEFER):
+        return False
+    info.setdefault(_QUEUE, []).extend((table, row) for row in rows)
+    return True
+
+
+def add(session: AsyncSession, obj: Any) -> bool:
+    """``session.add`` for a new append-only ORM object: its row is queued instead when the unit of
+    work defers its writes (``True``). The object then stays out of the session (transient): its
+    values are what was queued; ``held`` finds it until the transaction ends."""
+    if not queue(session, obj.__table__, [row_of(obj)]):
+        session.add(obj)
+        return False
+    session.sync_session.info.setdefault(_HELD, []).append(obj)
+    return True
+
+
+def held(session: AsyncSession, cls: type[T], ident: Any) -> T | None:
+    """The object of ``cls`` with primary key ``ident`` that this transaction queued with ``add``
+    (``session.get`` cannot see it before the commit)."""
+    for obj in session.sync_session.info.get(_HELD, ()):
+        if type(obj) is cls and getattr(obj, "id", None) == ident:
+            return obj
+    return None
+
+
+@cache
+def _columns(cls: Any) -> tuple[tuple[str, str], ...]:
+    mapper: Any = sa.inspect(cls)
+    return tuple((prop.key, prop.columns[0].key) for prop in mapper.column_attrs)
+
+
+def row_of(obj: Any) -> Row:
+    """The row an ORM object's INSERT would write (every mapped column, as set on the object)."""
+    cls: Any = type(obj)
+    return {column: getattr(obj, attr) for attr, column in _columns(cls)}
+
+
+def _ordered(entries: list[tuple[sa.Table, Row]]) -> list[tuple[sa.Table, Row]]:
+    """The rows, parents' tables before children's (stable within a table)."""
+    order = {t: i for i, t in enumerate(sa.schema.sort_tables({t for t, _ in entries}))}
+    return sorted(entries, key=lambda e: order[e[0]])
+
+
+@lru_cache(maxsize=256)
+def _combined(shape: tuple[tuple[sa.Table, tuple[str, ...]], ...], tail: Executable | None) -> Executable:
+    """One statement for rows of this shape (table and columns, row by row): each row's INSERT a
+    data-modifying CTE of the closing statement (or of the last INSERT). Built once per shape, with
+    named parameters, so the engine caches its compiled form (a multi-row VALUES has no cache key)."""
+    inserts = [
+        sa.insert(table).values({c: sa.bindparam(f"wb{i}_{c}", type_=table.c[c].type) for c in columns})
+        for i, (table, columns) in enumerate(shape)
+    ]
+    main: Any = tail if tail is not None else inserts.pop()
+    if inserts:
+        main = main.add_cte(*(ins.cte(f"wb_{i}") for i, ins in enumerate(inserts)))
+    return main  # type: ignore[no-any-return]
+
+
+def _write(
+    session: Session,
+    entries: list[tuple[sa.Table, Row]],
+    tail: Executable | None = None,
+    tail_params: dict[str, Any] | None = None,
+) -> None:
+    if not entries and tail is None:
+        return
+    rows = _ordered(entries)
+    session.info[_FLUSHING] = True
+    try:
+        if (
+            session.get_bind().dialect.name == "postgresql"
+            and sum(len(r) for _, r in rows) <= _MAX_PARAMS
+            and len(rows) <= _MAX_CTES
+        ):
+            params: dict[str, Any] = dict(tail_params or {})
+            for i, (_, row) in enumerate(rows):
+                params.update({f"wb{i}_{c}": v for c, v in row.items()})
+            shape = tuple((table, tuple(row)) for table, row in rows)
+            session.execute(_combined(shape, tail), params)
+            return
+        # One executemany per table and column set, in the same order.
+        groups: dict[tuple[sa.Table, tuple[str, ...]], list[Row]] = {}
+        for table, row in rows:
+            groups.setdefault((table, tuple(row)), []).append(row)
+        for (table, _), group in groups.items():
+            session.execute(sa.insert(table), group)
+        if tail is not None:
+            session.execute(tail, tail_params or {})
+    finally:
+        session.info.pop(_FLUSHING, None)
+
+
+def flush(session: AsyncSession | Session) -> None:
+    """Write what is queued now (sync; inside the session's greenlet), the ORM's changes first."""
+    sync = session.sync_session if isinstance(session, AsyncSession) else session
+    entries: list[tuple[sa.Table, Row]] = sync.info.pop(_QUEUE, [])
+    if entries:
+        if sync.new or sync.dirty or sync.deleted:
+            sync.flush()
+        _write(sync, entries)
+
+
+@event.listens_for(Session, "before_commit")
+def _at_commit(session: Session) -> None:
+    entries: list[tuple[sa.Table, Row]] = session.info.pop(_QUEUE, [])
+    if entries and (session.new or session.dirty or session.deleted):
+        session.flush()  # parents first: queued rows may refer to rows the ORM has not written
+    tail: Executable | None = None
+    tail_params: dict[str, Any] = {}
+    for contributor in _CONTRIBUTORS:
+        got = contributor(session)
+        if got is None:
+            continue
+        rows, closing, params = got
+        entries.extend(rows)
+        if closing is not None:
+            if tail is not None:  # one closing statement per commit; run the earlier one now
+                session.execute(tail, tail_params)
+            tail, tail_params = closing, params
+    _write(session, entries, tail, tail_params)
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _before_read(state: ORMExecuteState) -> None:
+    """A read through the session of a table with queued rows sees them: write the queue first."""
+    info = state.session.info
+    entries = info.get(_QUEUE)
+    if not entries or info.get(_FLUSHING) or not state.is_select:
+        return
+    queued = {t.name for t, _ in entries}
+    statement: Any = state.statement
+    if any(t.name in queued for t in sql_util.find_tables(statement, include_joins=True)):
+        flush(state.session)
+
+
+@event.listens_for(Session, "after_commit")
+def _done(session: Session) -> None:
+    session.info.pop(_DEFER, None)
+    session.info.pop(_HELD, None)
+
+
+# after_soft_rollback with the outermost transaction: "after_rollback" also fires when a SAVEPOINT
+# rolls back (``app_api.core.db.savepoint`` drops what was queued inside it).
+@event.listens_for(Session, "after_soft_rollback")
+def _dropped(session: Session, previous_transaction: SessionTransaction) -> None:
+    if previous_transaction.parent is None:
+        session.info.pop(_QUEUE, None)
+        session.info.pop(_DEFER, None)
+        session.info.pop(_HELD, None)
