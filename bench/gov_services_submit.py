@@ -57,6 +57,8 @@ GOAL_RATIO = 0.3
 
 # Which step of the tap a statement belongs to, by the table it touches (first match wins).
 PHASES = (
+    ("WITH wb_", "append-only rows + audit entries, one statement (at commit)"),
+    ("FROM gov_services_item", "item version + account + message preference"),
     ("app_audit_", "audit chain (at commit)"),
     ("app_consent", "consent"),
     ("app_datahub_person", "records: population"),
@@ -66,7 +68,6 @@ PHASES = (
     ("app_outbox", "notification"),
     ("gov_services_event", "timeline"),
     ("INSERT INTO gov_services_application", "draft"),
-    ("FROM gov_services_item", "draft (item version + account)"),
     ("FROM app_account", "account (ID number)"),
     ("UPDATE gov_services_application", "submit (form, status, clock)"),
     ("gov_services_upload", "materials check"),

@@ -14,7 +14,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_api.core.db import utcnow
 from app_api.core.errors import ValidationFailed
-from app_api.platform import audit
+from app_api.platform import audit, notify
 from app_api.platform.accounts.models import Account
 from columns.gov_services import catalogue_io
 from columns.gov_services.catalogue import CatalogueItem, seed_catalogue
@@ -216,17 +216,22 @@ async def get_item_for(
 ) -> tuple[Item, CatalogueItem, Account | None]:
     """An active item, its current version and the applicant's account: one statement (the version
     comes from memory once this process has seen it; versions never change). The one-tap
-    submission reads the account's ID number next."""
+    submission reads the account's ID number next. The same statement reads the resident's message
+    preference, which the submission's notice needs (``notify.preference_read``)."""
     row = (await session.exec(_ITEM_FOR, params={"code": code, "account_id": account_id})).first()
     if row is None:
         raise ItemNotFound(item_code=code)
+    if row[1] is not None:
+        notify.preference_read(session, account_id, row[2])
     return row[0], await load_version(session, row[0].current_version_id), row[1]
 
 
 # Built once (no statement construction per submission; the engine caches its compiled form).
 _ITEM_FOR = (
-    select(Item, Account)
+    select(Item, Account, notify.NotifyPreference)
+    .select_from(Item)
     .outerjoin(Account, col(Account.id) == sa.bindparam("account_id"))
+    .outerjoin(notify.NotifyPreference, col(notify.NotifyPreference.account_id) == col(Account.id))
     .where(Item.code == sa.bindparam("code"), col(Item.active).is_(True))
 )
 

@@ -170,3 +170,58 @@ async def test_without_deferring_the_rows_are_written_where_they_are_made() -> N
         with counted() as statements:
             await consent.grant(s, account_id=account.id, purpose="测试授权", scopes=["person.name"])
         assert any(st.startswith("INSERT INTO app_consent") for st in statements)
+
+
+async def test_a_queued_job_is_the_row_the_orm_would_have_written() -> None:
+    """``outbox.enqueue`` builds a deferred job's row itself: it must match the model's defaults."""
+    from app_api.core.jobs import outbox
+    from app_api.core.jobs.models import OutboxMessage
+
+    async with session_scope() as s:
+        plain = await outbox.enqueue(s, "tests.write_batch_probe", marker="plain")
+        await s.flush()
+        write_batch.defer(s)
+        queued = await outbox.enqueue(s, "tests.write_batch_probe", marker="queued")
+    async with sessionmaker()() as s:
+        a = await s.get(OutboxMessage, plain)
+        b = await s.get(OutboxMessage, queued)
+        assert a is not None and b is not None
+        ignore = {"id", "arguments", "created_at", "due_at", "dispatched_at", "status", "started_at"}
+        assert {k: v for k, v in a.model_dump().items() if k not in ignore} == {
+            k: v for k, v in b.model_dump().items() if k not in ignore
+        }
+        assert b.arguments == {"marker": "queued"} and b.task_name == "tests.write_batch_probe"
+        assert b.created_at == b.due_at
+
+
+async def test_a_preference_read_by_the_caller_is_not_read_again() -> None:
+    """A resident with no message preference: once the caller has said so
+    (``notify.preference_read``), ``notify.post`` applies the default quiet hours without reading,
+    and writes the same message as when it reads for itself."""
+    from app_api.platform import notify
+    from app_api.platform.notify.models import Notification
+
+    async with session_scope() as s:
+        account = _account()
+        s.add(account)
+    async with session_scope() as s:
+        read_itself = await notify.post(s, account_id=account.id, template="gov.submitted", params=_PARAMS)
+    async with session_scope() as s:
+        notify.preference_read(s, account.id, None)
+        with counted() as statements:
+            told = await notify.post(s, account_id=account.id, template="gov.submitted", params=_PARAMS)
+        assert not any("app_notify_preference" in st for st in statements)
+    async with sessionmaker()() as s:
+        a, b = await s.get(Notification, read_itself), await s.get(Notification, told)
+        assert a is not None and b is not None
+        assert (a.status, a.text) == (b.status, b.text)
+        if a.next_attempt_at is not None:  # inside quiet hours: both wait for the same end
+            assert a.next_attempt_at == b.next_attempt_at
+    # The next transaction reads again (the absence was known for one transaction only).
+    async with session_scope() as s:
+        with counted() as statements:
+            await notify.post(s, account_id=account.id, template="gov.submitted", params=_PARAMS)
+        assert any("app_notify_preference" in st for st in statements)
+
+
+_PARAMS = {"item": "高龄津贴申领", "number": "BZ20261204000001", "days": 5}

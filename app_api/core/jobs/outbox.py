@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_api.core import write_batch
-from app_api.core.db import sessionmaker, utcnow
+from app_api.core.db import new_id, sessionmaker, utcnow
 from app_api.core.jobs.broker import broker
 from app_api.core.jobs.models import JobStatus, OutboxMessage
 from app_api.core.jobs.settings import get_jobs_settings
@@ -54,12 +54,29 @@ async def enqueue(
     session: AsyncSession, task_name: str, /, *, _job_id: str | None = None, **kwargs: Any
 ) -> str:
     """Write a job in the session's transaction; it is sent when (and only if) the transaction commits."""
-    msg = OutboxMessage(task_name=task_name, arguments=kwargs)
-    if _job_id is not None:
-        msg.id = _job_id
-    write_batch.add(session, msg)
-    _after_commit(session, [msg.id])
-    return msg.id
+    job_id = _job_id or new_id()
+    if write_batch.deferring(session):
+        # Queued as a plain row for the commit (no ORM object to build).
+        now = utcnow()
+        row = {**_ROW_DEFAULTS, "id": job_id, "task_name": task_name, "arguments": kwargs}
+        write_batch.queue(session, _TABLE, [{**row, "created_at": now, "due_at": now}])
+    else:
+        session.add(OutboxMessage(id=job_id, task_name=task_name, arguments=kwargs))
+    _after_commit(session, [job_id])
+    return job_id
+
+
+# A new job's row, as ``OutboxMessage``'s defaults make it (``enqueue`` fills the rest).
+_ROW_DEFAULTS: dict[str, Any] = {
+    "status": JobStatus.pending.value,
+    "dispatched_at": None,
+    "lease_until": None,
+    "started_at": None,
+    "finished_at": None,
+    "attempts": 0,
+    "last_error": None,
+    "schedule": None,
+}
 
 
 def _after_commit(session: AsyncSession, ids: Iterable[str]) -> None:

@@ -33,7 +33,7 @@ from app_api.platform.notify.component import component
 from app_api.platform.notify.delivery import deliver_now
 from app_api.platform.notify.models import Notification, NotificationAttempt, NotifyPreference
 from app_api.platform.notify.preferences import preference_of, quiet_until, record_subscription
-from app_api.platform.notify.sending import post, send
+from app_api.platform.notify.sending import post, preference_read, send
 from app_api.platform.notify.settings import get_notify_settings
 from app_api.platform.notify.tasks import sweep
 from app_api.platform.notify.templates import TemplateSpec, register_template, templates
@@ -50,6 +50,7 @@ __all__ = [
     "get_notify_settings",
     "post",
     "preference_of",
+    "preference_read",
     "quiet_until",
     "record_subscription",
     "register_channel",

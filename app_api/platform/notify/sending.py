@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.orm.util import identity_key
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -100,12 +102,40 @@ async def post(
     return str(row["id"])
 
 
+def preference_read(session: AsyncSession, account_id: str, found: NotifyPreference | None) -> None:
+    """The caller read the resident's preference row with a statement of its own (``found``, or
+    ``None``: the resident has none): ``post`` in this transaction uses it instead of reading it
+    again."""
+    session.sync_session.info.setdefault(_READ, []).append((account_id, found))
+
+
+# Preferences read by callers in this transaction (a list on ``session.info``: a savepoint that
+# rolls back forgets what was read inside it; the transaction's end forgets all). It also keeps
+# the rows referenced: the session's identity map alone would let them go.
+_READ = "notify_preference_read"
+
+
+@event.listens_for(Session, "after_commit")
+def _forget_commit(session: Session) -> None:
+    session.info.pop(_READ, None)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_rollback(session: Session, previous_transaction: SessionTransaction) -> None:
+    if previous_transaction.parent is None:
+        session.info.pop(_READ, None)
+
+
 async def _quiet_hours(session: AsyncSession, account_id: str) -> tuple[bool, str, str]:
     """The resident's quiet hours: the preference this session holds (perhaps changed and not yet
     flushed), else its row, else the defaults (as ``preference_of``)."""
     held = session.sync_session.identity_map.get(identity_key(NotifyPreference, account_id))
     if isinstance(held, NotifyPreference):
         return held.quiet_hours_enabled, held.quiet_start, held.quiet_end
+    if any(a == account_id for a, _ in session.sync_session.info.get(_READ, ())):
+        # Read by the caller and absent (a row read would be in the identity map, above).
+        s = get_notify_settings()
+        return True, s.default_quiet_start, s.default_quiet_end
     conn = await session.connection()
     row = (await conn.execute(_QUIET, {"account_id": account_id})).first()
     if row is not None:

@@ -24,6 +24,10 @@ CERTS = (
     ("social_security_card", "社会保障卡"),
 )
 MAX_STATEMENTS = 15
+# On PostgreSQL the append-only rows and the audit entries are one statement at the commit
+# (``app_api.core.write_batch``): the item with the account and message preference, the draft, the
+# two registry reads, the application's update, the audit head's reservation, that statement.
+MAX_STATEMENTS_POSTGRES = 7
 
 
 @contextmanager
@@ -82,7 +86,7 @@ async def _resident(
 
 
 async def test_a_one_tap_submission_costs_at_most_fifteen_statements_and_the_resident_sees_it_submitted(
-    client: httpx.AsyncClient, login: LoginFn, gov_catalogue: None, held_jobs: list[str]
+    client: httpx.AsyncClient, login: LoginFn, gov_catalogue: None, held_jobs: list[str], is_postgres: bool
 ) -> None:
     from app_api.core.db import session_scope
     from app_api.core.jobs.models import OutboxMessage
@@ -99,6 +103,8 @@ async def test_a_one_tap_submission_costs_at_most_fifteen_statements_and_the_res
     assert resp.status_code == 201, resp.text
     listing = "\n".join(f"{i}. {s[:120]}" for i, s in enumerate(statements, 1))
     assert len(statements) <= MAX_STATEMENTS, f"{len(statements)} statements:\n{listing}"
+    if is_postgres:
+        assert len(statements) <= MAX_STATEMENTS_POSTGRES, f"{len(statements)} statements:\n{listing}"
 
     app = resp.json()
     assert app["status"] == "submitted" and app["submitted_at"] and app["due_at"]
