@@ -173,18 +173,18 @@ def _write(
 def flush(session: AsyncSession | Session) -> None:
     """Write what is queued now (sync; inside the session's greenlet), the ORM's changes first."""
     sync = session.sync_session if isinstance(session, AsyncSession) else session
+    if sync.info.get(_QUEUE) and (sync.new or sync.dirty or sync.deleted):
+        sync.flush()
     entries: list[tuple[sa.Table, Row]] = sync.info.pop(_QUEUE, [])
     if entries:
-        if sync.new or sync.dirty or sync.deleted:
-            sync.flush()
         _write(sync, entries)
 
 
 @event.listens_for(Session, "before_commit")
 def _at_commit(session: Session) -> None:
-    entries: list[tuple[sa.Table, Row]] = session.info.pop(_QUEUE, [])
-    if entries and (session.new or session.dirty or session.deleted):
+    if session.info.get(_QUEUE) and (session.new or session.dirty or session.deleted):
         session.flush()  # parents first: queued rows may refer to rows the ORM has not written
+    entries: list[tuple[sa.Table, Row]] = session.info.pop(_QUEUE, [])
     tail: Executable | None = None
     tail_params: dict[str, Any] = {}
     for contributor in _CONTRIBUTORS:

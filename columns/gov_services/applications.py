@@ -386,7 +386,9 @@ async def submit(
     address: dict[str, str] | None,
     actor_role: str = "resident",
 ) -> Application:
-    """Submit a draft. Submitting an already submitted application changes nothing (idempotent)."""
+    """Submit a draft. Submitting an already submitted application changes nothing (idempotent).
+    Its append-only rows (timeline, message, job, audit) are written together at the commit."""
+    write_batch.defer(session)
     app = await session.get(Application, app_id, with_for_update=True)
     if app is None or app.applicant_id != principal.id:
         raise ApplicationNotFound()
