@@ -22,7 +22,7 @@ def sandbox_app() -> ASGIApp | None:
 component = Component(
     name="payments",
     routers=(Mount(router.router_all),),
-    sandboxes=(Sandbox(SANDBOX_PREFIX, sandbox_app),),
+    sandboxes=(Sandbox(SANDBOX_PREFIX, sandbox_app, lazy=True),),
     models=(models,),
     # external_cashier: the open platform's cashier port and its paid hook, loaded with the tasks.
     tasks=(tasks, external_cashier),

@@ -39,11 +39,15 @@ class Sandbox:
     """A development-only protocol sandbox served at ``prefix``.
 
     ``build`` imports the sandbox and returns a router (included) or an ASGI app (mounted), or None
-    when the deployment's settings do not point at it.
+    when the deployment's settings do not point at it. ``lazy``: ``build`` returns an ASGI app or
+    None and is called on the first request under ``prefix`` instead of at start-up (a None then
+    answers 404, as an unmounted path does), so a worker that never serves the sandbox never
+    imports it.
     """
 
     prefix: str
     build: Callable[[], APIRouter | ASGIApp | None]
+    lazy: bool = False
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute, APIRouter
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app_api.core.component import API_PREFIX
 from app_api.core.errors import (
@@ -163,17 +164,42 @@ def mount_columns(app: FastAPI, settings: Settings) -> Registry:
     return Registry(loaded.columns, loaded.broken)
 
 
+class LazySandbox:
+    """An ASGI sandbox built on its first request (``Sandbox.lazy``, ``column.dev_sandbox``): an
+    idle worker does not import it (issue 19: the payments sandboxes, their providers and their
+    shared server were 5 MB and a thread in every development worker). ``build`` runs once, in the
+    event loop (it is synchronous); None answers 404 as an unmounted path does."""
+
+    def __init__(self, build: Callable[[], ASGIApp | None]) -> None:
+        self._build: Callable[[], ASGIApp | None] | None = build
+        self._app: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._build is not None:
+            self._app = self._build()
+            self._build = None
+        if self._app is None:
+            raise StarletteHTTPException(status_code=404)
+        await self._app(scope, receive, send)
+
+
 def mount_dev_sandboxes(app: FastAPI) -> None:
     """Development: serve the loopback sandboxes of the external systems the default settings point at.
 
     Components declare theirs (``Component.sandboxes``); a column offers its own as
-    ``column.dev_sandbox`` (a factory returning an ASGI app), mounted at ``/sandbox/<slug>``.
+    ``column.dev_sandbox`` (a factory returning an ASGI app), mounted at ``/sandbox/<slug>`` and
+    built on its first request.
     """
     mounted = {getattr(r, "path", None) for r in app.routes}
     for component in components():
         for box in component.sandboxes:
+            if box.prefix in mounted:
+                continue
+            if box.lazy:
+                app.mount(box.prefix, LazySandbox(box.build))
+                continue
             built = box.build()
-            if built is None or box.prefix in mounted:
+            if built is None:
                 continue
             if isinstance(built, APIRouter):
                 app.include_router(built, prefix=box.prefix)
@@ -181,7 +207,7 @@ def mount_dev_sandboxes(app: FastAPI) -> None:
                 app.mount(box.prefix, built)
     for column in app.state.columns.columns.values():
         if column.dev_sandbox is not None:
-            app.mount(f"/sandbox/{column.slug}", column.dev_sandbox())
+            app.mount(f"/sandbox/{column.slug}", LazySandbox(column.dev_sandbox))
 
 
 @contextlib.asynccontextmanager

@@ -138,11 +138,14 @@ def seed() -> None:
 
 
 def uvicorn_options(*, host: str, port: int, workers: int) -> dict[str, Any]:
-    """What ``wojia serve`` passes to uvicorn: no ``server`` banner, our own logging."""
+    """What ``wojia serve`` passes to uvicorn: no ``server`` banner, our own logging, and no
+    WebSocket protocol (the api serves none; uvicorn would otherwise load the websockets library in
+    every worker, about 3 MB, issue 19; an upgrade request is answered as plain HTTP)."""
     return {
         "host": host,
         "port": port,
         "workers": workers,
+        "ws": "none",
         "proxy_headers": True,
         "server_header": False,
         "log_config": None,

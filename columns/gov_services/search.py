@@ -27,8 +27,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from rapidfuzz import fuzz, process
-
 Field = Literal["name", "synonym", "keyword"]
 FIELD_WEIGHT: dict[str, float] = {"name": 1.0, "synonym": 0.97, "keyword": 0.86}
 MIN_SCORE = 60.0
@@ -142,6 +140,9 @@ class _Forms:
         return hits
 
     def fuzzy(self, needle: str, cutoff: float, limit: int) -> list[tuple[int, float]]:
+        # rapidfuzz (about 3 MB) loads with the first search, not in every api worker (issue 19).
+        from rapidfuzz import fuzz, process
+
         return [
             (fid, score)
             for _, score, fid in process.extract(
@@ -418,6 +419,8 @@ class CatalogueIndex:
 
 def _fuzzy_score(q: str, q_pinyin: str, term: _Term) -> tuple[float, bool]:
     """Score of one term against a Chinese query, and whether the term appears in the query."""
+    from rapidfuzz import fuzz
+
     t = term.text
     if len(t) >= 2 and t in q:
         return 80.0 + 12.0 * len(t) / len(q), True

@@ -10,10 +10,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import secrets
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from joserfc.jwk import ECKey, KeySet
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -21,6 +20,9 @@ from app_api.core.crypto import decrypt_str, encrypt_str
 from app_api.core.db import lock_for_writing, utcnow
 from app_api.platform import audit
 from app_api.platform.openplatform.models import SigningKey
+
+if TYPE_CHECKING:
+    from joserfc.jwk import ECKey, KeySet
 
 ALG = "ES256"
 # Access and ID tokens live this long; a retired key is published this long (plus a margin) after it.
@@ -33,6 +35,9 @@ def _aad(kid: str) -> str:
 
 
 async def _create(session: AsyncSession) -> SigningKey:
+    # joserfc loads with the first token, not in every api worker (issue 19).
+    from joserfc.jwk import ECKey
+
     kid = utcnow().strftime("%Y%m%d") + "-" + secrets.token_hex(4)
     key = ECKey.generate_key("P-256", parameters={"kid": kid, "alg": ALG, "use": "sig"}, private=True)
     row = SigningKey(
@@ -60,6 +65,8 @@ async def signing_key(session: AsyncSession) -> tuple[str, ECKey]:
         row = (await session.exec(select(SigningKey).where(col(SigningKey.retired_at).is_(None)))).first()
         if row is None:
             row = await _create(session)
+    from joserfc.jwk import ECKey
+
     data = json.loads(decrypt_str(row.private_enc, aad=_aad(row.kid)))
     return row.kid, ECKey.import_key(data)
 
@@ -96,4 +103,6 @@ async def published(session: AsyncSession) -> list[dict[str, Any]]:
 
 
 async def verification_keys(session: AsyncSession) -> KeySet:
+    from joserfc.jwk import KeySet
+
     return KeySet.import_key_set({"keys": await published(session)})

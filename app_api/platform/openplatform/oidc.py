@@ -24,8 +24,6 @@ from typing import Any
 import sqlalchemy as sa
 from authlib.oauth2.rfc6749 import errors as oauth_errors
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
-from joserfc import jwt
-from joserfc.errors import JoseError
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -470,6 +468,9 @@ async def exchange_code(
 async def _issue(
     session: AsyncSession, column: ExternalColumn, account: Account, code: AuthCode
 ) -> dict[str, Any]:
+    # joserfc (with keys.py) loads with the first token, not in every api worker (issue 19).
+    from joserfc import jwt
+
     now = utcnow()
     exp = now + keys.TOKEN_TTL
     kid, key = await keys.signing_key(session)
@@ -538,6 +539,9 @@ async def verify_access(session: AsyncSession, raw: str, *, audience: str | None
 
     ``audience``: the client the token is presented to; a token of another column is refused.
     """
+    from joserfc import jwt
+    from joserfc.errors import JoseError
+
     try:
         token = jwt.decode(raw, await keys.verification_keys(session), algorithms=[keys.ALG])
         jwt.JWTClaimsRegistry(iss={"essential": True, "value": issuer()}, exp={"essential": True}).validate(
