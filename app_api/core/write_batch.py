@@ -182,8 +182,11 @@ def flush(session: AsyncSession | Session) -> None:
 
 @event.listens_for(Session, "before_commit")
 def _at_commit(session: Session) -> None:
-    if session.info.get(_QUEUE) and (session.new or session.dirty or session.deleted):
-        session.flush()  # parents first: queued rows may refer to rows the ORM has not written
+    # The ORM's changes first, in every transaction: queued rows may refer to rows it has not
+    # written, and the audit chain's head row is then the last lock a transaction takes (held for
+    # two statements and the commit), in one order everywhere.
+    if session.new or session.dirty or session.deleted:
+        session.flush()
     entries: list[tuple[sa.Table, Row]] = session.info.pop(_QUEUE, [])
     tail: Executable | None = None
     tail_params: dict[str, Any] = {}
