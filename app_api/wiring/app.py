@@ -174,13 +174,23 @@ class LazySandbox:
         self._build: Callable[[], ASGIApp | None] | None = build
         self._app: ASGIApp | None = None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def built(self) -> ASGIApp | None:
         if self._build is not None:
             self._app = self._build()
             self._build = None
-        if self._app is None:
+        return self._app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        app = self.built()
+        if app is None:
             raise StarletteHTTPException(status_code=404)
-        await self._app(scope, receive, send)
+        await app(scope, receive, send)
+
+    def __getattr__(self, name: str) -> Any:
+        # The sandbox's own attributes (tests reach its state through the mount): built now.
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.built(), name)
 
 
 def mount_dev_sandboxes(app: FastAPI) -> None:

@@ -167,11 +167,19 @@ async def test_lazy_sandbox_builds_once_on_first_request_and_none_is_not_found()
         built.append("x")
         return hello
 
+    def build_state() -> Any:
+        built.append("state")
+        return FastAPI()
+
     app = FastAPI()
     install_error_handlers(app)
     app.mount("/sandbox/a", LazySandbox(build))
     app.mount("/sandbox/b", LazySandbox(lambda: None))
     assert built == []
+    # The sandbox's own attributes through the mount (tests read its state): built then.
+    stateful = LazySandbox(build_state)
+    assert built == [] and stateful.state is getattr(stateful.built(), "state") and built == ["state"]
+    built.clear()
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
         first, second = await c.get("/sandbox/a/x"), await c.get("/sandbox/a/y")
         gone, unmounted = await c.get("/sandbox/b/x"), await c.get("/sandbox/c/x")
