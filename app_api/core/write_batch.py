@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql import util as sql_util
 from sqlalchemy.sql.expression import Executable
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -41,6 +42,9 @@ _QUEUE = "write_batch"
 _DEFER = "write_batch_defer"
 _FLUSHING = "write_batch_flushing"
 _HELD = "write_batch_held"
+_UPDATED = "write_batch_updated"
+# The primary key's parameter of a queued UPDATE (no column is named so).
+_PK = "_wb_pk"
 # asyncpg's limit is 32,767 bind parameters per statement; stay well under it.
 _MAX_PARAMS = 20_000
 # Beyond this many rows one statement per table is cheaper than a statement compiled for the shape.
@@ -94,6 +98,55 @@ def add(session: AsyncSession, obj: Any) -> bool:
     return True
 
 
+def update_at_commit(session: AsyncSession, obj: Any) -> None:
+    """The ORM's UPDATE of ``obj`` (persistent, one primary-key column) goes with the queued rows
+    instead of on its own, when the unit of work defers its writes: at the commit its changed
+    columns, as they are then, are written by the same statement (the ORM then sees it clean).
+    An explicit ``session.flush()`` before the commit still writes it through the ORM."""
+    info = session.sync_session.info
+    if info.get(_DEFER):
+        info.setdefault(_UPDATED, []).append(obj)
+
+
+def _changes(session: Session) -> list[tuple[Any, Row]]:
+    """The registered objects' changed columns as queued UPDATEs (their history then cleared)."""
+    out: list[tuple[Any, Row]] = []
+    for obj in session.info.pop(_UPDATED, []):
+        state: Any = sa.inspect(obj)
+        if not state.persistent or obj in session.deleted:
+            continue
+        mapper = state.mapper
+        values: Row = {}
+        for prop in mapper.column_attrs:
+            added = state.attrs[prop.key].history.added
+            if added:
+                values[prop.columns[0].key] = added[0]
+        if not values:
+            continue
+        (pk,) = mapper.primary_key
+        values[_PK] = state.identity[0]
+        for prop in mapper.column_attrs:
+            if prop.columns[0].key in values:
+                set_committed_value(obj, prop.key, values[prop.columns[0].key])
+        out.append((_Update(mapper.local_table, pk.key), values))
+    return out
+
+
+class _Update:
+    """A queued UPDATE's target: the table and its primary-key column (hashable, for the shape)."""
+
+    __slots__ = ("pk", "table")
+
+    def __init__(self, table: sa.Table, pk: str) -> None:
+        self.table, self.pk = table, pk
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Update) and (self.table, self.pk) == (other.table, other.pk)
+
+    def __hash__(self) -> int:
+        return hash((self.table, self.pk))
+
+
 def held(session: AsyncSession, cls: type[T], ident: Any) -> T | None:
     """The object of ``cls`` with primary key ``ident`` that this transaction queued with ``add``
     (``session.get`` cannot see it before the commit)."""
@@ -115,21 +168,32 @@ def row_of(obj: Any) -> Row:
     return {column: getattr(obj, attr) for attr, column in _columns(cls)}
 
 
-def _ordered(entries: list[tuple[sa.Table, Row]]) -> list[tuple[sa.Table, Row]]:
-    """The rows, parents' tables before children's (stable within a table)."""
-    order = {t: i for i, t in enumerate(sa.schema.sort_tables({t for t, _ in entries}))}
-    return sorted(entries, key=lambda e: order[e[0]])
+def _ordered(entries: list[tuple[Any, Row]]) -> list[tuple[Any, Row]]:
+    """The queued UPDATEs first, then the rows, parents' tables before children's (stable)."""
+    updates = [e for e in entries if isinstance(e[0], _Update)]
+    inserts = [e for e in entries if not isinstance(e[0], _Update)]
+    order = {t: i for i, t in enumerate(sa.schema.sort_tables({t for t, _ in inserts}))}
+    return updates + sorted(inserts, key=lambda e: order[e[0]])
+
+
+def _one(target: Any, columns: tuple[str, ...], i: int) -> Any:
+    """One queued row's statement with named parameters ``wb<i>_<column>``."""
+    if isinstance(target, _Update):
+        table = target.table
+        return (
+            sa.update(table)
+            .where(table.c[target.pk] == sa.bindparam(f"wb{i}_{_PK}"))
+            .values({c: sa.bindparam(f"wb{i}_{c}", type_=table.c[c].type) for c in columns if c != _PK})
+        )
+    return sa.insert(target).values({c: sa.bindparam(f"wb{i}_{c}", type_=target.c[c].type) for c in columns})
 
 
 @lru_cache(maxsize=256)
-def _combined(shape: tuple[tuple[sa.Table, tuple[str, ...]], ...], tail: Executable | None) -> Executable:
+def _combined(shape: tuple[tuple[Any, tuple[str, ...]], ...], tail: Executable | None) -> Executable:
     """One statement for rows of this shape (table and columns, row by row): each row's INSERT a
     data-modifying CTE of the closing statement (or of the last INSERT). Built once per shape, with
     named parameters, so the engine caches its compiled form (a multi-row VALUES has no cache key)."""
-    inserts = [
-        sa.insert(table).values({c: sa.bindparam(f"wb{i}_{c}", type_=table.c[c].type) for c in columns})
-        for i, (table, columns) in enumerate(shape)
-    ]
+    inserts = [_one(target, columns, i) for i, (target, columns) in enumerate(shape)]
     main: Any = tail if tail is not None else inserts.pop()
     if inserts:
         main = main.add_cte(*(ins.cte(f"wb_{i}") for i, ins in enumerate(inserts)))
@@ -138,7 +202,7 @@ def _combined(shape: tuple[tuple[sa.Table, tuple[str, ...]], ...], tail: Executa
 
 def _write(
     session: Session,
-    entries: list[tuple[sa.Table, Row]],
+    entries: list[tuple[Any, Row]],
     tail: Executable | None = None,
     tail_params: dict[str, Any] | None = None,
 ) -> None:
@@ -158,10 +222,13 @@ def _write(
             shape = tuple((table, tuple(row)) for table, row in rows)
             session.execute(_combined(shape, tail), params)
             return
-        # One executemany per table and column set, in the same order.
-        groups: dict[tuple[sa.Table, tuple[str, ...]], list[Row]] = {}
-        for table, row in rows:
-            groups.setdefault((table, tuple(row)), []).append(row)
+        # The UPDATEs, then one executemany per table and column set, in the same order.
+        groups: dict[tuple[Any, tuple[str, ...]], list[Row]] = {}
+        for target, row in rows:
+            if isinstance(target, _Update):
+                session.execute(_one(target, tuple(row), 0), {f"wb0_{c}": v for c, v in row.items()})
+            else:
+                groups.setdefault((target, tuple(row)), []).append(row)
         for (table, _), group in groups.items():
             session.execute(sa.insert(table), group)
         if tail is not None:
@@ -185,9 +252,10 @@ def _at_commit(session: Session) -> None:
     # The ORM's changes first, in every transaction: queued rows may refer to rows it has not
     # written, and the audit chain's head row is then the last lock a transaction takes (held for
     # two statements and the commit), in one order everywhere.
+    updates = _changes(session)
     if session.new or session.dirty or session.deleted:
         session.flush()
-    entries: list[tuple[sa.Table, Row]] = session.info.pop(_QUEUE, [])
+    entries: list[tuple[Any, Row]] = updates + session.info.pop(_QUEUE, [])
     tail: Executable | None = None
     tail_params: dict[str, Any] = {}
     for contributor in _CONTRIBUTORS:
@@ -220,6 +288,7 @@ def _before_read(state: ORMExecuteState) -> None:
 def _done(session: Session) -> None:
     session.info.pop(_DEFER, None)
     session.info.pop(_HELD, None)
+    session.info.pop(_UPDATED, None)
 
 
 # after_soft_rollback with the outermost transaction: "after_rollback" also fires when a SAVEPOINT
@@ -230,3 +299,4 @@ def _dropped(session: Session, previous_transaction: SessionTransaction) -> None
         session.info.pop(_QUEUE, None)
         session.info.pop(_DEFER, None)
         session.info.pop(_HELD, None)
+        session.info.pop(_UPDATED, None)

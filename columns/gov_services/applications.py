@@ -491,7 +491,7 @@ async def one_tap(
 
     The draft is inserted by this transaction, so no other request can see it until the commit:
     its move to ``submitted`` needs no compare-and-set, and is written in the same UPDATE as the
-    prefilled form. Seven statements in all on PostgreSQL (``tests/columns/gov_services/
+    prefilled form. Six statements in all on PostgreSQL (``tests/columns/gov_services/
     test_submit_statements.py`` guards the count). Its append-only rows (consents, access log,
     timeline, message, job, audit) are written together at the commit (``write_batch``)."""
     write_batch.defer(session)
@@ -512,6 +512,8 @@ async def one_tap(
     )
     if not created:
         return app, False
+    # Its prefilled form and submission are written with the queued rows at the commit.
+    write_batch.update_at_commit(session, app)
     filled = await fill_from_records(
         session,
         principal=principal,

@@ -230,3 +230,30 @@ async def test_a_preference_read_by_the_caller_is_not_read_again() -> None:
 
 
 _PARAMS = {"item": "高龄津贴申领", "number": "BZ20261204000001", "days": 5}
+
+
+async def test_an_update_registered_for_the_commit_goes_with_the_queued_rows(is_postgres: bool) -> None:
+    """``update_at_commit``: the object's changed columns, as they are at the commit (a change made
+    after registering it included), are written with the queued rows (on PostgreSQL, the same
+    statement), and nothing is written twice."""
+    async with session_scope() as s:
+        account = _account()
+        s.add(account)
+    async with session_scope() as s:
+        write_batch.defer(s)
+        mine = await s.get(Account, account.id)
+        assert mine is not None
+        write_batch.update_at_commit(s, mine)
+        mine.identity_level = 2
+        c = await _grant(s, account.id)
+        mine.identity_level = 3  # changed again after registering: the commit writes this one
+        with counted() as statements:
+            await s.commit()
+    updates = [st for st in statements if "UPDATE app_account" in st]
+    assert len(updates) == 1
+    if is_postgres:
+        assert updates[0].startswith("WITH") and "app_consent" in updates[0]
+    async with sessionmaker()() as s:
+        stored = await s.get(Account, account.id)
+        assert stored is not None and stored.identity_level == 3
+        assert [x.id for x in (await _stored(account.id))[0]] == [c.id]

@@ -25,9 +25,9 @@ CERTS = (
 )
 MAX_STATEMENTS = 15
 # On PostgreSQL the append-only rows and the audit entries are one statement at the commit
-# (``app_api.core.write_batch``): the item with the account and message preference, the draft, the
-# two registry reads, the application's update, the audit head's reservation, that statement.
-MAX_STATEMENTS_POSTGRES = 7
+# with the application's update (``app_api.core.write_batch``): the item with the account and message
+# preference, the draft, the two registry reads, the audit head's reservation, that statement.
+MAX_STATEMENTS_POSTGRES = 6
 
 
 @contextmanager
