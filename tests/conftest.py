@@ -13,7 +13,7 @@ import os
 import secrets
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -285,3 +285,23 @@ async def live_url(app: Any) -> AsyncIterator[str]:
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     await task
+
+
+@contextlib.contextmanager
+def counted_statements() -> Iterator[list[str]]:
+    """The SQL statements run on the app's engine inside the block (whitespace collapsed)."""
+    from sqlalchemy import event
+
+    from app_api.core.db import get_engine
+
+    seen: list[str] = []
+
+    def listen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(" ".join(statement.split()))
+
+    engine = get_engine().sync_engine
+    event.listen(engine, "before_cursor_execute", listen)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", listen)

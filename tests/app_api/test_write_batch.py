@@ -6,8 +6,6 @@ session sees what was queued, and rows may refer to rows the ORM has not written
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -16,7 +14,7 @@ from sqlmodel import select
 
 from app_api.core import write_batch
 from app_api.core.crypto import encrypt_str, lookup_hash
-from app_api.core.db import get_engine, savepoint, session_scope, sessionmaker
+from app_api.core.db import savepoint, session_scope, sessionmaker
 from app_api.platform import audit
 from app_api.platform.accounts.models import Account
 from app_api.platform.audit.models import AuditEvent
@@ -24,21 +22,7 @@ from app_api.platform.consent import service as consent
 from app_api.platform.consent.models import Consent
 from app_api.platform.datahub.access_log import Actor, record_read
 from app_api.platform.datahub.models import DataAccessLog
-
-
-@contextmanager
-def counted() -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def listen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        seen.append(" ".join(statement.split()))
-
-    engine = get_engine().sync_engine
-    sa.event.listen(engine, "before_cursor_execute", listen)
-    try:
-        yield seen
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", listen)
+from tests.conftest import counted_statements as counted
 
 
 def _account() -> Account:

@@ -6,8 +6,6 @@ engine's ``before_cursor_execute`` event) and checks what the resident sees afte
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -16,6 +14,7 @@ from sqlmodel import select
 
 from tests.columns.gov_services.conftest import API, Resident, make_resident
 from tests.conftest import LoginFn
+from tests.conftest import counted_statements as counted
 
 ITEM = "BZ-MZ-002"  # 高龄津贴申领: every material by e-certificate reference, no fee, no rules
 CERTS = (
@@ -28,26 +27,6 @@ MAX_STATEMENTS = 15
 # with the application's update (``app_api.core.write_batch``): the item with the account and message
 # preference, the draft, the two registry reads, the audit head's reservation, that statement.
 MAX_STATEMENTS_POSTGRES = 6
-
-
-@contextmanager
-def counted() -> Iterator[list[str]]:
-    """The SQL statements run on the app's engine inside the block."""
-    from sqlalchemy import event
-
-    from app_api.core.db import get_engine
-
-    seen: list[str] = []
-
-    def listen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        seen.append(" ".join(statement.split()))
-
-    engine = get_engine().sync_engine
-    event.listen(engine, "before_cursor_execute", listen)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", listen)
 
 
 @pytest.fixture
