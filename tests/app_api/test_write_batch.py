@@ -30,6 +30,14 @@ def _account() -> Account:
     return Account(phone_hash=lookup_hash(phone, purpose="phone"), phone_enc=encrypt_str(phone, aad="phone"))
 
 
+async def _saved_account() -> Account:
+    """A resident's account, committed in a transaction of its own."""
+    async with session_scope() as s:
+        account = _account()
+        s.add(account)
+    return account
+
+
 async def _grant(s: Any, account_id: str, purpose: str = "测试授权") -> Consent:
     return await consent.grant(
         s, account_id=account_id, purpose=purpose, scopes=["person.name"], text="同意", flush=False
@@ -100,9 +108,7 @@ async def test_a_deferred_unit_of_work_writes_its_rows_at_the_commit_in_one_stat
 
 
 async def test_a_rollback_writes_none_of_the_queued_rows() -> None:
-    async with session_scope() as s:
-        account = _account()
-        s.add(account)
+    account = await _saved_account()
     with pytest.raises(RuntimeError):
         async with session_scope() as s:
             write_batch.defer(s)
@@ -117,9 +123,7 @@ async def test_a_rollback_writes_none_of_the_queued_rows() -> None:
 
 
 async def test_a_savepoint_that_rolls_back_drops_only_what_was_queued_inside_it() -> None:
-    async with session_scope() as s:
-        account = _account()
-        s.add(account)
+    account = await _saved_account()
     async with session_scope() as s:
         write_batch.defer(s)
         kept = await _grant(s, account.id, "保留的授权")
@@ -136,9 +140,7 @@ async def test_a_savepoint_that_rolls_back_drops_only_what_was_queued_inside_it(
 
 
 async def test_a_read_through_the_session_sees_the_queued_rows() -> None:
-    async with session_scope() as s:
-        account = _account()
-        s.add(account)
+    account = await _saved_account()
     async with session_scope() as s:
         write_batch.defer(s)
         c = await _grant(s, account.id)
@@ -190,9 +192,7 @@ async def test_a_preference_read_by_the_caller_is_not_read_again() -> None:
     from app_api.platform import notify
     from app_api.platform.notify.models import Notification
 
-    async with session_scope() as s:
-        account = _account()
-        s.add(account)
+    account = await _saved_account()
     async with session_scope() as s:
         read_itself = await notify.post(s, account_id=account.id, template="gov.submitted", params=_PARAMS)
     async with session_scope() as s:
@@ -220,9 +220,7 @@ async def test_an_update_registered_for_the_commit_goes_with_the_queued_rows(is_
     """``update_at_commit``: the object's changed columns, as they are at the commit (a change made
     after registering it included), are written with the queued rows (on PostgreSQL, the same
     statement), and nothing is written twice."""
-    async with session_scope() as s:
-        account = _account()
-        s.add(account)
+    account = await _saved_account()
     async with session_scope() as s:
         write_batch.defer(s)
         mine = await s.get(Account, account.id)
