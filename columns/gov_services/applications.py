@@ -5,10 +5,13 @@ raise domain errors, and only ``flush()``: the caller commits.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import secrets
+from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any
+from functools import cache
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import make_transient_to_detached
@@ -107,12 +110,27 @@ _DRAFT_INSERT = _draft_insert()
 _APP_MANAGER = manager_of_class(Application)
 
 
+@cache
+def _draft_defaults() -> tuple[tuple[str, Callable[[], Any] | None, Any], ...]:
+    """Each field of the model with its default factory or default (read once: pydantic's
+    ``get_default`` resolves the field's default on every call)."""
+    return tuple(
+        (name, cast("Callable[[], Any] | None", f.default_factory), f.default)
+        for name, f in Application.model_fields.items()
+    )
+
+
 def _draft_row(values: dict[str, Any]) -> dict[str, Any]:
     """The draft's row as ``Application(**values)`` would hold it: every other field at its
-    default (its factory called), as SQLModel's constructor fills them."""
+    default (its factory called, a mutable default copied), as SQLModel's constructor fills them."""
     row = {}
-    for name, field in Application.model_fields.items():
-        row[name] = values[name] if name in values else field.get_default(call_default_factory=True)
+    for name, factory, default in _draft_defaults():
+        if name in values:
+            row[name] = values[name]
+        elif factory is not None:
+            row[name] = factory()
+        else:
+            row[name] = copy.deepcopy(default) if isinstance(default, dict | list | set) else default
     return row
 
 

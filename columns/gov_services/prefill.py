@@ -15,7 +15,7 @@ from app_api.core.errors import ValidationFailed
 from app_api.platform.accounts.models import Account
 from app_api.platform.accounts.principal import Principal
 from app_api.platform.consent import service as consent
-from app_api.platform.datahub.service import Certificate, Datahub, get_datahub
+from app_api.platform.datahub.service import Certificate, Datahub, PersonRecord, get_datahub
 from columns.gov_services.catalogue import (
     CONSENT_GROUPS,
     CONSENT_SCOPES,
@@ -156,7 +156,23 @@ async def fill_from_records(
     # One read per record group, none per material; their access-log rows are written together by
     # the next flush after the last read.
     with session.no_autoflush:
+        # The population record and the certificates, when both are asked for, in one read.
+        together = {"person", "certificate"} <= consent_texts.keys()
+        if together:
+            p, certs = await hub.person_and_certificates(
+                session,
+                id_number=id_number,
+                accessor_id=principal.id,
+                purpose=PREFILL_PURPOSE,
+                person_consent_id=out.consents["person"],
+                certificate_consent_id=out.consents["certificate"],
+                subject_account_id=principal.id,
+            )
+            _fill_person(out, p, wanted)
+            _fill_certificates(out, certs, materials)
         for g in consent_texts:
+            if together and g in ("person", "certificate"):
+                continue
             await _read_group(
                 session,
                 hub,
@@ -190,17 +206,7 @@ async def _read_group(
         "subject_account_id": principal.id,
     }
     if g == "person":
-        p = await hub.person(session, id_number=id_number, **common)
-        values = {
-            "person.name": p.name,
-            "person.id_number": p.id_number,
-            "person.gender": p.gender,
-            "person.birth_date": p.birth_date.isoformat(),
-            "person.address": p.address,
-            "person.household": p.household,
-            "person.photo": "人口库证件照" if p.photo else None,
-        }
-        out.form.update({k: v for k, v in values.items() if k in wanted and v is not None})
+        _fill_person(out, await hub.person(session, id_number=id_number, **common), wanted)
     elif g == "legal_person":
         found = await hub.legal_persons(session, rep_id_number=id_number, **common)
         if found:
@@ -214,18 +220,34 @@ async def _read_group(
             }
             out.form.update({k: v for k, v in values.items() if k in wanted})
     elif g == "certificate":
-        certs = usable_certificates(await hub.certificates(session, id_number=id_number, **common))
-        for m in materials:
-            if not m.ecert:
-                continue
-            match = next(
-                (c for c in certs if c.cert_type == ECERT_CODES[m.ecert] or c.title == m.ecert), None
-            )
-            if match is not None:
-                out.ecerts[m.name] = {
-                    "id": match.id,
-                    "cert_no": match.cert_no,
-                    "title": match.title,
-                    "issuer": match.issuer,
-                    "valid_until": match.valid_until.isoformat() if match.valid_until else None,
-                }
+        _fill_certificates(out, await hub.certificates(session, id_number=id_number, **common), materials)
+
+
+def _fill_person(out: Filled, p: PersonRecord, wanted: set[str]) -> None:
+    values = {
+        "person.name": p.name,
+        "person.id_number": p.id_number,
+        "person.gender": p.gender,
+        "person.birth_date": p.birth_date.isoformat(),
+        "person.address": p.address,
+        "person.household": p.household,
+        "person.photo": "人口库证件照" if p.photo else None,
+    }
+    out.form.update({k: v for k, v in values.items() if k in wanted and v is not None})
+
+
+def _fill_certificates(out: Filled, found: list[Certificate], materials: list[Material]) -> None:
+    """A usable e-certificate for each material that can be one."""
+    certs = usable_certificates(found)
+    for m in materials:
+        if not m.ecert:
+            continue
+        match = next((c for c in certs if c.cert_type == ECERT_CODES[m.ecert] or c.title == m.ecert), None)
+        if match is not None:
+            out.ecerts[m.name] = {
+                "id": match.id,
+                "cert_no": match.cert_no,
+                "title": match.title,
+                "issuer": match.issuer,
+                "valid_until": match.valid_until.isoformat() if match.valid_until else None,
+            }

@@ -285,3 +285,146 @@ async def test_a_data_center_answer_with_a_new_field_is_read_a_malformed_one_is_
             with pytest.raises(UpstreamError):
                 await HttpDatahub().person(s, idn)
     await client.aclose()
+
+
+async def _local_certificate(idn: str, title: str, **kw: Any) -> str:
+    import secrets
+
+    from app_api.platform.datahub.models import ECertificate
+
+    cert_no = "C" + secrets.token_hex(8).upper()
+    async with session_scope() as s:
+        s.add(
+            ECertificate(
+                holder_id_hash=id_hash(idn),
+                cert_type=kw.pop("cert_type", "household_register"),
+                cert_no=cert_no,
+                title=title,
+                issuer="亳州市公安局",
+                issued_on=dt.date(2015, 3, 1),
+                **kw,
+            )
+        )
+    return cert_no
+
+
+async def test_one_read_of_the_person_and_certificates_answers_what_the_two_reads_answer() -> None:
+    """The local records in one statement: the person with their photo, the issued certificates
+    (a revoked one shown revoked, one not yet in the library left out), nothing of anyone else."""
+    from app_api.core.db import utcnow
+
+    idn = await make_person(photo=b"photo-bytes")
+    valid = await _local_certificate(
+        idn, "居民户口簿", valid_until=dt.date(2035, 3, 1), data={"户号": "0012345"}
+    )
+    revoked = await _local_certificate(
+        idn, "居民身份证", cert_type="resident_id_card", revoked_at=utcnow(), revoke_reason="换领"
+    )
+    await _local_certificate(idn, "老年人优待证", cert_type="old_age_card", state="pending")
+    other = await make_person()
+    await _local_certificate(other, "居民户口簿")
+    local = LocalDatahub()
+    async with session_scope() as s:
+        person, certs = await local.person_and_certificates(s, idn)
+        assert person == await local.person(s, idn)
+        assert person is not None and person.name == "赵测试" and person.photo == b"photo-bytes"
+        assert sorted(certs, key=lambda c: c.cert_no) == sorted(
+            await local.certificates(s, idn), key=lambda c: c.cert_no
+        )
+        by_no = {c.cert_no: c for c in certs}
+        assert by_no.keys() == {valid, revoked}
+        assert by_no[valid].data == {"户号": "0012345"} and by_no[valid].valid_until == dt.date(2035, 3, 1)
+        assert (by_no[valid].status, by_no[revoked].status) == ("valid", "revoked")
+        # Certificates without a population record, and a person without certificates.
+        stranger = make("341602", dt.date(1997, 7, 7), 777)
+        held = await _local_certificate(stranger, "居民户口簿")
+        assert [c.cert_no for c in (await local.person_and_certificates(s, stranger))[1]] == [held]
+        assert (await local.person_and_certificates(s, stranger))[0] is None
+        bare = await make_person(photo=None)
+        person, certs = await local.person_and_certificates(s, bare)
+        assert person is not None and person.photo is None and certs == []
+
+
+async def test_the_data_center_is_asked_both_queries_at_once_and_either_failing_fails_the_read(
+    live_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app_api.core.errors import UpstreamError
+    from app_api.core.settings import get_settings
+    from app_api.platform.datahub.service import IssueOrder
+
+    monkeypatch.setattr(get_settings(), "datahub_url", f"{live_url}/sandbox/datahub")
+    idn = await make_person(photo=b"photo-bytes")
+    order = IssueOrder(
+        cert_no="PC" + idn[-8:] + "X",
+        holder_id_number=idn,
+        cert_type="old_age_card",
+        title="老年人优待证",
+        issuer="谯城区民政局",
+        issued_on=dt.date(2026, 3, 1),
+        valid_until=dt.date(2031, 2, 28),
+        data={"item": "BZ-MZ-001"},
+        source_ref="app-pc",
+    )
+    hub = HttpDatahub()
+    async with session_scope() as s:
+        await hub.issue_certificate(s, order)
+        person, certs = await hub.person_and_certificates(s, idn)
+        assert person == await hub.person(s, idn) and person is not None and person.photo == b"photo-bytes"
+        assert certs == await hub.certificates(s, idn)
+        assert [(c.cert_no, c.title, c.status) for c in certs] == [(order.cert_no, "老年人优待证", "valid")]
+        monkeypatch.setattr(get_settings(), "datahub_url", f"{live_url}/sandbox/no-such-datahub")
+        with pytest.raises(UpstreamError):
+            await hub.person_and_certificates(s, idn)
+
+
+async def test_the_combined_read_needs_both_consents_and_logs_each_read(
+    client: httpx.AsyncClient, login: LoginFn
+) -> None:
+    h = await login()
+    me = (await client.get("/api/v1/me", headers=h)).json()
+    idn = await make_person()
+    await _local_certificate(idn, "居民户口簿")
+    hub = Datahub(LocalDatahub())
+    async with session_scope() as s:
+        person_only = await consent.grant(
+            s, account_id=me["id"], purpose="gov.prefill", scopes=["population.basic"]
+        )
+        ids = (person_only.id,)
+    read = {
+        "id_number": idn,
+        "accessor_id": me["id"],
+        "purpose": "gov.prefill",
+        "subject_account_id": me["id"],
+    }
+    async with session_scope() as s:
+        # The certificates' consent missing (or one for the population record only): nothing is read.
+        for certificate_consent in (None, ids[0]):
+            with pytest.raises(consent.ConsentRequired):
+                await hub.person_and_certificates(
+                    s, **read, person_consent_id=ids[0], certificate_consent_id=certificate_consent
+                )
+    assert (await client.get("/api/v1/me/data-access", headers=h)).json()["items"] == []
+    async with session_scope() as s:
+        certs_consent = await consent.grant(
+            s, account_id=me["id"], purpose="gov.prefill", scopes=["certificates"]
+        )
+        cid = certs_consent.id
+    async with session_scope() as s:
+        person, certs = await hub.person_and_certificates(
+            s, **read, person_consent_id=ids[0], certificate_consent_id=cid
+        )
+        assert person.name == "赵测试" and [c.title for c in certs] == ["居民户口簿"]
+    log = (await client.get("/api/v1/me/data-access", headers=h)).json()["items"]
+    assert sorted((x["record_type"], x["consent_id"], x["found"], x["by_self"]) for x in log) == [
+        ("certificate", cid, True, True),
+        ("population", ids[0], True, True),
+    ]
+    # No population record: the resident is told so, and both reads were still what happened.
+    async with session_scope() as s:
+        with pytest.raises(RecordNotFound):
+            await hub.person_and_certificates(
+                s,
+                **{**read, "id_number": make("341602", dt.date(1996, 6, 6), 666)},
+                person_consent_id=ids[0],
+                certificate_consent_id=cid,
+            )

@@ -20,6 +20,7 @@ number, until the library has it.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextlib
@@ -29,6 +30,7 @@ import json
 import secrets
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
@@ -134,6 +136,12 @@ class Adapter(Protocol):
     async def person(self, session: AsyncSession, id_number: str) -> PersonRecord | None: ...
     async def legal_persons(self, session: AsyncSession, rep_id_number: str) -> list[LegalPerson]: ...
     async def certificates(self, session: AsyncSession, id_number: str) -> list[Certificate]: ...
+    async def person_and_certificates(
+        self, session: AsyncSession, id_number: str
+    ) -> tuple[PersonRecord | None, list[Certificate]]:
+        """``person`` and ``certificates`` of one holder at once (as each answers them)."""
+        ...
+
     async def issue_certificate(self, session: AsyncSession, order: IssueOrder) -> None:
         """Write the certificate into the library; an order already there (same number, same
         contents) is accepted again; the same number with other contents raises ``LibraryConflict``."""
@@ -144,7 +152,7 @@ class Adapter(Protocol):
         ...
 
 
-def _person_of(r: PopulationRecord) -> PersonRecord:
+def _person_of(r: PopulationRecord | SimpleNamespace) -> PersonRecord:
     return PersonRecord(
         name=decrypt_str(r.name_enc, aad="name"),
         id_number=decrypt_str(r.id_number_enc, aad="id_number"),
@@ -171,7 +179,7 @@ def _legal_of(r: LegalPersonRecord) -> LegalPerson:
     )
 
 
-def _cert_of(r: ECertificate) -> Certificate:
+def _cert_of(r: ECertificate | SimpleNamespace) -> Certificate:
     return Certificate(
         id=r.id,
         cert_type=r.cert_type,
@@ -190,6 +198,64 @@ _PERSON = select(PopulationRecord).where(PopulationRecord.id_number_hash == sa.b
 _ISSUED = select(ECertificate).where(
     ECertificate.holder_id_hash == sa.bindparam("h"), ECertificate.state == "issued"
 )
+
+
+def _person_and_issued() -> sa.CompoundSelect[Any]:
+    """The person row and the issued certificates' rows of one holder in one statement: a UNION ALL
+    of rows of one layout (``kind``, the person's columns, the certificate's columns), each row
+    filling its own side; the other side is typed NULLs. No ORM objects are built for them."""
+    person: sa.Table = PopulationRecord.__table__  # type: ignore[attr-defined]
+    cert: sa.Table = ECertificate.__table__  # type: ignore[attr-defined]
+    p_cols = [person.c[n] for n in _PERSON_COLUMNS]
+    c_cols = [cert.c[n] for n in _CERT_COLUMNS]
+
+    def nulls(cols: list[sa.Column[Any]], prefix: str) -> list[Any]:
+        return [sa.cast(sa.null(), c.type).label(prefix + c.key) for c in cols]
+
+    return sa.union_all(
+        sa.select(
+            sa.literal("p").label("kind"),
+            *(c.label("p_" + c.key) for c in p_cols),
+            *nulls(c_cols, "c_"),
+        ).where(person.c.id_number_hash == sa.bindparam("h")),
+        sa.select(
+            sa.literal("c").label("kind"),
+            *nulls(p_cols, "p_"),
+            *(c.label("c_" + c.key) for c in c_cols),
+        ).where(cert.c.holder_id_hash == sa.bindparam("h"), cert.c.state == "issued"),
+    )
+
+
+_PERSON_COLUMNS = (
+    "name_enc",
+    "id_number_enc",
+    "gender",
+    "birth_date",
+    "ethnicity",
+    "address_enc",
+    "household",
+    "marital_status",
+    "photo_enc",
+)
+_CERT_COLUMNS = (
+    "id",
+    "cert_type",
+    "cert_no",
+    "title",
+    "issuer",
+    "issued_on",
+    "valid_until",
+    "data",
+    "revoked_at",
+)
+_PERSON_AND_ISSUED = _person_and_issued()
+
+
+def _side(row: Any, prefix: str, names: tuple[str, ...]) -> Any:
+    """One side of a ``_PERSON_AND_ISSUED`` row, with the attribute names ``_person_of`` and
+    ``_cert_of`` read."""
+    m = row._mapping
+    return SimpleNamespace(**{n: m[prefix + n] for n in names})
 
 
 class LocalDatahub:
@@ -211,6 +277,20 @@ class LocalDatahub:
     async def certificates(self, session: AsyncSession, id_number: str) -> list[Certificate]:
         rows = (await session.exec(_ISSUED, params={"h": id_hash(id_number)})).all()
         return [_cert_of(r) for r in rows]
+
+    async def person_and_certificates(
+        self, session: AsyncSession, id_number: str
+    ) -> tuple[PersonRecord | None, list[Certificate]]:
+        person: PersonRecord | None = None
+        certs: list[Certificate] = []
+        # sqlmodel's ``exec`` types no compound select; it runs any statement through the session.
+        rows = await session.exec(_PERSON_AND_ISSUED, params={"h": id_hash(id_number)})  # type: ignore[call-overload]
+        for row in rows:
+            if row.kind == "p":
+                person = _person_of(_side(row, "p_", _PERSON_COLUMNS))
+            else:
+                certs.append(_cert_of(_side(row, "c_", _CERT_COLUMNS)))
+        return person, certs
 
     async def issue_certificate(self, session: AsyncSession, order: IssueOrder) -> None:
         # The row written by ``Datahub.issue_certificate`` is the record; the job marks it issued.
@@ -282,6 +362,20 @@ class HttpDatahub:
                 out.append(Certificate(**_known(Certificate, x)))
         return out
 
+    async def person_and_certificates(
+        self, session: AsyncSession, id_number: str
+    ) -> tuple[PersonRecord | None, list[Certificate]]:
+        """The two queries sent at once (the resident waits for the slower, not for both); either
+        failing fails the read."""
+        person, certs = await asyncio.gather(
+            self.person(session, id_number), self.certificates(session, id_number), return_exceptions=True
+        )
+        for failed in (person, certs):
+            if isinstance(failed, BaseException):
+                raise failed
+        assert not isinstance(person, BaseException) and not isinstance(certs, BaseException)
+        return person, certs
+
     async def issue_certificate(self, session: AsyncSession, order: IssueOrder) -> None:
         await self._post("/v1/certificate/issue", order.payload(), query=False)
 
@@ -333,6 +427,34 @@ class Datahub:
         found = await fetch()
         if actor is None:
             actor = await resolve(session, accessor_id, subject_account_id)
+        await self._logged(
+            session,
+            actor=actor,
+            id_number=id_number,
+            subject_account_id=subject_account_id,
+            record_type=record_type,
+            purpose=purpose,
+            consent_id=consent_id,
+            scopes=scopes,
+            application_ref=application_ref,
+            found=bool(found),
+        )
+        return found
+
+    @staticmethod
+    async def _logged(
+        session: AsyncSession,
+        *,
+        actor: Actor,
+        id_number: str,
+        subject_account_id: str,
+        record_type: str,
+        purpose: str,
+        consent_id: str | None,
+        scopes: list[str],
+        application_ref: str | None,
+        found: bool,
+    ) -> None:
         await record_read(
             session,
             actor=actor,
@@ -343,13 +465,56 @@ class Datahub:
             consent_id=consent_id,
             fields=scopes,
             application_ref=application_ref,
-            found=bool(found),
+            found=found,
             registry=True,
             # Written with the transaction's next flush: a caller pulling several records under
             # ``session.no_autoflush`` writes all their access rows in one INSERT.
             flush=False,
         )
-        return found
+
+    async def person_and_certificates(
+        self,
+        session: AsyncSession,
+        *,
+        id_number: str,
+        accessor_id: str,
+        purpose: str,
+        person_consent_id: str | None,
+        certificate_consent_id: str | None,
+        subject_account_id: str,
+        actor: Actor | None = None,
+        application_ref: str | None = None,
+    ) -> tuple[PersonRecord, list[Certificate]]:
+        """``person`` and ``certificates`` in one read of the records (one statement over the local
+        tables, the two queries at once to a data center): both consents checked first, and each
+        read recorded on its own, as the two calls would."""
+        reads = (
+            ("population", person_consent_id, ["population.basic"]),
+            ("certificate", certificate_consent_id, ["certificates"]),
+        )
+        for _, consent_id, scopes in reads:
+            await require_consent(
+                session, consent_id=consent_id, account_id=subject_account_id, purpose=purpose, scopes=scopes
+            )
+        person, certs = await self.adapter.person_and_certificates(session, id_number)
+        if actor is None:
+            actor = await resolve(session, accessor_id, subject_account_id)
+        for (record_type, consent_id, scopes), found in zip(reads, (person, certs), strict=True):
+            await self._logged(
+                session,
+                actor=actor,
+                id_number=id_number,
+                subject_account_id=subject_account_id,
+                record_type=record_type,
+                purpose=purpose,
+                consent_id=consent_id,
+                scopes=scopes,
+                application_ref=application_ref,
+                found=bool(found),
+            )
+        if person is None:
+            raise RecordNotFound()
+        return person, certs
 
     async def person(
         self,
