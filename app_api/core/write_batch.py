@@ -26,6 +26,7 @@ queue is a list on ``session.info``), and a rollback drops the whole queue: noth
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable
 from functools import cache, lru_cache
 from typing import Any, TypeVar
@@ -109,27 +110,43 @@ def update_at_commit(session: AsyncSession, obj: Any) -> None:
 
 
 def _changes(session: Session) -> list[tuple[Any, Row]]:
-    """The registered objects' changed columns as queued UPDATEs (their history then cleared)."""
+    """The registered objects' changed columns as queued UPDATEs (their history then cleared: the
+    ORM's flush finds them clean and does not look at them again)."""
     out: list[tuple[Any, Row]] = []
     for obj in session.info.pop(_UPDATED, []):
         state: Any = sa.inspect(obj)
         if not state.persistent or obj in session.deleted:
             continue
         mapper = state.mapper
+        columns = _column_of(mapper)
+        # Only the attributes set since the object was loaded (the ORM keeps their old values).
+        touched = list(state.committed_state)
         values: Row = {}
-        for prop in mapper.column_attrs:
-            added = state.attrs[prop.key].history.added
-            if added:
-                values[prop.columns[0].key] = added[0]
+        for key in touched:
+            if key in columns:
+                added = state.attrs[key].history.added
+                if added:
+                    values[columns[key]] = added[0]
         if not values:
             continue
         (pk,) = mapper.primary_key
         values[_PK] = state.identity[0]
-        for prop in mapper.column_attrs:
-            if prop.columns[0].key in values:
-                set_committed_value(obj, prop.key, values[prop.columns[0].key])
+        if all(key in columns for key in touched):
+            # Every change is in the UPDATE: the object is as written (what the flush does after
+            # its own UPDATE).
+            state._commit_all(state.dict, session.identity_map)
+        else:
+            for key in touched:
+                if key in columns and columns[key] in values:
+                    set_committed_value(obj, key, values[columns[key]])
         out.append((_Update(mapper.local_table, pk.key), values))
     return out
+
+
+@cache
+def _column_of(mapper: Any) -> dict[str, str]:
+    """A mapper's column attributes: attribute key to column key."""
+    return {prop.key: prop.columns[0].key for prop in mapper.column_attrs}
 
 
 class _Update:
@@ -172,8 +189,14 @@ def _ordered(entries: list[tuple[Any, Row]]) -> list[tuple[Any, Row]]:
     """The queued UPDATEs first, then the rows, parents' tables before children's (stable)."""
     updates = [e for e in entries if isinstance(e[0], _Update)]
     inserts = [e for e in entries if not isinstance(e[0], _Update)]
-    order = {t: i for i, t in enumerate(sa.schema.sort_tables({t for t, _ in inserts}))}
+    order = _table_order(frozenset(t for t, _ in inserts))
     return updates + sorted(inserts, key=lambda e: order[e[0]])
+
+
+@lru_cache(maxsize=256)
+def _table_order(tables: frozenset[sa.Table]) -> dict[sa.Table, int]:
+    """Parents before children (read-only: shared by every commit with these tables)."""
+    return {t: i for i, t in enumerate(sa.schema.sort_tables(tables))}
 
 
 def _one(target: Any, columns: tuple[str, ...], i: int) -> Any:
@@ -209,6 +232,9 @@ def _write(
     if not entries and tail is None:
         return
     rows = _ordered(entries)
+    # Core statements on the transaction's connection: nothing here needs the ORM's execution
+    # (no entities, no identity map).
+    conn = session.connection()
     session.info[_FLUSHING] = True
     try:
         if (
@@ -220,19 +246,19 @@ def _write(
             for i, (_, row) in enumerate(rows):
                 params.update({f"wb{i}_{c}": v for c, v in row.items()})
             shape = tuple((table, tuple(row)) for table, row in rows)
-            session.execute(_combined(shape, tail), params)
+            conn.execute(_combined(shape, tail), params)
             return
         # The UPDATEs, then one executemany per table and column set, in the same order.
         groups: dict[tuple[Any, tuple[str, ...]], list[Row]] = {}
         for target, row in rows:
             if isinstance(target, _Update):
-                session.execute(_one(target, tuple(row), 0), {f"wb0_{c}": v for c, v in row.items()})
+                conn.execute(_one(target, tuple(row), 0), {f"wb0_{c}": v for c, v in row.items()})
             else:
                 groups.setdefault((target, tuple(row)), []).append(row)
         for (table, _), group in groups.items():
-            session.execute(sa.insert(table), group)
+            conn.execute(sa.insert(table), group)
         if tail is not None:
-            session.execute(tail, tail_params or {})
+            conn.execute(tail, tail_params or {})
     finally:
         session.info.pop(_FLUSHING, None)
 
@@ -266,9 +292,25 @@ def _at_commit(session: Session) -> None:
         entries.extend(rows)
         if closing is not None:
             if tail is not None:  # one closing statement per commit; run the earlier one now
-                session.execute(tail, tail_params)
+                session.connection().execute(tail, tail_params)
             tail, tail_params = closing, params
     _write(session, entries, tail, tail_params)
+
+
+# The names of the tables a statement reads, by statement: most reads on a hot path are statements
+# built once, and walking a statement's tree costs more than the rest of this check.
+_READS: weakref.WeakKeyDictionary[Any, frozenset[str]] = weakref.WeakKeyDictionary()
+
+
+def _tables_read(statement: Any) -> frozenset[str]:
+    try:
+        return _READS[statement]
+    except KeyError:
+        names = frozenset(t.name for t in sql_util.find_tables(statement, include_joins=True))
+        _READS[statement] = names
+        return names
+    except TypeError:  # not weakly referable
+        return frozenset(t.name for t in sql_util.find_tables(statement, include_joins=True))
 
 
 @event.listens_for(Session, "do_orm_execute")
@@ -278,9 +320,8 @@ def _before_read(state: ORMExecuteState) -> None:
     entries = info.get(_QUEUE)
     if not entries or info.get(_FLUSHING) or not state.is_select:
         return
-    queued = {t.name for t, _ in entries}
-    statement: Any = state.statement
-    if any(t.name in queued for t in sql_util.find_tables(statement, include_joins=True)):
+    read = _tables_read(state.statement)
+    if any(t.name in read for t, _ in entries):
         flush(state.session)
 
 

@@ -5,23 +5,19 @@ raise domain errors, and only ``flush()``: the caller commits.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import secrets
-from collections.abc import Callable
 from dataclasses import asdict
-from functools import cache
-from typing import Any, cast
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import make_transient_to_detached
-from sqlalchemy.orm.base import manager_of_class
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_api.core import paging, write_batch
 from app_api.core.clock import CHINA_TZ
-from app_api.core.db import new_id, utcnow
+from app_api.core.db import built, model_row, new_id, utcnow
 from app_api.core.errors import IdentityLevelRequired, ValidationFailed
 from app_api.platform import audit, notify
 from app_api.platform.accounts.principal import Principal
@@ -107,40 +103,12 @@ def _draft_insert() -> sa.TextClause:
 
 
 _DRAFT_INSERT = _draft_insert()
-_APP_MANAGER = manager_of_class(Application)
-
-
-@cache
-def _draft_defaults() -> tuple[tuple[str, Callable[[], Any] | None, Any], ...]:
-    """Each field of the model with its default factory or default (read once: pydantic's
-    ``get_default`` resolves the field's default on every call)."""
-    return tuple(
-        (name, cast("Callable[[], Any] | None", f.default_factory), f.default)
-        for name, f in Application.model_fields.items()
-    )
-
-
-def _draft_row(values: dict[str, Any]) -> dict[str, Any]:
-    """The draft's row as ``Application(**values)`` would hold it: every other field at its
-    default (its factory called, a mutable default copied), as SQLModel's constructor fills them."""
-    row = {}
-    for name, factory, default in _draft_defaults():
-        if name in values:
-            row[name] = values[name]
-        elif factory is not None:
-            row[name] = factory()
-        else:
-            row[name] = copy.deepcopy(default) if isinstance(default, dict | list | set) else default
-    return row
 
 
 def _persistent_draft(session: AsyncSession, row: dict[str, Any], given: set[str]) -> Application:
-    """The inserted draft as a persistent object of the session, built as the ORM builds an object
-    it loads (its attributes set at once, no history), not through the model's constructor, which
-    sets (and instruments) each of its fifty-odd fields one by one."""
-    draft: Application = _APP_MANAGER.new_instance()
-    draft.__dict__.update(row)
-    object.__setattr__(draft, "__pydantic_fields_set__", set(given))
+    """The inserted draft as a persistent object of the session (``built``: its fifty-odd fields
+    set at once, no history), nothing read back."""
+    draft = built(Application, row, given)
     make_transient_to_detached(draft)
     session.add(draft)
     return draft
@@ -227,7 +195,7 @@ async def _insert_draft(
             "accept_limit_days": max(accept_step, 1),
             "review_limit_days": review_steps,
         }
-        row = _draft_row(given)
+        row = model_row(Application, given)
         inserted = await conn.execute(_DRAFT_INSERT, row)
         if inserted.rowcount == 1:
             # The row is as built here: the object joins the session as persistent, nothing read back.

@@ -95,7 +95,7 @@ def _append_pending(session: Session) -> write_batch.Contribution | None:
     if not pending:
         return None
     n = len(pending)
-    row = session.execute(_RESERVE, {"n_events": n, "now": utcnow()}).first()
+    row = session.connection().execute(_RESERVE, {"n_events": n, "now": utcnow()}).first()
     if row is None:
         raise RuntimeError("audit head row missing: run the migrations")
     last_seq, prev = int(row[0]) - n, str(row[1])

@@ -6,7 +6,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_api.core import paging, write_batch
-from app_api.core.db import utcnow
+from app_api.core.db import built, model_row, utcnow
 from app_api.core.errors import AppError, NotFound
 from app_api.platform import audit
 from app_api.platform.consent.models import Consent
@@ -33,15 +33,18 @@ async def grant(
 ) -> Consent:
     """Record a consent (and its audit entry). ``flush=False`` leaves the row to the caller's next
     flush, so several consents given on one screen are written in one INSERT."""
-    c = Consent(
-        account_id=account_id,
-        purpose=purpose,
-        scopes=sorted(set(scopes)),
-        text=text,
-        grantee=grantee,
-        granted_via=granted_via,
-        expires_at=utcnow() + ttl if ttl else None,
-    )
+    given = {
+        "account_id": account_id,
+        "purpose": purpose,
+        "scopes": sorted(set(scopes)),
+        "text": text,
+        "grantee": grantee,
+        "granted_via": granted_via,
+        "expires_at": utcnow() + ttl if ttl else None,
+    }
+    # Built without the constructor's per-field instrumentation: a one-tap application grants one
+    # per record group.
+    c = built(Consent, model_row(Consent, given), given)
     # Queued for the commit when the unit of work defers its writes (``require`` finds it meanwhile).
     if not write_batch.add(session, c) and flush:
         await session.flush()

@@ -17,7 +17,7 @@ __all__ = ["held_jobs"]  # the fixture, shared with the statement count
 
 
 def test_the_draft_row_is_the_one_the_model_would_build() -> None:
-    from columns.gov_services.applications import _draft_row
+    from app_api.core.db import model_row
     from columns.gov_services.models import Application
 
     given = {
@@ -34,7 +34,7 @@ def test_the_draft_row_is_the_one_the_model_would_build() -> None:
         "accept_limit_days": 1,
         "review_limit_days": 8,
     }
-    row = _draft_row(dict(given))
+    row = model_row(Application, dict(given))
     built = Application(**given).model_dump()
     assert set(row) == set(built) == set(Application.__table__.c.keys())  # type: ignore[attr-defined]
     made_each_time = {"id", "created_at", "updated_at"}  # fresh id and clock, as in the constructor
