@@ -18,12 +18,12 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app_api.core import paging, write_batch
 from app_api.core.clock import CHINA_TZ
 from app_api.core.db import built, model_row, new_id, utcnow
-from app_api.core.errors import IdentityLevelRequired, ValidationFailed
+from app_api.core.errors import AppError, IdentityLevelRequired, ValidationFailed
 from app_api.platform import audit, notify
 from app_api.platform.accounts.principal import Principal
 from columns.gov_services import eligibility, fee_payments, instant, lifecycle, messages, workdays
 from columns.gov_services.catalogue import CONSENT_GROUPS, RECORD_FIELDS, CatalogueItem
-from columns.gov_services.catalogue_store import get_item, get_item_for
+from columns.gov_services.catalogue_store import ITEM_FOR, current_hint, get_item, get_item_for
 from columns.gov_services.config import get_config
 from columns.gov_services.errors import (
     ApplicationNotFound,
@@ -169,32 +169,38 @@ async def _write_timeline(session: AsyncSession, rows: list[dict[str, Any]]) -> 
         rows.clear()
 
 
+def _draft_given(
+    principal: Principal, item: CatalogueItem, version_id: str, version: int, client_key: str
+) -> dict[str, Any]:
+    """The draft's own fields (every other at its default), with a new application number."""
+    if principal.identity_level < item.identity_level:
+        raise IdentityLevelRequired(item.identity_level, principal.identity_level)
+    accept_step = next((s.days for s in item.steps if s.name == "受理"), 1)
+    return {
+        "number": _new_number(),
+        "client_key": client_key,
+        "applicant_id": principal.id,
+        "agent_id": None,
+        "item_code": item.code,
+        "item_version_id": version_id,
+        "item_version": version,
+        "item_name": item.name,
+        "department": item.department,
+        "limit_days": item.promised_days,
+        "accept_limit_days": max(accept_step, 1),
+        "review_limit_days": sum(s.days for s in item.steps if s.name not in NON_REVIEW_STEPS),
+    }
+
+
 async def _insert_draft(
     session: AsyncSession, *, principal: Principal, item_row: Item, item: CatalogueItem, client_key: str
 ) -> tuple[Application, bool]:
     """The draft in one INSERT that does nothing on a conflict (no SAVEPOINT, no read first); the
     same client key gives back its application (``False``): a concurrent request with the key waits
     for the other's commit, then finds its row."""
-    if principal.identity_level < item.identity_level:
-        raise IdentityLevelRequired(item.identity_level, principal.identity_level)
-    accept_step = next((s.days for s in item.steps if s.name == "受理"), 1)
-    review_steps = sum(s.days for s in item.steps if s.name not in NON_REVIEW_STEPS)
     conn = await session.connection()
     for _attempt in range(5):
-        given = {
-            "number": _new_number(),
-            "client_key": client_key,
-            "applicant_id": principal.id,
-            "agent_id": None,
-            "item_code": item.code,
-            "item_version_id": item_row.current_version_id,
-            "item_version": item_row.version,
-            "item_name": item.name,
-            "department": item.department,
-            "limit_days": item.promised_days,
-            "accept_limit_days": max(accept_step, 1),
-            "review_limit_days": review_steps,
-        }
+        given = _draft_given(principal, item, item_row.current_version_id, item_row.version, client_key)
         row = model_row(Application, given)
         inserted = await conn.execute(_DRAFT_INSERT, row)
         if inserted.rowcount == 1:
@@ -206,6 +212,38 @@ async def _insert_draft(
         if again is not None:
             return _same_item(again, item.code, client_key), False
     raise InvalidTransition("申请编号生成失败，请重试")
+
+
+def _drafting() -> Any:
+    """``ITEM_FOR`` with the draft's INSERT as a data-modifying CTE and a last column ``drafted``
+    (1 when it inserted): PostgreSQL only. The INSERT happens only if the item is active and its
+    current version is the one the draft was built from (``d_item_version_id``); it does nothing on
+    a conflict, as ``_DRAFT_INSERT``. Written as text with each parameter cast to its column's type
+    (in INSERT ... SELECT the columns do not type the parameters): compiled once."""
+    from sqlalchemy.dialects import postgresql
+
+    table: sa.Table = Application.__table__  # type: ignore[attr-defined]
+    items: sa.Table = Item.__table__  # type: ignore[attr-defined]
+    # SQLAlchemy's dialect classes are untyped.
+    pg = postgresql.dialect()  # type: ignore[no-untyped-call]
+    quoted = ", ".join('"' + c.name + '"' for c in table.c)
+    values = ", ".join(f"CAST(:d_{c.name} AS {c.type.compile(dialect=pg)})" for c in table.c)
+    sql = (
+        f"INSERT INTO {table.name} ({quoted}) SELECT {values} WHERE EXISTS (SELECT 1 FROM {items.name} "
+        f"WHERE {items.c.code.name} = :d_item_code AND {items.c.active.name} "
+        f"AND {items.c.current_version_id.name} = :d_item_version_id) ON CONFLICT DO NOTHING RETURNING id"
+    )
+    draft = (
+        sa.text(sql)
+        .bindparams(*(sa.bindparam(f"d_{c.name}", type_=c.type) for c in table.c))
+        .columns(sa.column("id", sa.String))
+        .cte("draft")
+    )
+    drafted = sa.select(sa.func.count()).select_from(draft).scalar_subquery().label("drafted")
+    return ITEM_FOR.add_columns(drafted).add_cte(draft)
+
+
+_ITEM_FOR_DRAFTING = _drafting()
 
 
 async def _or_existing(
@@ -481,10 +519,29 @@ async def one_tap(
     test_submit_statements.py`` guards the count). Its append-only rows (consents, access log,
     timeline, message, job, audit) are written together at the commit (``write_batch``)."""
     write_batch.defer(session)
+    # On PostgreSQL, with the item's current version known to this process, the draft is inserted
+    # by the statement that reads the item (if that version is still current): checked and built
+    # from it first. Any doubt (no hint, a check failing on it) takes the two-statement way, which
+    # checks against what is read.
+    drafting = await _draft_from_hint(
+        session,
+        principal=principal,
+        item_code=item_code,
+        client_key=client_key,
+        groups=groups,
+        delivery=delivery,
+        address=address,
+    )
     try:
         # The account read with the item: its ID number for the reads below, its birth date for the
         # conditions (the session finds it while it stays referenced here).
-        item_row, item, account = await get_item_for(session, code=item_code, account_id=principal.id)
+        item_row, item, account, drafted = await get_item_for(
+            session,
+            code=item_code,
+            account_id=principal.id,
+            also=_ITEM_FOR_DRAFTING if drafting else None,
+            params={f"d_{k}": v for k, v in drafting[1].items()} if drafting else None,
+        )
     except ItemNotFound as e:
         return await _or_existing(
             session, e, principal=principal, item_code=item_code, client_key=client_key
@@ -493,9 +550,21 @@ async def one_tap(
     if not groups or any(g not in offered for g in groups):
         raise ValidationFailed("请选择本事项可授权的信息类别", allowed=list(offered))
     choice = _check_delivery(item, delivery, address)
-    app, created = await _insert_draft(
-        session, principal=principal, item_row=item_row, item=item, client_key=client_key
-    )
+    if drafting and drafted[0]:
+        app, created = _persistent_draft(session, drafting[1], drafting[0]), True
+    elif drafting and item_row.current_version_id == drafting[1]["item_version_id"]:
+        # The version was current, so the INSERT met a conflict: the client key's application, or
+        # (if there is none) a taken application number, drawn again below.
+        again = await _existing(session, principal=principal, client_key=client_key)
+        if again is not None:
+            return _same_item(again, item.code, client_key), False
+        app, created = await _insert_draft(
+            session, principal=principal, item_row=item_row, item=item, client_key=client_key
+        )
+    else:
+        app, created = await _insert_draft(
+            session, principal=principal, item_row=item_row, item=item, client_key=client_key
+        )
     if not created:
         return app, False
     # Its prefilled form and submission are written with the queued rows at the commit.
@@ -550,6 +619,36 @@ async def one_tap(
         uploaded=set(),
         timeline=timeline,
     ), True
+
+
+async def _draft_from_hint(
+    session: AsyncSession,
+    *,
+    principal: Principal,
+    item_code: str,
+    client_key: str,
+    groups: list[str],
+    delivery: str | None,
+    address: dict[str, str] | None,
+) -> tuple[set[str], dict[str, Any]] | None:
+    """The draft's given fields and row, built from the item's current version as this process
+    last saw it, when the one-tap's checks pass on it; ``None`` when it cannot be (SQLite, no hint,
+    a check failing: the request then checks against the item it reads)."""
+    if session.sync_session.get_bind().dialect.name != "postgresql":
+        return None
+    hint = current_hint(item_code)
+    if hint is None:
+        return None
+    version_id, version, item = hint
+    offered = {p["group"] for p in prefill_preview(item)}
+    if not groups or any(g not in offered for g in groups):
+        return None
+    try:
+        _check_delivery(item, delivery, address)
+        given = _draft_given(principal, item, version_id, version, client_key)
+    except AppError:
+        return None
+    return set(given), model_row(Application, given)
 
 
 async def proceed_submitted(

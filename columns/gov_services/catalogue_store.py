@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import col, select
@@ -208,32 +209,64 @@ async def get_item(session: AsyncSession, *, code: str) -> tuple[Item, Catalogue
     ).first()
     if row is None:
         raise ItemNotFound(item_code=code)
+    _seen_current(row[0])
     return row[0], version_item(row[1])
 
 
 async def get_item_for(
-    session: AsyncSession, *, code: str, account_id: str
-) -> tuple[Item, CatalogueItem, Account | None]:
+    session: AsyncSession,
+    *,
+    code: str,
+    account_id: str,
+    also: Any = None,
+    params: dict[str, Any] | None = None,
+) -> tuple[Item, CatalogueItem, Account | None, tuple[Any, ...]]:
     """An active item, its current version and the applicant's account: one statement (the version
     comes from memory once this process has seen it; versions never change). The one-tap
     submission reads the account's ID number next. The same statement reads the resident's message
-    preference, which the submission's notice needs (``notify.preference_read``)."""
-    row = (await session.exec(_ITEM_FOR, params={"code": code, "account_id": account_id})).first()
+    preference, which the submission's notice needs (``notify.preference_read``).
+
+    ``also``: a statement built once from ``ITEM_FOR`` with more columns after its three (and CTEs:
+    the one-tap draft's INSERT), run instead with ``params`` added; their values come fourth."""
+    statement = ITEM_FOR if also is None else also
+    row = (
+        await session.exec(statement, params={"code": code, "account_id": account_id, **(params or {})})
+    ).first()
     if row is None:
         raise ItemNotFound(item_code=code)
     if row[1] is not None:
         notify.preference_read(session, account_id, row[2])
-    return row[0], await load_version(session, row[0].current_version_id), row[1]
+    _seen_current(row[0])
+    return row[0], await load_version(session, row[0].current_version_id), row[1], tuple(row[3:])
 
 
 # Built once (no statement construction per submission; the engine caches its compiled form).
-_ITEM_FOR = (
+ITEM_FOR = (
     select(Item, Account, notify.NotifyPreference)
     .select_from(Item)
     .outerjoin(Account, col(Account.id) == sa.bindparam("account_id"))
     .outerjoin(notify.NotifyPreference, col(notify.NotifyPreference.account_id) == col(Account.id))
     .where(Item.code == sa.bindparam("code"), col(Item.active).is_(True))
 )
+
+# The current version of each item as this process last read it: (version id, version number).
+# Only a hint (another process may have published a new version since): a statement that relies
+# on it checks it in the database.
+_CURRENT: dict[str, tuple[str, int]] = {}
+
+
+def _seen_current(item: Item) -> None:
+    _CURRENT[item.code] = (item.current_version_id, item.version)
+
+
+def current_hint(code: str) -> tuple[str, int, CatalogueItem] | None:
+    """The item's current version as this process last saw it, with its guide when in memory: a
+    hint, to be checked in the database by whoever acts on it."""
+    seen = _CURRENT.get(code)
+    if seen is None:
+        return None
+    item = _VERSIONS.get(seen[0])
+    return (seen[0], seen[1], item) if item is not None else None
 
 
 async def edit_item(session: AsyncSession, *, data: CatalogueItem, actor_id: str) -> Item:

@@ -27,7 +27,7 @@ MAX_STATEMENTS = 15
 # with the application's update (``app_api.core.write_batch``): the item with the account and message
 # preference, the draft, the registry read (the population record and the certificates together),
 # the audit head's reservation, that statement.
-MAX_STATEMENTS_POSTGRES = 5
+MAX_STATEMENTS_POSTGRES = 4
 
 
 @pytest.fixture
