@@ -111,10 +111,9 @@ async def run(args: argparse.Namespace, biller_url: str) -> None:
         residents.append(headers)
 
     direct = HttpJsonBiller(get_config().billers[0])
-    print(
-        f"backend: {'PostgreSQL+Redis' if args.pg else 'SQLite+in-process Redis'}; "
-        f"{args.requests} listings; 10 bound accounts (20 bills) per resident"
-    )
+    backend = "PostgreSQL+Redis" if args.pg else "SQLite+in-process Redis"
+    figures: list[tuple[int, int, float, float]] = []
+    print(f"backend: {backend}; {args.requests} listings; 10 bound accounts (20 bills) per resident")
     print(
         f"{'biller latency':>15} {'mode':>14} {'direct p95':>11} {'list p50':>9} {'list p95':>9} "
         f"{'list p99':>9} {'p95/direct':>10} {'req/s':>7}"
@@ -148,12 +147,22 @@ async def run(args: argparse.Namespace, biller_url: str) -> None:
                 wall = time.perf_counter() - start
                 dp95 = pct(d, 95) * 1000
                 p95 = pct(times, 95) * 1000
+                figures.append((latency_ms, concurrency, p95, dp95))
                 print(
                     f"{latency_ms:>13}ms {f'{concurrency} at once':>14} {dp95:>9.1f}ms "
                     f"{pct(times, 50) * 1000:>7.1f}ms {p95:>7.1f}ms {pct(times, 99) * 1000:>7.1f}ms "
                     f"{p95 / dp95:>10.1f} {len(times) / wall:>7.1f}"
                 )
     print(f"mean listing at the last setting: {statistics.mean(times) * 1000:.1f} ms")
+    for latency_ms, concurrency, p95, dp95 in figures:
+        line = {
+            "work": (
+                f"bill listing, 10 bound accounts, billers {latency_ms} ms, {concurrency} at once ({backend})"
+            ),
+            "goal": "none set (figures)",
+            "figure": f"p95 {p95:.1f} ms (one biller query p95 {dp95:.1f} ms)",
+        }
+        print("BENCH " + json.dumps(line, ensure_ascii=False))
     server.should_exit = True
     await serving
 
