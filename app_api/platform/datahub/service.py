@@ -31,7 +31,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlmodel import select
@@ -421,56 +421,63 @@ class Datahub:
     ) -> R:
         """Check the consent, read through the adapter, record the read (found or not) with its
         actor, in the access log and the audit chain."""
-        await require_consent(
-            session, consent_id=consent_id, account_id=subject_account_id, purpose=purpose, scopes=scopes
+
+        async def one() -> tuple[R]:
+            return (await fetch(),)
+
+        (found,) = await self._reads(
+            session,
+            one,
+            [(record_type, consent_id, scopes)],
+            id_number=id_number,
+            accessor_id=accessor_id,
+            purpose=purpose,
+            subject_account_id=subject_account_id,
+            actor=actor,
+            application_ref=application_ref,
         )
+        return cast(R, found)
+
+    async def _reads(
+        self,
+        session: AsyncSession,
+        fetch: Callable[[], Awaitable[tuple[Any, ...]]],
+        reads: list[tuple[str, str | None, list[str]]],
+        *,
+        id_number: str,
+        accessor_id: str,
+        purpose: str,
+        subject_account_id: str,
+        actor: Actor | None,
+        application_ref: str | None,
+    ) -> tuple[Any, ...]:
+        """``_read`` for records fetched together: every read's consent (record type, consent,
+        scopes) checked first, then one fetch answering each in order, then each read recorded."""
+        for _, consent_id, scopes in reads:
+            await require_consent(
+                session, consent_id=consent_id, account_id=subject_account_id, purpose=purpose, scopes=scopes
+            )
         found = await fetch()
         if actor is None:
             actor = await resolve(session, accessor_id, subject_account_id)
-        await self._logged(
-            session,
-            actor=actor,
-            id_number=id_number,
-            subject_account_id=subject_account_id,
-            record_type=record_type,
-            purpose=purpose,
-            consent_id=consent_id,
-            scopes=scopes,
-            application_ref=application_ref,
-            found=bool(found),
-        )
+        for (record_type, consent_id, scopes), value in zip(reads, found, strict=True):
+            await record_read(
+                session,
+                actor=actor,
+                subject_account_id=subject_account_id,
+                subject_hash=id_hash(id_number),
+                record_type=record_type,
+                purpose=purpose,
+                consent_id=consent_id,
+                fields=scopes,
+                application_ref=application_ref,
+                found=bool(value),
+                registry=True,
+                # Written with the transaction's next flush: a caller pulling several records under
+                # ``session.no_autoflush`` writes all their access rows in one INSERT.
+                flush=False,
+            )
         return found
-
-    @staticmethod
-    async def _logged(
-        session: AsyncSession,
-        *,
-        actor: Actor,
-        id_number: str,
-        subject_account_id: str,
-        record_type: str,
-        purpose: str,
-        consent_id: str | None,
-        scopes: list[str],
-        application_ref: str | None,
-        found: bool,
-    ) -> None:
-        await record_read(
-            session,
-            actor=actor,
-            subject_account_id=subject_account_id,
-            subject_hash=id_hash(id_number),
-            record_type=record_type,
-            purpose=purpose,
-            consent_id=consent_id,
-            fields=scopes,
-            application_ref=application_ref,
-            found=found,
-            registry=True,
-            # Written with the transaction's next flush: a caller pulling several records under
-            # ``session.no_autoflush`` writes all their access rows in one INSERT.
-            flush=False,
-        )
 
     async def person_and_certificates(
         self,
@@ -488,30 +495,20 @@ class Datahub:
         """``person`` and ``certificates`` in one read of the records (one statement over the local
         tables, the two queries at once to a data center): both consents checked first, and each
         read recorded on its own, as the two calls would."""
-        reads = (
-            ("population", person_consent_id, ["population.basic"]),
-            ("certificate", certificate_consent_id, ["certificates"]),
+        person, certs = await self._reads(
+            session,
+            lambda: self.adapter.person_and_certificates(session, id_number),
+            [
+                ("population", person_consent_id, ["population.basic"]),
+                ("certificate", certificate_consent_id, ["certificates"]),
+            ],
+            id_number=id_number,
+            accessor_id=accessor_id,
+            purpose=purpose,
+            subject_account_id=subject_account_id,
+            actor=actor,
+            application_ref=application_ref,
         )
-        for _, consent_id, scopes in reads:
-            await require_consent(
-                session, consent_id=consent_id, account_id=subject_account_id, purpose=purpose, scopes=scopes
-            )
-        person, certs = await self.adapter.person_and_certificates(session, id_number)
-        if actor is None:
-            actor = await resolve(session, accessor_id, subject_account_id)
-        for (record_type, consent_id, scopes), found in zip(reads, (person, certs), strict=True):
-            await self._logged(
-                session,
-                actor=actor,
-                id_number=id_number,
-                subject_account_id=subject_account_id,
-                record_type=record_type,
-                purpose=purpose,
-                consent_id=consent_id,
-                scopes=scopes,
-                application_ref=application_ref,
-                found=bool(found),
-            )
         if person is None:
             raise RecordNotFound()
         return person, certs
