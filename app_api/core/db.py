@@ -171,9 +171,35 @@ def make_engine(url: str) -> AsyncEngine:
     # A refused connection fails at once and an unreachable server within 2 s (then 503, see
     # app_api.core.outage), instead of holding the request for asyncpg's default 60 s. Not lower:
     # a loaded database host can take over a second to accept and authenticate.
-    return create_async_engine(
-        url, pool_size=10, max_overflow=20, pool_pre_ping=True, connect_args={"timeout": 2.0}
-    )
+    engine = create_async_engine(url, pool_size=10, max_overflow=20, connect_args={"timeout": 2.0})
+    event.listen(engine.sync_engine, "connect", _fresh)
+    event.listen(engine.sync_engine, "checkout", _ping)
+    return engine
+
+
+_FRESH = "wojia_fresh"
+
+
+def _fresh(dbapi_connection: Any, record: Any) -> None:
+    record.info[_FRESH] = True
+
+
+def _ping(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    """``pool_pre_ping`` in one round trip: a pooled connection is tried before each use, and if it
+    does not answer (the server restarted, the connection was killed) the pool's connections are
+    all replaced and the request gets a new one, as SQLAlchemy's pre-ping does. SQLAlchemy's own
+    ping for asyncpg is three round trips (BEGIN, a prepared ``;``, ROLLBACK: for PgBouncer in
+    transaction mode, where a prepared statement outside a transaction fails); ``SELECT 1`` on the
+    simple protocol (asyncpg's ``execute`` without arguments) prepares nothing and is its own
+    transaction, so it is safe there too. (Not the empty query ``;``: asyncpg's simple protocol
+    fails on its answer, which has no command tag.) A connection just opened is not tried (as
+    pre-ping)."""
+    if record.info.pop(_FRESH, False):
+        return
+    try:
+        dbapi_connection.run_async(lambda conn: conn.execute("SELECT 1"))
+    except Exception as error:
+        raise sa.exc.InvalidatePoolError(f"database connection lost: {error!r}") from error
 
 
 def get_engine() -> AsyncEngine:

@@ -3,7 +3,7 @@
 During an outage every request that needs the dependency fails the same way: a refused or reset
 connection, a pool that cannot connect in time. That is not the request's fault and not a defect to
 page anyone about: the answer is 503 ``app.unavailable`` with ``Retry-After``, and the process
-recovers by itself when the dependency is back (the pool reconnects, ``pool_pre_ping`` drops dead
+recovers by itself when the dependency is back (the pool reconnects, the checkout ping drops dead
 connections, redis-py reconnects on the next command).
 """
 
