@@ -50,10 +50,8 @@ async def test_the_ping_is_one_query_outside_any_transaction(
 ) -> None:
     import asyncpg.connection
 
-    from app_api.core.db import get_engine, session_scope
+    from app_api.core.db import make_engine
 
-    async with session_scope() as s:  # the connection is in the pool now, not fresh
-        pid = (await s.exec(sa.select(sa.func.pg_backend_pid()))).one()  # type: ignore[call-overload]
     calls: list[str] = []
     real_execute = asyncpg.connection.Connection.execute
     real_fetchrow = asyncpg.connection.Connection.fetchrow
@@ -74,8 +72,18 @@ async def test_the_ping_is_one_query_outside_any_transaction(
     monkeypatch.setattr(asyncpg.connection.Connection, "execute", execute)
     monkeypatch.setattr(asyncpg.connection.Connection, "fetchrow", fetchrow)
     monkeypatch.setattr(asyncpg.connection.Connection, "transaction", transaction)
-    async with get_engine().connect() as conn:
-        # Checked out (and tried): nothing of the caller's has run yet.
-        assert calls == ["execute SELECT 1"]
-        # The connection answered, so it was kept: the same server process as before.
-        assert (await conn.execute(sa.select(sa.func.pg_backend_pid()))).one() == pid
+    # An engine of its own, as the app makes it: its pool holds only what this test gave back.
+    engine = make_engine(os.environ["WOJIA_DATABASE_URL"])
+    backend_pid = sa.select(sa.func.pg_backend_pid())
+    try:
+        async with engine.connect() as conn:  # a new connection: not tried (the dialect reads the server)
+            pid = (await conn.execute(backend_pid)).scalar_one()
+        calls.clear()
+        async with engine.connect() as conn:  # the same one, from the pool: tried
+            tried = list(calls)  # what the checkout did, before anything of the caller's
+            again = (await conn.execute(backend_pid)).scalar_one()
+    finally:
+        await engine.dispose()
+    # One query outside any transaction, and the connection kept (it answered).
+    assert tried == ["execute SELECT 1"]
+    assert again == pid
