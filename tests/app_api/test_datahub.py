@@ -43,6 +43,23 @@ async def make_person(photo: bytes | None = b"\xff\xd8fakejpeg") -> str:
     return idn
 
 
+def _old_age_card(idn: str, cert_no: str, issued_on: dt.date, valid_until: dt.date, source_ref: str) -> Any:
+    """An order for an old-age card (老年人优待证) to write into the library."""
+    from app_api.platform.datahub.service import IssueOrder
+
+    return IssueOrder(
+        cert_no=cert_no,
+        holder_id_number=idn,
+        cert_type="old_age_card",
+        title="老年人优待证",
+        issuer="谯城区民政局",
+        issued_on=issued_on,
+        valid_until=valid_until,
+        data={"item": "BZ-MZ-001"},
+        source_ref=source_ref,
+    )
+
+
 def test_citizen_id_rules() -> None:
     good = make("341602", dt.date(1990, 1, 1), 123)
     assert problem(good) is None
@@ -194,16 +211,8 @@ async def test_exchange_certificates_come_from_its_own_library(
                 issued_on=dt.date(2010, 1, 1),
             )
         )
-    order = IssueOrder(
-        cert_no="T" + secrets.token_hex(8).upper(),
-        holder_id_number=idn,
-        cert_type="old_age_card",
-        title="老年人优待证",
-        issuer="谯城区民政局",
-        issued_on=dt.date(2028, 2, 29),
-        valid_until=dt.date(2033, 2, 28),
-        data={"item": "BZ-MZ-001"},
-        source_ref="app-1",
+    order = _old_age_card(
+        idn, "T" + secrets.token_hex(8).upper(), dt.date(2028, 2, 29), dt.date(2033, 2, 28), "app-1"
     )
     async with session_scope() as s:
         assert [c.title for c in await LocalDatahub().certificates(s, idn)] == ["居民户口簿"]
@@ -350,21 +359,10 @@ async def test_the_data_center_is_asked_both_queries_at_once_and_either_failing_
 ) -> None:
     from app_api.core.errors import UpstreamError
     from app_api.core.settings import get_settings
-    from app_api.platform.datahub.service import IssueOrder
 
     monkeypatch.setattr(get_settings(), "datahub_url", f"{live_url}/sandbox/datahub")
     idn = await make_person(photo=b"photo-bytes")
-    order = IssueOrder(
-        cert_no="PC" + idn[-8:] + "X",
-        holder_id_number=idn,
-        cert_type="old_age_card",
-        title="老年人优待证",
-        issuer="谯城区民政局",
-        issued_on=dt.date(2026, 3, 1),
-        valid_until=dt.date(2031, 2, 28),
-        data={"item": "BZ-MZ-001"},
-        source_ref="app-pc",
-    )
+    order = _old_age_card(idn, "PC" + idn[-8:] + "X", dt.date(2026, 3, 1), dt.date(2031, 2, 28), "app-pc")
     hub = HttpDatahub()
     async with session_scope() as s:
         await hub.issue_certificate(s, order)
