@@ -38,11 +38,14 @@ class FlakySms(SandboxSms):
         self.refuse: set[str] = set()  # phones whose messages the provider refuses for good
         self.stop_after_send: set[str] = set()  # the worker is stopped right after the provider took it
         self.calls: dict[str, int] = {}
+        self.gate: asyncio.Event | None = None  # when set, every send waits for it to open
 
     async def send(
         self, phone: str, kind: str, params: Mapping[str, object], *, text: str | None = None
     ) -> str:
         self.calls[phone] = self.calls.get(phone, 0) + 1
+        if self.gate is not None:
+            await self.gate.wait()
         if self.fail_for.get(phone, 0) > 0:
             self.fail_for[phone] -= 1
             raise UpstreamError("短信发送失败，请稍后再试", upstream_code="RequestTimeout")

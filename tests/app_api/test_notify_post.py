@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Iterator
 from typing import Any
@@ -83,11 +84,18 @@ async def test_post_stores_the_message_send_stores(
     assert set(posted) == set(notify.Notification.__table__.c.keys())  # type: ignore[attr-defined]
 
     # Outside them: both pending, each with its one delivery job, and the posted one reaches the phone once.
+    # The provider holds every send until both rows are read, so neither is read after its delivery.
     await quiet_now(account, on=False)
-    (sent, sent_jobs), (posted, posted_jobs) = await both(account)
+    sms.gate = asyncio.Event()
+    try:
+        (sent, sent_jobs), (posted, posted_jobs) = await both(account)
+    finally:
+        sms.gate.set()
     assert {k: sent[k] for k in SAME} == {k: posted[k] for k in SAME}
+    assert posted["status"] == "pending" and posted["attempts"] == 0 and posted["sent_at"] is None
     assert posted["next_attempt_at"] is None
     assert [j["task"] for j in posted_jobs] == [j["task"] for j in sent_jobs] == ["app.notify_deliver"]
+    assert (await settled(sent["id"])).status == "sent"
     assert (await settled(posted["id"])).status == "sent"
     assert (await texts(sms, phone)).count("【我家亳州】您申请的“高龄津贴申领”已受理。") == 2
 
