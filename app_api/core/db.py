@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import json
 import logging
+import math
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from functools import cache
 from typing import Annotated, Any, TypeVar, cast
 
+import orjson
 import sqlalchemy as sa
 from fastapi import Depends
 from sqlalchemy import event
@@ -162,16 +165,40 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def json_dumps(value: Any, default: Callable[[Any], Any] | None = None) -> str:
+    """JSON columns' serializer: orjson (several times the standard library's speed on the rows a
+    submission writes), or the standard library for what orjson refuses (an integer beyond 64
+    bits). Non-string keys become strings, as with the standard library; a float that is not a
+    number (NaN, infinity: not JSON, and PostgreSQL refuses it) becomes null either way."""
+    try:
+        return orjson.dumps(value, default=default, option=orjson.OPT_NON_STR_KEYS).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(_finite(value), ensure_ascii=False, default=default)
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (in its dicts, lists and tuples) made None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
 def make_engine(url: str) -> AsyncEngine:
+    # Reads keep the standard library's parser: orjson reads an integer beyond 64 bits as a float.
+    json_kw: dict[str, Any] = {"json_serializer": json_dumps}
     if url.startswith("sqlite"):
         VAR_DIR.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(url, connect_args={"timeout": 30}, **json_kw)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     # A refused connection fails at once and an unreachable server within 2 s (then 503, see
     # app_api.core.outage), instead of holding the request for asyncpg's default 60 s. Not lower:
     # a loaded database host can take over a second to accept and authenticate.
-    engine = create_async_engine(url, pool_size=10, max_overflow=20, connect_args={"timeout": 2.0})
+    engine = create_async_engine(url, pool_size=10, max_overflow=20, connect_args={"timeout": 2.0}, **json_kw)
     event.listen(engine.sync_engine, "connect", _fresh)
     event.listen(engine.sync_engine, "checkout", _ping)
     return engine

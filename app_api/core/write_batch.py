@@ -11,9 +11,10 @@ exist:
   keys are checked at the end of the statement, so the order of the CTEs does not matter to them.
 - SQLite: one multi-row INSERT per table, parents first (it has no data-modifying CTEs).
 
-Contributors (``contribute``) add rows and a closing statement at the commit: the audit chain
-reserves its sequence numbers (one statement that locks the head row) and hands its events and the
-head's new hash to the same statement as everything else.
+Contributors (``contribute``) add rows and a closing statement at the commit: on PostgreSQL the
+audit chain's closing statement locks its head row, links the entries and moves the head, and
+everything else joins it as CTEs (on SQLite it reserves the entries' places first and hands them
+over as rows).
 
 Nothing changes for a session that has not opted in: the writers write where they are called.
 
@@ -277,7 +278,7 @@ def flush(session: AsyncSession | Session) -> None:
 def _at_commit(session: Session) -> None:
     # The ORM's changes first, in every transaction: queued rows may refer to rows it has not
     # written, and the audit chain's head row is then the last lock a transaction takes (held for
-    # two statements and the commit), in one order everywhere.
+    # the last statement and the commit), in one order everywhere.
     updates = _changes(session)
     if session.new or session.dirty or session.deleted:
         session.flush()

@@ -73,8 +73,8 @@ async def test_a_deferred_unit_of_work_writes_its_rows_at_the_commit_in_one_stat
     is_postgres: bool,
 ) -> None:
     """A resident new in this transaction (written by the ORM), a consent and a read under it, each
-    with its audit entry: on PostgreSQL the rows and the chain's new head are one statement after
-    the head's reservation; every row is there afterwards, in a chain that still verifies."""
+    with its audit entry: on PostgreSQL the rows, the entries linked into the chain and its new head
+    are one statement; every row is there afterwards, in a chain that still verifies."""
     with counted() as statements:
         async with session_scope() as s:
             write_batch.defer(s)
@@ -90,12 +90,13 @@ async def test_a_deferred_unit_of_work_writes_its_rows_at_the_commit_in_one_stat
     inserts = [st for st in statements if st.startswith(("INSERT", "WITH"))]
     assert any("app_account" in st for st in statements)
     if is_postgres:
-        # The account (ORM), the head's reservation, then everything else in one statement.
+        # The account (ORM), then everything else in one statement, the chain's head with it.
         batch = [st for st in statements if "app_consent" in st]
         assert len(batch) == 1 and batch[0].startswith("WITH")
         assert "app_datahub_access" in batch[0] and "app_audit_event" in batch[0]
         assert "UPDATE app_audit_head" in batch[0]
-        assert len(statements) == 3, statements  # the account, the reservation, the batch
+        assert "FOR UPDATE" in batch[0]  # the head's lock, taken by the last statement
+        assert len(statements) == 2, statements  # the account, the batch
     else:
         assert len(inserts) >= 3
     consents, reads, events = await _stored(account.id)

@@ -24,6 +24,10 @@ class AuditEvent(SQLModel, table=True):
     request_id: str | None = Field(default=None, max_length=64)
     prev_hash: str = Field(max_length=64)
     hash: str = Field(max_length=64)
+    # The digest of what the entry says (time, action, actor, subject, data), made when it is
+    # recorded; ``hash`` links it into the chain (see ``audit.service``). None on entries written
+    # before it existed, whose ``hash`` covers their content directly.
+    content_hash: str | None = Field(default=None, max_length=64)
 
 
 class AuditHead(SQLModel, table=True):

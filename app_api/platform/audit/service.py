@@ -4,6 +4,7 @@ import datetime as dt
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -13,7 +14,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_api.core import write_batch
-from app_api.core.db import utcnow
+from app_api.core.db import json_dumps, utcnow
 from app_api.core.logging import request_id_var
 from app_api.platform.audit.models import GENESIS, AuditEvent, AuditHead
 
@@ -30,22 +31,35 @@ def _digest(
     subject_id: str | None,
     data: dict[str, Any],
 ) -> str:
-    payload = json.dumps(
-        [
-            prev_hash,
-            seq,
-            at.astimezone(dt.UTC).isoformat(timespec="microseconds"),
-            action,
-            actor_id,
-            subject_type,
-            subject_id,
-            data,
-        ],
-        ensure_ascii=False,
-        sort_keys=True,
-        separators=(",", ":"),
-        default=str,
-    )
+    """An entry's hash in the chain's first form (entries without ``content_hash``): its place and
+    content in one digest, made under the head's lock."""
+    return _sha256_json([prev_hash, seq, _iso(at), action, actor_id, subject_type, subject_id, data])
+
+
+def _content(
+    at: dt.datetime,
+    action: str,
+    actor_id: str | None,
+    subject_type: str | None,
+    subject_id: str | None,
+    data: dict[str, Any],
+) -> str:
+    """What an entry says, digested when it is recorded (outside the head's lock)."""
+    return _sha256_json([_iso(at), action, actor_id, subject_type, subject_id, data])
+
+
+def _link(prev_hash: str, seq: int, content_hash: str) -> str:
+    """An entry's hash: its content's digest at its place after the previous entry. The same
+    formula runs in SQL (``_link_sql``) when PostgreSQL links the entries in the commit statement."""
+    return hashlib.sha256(f"{prev_hash}:{seq}:{content_hash}".encode()).hexdigest()
+
+
+def _iso(at: dt.datetime) -> str:
+    return at.astimezone(dt.UTC).isoformat(timespec="microseconds")
+
+
+def _sha256_json(value: list[Any]) -> str:
+    payload = json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -59,20 +73,25 @@ async def record(
     data: dict[str, Any] | None = None,
 ) -> None:
     """Queue an audit entry; it joins the chain when (and only if) the transaction commits."""
+    at = utcnow()
+    # The data as the JSON column will give it back (what the chain's check digests again).
+    stored = json.loads(json_dumps(data or {}, default=str))
     session.sync_session.info.setdefault(_PENDING, []).append(
         {
-            "at": utcnow(),
+            "at": at,
             "action": action,
             "actor_id": actor_id,
             "subject_type": subject_type,
             "subject_id": subject_id,
-            "data": json.loads(json.dumps(data or {}, ensure_ascii=False, default=str)),
+            "data": stored,
             "request_id": request_id_var.get(),
+            "content_hash": _content(at, action, actor_id, subject_type, subject_id, stored),
         }
     )
 
 
 _HEAD: sa.Table = AuditHead.__table__  # type: ignore[attr-defined]
+_EVENTS: sa.Table = AuditEvent.__table__  # type: ignore[attr-defined]
 # Core statements on the tables, built once (their compiled form is cached by the engine): an
 # ORM-enabled UPDATE would re-evaluate the identity map.
 _RESERVE = (
@@ -81,20 +100,72 @@ _RESERVE = (
     .values(seq=_HEAD.c.seq + sa.bindparam("n_events", type_=sa.BigInteger), updated_at=sa.bindparam("now"))
     .returning(_HEAD.c.seq, _HEAD.c.hash)
 )
-_EVENTS: sa.Table = AuditEvent.__table__  # type: ignore[attr-defined]
 _LINK = sa.update(_HEAD).where(_HEAD.c.id == 1).values(hash=sa.bindparam("last_hash"))
+# An entry's queued fields (the rest, its place in the chain, is given when it is linked).
+_FIELDS = ("at", "action", "actor_id", "subject_type", "subject_id", "data", "request_id", "content_hash")
+# Up to this many entries in one transaction PostgreSQL links them in the commit statement; beyond
+# it (bulk work, rare) the head is reserved first and Python links them (the statement's size
+# grows with the entries).
+_IN_STATEMENT = 16
+
+
+def _link_sql(prev_hash: Any, seq: Any, content_hash: Any) -> Any:
+    """``_link`` in PostgreSQL: hex(sha256(prev_hash || ':' || seq || ':' || content_hash))."""
+    colon = sa.literal_column("':'", sa.Text)
+    joined = sa.func.concat(prev_hash, colon, sa.cast(seq, sa.Text), colon, content_hash)
+    digest = sa.func.sha256(sa.func.convert_to(joined, sa.literal_column("'UTF8'")))
+    return sa.func.encode(digest, sa.literal_column("'hex'"), type_=sa.String)
+
+
+@lru_cache(maxsize=_IN_STATEMENT)
+def _chained(n: int) -> sa.Update:
+    """The closing statement that appends ``n`` entries on PostgreSQL: the head row locked (``FOR
+    UPDATE``, which under READ COMMITTED waits for an earlier appender and then reads its tip),
+    each entry linked to the one before by ``_link_sql`` and inserted, and the head moved to the
+    last. The unit of work's other queued rows join it as further CTEs (``write_batch``), so the
+    lock is taken by the transaction's last statement and held only to its commit. Parameters
+    ``au<i>_<field>`` for each entry and ``au_now``."""
+    prev: Any = sa.select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1).with_for_update().cte("au_head")
+    ctes: list[Any] = [prev]
+    inserts: list[Any] = []
+    for i in range(n):
+        given = {
+            f: sa.cast(sa.bindparam(f"au{i}_{f}", type_=_EVENTS.c[f].type), _EVENTS.c[f].type)
+            for f in _FIELDS
+        }
+        seq = prev.c.seq + 1
+        link = sa.select(
+            seq.label("seq"),
+            prev.c.hash.label("prev_hash"),
+            _link_sql(prev.c.hash, seq, given["content_hash"]).label("hash"),
+        ).cte(f"au_l{i}")
+        row = sa.select(link.c.seq, link.c.prev_hash, link.c.hash, *given.values())
+        inserts.append(
+            sa.insert(_EVENTS).from_select(["seq", "prev_hash", "hash", *_FIELDS], row).cte(f"au_e{i}")
+        )
+        ctes.append(link)
+        prev = link
+    now = sa.bindparam("au_now", type_=_HEAD.c.updated_at.type)
+    head = sa.update(_HEAD).where(_HEAD.c.id == 1).values(seq=prev.c.seq, hash=prev.c.hash, updated_at=now)
+    return head.add_cte(*ctes, *inserts)
 
 
 @write_batch.contribute
 def _append_pending(session: Session) -> write_batch.Contribution | None:
-    """At the commit: the queued entries join the chain. The head row's update reserves their
-    sequence numbers and returns the last hash (its lock, held to the commit, orders concurrent
-    appends); the entries and the head's new hash are written with the unit of work's other queued
-    rows (on PostgreSQL, one statement)."""
+    """At the commit: the queued entries join the chain, written with the unit of work's other
+    queued rows. On PostgreSQL (up to ``_IN_STATEMENT`` entries) the commit statement itself locks
+    the head, links them and moves it (``_chained``): no statement of its own. Otherwise the head
+    row's update reserves their sequence numbers and returns the last hash (its lock, held to the
+    commit, orders concurrent appends) and they are linked here."""
     pending: list[dict[str, Any]] = session.info.pop(_PENDING, [])
     if not pending:
         return None
     n = len(pending)
+    if n <= _IN_STATEMENT and session.get_bind().dialect.name == "postgresql":
+        params: dict[str, Any] = {"au_now": utcnow()}
+        for i, e in enumerate(pending):
+            params.update({f"au{i}_{f}": e[f] for f in _FIELDS})
+        return [], _chained(n), params
     row = session.connection().execute(_RESERVE, {"n_events": n, "now": utcnow()}).first()
     if row is None:
         raise RuntimeError("audit head row missing: run the migrations")
@@ -102,9 +173,7 @@ def _append_pending(session: Session) -> write_batch.Contribution | None:
     events: list[tuple[sa.Table, dict[str, Any]]] = []
     for i, e in enumerate(pending, start=1):
         seq = last_seq + i
-        h = _digest(
-            prev, seq, e["at"], e["action"], e["actor_id"], e["subject_type"], e["subject_id"], e["data"]
-        )
+        h = _link(prev, seq, e["content_hash"])
         events.append((_EVENTS, {"seq": seq, "prev_hash": prev, "hash": h, **e}))
         prev = h
     return events, _LINK, {"last_hash": prev}
@@ -150,9 +219,20 @@ async def verify_chain(session: AsyncSession, *, batch: int = 5000) -> ChainRepo
                 return ChainReport(checked, expected_seq, f"第 {expected_seq} 条记录缺失")
             if ev.prev_hash != prev:
                 return ChainReport(checked, ev.seq, "与上一条记录的链接不符")
-            h = _digest(
-                ev.prev_hash, ev.seq, ev.at, ev.action, ev.actor_id, ev.subject_type, ev.subject_id, ev.data
-            )
+            if ev.content_hash is None:
+                h = _digest(
+                    ev.prev_hash,
+                    ev.seq,
+                    ev.at,
+                    ev.action,
+                    ev.actor_id,
+                    ev.subject_type,
+                    ev.subject_id,
+                    ev.data,
+                )
+            else:
+                content = _content(ev.at, ev.action, ev.actor_id, ev.subject_type, ev.subject_id, ev.data)
+                h = _link(ev.prev_hash, ev.seq, content) if content == ev.content_hash else ""
             if h != ev.hash:
                 return ChainReport(checked, ev.seq, "记录内容与哈希不符（已被篡改）")
             prev, expected_seq, checked, last = ev.hash, ev.seq + 1, checked + 1, ev.seq
