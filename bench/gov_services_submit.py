@@ -57,7 +57,8 @@ GOAL_RATIO = 0.3
 
 # Which step of the tap a statement belongs to, by the table it touches (first match wins).
 PHASES = (
-    ("WITH wb_", "append-only rows + audit entries, one statement (at commit)"),
+    ("WITH au_head", "append-only rows + audit entries linked into the chain, one statement (at commit)"),
+    ("WITH wb_", "append-only rows, one statement (at commit)"),
     ("FROM gov_services_item", "item version + account + message preference"),
     ("app_audit_", "audit chain (at commit)"),
     ("app_consent", "consent"),

@@ -176,6 +176,14 @@ def json_dumps(value: Any, default: Callable[[Any], Any] | None = None) -> str:
         return json.dumps(_finite(value), ensure_ascii=False, default=default)
 
 
+def json_stored(value: Any, default: Callable[[Any], Any] | None = None) -> Any:
+    """``value`` as a JSON column gives it back after ``json_dumps`` wrote it."""
+    try:
+        return orjson.loads(orjson.dumps(value, default=default, option=orjson.OPT_NON_STR_KEYS))
+    except orjson.JSONEncodeError:  # an integer orjson cannot write (nor read back exactly)
+        return json.loads(json.dumps(_finite(value), ensure_ascii=False, default=default))
+
+
 def _finite(value: Any) -> Any:
     """``value`` with every NaN or infinite float (in its dicts, lists and tuples) made None."""
     if isinstance(value, float):

@@ -14,7 +14,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_api.core import write_batch
-from app_api.core.db import json_dumps, utcnow
+from app_api.core.db import json_stored, utcnow
 from app_api.core.logging import request_id_var
 from app_api.platform.audit.models import GENESIS, AuditEvent, AuditHead
 
@@ -75,7 +75,7 @@ async def record(
     """Queue an audit entry; it joins the chain when (and only if) the transaction commits."""
     at = utcnow()
     # The data as the JSON column will give it back (what the chain's check digests again).
-    stored = json.loads(json_dumps(data or {}, default=str))
+    stored = json_stored(data or {}, default=str)
     session.sync_session.info.setdefault(_PENDING, []).append(
         {
             "at": at,
