@@ -127,7 +127,7 @@ async def test_entries_from_before_the_content_digest_verify_and_are_still_guard
         for i in range(2):
             seq += 1
             at, data = utcnow(), {"i": i, "名": "旧"}
-            h = service._digest(prev, seq, at, action, "staff-1", "test", f"old{i}", data)
+            h = service._digest(prev, seq, service._said(at, action, "staff-1", "test", f"old{i}", data))
             s.add(
                 AuditEvent(
                     seq=seq,
@@ -164,7 +164,7 @@ async def test_entries_from_before_the_content_digest_verify_and_are_still_guard
             await rewrite(victim.seq, data=victim.data)
         # A tamperer who also writes the rewritten content's digest is caught by the link.
         forged = service._content(
-            new.at, new.action, new.actor_id, new.subject_type, new.subject_id, {"i": 99}
+            service._said(new.at, new.action, new.actor_id, new.subject_type, new.subject_id, {"i": 99})
         )
         await rewrite(new.seq, data={"i": 99}, content_hash=forged)
         report = await verified()

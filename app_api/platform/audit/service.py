@@ -21,41 +21,40 @@ from app_api.platform.audit.models import GENESIS, AuditEvent, AuditHead
 _PENDING = "audit_pending"
 
 
-def _digest(
-    prev_hash: str,
-    seq: int,
+def _said(
     at: dt.datetime,
     action: str,
     actor_id: str | None,
     subject_type: str | None,
     subject_id: str | None,
     data: dict[str, Any],
-) -> str:
+) -> list[Any]:
+    """What an entry says, in the order its digests take it."""
+    return [
+        at.astimezone(dt.UTC).isoformat(timespec="microseconds"),
+        action,
+        actor_id,
+        subject_type,
+        subject_id,
+        data,
+    ]
+
+
+def _digest(prev_hash: str, seq: int, said: list[Any]) -> str:
     """An entry's hash in the chain's first form (entries without ``content_hash``): its place and
-    content in one digest, made under the head's lock."""
-    return _sha256_json([prev_hash, seq, _iso(at), action, actor_id, subject_type, subject_id, data])
+    what it says in one digest, made under the head's lock."""
+    return _sha256_json([prev_hash, seq, *said])
 
 
-def _content(
-    at: dt.datetime,
-    action: str,
-    actor_id: str | None,
-    subject_type: str | None,
-    subject_id: str | None,
-    data: dict[str, Any],
-) -> str:
-    """What an entry says, digested when it is recorded (outside the head's lock)."""
-    return _sha256_json([_iso(at), action, actor_id, subject_type, subject_id, data])
+def _content(said: list[Any]) -> str:
+    """The digest of what an entry says, made when it is recorded (outside the head's lock)."""
+    return _sha256_json(said)
 
 
 def _link(prev_hash: str, seq: int, content_hash: str) -> str:
     """An entry's hash: its content's digest at its place after the previous entry. The same
     formula runs in SQL (``_link_sql``) when PostgreSQL links the entries in the commit statement."""
     return hashlib.sha256(f"{prev_hash}:{seq}:{content_hash}".encode()).hexdigest()
-
-
-def _iso(at: dt.datetime) -> str:
-    return at.astimezone(dt.UTC).isoformat(timespec="microseconds")
 
 
 def _sha256_json(value: list[Any]) -> str:
@@ -85,7 +84,7 @@ async def record(
             "subject_id": subject_id,
             "data": stored,
             "request_id": request_id_var.get(),
-            "content_hash": _content(at, action, actor_id, subject_type, subject_id, stored),
+            "content_hash": _content(_said(at, action, actor_id, subject_type, subject_id, stored)),
         }
     )
 
@@ -219,19 +218,11 @@ async def verify_chain(session: AsyncSession, *, batch: int = 5000) -> ChainRepo
                 return ChainReport(checked, expected_seq, f"第 {expected_seq} 条记录缺失")
             if ev.prev_hash != prev:
                 return ChainReport(checked, ev.seq, "与上一条记录的链接不符")
+            said = _said(ev.at, ev.action, ev.actor_id, ev.subject_type, ev.subject_id, ev.data)
             if ev.content_hash is None:
-                h = _digest(
-                    ev.prev_hash,
-                    ev.seq,
-                    ev.at,
-                    ev.action,
-                    ev.actor_id,
-                    ev.subject_type,
-                    ev.subject_id,
-                    ev.data,
-                )
+                h = _digest(ev.prev_hash, ev.seq, said)
             else:
-                content = _content(ev.at, ev.action, ev.actor_id, ev.subject_type, ev.subject_id, ev.data)
+                content = _content(said)
                 h = _link(ev.prev_hash, ev.seq, content) if content == ev.content_hash else ""
             if h != ev.hash:
                 return ChainReport(checked, ev.seq, "记录内容与哈希不符（已被篡改）")
