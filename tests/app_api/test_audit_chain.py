@@ -184,3 +184,16 @@ async def test_data_that_json_cannot_hold_exactly_is_stored_as_the_chain_digests
     (row,) = await entries(action)
     assert row.data == {"big": 2**70, "nan": None, "inf": None, "3": "三"}
     assert (await verified()).ok
+
+
+async def test_entries_are_never_dropped_without_an_error() -> None:
+    """Without the chain's head row (a damaged database) the commit fails and writes nothing, instead
+    of committing the work without its audit entries."""
+    action = f"tests.headless.{uuid.uuid4().hex[:8]}"
+    async with sessionmaker()() as s:
+        await s.exec(sa.delete(AuditHead))  # type: ignore[call-overload]
+        await audit.record(s, action=action, data={"i": 1})
+        with pytest.raises((RuntimeError, sa.exc.IntegrityError)):
+            await s.commit()
+    assert await entries(action) == []
+    assert (await head()).seq >= 0 and (await verified()).ok

@@ -124,28 +124,31 @@ def _chained(n: int) -> sa.Update:
     last. The unit of work's other queued rows join it as further CTEs (``write_batch``), so the
     lock is taken by the transaction's last statement and held only to its commit. Parameters
     ``au<i>_<field>`` for each entry and ``au_now``."""
-    prev: Any = sa.select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1).with_for_update().cte("au_head")
-    ctes: list[Any] = [prev]
+    tip = sa.select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1).with_for_update().cte("au_head")
+    # The first link reads the tip as scalars: one row even if the head row were missing (NULLs,
+    # which the entries' NOT NULL columns refuse), so entries cannot vanish without an error.
+    last_seq, last_hash = sa.select(tip.c.seq).scalar_subquery(), sa.select(tip.c.hash).scalar_subquery()
+    ctes: list[Any] = [tip]
     inserts: list[Any] = []
     for i in range(n):
         given = {
             f: sa.cast(sa.bindparam(f"au{i}_{f}", type_=_EVENTS.c[f].type), _EVENTS.c[f].type)
             for f in _FIELDS
         }
-        seq = prev.c.seq + 1
+        seq = last_seq + 1
         link = sa.select(
             seq.label("seq"),
-            prev.c.hash.label("prev_hash"),
-            _link_sql(prev.c.hash, seq, given["content_hash"]).label("hash"),
+            last_hash.label("prev_hash"),
+            _link_sql(last_hash, seq, given["content_hash"]).label("hash"),
         ).cte(f"au_l{i}")
         row = sa.select(link.c.seq, link.c.prev_hash, link.c.hash, *given.values())
         inserts.append(
             sa.insert(_EVENTS).from_select(["seq", "prev_hash", "hash", *_FIELDS], row).cte(f"au_e{i}")
         )
         ctes.append(link)
-        prev = link
+        last_seq, last_hash = link.c.seq, link.c.hash
     now = sa.bindparam("au_now", type_=_HEAD.c.updated_at.type)
-    head = sa.update(_HEAD).where(_HEAD.c.id == 1).values(seq=prev.c.seq, hash=prev.c.hash, updated_at=now)
+    head = sa.update(_HEAD).where(_HEAD.c.id == 1).values(seq=last_seq, hash=last_hash, updated_at=now)
     return head.add_cte(*ctes, *inserts)
 
 
