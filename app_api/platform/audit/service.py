@@ -127,7 +127,8 @@ def _chained(n: int) -> sa.Update:
     tip = sa.select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1).with_for_update().cte("au_head")
     # The first link reads the tip as scalars: one row even if the head row were missing (NULLs,
     # which the entries' NOT NULL columns refuse), so entries cannot vanish without an error.
-    last_seq, last_hash = sa.select(tip.c.seq).scalar_subquery(), sa.select(tip.c.hash).scalar_subquery()
+    last_seq: Any = sa.select(tip.c.seq).scalar_subquery()
+    last_hash: Any = sa.select(tip.c.hash).scalar_subquery()
     ctes: list[Any] = [tip]
     inserts: list[Any] = []
     for i in range(n):
