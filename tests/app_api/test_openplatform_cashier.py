@@ -360,6 +360,102 @@ async def test_order_paid_told_once_after_a_failure_refunded_in_part_and_reconci
     assert (await client.get(f"{API}/finance/external-columns/console", headers=resident)).status_code == 403
 
 
+async def test_a_refund_the_provider_fails_is_told_once_and_its_amount_can_be_refunded_again(
+    client: httpx.AsyncClient,
+    http: httpx.AsyncClient,
+    login: LoginFn,
+    receiver: Receiver,
+    pay_sandbox: dict[str, str],
+) -> None:
+    """WeChat Pay accepts a column's refund and then closes it without paying it out (REFUNDCLOSE):
+    the column is told ``refund.failed`` once, the order is paid again with nothing refunded, and the
+    same amount can be refunded under a new refund number."""
+    from app_api.platform.openplatform import cashier_sweep
+    from payments import registry
+
+    admin = await login(roles=["admin"])
+    c = await _cashier(client, admin, receiver)
+    resident = await login()
+    body = _order(await _subject(client, resident, c.col), 800)
+    order = (await _call(http, c, "POST", ORDERS, body)).json()
+    r = await client.post(f"{order['pay_path']}/pay", headers=resident, json={"provider": "wechat_v2"})
+    assert r.status_code == 200, r.text
+    started = r.json()
+    await pay_at_provider(pay_sandbox, "wechat_v2", started["out_trade_no"], started["client_params"])
+
+    async def paid_told() -> bool:
+        return any(n["event"] == "order.paid" for n in receiver.for_order(order["id"], acked=True))
+
+    await wait_until(paid_told, timeout=30)
+
+    sandbox = registry._sandboxes.wechat_v2  # type: ignore[union-attr]
+    sandbox.auto_settle_refunds = False  # the provider takes the refund and settles it later
+    try:
+        refund = {"out_refund_no": "R" + secrets.token_hex(6), "amount_fen": 800, "reason": "重复缴费"}
+        r = await _call(http, c, "POST", f"{ORDERS}/{order['id']}/refunds", refund)
+        assert r.status_code == 201, r.text
+        provider_url = pay_sandbox["wechat_v2"]
+
+        async def at_provider() -> dict[str, dict[str, Any]]:
+            """The order's refunds at the provider, by the platform's refund number."""
+            async with httpx.AsyncClient(base_url=provider_url, timeout=30) as sb:
+                got = (await sb.get(f"/_sandbox/orders/{started['out_trade_no']}")).json()
+            return dict(got.get("refunds") or {})
+
+        async def submitted() -> bool:
+            return len(await at_provider()) == 1
+
+        await wait_until(submitted, timeout=30)
+        # Nothing final yet: the sweep tells the column nothing about the refund.
+        await cashier_sweep.notify_refunds()
+        await asyncio.sleep(0.3)
+        assert not [n for n in receiver.for_order(order["id"]) if n["event"].startswith("refund.")]
+        # The provider closes it unpaid and notifies the platform.
+        async with httpx.AsyncClient(base_url=provider_url, timeout=30) as sb:
+            [platform_no] = await at_provider()
+            settled = await sb.post(
+                "/_sandbox/refunds/settle", json={"out_refund_no": platform_no, "status": "REFUNDCLOSE"}
+            )
+        assert settled.status_code == 200, settled.text
+    finally:
+        sandbox.auto_settle_refunds = True
+
+    async def failed() -> bool:
+        got = (await _call(http, c, "GET", f"{ORDERS}/{order['id']}")).json()
+        return [x["status"] for x in got["refunds"]] == ["failed"]
+
+    await wait_until(failed, timeout=30)
+    # The sweep (two at once here, besides the minute's schedule) records it once: the amount set
+    # aside for the refund is given back, and the column is owed one notice.
+    await asyncio.gather(cashier_sweep.notify_refunds(), cashier_sweep.notify_refunds())
+    await cashier_sweep.notify_refunds()
+    got = (await _call(http, c, "GET", f"{ORDERS}/{order['id']}")).json()
+    assert got["status"] == "paid" and got["refunded_fen"] == 0
+
+    async def failure_told() -> bool:
+        return any(n["event"] == "refund.failed" for n in receiver.for_order(order["id"], acked=True))
+
+    await wait_until(failure_told, timeout=30)
+    await asyncio.sleep(0.5)
+    [note] = [n for n in receiver.for_order(order["id"]) if n["event"] == "refund.failed"]
+    assert note["out_refund_no"] == refund["out_refund_no"] and note["amount_fen"] == 800
+    assert note["order_refunded_fen"] == 0 and receiver.forged == 0
+
+    # The amount is refundable again, under a new number; this time the provider pays it out.
+    again = {"out_refund_no": "R" + secrets.token_hex(6), "amount_fen": 800, "reason": "重复缴费"}
+    r = await _call(http, c, "POST", f"{ORDERS}/{order['id']}/refunds", again)
+    assert r.status_code == 201, r.text
+
+    async def refunded() -> bool:
+        got = (await _call(http, c, "GET", f"{ORDERS}/{order['id']}")).json()
+        return sorted(x["status"] for x in got["refunds"]) == ["failed", "succeeded"]
+
+    await wait_until(refunded, timeout=30)
+    got = (await _call(http, c, "GET", f"{ORDERS}/{order['id']}")).json()
+    assert got["refunded_fen"] == 800
+    assert len(await at_provider()) == 2
+
+
 async def test_a_column_down_is_retried_then_given_up_visibly_and_an_admin_resends(
     client: httpx.AsyncClient,
     http: httpx.AsyncClient,

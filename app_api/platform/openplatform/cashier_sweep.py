@@ -4,7 +4,8 @@
   column is owed an ``order.closed`` notice;
 - ``openplatform.cashier_refund_notices``: a refund the ledger has finished (``succeeded`` or
   ``failed``) is recorded on the column's refund and its column is owed a ``refund.succeeded`` /
-  ``refund.failed`` notice.
+  ``refund.failed`` notice; a failed refund's amount, set aside on the order when the column asked
+  for it, is given back (refundable again).
 
 Each change is a compare-and-set on the row (``status = 'created'``, ``settled_at IS NULL``) in the
 transaction that writes the notice and its outbox job, so two schedulers, two workers or a rerun
@@ -124,7 +125,20 @@ async def notify_refunds(*, now: dt.datetime | None = None) -> int:
             )
             if res.rowcount != 1:
                 continue  # another sweep recorded it
-            order = await session.get(CashierOrder, r.order_id)
+            if state.status == "failed":
+                # The amount was set aside when the column asked for the refund: it is refundable
+                # again (once: only the sweep that recorded the failure gets here).
+                await session.exec(
+                    sa.update(CashierOrder)
+                    .where(col(CashierOrder.id) == r.order_id)
+                    .values(
+                        refunded_fen=col(CashierOrder.refunded_fen) - r.amount_fen,
+                        status=sa.case(
+                            (col(CashierOrder.status) == "refunded", "paid"), else_=col(CashierOrder.status)
+                        ),
+                    )
+                )
+            order = await session.get(CashierOrder, r.order_id, populate_existing=True)
             assert order is not None
             await _notice(
                 session,
