@@ -515,7 +515,7 @@ async def one_tap(
 
     The draft is inserted by this transaction, so no other request can see it until the commit:
     its move to ``submitted`` needs no compare-and-set, and is written in the same UPDATE as the
-    prefilled form. Six statements in all on PostgreSQL (``tests/columns/gov_services/
+    prefilled form. Three statements in all on PostgreSQL (``tests/columns/gov_services/
     test_submit_statements.py`` guards the count). Its append-only rows (consents, access log,
     timeline, message, job, audit) are written together at the commit (``write_batch``)."""
     write_batch.defer(session)
