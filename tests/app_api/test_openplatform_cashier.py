@@ -168,6 +168,16 @@ async def _call(
     return await http.request(method, path, content=raw, headers=headers)
 
 
+async def _refunds_reach(http: httpx.AsyncClient, c: Cashier, order_id: str, *statuses: str) -> None:
+    """Wait until the column sees the order's refunds in these states (in any order)."""
+
+    async def reached() -> bool:
+        got = (await _call(http, c, "GET", f"{ORDERS}/{order_id}")).json()
+        return sorted(x["status"] for x in got["refunds"]) == sorted(statuses)
+
+    await wait_until(reached, timeout=30)
+
+
 async def _subject(client: httpx.AsyncClient, resident: dict[str, str], col: Col) -> str:
     tokens = await sign_in(client, resident, col, scope="openid")
     claims = jwt.decode(tokens["id_token"], await jwks(client), algorithms=["ES256"]).claims
@@ -300,11 +310,7 @@ async def test_order_paid_told_once_after_a_failure_refunded_in_part_and_reconci
     r = await _call(http, c, "POST", f"{ORDERS}/{order['id']}/refunds", {**refund, "amount_fen": 200})
     assert r.status_code == 409 and r.json()["code"] == "openplatform.cashier_refund_no_reused", r.text
 
-    async def refunded() -> bool:
-        got = (await _call(http, c, "GET", f"{ORDERS}/{order['id']}")).json()
-        return [x["status"] for x in got["refunds"]] == ["succeeded"]
-
-    await wait_until(refunded, timeout=30)
+    await _refunds_reach(http, c, order["id"], "succeeded")
     got = (await _call(http, c, "GET", f"{ORDERS}/{order['id']}")).json()
     assert got["refunded_fen"] == 300 and got["refunds"][0]["amount_fen"] == 300
     async with httpx.AsyncClient(base_url=pay_sandbox[provider], timeout=30) as sb:
@@ -420,11 +426,7 @@ async def test_a_refund_the_provider_fails_is_told_once_and_its_amount_can_be_re
     finally:
         sandbox.auto_settle_refunds = True
 
-    async def failed() -> bool:
-        got = (await _call(http, c, "GET", f"{ORDERS}/{order['id']}")).json()
-        return [x["status"] for x in got["refunds"]] == ["failed"]
-
-    await wait_until(failed, timeout=30)
+    await _refunds_reach(http, c, order["id"], "failed")
     # The sweep (two at once here, besides the minute's schedule) records it once: the amount set
     # aside for the refund is given back, and the column is owed one notice.
     await asyncio.gather(cashier_sweep.notify_refunds(), cashier_sweep.notify_refunds())
@@ -446,11 +448,7 @@ async def test_a_refund_the_provider_fails_is_told_once_and_its_amount_can_be_re
     r = await _call(http, c, "POST", f"{ORDERS}/{order['id']}/refunds", again)
     assert r.status_code == 201, r.text
 
-    async def refunded() -> bool:
-        got = (await _call(http, c, "GET", f"{ORDERS}/{order['id']}")).json()
-        return sorted(x["status"] for x in got["refunds"]) == ["failed", "succeeded"]
-
-    await wait_until(refunded, timeout=30)
+    await _refunds_reach(http, c, order["id"], "failed", "succeeded")
     got = (await _call(http, c, "GET", f"{ORDERS}/{order['id']}")).json()
     assert got["refunded_fen"] == 800
     assert len(await at_provider()) == 2

@@ -24,6 +24,7 @@ from tests.app_api.test_openplatform_cashier import (
     _call,
     _cashier,
     _order,
+    _refunds_reach,
     _subject,
     http,
     pay_sandbox,
@@ -185,11 +186,7 @@ async def test_a_finished_refund_is_told_to_the_column_once(
     assert r.status_code == 201, r.text
     refund_id = r.json()["id"]
 
-    async def succeeded() -> bool:
-        got = (await _call(http, c, "GET", f"{ORDERS}/{order['id']}")).json()
-        return [x["status"] for x in got["refunds"]] == ["succeeded"]
-
-    await wait_until(succeeded, timeout=30)
+    await _refunds_reach(http, c, order["id"], "succeeded")
     # Two sweeps at once and a third later: one notice.
     await asyncio.gather(cashier_sweep.notify_refunds(), cashier_sweep.notify_refunds())
     await cashier_sweep.notify_refunds()
