@@ -15,7 +15,9 @@ import httpx
 from columns.utilities.sandbox.biller import BillerSandbox, SandboxBill, sandbox_app
 
 BILLER_SECRET = "test-biller-secret-" + secrets.token_hex(4)
-BILLER_TIMEOUT_S = 0.5
+# Short, so the two timeout tests are quick (the sandbox's "timeout" fault sleeps 2 s), but long
+# enough that a loaded 2-core CI machine reaches a loopback server well within it.
+BILLER_TIMEOUT_S = 1.0
 
 
 def configure_billers(url: str) -> None:
