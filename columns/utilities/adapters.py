@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from app_api.core.http import tls_context
 from app_api.core.signing import signed_headers
 from columns.utilities.config import BillerConfig, get_config
 from columns.utilities.errors import (
@@ -94,6 +95,7 @@ class HttpJsonBiller:
             limits=httpx.Limits(
                 max_connections=config.max_connections, max_keepalive_connections=config.max_connections
             ),
+            verify=tls_context(),
             trust_env=False,
         )
 
@@ -110,7 +112,7 @@ class HttpJsonBiller:
         client = self._client
         url = self.config.base_url.rstrip("/") + path
         try:
-            r = await client.post(url, content=body, headers=headers, timeout=self.config.timeout_s)
+            r = await client.post(url, content=body, headers=headers)
         except httpx.HTTPError as exc:
             log.warning("biller %s %s: %s", self.config.code, path, type(exc).__name__)
             raise BillerUnavailable(biller=self.config.code, reason=type(exc).__name__) from exc

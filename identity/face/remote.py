@@ -34,6 +34,7 @@ from typing import Any
 import httpx
 
 from app_api.core.errors import AppError
+from app_api.core.http import tls_context
 from app_api.core.signing import SignedRequest, signed_headers, verify_response
 from identity import errors
 from identity.face.liveness import Step
@@ -76,7 +77,7 @@ class RemoteRealPersonVerifier:
         self, meta: dict[str, Any], frames: Sequence[bytes]
     ) -> tuple[httpx.Response, SignedRequest]:
         url = self.base_url + VERIFY_PATH
-        client = self.client or httpx.AsyncClient(timeout=self.timeout_s)
+        client = self.client or httpx.AsyncClient(timeout=self.timeout_s, verify=tls_context())
         try:
             # Build first, sign the exact multipart bytes (boundary included), then send them.
             req = client.build_request(

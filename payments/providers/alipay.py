@@ -435,6 +435,8 @@ class AlipayProvider:
             AlipayDataDataserviceBillDownloadurlQueryRequest,
         )
 
+        from app_api.core.http import tls_context
+
         req = AlipayDataDataserviceBillDownloadurlQueryRequest()
         req.biz_content = {"bill_type": "trade", "bill_date": bill_date.isoformat()}
         data = await run_blocking(self._execute, req)
@@ -443,7 +445,7 @@ class AlipayProvider:
                 raise BillUnavailable(f"支付宝 {bill_date} 无账单", code="NO_BILL")
             raise self._failed(data)
         # The download URL expires in 30 seconds: fetch it at once.
-        async with httpx.AsyncClient(timeout=self.config.timeout_s) as client:
+        async with httpx.AsyncClient(timeout=self.config.timeout_s, verify=tls_context()) as client:
             try:
                 response = await client.get(str(data["bill_download_url"]))
             except httpx.HTTPError as exc:
