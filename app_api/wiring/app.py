@@ -223,6 +223,7 @@ def mount_dev_sandboxes(app: FastAPI) -> None:
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     from app_api.core.db import dispose_engine
+    from app_api.core.heap import freeze_startup_heap, unfreeze_heap
     from app_api.core.http import close_http
     from app_api.core.jobs import broker
     from app_api.core.redis import close_redis
@@ -239,9 +240,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await component.startup()
 
     background.append(asyncio.create_task(listen_forever()))
+    freeze_startup_heap()
     try:
         yield
     finally:
+        unfreeze_heap()
         for t in background:
             t.cancel()
         for component in reversed(components()):

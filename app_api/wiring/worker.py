@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from taskiq import TaskiqEvents, TaskiqState
 
+from app_api.core.heap import freeze_startup_heap, unfreeze_heap
 from app_api.core.jobs import broker
 from app_api.core.jobs.loop import loop
 from app_api.core.jobs.settings import get_jobs_settings
@@ -25,10 +26,12 @@ discover(strict=get_settings().strict_columns)
 async def _start_loop(state: TaskiqState) -> None:
     if get_jobs_settings().run_loop is not False:
         loop.start()
+    freeze_startup_heap()  # see app_api.core.heap: a job's full collections stay short too
 
 
 @broker.on_event(TaskiqEvents.WORKER_SHUTDOWN)
 async def _stop_loop(state: TaskiqState) -> None:
+    unfreeze_heap()
     await loop.stop()
 
 
