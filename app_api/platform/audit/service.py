@@ -149,7 +149,16 @@ def _chained(n: int) -> sa.Update:
         ctes.append(link)
         last_seq, last_hash = link.c.seq, link.c.hash
     now = sa.bindparam("au_now", type_=_HEAD.c.updated_at.type)
-    head = sa.update(_HEAD).where(_HEAD.c.id == 1).values(seq=last_seq, hash=last_hash, updated_at=now)
+    # The last link as scalars, not a FROM item: the UPDATE's only row source stays the head.
+    head = (
+        sa.update(_HEAD)
+        .where(_HEAD.c.id == 1)
+        .values(
+            seq=sa.select(last_seq).scalar_subquery(),
+            hash=sa.select(last_hash).scalar_subquery(),
+            updated_at=now,
+        )
+    )
     return head.add_cte(*ctes, *inserts)
 
 
