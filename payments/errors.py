@@ -10,6 +10,11 @@ class OrderNotFound(NotFound):
     title = "未找到该支付订单"
 
 
+class RefundNotFound(NotFound):
+    code = "payments.refund_not_found"
+    title = "未找到该退款"
+
+
 class IllegalTransition(Conflict):
     code = "payments.illegal_transition"
     title = "订单当前状态不允许此操作"

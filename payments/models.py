@@ -136,7 +136,10 @@ class RefundStatus(enum.StrEnum):
     REQUESTED = "requested"
     PROCESSING = "processing"
     SUCCEEDED = "succeeded"
-    FAILED = "failed"
+    FAILED = "failed"  # the money stayed with the merchant: its amount is refundable again
+    # Stuck between the merchant and the payer (see RefundState.ABNORMAL): its amount stays set
+    # aside, finance is told (a ``refund_abnormal`` flag) and settles it at the provider.
+    ABNORMAL = "abnormal"
 
 
 class PaymentRefund(SQLModel, table=True):

@@ -12,7 +12,13 @@ from app_api.core.db import lock_for_writing, savepoint, utcnow
 from app_api.core.jobs import outbox
 from app_api.core.money import fen_to_yuan
 from app_api.platform import audit
-from payments.errors import IllegalTransition, OrderNotFound, RefundExceedsPaid, RefundNumberConflict
+from payments.errors import (
+    IllegalTransition,
+    OrderNotFound,
+    RefundExceedsPaid,
+    RefundNotFound,
+    RefundNumberConflict,
+)
 from payments.ledger import event_for, flag, locked_order, transition
 from payments.models import OrderStatus, PaymentEvent, PaymentOrder, PaymentRefund, RefundStatus
 from payments.providers.base import (
@@ -25,6 +31,8 @@ from payments.providers.base import (
 from payments.registry import get_provider, notify_url
 
 REFUNDS: sa.Table = SQLModel.metadata.tables["payments_refund"]
+# Not submitted again: settled, or (abnormal) in finance's hands at the provider.
+SETTLED_HERE = (RefundStatus.SUCCEEDED, RefundStatus.FAILED, RefundStatus.ABNORMAL)
 
 
 async def request_refund(
@@ -160,7 +168,7 @@ async def submit_refund(session: AsyncSession, *, refund_id: str) -> str:
     means (not a network or server error) ends the refund ``failed``, for finance to see.
     """
     refund = (await session.exec(select(PaymentRefund).where(PaymentRefund.id == refund_id))).first()
-    if refund is None or refund.status in (RefundStatus.SUCCEEDED, RefundStatus.FAILED):
+    if refund is None or refund.status in SETTLED_HERE:
         return "done"
     order = (await session.exec(select(PaymentOrder).where(PaymentOrder.id == refund.order_id))).one()
     provider = get_provider(order.provider)
@@ -194,8 +202,9 @@ class RefundQuerying(Protocol):
 REFUND_UNKNOWN_CODES = frozenset({"REFUNDNOTEXIST", "ORDERNOTEXIST"})
 
 
-async def query_refund(session: AsyncSession, *, refund_id: str) -> str:
-    """Ask the provider about a submitted refund still ``processing`` here (the sweep).
+async def query_refund(session: AsyncSession, *, refund_id: str, source: str = "sweep") -> str:
+    """Ask the provider about a submitted refund still ``processing`` here (the sweep), or one
+    ``abnormal`` that finance has handled at the provider (finance's "check" action).
 
     Applied like its notification would be: succeeded once, or failed. A refund the provider does
     not know (the submission never arrived) and a provider that cannot be asked (Alipay refunds
@@ -230,14 +239,34 @@ async def query_refund(session: AsyncSession, *, refund_id: str) -> str:
             session,
             order,
             "refund_amount",
-            "sweep",
+            source,
             {
                 "out_refund_no": refund.out_refund_no,
                 "expected_fen": refund.amount_fen,
                 "queried_fen": result.refund_fen,
             },
         )
-    return await apply_refund_result(session, refund_id, result, source="sweep")
+    return await apply_refund_result(session, refund_id, result, source=source)
+
+
+async def check_refund(session: AsyncSession, *, refund_id: str, actor_id: str) -> PaymentRefund:
+    """Finance asks the provider now about a refund not settled here (see :func:`query_refund`)."""
+    refund = await session.get(PaymentRefund, refund_id)
+    if refund is None:
+        raise RefundNotFound(refund_id=refund_id)
+    before = refund.status
+    outcome = await query_refund(session, refund_id=refund_id, source="finance")
+    await audit.record(
+        session,
+        action="payments.refund_checked",
+        actor_id=actor_id,
+        subject_type="payments_order",
+        subject_id=refund.order_id,
+        data={"out_refund_no": refund.out_refund_no, "was": before, "outcome": outcome},
+    )
+    found = await session.get(PaymentRefund, refund_id, populate_existing=True)
+    assert found is not None
+    return found
 
 
 async def apply_refund_result(
@@ -248,6 +277,13 @@ async def apply_refund_result(
     if refund is None or refund.status in (RefundStatus.SUCCEEDED, RefundStatus.FAILED):
         return "done"
     refund.provider_refund_id = result.refund_id or refund.provider_refund_id
+    if result.state is RefundState.ABNORMAL or (
+        refund.status == RefundStatus.ABNORMAL and result.state is RefundState.PROCESSING
+    ):
+        # Abnormal, or PROCESSING while finance handles it at the provider: it stays with finance
+        # (``abnormal``), not back in the sweep's hands.
+        await _mark_abnormal(session, refund, source=source)
+        return "abnormal"
     refund.last_error = None  # the provider has answered
     if result.state is RefundState.SUCCEEDED:
         await refund_succeeded(session, refund, source=source, provider_refund_id=result.refund_id)
@@ -277,7 +313,7 @@ async def _locked_order_then_refund(session: AsyncSession, refund_id: str) -> Pa
 
 async def _refused(session: AsyncSession, refund_id: str, exc: ProviderError) -> str:
     refund = await _locked_order_then_refund(session, refund_id)
-    if refund is None or refund.status in (RefundStatus.SUCCEEDED, RefundStatus.FAILED):
+    if refund is None or refund.status in SETTLED_HERE:
         return "done"
     await _mark_failed(session, refund, source="provider", error=str(exc), code=exc.code)
     return "failed"
@@ -303,6 +339,25 @@ async def _mark_failed(
         subject_type="payments_order",
         subject_id=refund.order_id,
         data={"out_refund_no": refund.out_refund_no, "code": code},
+    )
+
+
+async def _mark_abnormal(session: AsyncSession, refund: PaymentRefund, *, source: str) -> None:
+    """The money is stuck between the merchant and the payer: ``abnormal``, its amount still set
+    aside, and finance told once (a ``refund_abnormal`` flag on the order)."""
+    if refund.status == RefundStatus.ABNORMAL:
+        return
+    refund.status = RefundStatus.ABNORMAL.value
+    refund.last_error = "退款异常：用户的收款账户不可用，请在支付渠道的商户平台处理"
+    session.add(refund)
+    order = await locked_order(session, order_id=refund.order_id)
+    assert order is not None  # a refund's order is never deleted
+    await flag(
+        session,
+        order,
+        "refund_abnormal",
+        source,
+        {"out_refund_no": refund.out_refund_no, "amount_fen": refund.amount_fen},
     )
 
 
@@ -344,9 +399,16 @@ async def apply_refund_notification(session: AsyncSession, order: PaymentOrder, 
     if note.refund_state is RefundState.SUCCEEDED:
         applied = await refund_succeeded(session, refund, source=source, provider_refund_id=note.refund_id)
         return "applied" if applied else "duplicate"
-    if (
-        note.refund_state in (RefundState.FAILED, RefundState.CLOSED)
-        and refund.status != RefundStatus.SUCCEEDED
+    if note.refund_state is RefundState.ABNORMAL and refund.status not in (
+        RefundStatus.SUCCEEDED,
+        RefundStatus.FAILED,
+    ):
+        already = refund.status == RefundStatus.ABNORMAL
+        await _mark_abnormal(session, refund, source=source)
+        return "duplicate" if already else "refund_abnormal"
+    if note.refund_state in (RefundState.FAILED, RefundState.CLOSED) and refund.status not in (
+        RefundStatus.SUCCEEDED,
+        RefundStatus.FAILED,
     ):
         refund.status = RefundStatus.FAILED.value
         refund.last_error = f"provider reported {note.refund_state}"

@@ -26,18 +26,19 @@ from app_api.core.templates import LazyEnvironment
 from app_api.platform.access import CurrentAccount, Finance, FinanceConsole, public
 from payments import orders, queries
 from payments.batch import batcher
-from payments.errors import OrderNotFound
+from payments.errors import OrderNotFound, ProviderUnavailable
 from payments.models import DISCREPANCY_NAMES, Discrepancy, PaymentOrder
 from payments.notifications import flag_foreign_notification
 from payments.providers.base import (
     ForeignNotification,
     InvalidNotification,
+    ProviderError,
     ProviderName,
     ReplayedNotification,
 )
 from payments.reconciliation import runs as reconciliation
 from payments.reconciliation.export import export_csv, export_xlsx
-from payments.refunds import request_refund
+from payments.refunds import check_refund, request_refund
 from payments.registry import get_provider
 from payments.schemas import (
     EventPublic,
@@ -221,6 +222,17 @@ async def refund(
 async def refunds(order_id: str, principal: Finance, session: SessionDep) -> Any:
     """Refunds of an order (finance)."""
     return await queries.order_refunds(session, order_id)
+
+
+@finance_router.post("/refunds/{refund_id}/check", response_model=RefundPublic)
+async def check_refund_now(refund_id: str, principal: Finance, session: SessionDep) -> Any:
+    """Ask the provider now about a refund not settled here, and apply its answer: an ``abnormal``
+    refund after finance has handled it at the provider (it turns ``succeeded``, or ``failed`` if
+    the provider closed it), or a ``processing`` one before the sweep's turn."""
+    try:
+        return await check_refund(session, refund_id=refund_id, actor_id=principal.id)
+    except ProviderError as exc:
+        raise ProviderUnavailable(detail=None) from exc
 
 
 @finance_router.get("/reconciliation/runs", response_model=list[RunPublic])

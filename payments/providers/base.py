@@ -49,8 +49,12 @@ class TradeState(enum.StrEnum):
 class RefundState(enum.StrEnum):
     PROCESSING = "processing"
     SUCCEEDED = "succeeded"
-    FAILED = "failed"  # includes CHANGE / ABNORMAL at WeChat: money did not go back
-    CLOSED = "closed"
+    FAILED = "failed"  # refused or failed: the money stayed with the merchant
+    CLOSED = "closed"  # closed unpaid (WeChat REFUNDCLOSE / CLOSED): the money stayed with the merchant
+    # The money left the merchant and did not reach the payer (WeChat v2 CHANGE, v3 ABNORMAL: the
+    # payer's card was cancelled or frozen). The provider still counts it as refunded; finance
+    # handles it by hand at the provider, after which it turns SUCCESS (or CLOSED).
+    ABNORMAL = "abnormal"
 
 
 class NotificationKind(enum.StrEnum):

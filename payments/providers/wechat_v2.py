@@ -61,7 +61,7 @@ TRADE_STATES: dict[str, TradeState] = {
 REFUND_STATES: dict[str, RefundState] = {
     "SUCCESS": RefundState.SUCCEEDED,
     "PROCESSING": RefundState.PROCESSING,
-    "CHANGE": RefundState.FAILED,
+    "CHANGE": RefundState.ABNORMAL,
     "REFUNDCLOSE": RefundState.CLOSED,
 }
 

@@ -73,7 +73,7 @@ TRADE_STATES: dict[str, TradeState] = {
 REFUND_STATES: dict[str, RefundState] = {
     "SUCCESS": RefundState.SUCCEEDED,
     "PROCESSING": RefundState.PROCESSING,
-    "ABNORMAL": RefundState.FAILED,
+    "ABNORMAL": RefundState.ABNORMAL,
     "CLOSED": RefundState.CLOSED,
 }
 # Error codes normalised across providers.

@@ -26,6 +26,7 @@ from app_api.core.jobs.models import OutboxMessage
 from app_api.platform import notify
 from app_api.platform.notify import Notification
 from payments import refunds, registry, sweeps, tasks
+from payments.errors import RefundExceedsPaid
 from payments.hooks import PaidPurpose, register_paid_handler
 from payments.models import OrderStatus, PaymentEvent, PaymentOrder, PaymentRefund, RefundStatus
 from payments.orders import create_order
@@ -421,14 +422,14 @@ async def test_refund_the_provider_refuses_ends_failed(ledger, client, login, pr
     assert len(await events(order.id, "refund_failed")) == 1
 
 
-@pytest.mark.parametrize("outcome", ["SUCCESS", "failed"])
-@pytest.mark.parametrize("provider", ["wechat_v2", "wechat_v3"])
-async def test_processing_refund_whose_notification_was_lost_is_asked_about(
-    ledger, client, login, provider, outcome
-):
-    """WeChat Pay accepts a refund and settles it later; the notification of the result is lost.
-    The sweep asks the provider and applies the answer once."""
-    headers = await login()
+ABNORMAL = {"wechat_v2": "CHANGE", "wechat_v3": "ABNORMAL"}  # the payer's card could not take it
+CLOSED = {"wechat_v2": "REFUNDCLOSE", "wechat_v3": "CLOSED"}
+
+
+async def processing_refund(
+    ledger: Any, client: Any, headers: dict[str, str], provider: str, amount: int
+) -> Any:
+    """A paid order (1,000 fen) and a refund the provider has accepted and not settled yet."""
     order = await paid_order(ledger, client, headers, provider)
     sandbox = ledger.sandboxes[provider]
     sandbox.auto_settle_refunds = False
@@ -437,7 +438,7 @@ async def test_processing_refund_whose_notification_was_lost_is_asked_about(
             refund, _ = await refunds.request_refund(
                 s,
                 order_id=order.id,
-                amount_fen=250,
+                amount_fen=amount,
                 out_refund_no="SQ" + secrets.token_hex(8),
                 reason=None,
                 source="finance",
@@ -450,7 +451,25 @@ async def test_processing_refund_whose_notification_was_lost_is_asked_about(
         await eventually(processing)  # submitted by its job
     finally:
         sandbox.auto_settle_refunds = True
-    status = outcome if outcome == "SUCCESS" else ("CHANGE" if provider == "wechat_v2" else "ABNORMAL")
+    return order, refund
+
+
+async def flags(order_id: str, reason: str) -> list[PaymentEvent]:
+    return [e for e in await events(order_id, "flagged") if e.data.get("reason") == reason]
+
+
+@pytest.mark.parametrize("outcome", ["SUCCESS", "closed", "abnormal"])
+@pytest.mark.parametrize("provider", ["wechat_v2", "wechat_v3"])
+async def test_processing_refund_whose_notification_was_lost_is_asked_about(
+    ledger, client, login, provider, outcome
+):
+    """WeChat Pay accepts a refund and settles it later; the notification of the result is lost.
+    The sweep asks the provider and applies the answer once: paid back, closed (the amount can be
+    refunded again), or abnormal (the money left the merchant and did not reach the payer: it stays
+    set aside, and finance is told once)."""
+    headers = await login()
+    order, refund = await processing_refund(ledger, client, headers, provider, 250)
+    status = {"SUCCESS": "SUCCESS", "closed": CLOSED[provider], "abnormal": ABNORMAL[provider]}[outcome]
     await control(
         ledger.servers[provider],
         "/_sandbox/refunds/settle",
@@ -468,7 +487,78 @@ async def test_processing_refund_whose_notification_was_lost_is_asked_about(
     if outcome == "SUCCESS":
         assert swept.status == RefundStatus.SUCCEEDED
         assert after.refunded_fen == 250 and after.status == OrderStatus.PARTIALLY_REFUNDED
-    else:
+    elif outcome == "closed":
         assert swept.status == RefundStatus.FAILED and swept.last_error
         assert after.refunded_fen == 0 and after.status == OrderStatus.PAID
         assert len(await events(order.id, "refund_failed")) == 1
+    else:
+        assert swept.status == RefundStatus.ABNORMAL and "商户平台" in (swept.last_error or "")
+        assert after.refunded_fen == 0 and after.status == OrderStatus.PAID
+        assert await events(order.id, "refund_failed") == []
+        await tasks.sweep_refunds(submit_after_s=0, query_after_s=0)  # finance's now, not the sweep's
+        [flagged] = await flags(order.id, "refund_abnormal")
+        assert flagged.data["out_refund_no"] == refund.out_refund_no and flagged.data["amount_fen"] == 250
+        # Its 250 fen are not refundable again: the provider still counts them as refunded.
+        async with session_scope() as s:
+            with pytest.raises(RefundExceedsPaid) as refused:
+                await refunds.request_refund(
+                    s,
+                    order_id=order.id,
+                    amount_fen=1000,
+                    out_refund_no="SQ" + secrets.token_hex(8),
+                    reason=None,
+                    source="finance",
+                    actor_id=None,
+                )
+        assert refused.value.extra["refundable_fen"] == 750
+
+
+@pytest.mark.parametrize("provider", ["wechat_v2", "wechat_v3"])
+async def test_abnormal_refund_is_finances_until_the_provider_settles_it(ledger, client, login, provider):
+    """The provider tells us the refund did not reach the payer (their card was cancelled). Finance
+    sees it ``abnormal`` with the reason and cannot refund that money a second time; after handling
+    it at the provider's merchant platform, finance asks for the result and the order is refunded,
+    once."""
+    headers = await login()
+    finance = await login(roles=["finance"])
+    order, refund = await processing_refund(ledger, client, headers, provider, 400)
+    server = ledger.servers[provider]
+    await control(
+        server, "/_sandbox/refunds/settle", out_refund_no=refund.out_refund_no, status=ABNORMAL[provider]
+    )
+
+    async def abnormal() -> bool:
+        return (await load_refund(refund.id)).status == RefundStatus.ABNORMAL
+
+    await eventually(abnormal)  # by the provider's notification
+    listed = (await client.get(f"/api/v1/payments/finance/orders/{order.id}/refunds", headers=finance)).json()
+    assert [(r["status"], r["amount_fen"]) for r in listed] == [("abnormal", 400)]
+    assert "用户的收款账户不可用" in listed[0]["last_error"]
+    too_much = await client.post(
+        f"/api/v1/payments/finance/orders/{order.id}/refunds",
+        headers=finance,
+        json={"amount_fen": 700, "out_refund_no": "RA" + secrets.token_hex(8)},
+    )
+    assert too_much.status_code == 409 and too_much.json()["code"] == "payments.refund_exceeds_paid"
+
+    check = f"/api/v1/payments/finance/refunds/{refund.id}/check"
+    assert (await client.post(check, headers=headers)).status_code == 403  # residents may not
+    still = await client.post(check, headers=finance)  # not handled at the provider yet
+    assert still.status_code == 200 and still.json()["status"] == "abnormal"
+    assert len(await flags(order.id, "refund_abnormal")) == 1
+
+    # Finance has the provider pay it to the payer's other account; that notification is lost.
+    await control(
+        server, "/_sandbox/refunds/settle", out_refund_no=refund.out_refund_no, status="SUCCESS", hold=True
+    )
+    done = await asyncio.gather(*(client.post(check, headers=finance) for _ in range(2)))
+    assert [r.json()["status"] for r in done] == ["succeeded", "succeeded"]
+    after = await load(order.id)
+    assert after.refunded_fen == 400 and after.status == OrderStatus.PARTIALLY_REFUNDED
+    refunded = [e for e in await events(order.id, "transition") if e.data.get("out_refund_no")]
+    assert [e.data["out_refund_no"] for e in refunded] == [refund.out_refund_no]
+    assert (await at_provider(ledger, provider, order.out_trade_no)) == {refund.out_refund_no: 400}
+
+    missing = await client.post("/api/v1/payments/finance/refunds/nosuchrefund/check", headers=finance)
+    assert missing.status_code == 404 and missing.json()["code"] == "payments.refund_not_found"
+    assert missing.headers["content-type"].startswith("application/problem+json")
