@@ -45,7 +45,7 @@ class RefundOut(BaseModel):
     out_refund_no: str
     amount_fen: int
     reason: str | None
-    status: str  # requested | processing | succeeded | failed (the ledger's refund)
+    status: str  # requested | processing | succeeded | failed | abnormal (the ledger's refund)
     created_at: dt.datetime
 
 
