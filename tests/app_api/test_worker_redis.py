@@ -92,7 +92,9 @@ async def test_worker_runs_outbox_jobs_and_survives_redis_wiped() -> None:
                     break
             assert worker.poll() is None, worker.stderr.read().decode()[-2000:] if worker.stderr else ""
             await asyncio.sleep(0.1)
-        assert row is not None and row.status == "done" and row.attempts == 1, row
+        assert row is not None and row.status == "done" and row.attempts == 1, (
+            worker.terminate() or worker.stderr.read().decode()[-3000:]
+        )
         assert await r.get(f"jobs:pong:{token}") == b"1"
         return job.id
 
@@ -108,3 +110,74 @@ async def test_worker_runs_outbox_jobs_and_survives_redis_wiped() -> None:
         except subprocess.TimeoutExpired:
             worker.kill()
         await r.aclose()
+
+
+async def test_jobs_lost_with_redis_are_sent_again_at_the_next_relay_round() -> None:
+    """A job was sent to Redis and Redis lost it (restarted empty) before any worker took it. The
+    relay notices the broker's epoch key gone at its next round and sends the job again then, not
+    ``resend_after_s`` (here 120 s) after it was first sent."""
+    import datetime as dt
+
+    import redis.asyncio as aioredis
+
+    from app_api.core.db import sessionmaker, utcnow
+    from app_api.core.jobs.models import OutboxMessage
+    from app_api.core.jobs.outbox import EPOCH_KEY
+
+    env = {
+        **os.environ,
+        "WOJIA_JOBS_EMBEDDED": "false",
+        "WOJIA_JOBS_RUN_LOOP": "true",  # the worker's relay is what is tested
+        "WOJIA_JOBS_RELAY_EVERY_S": "1",
+        "WOJIA_JOBS_RESEND_AFTER_S": "120",
+    }
+    r = aioredis.Redis.from_url(REDIS_URL)
+    await r.delete(EPOCH_KEY)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "app_api.wiring.cli", "worker"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        for _ in range(300):  # the worker's relay has made its first round
+            if await r.get(EPOCH_KEY):
+                break
+            assert worker.poll() is None, worker.stderr.read().decode()[-2000:] if worker.stderr else ""
+            await asyncio.sleep(0.1)
+        assert await r.get(EPOCH_KEY)
+        token = secrets.token_hex(8)
+        async with sessionmaker()() as s:
+            # Sent a moment ago, into the Redis about to be lost (its message never arrives).
+            job = OutboxMessage(
+                task_name="app.ping",
+                arguments={"token": token},
+                dispatched_at=utcnow() - dt.timedelta(seconds=1),
+            )
+            s.add(job)
+            await s.commit()
+        await r.flushdb()  # Redis restarted empty
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        row = None
+        while loop.time() - started < 20:
+            async with sessionmaker()() as s:
+                row = await s.get(OutboxMessage, job.id)
+            if row is not None and row.status == "done":
+                break
+            assert worker.poll() is None, worker.stderr.read().decode()[-2000:] if worker.stderr else ""
+            await asyncio.sleep(0.2)
+        assert row is not None and row.status == "done" and row.attempts == 1, row
+        assert await r.get(f"jobs:pong:{token}") == b"1"
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(15)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        await r.aclose()
+    # Its blocked read answered "UNBLOCKED the stream key no longer exists" did not kill the worker
+    # process (taskiq would have started another, cutting off the jobs it was running).
+    log = worker.stderr.read().decode() if worker.stderr else ""
+    assert "is dead" not in log, log[-3000:]

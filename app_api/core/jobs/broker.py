@@ -102,7 +102,10 @@ def _stream_broker(url: str) -> AsyncBroker:
 
     class ResilientStreamBroker(RedisStreamBroker):
         """A stream consumer that outlives Redis: after a restart (even an empty one, with the stream
-        and its consumer group gone) it declares the group again and goes on reading."""
+        and its consumer group gone) it declares the group again and goes on reading. Redis emptied
+        under it without a restart (FLUSHALL, the key deleted) answers its blocked read with
+        ``UNBLOCKED the stream key no longer exists``: the same recovery, not the worker process's
+        death (it was restarted by taskiq, with the jobs it was running cut off)."""
 
         async def listen(self) -> AsyncGenerator[AckableMessage, None]:
             failing = False
@@ -112,7 +115,9 @@ def _stream_broker(url: str) -> AsyncBroker:
                         failing = False
                         yield message
                 except (RedisConnectionError, RedisTimeoutError, OSError, ResponseError) as exc:
-                    if isinstance(exc, ResponseError) and "NOGROUP" not in str(exc):
+                    if isinstance(exc, ResponseError) and not any(
+                        gone in str(exc) for gone in ("NOGROUP", "UNBLOCKED")
+                    ):
                         raise
                     if not failing:
                         log.warning("job stream: %s; reconnecting", exc)

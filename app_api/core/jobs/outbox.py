@@ -19,6 +19,13 @@ truth; a message on the broker only wakes a worker up.
    one row twice in a round, and the runner's claim makes a duplicated message a no-op.
 
 So Redis may lose every message: PostgreSQL still holds every job that is not done.
+
+A Redis that lost its data (restarted empty, flushed, failed over to an empty replica) is noticed
+by the relay at its next round rather than ``resend_after_s`` later: Redis holds an epoch key
+(``wojia:jobs:epoch``, its planting time and a random id) that every relay reads each round, and
+plants again when it is missing. A process that finds it missing or changed since its last round
+sends again, at once, every waiting job dispatched before the new epoch was planted (those went to
+the Redis that was lost; a job sent to the new one as well runs once all the same).
 """
 
 from __future__ import annotations
@@ -177,13 +184,16 @@ async def dispatch_pending_after_commit(session: AsyncSession) -> None:
         _dispatched.add(await send(ready))
 
 
-def _relay_candidates(now: dt.datetime) -> sa.Select[Any]:
+def _relay_candidates(now: dt.datetime, emptied_before: dt.datetime | None = None) -> sa.Select[Any]:
     s = get_jobs_settings()
     waiting = C.status.in_([JobStatus.pending, JobStatus.retry])
     never_sent = sa.and_(
         waiting, C.dispatched_at.is_(None), C.due_at <= now - dt.timedelta(seconds=SEND_GRACE_S)
     )
-    lost = sa.and_(waiting, C.due_at <= now, C.dispatched_at < now - dt.timedelta(seconds=s.resend_after_s))
+    lost_before = now - dt.timedelta(seconds=s.resend_after_s)
+    if emptied_before is not None:
+        lost_before = max(lost_before, min(emptied_before, now))
+    lost = sa.and_(waiting, C.due_at <= now, C.dispatched_at < lost_before)
     orphaned = sa.and_(C.status == JobStatus.running, C.lease_until < now)
     return (
         sa.select(C.id)
@@ -194,16 +204,61 @@ def _relay_candidates(now: dt.datetime) -> sa.Select[Any]:
     )
 
 
+EPOCH_KEY = "wojia:jobs:epoch"
+# Jobs dispatched up to this long after a new epoch was planted are sent again too (clocks of the
+# processes differ a little; a job sent twice runs once).
+EPOCH_MARGIN = dt.timedelta(seconds=2)
+_epoch_seen: bytes | None = None  # the epoch this process found at its last round
+_emptied_before: dt.datetime | None = None  # jobs dispatched before this went to a lost Redis
+
+
+async def _broker_emptied() -> dt.datetime | None:
+    """When the broker's Redis was found emptied since this process's last round: the moment its
+    new epoch was planted (jobs dispatched before it may be lost), else None. One round trip."""
+    global _epoch_seen, _emptied_before
+    from app_api.core.settings import get_settings
+
+    if get_settings().embedded_jobs:
+        return None  # the in-process broker is lost only with the process itself
+    from app_api.core.redis import get_redis
+
+    r = await get_redis()
+    mine = f"{utcnow().isoformat()}|{new_id()}".encode()
+    try:
+        async with r.pipeline(transaction=False) as pipe:
+            pipe.set(EPOCH_KEY, mine, nx=True)
+            pipe.get(EPOCH_KEY)
+            planted, current = await pipe.execute()
+    except Exception as exc:  # Redis down: the send fails too, and the check waits for its return
+        log.debug("outbox relay: reading the broker's epoch failed: %s", exc)
+        return _emptied_before
+    if _epoch_seen is not None and current != _epoch_seen and _emptied_before is None:
+        try:
+            _emptied_before = dt.datetime.fromisoformat(current.split(b"|")[0].decode()) + EPOCH_MARGIN
+        except (ValueError, AttributeError):
+            _emptied_before = utcnow() + EPOCH_MARGIN
+        log.warning(
+            "outbox relay: the job broker's Redis lost its data (%s); sending again every job "
+            "dispatched before %s",
+            "epoch planted here" if planted else "a new epoch",
+            _emptied_before.isoformat(timespec="seconds"),
+        )
+    _epoch_seen = current
+    return _emptied_before
+
+
 async def relay(now: dt.datetime | None = None) -> int:
     """Send again every job that is not done and not in hand; returns how many were sent."""
+    global _emptied_before
     now = now or utcnow()
+    emptied_before = await _broker_emptied()
     async with sessionmaker()() as s:
         ids = [
             r[0]
             for r in (
                 await s.exec(
                     sa.update(_TABLE)
-                    .where(C.id.in_(_relay_candidates(now).scalar_subquery()))
+                    .where(C.id.in_(_relay_candidates(now, emptied_before).scalar_subquery()))
                     .values(
                         dispatched_at=now,
                         # A running job whose lease ran out lost its worker: it waits again.
@@ -217,6 +272,8 @@ async def relay(now: dt.datetime | None = None) -> int:
             ).all()
         ]
         await s.commit()
+    if emptied_before is not None and len(ids) < get_jobs_settings().relay_batch:
+        _emptied_before = None  # all of them claimed: the next rounds are ordinary
     if ids:
         log.info("outbox relay: sending %d jobs again", len(ids))
     return len(await send(ids))
