@@ -175,9 +175,11 @@ class Notification:
 
     @property
     def dedupe_key(self) -> str:
-        """One stored notification per provider transaction (and per refund for refunds)."""
+        """One stored notification per provider transaction, and per refund and state for refunds: a
+        refund may be told twice with news (WeChat: ABNORMAL, then SUCCESS once finance handled it)."""
         if self.kind is NotificationKind.REFUND:
-            return f"{self.provider}:refund:{self.refund_id or self.out_refund_no}"
+            state = self.refund_state.value if self.refund_state else ""
+            return f"{self.provider}:refund:{self.refund_id or self.out_refund_no}:{state}"
         return f"{self.provider}:pay:{self.transaction_id}"
 
 

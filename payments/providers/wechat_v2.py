@@ -365,7 +365,8 @@ class WeChatPayV2Provider:
             out_refund_no=info["out_refund_no"],
             refund_id=info["refund_id"],
             refund_fen=_int_field(info, "refund_fee"),
-            refund_state=REFUND_STATES.get(refund_status, RefundState.FAILED),
+            # A status we do not know settles nothing: the refund sweep asks, finance sees it.
+            refund_state=REFUND_STATES.get(refund_status, RefundState.PROCESSING),
             raw={**data, "req_info": dict(info)},
         )
 

@@ -409,7 +409,8 @@ class WeChatPayV3Provider:
             out_refund_no=out_refund_no,
             refund_id=refund_id,
             refund_fen=refund,
-            refund_state=REFUND_STATES.get(status, RefundState.FAILED),
+            # A status we do not know settles nothing: the refund sweep asks, finance sees it.
+            refund_state=REFUND_STATES.get(status, RefundState.PROCESSING),
             paid_at=parse_rfc3339(resource.get("success_time")),
             raw={"event_type": envelope.get("event_type"), "id": envelope.get("id"), "resource": resource},
         )

@@ -28,7 +28,14 @@ from app_api.platform.notify import Notification
 from payments import refunds, registry, sweeps, tasks
 from payments.errors import RefundExceedsPaid
 from payments.hooks import PaidPurpose, register_paid_handler
-from payments.models import OrderStatus, PaymentEvent, PaymentOrder, PaymentRefund, RefundStatus
+from payments.models import (
+    OrderStatus,
+    PaymentEvent,
+    PaymentNotification,
+    PaymentOrder,
+    PaymentRefund,
+    RefundStatus,
+)
 from payments.orders import create_order
 from payments.providers.alipay import AlipayProvider
 from payments.providers.base import ProviderError, RefundRequest
@@ -513,19 +520,21 @@ async def test_processing_refund_whose_notification_was_lost_is_asked_about(
         assert refused.value.extra["refundable_fen"] == 750
 
 
+@pytest.mark.parametrize("learnt", ["notification", "finance_check"])
 @pytest.mark.parametrize("provider", ["wechat_v2", "wechat_v3"])
-async def test_abnormal_refund_is_finances_until_the_provider_settles_it(ledger, client, login, provider):
+async def test_abnormal_refund_is_finances_until_the_provider_settles_it(
+    ledger, client, login, provider, learnt
+):
     """The provider tells us the refund did not reach the payer (their card was cancelled). Finance
-    sees it ``abnormal`` with the reason and cannot refund that money a second time; after handling
-    it at the provider's merchant platform, finance asks for the result and the order is refunded,
-    once."""
+    sees it ``abnormal`` with the reason and cannot refund that money a second time. Once finance
+    has handled it at the provider's merchant platform the order is refunded, once: told by the
+    provider's second notification, or (that notification lost) when finance asks for the result."""
     headers = await login()
     finance = await login(roles=["finance"])
     order, refund = await processing_refund(ledger, client, headers, provider, 400)
     server = ledger.servers[provider]
-    await control(
-        server, "/_sandbox/refunds/settle", out_refund_no=refund.out_refund_no, status=ABNORMAL[provider]
-    )
+    settle = "/_sandbox/refunds/settle"
+    await control(server, settle, out_refund_no=refund.out_refund_no, status=ABNORMAL[provider])
 
     async def abnormal() -> bool:
         return (await load_refund(refund.id)).status == RefundStatus.ABNORMAL
@@ -547,12 +556,19 @@ async def test_abnormal_refund_is_finances_until_the_provider_settles_it(ledger,
     assert still.status_code == 200 and still.json()["status"] == "abnormal"
     assert len(await flags(order.id, "refund_abnormal")) == 1
 
-    # Finance has the provider pay it to the payer's other account; that notification is lost.
-    await control(
-        server, "/_sandbox/refunds/settle", out_refund_no=refund.out_refund_no, status="SUCCESS", hold=True
-    )
-    done = await asyncio.gather(*(client.post(check, headers=finance) for _ in range(2)))
-    assert [r.json()["status"] for r in done] == ["succeeded", "succeeded"]
+    # Finance has the provider pay it to the payer's other account.
+    if learnt == "notification":
+        await control(server, settle, out_refund_no=refund.out_refund_no, status="SUCCESS")
+
+        async def succeeded() -> bool:
+            return (await load_refund(refund.id)).status == RefundStatus.SUCCEEDED
+
+        await eventually(succeeded)
+        assert (await client.post(check, headers=finance)).json()["status"] == "succeeded"
+    else:
+        await control(server, settle, out_refund_no=refund.out_refund_no, status="SUCCESS", hold=True)
+        done = await asyncio.gather(*(client.post(check, headers=finance) for _ in range(2)))
+        assert [r.json()["status"] for r in done] == ["succeeded", "succeeded"]
     after = await load(order.id)
     assert after.refunded_fen == 400 and after.status == OrderStatus.PARTIALLY_REFUNDED
     refunded = [e for e in await events(order.id, "transition") if e.data.get("out_refund_no")]
@@ -562,3 +578,39 @@ async def test_abnormal_refund_is_finances_until_the_provider_settles_it(ledger,
     missing = await client.post("/api/v1/payments/finance/refunds/nosuchrefund/check", headers=finance)
     assert missing.status_code == 404 and missing.json()["code"] == "payments.refund_not_found"
     assert missing.headers["content-type"].startswith("application/problem+json")
+
+
+@pytest.mark.parametrize("provider", ["wechat_v2", "wechat_v3"])
+async def test_a_refund_status_we_do_not_know_settles_nothing(ledger, client, login, provider):
+    """A correctly signed refund notification with a status this ledger does not know is kept and
+    answered, and changes nothing: the refund stays ``processing`` (the sweep asks again), and its
+    amount stays set aside. Before, it counted as failed and the amount was refundable again."""
+    headers = await login()
+    order, refund = await processing_refund(ledger, client, headers, provider, 300)
+    await control(
+        ledger.servers[provider],
+        "/_sandbox/refunds/settle",
+        out_refund_no=refund.out_refund_no,
+        status="SUSPENDED",
+    )
+
+    async def told() -> bool:
+        async with session_scope() as s:
+            rows = await s.exec(select(PaymentNotification).where(PaymentNotification.order_id == order.id))
+            return any(n.kind == "refund" for n in rows.all())
+
+    await eventually(told)
+    assert (await load_refund(refund.id)).status == RefundStatus.PROCESSING
+    assert await events(order.id, "refund_failed") == []
+    async with session_scope() as s:
+        with pytest.raises(RefundExceedsPaid) as refused:
+            await refunds.request_refund(
+                s,
+                order_id=order.id,
+                amount_fen=800,
+                out_refund_no="SQ" + secrets.token_hex(8),
+                reason=None,
+                source="finance",
+                actor_id=None,
+            )
+    assert refused.value.extra["refundable_fen"] == 700
