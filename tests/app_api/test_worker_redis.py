@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 
@@ -16,37 +18,50 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-async def test_worker_process_runs_jobs_sent_through_redis() -> None:
-    import redis.asyncio as aioredis
-    from taskiq.kicker import AsyncKicker
-    from taskiq_redis import RedisStreamBroker
-
-    env = {**os.environ, "WOJIA_JOBS_EMBEDDED": "false"}
+@contextlib.contextmanager
+def wojia_worker(**env: str) -> Iterator[subprocess.Popen[bytes]]:
+    """``wojia worker`` in a subprocess, its jobs through Redis, with the test's environment and
+    ``env``; stopped on leaving."""
     worker = subprocess.Popen(
         [sys.executable, "-m", "app_api.wiring.cli", "worker"],
-        env=env,
+        env={**os.environ, "WOJIA_JOBS_EMBEDDED": "false", **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         start_new_session=True,
     )
-    sender = RedisStreamBroker(url=REDIS_URL, queue_name="wojia:jobs", consumer_group_name="wojia")
-    await sender.startup()
-    r = aioredis.Redis.from_url(REDIS_URL)
-    token = secrets.token_hex(8)
     try:
-        await AsyncKicker(task_name="app.ping", broker=sender, labels={}).kiq(token=token)
-        for _ in range(300):
-            if await r.get(f"jobs:pong:{token}"):
-                break
-            assert worker.poll() is None, worker.stderr.read().decode()[-2000:] if worker.stderr else ""
-            await asyncio.sleep(0.1)
-        assert await r.get(f"jobs:pong:{token}") == b"1"
+        yield worker
     finally:
         worker.terminate()
         try:
             worker.wait(15)
         except subprocess.TimeoutExpired:
             worker.kill()
+
+
+def assert_alive(worker: subprocess.Popen[bytes]) -> None:
+    assert worker.poll() is None, worker.stderr.read().decode()[-2000:] if worker.stderr else ""
+
+
+async def test_worker_process_runs_jobs_sent_through_redis() -> None:
+    import redis.asyncio as aioredis
+    from taskiq.kicker import AsyncKicker
+    from taskiq_redis import RedisStreamBroker
+
+    sender = RedisStreamBroker(url=REDIS_URL, queue_name="wojia:jobs", consumer_group_name="wojia")
+    await sender.startup()
+    r = aioredis.Redis.from_url(REDIS_URL)
+    token = secrets.token_hex(8)
+    try:
+        with wojia_worker() as worker:
+            await AsyncKicker(task_name="app.ping", broker=sender, labels={}).kiq(token=token)
+            for _ in range(300):
+                if await r.get(f"jobs:pong:{token}"):
+                    break
+                assert_alive(worker)
+                await asyncio.sleep(0.1)
+            assert await r.get(f"jobs:pong:{token}") == b"1"
+    finally:
         await sender.shutdown()
         await r.aclose()
 
@@ -63,17 +78,9 @@ async def test_worker_runs_outbox_jobs_and_survives_redis_wiped() -> None:
     from app_api.core.db import sessionmaker
     from app_api.core.jobs.models import OutboxMessage
 
-    env = {**os.environ, "WOJIA_JOBS_EMBEDDED": "false"}
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "app_api.wiring.cli", "worker"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
     r = aioredis.Redis.from_url(REDIS_URL)
 
-    async def run_one() -> str:
+    async def run_one(worker: subprocess.Popen[bytes]) -> str:
         token = secrets.token_hex(8)
         async with sessionmaker()() as s:
             job = OutboxMessage(task_name="app.ping", arguments={"token": token})
@@ -90,25 +97,19 @@ async def test_worker_runs_outbox_jobs_and_survives_redis_wiped() -> None:
                 row = await s.get(OutboxMessage, job.id)
                 if row is not None and row.status == "done":
                     break
-            assert worker.poll() is None, worker.stderr.read().decode()[-2000:] if worker.stderr else ""
+            assert_alive(worker)
             await asyncio.sleep(0.1)
-        assert row is not None and row.status == "done" and row.attempts == 1, (
-            worker.terminate() or worker.stderr.read().decode()[-3000:]
-        )
+        assert row is not None and row.status == "done" and row.attempts == 1, row
         assert await r.get(f"jobs:pong:{token}") == b"1"
         return job.id
 
     try:
-        await run_one()
-        await r.flushdb()  # Redis restarted empty: no stream, no consumer group
-        await asyncio.sleep(1.5)
-        await run_one()
+        with wojia_worker() as worker:
+            await run_one(worker)
+            await r.flushdb()  # Redis restarted empty: no stream, no consumer group
+            await asyncio.sleep(1.5)
+            await run_one(worker)
     finally:
-        worker.terminate()
-        try:
-            worker.wait(15)
-        except subprocess.TimeoutExpired:
-            worker.kill()
         await r.aclose()
 
 
@@ -124,58 +125,44 @@ async def test_jobs_lost_with_redis_are_sent_again_at_the_next_relay_round() -> 
     from app_api.core.jobs.models import OutboxMessage
     from app_api.core.jobs.outbox import EPOCH_KEY
 
-    env = {
-        **os.environ,
-        "WOJIA_JOBS_EMBEDDED": "false",
-        "WOJIA_JOBS_RUN_LOOP": "true",  # the worker's relay is what is tested
-        "WOJIA_JOBS_RELAY_EVERY_S": "1",
-        "WOJIA_JOBS_RESEND_AFTER_S": "120",
-    }
     r = aioredis.Redis.from_url(REDIS_URL)
     await r.delete(EPOCH_KEY)
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "app_api.wiring.cli", "worker"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
     try:
-        for _ in range(300):  # the worker's relay has made its first round
-            if await r.get(EPOCH_KEY):
-                break
-            assert worker.poll() is None, worker.stderr.read().decode()[-2000:] if worker.stderr else ""
-            await asyncio.sleep(0.1)
-        assert await r.get(EPOCH_KEY)
-        token = secrets.token_hex(8)
-        async with sessionmaker()() as s:
-            # Sent a moment ago, into the Redis about to be lost (its message never arrives).
-            job = OutboxMessage(
-                task_name="app.ping",
-                arguments={"token": token},
-                dispatched_at=utcnow() - dt.timedelta(seconds=1),
-            )
-            s.add(job)
-            await s.commit()
-        await r.flushdb()  # Redis restarted empty
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        row = None
-        while loop.time() - started < 20:
+        with wojia_worker(
+            WOJIA_JOBS_RUN_LOOP="true",  # the worker's relay is what is tested
+            WOJIA_JOBS_RELAY_EVERY_S="1",
+            WOJIA_JOBS_RESEND_AFTER_S="120",
+        ) as worker:
+            for _ in range(300):  # the worker's relay has made its first round
+                if await r.get(EPOCH_KEY):
+                    break
+                assert_alive(worker)
+                await asyncio.sleep(0.1)
+            assert await r.get(EPOCH_KEY)
+            token = secrets.token_hex(8)
             async with sessionmaker()() as s:
-                row = await s.get(OutboxMessage, job.id)
-            if row is not None and row.status == "done":
-                break
-            assert worker.poll() is None, worker.stderr.read().decode()[-2000:] if worker.stderr else ""
-            await asyncio.sleep(0.2)
-        assert row is not None and row.status == "done" and row.attempts == 1, row
-        assert await r.get(f"jobs:pong:{token}") == b"1"
+                # Sent a moment ago, into the Redis about to be lost (its message never arrives).
+                job = OutboxMessage(
+                    task_name="app.ping",
+                    arguments={"token": token},
+                    dispatched_at=utcnow() - dt.timedelta(seconds=1),
+                )
+                s.add(job)
+                await s.commit()
+            await r.flushdb()  # Redis restarted empty
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            row = None
+            while loop.time() - started < 20:
+                async with sessionmaker()() as s:
+                    row = await s.get(OutboxMessage, job.id)
+                if row is not None and row.status == "done":
+                    break
+                assert_alive(worker)
+                await asyncio.sleep(0.2)
+            assert row is not None and row.status == "done" and row.attempts == 1, row
+            assert await r.get(f"jobs:pong:{token}") == b"1"
     finally:
-        worker.terminate()
-        try:
-            worker.wait(15)
-        except subprocess.TimeoutExpired:
-            worker.kill()
         await r.aclose()
     # Its blocked read answered "UNBLOCKED the stream key no longer exists" did not kill the worker
     # process (taskiq would have started another, cutting off the jobs it was running).

@@ -461,6 +461,23 @@ async def processing_refund(
     return order, refund
 
 
+async def refundable_when_all_is_asked(order: PaymentOrder) -> int:
+    """Finance asks to refund the whole order while part of it is set aside: the ledger refuses,
+    naming what may still be refunded."""
+    async with session_scope() as s:
+        with pytest.raises(RefundExceedsPaid) as refused:
+            await refunds.request_refund(
+                s,
+                order_id=order.id,
+                amount_fen=order.amount_fen,
+                out_refund_no="SQ" + secrets.token_hex(8),
+                reason=None,
+                source="finance",
+                actor_id=None,
+            )
+    return int(refused.value.extra["refundable_fen"])
+
+
 async def flags(order_id: str, reason: str) -> list[PaymentEvent]:
     return [e for e in await events(order_id, "flagged") if e.data.get("reason") == reason]
 
@@ -506,18 +523,7 @@ async def test_processing_refund_whose_notification_was_lost_is_asked_about(
         [flagged] = await flags(order.id, "refund_abnormal")
         assert flagged.data["out_refund_no"] == refund.out_refund_no and flagged.data["amount_fen"] == 250
         # Its 250 fen are not refundable again: the provider still counts them as refunded.
-        async with session_scope() as s:
-            with pytest.raises(RefundExceedsPaid) as refused:
-                await refunds.request_refund(
-                    s,
-                    order_id=order.id,
-                    amount_fen=1000,
-                    out_refund_no="SQ" + secrets.token_hex(8),
-                    reason=None,
-                    source="finance",
-                    actor_id=None,
-                )
-        assert refused.value.extra["refundable_fen"] == 750
+        assert await refundable_when_all_is_asked(order) == 750
 
 
 @pytest.mark.parametrize("learnt", ["notification", "finance_check"])
@@ -602,15 +608,4 @@ async def test_a_refund_status_we_do_not_know_settles_nothing(ledger, client, lo
     await eventually(told)
     assert (await load_refund(refund.id)).status == RefundStatus.PROCESSING
     assert await events(order.id, "refund_failed") == []
-    async with session_scope() as s:
-        with pytest.raises(RefundExceedsPaid) as refused:
-            await refunds.request_refund(
-                s,
-                order_id=order.id,
-                amount_fen=800,
-                out_refund_no="SQ" + secrets.token_hex(8),
-                reason=None,
-                source="finance",
-                actor_id=None,
-            )
-    assert refused.value.extra["refundable_fen"] == 700
+    assert await refundable_when_all_is_asked(order) == 700
