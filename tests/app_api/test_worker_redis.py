@@ -9,6 +9,7 @@ import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -41,6 +42,22 @@ def wojia_worker(**env: str) -> Iterator[subprocess.Popen[bytes]]:
 
 def assert_alive(worker: subprocess.Popen[bytes]) -> None:
     assert worker.poll() is None, worker.stderr.read().decode()[-2000:] if worker.stderr else ""
+
+
+async def finished(worker: subprocess.Popen[bytes], job_id: str, *, within_s: float) -> Any:
+    """The job's outbox row once ``done``, or as it stands after ``within_s`` (the worker alive)."""
+    from app_api.core.db import sessionmaker
+    from app_api.core.jobs.models import OutboxMessage
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while True:
+        async with sessionmaker()() as s:
+            row = await s.get(OutboxMessage, job_id)
+        if (row is not None and row.status == "done") or loop.time() > deadline:
+            return row
+        assert_alive(worker)
+        await asyncio.sleep(0.1)
 
 
 async def test_worker_process_runs_jobs_sent_through_redis() -> None:
@@ -92,13 +109,7 @@ async def test_worker_runs_outbox_jobs_and_survives_redis_wiped() -> None:
             await AsyncKicker(task_name="app.run_job", broker=sender, labels={}).kiq(job.id)
         finally:
             await sender.shutdown()
-        for _ in range(300):
-            async with sessionmaker()() as s:
-                row = await s.get(OutboxMessage, job.id)
-                if row is not None and row.status == "done":
-                    break
-            assert_alive(worker)
-            await asyncio.sleep(0.1)
+        row = await finished(worker, job.id, within_s=30)
         assert row is not None and row.status == "done" and row.attempts == 1, row
         assert await r.get(f"jobs:pong:{token}") == b"1"
         return job.id
@@ -150,16 +161,7 @@ async def test_jobs_lost_with_redis_are_sent_again_at_the_next_relay_round() -> 
                 s.add(job)
                 await s.commit()
             await r.flushdb()  # Redis restarted empty
-            loop = asyncio.get_running_loop()
-            started = loop.time()
-            row = None
-            while loop.time() - started < 20:
-                async with sessionmaker()() as s:
-                    row = await s.get(OutboxMessage, job.id)
-                if row is not None and row.status == "done":
-                    break
-                assert_alive(worker)
-                await asyncio.sleep(0.2)
+            row = await finished(worker, job.id, within_s=20)
             assert row is not None and row.status == "done" and row.attempts == 1, row
             assert await r.get(f"jobs:pong:{token}") == b"1"
     finally:
